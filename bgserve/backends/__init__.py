@@ -1,0 +1,1 @@
+"""Serving backends behind one Protocol (see ``base.py``)."""

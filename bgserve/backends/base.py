@@ -1,0 +1,73 @@
+"""The one small Protocol every serving backend implements.
+
+A backend runs *slots*: one per (deployment, release), each serving the release's
+bundle over the Open Inference Protocol v2 under the deployment's name. It also owns
+the weighted route in front of a deployment's slots. It knows nothing of phases,
+gates or history: the service tells it what to do, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """Where a slot answers and whether it is ready.
+
+    ``endpoint`` is the slot's own base URL: ``{endpoint}/v2/models/{deployment}/infer``
+    reaches this slot directly, bypassing the weights.
+    """
+
+    release_id: int
+    endpoint: str
+    ready: bool
+
+
+class Backend(Protocol):
+    """What the service needs from a serving backend (local processes, KServe, Seldon)."""
+
+    name: str
+
+    def ensure_slot(self, deployment: str, release: Release) -> SlotInfo:
+        """Make a slot serve ``release`` for ``deployment`` and wait until it is ready.
+
+        Idempotent: an existing ready slot for the pair is reused as it is.
+        Raises ReadinessTimeout if the slot is not ready in time (the half-started
+        slot is removed), BackendError for any other failure. Never changes weights.
+        """
+        ...
+
+    def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
+        """Apply the weights of ``routes`` (summing to 100) atomically.
+
+        Idempotent. Every routed release must have a slot from :meth:`ensure_slot`.
+        Requests already in flight finish on the slot they started on.
+        Raises BackendError and leaves the previous weights in place on failure.
+        """
+        ...
+
+    def retire_slot(self, deployment: str, release_id: int) -> None:
+        """Stop and remove the slot of ``release_id`` for ``deployment``.
+
+        Idempotent: retiring a slot that does not exist does nothing. The caller first
+        routes all traffic away from it. Raises BackendError on failure.
+        """
+        ...
+
+    def slot_info(self, deployment: str, release_id: int) -> SlotInfo | None:
+        """The slot's endpoint and readiness, or None if it does not exist. No side effects."""
+        ...
+
+    def data_plane_url(self, deployment: str) -> str | None:
+        """The weighted entry point clients call for ``deployment``, if the backend has one."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources; the local backend stops its slots. Idempotent."""
+        ...

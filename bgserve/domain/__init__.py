@@ -1,0 +1,1 @@
+"""The pure core of bgserve: releases, the rollout state machine, comparison scoring."""

@@ -1,0 +1,1 @@
+"""MLflow: resolve model and prompt URIs, build bundles, move aliases."""

@@ -1,0 +1,41 @@
+"""Shared fixtures: a real MLflow store (SQLite in a temp dir) per test session or test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _mlflow_env(root: Path) -> dict[str, str]:
+    return {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MLFLOW_REGISTRY_URI": f"sqlite:///{root / 'mlflow.db'}",
+    }
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow SQLite store shared by the session; yields its tracking URI.
+
+    The MLflow env vars are set for this process and inherited by slot processes.
+    """
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    env = _mlflow_env(root)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(env["MLFLOW_REGISTRY_URI"])
+    # Artifacts land next to the database, never in the working directory.
+    mlflow.create_experiment("bgserve-tests", artifact_location=str(root / "artifacts"))
+    mlflow.set_experiment("bgserve-tests")
+    yield env["MLFLOW_TRACKING_URI"]
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
