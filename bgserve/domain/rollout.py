@@ -151,7 +151,12 @@ def stage_green(state: DeploymentState, release_id: int) -> Transition:
 
     Refused while green takes traffic or a step plan is under way.
     """
-    if state.plan or state.green_weight > 0:
+    if state.plan:
+        raise IllegalTransition(
+            f"a promotion of {state.name} is under way (remaining steps {list(state.plan)}): "
+            "wait for it to finish, or revert before staging another release"
+        )
+    if state.green_weight > 0:
         raise IllegalTransition(
             f"green release {state.green} takes {state.green_weight}% of {state.name}'s traffic: "
             "promote it to 100 or revert before staging another release"

@@ -1,0 +1,1 @@
+"""The control API (FastAPI): ``create_app(settings)`` in ``app.py``."""

@@ -1,0 +1,90 @@
+"""``create_app(settings)``: the control API's composition root."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from bgserve import __version__
+from bgserve.api import errors
+from bgserve.api.auth import Authenticator
+from bgserve.api.deps import ServiceDep
+from bgserve.api.metrics import build_registry
+from bgserve.api.routes import deployments, prompts, releases
+from bgserve.compose import Components, build_components
+from bgserve.settings import Settings
+
+log = logging.getLogger("bgserve.api")
+
+
+def create_app(
+    settings: Settings,
+    build: Callable[[Settings], Components] = build_components,
+) -> FastAPI:
+    """The control API. Components are built (and slots restored) in the lifespan."""
+    authenticator = Authenticator.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = await run_in_threadpool(build, settings)
+        app.state.components = built
+        app.state.metrics = build_registry(built.service)
+        try:
+            await run_in_threadpool(built.service.reconcile)
+            app.state.ready = True
+            yield
+        finally:
+            app.state.ready = False
+            await run_in_threadpool(built.close)
+
+    app = FastAPI(title="bgserve", version=__version__, lifespan=lifespan,
+                  description="Blue-green deployment of MLflow model + prompt releases.")
+    app.state.authenticator = authenticator
+    app.state.ready = False
+    errors.install(app)
+    _limit_body_size(app, settings.max_body_bytes)
+    app.include_router(releases.router)
+    app.include_router(deployments.router)
+    app.include_router(prompts.router)
+    _add_probes(app)
+    return app
+
+
+def _limit_body_size(app: FastAPI, limit: int) -> None:
+    @app.middleware("http")
+    async def _check(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                     ) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return JSONResponse(
+                {"error": "PayloadTooLarge",
+                 "message": f"request body over {limit} bytes: send less, or raise "
+                            "BGSERVE_MAX_BODY_BYTES"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+
+def _add_probes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["probes"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"])
+    def readyz(request: Request) -> JSONResponse:
+        """Readiness: components built and deployments restored."""
+        ready = bool(request.app.state.ready)
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["probes"])
+    def metrics(request: Request, _service: ServiceDep) -> Response:
+        """Prometheus text: weights, requests and errors per slot."""
+        return Response(generate_latest(request.app.state.metrics),
+                        media_type=CONTENT_TYPE_LATEST)

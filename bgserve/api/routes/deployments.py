@@ -1,0 +1,73 @@
+"""The deployment routes: create, stage green, promote, revert, status, history."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
+from bgserve.api.schemas import (
+    DeploymentCreate,
+    DeploymentOut,
+    EventOut,
+    GreenCreate,
+    PromoteRequest,
+    RevertRequest,
+)
+from bgserve.api.views import deployment_out
+
+router = APIRouter(prefix="/deployments", tags=["deployments"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentOut)
+def create_deployment(
+    body: DeploymentCreate, service: ServiceDep, who: DeployerDep
+) -> DeploymentOut:
+    """Deploy a release as blue at weight 100."""
+    stored = service.create_deployment(body.name, body.release_id, who.name)
+    return deployment_out(service, stored)
+
+
+@router.get("", response_model=list[DeploymentOut])
+def list_deployments(service: ServiceDep, _who: ViewerDep) -> list[DeploymentOut]:
+    """Every deployment."""
+    return [deployment_out(service, d) for d in service.list_deployments()]
+
+
+@router.get("/{name}", response_model=DeploymentOut)
+def get_deployment(name: str, service: ServiceDep, _who: ViewerDep) -> DeploymentOut:
+    """One deployment: phase, slots with weights, endpoints and readiness."""
+    return deployment_out(service, service.get_deployment(name))
+
+
+@router.post("/{name}/green", response_model=DeploymentOut)
+def stage_green(
+    name: str, body: GreenCreate, service: ServiceDep, who: DeployerDep
+) -> DeploymentOut:
+    """Stage a release as green at weight 0 (409 while the current green takes traffic)."""
+    return deployment_out(service, service.stage_green(name, body.release_id, who.name))
+
+
+@router.post("/{name}/promote", response_model=DeploymentOut)
+def promote(
+    name: str, body: PromoteRequest, service: ServiceDep, who: DeployerDep
+) -> DeploymentOut:
+    """One step to ``weight``, or the whole step plan to 100 when no weight is given."""
+    if body.weight is None:
+        stored = service.promote_plan(name, who.name, force=body.force)
+    else:
+        stored = service.shift(name, body.weight, who.name, force=body.force)
+    return deployment_out(service, stored)
+
+
+@router.post("/{name}/revert", response_model=DeploymentOut)
+def revert(
+    name: str, service: ServiceDep, who: DeployerDep, body: RevertRequest | None = None
+) -> DeploymentOut:
+    """All traffic back to the last good release. Idempotent."""
+    return deployment_out(service, service.revert(name, who.name))
+
+
+@router.get("/{name}/history", response_model=list[EventOut])
+def history(name: str, service: ServiceDep, _who: ViewerDep) -> list[EventOut]:
+    """Audit events: who, what, when, weights before and after."""
+    return [EventOut.of(e) for e in service.history(name)]

@@ -1,0 +1,152 @@
+"""The pure state machine: phases, transitions, actions, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from bgserve.domain import rollout
+from bgserve.domain.rollout import (
+    DeploymentState,
+    EnsureSlot,
+    Gate,
+    MoveAliases,
+    Phase,
+    RetireSlot,
+    Route,
+    SetRoutes,
+)
+from bgserve.errors import GateClosed, IllegalTransition, InvalidInput
+
+
+def staged(blue: int = 1, green: int = 2, passed: bool = True) -> DeploymentState:
+    state = rollout.stage_green(rollout.create("chat", blue).state, green).state
+    return rollout.record_gate(state, Gate(blue, green, passed, () if passed else ("bad",)))
+
+
+def test_create_deploys_blue_at_100_and_points_aliases() -> None:
+    t = rollout.create("chat", 7)
+    assert t.state.phase is Phase.STABLE
+    assert t.state.routes() == (Route("blue", 7, 100),)
+    assert t.actions == (EnsureSlot(7), SetRoutes((Route("blue", 7, 100),)), MoveAliases(7, None))
+
+
+def test_stage_green_starts_slot_before_routing_it_at_zero() -> None:
+    t = rollout.stage_green(rollout.create("chat", 1).state, 2)
+    assert t.state.phase is Phase.STAGED
+    assert t.actions == (EnsureSlot(2), SetRoutes((Route("blue", 1, 100), Route("green", 2, 0))))
+
+
+def test_stage_same_green_is_a_no_op() -> None:
+    state = staged()
+    t = rollout.stage_green(state, 2)
+    assert not t.changed and t.state == state and t.actions == ()
+
+
+def test_stage_refused_while_green_takes_traffic() -> None:
+    state = rollout.shift(staged(), 30).state
+    with pytest.raises(IllegalTransition, match="takes 30%.*promote it to 100 or revert"):
+        rollout.stage_green(state, 3)
+
+
+def test_stage_blue_release_as_green_is_refused() -> None:
+    with pytest.raises(IllegalTransition, match="already blue"):
+        rollout.stage_green(rollout.create("chat", 1).state, 1)
+
+
+def test_new_green_retires_idle_green_and_standby() -> None:
+    state = rollout.stage_green(staged(), 3)
+    assert RetireSlot(2) in state.actions
+    after_promote = rollout.shift(staged(), 100).state
+    t = rollout.stage_green(after_promote, 5)
+    assert t.state.standby is None
+    assert t.actions[-1] == RetireSlot(1)
+
+
+def test_shift_moves_weights_and_phase() -> None:
+    t = rollout.shift(staged(), 30)
+    assert t.state.phase is Phase.SHIFTING
+    assert (t.state.blue_weight, t.state.green_weight) == (70, 30)
+    assert t.actions == (SetRoutes((Route("blue", 1, 70), Route("green", 2, 30))),)
+
+
+def test_shift_to_100_promotes_and_keeps_standby() -> None:
+    t = rollout.shift(rollout.shift(staged(), 50).state, 100)
+    assert t.action == "promote"
+    s = t.state
+    assert (s.blue, s.green, s.standby, s.phase) == (2, None, 1, Phase.STABLE)
+    assert t.actions == (SetRoutes((Route("blue", 2, 100), Route("standby", 1, 0))),
+                         MoveAliases(2, 1))
+
+
+@pytest.mark.parametrize("weight", [-1, 101])
+def test_shift_out_of_range_names_the_field(weight: int) -> None:
+    with pytest.raises(InvalidInput) as info:
+        rollout.shift(staged(), weight)
+    assert info.value.field == "weight"
+
+
+def test_promote_without_green_says_how_to_stage() -> None:
+    with pytest.raises(IllegalTransition, match="no green release.*POST /deployments/chat/green"):
+        rollout.shift(rollout.create("chat", 1).state, 10)
+
+
+def test_gate_missing_failed_or_for_another_pair_closes() -> None:
+    fresh = rollout.stage_green(rollout.create("chat", 1).state, 2).state
+    with pytest.raises(GateClosed, match="no comparison"):
+        rollout.shift(fresh, 10)
+    with pytest.raises(GateClosed, match="failed: bad"):
+        rollout.shift(staged(passed=False), 10)
+    other_pair = rollout.record_gate(fresh, Gate(1, 9, True))
+    with pytest.raises(GateClosed):
+        rollout.shift(other_pair, 10)
+
+
+def test_force_opens_gate_and_shifting_down_needs_no_gate() -> None:
+    fresh = rollout.stage_green(rollout.create("chat", 1).state, 2).state
+    up = rollout.shift(fresh, 40, force=True).state
+    assert rollout.shift(up, 20).state.green_weight == 20
+
+
+def test_revert_during_shift_sends_green_to_zero_and_is_idempotent() -> None:
+    t = rollout.revert(rollout.shift(staged(), 50).state)
+    assert t.state.phase is Phase.REVERTED and t.state.green == 2
+    assert t.actions == (SetRoutes((Route("blue", 1, 100), Route("green", 2, 0))),)
+    again = rollout.revert(t.state)
+    assert not again.changed and again.state == t.state
+
+
+def test_revert_after_cutover_restores_standby_as_blue() -> None:
+    promoted = rollout.shift(staged(), 100).state
+    t = rollout.revert(promoted)
+    s = t.state
+    assert (s.blue, s.green, s.green_weight, s.standby) == (1, 2, 0, None)
+    assert MoveAliases(1, 2) in t.actions
+    assert not rollout.revert(s).changed
+
+
+def test_plan_walks_steps_above_current_weight() -> None:
+    state = rollout.shift(staged(), 20).state
+    plan = rollout.start_plan(state, [10, 50, 100]).state
+    assert plan.plan == (50, 100) and plan.phase is Phase.PROMOTING
+    with pytest.raises(IllegalTransition, match="under way"):
+        rollout.shift(plan, 60)
+    with pytest.raises(IllegalTransition, match="under way"):
+        rollout.stage_green(plan, 3)
+    step = rollout.next_plan_step(plan)
+    assert (step.state.green_weight, step.state.plan) == (50, (100,))
+    last = rollout.next_plan_step(step.state)
+    assert last.action == "promote" and last.state.plan == () and last.state.blue == 2
+
+
+def test_revert_cancels_plan() -> None:
+    plan = rollout.start_plan(staged(), [10, 50, 100]).state
+    step = rollout.next_plan_step(plan).state
+    reverted = rollout.revert(step).state
+    assert reverted.plan == () and reverted.green_weight == 0
+
+
+def test_plan_checks_gate_unless_forced() -> None:
+    fresh = rollout.stage_green(rollout.create("chat", 1).state, 2).state
+    with pytest.raises(GateClosed):
+        rollout.start_plan(fresh, [100])
+    assert rollout.start_plan(fresh, [100], force=True).state.plan == (100,)
