@@ -34,7 +34,13 @@ def build_backend(settings: Settings) -> Backend:
     if settings.backend == "local":
         from bgserve.backends.local import LocalBackend
 
-        return LocalBackend.from_settings(settings, env=_mlflow_env(settings))
+        return LocalBackend(
+            settings.data_host,
+            settings.data_port,
+            settings.slot_ready_timeout_seconds,
+            env=_mlflow_env(settings),
+            log_dir=settings.home / "slot-logs",
+        )
     if settings.backend == "kserve":
         from bgserve.backends.kserve import KServeBackend
 

@@ -28,7 +28,7 @@ def _is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     """Every knob bgserve has. Each field documents itself; ``bgserve serve --help`` shows a few."""
 
-    model_config = SettingsConfigDict(env_prefix="BGSERVE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BGSERVE_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(DEFAULT_HOME, description="Directory for bgserve's own files.")
     state_url: str = Field(
@@ -78,6 +78,98 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body the control API accepts."
     )
+    prompts_dir: Path = Field(
+        Path("prompts"),
+        description="Where golden sets live: `<prompts_dir>/<name>/golden.jsonl` (the demo's "
+        "own sets are found too).",
+    )
+    compare_concurrency: int = Field(
+        8, ge=1, le=256, description="Golden cases in flight at once during a comparison."
+    )
+    compare_timeout_seconds: float = Field(
+        30.0, gt=0, description="Timeout of one request to a slot during a comparison."
+    )
+    compare_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description='Threshold overrides as JSON, e.g. {"min_mean_similarity": 0.95}; '
+        "a request's own `thresholds` apply on top.",
+    )
+    compare_scorer: str = Field("text", description="Similarity scorer: `text` or `exact`.")
+
+    # --- kubernetes backends (kserve, seldon) ---
+    kube_api_url: str = Field(
+        "",
+        description="Explicit Kubernetes API server URL (e.g. `kubectl proxy` on "
+        "http://127.0.0.1:8001); empty means in-cluster config, else the kubeconfig.",
+    )
+    kube_config: Path | None = Field(
+        None, description="Kubeconfig file used outside a cluster; the usual default when unset."
+    )
+    kube_context: str = Field("", description="Kubeconfig context; the current one when empty.")
+    kube_namespace: str = Field(
+        "default",
+        description="Namespace of every object bgserve creates for KServe or Seldon "
+        "(the manifests set it to bgserve's own namespace).",
+    )
+    kube_poll_interval_seconds: float = Field(
+        2.0, gt=0, description="How often a Kubernetes slot's readiness is polled."
+    )
+    kube_write_retries: int = Field(
+        5, ge=1, le=50, description="Attempts of one write that keeps losing 409 conflicts."
+    )
+    kube_slot_image: str = Field(
+        "bgserve:0.1.0",
+        description="Image of the slot containers; runs `bgserve slot` (build it from the "
+        "Dockerfile so the bundle is loaded by the MLflow version that built it).",
+    )
+    kube_slot_service_account: str = Field(
+        "",
+        description="Service account of the slot pods (e.g. one holding storage credentials "
+        "for the storage initializer); the namespace default when empty.",
+    )
+    kube_slot_cpu: str = Field("1", description="CPU request and limit of one slot container.")
+    kube_slot_memory: str = Field(
+        "2Gi", description="Memory request and limit of one slot container."
+    )
+    kube_bundle_storage_uri: str = Field(
+        "",
+        description="Template of the storage URI a bundle's artifacts are fetched from "
+        "(`s3://...`, `gs://...`, `pvc://...`), with `{bundle_name}`, `{bundle_version}`, "
+        "`{release}` and `{release_id}`; the storage initializer downloads it to /mnt/models. "
+        "Empty: the slot loads `models:/<bundle>/<version>` from the MLflow registry itself.",
+    )
+    kube_gateway_name: str = Field(
+        "kserve-ingress-gateway",
+        description="Gateway the weighted route attaches to (Gateway API Gateway, or Istio "
+        "Gateway with BGSERVE_KSERVE_ROUTER=istio).",
+    )
+    kube_gateway_namespace: str = Field(
+        "kserve", description="Namespace of that Gateway; bgserve's namespace when empty."
+    )
+    kube_route_hostname: str = Field(
+        "",
+        description="Hostname the weighted route serves, `{deployment}` and `{namespace}` "
+        "substituted, e.g. `{deployment}.models.example.com`; empty matches any host "
+        "(routes are told apart by the path `/v2/models/<deployment>`).",
+    )
+    kube_data_plane_url: str = Field(
+        "",
+        description="Base URL clients call for the weighted route (the gateway's address), "
+        "`{deployment}` and `{namespace}` substituted; defaults to http://<hostname> when a "
+        "hostname is set.",
+    )
+    kserve_router: Literal["gateway", "istio"] = Field(
+        "gateway",
+        description="Weighted route in front of a deployment's InferenceServices: a Gateway "
+        "API HTTPRoute, or an Istio VirtualService.",
+    )
+    kserve_deployment_mode: str = Field(
+        "",
+        description="`serving.kserve.io/deploymentMode` annotation of the InferenceServices "
+        "(`Standard`, `RawDeployment` on older KServe, or `Knative`); empty keeps the "
+        "cluster default.",
+    )
+    # --- end kubernetes backends ---
 
     @field_validator("promote_steps")
     @classmethod

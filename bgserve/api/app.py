@@ -16,7 +16,7 @@ from bgserve.api import errors
 from bgserve.api.auth import Authenticator
 from bgserve.api.deps import ServiceDep
 from bgserve.api.metrics import build_registry
-from bgserve.api.routes import deployments, prompts, releases
+from bgserve.api.routes import compare, deployments, prompts, releases
 from bgserve.compose import Components, build_components
 from bgserve.settings import Settings
 
@@ -51,6 +51,7 @@ def create_app(
     _limit_body_size(app, settings.max_body_bytes)
     app.include_router(releases.router)
     app.include_router(deployments.router)
+    app.include_router(compare.router)
     app.include_router(prompts.router)
     _add_probes(app)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bgserve.api.schemas import DeploymentOut, GateOut, ReleaseOut, SlotOut
 from bgserve.service import Service
 from bgserve.store import StoredDeployment
@@ -34,7 +36,14 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
         else GateOut(blue=gate.blue, green=gate.green, passed=gate.passed,
                      reasons=list(gate.reasons)),
         data_plane_url=service.backend.data_plane_url(state.name),
-        last_comparison=stored.last_comparison,
+        last_comparison=_summary(stored.last_comparison),
         created_at=stored.created_at,
         updated_at=stored.updated_at,
     )
+
+
+def _summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stored report without its per-case detail (GET .../comparison has it all)."""
+    if report is None:
+        return None
+    return {k: v for k, v in report.items() if k != "cases"}

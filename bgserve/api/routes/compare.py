@@ -1,0 +1,57 @@
+"""POST /deployments/{name}/compare and GET /deployments/{name}/comparison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import Field, model_validator
+
+from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
+from bgserve.api.schemas import Strict
+from bgserve.domain.golden import GoldenCase, parse_cases
+from bgserve.errors import InvalidInput, NotFound
+from bgserve.golden_sets import load_golden_set
+
+router = APIRouter(prefix="/deployments", tags=["comparison"])
+
+
+class CompareRequest(Strict):
+    golden_set: str | None = Field(None, description="Name of prompts/<name>/golden.jsonl",
+                                   examples=["summarize"])
+    cases: list[dict[str, Any]] | None = Field(
+        None, description="Inline golden cases, in the golden.jsonl format")
+    thresholds: dict[str, float] | None = Field(
+        None, description="Overrides of the default thresholds for this comparison")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CompareRequest:
+        if (self.golden_set is None) == (self.cases is None):
+            raise ValueError("give exactly one of golden_set (a name) or cases (a list)")
+        return self
+
+
+def _cases(body: CompareRequest, request: Request) -> list[GoldenCase]:
+    if body.cases is not None:
+        return parse_cases(body.cases)
+    assert body.golden_set is not None
+    return load_golden_set(body.golden_set, request.app.state.components.settings.prompts_dir)
+
+
+@router.post("/{name}/compare")
+def compare(name: str, body: CompareRequest, request: Request, service: ServiceDep,
+            who: DeployerDep) -> dict[str, Any]:
+    """Run the golden set on blue and green directly; the verdict gates promotion."""
+    if not body.cases and body.cases is not None:
+        raise InvalidInput("cases is empty: give at least one golden case", field="cases")
+    _, report = service.compare(name, _cases(body, request), who.name, body.thresholds)
+    return report.model_dump(mode="json")
+
+
+@router.get("/{name}/comparison")
+def last_comparison(name: str, service: ServiceDep, _who: ViewerDep) -> dict[str, Any]:
+    """The full report of the deployment's last comparison."""
+    stored = service.get_deployment(name)
+    if stored.last_comparison is None:
+        raise NotFound(f"{name} has no comparison yet: POST /deployments/{name}/compare")
+    return stored.last_comparison

@@ -1,0 +1,225 @@
+"""Thresholds, the summary of a comparison, and the verdict's reasons. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bgserve.errors import InvalidInput
+
+__all__ = [
+    "Rate",
+    "Ratio",
+    "SlotSummary",
+    "Summary",
+    "Thresholds",
+    "Verdict",
+    "format_pair",
+    "percentile",
+    "verdict_reasons",
+]
+
+# --- thresholds ------------------------------------------------------------------------
+
+
+Rate = Annotated[float, Field(ge=0, le=1)]
+Ratio = Annotated[float, Field(gt=0)]
+
+
+class Thresholds(BaseModel):
+    """What green must achieve against blue to pass. Every limit is inclusive."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    min_mean_similarity: Rate = 0.9
+    """Mean blue/green similarity over the cases both slots answered."""
+    agreement_similarity: Rate = 0.9
+    """A case agrees when its similarity reaches this; below it, the case differs."""
+    min_agreement_rate: Rate = 0.8
+    """Share of the cases both answered that must agree."""
+    max_blue_error_rate: Rate = 0.0
+    """Share of cases blue may fail; raise it when green is the fix for blue's errors."""
+    max_green_error_rate: Rate = 0.0
+    """Share of cases green may fail."""
+    max_assertion_regression: Rate = 0.0
+    """How far green's assertion pass rate may fall below blue's."""
+    min_assertion_pass_rate: Rate = 0.0
+    """Green's absolute floor; 0 because by default green is judged against blue."""
+    max_latency_ratio_p50: Ratio = 2.0
+    """Green p50 latency over blue's."""
+    max_latency_ratio_p95: Ratio = 3.0
+    """Green p95 latency over blue's: looser, as tails are noisier on a few cases."""
+    min_latency_ms_for_ratio: Annotated[float, Field(ge=0)] = 50.0
+    """Latencies under this count as this in the ratios, so jitter on fast models
+    (1 ms against 3 ms) never fails a comparison."""
+
+    def with_overrides(self, overrides: Mapping[str, object] | None) -> Thresholds:
+        """These thresholds with ``overrides`` applied; :class:`InvalidInput` on a bad one."""
+        try:
+            return Thresholds.model_validate({**self.model_dump(), **(overrides or {})})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"])
+            raise InvalidInput(f"threshold {name!r}: {err['msg']}", field="thresholds") from exc
+
+
+# --- summary ---------------------------------------------------------------------------
+
+
+class SlotSummary(BaseModel):
+    """One slot over the whole golden set; latencies over its answered cases only."""
+
+    errors: int
+    error_rate: float
+    errored_cases: list[str]
+    assertions_passed: int
+    assertions_total: int
+    assertion_pass_rate: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+
+
+class Summary(BaseModel):
+    """The numbers the verdict is decided on.
+
+    The latency ratios are green over blue with each latency first raised to
+    ``min_latency_ms_for_ratio``: the ratios the verdict compares with its limits.
+    """
+
+    cases: int
+    compared: int
+    exact_matches: int
+    exact_match_rate: float | None
+    mean_similarity: float | None
+    agreement_rate: float | None
+    differing_cases: list[str]
+    regressed_cases: list[str]
+    blue: SlotSummary
+    green: SlotSummary
+    latency_ratio_p50: float | None
+    latency_ratio_p95: float | None
+
+
+class Verdict(BaseModel):
+    """Pass or fail, with one full sentence for every reason it failed."""
+
+    passed: bool
+    reasons: list[str]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` (0..1) percentile with linear interpolation between closest ranks."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# --- verdict reasons -------------------------------------------------------------------
+
+
+def format_pair(value: float, limit: float) -> tuple[str, str]:
+    """Both numbers with two decimals, or more when two would print them equal."""
+    for digits in (2, 3, 4, 6):
+        shown = f"{value:.{digits}f}", f"{limit:.{digits}f}"
+        if shown[0] != shown[1]:
+            break
+    return shown
+
+
+def _ids(ids: Sequence[str], limit: int = 10) -> str:
+    more = len(ids) - limit
+    return ", ".join(ids[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def _similarity_reason(s: Summary, t: Thresholds) -> str | None:
+    if s.mean_similarity is None:
+        return "no case was answered by both slots, so their outputs could not be compared"
+    if s.mean_similarity < t.min_mean_similarity:
+        return "mean similarity {} is below {}".format(
+            *format_pair(s.mean_similarity, t.min_mean_similarity)
+        )
+    return None
+
+
+def _agreement_reason(s: Summary, t: Thresholds) -> str | None:
+    if s.agreement_rate is None or s.agreement_rate >= t.min_agreement_rate:
+        return None
+    rate, limit = format_pair(s.agreement_rate, t.min_agreement_rate)
+    return (
+        f"{len(s.differing_cases)} of {s.compared} cases differ (similarity below "
+        f"{t.agreement_similarity:.2f}): {_ids(s.differing_cases)}; agreement rate {rate} "
+        f"is below {limit}"
+    )
+
+
+def _error_reason(role: str, slot: SlotSummary, limit: float, cases: int) -> str | None:
+    if slot.error_rate <= limit:
+        return None
+    rate, shown = format_pair(slot.error_rate, limit)
+    return (
+        f"{role} failed {slot.errors} of {cases} cases (error rate {rate} is above "
+        f"{shown}): {_ids(slot.errored_cases)}"
+    )
+
+
+def _assertion_reason(s: Summary, t: Thresholds) -> str | None:
+    blue, green = s.blue.assertion_pass_rate, s.green.assertion_pass_rate
+    if blue is None or green is None or green >= blue - t.max_assertion_regression - 1e-9:
+        return None
+    reason = (
+        f"green passes {s.green.assertions_passed} of {s.green.assertions_total} "
+        f"assertions ({green:.2f}) against blue's {s.blue.assertions_passed} of "
+        f"{s.blue.assertions_total} ({blue:.2f}), more than "
+        f"{t.max_assertion_regression:.2f} worse"
+    )
+    if s.regressed_cases:
+        reason += f"; green fails assertions that blue passes in {_ids(s.regressed_cases)}"
+    return reason
+
+
+def _pass_floor_reason(s: Summary, t: Thresholds) -> str | None:
+    green = s.green.assertion_pass_rate
+    if green is None or green >= t.min_assertion_pass_rate:
+        return None
+    rate, limit = format_pair(green, t.min_assertion_pass_rate)
+    return (
+        f"green passes {s.green.assertions_passed} of {s.green.assertions_total} "
+        f"assertions ({rate}), below the minimum pass rate {limit}"
+    )
+
+
+def _latency_reason(s: Summary, t: Thresholds, name: str) -> str | None:
+    ratio = getattr(s, f"latency_ratio_{name}")
+    limit = getattr(t, f"max_latency_ratio_{name}")
+    if ratio is None or ratio <= limit:
+        return None
+    blue = getattr(s.blue, f"latency_{name}_ms")
+    green = getattr(s.green, f"latency_{name}_ms")
+    floor = t.min_latency_ms_for_ratio
+    note = f" (latencies under {floor:g} ms count as {floor:g} ms)" if blue < floor else ""
+    return (
+        f"green {name} latency {green:.1f} ms is {ratio:.2f} times blue's {blue:.1f} ms"
+        f"{note}, above the limit of {limit:.2f}"
+    )
+
+
+def verdict_reasons(s: Summary, t: Thresholds) -> list[str]:
+    if s.cases == 0:
+        return ["the golden set has no cases, so nothing was compared"]
+    found = [
+        _similarity_reason(s, t),
+        _agreement_reason(s, t),
+        _error_reason("blue", s.blue, t.max_blue_error_rate, s.cases),
+        _error_reason("green", s.green, t.max_green_error_rate, s.cases),
+        _assertion_reason(s, t),
+        _pass_floor_reason(s, t),
+        _latency_reason(s, t, "p50"),
+        _latency_reason(s, t, "p95"),
+    ]
+    return [reason for reason in found if reason is not None]

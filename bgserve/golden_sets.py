@@ -1,0 +1,38 @@
+"""Find and read golden sets by name: ``<prompts_dir>/<name>/golden.jsonl``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bgserve.domain.golden import GoldenCase, parse_golden_jsonl
+from bgserve.errors import InvalidInput, NotFound
+
+PACKAGED = Path(__file__).parent / "demo" / "prompts"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def golden_path(name: str, prompts_dir: Path) -> Path:
+    """The golden set file for ``name``: the project's own first, then the demo's.
+
+    Raises:
+        InvalidInput: ``name`` is not a plain directory name (no paths).
+        NotFound: neither place has it.
+    """
+    if not _NAME.match(name) or ".." in name:
+        raise InvalidInput(
+            f"golden_set {name!r} is not a prompt directory name: use letters, digits, '.', "
+            "'_' and '-' only", field="golden_set",
+        )
+    for root in (prompts_dir, PACKAGED):
+        path = root / name / "golden.jsonl"
+        if path.is_file():
+            return path
+    raise NotFound(
+        f"golden set {name!r} not found: expected {prompts_dir / name / 'golden.jsonl'}"
+    )
+
+
+def load_golden_set(name: str, prompts_dir: Path) -> list[GoldenCase]:
+    """Parse the golden set called ``name``. Raises InvalidInput, PayloadTooLarge, NotFound."""
+    return parse_golden_jsonl(golden_path(name, prompts_dir).read_text(encoding="utf-8"))
