@@ -19,8 +19,11 @@ from bgserve.cli_client import (
     show,
 )
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Blue-green deployment of MLflow model + prompt releases.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Blue-green deployment of MLflow model + prompt releases.",
+)
 
 
 @app.command()
@@ -36,11 +39,20 @@ def serve(
     from bgserve.api.app import create_app
     from bgserve.settings import Settings
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "data_port": data_port,
-                                   "state_url": state_url}.items() if v is not None}
-    settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="info", timeout_graceful_shutdown=10)
+    given: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "data_port": data_port,
+        "state_url": state_url,
+    }
+    settings = Settings.model_validate({k: v for k, v in given.items() if v is not None})
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -66,7 +78,9 @@ def release(
     name: Annotated[str, typer.Argument(help="Release name (DNS-1123 label)")],
     model_uri: Annotated[str, typer.Option("--model-uri", "-m", help="models:/name/version")],
     prompt_uri: Annotated[str, typer.Option("--prompt-uri", "-p", help="prompts:/name/version")],
-    url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Register a model version + prompt version as a release."""
     body = {"name": name, "model_uri": model_uri, "prompt_uri": prompt_uri}
@@ -84,7 +98,9 @@ def releases(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt
 def deploy(
     name: Annotated[str, typer.Argument(help="Deployment name (DNS-1123 label)")],
     release_id: Annotated[int, typer.Option("--release", "-r", help="Release id to run as blue")],
-    url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create a deployment with a release as blue at 100%."""
     payload = call("POST", url, "/deployments", token, {"name": name, "release_id": release_id})
@@ -95,7 +111,9 @@ def deploy(
 def stage(
     name: Annotated[str, typer.Argument(help="Deployment name")],
     release_id: Annotated[int, typer.Option("--release", "-r", help="Release id to stage")],
-    url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Stage a release as green at 0%."""
     payload = call("POST", url, f"/deployments/{name}/green", token, {"release_id": release_id})
@@ -107,7 +125,9 @@ def promote(
     name: Annotated[str, typer.Argument(help="Deployment name")],
     weight: Annotated[int | None, typer.Option(help="One step to this green weight")] = None,
     force: Annotated[bool, typer.Option(help="Skip a failed or missing comparison")] = False,
-    url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Move green one step, or (without --weight) through the step plan to 100%."""
     body: dict[str, Any] = {"force": force}
@@ -120,7 +140,9 @@ def promote(
 @app.command()
 def revert(
     name: Annotated[str, typer.Argument(help="Deployment name")],
-    url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Send all traffic back to the last good release."""
     payload = call("POST", url, f"/deployments/{name}/revert", token, {})
@@ -130,21 +152,30 @@ def revert(
 @app.command()
 def status(
     name: Annotated[str | None, typer.Argument(help="Deployment name (all when omitted)")] = None,
-    url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show deployments: phase, slots, weights, readiness."""
     if name:
         show(call("GET", url, f"/deployments/{name}", token), as_json, deployment_panel)
         return
-    payload = call("GET", url, "/deployments", token)
-    show(payload, as_json, lambda ds: [deployment_panel(d) for d in ds] or console.print(
-        "no deployments yet: create one with `bgserve deploy NAME --release ID`"))
+    show(call("GET", url, "/deployments", token), as_json, _deployment_panels)
+
+
+def _deployment_panels(deployments: list[dict[str, Any]]) -> None:
+    if not deployments:
+        console.print("no deployments yet: create one with `bgserve deploy NAME --release ID`")
+    for deployment in deployments:
+        deployment_panel(deployment)
 
 
 @app.command()
 def history(
     name: Annotated[str, typer.Argument(help="Deployment name")],
-    url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show who changed what, when, with weights before and after."""
     payload = call("GET", url, f"/deployments/{name}/history", token)

@@ -22,15 +22,14 @@ def golden_path(name: str, prompts_dir: Path) -> Path:
     if not _NAME.match(name) or ".." in name:
         raise InvalidInput(
             f"golden_set {name!r} is not a prompt directory name: use letters, digits, '.', "
-            "'_' and '-' only", field="golden_set",
+            "'_' and '-' only",
+            field="golden_set",
         )
     for root in (prompts_dir, PACKAGED):
         path = root / name / "golden.jsonl"
         if path.is_file():
             return path
-    raise NotFound(
-        f"golden set {name!r} not found: expected {prompts_dir / name / 'golden.jsonl'}"
-    )
+    raise NotFound(f"golden set {name!r} not found: expected {prompts_dir / name / 'golden.jsonl'}")
 
 
 def load_golden_set(name: str, prompts_dir: Path) -> list[GoldenCase]:

@@ -170,7 +170,9 @@ class Service:
         self.store.get_release(release_id)
         return self._transition(name, principal, lambda s: rollout.stage_green(s, release_id))
 
-    def shift(self, name: str, weight: int, principal: str, force: bool = False) -> StoredDeployment:
+    def shift(
+        self, name: str, weight: int, principal: str, force: bool = False
+    ) -> StoredDeployment:
         """Move green to ``weight`` percent in one step (100 cuts over)."""
         details = {"force": True} if force else None
         return self._transition(
@@ -263,29 +265,40 @@ class Service:
                 f"POST /deployments/{name}/green"
             )
         limits = Thresholds().with_overrides(self.settings.compare_thresholds)
-        targets = [self._target(name, release_id, cases) for release_id in
-                   (before.blue, before.green)]
-        blue, green = query_slots(targets, cases, concurrency=self.settings.compare_concurrency,
-                                  timeout=self.settings.compare_timeout_seconds)
+        targets = [
+            self._target(name, release_id, cases) for release_id in (before.blue, before.green)
+        ]
+        blue, green = query_slots(
+            targets,
+            cases,
+            concurrency=self.settings.compare_concurrency,
+            timeout=self.settings.compare_timeout_seconds,
+        )
         scorer = default_registry().get(self.settings.compare_scorer)
         report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
-        gate = Gate(before.blue, before.green, report.verdict.passed,
-                    tuple(report.verdict.reasons))
+        gate = Gate(before.blue, before.green, report.verdict.passed, tuple(report.verdict.reasons))
         stored = self._record_comparison(name, before, gate, report, principal)
         return stored, report
 
     def _target(self, name: str, release_id: int, cases: list[GoldenCase]) -> SlotTarget:
         release = self.store.get_release(release_id)
         variables = template_variables(
-            self.registry.get_prompt_template(release.prompt_name, release.prompt_version))
+            self.registry.get_prompt_template(release.prompt_name, release.prompt_version)
+        )
         check_inputs(cases, variables)
         info = self.backend.slot_info(name, release_id)
         if info is None or not info.ready:
             raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
         return SlotTarget(f"{info.endpoint}/v2/models/{name}/infer", variables)
 
-    def _record_comparison(self, name: str, before: DeploymentState, gate: Gate,
-                           report: ComparisonReport, principal: str) -> StoredDeployment:
+    def _record_comparison(
+        self,
+        name: str,
+        before: DeploymentState,
+        gate: Gate,
+        report: ComparisonReport,
+        principal: str,
+    ) -> StoredDeployment:
         with self._locked(name):
             stored = self.store.get_deployment(name)
             now = stored.state
@@ -296,8 +309,12 @@ class Service:
                 )
             verdict = "passed" if gate.passed else "failed: " + "; ".join(gate.reasons)
             return self.store.save_deployment(
-                now, rollout.record_gate(now, gate), now=self.clock(), principal=principal,
-                action="compare", reason=f"comparison of {len(report.cases)} cases {verdict}",
+                now,
+                rollout.record_gate(now, gate),
+                now=self.clock(),
+                principal=principal,
+                action="compare",
+                reason=f"comparison of {len(report.cases)} cases {verdict}",
                 last_comparison=report.model_dump(mode="json"),
             )
 
@@ -329,8 +346,13 @@ class Service:
         after = transition.state
         try:
             saved = self.store.save_deployment(
-                stored.state, after, now=self.clock(), principal=principal,
-                action=transition.action, reason=transition.reason, details=details,
+                stored.state,
+                after,
+                now=self.clock(),
+                principal=principal,
+                action=transition.action,
+                reason=transition.reason,
+                details=details,
             )
         except StaleWrite:
             # Another writer won: put traffic back where the stored state says it is.
@@ -361,8 +383,9 @@ class Service:
             except BgserveError as exc:
                 # The change is already true; a lingering slot or stale alias is reported,
                 # never a reason to undo it.
-                log.warning("%s on %s: follow-up %s failed: %s", principal, name, action,
-                            exc.message)
+                log.warning(
+                    "%s on %s: follow-up %s failed: %s", principal, name, action, exc.message
+                )
 
     def _move_aliases(self, name: str, action: MoveAliases) -> None:
         live = self.store.get_release(action.live)

@@ -231,9 +231,7 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(select(deployments).where(deployments.c.name == name)).first()
         if row is None:
-            raise NotFound(
-                f"deployment {name!r} does not exist: create it with POST /deployments"
-            )
+            raise NotFound(f"deployment {name!r} does not exist: create it with POST /deployments")
         return self._deployment(row._mapping)
 
     def list_deployments(self) -> list[StoredDeployment]:
@@ -322,8 +320,12 @@ class Store:
             "reverted": state.reverted,
             "gate": None
             if gate is None
-            else {"blue": gate.blue, "green": gate.green, "passed": gate.passed,
-                  "reasons": list(gate.reasons)},
+            else {
+                "blue": gate.blue,
+                "green": gate.green,
+                "passed": gate.passed,
+                "reasons": list(gate.reasons),
+            },
             "plan": list(state.plan),
             "version": state.version,
         }
@@ -340,8 +342,9 @@ class Store:
             green_weight=row["green_weight"],
             standby=row["standby"],
             reverted=bool(row["reverted"]),
-            gate=None if gate is None else Gate(gate["blue"], gate["green"], gate["passed"],
-                                                tuple(gate["reasons"])),
+            gate=None
+            if gate is None
+            else Gate(gate["blue"], gate["green"], gate["passed"], tuple(gate["reasons"])),
             plan=tuple(row["plan"] or ()),
             version=row["version"],
         )

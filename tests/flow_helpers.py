@@ -27,8 +27,9 @@ def create_releases(client: TestClient) -> dict[str, int]:
     """Register the three test releases; their ids by key."""
     ids = {}
     for key, (name, model, prompt) in RELEASES.items():
-        response = client.post("/releases", json={"name": name, "model_uri": model,
-                                                  "prompt_uri": prompt})
+        response = client.post(
+            "/releases", json={"name": name, "model_uri": model, "prompt_uri": prompt}
+        )
         assert response.status_code == 201, response.text
         ids[key] = response.json()["id"]
     return ids

@@ -16,8 +16,13 @@ from tests.flow_helpers import create_releases, ok, register_demo, shares
 
 
 def make_settings(home: Path, mlflow_uri: str) -> Settings:
-    return Settings(home=home, mlflow_tracking_uri=mlflow_uri, mlflow_registry_uri=mlflow_uri,
-                    data_port=0, promote_step_pause_seconds=0.3)
+    return Settings(
+        home=home,
+        mlflow_tracking_uri=mlflow_uri,
+        mlflow_registry_uri=mlflow_uri,
+        data_port=0,
+        promote_step_pause_seconds=0.3,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +64,18 @@ def test_weight_30_sends_30_percent_to_green(client: TestClient, rel: dict[str, 
 def aliases(client: TestClient, deployment: str) -> dict[str, dict[str, int | None]]:
     settings = client.app.state.components.settings  # type: ignore[attr-defined]
     registry = MlflowRegistry(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
-    model = registry.alias_versions(deployment, model_name="summarizer",
-                                    prompt_name="summarize", bundle_name="bgserve.summarizer-v2")
-    old_bundle = registry.alias_versions(deployment, model_name="summarizer",
-                                         prompt_name="summarize",
-                                         bundle_name="bgserve.summarizer-v1")["bundle"]
+    model = registry.alias_versions(
+        deployment,
+        model_name="summarizer",
+        prompt_name="summarize",
+        bundle_name="bgserve.summarizer-v2",
+    )
+    old_bundle = registry.alias_versions(
+        deployment,
+        model_name="summarizer",
+        prompt_name="summarize",
+        bundle_name="bgserve.summarizer-v1",
+    )["bundle"]
     return {**model, "old_bundle": old_bundle}
 
 
@@ -92,8 +104,7 @@ def test_gate_then_forced_promotion_and_revert_lose_no_request(
 
     history = ok(client.get("/deployments/flow/history"))
     actions = [e["action"] for e in history]
-    assert actions == ["create", "stage", "compare", "plan", "shift", "shift", "promote",
-                       "revert"]
+    assert actions == ["create", "stage", "compare", "plan", "shift", "shift", "promote", "revert"]
     assert history[3]["details"] == {"force": True} and history[3]["principal"] == "anonymous"
     assert history[6]["weights_after"] == {str(rel["v2"]): 100, str(rel["v1"]): 0}
 
@@ -119,14 +130,47 @@ def test_bad_input_gets_4xx_naming_the_problem_and_changes_nothing(
     deploy(client, "lonely", rel["v1"])
     before = (ok(client.get("/releases")), ok(client.get("/deployments")))
     cases = [
-        (client.post("/releases", json={"name": "x", "model_uri": "models:/summarizer/99",
-                                        "prompt_uri": "prompts:/summarize/1"}), 404, "99"),
-        (client.post("/releases", json={"name": "x", "model_uri": "summarizer/1",
-                                        "prompt_uri": "prompts:/summarize/1"}), 422, "model_uri"),
-        (client.post("/releases", json={"name": "x", "model_uri": "models:/summarizer/1",
-                                        "prompt_uri": "prompts:/nope@live"}), 404, "nope"),
-        (client.post("/deployments", json={"name": "Bad_Name", "release_id": rel["v1"]}), 422,
-         "DNS-1123"),
+        (
+            client.post(
+                "/releases",
+                json={
+                    "name": "x",
+                    "model_uri": "models:/summarizer/99",
+                    "prompt_uri": "prompts:/summarize/1",
+                },
+            ),
+            404,
+            "99",
+        ),
+        (
+            client.post(
+                "/releases",
+                json={
+                    "name": "x",
+                    "model_uri": "summarizer/1",
+                    "prompt_uri": "prompts:/summarize/1",
+                },
+            ),
+            422,
+            "model_uri",
+        ),
+        (
+            client.post(
+                "/releases",
+                json={
+                    "name": "x",
+                    "model_uri": "models:/summarizer/1",
+                    "prompt_uri": "prompts:/nope@live",
+                },
+            ),
+            404,
+            "nope",
+        ),
+        (
+            client.post("/deployments", json={"name": "Bad_Name", "release_id": rel["v1"]}),
+            422,
+            "DNS-1123",
+        ),
         (client.post("/deployments/lonely/promote", json={"weight": 10}), 409, "no green"),
         (client.post("/deployments/ghost/revert", json={}), 404, "ghost"),
         (client.post("/deployments/lonely/promote", json={"weight": 120}), 422, "weight"),
@@ -156,3 +200,22 @@ def test_restart_resumes_same_deployments_and_weights(
             assert after[role]["ready"]
         slots, _ = shares(after["data_plane_url"], 100)
         assert slots["green"] == 40
+
+
+def test_metrics_show_weights_and_requests_per_slot(
+    client: TestClient, rel: dict[str, int]
+) -> None:
+    url = deploy(client, "metered", rel["v1"], rel["reworded"])
+    ok(client.post("/deployments/metered/promote", json={"weight": 50, "force": True}))
+    shares(url, 10)
+    text = client.get("/metrics").text
+    blue, green = rel["v1"], rel["reworded"]
+    assert (
+        f'bgserve_slot_weight{{deployment="metered",release="{green}",slot="green"}} 50.0' in text
+    )
+    assert (
+        f'bgserve_requests_total{{deployment="metered",release="{blue}",slot="blue"}} 5.0' in text
+    )
+    assert (
+        f'bgserve_requests_total{{deployment="metered",release="{green}",slot="green"}} 5.0' in text
+    )

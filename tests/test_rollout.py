@@ -74,8 +74,10 @@ def test_shift_to_100_promotes_and_keeps_standby() -> None:
     assert t.action == "promote"
     s = t.state
     assert (s.blue, s.green, s.standby, s.phase) == (2, None, 1, Phase.STABLE)
-    assert t.actions == (SetRoutes((Route("blue", 2, 100), Route("standby", 1, 0))),
-                         MoveAliases(2, 1))
+    assert t.actions == (
+        SetRoutes((Route("blue", 2, 100), Route("standby", 1, 0))),
+        MoveAliases(2, 1),
+    )
 
 
 @pytest.mark.parametrize("weight", [-1, 101])

@@ -43,8 +43,12 @@ def create_app(
             app.state.ready = False
             await run_in_threadpool(built.close)
 
-    app = FastAPI(title="bgserve", version=__version__, lifespan=lifespan,
-                  description="Blue-green deployment of MLflow model + prompt releases.")
+    app = FastAPI(
+        title="bgserve",
+        version=__version__,
+        lifespan=lifespan,
+        description="Blue-green deployment of MLflow model + prompt releases.",
+    )
     app.state.authenticator = authenticator
     app.state.ready = False
     errors.install(app)
@@ -59,14 +63,17 @@ def create_app(
 
 def _limit_body_size(app: FastAPI, limit: int) -> None:
     @app.middleware("http")
-    async def _check(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                     ) -> Response:
+    async def _check(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return JSONResponse(
-                {"error": "PayloadTooLarge",
-                 "message": f"request body over {limit} bytes: send less, or raise "
-                            "BGSERVE_MAX_BODY_BYTES"},
+                {
+                    "error": "PayloadTooLarge",
+                    "message": f"request body over {limit} bytes: send less, or raise "
+                    "BGSERVE_MAX_BODY_BYTES",
+                },
                 status_code=413,
             )
         return await call_next(request)
@@ -87,5 +94,4 @@ def _add_probes(app: FastAPI) -> None:
     @app.get("/metrics", tags=["probes"])
     def metrics(request: Request, _service: ServiceDep) -> Response:
         """Prometheus text: weights, requests and errors per slot."""
-        return Response(generate_latest(request.app.state.metrics),
-                        media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -62,8 +62,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     message = f"{first['field']}: {first['problem']}"
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem(s), see details)"
-    body = {"error": "InvalidInput", "message": message, "field": first["field"],
-            "details": {"problems": problems}}
+    body = {
+        "error": "InvalidInput",
+        "message": message,
+        "field": first["field"],
+        "details": {"problems": problems},
+    }
     return JSONResponse(body, status_code=422)
 
 

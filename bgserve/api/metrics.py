@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
@@ -16,8 +16,8 @@ from bgserve.service import Service
 class TrafficSource(Protocol):
     """A backend whose data plane counts requests (the local router does)."""
 
-    def traffic_stats(self) -> list[dict[str, Any]]:
-        """Rows of deployment, slot, release_id, requests, errors."""
+    def traffic_stats(self) -> Sequence[Mapping[str, Any]]:
+        """Rows with keys deployment, role, release_id, requests, errors."""
         ...
 
 
@@ -29,25 +29,29 @@ class BgserveCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         labels = ["deployment", "slot", "release"]
-        weight = GaugeMetricFamily("bgserve_slot_weight", "Routing weight of a slot (0-100)",
-                                   labels=labels)
+        weight = GaugeMetricFamily(
+            "bgserve_slot_weight", "Routing weight of a slot (0-100)", labels=labels
+        )
         for stored in self.service.list_deployments():
             for route in stored.state.routes():
-                weight.add_metric([stored.state.name, route.role, str(route.release_id)],
-                                  route.weight)
+                weight.add_metric(
+                    [stored.state.name, route.role, str(route.release_id)], route.weight
+                )
         yield weight
         backend = self.service.backend
         if isinstance(backend, TrafficSource):
             yield from self._traffic(backend.traffic_stats(), labels)
 
     @staticmethod
-    def _traffic(rows: list[dict[str, Any]], labels: list[str]) -> Iterator[Metric]:
-        requests = CounterMetricFamily("bgserve_requests", "Requests answered per slot",
-                                       labels=labels)
-        failures = CounterMetricFamily("bgserve_request_errors",
-                                       "Requests that failed per slot", labels=labels)
+    def _traffic(rows: Sequence[Mapping[str, Any]], labels: list[str]) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "bgserve_requests", "Requests answered per slot", labels=labels
+        )
+        failures = CounterMetricFamily(
+            "bgserve_request_errors", "Requests that failed per slot", labels=labels
+        )
         for row in rows:
-            key = [row["deployment"], row["slot"], str(row["release_id"])]
+            key = [row["deployment"], row["role"], str(row["release_id"])]
             requests.add_metric(key, row["requests"])
             failures.add_metric(key, row["errors"])
         yield requests

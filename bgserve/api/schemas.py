@@ -21,10 +21,14 @@ class Strict(BaseModel):
 
 class ReleaseCreate(Strict):
     name: str = Field(description="DNS-1123 label naming the release", examples=["summarizer"])
-    model_uri: str = Field(description="models:/<name>/<version> or models:/<name>@<alias>",
-                           examples=["models:/summarizer/3"])
-    prompt_uri: str = Field(description="prompts:/<name>/<version> or prompts:/<name>@<alias>",
-                            examples=["prompts:/summarize/2"])
+    model_uri: str = Field(
+        description="models:/<name>/<version> or models:/<name>@<alias>",
+        examples=["models:/summarizer/3"],
+    )
+    prompt_uri: str = Field(
+        description="prompts:/<name>/<version> or prompts:/<name>@<alias>",
+        examples=["prompts:/summarize/2"],
+    )
 
 
 class ReleaseOut(BaseModel):
@@ -43,11 +47,17 @@ class ReleaseOut(BaseModel):
     @classmethod
     def of(cls, release: Release) -> ReleaseOut:
         return cls(
-            id=release.id, name=release.name, model_uri=release.model_uri,
-            model_version=release.model_version, prompt_uri=release.prompt_uri,
-            prompt_version=release.prompt_version, bundle_uri=release.bundle_uri,
-            bundle_version=release.bundle_version, requested_model_uri=release.model_ref,
-            requested_prompt_uri=release.prompt_ref, created_at=release.created_at,
+            id=release.id,
+            name=release.name,
+            model_uri=release.model_uri,
+            model_version=release.model_version,
+            prompt_uri=release.prompt_uri,
+            prompt_version=release.prompt_version,
+            bundle_uri=release.bundle_uri,
+            bundle_version=release.bundle_version,
+            requested_model_uri=release.model_ref,
+            requested_prompt_uri=release.prompt_ref,
+            created_at=release.created_at,
         )
 
 
@@ -113,9 +123,14 @@ class EventOut(BaseModel):
     @classmethod
     def of(cls, event: Event) -> EventOut:
         return cls(
-            id=event.id, at=event.at, principal=event.principal, action=event.action,
-            reason=event.reason, weights_before=event.weights_before,
-            weights_after=event.weights_after, details=event.details,
+            id=event.id,
+            at=event.at,
+            principal=event.principal,
+            action=event.action,
+            reason=event.reason,
+            weights_before=event.weights_before,
+            weights_after=event.weights_after,
+            details=event.details,
         )
 
 

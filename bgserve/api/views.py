@@ -28,13 +28,16 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
         phase=state.phase.value,
         version=state.version,
         blue=_slot(service, state.name, state.blue, state.blue_weight),
-        green=None if state.green is None
+        green=None
+        if state.green is None
         else _slot(service, state.name, state.green, state.green_weight),
         standby=None if state.standby is None else _slot(service, state.name, state.standby, 0),
         plan=list(state.plan),
-        gate=None if gate is None
-        else GateOut(blue=gate.blue, green=gate.green, passed=gate.passed,
-                     reasons=list(gate.reasons)),
+        gate=None
+        if gate is None
+        else GateOut(
+            blue=gate.blue, green=gate.green, passed=gate.passed, reasons=list(gate.reasons)
+        ),
         data_plane_url=service.backend.data_plane_url(state.name),
         last_comparison=_summary(stored.last_comparison),
         created_at=stored.created_at,

@@ -35,8 +35,10 @@ from bgserve.store import StoredDeployment
 
 DEPLOYMENT = "summarize"
 PRINCIPAL = "demo"
-LIVE_TEXT = ("Blue-green deployment keeps two releases running side by side. Traffic moves "
-             "from one to the other in steps, and can move back at any moment.")
+LIVE_TEXT = (
+    "Blue-green deployment keeps two releases running side by side. Traffic moves "
+    "from one to the other in steps, and can move back at any moment."
+)
 T = TypeVar("T")
 
 
@@ -73,8 +75,14 @@ class LiveView:
 def demo_settings(home: Path) -> Settings:
     """Settings for a throw-away run: everything under ``home``, free ports."""
     mlflow_uri = f"sqlite:///{home / 'mlflow.db'}"
-    return Settings(home=home, mlflow_tracking_uri=mlflow_uri, mlflow_registry_uri=mlflow_uri,
-                    data_port=0, promote_step_pause_seconds=2.0, promote_steps=[10, 50, 100])
+    return Settings(
+        home=home,
+        mlflow_tracking_uri=mlflow_uri,
+        mlflow_registry_uri=mlflow_uri,
+        data_port=0,
+        promote_step_pause_seconds=2.0,
+        promote_steps=[10, 50, 100],
+    )
 
 
 def _timed(console: Console, timeline: Timeline, what: str, action: Callable[[], T]) -> T:
@@ -105,8 +113,12 @@ def run_demo(keep: bool = False, console: Console | None = None) -> int:
         timeline = Timeline()
         console.rule("[bold]bgserve demo[/bold]")
         console.print(f"working in {home}")
-        _timed(console, timeline, "register summarizer v1, v2 and prompt summarize v1, v2",
-               lambda: _register(settings))
+        _timed(
+            console,
+            timeline,
+            "register summarizer v1, v2 and prompt summarize v1, v2",
+            lambda: _register(settings),
+        )
         parts = build_components(settings)
         try:
             counts = _story(console, timeline, parts)
@@ -133,9 +145,14 @@ def _story(console: Console, timeline: Timeline, parts: Components) -> TrafficCo
     ]
     blue, bad, good = (r.id for r in releases)
     console.print(f"releases: {', '.join(f'{r.id}={r.name}' for r in releases)}")
-    _timed(console, timeline, f"deploy release {blue} as blue (slot process)",
-           lambda: service.create_deployment(DEPLOYMENT, blue, PRINCIPAL))
+    _timed(
+        console,
+        timeline,
+        f"deploy release {blue} as blue (slot process)",
+        lambda: service.create_deployment(DEPLOYMENT, blue, PRINCIPAL),
+    )
     url = parts.backend.data_plane_url(DEPLOYMENT)
+    assert url is not None  # the local backend always has a data plane
     with TrafficClient(url, {"text": LIVE_TEXT}) as traffic:
         _gate_refuses(console, timeline, parts, bad)
         _compare(console, timeline, parts, good, "stage release {id} (prompt reworded, model v1)")
@@ -143,20 +160,28 @@ def _story(console: Console, timeline: Timeline, parts: Components) -> TrafficCo
         return traffic.stop()
 
 
-def _compare(console: Console, timeline: Timeline, parts: Components, release_id: int,
-             label: str) -> bool:
+def _compare(
+    console: Console, timeline: Timeline, parts: Components, release_id: int, label: str
+) -> bool:
     service = parts.service
-    _timed(console, timeline, label.format(id=release_id) + " as green at 0%",
-           lambda: service.stage_green(DEPLOYMENT, release_id, PRINCIPAL))
+    _timed(
+        console,
+        timeline,
+        label.format(id=release_id) + " as green at 0%",
+        lambda: service.stage_green(DEPLOYMENT, release_id, PRINCIPAL),
+    )
     cases = load_golden_set("summarize", parts.settings.prompts_dir)
-    _, report = _timed(console, timeline, f"compare blue and green on {len(cases)} golden cases",
-                       lambda: service.compare(DEPLOYMENT, cases, PRINCIPAL))
+    _, report = _timed(
+        console,
+        timeline,
+        f"compare blue and green on {len(cases)} golden cases",
+        lambda: service.compare(DEPLOYMENT, cases, PRINCIPAL),
+    )
     console.print(comparison_table(report))
     return report.verdict.passed
 
 
-def _gate_refuses(console: Console, timeline: Timeline, parts: Components, release_id: int
-                  ) -> None:
+def _gate_refuses(console: Console, timeline: Timeline, parts: Components, release_id: int) -> None:
     _compare(console, timeline, parts, release_id, "stage release {id} (model v2)")
     try:
         parts.service.shift(DEPLOYMENT, 10, PRINCIPAL)
@@ -166,8 +191,9 @@ def _gate_refuses(console: Console, timeline: Timeline, parts: Components, relea
     console.print("[red]the gate let a regressing release through[/red]")
 
 
-def _promote_and_revert(console: Console, timeline: Timeline, parts: Components,
-                        traffic: TrafficClient) -> None:
+def _promote_and_revert(
+    console: Console, timeline: Timeline, parts: Components, traffic: TrafficClient
+) -> None:
     service = parts.service
 
     def on_step(stored: StoredDeployment) -> None:
@@ -179,17 +205,24 @@ def _promote_and_revert(console: Console, timeline: Timeline, parts: Components,
 
     timeline.weights = "blue 100% / green 0%"
     with Live(Group(LiveView(traffic, timeline)), console=console, refresh_per_second=4):
-        _timed(console, timeline, "promote step by step 10 → 50 → 100",
-               lambda: service.promote_plan(DEPLOYMENT, PRINCIPAL, on_step=on_step))
+        _timed(
+            console,
+            timeline,
+            "promote step by step 10 → 50 → 100",
+            lambda: service.promote_plan(DEPLOYMENT, PRINCIPAL, on_step=on_step),
+        )
         time.sleep(1.5)
-        _timed(console, timeline, "revert to the last good release",
-               lambda: service.revert(DEPLOYMENT, PRINCIPAL))
+        _timed(
+            console,
+            timeline,
+            "revert to the last good release",
+            lambda: service.revert(DEPLOYMENT, PRINCIPAL),
+        )
         timeline.weights = "blue 100% (reverted)"
         time.sleep(1.5)
 
 
-def _summary(console: Console, timeline: Timeline, counts: TrafficCounts,
-             kept: Path | None) -> int:
+def _summary(console: Console, timeline: Timeline, counts: TrafficCounts, kept: Path | None) -> int:
     console.rule("[bold]summary[/bold]")
     steps = Table("at (s)", "step", "took (s)")
     for what, at, took in timeline.steps:

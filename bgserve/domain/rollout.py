@@ -166,8 +166,9 @@ def stage_green(state: DeploymentState, release_id: int) -> Transition:
             f"release {release_id} is already blue on {state.name}: stage a different release"
         )
     if release_id == state.green:
-        return Transition("stage", state, reason=f"release {release_id} is already green",
-                          changed=False)
+        return Transition(
+            "stage", state, reason=f"release {release_id} is already green", changed=False
+        )
     new = replace(state, green=release_id, green_weight=0, standby=None, reverted=False)
     retired = [r for r in (state.green, state.standby) if r is not None and r != release_id]
     actions: list[Action] = [EnsureSlot(release_id), SetRoutes(new.routes())]
@@ -205,7 +206,9 @@ def _shift(state: DeploymentState, weight: int, *, force: bool) -> Transition:
         return promote(state)
     new = replace(state, green_weight=weight, reverted=False)
     return Transition(
-        "shift", new, (SetRoutes(new.routes()),),
+        "shift",
+        new,
+        (SetRoutes(new.routes()),),
         f"green {state.green} from {state.green_weight}% to {weight}%",
     )
 
@@ -217,13 +220,14 @@ def check_gate(state: DeploymentState) -> None:
         raise GateClosed(
             f"green release {state.green} of {state.name} has no comparison against blue "
             f"release {state.blue}: run POST /deployments/{state.name}/compare first, "
-            "or pass \"force\": true",
+            'or pass "force": true',
             details={"reasons": ["no comparison for the current blue/green pair"]},
         )
     if not gate.passed:
         raise GateClosed(
-            f"the last comparison of {state.name} failed: " + "; ".join(gate.reasons)
-            + " (fix green, or pass \"force\": true)",
+            f"the last comparison of {state.name} failed: "
+            + "; ".join(gate.reasons)
+            + ' (fix green, or pass "force": true)',
             details={"reasons": list(gate.reasons)},
         )
 
@@ -231,11 +235,20 @@ def check_gate(state: DeploymentState) -> None:
 def promote(state: DeploymentState) -> Transition:
     """Cut over: green becomes blue at 100, the old blue becomes the standby."""
     assert state.green is not None
-    new = replace(state, blue=state.green, green=None, green_weight=0, standby=state.blue,
-                  reverted=False, plan=())
+    new = replace(
+        state,
+        blue=state.green,
+        green=None,
+        green_weight=0,
+        standby=state.blue,
+        reverted=False,
+        plan=(),
+    )
     actions = (SetRoutes(new.routes()), MoveAliases(new.blue, state.blue))
     return Transition(
-        "promote", new, actions,
+        "promote",
+        new,
+        actions,
         f"release {state.green} promoted to blue at 100%; release {state.blue} kept as standby",
     )
 
@@ -249,20 +262,33 @@ def revert(state: DeploymentState) -> Transition:
     if state.green is not None and (state.green_weight > 0 or state.plan):
         new = replace(state, green_weight=0, reverted=True, plan=())
         return Transition(
-            "revert", new, (SetRoutes(new.routes()),),
+            "revert",
+            new,
+            (SetRoutes(new.routes()),),
             f"green {state.green} from {state.green_weight}% back to 0%; "
             f"blue {state.blue} takes all traffic",
         )
     if state.green is None and state.standby is not None:
-        new = replace(state, blue=state.standby, green=state.blue, green_weight=0,
-                      standby=None, reverted=True, plan=())
+        new = replace(
+            state,
+            blue=state.standby,
+            green=state.blue,
+            green_weight=0,
+            standby=None,
+            reverted=True,
+            plan=(),
+        )
         actions = (SetRoutes(new.routes()), MoveAliases(new.blue, state.blue))
         return Transition(
-            "revert", new, actions,
+            "revert",
+            new,
+            actions,
             f"release {state.standby} back to blue at 100%; release {state.blue} kept as green at 0%",
         )
     return Transition(
-        "revert", replace(state, plan=()), reason=f"blue {state.blue} already takes all traffic",
+        "revert",
+        replace(state, plan=()),
+        reason=f"blue {state.blue} already takes all traffic",
         changed=bool(state.plan),
     )
 

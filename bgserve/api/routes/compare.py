@@ -17,12 +17,15 @@ router = APIRouter(prefix="/deployments", tags=["comparison"])
 
 
 class CompareRequest(Strict):
-    golden_set: str | None = Field(None, description="Name of prompts/<name>/golden.jsonl",
-                                   examples=["summarize"])
+    golden_set: str | None = Field(
+        None, description="Name of prompts/<name>/golden.jsonl", examples=["summarize"]
+    )
     cases: list[dict[str, Any]] | None = Field(
-        None, description="Inline golden cases, in the golden.jsonl format")
+        None, description="Inline golden cases, in the golden.jsonl format"
+    )
     thresholds: dict[str, float] | None = Field(
-        None, description="Overrides of the default thresholds for this comparison")
+        None, description="Overrides of the default thresholds for this comparison"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> CompareRequest:
@@ -39,8 +42,9 @@ def _cases(body: CompareRequest, request: Request) -> list[GoldenCase]:
 
 
 @router.post("/{name}/compare")
-def compare(name: str, body: CompareRequest, request: Request, service: ServiceDep,
-            who: DeployerDep) -> dict[str, Any]:
+def compare(
+    name: str, body: CompareRequest, request: Request, service: ServiceDep, who: DeployerDep
+) -> dict[str, Any]:
     """Run the golden set on blue and green directly; the verdict gates promotion."""
     if not body.cases and body.cases is not None:
         raise InvalidInput("cases is empty: give at least one golden case", field="cases")

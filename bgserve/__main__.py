@@ -1,0 +1,5 @@
+"""``python -m bgserve`` runs the CLI."""
+
+from bgserve.cli import main
+
+main()

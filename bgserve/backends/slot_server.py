@@ -1,0 +1,241 @@
+"""The slot process: one MLflow pyfunc bundle served over the Open Inference Protocol v2.
+
+Run as ``python -m bgserve.backends.slot_server --model-uri URI --deployment NAME
+--release-id N --host 127.0.0.1 --port P`` (or with ``--socket-fd`` to serve on a
+listening socket inherited from the parent). The model answers under the deployment's
+name: ``POST /v2/models/{deployment}/infer`` takes one BYTES input per template
+variable and returns one BYTES output named ``output``. The process exits cleanly on
+SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+OUTPUT_NAME = "output"
+log = logging.getLogger("bgserve.slot")
+
+
+def _decode(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _flatten(data: object) -> list[object]:
+    if isinstance(data, list | tuple):
+        return [item for part in data for item in _flatten(part)]
+    if hasattr(data, "tolist"):
+        return _flatten(data.tolist())
+    return [data]
+
+
+def input_columns(inputs: Sequence[InferInput], variables: Sequence[str]) -> dict[str, list[str]]:
+    """Turn OIP v2 BYTES inputs into equally long string columns, one per variable.
+
+    ``variables`` empty means the model declares none, so any input names are taken.
+
+    Raises:
+        kserve.errors.InvalidInput: naming the input that is missing, unknown, not
+            BYTES or of a different length than the others.
+    """
+    from kserve.errors import InvalidInput
+
+    columns: dict[str, list[str]] = {}
+    for item in inputs:
+        if variables and item.name not in variables:
+            raise InvalidInput(f"unknown input {item.name!r}: this model takes {list(variables)}")
+        if item.datatype != "BYTES":
+            raise InvalidInput(
+                f"input {item.name!r} has datatype {item.datatype}: send strings as BYTES"
+            )
+        columns[item.name] = [_decode(v) for v in _flatten(item.data)]
+    for name in variables:
+        if name not in columns:
+            raise InvalidInput(f"missing input {name!r}: this model takes {list(variables)}")
+    if not columns:
+        raise InvalidInput("the request has no inputs: send one BYTES input per variable")
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise InvalidInput(f"inputs differ in length: {lengths}; send one value per row each")
+    return columns
+
+
+def output_strings(prediction: object) -> list[str]:
+    """Normalise a pyfunc prediction (list, array, Series or DataFrame) to one string a row."""
+    import pandas as pd
+
+    if isinstance(prediction, pd.DataFrame):
+        column = OUTPUT_NAME if OUTPUT_NAME in prediction.columns else prediction.columns[0]
+        prediction = prediction[column]
+    if isinstance(prediction, str):
+        return [prediction]
+    return [_decode(v) for v in _flatten(prediction)]
+
+
+def _model_class() -> type[Any]:
+    """Build the kserve Model subclass lazily: importing kserve is slow and parses argv."""
+    import kserve
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+
+    class BundleModel(kserve.Model):
+        """One MLflow pyfunc bundle served under the deployment's name."""
+
+        def __init__(self, name: str, model_uri: str) -> None:
+            super().__init__(name)
+            self.model_uri = model_uri
+            self.variables: list[str] = []
+            self._pyfunc: Any = None
+
+        def load(self) -> bool:
+            import mlflow.pyfunc
+
+            self._pyfunc = mlflow.pyfunc.load_model(self.model_uri)
+            schema = self._pyfunc.metadata.get_input_schema()
+            if schema is not None and schema.has_input_names():
+                self.variables = list(schema.input_names())
+            self.ready = True
+            return True
+
+        async def predict(
+            self,
+            payload: InferRequest,
+            headers: dict[str, str] | None = None,
+            response_headers: dict[str, str] | None = None,
+        ) -> InferResponse:
+            import pandas as pd
+
+            frame = pd.DataFrame(input_columns(payload.inputs, self.variables))
+            # A bundle may call a remote model: keep the event loop free for probes.
+            outputs = await asyncio.to_thread(self._predict, frame)
+            if len(outputs) != len(frame):
+                raise kserve.errors.InferenceError(
+                    f"the model returned {len(outputs)} outputs for {len(frame)} rows"
+                )
+            out = InferOutput(OUTPUT_NAME, [len(outputs)], "BYTES", outputs)
+            return InferResponse(payload.id or "", self.name, [out])
+
+        def _predict(self, frame: pd.DataFrame) -> list[str]:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                return output_strings(self._pyfunc.predict(frame))
+            except MlflowException as exc:
+                if exc.error_code == "INVALID_PARAMETER_VALUE":
+                    raise InvalidInput(exc.message) from exc
+                raise
+
+    return BundleModel
+
+
+def _import_kserve_quietly() -> None:
+    # kserve parses sys.argv when first imported; keep our own flags away from it.
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        import kserve  # noqa: F401
+    finally:
+        sys.argv = saved
+
+
+def _quiet_per_request_logs() -> None:
+    # One log line per request costs more than the proxy hop it is measured against.
+    for name in ("uvicorn.access", "kserve.trace"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = False
+        logger.disabled = True
+
+
+def _exit_on_signal(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(0)
+
+
+def serve(
+    model_uri: str,
+    deployment: str,
+    release_id: int,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    socket_fd: int | None = None,
+) -> None:
+    """Load ``model_uri`` and serve it as ``deployment`` until SIGTERM/SIGINT. Blocks.
+
+    ``socket_fd`` is an already listening socket to serve on (``host``/``port`` are
+    then ignored). Raises whatever loading the model raises.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    started = time.monotonic()
+    _import_kserve_quietly()
+    import kserve
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.rest.server import RESTServer
+
+    model = _model_class()(deployment, model_uri)
+    model.load()
+    server = kserve.ModelServer(
+        http_port=port, workers=1, enable_grpc=False, enable_latency_logging=False
+    )
+    server.register_model(model)
+    rest = RESTServer(
+        FASTAPI_APP_IMPORT_STRING,
+        server.dataplane,
+        server.model_repository_extension,
+        port,
+        workers=1,
+        event_loop="uvloop",
+    )
+    rest.config.host = host  # kserve binds 0.0.0.0; a slot only answers the router
+    _quiet_per_request_logs()
+    sockets = [socket.socket(fileno=socket_fd)] if socket_fd is not None else None
+    log.info(
+        "slot %s release %s serving %s (loaded in %.2fs)",
+        deployment,
+        release_id,
+        model_uri,
+        time.monotonic() - started,
+    )
+    rest.run(sockets=sockets)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bgserve slot", description="Serve one release's bundle over OIP v2."
+    )
+    parser.add_argument("--model-uri", required=True, help="models:/name/version or a path")
+    parser.add_argument("--deployment", required=True, help="name the model answers under")
+    parser.add_argument("--release-id", required=True, type=int)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--socket-fd", type=int, default=None, help="inherited listening socket")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (``bgserve slot`` calls this with its own arguments)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    serve(
+        args.model_uri,
+        args.deployment,
+        args.release_id,
+        host=args.host,
+        port=args.port,
+        socket_fd=args.socket_fd,
+    )
+
+
+if __name__ == "__main__":
+    main()

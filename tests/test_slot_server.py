@@ -1,0 +1,110 @@
+"""The slot process: a real MLflow bundle served over OIP v2 by a real child process."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bgserve.backends.slot_server import input_columns, output_strings
+from tests.helpers_models import SlotProcess, build_bundle, infer_body
+
+# The echo bundle has no type hints on predict; MLflow warns about it every time.
+pytestmark = pytest.mark.filterwarnings("ignore:.*type hints:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_bundle(tmp_path_factory.mktemp("bundles"), "v1")
+
+
+@pytest.fixture(scope="module")
+def slot(bundle: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlotProcess]:
+    proc = SlotProcess(bundle, "demo", 1, tmp_path_factory.mktemp("logs") / "slot.log")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_infer_answers_one_bytes_output_per_row(slot: SlotProcess) -> None:
+    url = f"{slot.url}/v2/models/demo/infer"
+    one = httpx.post(url, json=infer_body("hello"))
+    batch = httpx.post(url, json=infer_body("a", "b", "c"))
+
+    assert one.status_code == 200
+    assert one.json()["outputs"] == [
+        {
+            "name": "output",
+            "shape": [1],
+            "datatype": "BYTES",
+            "parameters": None,
+            "data": ["v1:HELLO"],
+        }
+    ]
+    assert batch.json()["outputs"][0]["data"] == ["v1:A", "v1:B", "v1:C"]
+    assert batch.json()["outputs"][0]["shape"] == [3]
+
+
+def test_ready_endpoints(slot: SlotProcess) -> None:
+    assert httpx.get(f"{slot.url}/v2/health/ready").status_code == 200
+    model = httpx.get(f"{slot.url}/v2/models/demo/ready")
+    assert model.status_code == 200
+    assert model.json()["ready"] is True
+    assert httpx.get(f"{slot.url}/v2/models/other/ready").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("inputs", "named"),
+    [
+        ([{"name": "txt", "datatype": "BYTES", "shape": [1], "data": ["x"]}], "txt"),
+        ([], "text"),
+        ([{"name": "text", "datatype": "INT32", "shape": [1], "data": [1]}], "text"),
+    ],
+    ids=["unknown", "missing", "wrong-datatype"],
+)
+def test_bad_input_is_a_4xx_naming_the_input(
+    slot: SlotProcess, inputs: list[dict[str, object]], named: str
+) -> None:
+    response = httpx.post(f"{slot.url}/v2/models/demo/infer", json={"inputs": inputs})
+
+    assert 400 <= response.status_code < 500
+    assert repr(named) in response.json()["error"]
+
+
+def test_sigterm_exits_cleanly(bundle: str, tmp_path: Path) -> None:
+    proc = SlotProcess(bundle, "demo", 2, tmp_path / "slot.log")
+    try:
+        proc.wait_ready()
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(20) == 0
+    finally:
+        proc.stop()
+
+
+class _Input:
+    def __init__(self, name: str, datatype: str, data: list[object]) -> None:
+        self.name, self.datatype, self.data = name, datatype, data
+
+
+def test_input_columns_decode_bytes_and_check_lengths() -> None:
+    from kserve.errors import InvalidInput
+
+    columns = input_columns(
+        [_Input("a", "BYTES", [b"x", "y"]), _Input("b", "BYTES", [["1"], ["2"]])], []
+    )
+    assert columns == {"a": ["x", "y"], "b": ["1", "2"]}
+    with pytest.raises(InvalidInput, match="differ in length"):
+        input_columns([_Input("a", "BYTES", ["x"]), _Input("b", "BYTES", ["1", "2"])], [])
+
+
+def test_output_strings_accepts_frames_series_and_lists() -> None:
+    import pandas as pd
+
+    assert output_strings(["a", b"b"]) == ["a", "b"]
+    assert output_strings(pd.Series(["x"])) == ["x"]
+    assert output_strings(pd.DataFrame({"other": [1], "output": ["o"]})) == ["o"]
