@@ -1,0 +1,401 @@
+"""The weighted data plane: a lean HTTP/1.1 reverse proxy in front of a deployment's slots.
+
+The hot path is bare asyncio streams on uvloop: the request head is split by hand, the
+body is passed through unparsed, and upstream connections are kept alive in a small
+pool per slot. No framework and no per-request client object: every added microsecond
+here is added to every inference.
+
+``POST /v2/models/{deployment}/infer`` goes to the slot the weights pick (smooth
+weighted round-robin: exact shares, deterministic order) and the response carries
+``x-bgserve-slot`` and ``x-bgserve-release``. Other ``/v2/models/{deployment}...``
+requests (ready, metadata) go to the deployment's heaviest slot. The route table is one
+immutable object per deployment, swapped whole by :meth:`Router.set_routes` from any
+thread; a request keeps the slot it picked even if the table changes under it.
+
+HTTP/1.1 parsing and relaying live in :mod:`bgserve.backends.http1`, the per-slot
+keep-alive connection pools in :mod:`bgserve.backends.upstream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from dataclasses import dataclass
+from math import gcd
+from typing import TypedDict
+
+import uvloop
+
+from bgserve.backends.http1 import (
+    HEAD_LIMIT,
+    BadRequest,
+    ProxyError,
+    Request,
+    _error,
+    _json_response,
+    read_request,
+    relay_response,
+)
+from bgserve.backends.upstream import Pool, _Conn
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """One slot behind a deployment and its share of the traffic (any non-negative int)."""
+
+    role: str
+    release_id: int
+    host: str
+    port: int
+    weight: int
+
+
+class SlotStats(TypedDict):
+    """Counters of one (deployment, slot role, release) since the router started."""
+
+    deployment: str
+    role: str
+    release_id: int
+    requests: int
+    errors: int
+    retries: int
+
+
+class RouterStats(TypedDict):
+    """A snapshot of :meth:`Router.stats`; ``unrouted`` counts unknown deployments and paths."""
+
+    slots: list[SlotStats]
+    unrouted: int
+
+
+def weighted_schedule(weights: list[int]) -> tuple[int, ...]:
+    """The smooth weighted round-robin order of target indexes over one full cycle.
+
+    Each index appears exactly ``weight / gcd`` times per cycle, spread evenly.
+    """
+    divisor = 0
+    for weight in weights:
+        divisor = gcd(divisor, weight)
+    if divisor == 0:
+        return ()
+    reduced = [w // divisor for w in weights]
+    total = sum(reduced)
+    current = [0] * len(reduced)
+    order: list[int] = []
+    for _ in range(total):
+        for i, weight in enumerate(reduced):
+            current[i] += weight
+        best = max(range(len(current)), key=current.__getitem__)
+        current[best] -= total
+        order.append(best)
+    return tuple(order)
+
+
+class _Table:
+    """A deployment's routes; only ``_next`` changes, and only on the router's loop."""
+
+    __slots__ = (
+        "_next",
+        "counters",
+        "deployment",
+        "extra_headers",
+        "primary",
+        "schedule",
+        "targets",
+    )
+
+    def __init__(
+        self, deployment: str, targets: tuple[RouteTarget, ...], counters: list[list[int]]
+    ) -> None:
+        self.deployment = deployment
+        self.targets = targets
+        self.counters = counters
+        self.schedule = weighted_schedule([t.weight for t in targets])
+        weighted = [i for i, t in enumerate(targets) if t.weight > 0]
+        self.primary = max(weighted, key=lambda i: targets[i].weight) if weighted else None
+        self.extra_headers = [
+            b"x-bgserve-slot: %s\r\nx-bgserve-release: %d\r\n" % (t.role.encode(), t.release_id)
+            for t in targets
+        ]
+        self._next = 0
+
+    def pick(self) -> int | None:
+        if not self.schedule:
+            return None
+        index = self.schedule[self._next]
+        self._next = (self._next + 1) % len(self.schedule)
+        return index
+
+    def alternative(self, failed: int) -> int | None:
+        """The heaviest other weighted slot, for one retry after a connect failure."""
+        others = [i for i, t in enumerate(self.targets) if t.weight > 0 and i != failed]
+        return max(others, key=lambda i: self.targets[i].weight) if others else None
+
+
+class Router:
+    """The weighted OIP v2 reverse proxy, on its own thread and uvloop event loop.
+
+    ``start`` binds and returns the port; ``set_routes`` may be called from any thread
+    at any time; ``stop`` closes every connection and joins the thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        upstream_timeout: float = 300.0,
+        connect_timeout: float = 5.0,
+        max_body_bytes: int = 64 * 1024 * 1024,
+        idle_timeout: float = 75.0,
+    ) -> None:
+        self._upstream_timeout = upstream_timeout
+        self._connect_timeout = connect_timeout
+        self._max_body = max_body_bytes
+        self._idle_timeout = idle_timeout
+        self._tables: dict[bytes, _Table] = {}
+        self._counters: dict[tuple[str, str, int], list[int]] = {}
+        self._unrouted = [0]
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[str, int], Pool] = {}
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    # ----- control, from any thread -----
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Bind ``host:port`` (0 picks a free port) and serve; return the bound port.
+
+        Raises OSError if the address cannot be bound, RuntimeError if already started.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the router is already running")
+        bound: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(host, port, bound), name="bgserve-router", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.port = bound.result(timeout=30)
+        except BaseException:
+            self._thread.join(5)
+            self._thread = None
+            raise
+        return self.port
+
+    def stop(self) -> None:
+        """Close the listener, every client and upstream connection; join the thread.
+
+        Idempotent.
+        """
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+        self._thread = None
+        self._loop = None
+
+    def set_routes(self, deployment: str, routes: list[RouteTarget]) -> None:
+        """Replace the deployment's routes atomically. Raises ValueError on a negative weight."""
+        if any(r.weight < 0 for r in routes):
+            raise ValueError(f"negative weight in routes of {deployment}: {routes}")
+        with self._lock:
+            counters = [self._counter(deployment, r) for r in routes]
+            table = _Table(deployment, tuple(routes), counters)
+            self._tables = {**self._tables, deployment.encode(): table}
+        self._schedule_prune()
+
+    def remove_routes(self, deployment: str) -> None:
+        """Stop routing ``deployment`` (its requests get 404). Idempotent."""
+        with self._lock:
+            tables = dict(self._tables)
+            tables.pop(deployment.encode(), None)
+            self._tables = tables
+        self._schedule_prune()
+
+    def routes(self, deployment: str) -> list[RouteTarget]:
+        """The deployment's current routes (empty if it is not routed)."""
+        table = self._tables.get(deployment.encode())
+        return list(table.targets) if table else []
+
+    def stats(self) -> RouterStats:
+        """Request, error and retry counts per (deployment, role, release) since start."""
+        with self._lock:
+            items = list(self._counters.items())
+        slots: list[SlotStats] = [
+            SlotStats(
+                deployment=d, role=r, release_id=rel, requests=c[0], errors=c[1], retries=c[2]
+            )
+            for (d, r, rel), c in items
+        ]
+        return RouterStats(slots=slots, unrouted=self._unrouted[0])
+
+    def _counter(self, deployment: str, route: RouteTarget) -> list[int]:
+        return self._counters.setdefault((deployment, route.role, route.release_id), [0, 0, 0])
+
+    def _schedule_prune(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed after the check
+                loop.call_soon_threadsafe(self._prune_pools)
+
+    # ----- the event loop thread -----
+
+    def _run(self, host: str, port: int, bound: concurrent.futures.Future[int]) -> None:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            server = loop.run_until_complete(
+                asyncio.start_server(self._serve_client, host, port, limit=HEAD_LIMIT, backlog=1024)
+            )
+        except BaseException as exc:
+            loop.close()
+            bound.set_exception(exc)
+            return
+        self._loop = loop
+        bound.set_result(int(server.sockets[0].getsockname()[1]))
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._shutdown(server))
+            loop.close()
+
+    async def _shutdown(self, server: asyncio.Server) -> None:
+        server.close()
+        for writer in list(self._clients):
+            writer.close()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _prune_pools(self) -> None:
+        live = {(t.host, t.port) for table in self._tables.values() for t in table.targets}
+        for key in [k for k in self._pools if k not in live]:
+            self._pools.pop(key).close()
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._clients.add(writer)
+        try:
+            keep = True
+            while keep:
+                async with asyncio.timeout(self._idle_timeout):
+                    request = await read_request(reader, writer, self._max_body)
+                if request is None:
+                    break
+                keep = await self._dispatch(request, writer)
+                await writer.drain()
+        except BadRequest as exc:
+            writer.write(_error(exc.status, exc.message, keep=False))
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+
+    async def _dispatch(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        path = request.target.partition(b"?")[0]
+        keep = request.keep_alive
+        if path.startswith(b"/v2/models/"):
+            name, _, tail = path[11:].partition(b"/")
+            table = self._tables.get(name)
+            if table is None:
+                self._unrouted[0] += 1
+                message = f"deployment {name.decode(errors='replace')!r} is not served here"
+                writer.write(_error(404, message, keep))
+                return keep
+            infer = tail.endswith(b"infer")
+            index = table.pick() if infer else table.primary
+            if index is None:
+                message = f"deployment {table.deployment!r} has no slot with traffic weight"
+                writer.write(_error(503, message, keep))
+                return keep
+            return await self._proxy(request, writer, table, index, count=infer)
+        if path in (b"/v2/health/ready", b"/v2/health/live"):
+            writer.write(_json_response(200, "OK", {"ready": True, "live": True}, keep))
+            return keep
+        self._unrouted[0] += 1
+        writer.write(_error(404, f"no route for {path.decode(errors='replace')}", keep))
+        return keep
+
+    async def _proxy(
+        self,
+        request: Request,
+        writer: asyncio.StreamWriter,
+        table: _Table,
+        index: int,
+        *,
+        count: bool,
+    ) -> bool:
+        try:
+            index, conn, pool = await self._connect(table, index)
+        except ProxyError as exc:
+            if count:
+                table.counters[index][1] += 1
+            writer.write(_error(exc.status, exc.message, request.keep_alive))
+            return request.keep_alive
+        counters = table.counters[index]
+        if count:
+            counters[0] += 1
+        try:
+            async with asyncio.timeout(self._upstream_timeout):
+                status, keep, reusable = await relay_response(
+                    request, conn, writer, table.extra_headers[index]
+                )
+        except (ProxyError, TimeoutError) as exc:
+            counters[1] += 1
+            conn.close()
+            self._answer_failure(exc, table.targets[index], writer)
+            return False
+        except BaseException:
+            conn.close()  # the client went away mid-answer
+            raise
+        if count and status >= 500:
+            counters[1] += 1
+        pool.release(conn, reusable)
+        return keep
+
+    def _answer_failure(
+        self, exc: ProxyError | TimeoutError, target: RouteTarget, writer: asyncio.StreamWriter
+    ) -> None:
+        if isinstance(exc, TimeoutError):
+            message = f"did not answer within {self._upstream_timeout}s"
+            writer.write(_error(504, f"{target.role} slot {message}", False))
+        elif not exc.response_started:
+            writer.write(_error(exc.status, f"{target.role} slot: {exc.message}", False))
+
+    async def _connect(self, table: _Table, index: int) -> tuple[int, _Conn, Pool]:
+        """A connection to the picked slot, or to one other weighted slot if it refuses.
+
+        Nothing has been sent when a connect fails, so the retry cannot run a request twice.
+        """
+        try:
+            pool = self._pool(table.targets[index])
+            return index, await pool.acquire(self._connect_timeout), pool
+        except OSError as first:
+            table.counters[index][2] += 1
+            other = table.alternative(index)
+            if other is None:
+                message = f"{table.targets[index].role} slot is unreachable: {first}"
+                raise ProxyError(502, message) from first
+        try:
+            pool = self._pool(table.targets[other])
+            return other, await pool.acquire(self._connect_timeout), pool
+        except OSError as second:
+            message = f"no slot of {table.deployment!r} is reachable: {second}"
+            raise ProxyError(502, message) from second
+
+    def _pool(self, target: RouteTarget) -> Pool:
+        key = (target.host, target.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool(target.host, target.port)
+        return pool
