@@ -18,6 +18,7 @@ from bgserve.cli_client import (
     release_table,
     show,
 )
+from bgserve.cli_prompts import compare, prompts_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -180,6 +181,10 @@ def history(
     """Show who changed what, when, with weights before and after."""
     payload = call("GET", url, f"/deployments/{name}/history", token)
     show(payload, as_json, lambda e: console.print(history_table(e)))
+
+
+app.command()(compare)
+app.add_typer(prompts_app, name="prompts")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bgserve.backends.base import Backend
 from bgserve.errors import InvalidInput
+from bgserve.prompt_validation import PromptValidator
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.service import Service
 from bgserve.settings import Settings
@@ -22,6 +23,7 @@ class Components:
     registry: MlflowRegistry
     backend: Backend
     service: Service
+    validator: PromptValidator
 
     def close(self) -> None:
         """Stop the backend (and the local slots) and release the database."""
@@ -72,4 +74,4 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         store.close()
         raise
     service = Service(settings, store, registry, backend)
-    return Components(settings, store, registry, backend, service)
+    return Components(settings, store, registry, backend, service, PromptValidator(service, registry))

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 
 def _mlflow_env(root: Path) -> dict[str, str]:
@@ -39,3 +40,25 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def client(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_store: str
+) -> Iterator[TestClient]:
+    """One running bgserve (control API in-process, slots as real processes) for the session."""
+    from bgserve.api.app import create_app
+    from tests.flow_helpers import make_settings, register_demo
+
+    register_demo(mlflow_store)
+    settings = make_settings(tmp_path_factory.mktemp("bgserve"), mlflow_store)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def rel(client: TestClient) -> dict[str, int]:
+    """Release ids of the demo releases v1, v2 and reworded (v1 model, v2 prompt)."""
+    from tests.flow_helpers import create_releases
+
+    return create_releases(client)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
 
 from bgserve.demo.models import push_demo_prompts, register_demo_models
+from bgserve.settings import Settings
 
 RELEASES = {
     "v1": ("summarizer-v1", "models:/summarizer/1", "prompts:/summarize/1"),
@@ -56,3 +58,25 @@ def shares(url: str, n: int) -> tuple[Counter[str], Counter[str]]:
             slots[response.headers["x-bgserve-slot"]] += 1
             releases[response.headers["x-bgserve-release"]] += 1
     return slots, releases
+
+
+def make_settings(home: Path, mlflow_uri: str) -> Settings:
+    """Settings for a test bgserve: its own home, free ports, short pauses."""
+    return Settings(
+        home=home,
+        mlflow_tracking_uri=mlflow_uri,
+        mlflow_registry_uri=mlflow_uri,
+        data_port=0,
+        promote_step_pause_seconds=0.3,
+    )
+
+
+def deploy(client: TestClient, name: str, blue: int, green: int | None = None) -> str:
+    """Create a deployment (and stage green); return its data-plane URL."""
+    body = ok(client.post("/deployments", json={"name": name, "release_id": blue}), 201)
+    assert body["blue"]["weight"] == 100 and body["blue"]["ready"]
+    if green is not None:
+        staged = ok(client.post(f"/deployments/{name}/green", json={"release_id": green}))
+        assert staged["phase"] == "staged" and staged["green"]["weight"] == 0
+    url: str = body["data_plane_url"]
+    return url

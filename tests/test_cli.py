@@ -112,7 +112,7 @@ def run(*args: str) -> dict[str, object]:
 
 
 def test_cli_verbs_drive_a_server_that_stops_cleanly_on_sigterm(
-    server: tuple[str, subprocess.Popen[str]],
+    server: tuple[str, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     url, proc = server
     name, model, prompt = RELEASES["v1"]
@@ -127,6 +127,19 @@ def test_cli_verbs_drive_a_server_that_stops_cleanly_on_sigterm(
 
     bad = CliRunner().invoke(app, ["promote", "cli", "--weight", "10", "--url", url])
     assert bad.exit_code == 1 and "no green" in bad.output
+
+    name, model, prompt = RELEASES["v2"]
+    green = run("release", name, "-m", model, "-p", prompt, "--url", url)
+    run("stage", "cli", "--release", str(green["id"]), "--url", url)
+    html = tmp_path / "report.html"
+    compared = CliRunner().invoke(
+        app, ["compare", "cli", "-g", "summarize", "--html", str(html), "--url", url]
+    )
+    assert compared.exit_code == 3, compared.output
+    assert "FAILED" in compared.output and "list-like" in compared.output
+    page = html.read_text()
+    # failing cases come first: "medium" fails, "short-fact" (first in the file) passes
+    assert page.index("medium") < page.index("short-fact")
 
     slots = descendants(proc.pid)
     assert slots

@@ -2,51 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from bgserve.api.app import create_app
 from bgserve.demo.traffic import TrafficClient
 from bgserve.registry.mlflow_registry import MlflowRegistry
-from bgserve.settings import Settings
-from tests.flow_helpers import create_releases, ok, register_demo, shares
-
-
-def make_settings(home: Path, mlflow_uri: str) -> Settings:
-    return Settings(
-        home=home,
-        mlflow_tracking_uri=mlflow_uri,
-        mlflow_registry_uri=mlflow_uri,
-        data_port=0,
-        promote_step_pause_seconds=0.3,
-    )
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
-    register_demo(mlflow_store)
-    settings = make_settings(tmp_path_factory.mktemp("bgserve"), mlflow_store)
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def rel(client: TestClient) -> dict[str, int]:
-    return create_releases(client)
-
-
-def deploy(client: TestClient, name: str, blue: int, green: int | None = None) -> str:
-    """Create a deployment (and stage green); return its data-plane URL."""
-    body = ok(client.post("/deployments", json={"name": name, "release_id": blue}), 201)
-    assert body["blue"]["weight"] == 100 and body["blue"]["ready"]
-    if green is not None:
-        staged = ok(client.post(f"/deployments/{name}/green", json={"release_id": green}))
-        assert staged["phase"] == "staged" and staged["green"]["weight"] == 0
-    url: str = body["data_plane_url"]
-    return url
+from tests.flow_helpers import create_releases, deploy, make_settings, ok, shares
 
 
 def test_weight_30_sends_30_percent_to_green(client: TestClient, rel: dict[str, int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,7 +17,9 @@ from bgserve.golden_sets import load_golden_set
 router = APIRouter(prefix="/deployments", tags=["comparison"])
 
 
-class CompareRequest(Strict):
+class GoldenSource(Strict):
+    """A golden set given by name or inline, with optional threshold overrides."""
+
     golden_set: str | None = Field(
         None, description="Name of prompts/<name>/golden.jsonl", examples=["summarize"]
     )
@@ -28,17 +31,24 @@ class CompareRequest(Strict):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> CompareRequest:
+    def _one_source(self) -> GoldenSource:
         if (self.golden_set is None) == (self.cases is None):
             raise ValueError("give exactly one of golden_set (a name) or cases (a list)")
         return self
 
 
-def _cases(body: CompareRequest, request: Request) -> list[GoldenCase]:
+class CompareRequest(GoldenSource):
+    pass
+
+
+def cases_of(body: GoldenSource, prompts_dir: Path) -> list[GoldenCase]:
+    """The golden cases ``body`` names or carries. Raises InvalidInput, NotFound, 413."""
     if body.cases is not None:
+        if not body.cases:
+            raise InvalidInput("cases is empty: give at least one golden case", field="cases")
         return parse_cases(body.cases)
     assert body.golden_set is not None
-    return load_golden_set(body.golden_set, request.app.state.components.settings.prompts_dir)
+    return load_golden_set(body.golden_set, prompts_dir)
 
 
 @router.post("/{name}/compare")
@@ -46,9 +56,8 @@ def compare(
     name: str, body: CompareRequest, request: Request, service: ServiceDep, who: DeployerDep
 ) -> dict[str, Any]:
     """Run the golden set on blue and green directly; the verdict gates promotion."""
-    if not body.cases and body.cases is not None:
-        raise InvalidInput("cases is empty: give at least one golden case", field="cases")
-    _, report = service.compare(name, _cases(body, request), who.name, body.thresholds)
+    cases = cases_of(body, request.app.state.components.settings.prompts_dir)
+    _, report = service.compare(name, cases, who.name, body.thresholds)
     return report.model_dump(mode="json")
 
 

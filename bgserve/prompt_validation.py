@@ -1,0 +1,133 @@
+"""Validate a candidate prompt on the live model before it takes any traffic.
+
+The golden set is rendered with the live prompt (blue's) and with the candidate (a
+``prompts:/`` URI or a raw template); both sets of prompts go through blue's *base
+model*, loaded here from the registry, and the answers are compared as blue against
+green. Nothing is deployed and no traffic moves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from bgserve.domain.compare import ComparisonReport, SlotResult, Thresholds, compare
+from bgserve.domain.golden import GoldenCase, LintReport, lint_template
+from bgserve.domain.release import parse_uri
+from bgserve.domain.scorers import default_registry
+from bgserve.domain.template import render, variables
+from bgserve.errors import BgserveError, InvalidInput, RegistryUnavailable
+from bgserve.registry.bundle_model import as_strings, input_column
+from bgserve.registry.mlflow_registry import MlflowRegistry, translate_errors
+from bgserve.service import Service
+
+
+class PromptValidation(BaseModel):
+    """The live prompt against the candidate on the live model: lint plus comparison."""
+
+    deployment: str
+    model_uri: str
+    live_prompt_uri: str
+    candidate: str
+    lint: LintReport
+    report: ComparisonReport
+
+
+class PromptValidator:
+    """Runs prompt validations; keeps the last base model loaded for the next call."""
+
+    def __init__(self, service: Service, registry: MlflowRegistry) -> None:
+        self.service = service
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._model: tuple[str, Any, str] | None = None  # (uri, model, input column)
+
+    def validate(
+        self,
+        deployment: str,
+        cases: list[GoldenCase],
+        *,
+        prompt_uri: str | None = None,
+        template: str | None = None,
+        thresholds: dict[str, float] | None = None,
+    ) -> PromptValidation:
+        """Lint the candidate against ``cases`` and compare it with the live prompt.
+
+        Raises InvalidInput (no or two candidates, bad URI, a template without variables),
+        NotFound (deployment, prompt), RegistryUnavailable.
+        """
+        live = self.service.get_release(self.service.get_deployment(deployment).state.blue)
+        candidate, label = self._candidate(prompt_uri, template)
+        live_template = self.registry.get_prompt_template(
+            live.prompt_name, live.prompt_version
+        )
+        lint = lint_template(variables(candidate), cases)
+        blue = self._run(live.model_uri, live_template, cases)
+        green = self._run(live.model_uri, candidate, cases)
+        limits = Thresholds().with_overrides(self.service.settings.compare_thresholds)
+        scorer = default_registry().get(self.service.settings.compare_scorer)
+        report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
+        return PromptValidation(
+            deployment=deployment, model_uri=live.model_uri, live_prompt_uri=live.prompt_uri,
+            candidate=label, lint=lint, report=report,
+        )
+
+    def _candidate(self, prompt_uri: str | None, template: str | None) -> tuple[str, str]:
+        if (prompt_uri is None) == (template is None):
+            raise InvalidInput("give exactly one of prompt_uri or template", field="prompt_uri")
+        if template is not None:
+            if not variables(template):
+                raise InvalidInput("template has no {{variable}}: it cannot use the golden "
+                                   "set's inputs", field="template")
+            return template, "inline template"
+        assert prompt_uri is not None
+        ref = parse_uri(prompt_uri, "prompts", "prompt_uri")
+        version = ref.version or self.registry.resolve_prompt(ref)
+        text = self.registry.get_prompt_template(ref.name, version)
+        return text, ref.pinned(version).uri
+
+    def _run(self, model_uri: str, template: str, cases: Sequence[GoldenCase]
+             ) -> dict[str, SlotResult]:
+        model, column = self._load(model_uri)
+        return {case.id: self._answer(model, column, template, case) for case in cases}
+
+    @staticmethod
+    def _answer(model: Any, column: str, template: str, case: GoldenCase) -> SlotResult:
+        try:
+            prompt = render(template, case.inputs)
+        except InvalidInput as exc:
+            return SlotResult(output=None, latency_ms=0.0, error=f"rendering failed: {exc.message}")
+        started = time.perf_counter()
+        try:
+            output = as_strings(model.predict(pd.DataFrame({column: [prompt]})))[0]
+        except Exception as exc:  # the model's own failure is a result, not a crash
+            return SlotResult(output=None, latency_ms=_ms(started), error=f"model failed: {exc}")
+        return SlotResult(output=output, latency_ms=_ms(started), error=None)
+
+    def _load(self, model_uri: str) -> tuple[Any, str]:
+        with self._lock:
+            if self._model is None or self._model[0] != model_uri:
+                self._model = (model_uri, *self._fetch(model_uri))
+            return self._model[1], self._model[2]
+
+    def _fetch(self, model_uri: str) -> tuple[Any, str]:
+        import mlflow.pyfunc
+
+
+        try:
+            with translate_errors(f"loading {model_uri}"), self.registry.uris():
+                model = mlflow.pyfunc.load_model(model_uri)
+        except BgserveError:
+            raise
+        except Exception as exc:
+            raise RegistryUnavailable(f"cannot load {model_uri}: {exc}") from exc
+        return model, input_column(model)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
