@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,11 +15,13 @@ from bgserve.cli_client import (
     call,
     console,
     deployment_panel,
+    err_console,
     history_table,
     release_table,
     show,
 )
 from bgserve.cli_prompts import compare, prompts_app
+from bgserve.errors import BgserveError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -181,6 +184,40 @@ def history(
     """Show who changed what, when, with weights before and after."""
     payload = call("GET", url, f"/deployments/{name}/history", token)
     show(payload, as_json, lambda e: console.print(history_table(e)))
+
+
+@app.command()
+def render(
+    deployment: Annotated[str, typer.Option("--deployment", "-d", help="Deployment name")],
+    backend: Annotated[str, typer.Option(help="kserve (more to come)")] = "kserve",
+    output: Annotated[Path | None, typer.Option(help="Write one file per object here")] = None,
+    state_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the state")] = None,
+) -> None:
+    """Print the Kubernetes objects a backend would apply for a deployment's stored state.
+
+    Reads the state database directly; contacts no cluster and no running bgserve.
+    """
+    from bgserve.render import render_deployment, render_yaml, write_objects
+    from bgserve.settings import Settings
+    from bgserve.store import Store
+
+    settings = Settings.model_validate({"state_url": state_url} if state_url else {})
+    try:
+        store = Store(settings.resolved_state_url)
+        try:
+            state = store.get_deployment(deployment).state
+            releases = {r.release_id: store.get_release(r.release_id) for r in state.routes()}
+        finally:
+            store.close()
+        objects = render_deployment(state, releases, settings, backend)
+    except BgserveError as exc:
+        err_console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    if output is None:
+        typer.echo(render_yaml(objects), nl=False)
+        return
+    for path in write_objects(objects, output):
+        console.print(f"wrote {path}")
 
 
 app.command()(compare)

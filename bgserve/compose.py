@@ -46,7 +46,7 @@ def build_backend(settings: Settings) -> Backend:
     if settings.backend == "kserve":
         from bgserve.backends.kserve import KServeBackend
 
-        return KServeBackend.from_settings(settings)
+        return KServeBackend(settings)
     raise InvalidInput(f"backend {settings.backend!r} is not available yet", field="backend")
 
 

@@ -1,0 +1,187 @@
+"""The KServe backend: one InferenceService per release, one weighted route per deployment.
+
+Each slot is an InferenceService (``serving.kserve.io/v1beta1``) whose custom
+predictor container runs ``bgserve slot`` on the release's bundle. Traffic is split
+between slots by a Gateway API HTTPRoute (default) or an Istio VirtualService
+(``BGSERVE_KSERVE_ROUTER=istio``), never by ``canaryTrafficPercent``: that splits
+revisions of a single InferenceService, is ignored in RawDeployment/Standard mode,
+and cannot hold two distinct model+prompt releases side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from kubernetes import client
+
+from bgserve.backends.base import Backend, SlotInfo
+from bgserve.backends.k8s import (
+    KubeObjects,
+    Poller,
+    api_client,
+    is_ready,
+    managed_labels,
+    observed_current,
+)
+from bgserve.backends.kserve_objects import (
+    INFERENCE_SERVICE,
+    ROUTERS,
+    check_weights,
+    data_plane_url,
+    inference_service,
+    isvc_name,
+    predictor_host,
+    weighted_route,
+)
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
+from bgserve.settings import Settings
+
+# KServe's model transition states that will not resolve by waiting.
+_FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
+
+
+def required_rbac(router: str) -> list[dict[str, list[str]]]:
+    """The Role rules the backend needs: exactly the verbs it sends, nothing more."""
+    route = ROUTERS[router]
+    return [
+        {
+            "apiGroups": [INFERENCE_SERVICE.group],
+            "resources": [INFERENCE_SERVICE.plural],
+            "verbs": ["create", "delete", "get", "list", "update"],
+        },
+        {
+            "apiGroups": [route.group],
+            "resources": [route.plural],
+            "verbs": ["create", "get", "update"],
+        },
+    ]
+
+
+class KServeBackend:
+    """Slots as KServe InferenceServices behind a weighted HTTPRoute or VirtualService.
+
+    Every object it writes is labelled ``app.kubernetes.io/managed-by: bgserve`` and
+    it never modifies or deletes an object without that label.
+    """
+
+    name = "kserve"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        api: client.ApiClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._client = api or api_client(settings)
+        custom = client.CustomObjectsApi(self._client)
+        namespace, retries = settings.kube_namespace, settings.kube_write_retries
+        self.services = KubeObjects(custom, INFERENCE_SERVICE, namespace, retries)
+        self.routes = KubeObjects(custom, ROUTERS[settings.kserve_router], namespace, retries)
+        self.poller = Poller(
+            settings.slot_ready_timeout_seconds, settings.kube_poll_interval_seconds, clock, sleep
+        )
+
+    def ensure_slot(self, deployment: str, release: Release) -> SlotInfo:
+        """Apply the release's InferenceService and wait for Ready at its current generation.
+
+        Idempotent: an up-to-date InferenceService is not written again. Never changes
+        weights. Raises ReadinessTimeout when not ready within
+        ``slot_ready_timeout_seconds``, BackendError when KServe reports a failed load or
+        the API server refuses; an InferenceService this call created is then removed.
+        """
+        desired = inference_service(deployment, release, self.settings)
+        name = desired["metadata"]["name"]
+        created = self.services.get(name) is None
+        self.services.apply(desired)
+        try:
+            obj = self.poller.until(lambda: self._ready_or_none(name), f"InferenceService {name}")
+        except BgserveError:
+            if created:
+                self.services.delete(name)
+            raise
+        return self._info(deployment, release.id, obj)
+
+    def _ready_or_none(self, name: str) -> dict[str, Any] | None:
+        obj = self.services.get(name)
+        if obj is None:
+            raise BackendError(f"InferenceService {name} disappeared while starting")
+        if is_ready(obj):
+            return obj
+        transition = obj.get("status", {}).get("modelStatus", {}).get("transitionStatus")
+        if observed_current(obj) and transition in _FAILED_TRANSITIONS:
+            raise BackendError(
+                f"InferenceService {name} failed to start ({transition}): "
+                f"see `kubectl describe inferenceservice {name}`",
+                details={"status": obj.get("status", {})},
+            )
+        return None
+
+    def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
+        """Write all weights at once into the deployment's HTTPRoute or VirtualService.
+
+        Idempotent. Checks first that every routed release has an InferenceService and
+        that those given traffic are ready; otherwise, or if the write fails, raises
+        BackendError (InvalidInput for weights not summing to 100) and the previous
+        weights stay in place.
+        """
+        check_weights(deployment, routes)
+        for route in routes:
+            self._check_routable(deployment, route)
+        self.routes.apply(weighted_route(deployment, routes, self.settings))
+
+    def _check_routable(self, deployment: str, route: Route) -> None:
+        name = isvc_name(deployment, route.release_id)
+        obj = self.services.get(name)
+        if obj is None:
+            raise BackendError(
+                f"release {route.release_id} has no InferenceService {name} for {deployment}: "
+                "ensure its slot before routing to it"
+            )
+        if route.weight > 0 and not is_ready(obj):
+            raise BackendError(
+                f"InferenceService {name} is not ready: refusing to give it {route.weight}%"
+            )
+
+    def retire_slot(self, deployment: str, release_id: int) -> None:
+        """Delete the release's InferenceService(s) that bgserve manages for ``deployment``.
+
+        Idempotent: nothing to delete is fine. Objects without bgserve's managed-by
+        label are left alone even if their other labels match. Raises BackendError.
+        """
+        for obj in self.services.select(managed_labels(deployment, release_id)):
+            self.services.delete(obj["metadata"]["name"])
+
+    def slot_info(self, deployment: str, release_id: int) -> SlotInfo | None:
+        """The InferenceService's address and readiness, or None if absent. Read-only;
+        raises BackendError if the API server cannot be read."""
+        obj = self.services.get(isvc_name(deployment, release_id))
+        return None if obj is None else self._info(deployment, release_id, obj)
+
+    def _info(self, deployment: str, release_id: int, obj: Mapping[str, Any]) -> SlotInfo:
+        status = obj.get("status", {})
+        endpoint = (
+            (status.get("address") or {}).get("url")
+            or status.get("url")
+            or f"http://{predictor_host(deployment, release_id, self.settings.kube_namespace)}"
+        )
+        return SlotInfo(release_id=release_id, endpoint=endpoint, ready=is_ready(obj))
+
+    def data_plane_url(self, deployment: str) -> str | None:
+        """The gateway URL from settings (``kube_data_plane_url`` or the route hostname);
+        None when neither is set. Pure, never raises."""
+        return data_plane_url(deployment, self.settings)
+
+    def close(self) -> None:
+        """Close the API client's connection pool. Idempotent; slots keep running."""
+        self._client.close()
+
+
+if TYPE_CHECKING:
+    _conforms: type[Backend] = KServeBackend

@@ -1,0 +1,274 @@
+"""Pure builders of the Kubernetes objects the KServe backend applies.
+
+Plain camelCase dicts, not the kserve SDK's model classes: those serialize to
+snake_case with newer kubernetes clients, which the API server silently prunes.
+Used by :class:`~bgserve.backends.kserve.KServeBackend` and by ``bgserve render``.
+
+Serving path: each release runs in a custom predictor container of the bgserve image
+(``bgserve slot``), so the MLflow version that built the bundle is the one that loads
+it. The weighted route is a Gateway API HTTPRoute or an Istio VirtualService whose
+destinations are the InferenceServices' predictor Services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bgserve.backends.k8s import Resource, dns_label, managed_labels
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
+from bgserve.settings import Settings
+
+Obj = dict[str, Any]
+
+INFERENCE_SERVICE = Resource(
+    "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
+)
+HTTP_ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+VIRTUAL_SERVICE = Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")
+ROUTERS = {"gateway": HTTP_ROUTE, "istio": VIRTUAL_SERVICE}
+
+# In Knative mode KServe derives "<name>-predictor-00001" revisions from the name,
+# which must stay a 63-character DNS label.
+ISVC_NAME_MAX = 45
+SLOT_PORT = 8080
+SERVICE_PORT = 80
+MOUNT_PATH = "/mnt/models"
+ANNOTATION_PREFIX = "bgserve.io/"
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+
+
+def isvc_name(deployment: str, release_id: int) -> str:
+    """Name of the InferenceService serving ``release_id`` for ``deployment``."""
+    return dns_label(deployment, f"-r{release_id}", ISVC_NAME_MAX)
+
+
+def route_name(deployment: str) -> str:
+    """Name of the deployment's HTTPRoute or VirtualService."""
+    return dns_label("bgserve", f"-{deployment}", 253)
+
+
+def predictor_host(deployment: str, release_id: int, namespace: str) -> str:
+    """Cluster-local host of the predictor Service KServe creates for a slot."""
+    return f"{isvc_name(deployment, release_id)}-predictor.{namespace}.svc.cluster.local"
+
+
+def _metadata(name: str, settings: Settings, labels: dict[str, str]) -> Obj:
+    return {"name": name, "namespace": settings.kube_namespace, "labels": labels}
+
+
+def bundle_storage_uri(release: Release, settings: Settings) -> str | None:
+    """Where the storage initializer fetches the bundle from, if configured."""
+    template = settings.kube_bundle_storage_uri
+    if not template:
+        return None
+    return template.format(
+        bundle_name=release.bundle_name,
+        bundle_version=release.bundle_version,
+        release=release.name,
+        release_id=release.id,
+    )
+
+
+def _slot_env(release: Release, settings: Settings) -> list[Obj]:
+    storage = bundle_storage_uri(release, settings)
+    if storage:
+        return [{"name": "STORAGE_URI", "value": storage}]
+    env = [
+        {"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
+        {"name": "MLFLOW_REGISTRY_URI", "value": settings.mlflow_registry_uri},
+    ]
+    return [e for e in env if e["value"]]
+
+
+def slot_container(deployment: str, release: Release, settings: Settings) -> Obj:
+    """The predictor container: the bgserve image running ``bgserve slot``."""
+    model_uri = MOUNT_PATH if bundle_storage_uri(release, settings) else release.bundle_uri
+    resources = {"cpu": settings.kube_slot_cpu, "memory": settings.kube_slot_memory}
+    return {
+        "name": "kserve-container",
+        "image": settings.kube_slot_image,
+        "command": ["bgserve"],
+        "args": [
+            "slot",
+            "--model-uri",
+            model_uri,
+            "--deployment",
+            deployment,
+            "--release-id",
+            str(release.id),
+            # A pod's port must be reachable from the Service, not just loopback.
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(SLOT_PORT),
+        ],
+        "env": _slot_env(release, settings),
+        "ports": [{"name": "http1", "containerPort": SLOT_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": f"/v2/models/{deployment}/ready", "port": SLOT_PORT},
+            "periodSeconds": 5,
+        },
+        "resources": {"requests": resources, "limits": dict(resources)},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def inference_service(deployment: str, release: Release, settings: Settings) -> Obj:
+    """The InferenceService that serves ``release``'s bundle for ``deployment``."""
+    annotations = {
+        f"{ANNOTATION_PREFIX}model-uri": release.model_uri,
+        f"{ANNOTATION_PREFIX}prompt-uri": release.prompt_uri,
+        f"{ANNOTATION_PREFIX}bundle-uri": release.bundle_uri,
+    }
+    if settings.kserve_deployment_mode:
+        annotations[DEPLOYMENT_MODE] = settings.kserve_deployment_mode
+    metadata = _metadata(
+        isvc_name(deployment, release.id), settings, managed_labels(deployment, release.id)
+    )
+    predictor: Obj = {
+        "minReplicas": 1,
+        "containers": [slot_container(deployment, release, settings)],
+    }
+    if settings.kube_slot_service_account:
+        predictor["serviceAccountName"] = settings.kube_slot_service_account
+    return {
+        "apiVersion": INFERENCE_SERVICE.api_version,
+        "kind": INFERENCE_SERVICE.kind,
+        "metadata": {**metadata, "annotations": annotations},
+        "spec": {"predictor": predictor},
+    }
+
+
+def check_weights(deployment: str, routes: Sequence[Route]) -> None:
+    """Raise InvalidInput unless ``routes`` are distinct releases whose weights sum to 100."""
+    if not routes or sum(r.weight for r in routes) != 100 or any(r.weight < 0 for r in routes):
+        weights = [r.weight for r in routes]
+        raise InvalidInput(
+            f"routes of {deployment} must have weights summing to 100, got {weights}"
+        )
+    if len({r.release_id for r in routes}) != len(routes):
+        raise InvalidInput(f"routes of {deployment} name a release twice: {list(routes)}")
+
+
+def _hostname(deployment: str, settings: Settings) -> str | None:
+    template = settings.kube_route_hostname
+    return template.format(deployment=deployment, namespace=settings.kube_namespace) or None
+
+
+def data_plane_url(deployment: str, settings: Settings) -> str | None:
+    """The weighted entry point clients call, from settings (no cluster needed)."""
+    if settings.kube_data_plane_url:
+        return settings.kube_data_plane_url.format(
+            deployment=deployment, namespace=settings.kube_namespace
+        )
+    host = _hostname(deployment, settings)
+    return f"http://{host}" if host else None
+
+
+def http_route(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
+    """A Gateway API HTTPRoute splitting ``/v2/models/<deployment>`` by the routes' weights."""
+    parent = {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": settings.kube_gateway_name,
+    }
+    if settings.kube_gateway_namespace:
+        parent["namespace"] = settings.kube_gateway_namespace
+    backends = [
+        {
+            "group": "",
+            "kind": "Service",
+            "name": f"{isvc_name(deployment, r.release_id)}-predictor",
+            "port": SERVICE_PORT,
+            "weight": r.weight,
+        }
+        for r in routes
+    ]
+    rule = {
+        "matches": [{"path": {"type": "PathPrefix", "value": f"/v2/models/{deployment}"}}],
+        "backendRefs": backends,
+    }
+    spec: Obj = {"parentRefs": [parent], "rules": [rule]}
+    host = _hostname(deployment, settings)
+    if host:
+        spec["hostnames"] = [host]
+    return {
+        "apiVersion": HTTP_ROUTE.api_version,
+        "kind": HTTP_ROUTE.kind,
+        "metadata": _metadata(route_name(deployment), settings, managed_labels(deployment)),
+        "spec": spec,
+    }
+
+
+def virtual_service(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
+    """An Istio VirtualService splitting ``/v2/models/<deployment>`` by the routes' weights."""
+    namespace = settings.kube_namespace
+    destinations = [
+        {
+            "destination": {
+                "host": predictor_host(deployment, r.release_id, namespace),
+                "port": {"number": SERVICE_PORT},
+            },
+            "weight": r.weight,
+            "headers": {
+                "response": {
+                    "set": {"x-bgserve-slot": r.role, "x-bgserve-release": str(r.release_id)}
+                }
+            },
+        }
+        for r in routes
+    ]
+    path = f"/v2/models/{deployment}"
+    gateway = f"{settings.kube_gateway_namespace or namespace}/{settings.kube_gateway_name}"
+    http = {
+        "name": "weighted",
+        "match": [{"uri": {"exact": path}}, {"uri": {"prefix": path + "/"}}],
+        "route": destinations,
+    }
+    return {
+        "apiVersion": VIRTUAL_SERVICE.api_version,
+        "kind": VIRTUAL_SERVICE.kind,
+        "metadata": _metadata(route_name(deployment), settings, managed_labels(deployment)),
+        "spec": {
+            "hosts": [_hostname(deployment, settings) or "*"],
+            "gateways": [gateway],
+            "http": [http],
+        },
+    }
+
+
+def weighted_route(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
+    """The route object of the configured router (``BGSERVE_KSERVE_ROUTER``).
+
+    Raises:
+        InvalidInput: the weights do not sum to 100 or a release appears twice.
+    """
+    check_weights(deployment, routes)
+    build = http_route if settings.kserve_router == "gateway" else virtual_service
+    return build(deployment, routes, settings)
+
+
+def kserve_objects(
+    deployment: str,
+    routes: Sequence[Route],
+    releases: Mapping[int, Release],
+    settings: Settings,
+) -> list[Obj]:
+    """Every object the KServe backend applies for a deployment: one InferenceService
+    per routed release (in route order), then the weighted route.
+
+    Raises:
+        InvalidInput: bad weights, or a routed release missing from ``releases``.
+    """
+    missing = [r.release_id for r in routes if r.release_id not in releases]
+    if missing:
+        raise InvalidInput(f"routes of {deployment} name unknown releases {missing}")
+    services = [inference_service(deployment, releases[r.release_id], settings) for r in routes]
+    return [*services, weighted_route(deployment, routes, settings)]

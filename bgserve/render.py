@@ -1,0 +1,70 @@
+"""``bgserve render``: the Kubernetes objects a backend would apply, without a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bgserve.backends.kserve_objects import kserve_objects
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import DeploymentState, Route
+from bgserve.errors import InvalidInput
+from bgserve.settings import Settings
+
+Obj = dict[str, Any]
+Builder = Callable[[str, Sequence[Route], Mapping[int, Release], Settings], list[Obj]]
+
+# Kubernetes backends whose objects can be rendered; another backend adds itself here.
+BUILDERS: dict[str, Builder] = {"kserve": kserve_objects}
+
+
+def render_deployment(
+    state: DeploymentState,
+    releases: Mapping[int, Release],
+    settings: Settings,
+    backend: str,
+) -> list[Obj]:
+    """The objects ``backend`` would apply for ``state``: every slot, then the route.
+
+    Raises:
+        InvalidInput: ``backend`` renders no objects, or a routed release is missing
+            from ``releases``.
+    """
+    build = BUILDERS.get(backend)
+    if build is None:
+        raise InvalidInput(
+            f"backend {backend!r} has no Kubernetes objects to render: use one of "
+            f"{sorted(BUILDERS)}",
+            field="backend",
+        )
+    return build(state.name, state.routes(), releases, settings)
+
+
+def render_yaml(objects: Sequence[Mapping[str, Any]]) -> str:
+    """A multi-document YAML stream, one document per object, in the given order."""
+    return "".join(
+        "---\n" + yaml.safe_dump(dict(obj), sort_keys=False, default_flow_style=False)
+        for obj in objects
+    )
+
+
+def object_filename(obj: Mapping[str, Any]) -> str:
+    """``<kind>-<name>.yaml``, lowercase: unique within one namespace's render."""
+    return f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+
+
+def write_objects(objects: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+    """Write each object to its own file in ``out_dir`` (created if needed); return the paths.
+
+    Overwrites files of the same name, so rendering twice gives the same directory.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for obj in objects:
+        path = out_dir / object_filename(obj)
+        path.write_text(render_yaml([obj]), encoding="utf-8")
+        paths.append(path)
+    return paths
