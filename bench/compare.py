@@ -22,8 +22,24 @@ from bgserve.demo.run import demo_settings
 from bgserve.domain.golden import GoldenCase, parse_cases
 
 RESULTS = Path(__file__).parent / "results"
-WORDS = ("blue green release prompt model traffic weight revert golden case slot router "
-         "latency bundle alias registry").split()
+WORDS = [
+    "blue",
+    "green",
+    "release",
+    "prompt",
+    "model",
+    "traffic",
+    "weight",
+    "revert",
+    "golden",
+    "case",
+    "slot",
+    "router",
+    "latency",
+    "bundle",
+    "alias",
+    "registry",
+]
 
 
 def generated_cases(n: int) -> list[GoldenCase]:
@@ -32,8 +48,13 @@ def generated_cases(n: int) -> list[GoldenCase]:
     for i in range(n):
         words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(5 + i % 20)]
         text = " ".join(words).capitalize() + ". " + " ".join(reversed(words)) + "."
-        cases.append({"id": f"c{i}", "inputs": {"text": text},
-                      "assert": [{"type": "max_latency_ms", "value": 5000}]})
+        cases.append(
+            {
+                "id": f"c{i}",
+                "inputs": {"text": text},
+                "assert": [{"type": "max_latency_ms", "value": 5000}],
+            }
+        )
     return parse_cases(cases)
 
 
@@ -46,10 +67,12 @@ def run(n_cases: int, levels: list[int]) -> dict[str, object]:
         parts = build_components(settings)
         try:
             service = parts.service
-            blue = service.register_release("blue", "models:/summarizer/1",
-                                            "prompts:/summarize/1", "bench")
-            green = service.register_release("green", "models:/summarizer/1",
-                                             "prompts:/summarize/2", "bench")
+            blue = service.register_release(
+                "blue", "models:/summarizer/1", "prompts:/summarize/1", "bench"
+            )
+            green = service.register_release(
+                "green", "models:/summarizer/1", "prompts:/summarize/2", "bench"
+            )
             service.create_deployment("bench", blue.id, "bench")
             service.stage_green("bench", green.id, "bench")
             cases = generated_cases(n_cases)

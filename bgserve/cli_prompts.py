@@ -114,10 +114,16 @@ def validate(
     golden = directory / "golden.jsonl"
     if not golden.is_file():
         raise typer.BadParameter(f"{golden} does not exist")
-    cases = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
-             for c in parse_golden_jsonl(golden.read_text(encoding="utf-8"))]
-    body = {"deployment": deployment, "template": template, "cases": cases,
-            "thresholds": _thresholds(threshold)}
+    cases = [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for c in parse_golden_jsonl(golden.read_text(encoding="utf-8"))
+    ]
+    body = {
+        "deployment": deployment,
+        "template": template,
+        "cases": cases,
+        "thresholds": _thresholds(threshold),
+    }
     payload = call("POST", url, "/prompts/validate", token, body)
     report = _report(payload["report"], html, f"{deployment}: live prompt vs {directory}")
     show(payload, as_json, lambda p: _print_validation(p, report, html))
@@ -125,10 +131,11 @@ def validate(
         raise typer.Exit(3)
 
 
-def _print_validation(payload: dict[str, Any], report: ComparisonReport, html: Path | None
-                      ) -> None:
-    console.print(f"live: {payload['model_uri']} + {payload['live_prompt_uri']}; "
-                  f"candidate: {payload['candidate']}")
+def _print_validation(payload: dict[str, Any], report: ComparisonReport, html: Path | None) -> None:
+    console.print(
+        f"live: {payload['model_uri']} + {payload['live_prompt_uri']}; "
+        f"candidate: {payload['candidate']}"
+    )
     for level in ("errors", "warnings"):
         for issue in payload["lint"][level]:
             colour = "red" if level == "errors" else "yellow"

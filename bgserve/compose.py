@@ -74,4 +74,5 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         store.close()
         raise
     service = Service(settings, store, registry, backend)
-    return Components(settings, store, registry, backend, service, PromptValidator(service, registry))
+    validator = PromptValidator(service, registry)
+    return Components(settings, store, registry, backend, service, validator)

@@ -63,9 +63,7 @@ class PromptValidator:
         """
         live = self.service.get_release(self.service.get_deployment(deployment).state.blue)
         candidate, label = self._candidate(prompt_uri, template)
-        live_template = self.registry.get_prompt_template(
-            live.prompt_name, live.prompt_version
-        )
+        live_template = self.registry.get_prompt_template(live.prompt_name, live.prompt_version)
         lint = lint_template(variables(candidate), cases)
         blue = self._run(live.model_uri, live_template, cases)
         green = self._run(live.model_uri, candidate, cases)
@@ -73,8 +71,12 @@ class PromptValidator:
         scorer = default_registry().get(self.service.settings.compare_scorer)
         report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
         return PromptValidation(
-            deployment=deployment, model_uri=live.model_uri, live_prompt_uri=live.prompt_uri,
-            candidate=label, lint=lint, report=report,
+            deployment=deployment,
+            model_uri=live.model_uri,
+            live_prompt_uri=live.prompt_uri,
+            candidate=label,
+            lint=lint,
+            report=report,
         )
 
     def _candidate(self, prompt_uri: str | None, template: str | None) -> tuple[str, str]:
@@ -82,8 +84,10 @@ class PromptValidator:
             raise InvalidInput("give exactly one of prompt_uri or template", field="prompt_uri")
         if template is not None:
             if not variables(template):
-                raise InvalidInput("template has no {{variable}}: it cannot use the golden "
-                                   "set's inputs", field="template")
+                raise InvalidInput(
+                    "template has no {{variable}}: it cannot use the golden set's inputs",
+                    field="template",
+                )
             return template, "inline template"
         assert prompt_uri is not None
         ref = parse_uri(prompt_uri, "prompts", "prompt_uri")
@@ -91,8 +95,9 @@ class PromptValidator:
         text = self.registry.get_prompt_template(ref.name, version)
         return text, ref.pinned(version).uri
 
-    def _run(self, model_uri: str, template: str, cases: Sequence[GoldenCase]
-             ) -> dict[str, SlotResult]:
+    def _run(
+        self, model_uri: str, template: str, cases: Sequence[GoldenCase]
+    ) -> dict[str, SlotResult]:
         model, column = self._load(model_uri)
         return {case.id: self._answer(model, column, template, case) for case in cases}
 
@@ -117,7 +122,6 @@ class PromptValidator:
 
     def _fetch(self, model_uri: str) -> tuple[Any, str]:
         import mlflow.pyfunc
-
 
         try:
             with translate_errors(f"loading {model_uri}"), self.registry.uris():

@@ -13,7 +13,9 @@ BENCH = Path(__file__).parent.parent / "bench"
 def test_compare_benchmark_runs_and_reports_each_concurrency() -> None:
     result = subprocess.run(
         [sys.executable, str(BENCH / "compare.py"), "--cases", "12", "--concurrency", "1", "4"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "12 golden cases" in result.stdout

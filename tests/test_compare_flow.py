@@ -13,8 +13,10 @@ from bgserve.cli import app
 from bgserve.demo.text_model import summarize
 from tests.flow_helpers import deploy, ok
 
-LONG = ("Ship the new release after two weeks of careful testing across every region, "
-        "then tell the platform team about it. Nothing else.")
+LONG = (
+    "Ship the new release after two weeks of careful testing across every region, "
+    "then tell the platform team about it. Nothing else."
+)
 
 
 def case(case_id: str, text: str, *asserts: dict[str, object]) -> dict[str, object]:
@@ -39,11 +41,14 @@ def test_assertion_failing_on_green_only_closes_the_gate(
     deploy(client, "assert", rel["v1"], rel["v2"])
     v1, v2 = summarize(LONG, 12), summarize(LONG, 8)
     assert v1 != v2 and "careful" in v1 and "careful" not in v2
-    cases = [case("short", "Ship it. Now."),
-             case("long", LONG, {"type": "contains", "value": "careful"})]
+    cases = [
+        case("short", "Ship it. Now."),
+        case("long", LONG, {"type": "contains", "value": "careful"}),
+    ]
     lenient = {"min_mean_similarity": 0.0, "min_agreement_rate": 0.0}
-    report = ok(client.post("/deployments/assert/compare",
-                            json={"cases": cases, "thresholds": lenient}))
+    report = ok(
+        client.post("/deployments/assert/compare", json={"cases": cases, "thresholds": lenient})
+    )
     assert not report["verdict"]["passed"]
     assert len(report["verdict"]["reasons"]) == 1
     assert "green fails assertions that blue passes in long" in report["verdict"]["reasons"][0]
@@ -55,7 +60,10 @@ def test_assertion_failing_on_green_only_closes_the_gate(
     assert forced["green"]["weight"] == 10
     last = ok(client.get("/deployments/assert/history"))[-1]
     assert (last["action"], last["details"], last["principal"]) == (
-        "shift", {"force": True}, "anonymous")
+        "shift",
+        {"force": True},
+        "anonymous",
+    )
 
 
 def test_missing_variable_and_unknown_assertion_are_named(
@@ -63,12 +71,16 @@ def test_missing_variable_and_unknown_assertion_are_named(
 ) -> None:
     deploy(client, "strict", rel["v1"], rel["reworded"])
     before = ok(client.get("/deployments/strict"))["version"]
-    missing = client.post("/deployments/strict/compare", json={"cases": [
-        case("fine", "Hello. There."), {"id": "c9", "inputs": {"txt": "typo"}}]})
+    missing = client.post(
+        "/deployments/strict/compare",
+        json={"cases": [case("fine", "Hello. There."), {"id": "c9", "inputs": {"txt": "typo"}}]},
+    )
     assert missing.status_code == 422
     assert "case 'c9' lacks input 'text'" in missing.json()["message"]
-    unknown = client.post("/deployments/strict/compare", json={"cases": [
-        case("odd", "Hi.", {"type": "startswith", "value": "H"})]})
+    unknown = client.post(
+        "/deployments/strict/compare",
+        json={"cases": [case("odd", "Hi.", {"type": "startswith", "value": "H"})]},
+    )
     assert unknown.status_code == 422
     assert "unknown assertion type 'startswith'" in unknown.json()["message"]
     assert ok(client.get("/deployments/strict"))["version"] == before
@@ -79,16 +91,30 @@ def test_prompt_validation_lints_and_compares_without_moving_traffic(
 ) -> None:
     deploy(client, "prompted", rel["v1"])
     before = ok(client.get("/deployments/prompted"))
-    reworded = ok(client.post("/prompts/validate", json={
-        "deployment": "prompted", "prompt_uri": "prompts:/summarize@latest",
-        "golden_set": "summarize"}))
+    reworded = ok(
+        client.post(
+            "/prompts/validate",
+            json={
+                "deployment": "prompted",
+                "prompt_uri": "prompts:/summarize@latest",
+                "golden_set": "summarize",
+            },
+        )
+    )
     assert reworded["candidate"] == "prompts:/summarize/2"
     assert reworded["live_prompt_uri"] == "prompts:/summarize/1"
     assert reworded["report"]["verdict"]["passed"] and reworded["lint"]["errors"] == []
 
-    broken = ok(client.post("/prompts/validate", json={
-        "deployment": "prompted", "template": "{{style}} summary. Text: {{text}}",
-        "cases": [case("a", "One sentence. Two.")]}))
+    broken = ok(
+        client.post(
+            "/prompts/validate",
+            json={
+                "deployment": "prompted",
+                "template": "{{style}} summary. Text: {{text}}",
+                "cases": [case("a", "One sentence. Two.")],
+            },
+        )
+    )
     assert [e["variable"] for e in broken["lint"]["errors"]] == ["style"]
     assert broken["report"]["cases"][0]["green"]["error"].startswith("rendering failed")
     assert not broken["report"]["verdict"]["passed"]

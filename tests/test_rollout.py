@@ -44,7 +44,7 @@ def test_stage_same_green_is_a_no_op() -> None:
 
 def test_stage_refused_while_green_takes_traffic() -> None:
     state = rollout.shift(staged(), 30).state
-    with pytest.raises(IllegalTransition, match="takes 30%.*promote it to 100 or revert"):
+    with pytest.raises(IllegalTransition, match=r"takes 30%.*promote it to 100 or revert"):
         rollout.stage_green(state, 3)
 
 
@@ -88,7 +88,7 @@ def test_shift_out_of_range_names_the_field(weight: int) -> None:
 
 
 def test_promote_without_green_says_how_to_stage() -> None:
-    with pytest.raises(IllegalTransition, match="no green release.*POST /deployments/chat/green"):
+    with pytest.raises(IllegalTransition, match=r"no green release.*POST /deployments/chat/green"):
         rollout.shift(rollout.create("chat", 1).state, 10)
 
 
