@@ -96,7 +96,8 @@ def test_storage_uri_mounts_the_bundle_for_the_slot() -> None:
 
 
 def test_without_storage_uri_the_slot_reads_the_registry() -> None:
-    settings = Settings(mlflow_tracking_uri="http://mlflow.mlops:5000")
+    # explicit None: the session's MLflow fixture sets MLFLOW_REGISTRY_URI in the environment
+    settings = Settings(mlflow_tracking_uri="http://mlflow.mlops:5000", mlflow_registry_uri=None)
     (container,) = inference_service("chat", RELEASES[1], settings)["spec"]["predictor"][
         "containers"
     ]
