@@ -189,7 +189,10 @@ def history(
 @app.command()
 def render(
     deployment: Annotated[str, typer.Option("--deployment", "-d", help="Deployment name")],
-    backend: Annotated[str, typer.Option(help="kserve (more to come)")] = "kserve",
+    backend: Annotated[str, typer.Option(help="kserve or seldon")] = "kserve",
+    flavour: Annotated[
+        str | None, typer.Option(help="Seldon Core v1 or v2 (default: BGSERVE_SELDON_FLAVOUR)")
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Write one file per object here")] = None,
     state_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the state")] = None,
 ) -> None:
@@ -201,7 +204,10 @@ def render(
     from bgserve.settings import Settings
     from bgserve.store import Store
 
-    settings = Settings.model_validate({"state_url": state_url} if state_url else {})
+    if flavour not in (None, "v1", "v2"):
+        raise typer.BadParameter(f"{flavour!r} is not v1 or v2", param_hint="--flavour")
+    overrides = {"state_url": state_url, "seldon_flavour": flavour}
+    settings = Settings.model_validate({k: v for k, v in overrides.items() if v})
     try:
         store = Store(settings.resolved_state_url)
         try:

@@ -47,6 +47,10 @@ def build_backend(settings: Settings) -> Backend:
         from bgserve.backends.kserve import KServeBackend
 
         return KServeBackend(settings)
+    if settings.backend == "seldon":
+        from bgserve.backends.seldon import seldon_backend
+
+        return seldon_backend(settings)
     raise InvalidInput(f"backend {settings.backend!r} is not available yet", field="backend")
 
 

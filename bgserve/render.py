@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from bgserve.backends.kserve_objects import kserve_objects
+from bgserve.backends.seldon_objects import seldon_objects
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Route
 from bgserve.errors import InvalidInput
@@ -18,7 +19,7 @@ Obj = dict[str, Any]
 Builder = Callable[[str, Sequence[Route], Mapping[int, Release], Settings], list[Obj]]
 
 # Kubernetes backends whose objects can be rendered; another backend adds itself here.
-BUILDERS: dict[str, Builder] = {"kserve": kserve_objects}
+BUILDERS: dict[str, Builder] = {"kserve": kserve_objects, "seldon": seldon_objects}
 
 
 def render_deployment(

@@ -96,6 +96,28 @@ class Settings(BaseSettings):
     )
     compare_scorer: str = Field("text", description="Similarity scorer: `text` or `exact`.")
 
+    # --- reliability ---
+    mlflow_http_max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries of one MLflow HTTP request by bgserve (MLflow's own default is 7, "
+        "minutes of backoff); MLFLOW_HTTP_REQUEST_MAX_RETRIES wins when set.",
+    )
+    mlflow_http_timeout_seconds: int = Field(
+        10,
+        gt=0,
+        description="Timeout of one MLflow HTTP request by bgserve (MLflow's default is 120); "
+        "MLFLOW_HTTP_REQUEST_TIMEOUT wins when set.",
+    )
+    mlflow_http_backoff_factor: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="Backoff factor in seconds between MLflow HTTP retries (MLflow's default "
+        "is 2, growing exponentially); MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR wins when set.",
+    )
+
     # --- kubernetes backends (kserve, seldon) ---
     kube_api_url: str = Field(
         "",
@@ -168,6 +190,34 @@ class Settings(BaseSettings):
         description="`serving.kserve.io/deploymentMode` annotation of the InferenceServices "
         "(`Standard`, `RawDeployment` on older KServe, or `Knative`); empty keeps the "
         "cluster default.",
+    )
+    seldon_flavour: Literal["v1", "v2"] = Field(
+        "v2",
+        description="Seldon Core generation: `v2` (mlops.seldon.io Model per release plus one "
+        "Experiment per deployment) or `v1` (one SeldonDeployment per deployment, one "
+        "predictor per release).",
+    )
+    seldon_server: str = Field(
+        "",
+        description="Seldon v2: the Server every Model is pinned to (`spec.server`); empty "
+        "lets the scheduler pick one whose capabilities meet `seldon_requirements`.",
+    )
+    seldon_requirements: list[str] = Field(
+        default_factory=lambda: ["bgserve"],
+        description="Seldon v2: capabilities a Server needs to load a bundle, as JSON, e.g. "
+        '["bgserve"] for a Server built from the bgserve image.',
+    )
+    seldon_slot_endpoint: str = Field(
+        "",
+        description="Seldon v2: URL template reaching one Model directly, bypassing the "
+        "Experiment, with `{model}`, `{deployment}`, `{release_id}` and `{namespace}` (e.g. "
+        "a gateway route that sets `seldon-model: {model}`); empty reports "
+        "http://seldon-mesh.<namespace>, which needs that header.",
+    )
+    seldon_experiment_default: bool = Field(
+        False,
+        description="Seldon v2: also make the live Model the Experiment's `default`, so "
+        "clients calling that Model's own name are split too (until the next cutover).",
     )
     # --- end kubernetes backends ---
 

@@ -209,7 +209,14 @@ class KubeObjects:
             BackendError: unmanaged object in the way, conflicts beyond the retry
                 budget, or any refusal of the API server.
         """
-        name = desired["metadata"]["name"]
+        return self.apply_with(desired["metadata"]["name"], lambda _current: desired)
+
+    def apply_with(self, name: str, build: Callable[[Obj | None], Obj]) -> Obj:
+        """As :meth:`apply`, with the desired object built from the one just read.
+
+        ``build(current)`` runs again after every conflict, so a change computed from
+        the object (one predictor of several, say) never overwrites someone else's.
+        """
         for _ in range(self.retries):
             current = self.get(name)
             if current is not None and not is_managed(current):
@@ -217,6 +224,7 @@ class KubeObjects:
                     f"{self.resource.kind} {self.namespace}/{name} exists but is not managed "
                     f"by bgserve (no {MANAGED_BY}={MANAGER} label): rename or remove it"
                 )
+            desired = build(current)
             if current is not None and up_to_date(current, desired):
                 return current
             try:

@@ -83,12 +83,19 @@ def _slot_env(release: Release, settings: Settings) -> list[Obj]:
     return [e for e in env if e["value"]]
 
 
-def slot_container(deployment: str, release: Release, settings: Settings) -> Obj:
-    """The predictor container: the bgserve image running ``bgserve slot``."""
+def slot_container(
+    deployment: str,
+    release: Release,
+    settings: Settings,
+    *,
+    name: str = "kserve-container",
+    port: int = SLOT_PORT,
+) -> Obj:
+    """The predictor container: the bgserve image running ``bgserve slot`` on ``port``."""
     model_uri = MOUNT_PATH if bundle_storage_uri(release, settings) else release.bundle_uri
     resources = {"cpu": settings.kube_slot_cpu, "memory": settings.kube_slot_memory}
     return {
-        "name": "kserve-container",
+        "name": name,
         "image": settings.kube_slot_image,
         "command": ["bgserve"],
         "args": [
@@ -103,12 +110,12 @@ def slot_container(deployment: str, release: Release, settings: Settings) -> Obj
             "--host",
             "0.0.0.0",
             "--port",
-            str(SLOT_PORT),
+            str(port),
         ],
         "env": _slot_env(release, settings),
-        "ports": [{"name": "http1", "containerPort": SLOT_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {
-            "httpGet": {"path": f"/v2/models/{deployment}/ready", "port": SLOT_PORT},
+            "httpGet": {"path": f"/v2/models/{deployment}/ready", "port": port},
             "periodSeconds": 5,
         },
         "resources": {"requests": resources, "limits": dict(resources)},

@@ -1,0 +1,217 @@
+"""The Seldon backend: Seldon Core v2 Models + Experiment, or a v1 SeldonDeployment.
+
+``BGSERVE_SELDON_FLAVOUR`` picks the generation (see :mod:`bgserve.backends.seldon_objects`
+for the objects). Both flavours share the KServe backend's rules: every write reads
+first and carries the resourceVersion it read, only objects labelled
+``app.kubernetes.io/managed-by: bgserve`` are touched, a slot counts as ready only
+when the controller's status describes the current generation, and a slot this call
+created is removed again when it fails to become ready.
+
+Seldon Core is licensed under the Business Source License since 2024: bgserve only
+writes its resources; production use needs a licence from Seldon.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from kubernetes import client
+
+from bgserve.backends.base import Backend, SlotInfo
+from bgserve.backends.k8s import (
+    KubeObjects,
+    Obj,
+    Poller,
+    api_client,
+    condition,
+    managed_labels,
+)
+from bgserve.backends.kserve_objects import check_weights, data_plane_url
+from bgserve.backends.seldon_objects import (
+    EXPERIMENT,
+    MODEL,
+    SELDON_DEPLOYMENT,
+    experiment,
+    model,
+    model_name,
+)
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
+from bgserve.settings import Settings
+
+# Seldon v2 model states (the ModelReady condition's reason) that waiting will not fix.
+_FAILED_MODEL_STATES = {"ModelFailed", "ScheduleFailed", "LoadFailed"}
+
+
+def required_rbac(flavour: str) -> list[dict[str, list[str]]]:
+    """The Role rules the backend needs: exactly the verbs it sends, nothing more."""
+    if flavour == "v1":
+        verbs = ("create", "delete", "get", "update")
+        return [_rule(SELDON_DEPLOYMENT.group, SELDON_DEPLOYMENT.plural, *verbs)]
+    return [
+        _rule(MODEL.group, MODEL.plural, "create", "delete", "get", "list", "update"),
+        _rule(EXPERIMENT.group, EXPERIMENT.plural, "create", "get", "update"),
+    ]
+
+
+def _rule(group: str, plural: str, *verbs: str) -> dict[str, list[str]]:
+    return {"apiGroups": [group], "resources": [plural], "verbs": sorted(verbs)}
+
+
+def generation_seen(obj: Mapping[str, Any]) -> bool:
+    """Whether the status describes the current spec.
+
+    Seldon's controllers do not all write ``observedGeneration``; when it is absent the
+    status is taken as current, when present it must match.
+    """
+    observed = obj.get("status", {}).get("observedGeneration")
+    return observed is None or observed == obj.get("metadata", {}).get("generation")
+
+
+def _ready_true(obj: Mapping[str, Any]) -> bool:
+    cond = condition(obj)
+    return cond is not None and cond.get("status") == "True"
+
+
+class SeldonBase:
+    """Client, poller and settings shared by both flavours."""
+
+    name = "seldon"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        api: client.ApiClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._client = api or api_client(settings)
+        self._custom = client.CustomObjectsApi(self._client)
+        self.poller = Poller(
+            settings.slot_ready_timeout_seconds, settings.kube_poll_interval_seconds, clock, sleep
+        )
+
+    def _objects(self, resource: Any) -> KubeObjects:
+        s = self.settings
+        return KubeObjects(self._custom, resource, s.kube_namespace, s.kube_write_retries)
+
+    def data_plane_url(self, deployment: str) -> str | None:
+        """The gateway URL from settings (``kube_data_plane_url`` or the route hostname);
+        None when neither is set. Pure, never raises."""
+        return data_plane_url(deployment, self.settings)
+
+    def close(self) -> None:
+        """Close the API client's connection pool. Idempotent; slots keep running."""
+        self._client.close()
+
+
+class SeldonV2Backend(SeldonBase):
+    """Slots as Seldon Core v2 Models, weighted by one Experiment per deployment."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        self.models = self._objects(MODEL)
+        self.experiments = self._objects(EXPERIMENT)
+
+    def ensure_slot(self, deployment: str, release: Release) -> SlotInfo:
+        """Apply the release's Model and wait for Ready at its current generation.
+
+        Idempotent; never changes weights. Raises ReadinessTimeout when not ready within
+        ``slot_ready_timeout_seconds``, BackendError when Seldon reports a failed load or
+        schedule or the API server refuses, InvalidInput without a bundle storage URI;
+        a Model this call created is then removed.
+        """
+        desired = model(deployment, release, self.settings)
+        name = desired["metadata"]["name"]
+        created = self.models.get(name) is None
+        self.models.apply(desired)
+        try:
+            obj = self.poller.until(lambda: self._ready_or_none(name), f"Model {name}")
+        except BgserveError:
+            if created:
+                self.models.delete(name)
+            raise
+        return self._info(deployment, release.id, obj)
+
+    def _ready_or_none(self, name: str) -> Obj | None:
+        obj = self.models.get(name)
+        if obj is None:
+            raise BackendError(f"Model {name} disappeared while loading")
+        if generation_seen(obj) and _ready_true(obj):
+            return obj
+        reason = (condition(obj, "ModelReady") or {}).get("reason")
+        if generation_seen(obj) and reason in _FAILED_MODEL_STATES:
+            raise BackendError(
+                f"Model {name} failed to load ({reason}): see `kubectl describe model {name}`",
+                details={"status": obj.get("status", {})},
+            )
+        return None
+
+    def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
+        """Write every weight at once into the deployment's Experiment (created if needed).
+
+        Idempotent. Every routed release needs a Model, and those given traffic must be
+        ready; otherwise, or if the write fails, raises BackendError (InvalidInput for
+        bad weights) and the Experiment keeps its previous weights.
+        """
+        check_weights(deployment, routes)
+        for route in routes:
+            obj = self.models.get(model_name(deployment, route.release_id))
+            check_routable(obj, route, f"Model {model_name(deployment, route.release_id)}")
+        self.experiments.apply(experiment(deployment, routes, self.settings))
+
+    def retire_slot(self, deployment: str, release_id: int) -> None:
+        """Delete the release's Model(s) that bgserve manages for ``deployment``.
+
+        Idempotent; unmanaged Models are left alone. Raises BackendError.
+        """
+        for obj in self.models.select(managed_labels(deployment, release_id)):
+            self.models.delete(obj["metadata"]["name"])
+
+    def slot_info(self, deployment: str, release_id: int) -> SlotInfo | None:
+        """The Model's direct endpoint and readiness, or None if absent. Read-only;
+        raises BackendError if the API server cannot be read."""
+        obj = self.models.get(model_name(deployment, release_id))
+        return None if obj is None else self._info(deployment, release_id, obj)
+
+    def _info(self, deployment: str, release_id: int, obj: Mapping[str, Any]) -> SlotInfo:
+        s = self.settings
+        template = s.seldon_slot_endpoint or "http://seldon-mesh.{namespace}"
+        endpoint = template.format(
+            model=obj["metadata"]["name"],
+            deployment=deployment,
+            release_id=release_id,
+            namespace=s.kube_namespace,
+        )
+        ready = generation_seen(obj) and _ready_true(obj)
+        return SlotInfo(release_id=release_id, endpoint=endpoint.rstrip("/"), ready=ready)
+
+
+def check_routable(obj: Mapping[str, Any] | None, route: Route, what: str) -> None:
+    """Raise BackendError unless ``obj`` (the slot ``what``) exists and, if ``route``
+    gives it traffic, is ready."""
+    if obj is None:
+        raise BackendError(
+            f"release {route.release_id} has no {what}: ensure its slot before routing to it"
+        )
+    if route.weight > 0 and not _ready_true(obj):
+        raise BackendError(f"{what} is not ready: refusing to give it {route.weight}%")
+
+
+def seldon_backend(settings: Settings, **kwargs: Any) -> Backend:
+    """The backend of ``settings.seldon_flavour``; ``kwargs`` go to its constructor
+    (``api``, ``clock``, ``sleep``). Raises BackendError without a Kubernetes config."""
+    if settings.seldon_flavour == "v1":
+        from bgserve.backends.seldon_v1 import SeldonV1Backend
+
+        return SeldonV1Backend(settings, **kwargs)
+    return SeldonV2Backend(settings, **kwargs)
+
+
+if TYPE_CHECKING:
+    _conforms: type[Backend] = SeldonV2Backend

@@ -1,0 +1,93 @@
+"""Seldon objects and ``render --backend seldon``: strict CRD validation, names, weights."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bgserve.backends.seldon_objects import experiment, model, seldon_objects
+from bgserve.domain import rollout
+from bgserve.domain.rollout import DeploymentState
+from bgserve.errors import InvalidInput
+from bgserve.render import render_deployment, render_yaml, write_objects
+from bgserve.settings import Settings
+from tests.crd_schema import Crd, load_crds, require_crd_dir, validate_object
+from tests.test_kserve_backend import RELEASES
+from tests.test_render import promoted, shifting
+
+STORAGE = "s3://bundles/{bundle_name}/{bundle_version}"
+
+
+@pytest.fixture(scope="module")
+def crds() -> Mapping[str, Crd]:
+    return load_crds(require_crd_dir())
+
+
+def settings(flavour: str, **extra: object) -> Settings:
+    return Settings.model_validate(
+        {"seldon_flavour": flavour, "kube_bundle_storage_uri": STORAGE, **extra}
+    )
+
+
+def weights(objects: list[dict[str, object]], flavour: str) -> list[int]:
+    last = objects[-1]["spec"]
+    assert isinstance(last, dict)
+    if flavour == "v2":
+        return [c["weight"] for c in last["candidates"]]
+    return [p["traffic"] for p in last["predictors"]]
+
+
+@pytest.mark.parametrize("flavour", ["v2", "v1"])
+@pytest.mark.parametrize("state", [shifting(), promoted()], ids=["shifting", "promoted"])
+def test_render_validates_and_matches_the_deployment(
+    crds: Mapping[str, Crd], flavour: str, state: DeploymentState
+) -> None:
+    text = render_yaml(render_deployment(state, RELEASES, settings(flavour), "seldon"))
+    docs = list(yaml.safe_load_all(text))
+    for doc in docs:
+        assert validate_object(crds, doc) == [], doc
+    assert sum(weights(docs, flavour)) == 100
+    assert weights(docs, flavour) == [r.weight for r in state.routes()]
+
+
+def test_v2_objects_carry_storage_requirements_and_names() -> None:
+    s = settings("v2", seldon_server="bgserve-server")
+    obj = model("chat", RELEASES[2], s)
+    assert obj["metadata"]["name"] == "chat-r2"
+    assert obj["spec"]["storageUri"] == "s3://bundles/bgserve.chat/2"
+    assert obj["spec"]["requirements"] == ["bgserve"] and obj["spec"]["server"] == "bgserve-server"
+    exp = experiment("chat", shifting().routes(), s)
+    assert exp["metadata"]["name"] == "chat" and "default" not in exp["spec"]
+
+
+def test_v2_needs_a_bundle_storage_uri() -> None:
+    with pytest.raises(InvalidInput, match="BGSERVE_KUBE_BUNDLE_STORAGE_URI"):
+        model("chat", RELEASES[1], Settings(seldon_flavour="v2"))
+
+
+def test_v1_predictors_are_named_after_releases_and_run_the_slot() -> None:
+    (sdep,) = seldon_objects("chat", promoted().routes(), RELEASES, settings("v1"))
+    preds = sdep["spec"]["predictors"]
+    assert [p["name"] for p in preds] == ["r2", "r1"] and sdep["spec"]["protocol"] == "v2"
+    container = preds[0]["componentSpecs"][0]["spec"]["containers"][0]
+    assert container["name"] == preds[0]["graph"]["name"] == "slot"
+    assert "--port" in container["args"] and "9000" in container["args"]
+    assert preds[0]["graph"]["modelUri"] == "s3://bundles/bgserve.chat/2"
+
+
+def test_write_objects_one_file_per_object(tmp_path: Path) -> None:
+    objects = render_deployment(shifting(), RELEASES, settings("v2"), "seldon")
+    paths = write_objects(objects, tmp_path)
+    assert [p.name for p in paths] == [
+        "model-chat-r1.yaml",
+        "model-chat-r2.yaml",
+        "experiment-chat.yaml",
+    ]
+
+
+def test_bad_weights_are_refused() -> None:
+    with pytest.raises(InvalidInput):
+        experiment("chat", [rollout.Route("blue", 1, 90)], settings("v2"))
