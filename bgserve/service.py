@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bgserve.backends.base import Backend, SlotInfo
+from bgserve.backends.base import Backend, SlotInfo, SlotWatcher
 from bgserve.comparison import SlotTarget, query_slots
-from bgserve.domain import rollout
+from bgserve.domain import rollout, slots
 from bgserve.domain.compare import ComparisonReport, Thresholds, compare, default_registry
 from bgserve.domain.golden import GoldenCase, check_inputs
 from bgserve.domain.release import Release, ResolvedRelease, parse_uri, validate_name
@@ -43,6 +43,7 @@ from bgserve.errors import (
     StaleWrite,
     Unavailable,
 )
+from bgserve.recovery import Recovery
 from bgserve.settings import Settings
 from bgserve.store import Event, Store, StoredDeployment
 
@@ -98,6 +99,9 @@ class Service:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._running_plans: set[str] = set()
+        self.recovery = Recovery(self)
+        if isinstance(backend, SlotWatcher):
+            backend.watch_slots(self.recovery.slot_lost)
 
     # releases
 
@@ -145,7 +149,7 @@ class Service:
         """Deploy ``release_id`` as blue at weight 100 of a new deployment ``name``."""
         validate_name(name, "name")
         release = self.store.get_release(release_id)
-        with self._locked(name):
+        with self.locked(name):
             self._refuse_existing(name)
             transition = rollout.create(name, release.id)
             self._perform_before_commit(name, transition)
@@ -230,19 +234,19 @@ class Service:
     def reconcile(self) -> None:
         """Make the backend serve every stored deployment as stored (used at start-up).
 
-        Slots are started (or re-adopted) and weights applied; nothing is persisted.
+        Slots are started (or re-adopted) and weights applied; a persisted plan is recorded
+        as interrupted, to be resumed or reverted by an operator.
         """
-        for stored in self.store.list_deployments():
-            try:
-                self._realise(stored.state)
-            except BgserveError as exc:
-                log.error("could not restore deployment %s: %s", stored.state.name, exc.message)
+        self.recovery.reconcile()
 
-    def _realise(self, state: DeploymentState) -> None:
-        routes = state.routes()
-        for route in routes:
-            self.backend.ensure_slot(state.name, self.store.get_release(route.release_id))
-        self.backend.set_routes(state.name, routes)
+    def plan_running(self, name: str) -> bool:
+        """Whether this process is walking a promotion plan of ``name`` now."""
+        with self._locks_guard:
+            return name in self._running_plans
+
+    def retire_standby(self, name: str, principal: str) -> StoredDeployment:
+        """Stop the standby slot early; revert to it is no longer possible afterwards."""
+        return self._transition(name, principal, slots.retire_standby)
 
     # comparison
 
@@ -299,7 +303,7 @@ class Service:
         report: ComparisonReport,
         principal: str,
     ) -> StoredDeployment:
-        with self._locked(name):
+        with self.locked(name):
             stored = self.store.get_deployment(name)
             now = stored.state
             if (now.blue, now.green) != (before.blue, before.green):
@@ -327,20 +331,24 @@ class Service:
         decide: Callable[[DeploymentState], Transition],
         details: dict[str, Any] | None = None,
     ) -> StoredDeployment:
-        with self._locked(name):
+        with self.locked(name):
             stored = self.store.get_deployment(name)
             transition = decide(stored.state)
             if not transition.changed:
                 return stored
-            return self._apply(stored, transition, principal, details)
+            return self.apply(stored, transition, principal, details)
 
-    def _apply(
+    def apply(
         self,
         stored: StoredDeployment,
         transition: Transition,
         principal: str,
         details: dict[str, Any] | None,
     ) -> StoredDeployment:
+        """Perform, persist and follow up ``transition``; the caller holds :meth:`locked`.
+
+        Raises StaleWrite (traffic put back as stored) or the backend's errors.
+        """
         name = stored.state.name
         self._perform_before_commit(name, transition)
         after = transition.state
@@ -393,7 +401,8 @@ class Service:
         self.registry.move_aliases(name, live, previous)
 
     @contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
+    def locked(self, name: str) -> Iterator[None]:
+        """Hold the deployment's in-process lock. Raises Conflict after the lock timeout."""
         with self._locks_guard:
             lock = self._locks.setdefault(name, threading.Lock())
         if not lock.acquire(timeout=self.settings.lock_timeout_seconds):

@@ -274,6 +274,20 @@ class Store:
             self._append(conn, before.name, now, principal, action, reason, before, after, details)
         return self.get_deployment(before.name)
 
+    def append_event(
+        self,
+        state: DeploymentState,
+        *,
+        now: datetime,
+        principal: str,
+        action: str,
+        reason: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an event that changes no stored state (a slot lost or restarted)."""
+        with self.engine.begin() as conn:
+            self._append(conn, state.name, now, principal, action, reason, state, state, details)
+
     def history(self, name: str) -> list[Event]:
         """The deployment's events, oldest first. Raises NotFound for an unknown deployment."""
         self.get_deployment(name)

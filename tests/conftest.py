@@ -43,9 +43,7 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def client(
-    tmp_path_factory: pytest.TempPathFactory, mlflow_store: str
-) -> Iterator[TestClient]:
+def client(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
     """One running bgserve (control API in-process, slots as real processes) for the session."""
     from bgserve.api.app import create_app
     from tests.flow_helpers import make_settings, register_demo

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -15,9 +15,11 @@ from bgserve import __version__
 from bgserve.api import errors
 from bgserve.api.auth import Authenticator
 from bgserve.api.deps import ServiceDep
+from bgserve.api.limits import BodyLimit
 from bgserve.api.metrics import build_registry
 from bgserve.api.routes import compare, deployments, prompts, releases
 from bgserve.compose import Components, build_components
+from bgserve.registry.mlflow_registry import bound_mlflow_http
 from bgserve.settings import Settings
 
 log = logging.getLogger("bgserve.api")
@@ -32,6 +34,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bound_mlflow_http(
+            settings.mlflow_http_max_retries,
+            settings.mlflow_http_timeout_seconds,
+            settings.mlflow_http_backoff_factor,
+        )
         built = await run_in_threadpool(build, settings)
         app.state.components = built
         app.state.metrics = build_registry(built.service)
@@ -52,31 +59,13 @@ def create_app(
     app.state.authenticator = authenticator
     app.state.ready = False
     errors.install(app)
-    _limit_body_size(app, settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(releases.router)
     app.include_router(deployments.router)
     app.include_router(compare.router)
     app.include_router(prompts.router)
     _add_probes(app)
     return app
-
-
-def _limit_body_size(app: FastAPI, limit: int) -> None:
-    @app.middleware("http")
-    async def _check(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return JSONResponse(
-                {
-                    "error": "PayloadTooLarge",
-                    "message": f"request body over {limit} bytes: send less, or raise "
-                    "BGSERVE_MAX_BODY_BYTES",
-                },
-                status_code=413,
-            )
-        return await call_next(request)
 
 
 def _add_probes(app: FastAPI) -> None:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from bgserve.domain.release import Release
 from bgserve.store import Event
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Ids are 32-bit in every supported database (PostgreSQL INTEGER); larger ones never exist.
+MAX_ID = 2**31 - 1
+
+DeploymentName = Annotated[
+    str,
+    Path(max_length=63, description="The deployment's name (a DNS-1123 label)", examples=["chat"]),
+]
+ReleaseId = Annotated[int, Path(ge=1, le=MAX_ID, description="The release's id", examples=[1])]
 
 
 class Strict(BaseModel):
@@ -63,11 +72,11 @@ class ReleaseOut(BaseModel):
 
 class DeploymentCreate(Strict):
     name: str = Field(description="DNS-1123 label naming the deployment", examples=["chat"])
-    release_id: int = Field(ge=1, description="Release to deploy as blue at weight 100")
+    release_id: int = Field(ge=1, le=MAX_ID, description="Release to deploy as blue at weight 100")
 
 
 class GreenCreate(Strict):
-    release_id: int = Field(ge=1, description="Release to stage as green at weight 0")
+    release_id: int = Field(ge=1, le=MAX_ID, description="Release to stage as green at weight 0")
 
 
 class PromoteRequest(Strict):
@@ -103,6 +112,10 @@ class DeploymentOut(BaseModel):
     green: SlotOut | None
     standby: SlotOut | None
     plan: list[int]
+    plan_interrupted: bool = Field(
+        description="A plan is recorded but no promotion is walking it (bgserve restarted): "
+        "resume with POST .../promote {}, or revert"
+    )
     gate: GateOut | None
     data_plane_url: str | None
     last_comparison: dict[str, Any] | None

@@ -33,6 +33,7 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
         else _slot(service, state.name, state.green, state.green_weight),
         standby=None if state.standby is None else _slot(service, state.name, state.standby, 0),
         plan=list(state.plan),
+        plan_interrupted=bool(state.plan) and not service.plan_running(state.name),
         gate=None
         if gate is None
         else GateOut(

@@ -8,12 +8,15 @@ gates or history: the service tells it what to do, in order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
+
+SlotLostCallback = Callable[[str, int], None]
+"""``callback(deployment, release_id)``: that slot's process or pod died on its own."""
 
 
 @dataclass(frozen=True)
@@ -70,4 +73,24 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the backend's resources; the local backend stops its slots. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class SlotWatcher(Protocol):
+    """Optional: a backend that notices slots dying on their own and reports them.
+
+    The local backend implements it (process watcher plus the router's breaker); a
+    backend whose platform restarts slots itself (KServe, Seldon) need not. The service
+    registers one callback at start-up and applies the slot-loss rule of
+    :func:`bgserve.domain.slots.on_slot_lost` when it fires.
+    """
+
+    def watch_slots(self, callback: SlotLostCallback) -> None:
+        """Call ``callback(deployment, release_id)`` once per slot that dies on its own.
+
+        The dead slot is already out of routing when the callback runs; the callback must
+        return quickly (it runs on the backend's watcher thread). Idempotent: a second
+        call replaces the callback. Raises nothing.
+        """
         ...

@@ -5,12 +5,16 @@ socket the backend bound for it, so there is no free-port race. Children are spa
 from one long-lived thread with ``PR_SET_PDEATHSIG`` so they die with bgserve even when
 it is SIGKILLed, and each gets its own process group so a Ctrl-C in the terminal reaches
 bgserve (which then stops them in order) rather than the slots directly.
+
+A watcher thread polls the slot processes every ``watch_interval`` seconds: a slot that
+exits on its own is taken out of routing at once and reported to the callback given to
+:meth:`LocalBackend.watch_slots`; the router's breaker does the same on a refused
+connection, so traffic stops going to a dead slot well within a second.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -19,64 +23,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import httpx
 
-from bgserve.backends.base import SlotInfo
+from bgserve.backends.base import SlotInfo, SlotLostCallback
 from bgserve.backends.router import Router, RouteTarget, SlotStats
+from bgserve.backends.slot_process import LOOPBACK as _LOOPBACK
+from bgserve.backends.slot_process import Slot as _Slot
+from bgserve.backends.slot_process import death_signal_preexec, tail
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
-
-_PR_SET_PDEATHSIG = 1
-_LOOPBACK = "127.0.0.1"
-_TAIL_BYTES = 4000
-
-
-def _death_signal_preexec(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn: die with SIGTERM when the spawning thread's process goes away."""
-    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-    def preexec() -> None:
-        if libc is not None:
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-            if os.getppid() != parent_pid:  # the parent died before prctl took effect
-                os._exit(1)
-
-    return preexec
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL_BYTES))
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-@dataclass
-class _Slot:
-    """One running slot process."""
-
-    deployment: str
-    release_id: int
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    log_file: IO[bytes]
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{_LOOPBACK}:{self.port}"
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
 
 class LocalBackend:
@@ -97,6 +58,7 @@ class LocalBackend:
         *,
         log_dir: Path | None = None,
         stop_grace: float = 10.0,
+        watch_interval: float = 0.1,
     ) -> None:
         self.data_host = data_host
         self.ready_timeout = ready_timeout
@@ -113,7 +75,10 @@ class LocalBackend:
         # thread that lives as long as the backend.
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgserve-spawn")
         self._http = httpx.Client(timeout=2.0)
-        self._router = Router()
+        self._router = Router(breaker=True)
+        self._on_lost: SlotLostCallback | None = None
+        self._watch_interval = watch_interval
+        self._watch_stop = threading.Event()
         try:
             self.data_port = self._router.start(data_host, data_port)
         except OSError as exc:
@@ -123,6 +88,8 @@ class LocalBackend:
                 f"cannot bind the data plane on {data_host}:{data_port}: {exc}; "
                 "set BGSERVE_DATA_PORT to a free port"
             ) from exc
+        self._watcher = threading.Thread(target=self._watch, name="bgserve-watch", daemon=True)
+        self._watcher.start()
 
     @property
     def router(self) -> Router:
@@ -151,6 +118,7 @@ class LocalBackend:
                 raise
             with self._lock:
                 self._slots[key] = slot
+            self._router.mark_up(_LOOPBACK, slot.port)  # the port may be a dead slot's
             return SlotInfo(release.id, slot.endpoint, True)
 
     def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
@@ -217,11 +185,21 @@ class LocalBackend:
         slot = self._slots.get((deployment, release_id))
         return slot.proc.pid if slot else None
 
+    def watch_slots(self, callback: SlotLostCallback) -> None:
+        """Call ``callback(deployment, release_id)`` when a slot process exits on its own.
+
+        Called on the watcher thread, once per lost process, after the slot is already
+        out of routing; the callback must return quickly. Replaces an earlier callback.
+        """
+        self._on_lost = callback
+
     def close(self) -> None:
         """Stop the router and every slot. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._watch_stop.set()
+        self._watcher.join(5)
         self._router.stop()
         with self._lock:
             slots = list(self._slots.values())
@@ -234,6 +212,24 @@ class LocalBackend:
         self._http.close()
 
     # ----- processes -----
+
+    def _watch(self) -> None:
+        while not self._watch_stop.wait(self._watch_interval):
+            for key, slot in self._lost_slots():
+                self._router.mark_down(_LOOPBACK, slot.port)
+                callback = self._on_lost
+                if callback is not None:
+                    callback(*key)
+
+    def _lost_slots(self) -> list[tuple[tuple[str, int], _Slot]]:
+        """Slots still registered (so not being stopped on purpose) whose process exited."""
+        lost = []
+        with self._lock:
+            for key, slot in self._slots.items():
+                if not slot.lost and not slot.alive():
+                    slot.lost = True
+                    lost.append((key, slot))
+        return lost
 
     def _key_lock(self, key: tuple[str, int]) -> threading.Lock:
         with self._lock:
@@ -281,7 +277,7 @@ class LocalBackend:
             env=self._env,
             pass_fds=(fd,),
             process_group=0,
-            preexec_fn=_death_signal_preexec(os.getpid()),
+            preexec_fn=death_signal_preexec(os.getpid()),
         )
 
     def _wait_ready(self, slot: _Slot) -> None:
@@ -294,14 +290,14 @@ class LocalBackend:
                 raise BackendError(
                     f"slot of release {slot.release_id} for {slot.deployment} exited with code "
                     f"{slot.proc.returncode} while starting; log {slot.log_path} ends with:\n"
-                    + _tail(slot.log_path),
+                    + tail(slot.log_path),
                     details={"log": str(slot.log_path)},
                 )
             if time.monotonic() > deadline:
                 raise ReadinessTimeout(
                     f"slot of release {slot.release_id} for {slot.deployment} was not ready "
                     f"within {self.ready_timeout}s; log {slot.log_path} ends with:\n"
-                    + _tail(slot.log_path),
+                    + tail(slot.log_path),
                     details={"log": str(slot.log_path)},
                 )
             time.sleep(delay)

@@ -22,12 +22,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from dataclasses import dataclass
-from math import gcd
 from typing import TypedDict
 
 import uvloop
 
+from bgserve.backends.health import probe_ready
 from bgserve.backends.http1 import (
     HEAD_LIMIT,
     BadRequest,
@@ -38,18 +37,10 @@ from bgserve.backends.http1 import (
     read_request,
     relay_response,
 )
+from bgserve.backends.route_table import RouteTarget, Table, weighted_schedule
 from bgserve.backends.upstream import Pool, _Conn
 
-
-@dataclass(frozen=True)
-class RouteTarget:
-    """One slot behind a deployment and its share of the traffic (any non-negative int)."""
-
-    role: str
-    release_id: int
-    host: str
-    port: int
-    weight: int
+__all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
 
 
 class SlotStats(TypedDict):
@@ -70,75 +61,16 @@ class RouterStats(TypedDict):
     unrouted: int
 
 
-def weighted_schedule(weights: list[int]) -> tuple[int, ...]:
-    """The smooth weighted round-robin order of target indexes over one full cycle.
-
-    Each index appears exactly ``weight / gcd`` times per cycle, spread evenly.
-    """
-    divisor = 0
-    for weight in weights:
-        divisor = gcd(divisor, weight)
-    if divisor == 0:
-        return ()
-    reduced = [w // divisor for w in weights]
-    total = sum(reduced)
-    current = [0] * len(reduced)
-    order: list[int] = []
-    for _ in range(total):
-        for i, weight in enumerate(reduced):
-            current[i] += weight
-        best = max(range(len(current)), key=current.__getitem__)
-        current[best] -= total
-        order.append(best)
-    return tuple(order)
-
-
-class _Table:
-    """A deployment's routes; only ``_next`` changes, and only on the router's loop."""
-
-    __slots__ = (
-        "_next",
-        "counters",
-        "deployment",
-        "extra_headers",
-        "primary",
-        "schedule",
-        "targets",
-    )
-
-    def __init__(
-        self, deployment: str, targets: tuple[RouteTarget, ...], counters: list[list[int]]
-    ) -> None:
-        self.deployment = deployment
-        self.targets = targets
-        self.counters = counters
-        self.schedule = weighted_schedule([t.weight for t in targets])
-        weighted = [i for i, t in enumerate(targets) if t.weight > 0]
-        self.primary = max(weighted, key=lambda i: targets[i].weight) if weighted else None
-        self.extra_headers = [
-            b"x-bgserve-slot: %s\r\nx-bgserve-release: %d\r\n" % (t.role.encode(), t.release_id)
-            for t in targets
-        ]
-        self._next = 0
-
-    def pick(self) -> int | None:
-        if not self.schedule:
-            return None
-        index = self.schedule[self._next]
-        self._next = (self._next + 1) % len(self.schedule)
-        return index
-
-    def alternative(self, failed: int) -> int | None:
-        """The heaviest other weighted slot, for one retry after a connect failure."""
-        others = [i for i, t in enumerate(self.targets) if t.weight > 0 and i != failed]
-        return max(others, key=lambda i: self.targets[i].weight) if others else None
-
-
 class Router:
     """The weighted OIP v2 reverse proxy, on its own thread and uvloop event loop.
 
-    ``start`` binds and returns the port; ``set_routes`` may be called from any thread
-    at any time; ``stop`` closes every connection and joins the thread.
+    ``start`` binds and returns the port; ``set_routes``, ``mark_down`` and ``mark_up``
+    may be called from any thread at any time; ``stop`` closes every connection and joins
+    the thread.
+
+    With ``breaker`` on, a slot that refuses a connection is marked down at once (its
+    share goes to the healthy slots) and probed every ``probe_interval`` seconds until it
+    answers ready again or leaves the route table.
     """
 
     def __init__(
@@ -148,12 +80,18 @@ class Router:
         connect_timeout: float = 5.0,
         max_body_bytes: int = 64 * 1024 * 1024,
         idle_timeout: float = 75.0,
+        breaker: bool = False,
+        probe_interval: float = 0.1,
     ) -> None:
         self._upstream_timeout = upstream_timeout
         self._connect_timeout = connect_timeout
         self._max_body = max_body_bytes
         self._idle_timeout = idle_timeout
-        self._tables: dict[bytes, _Table] = {}
+        self._breaker = breaker
+        self._probe_interval = probe_interval
+        self._down: set[tuple[str, int]] = set()
+        self._probing: set[tuple[str, int]] = set()
+        self._tables: dict[bytes, Table] = {}
         self._counters: dict[tuple[str, str, int], list[int]] = {}
         self._unrouted = [0]
         self._lock = threading.Lock()
@@ -203,7 +141,7 @@ class Router:
             raise ValueError(f"negative weight in routes of {deployment}: {routes}")
         with self._lock:
             counters = [self._counter(deployment, r) for r in routes]
-            table = _Table(deployment, tuple(routes), counters)
+            table = Table(deployment, tuple(routes), counters, self._down)
             self._tables = {**self._tables, deployment.encode(): table}
         self._schedule_prune()
 
@@ -214,6 +152,36 @@ class Router:
             tables.pop(deployment.encode(), None)
             self._tables = tables
         self._schedule_prune()
+
+    def mark_down(self, host: str, port: int) -> bool:
+        """Stop routing to the slot at ``host:port`` until :meth:`mark_up`. Idempotent.
+
+        Returns True if it was up. Stored weights are not touched: the schedule of every
+        deployment using the slot is rebuilt from the healthy targets' weights.
+        """
+        with self._lock:
+            if (host, port) in self._down:
+                return False
+            self._down.add((host, port))
+            self._rebuild_locked((host, port))
+        return True
+
+    def mark_up(self, host: str, port: int) -> None:
+        """Route to the slot at ``host:port`` again by its weights. Idempotent."""
+        with self._lock:
+            if (host, port) in self._down:
+                self._down.discard((host, port))
+                self._rebuild_locked((host, port))
+
+    def is_down(self, host: str, port: int) -> bool:
+        """Whether the slot at ``host:port`` is excluded from routing now."""
+        return (host, port) in self._down
+
+    def _rebuild_locked(self, address: tuple[str, int]) -> None:
+        self._tables = {
+            key: table.with_down(self._down) if address in table.addresses() else table
+            for key, table in self._tables.items()
+        }
 
     def routes(self, deployment: str) -> list[RouteTarget]:
         """The deployment's current routes (empty if it is not routed)."""
@@ -279,6 +247,8 @@ class Router:
         live = {(t.host, t.port) for table in self._tables.values() for t in table.targets}
         for key in [k for k in self._pools if k not in live]:
             self._pools.pop(key).close()
+        with self._lock:
+            self._down &= live
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -316,6 +286,8 @@ class Router:
             index = table.pick() if infer else table.primary
             if index is None:
                 message = f"deployment {table.deployment!r} has no slot with traffic weight"
+                if table.all_down:
+                    message = f"every slot of {table.deployment!r} with traffic weight is down"
                 writer.write(_error(503, message, keep))
                 return keep
             return await self._proxy(request, writer, table, index, count=infer)
@@ -330,7 +302,7 @@ class Router:
         self,
         request: Request,
         writer: asyncio.StreamWriter,
-        table: _Table,
+        table: Table,
         index: int,
         *,
         count: bool,
@@ -372,7 +344,7 @@ class Router:
         elif not exc.response_started:
             writer.write(_error(exc.status, f"{target.role} slot: {exc.message}", False))
 
-    async def _connect(self, table: _Table, index: int) -> tuple[int, _Conn, Pool]:
+    async def _connect(self, table: Table, index: int) -> tuple[int, _Conn, Pool]:
         """A connection to the picked slot, or to one other weighted slot if it refuses.
 
         Nothing has been sent when a connect fails, so the retry cannot run a request twice.
@@ -382,6 +354,7 @@ class Router:
             return index, await pool.acquire(self._connect_timeout), pool
         except OSError as first:
             table.counters[index][2] += 1
+            self._trip(table.targets[index])
             other = table.alternative(index)
             if other is None:
                 message = f"{table.targets[index].role} slot is unreachable: {first}"
@@ -390,8 +363,27 @@ class Router:
             pool = self._pool(table.targets[other])
             return other, await pool.acquire(self._connect_timeout), pool
         except OSError as second:
+            self._trip(table.targets[other])
             message = f"no slot of {table.deployment!r} is reachable: {second}"
             raise ProxyError(502, message) from second
+
+    def _trip(self, target: RouteTarget) -> None:
+        """The breaker: a refused connection takes the slot out of routing until it is ready."""
+        if not self._breaker:
+            return
+        self.mark_down(target.host, target.port)
+        if target.address not in self._probing:
+            self._probing.add(target.address)
+            asyncio.get_running_loop().create_task(self._probe_until_up(target.address))
+
+    async def _probe_until_up(self, address: tuple[str, int]) -> None:
+        try:
+            while address in self._down:
+                await asyncio.sleep(self._probe_interval)
+                if await probe_ready(*address, timeout=max(self._probe_interval, 0.5)):
+                    self.mark_up(*address)
+        finally:
+            self._probing.discard(address)
 
     def _pool(self, target: RouteTarget) -> Pool:
         key = (target.host, target.port)

@@ -283,7 +283,8 @@ def revert(state: DeploymentState) -> Transition:
             "revert",
             new,
             actions,
-            f"release {state.standby} back to blue at 100%; release {state.blue} kept as green at 0%",
+            f"release {state.standby} back to blue at 100%; "
+            f"release {state.blue} kept as green at 0%",
         )
     return Transition(
         "revert",
@@ -297,8 +298,8 @@ def start_plan(state: DeploymentState, steps: list[int], *, force: bool = False)
     """Record a step plan: the weights of ``steps`` above green's current weight."""
     if state.plan:
         raise IllegalTransition(
-            f"a promotion of {state.name} is already under way (remaining steps {list(state.plan)}): "
-            "wait for it, or revert"
+            f"a promotion of {state.name} is already under way "
+            f"(remaining steps {list(state.plan)}): wait for it, or revert"
         )
     if state.green is None:
         _shift(state, 100, force=True)  # raises the no-green error

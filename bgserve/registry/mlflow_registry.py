@@ -56,6 +56,24 @@ class ReleaseParts(Protocol):
     def bundle_version(self) -> int: ...
 
 
+def bound_mlflow_http(max_retries: int, timeout: int, backoff_factor: int) -> dict[str, str]:
+    """Bound MLflow's HTTP retries and timeout for this process, where the user did not.
+
+    MLflow retries a failed request 7 times with exponential backoff by default, so an
+    unreachable server blocks a call for minutes; bgserve answers 503 within seconds
+    instead. Variables already set in the environment are left alone. Returns what was set.
+    """
+    defaults = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(backoff_factor),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+    }
+    applied = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(applied)
+    return applied
+
+
 @contextmanager
 def translate_errors(action: str) -> Iterator[None]:
     """Turn MLflow, database and HTTP failures met while doing ``action`` into bgserve errors.

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field, model_validator
 
 from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
-from bgserve.api.schemas import Strict
+from bgserve.api.schemas import DeploymentName, Strict
 from bgserve.domain.golden import GoldenCase, parse_cases
 from bgserve.errors import InvalidInput, NotFound
 from bgserve.golden_sets import load_golden_set
@@ -53,7 +53,11 @@ def cases_of(body: GoldenSource, prompts_dir: Path) -> list[GoldenCase]:
 
 @router.post("/{name}/compare")
 def compare(
-    name: str, body: CompareRequest, request: Request, service: ServiceDep, who: DeployerDep
+    name: DeploymentName,
+    body: CompareRequest,
+    request: Request,
+    service: ServiceDep,
+    who: DeployerDep,
 ) -> dict[str, Any]:
     """Run the golden set on blue and green directly; the verdict gates promotion."""
     cases = cases_of(body, request.app.state.components.settings.prompts_dir)
@@ -62,7 +66,7 @@ def compare(
 
 
 @router.get("/{name}/comparison")
-def last_comparison(name: str, service: ServiceDep, _who: ViewerDep) -> dict[str, Any]:
+def last_comparison(name: DeploymentName, service: ServiceDep, _who: ViewerDep) -> dict[str, Any]:
     """The full report of the deployment's last comparison."""
     stored = service.get_deployment(name)
     if stored.last_comparison is None:

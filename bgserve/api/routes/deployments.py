@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
+from bgserve.api.deps import AdminDep, DeployerDep, ServiceDep, ViewerDep
 from bgserve.api.schemas import (
     DeploymentCreate,
+    DeploymentName,
     DeploymentOut,
     EventOut,
     GreenCreate,
@@ -34,14 +35,14 @@ def list_deployments(service: ServiceDep, _who: ViewerDep) -> list[DeploymentOut
 
 
 @router.get("/{name}", response_model=DeploymentOut)
-def get_deployment(name: str, service: ServiceDep, _who: ViewerDep) -> DeploymentOut:
+def get_deployment(name: DeploymentName, service: ServiceDep, _who: ViewerDep) -> DeploymentOut:
     """One deployment: phase, slots with weights, endpoints and readiness."""
     return deployment_out(service, service.get_deployment(name))
 
 
 @router.post("/{name}/green", response_model=DeploymentOut)
 def stage_green(
-    name: str, body: GreenCreate, service: ServiceDep, who: DeployerDep
+    name: DeploymentName, body: GreenCreate, service: ServiceDep, who: DeployerDep
 ) -> DeploymentOut:
     """Stage a release as green at weight 0 (409 while the current green takes traffic)."""
     return deployment_out(service, service.stage_green(name, body.release_id, who.name))
@@ -49,7 +50,7 @@ def stage_green(
 
 @router.post("/{name}/promote", response_model=DeploymentOut)
 def promote(
-    name: str, body: PromoteRequest, service: ServiceDep, who: DeployerDep
+    name: DeploymentName, body: PromoteRequest, service: ServiceDep, who: DeployerDep
 ) -> DeploymentOut:
     """One step to ``weight``, or the whole step plan to 100 when no weight is given."""
     if body.weight is None:
@@ -61,13 +62,19 @@ def promote(
 
 @router.post("/{name}/revert", response_model=DeploymentOut)
 def revert(
-    name: str, service: ServiceDep, who: DeployerDep, body: RevertRequest | None = None
+    name: DeploymentName, service: ServiceDep, who: DeployerDep, body: RevertRequest | None = None
 ) -> DeploymentOut:
     """All traffic back to the last good release. Idempotent."""
     return deployment_out(service, service.revert(name, who.name))
 
 
 @router.get("/{name}/history", response_model=list[EventOut])
-def history(name: str, service: ServiceDep, _who: ViewerDep) -> list[EventOut]:
+def history(name: DeploymentName, service: ServiceDep, _who: ViewerDep) -> list[EventOut]:
     """Audit events: who, what, when, weights before and after."""
     return [EventOut.of(e) for e in service.history(name)]
+
+
+@router.delete("/{name}/standby", response_model=DeploymentOut)
+def retire_standby(name: DeploymentName, service: ServiceDep, who: AdminDep) -> DeploymentOut:
+    """Retire the standby (previous blue) early, giving up the instant revert (admin only)."""
+    return deployment_out(service, service.retire_standby(name, who.name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
-from bgserve.api.schemas import ReleaseCreate, ReleaseOut
+from bgserve.api.schemas import ReleaseCreate, ReleaseId, ReleaseOut
 
 router = APIRouter(prefix="/releases", tags=["releases"])
 
@@ -24,6 +24,6 @@ def list_releases(service: ServiceDep, _who: ViewerDep) -> list[ReleaseOut]:
 
 
 @router.get("/{release_id}", response_model=ReleaseOut)
-def get_release(release_id: int, service: ServiceDep, _who: ViewerDep) -> ReleaseOut:
+def get_release(release_id: ReleaseId, service: ServiceDep, _who: ViewerDep) -> ReleaseOut:
     """One release."""
     return ReleaseOut.of(service.get_release(release_id))

@@ -1,0 +1,107 @@
+"""A deployment's route table: targets, their weights, and the order the router picks them.
+
+A table is immutable except for its round-robin cursor. Targets the router knows to be
+down keep their configured weight (what :meth:`Router.routes` reports) but get no share
+of the schedule: the remaining healthy weights are renormalised, so a dead slot stops
+receiving traffic without any change to the stored weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from math import gcd
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """One slot behind a deployment and its share of the traffic (any non-negative int)."""
+
+    role: str
+    release_id: int
+    host: str
+    port: int
+    weight: int
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+def weighted_schedule(weights: list[int]) -> tuple[int, ...]:
+    """The smooth weighted round-robin order of target indexes over one full cycle.
+
+    Each index appears exactly ``weight / gcd`` times per cycle, spread evenly.
+    """
+    divisor = 0
+    for weight in weights:
+        divisor = gcd(divisor, weight)
+    if divisor == 0:
+        return ()
+    reduced = [w // divisor for w in weights]
+    total = sum(reduced)
+    current = [0] * len(reduced)
+    order: list[int] = []
+    for _ in range(total):
+        for i, weight in enumerate(reduced):
+            current[i] += weight
+        best = max(range(len(current)), key=current.__getitem__)
+        current[best] -= total
+        order.append(best)
+    return tuple(order)
+
+
+class Table:
+    """A deployment's routes; only ``_next`` changes, and only on the router's loop."""
+
+    __slots__ = (
+        "_next",
+        "all_down",
+        "counters",
+        "deployment",
+        "effective",
+        "extra_headers",
+        "primary",
+        "schedule",
+        "targets",
+    )
+
+    def __init__(
+        self,
+        deployment: str,
+        targets: tuple[RouteTarget, ...],
+        counters: list[list[int]],
+        down: Collection[tuple[str, int]] = (),
+    ) -> None:
+        self.deployment = deployment
+        self.targets = targets
+        self.counters = counters
+        self.effective = [0 if t.address in down else t.weight for t in targets]
+        self.all_down = any(t.weight for t in targets) and not any(self.effective)
+        self.schedule = weighted_schedule(self.effective)
+        weighted = [i for i, w in enumerate(self.effective) if w > 0]
+        self.primary = max(weighted, key=self.effective.__getitem__) if weighted else None
+        self.extra_headers = [
+            b"x-bgserve-slot: %s\r\nx-bgserve-release: %d\r\n" % (t.role.encode(), t.release_id)
+            for t in targets
+        ]
+        self._next = 0
+
+    def pick(self) -> int | None:
+        if not self.schedule:
+            return None
+        index = self.schedule[self._next]
+        self._next = (self._next + 1) % len(self.schedule)
+        return index
+
+    def alternative(self, failed: int) -> int | None:
+        """The heaviest other healthy weighted slot, for one retry after a connect failure."""
+        others = [i for i, w in enumerate(self.effective) if w > 0 and i != failed]
+        return max(others, key=self.effective.__getitem__) if others else None
+
+    def with_down(self, down: Collection[tuple[str, int]]) -> Table:
+        """The same routes and counters, with the health of ``down`` applied."""
+        return Table(self.deployment, self.targets, self.counters, down)
+
+    def addresses(self) -> set[tuple[str, int]]:
+        return {t.address for t in self.targets}

@@ -1,0 +1,59 @@
+"""One slot process of the local backend, and the helpers that spawn and diagnose it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+_TAIL_BYTES = 4000
+LOOPBACK = "127.0.0.1"
+
+
+def death_signal_preexec(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn: die with SIGTERM when the spawning thread's process goes away."""
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+    def preexec() -> None:
+        if libc is not None:
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                os._exit(1)
+
+    return preexec
+
+
+def tail(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class Slot:
+    """One running slot process."""
+
+    deployment: str
+    release_id: int
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    log_file: IO[bytes]
+    lost: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
