@@ -76,12 +76,12 @@ def run(n_cases: int, levels: list[int]) -> dict[str, object]:
             service.create_deployment("bench", blue.id, "bench")
             service.stage_green("bench", green.id, "bench")
             cases = generated_cases(n_cases)
-            service.compare("bench", cases[:10], "bench")  # warm the slots' connections
+            parts.comparer.compare("bench", cases[:10], "bench")  # warm the slots' connections
             seconds = {}
             for level in levels:
                 service.settings = replace_settings(settings, level)
                 started = time.perf_counter()
-                _, report = service.compare("bench", cases, "bench")
+                _, report = parts.comparer.compare("bench", cases, "bench")
                 seconds[level] = time.perf_counter() - started
                 assert report.verdict.passed, report.verdict.reasons
         finally:

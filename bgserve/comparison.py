@@ -1,4 +1,5 @@
-"""The I/O half of a comparison: send every golden case to two slots, directly.
+"""The I/O half of a comparison: send every golden case to two slots, directly, and record
+the verdict as the deployment's gate.
 
 Bounded concurrency and a per-request timeout; each answer becomes a
 :class:`~bgserve.domain.compare.SlotResult` for the pure scorer. Nothing here goes
@@ -11,11 +12,26 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
-from bgserve.domain.compare import SlotResult
-from bgserve.domain.golden import GoldenCase
+from bgserve.domain import rollout
+from bgserve.domain.compare import (
+    ComparisonReport,
+    SlotResult,
+    Thresholds,
+    compare,
+    default_registry,
+)
+from bgserve.domain.golden import GoldenCase, check_inputs
+from bgserve.domain.rollout import DeploymentState, Gate
+from bgserve.domain.template import variables as template_variables
+from bgserve.errors import Conflict, IllegalTransition, Unavailable
+
+if TYPE_CHECKING:
+    from bgserve.service import Service
+    from bgserve.store import StoredDeployment
 
 
 @dataclass(frozen=True)
@@ -89,3 +105,83 @@ def query_slots(
 ) -> list[dict[str, SlotResult]]:
     """Each target's answer to every case, by case id (blocking; runs its own loop)."""
     return asyncio.run(_ask_all(targets, cases, concurrency, timeout))
+
+
+class Comparer:
+    """Compares a deployment's blue and green on golden cases and records the gate."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def compare(
+        self,
+        name: str,
+        cases: list[GoldenCase],
+        principal: str,
+        thresholds: dict[str, float] | None = None,
+    ) -> tuple[StoredDeployment, ComparisonReport]:
+        """Send every case to blue and green directly, score, and record the gate.
+
+        The verdict is stored for this exact blue/green pair; a stage or revert in the
+        meantime makes the comparison moot (Conflict). Raises IllegalTransition (no green),
+        InvalidInput (a case lacks a variable, a bad threshold), Unavailable (a slot or
+        MLflow is down), NotFound.
+        """
+        settings = self.service.settings
+        before = self.service.store.get_deployment(name).state
+        if before.green is None:
+            raise IllegalTransition(
+                f"{name} has no green release to compare: stage one with "
+                f"POST /deployments/{name}/green"
+            )
+        limits = Thresholds().with_overrides(settings.compare_thresholds)
+        targets = [self._target(name, release, cases) for release in (before.blue, before.green)]
+        blue, green = query_slots(
+            targets,
+            cases,
+            concurrency=settings.compare_concurrency,
+            timeout=settings.compare_timeout_seconds,
+        )
+        scorer = default_registry().get(settings.compare_scorer)
+        report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
+        gate = Gate(before.blue, before.green, report.verdict.passed, tuple(report.verdict.reasons))
+        return self._record(name, before, gate, report, principal), report
+
+    def _target(self, name: str, release_id: int, cases: list[GoldenCase]) -> SlotTarget:
+        service = self.service
+        release = service.store.get_release(release_id)
+        variables = template_variables(
+            service.registry.get_prompt_template(release.prompt_name, release.prompt_version)
+        )
+        check_inputs(cases, variables)
+        info = service.backend.slot_info(name, release_id)
+        if info is None or not info.ready:
+            raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
+        return SlotTarget(f"{info.endpoint}/v2/models/{name}/infer", variables)
+
+    def _record(
+        self,
+        name: str,
+        before: DeploymentState,
+        gate: Gate,
+        report: ComparisonReport,
+        principal: str,
+    ) -> StoredDeployment:
+        service = self.service
+        with service.locked(name):
+            now = service.store.get_deployment(name).state
+            if (now.blue, now.green) != (before.blue, before.green):
+                raise Conflict(
+                    f"{name} changed during the comparison (blue {now.blue}, green {now.green}):"
+                    " compare again"
+                )
+            verdict = "passed" if gate.passed else "failed: " + "; ".join(gate.reasons)
+            return service.store.save_deployment(
+                now,
+                rollout.record_gate(now, gate),
+                now=service.clock(),
+                principal=principal,
+                action="compare",
+                reason=f"comparison of {len(report.cases)} cases {verdict}",
+                last_comparison=report.model_dump(mode="json"),
+            )

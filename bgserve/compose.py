@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from bgserve.backends.base import Backend
+from bgserve.comparison import Comparer
 from bgserve.errors import InvalidInput
 from bgserve.prompt_validation import PromptValidator
 from bgserve.registry.mlflow_registry import MlflowRegistry
@@ -23,6 +24,7 @@ class Components:
     registry: MlflowRegistry
     backend: Backend
     service: Service
+    comparer: Comparer
     validator: PromptValidator
 
     def close(self) -> None:
@@ -79,4 +81,4 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         raise
     service = Service(settings, store, registry, backend)
     validator = PromptValidator(service, registry)
-    return Components(settings, store, registry, backend, service, validator)
+    return Components(settings, store, registry, backend, service, Comparer(service), validator)

@@ -15,33 +15,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bgserve.backends.base import Backend, SlotInfo, SlotWatcher
-from bgserve.comparison import SlotTarget, query_slots
 from bgserve.domain import rollout, slots
-from bgserve.domain.compare import ComparisonReport, Thresholds, compare, default_registry
-from bgserve.domain.golden import GoldenCase, check_inputs
 from bgserve.domain.release import Release, ResolvedRelease, parse_uri, validate_name
 from bgserve.domain.rollout import (
     DeploymentState,
     EnsureSlot,
-    Gate,
     MoveAliases,
     RetireSlot,
     SetRoutes,
     Transition,
 )
-from bgserve.domain.template import variables as template_variables
 from bgserve.errors import (
     BgserveError,
     Conflict,
     IllegalTransition,
     NotFound,
     StaleWrite,
-    Unavailable,
 )
 from bgserve.recovery import Recovery
 from bgserve.settings import Settings
@@ -69,13 +62,6 @@ class Registry(Protocol):
 def utc_now() -> datetime:
     """The default clock."""
     return datetime.now(UTC)
-
-
-@dataclass
-class PlanProgress:
-    """What a promotion plan did, step by step, for the caller and the demo."""
-
-    steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Service:
@@ -247,80 +233,6 @@ class Service:
     def retire_standby(self, name: str, principal: str) -> StoredDeployment:
         """Stop the standby slot early; revert to it is no longer possible afterwards."""
         return self._transition(name, principal, slots.retire_standby)
-
-    # comparison
-
-    def compare(
-        self,
-        name: str,
-        cases: list[GoldenCase],
-        principal: str,
-        thresholds: dict[str, float] | None = None,
-    ) -> tuple[StoredDeployment, ComparisonReport]:
-        """Send every case to blue and green directly, score, and record the gate.
-
-        The verdict is stored for this exact blue/green pair; a stage or revert in the
-        meantime makes the comparison moot (Conflict).
-        """
-        before = self.store.get_deployment(name).state
-        if before.green is None:
-            raise IllegalTransition(
-                f"{name} has no green release to compare: stage one with "
-                f"POST /deployments/{name}/green"
-            )
-        limits = Thresholds().with_overrides(self.settings.compare_thresholds)
-        targets = [
-            self._target(name, release_id, cases) for release_id in (before.blue, before.green)
-        ]
-        blue, green = query_slots(
-            targets,
-            cases,
-            concurrency=self.settings.compare_concurrency,
-            timeout=self.settings.compare_timeout_seconds,
-        )
-        scorer = default_registry().get(self.settings.compare_scorer)
-        report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
-        gate = Gate(before.blue, before.green, report.verdict.passed, tuple(report.verdict.reasons))
-        stored = self._record_comparison(name, before, gate, report, principal)
-        return stored, report
-
-    def _target(self, name: str, release_id: int, cases: list[GoldenCase]) -> SlotTarget:
-        release = self.store.get_release(release_id)
-        variables = template_variables(
-            self.registry.get_prompt_template(release.prompt_name, release.prompt_version)
-        )
-        check_inputs(cases, variables)
-        info = self.backend.slot_info(name, release_id)
-        if info is None or not info.ready:
-            raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
-        return SlotTarget(f"{info.endpoint}/v2/models/{name}/infer", variables)
-
-    def _record_comparison(
-        self,
-        name: str,
-        before: DeploymentState,
-        gate: Gate,
-        report: ComparisonReport,
-        principal: str,
-    ) -> StoredDeployment:
-        with self.locked(name):
-            stored = self.store.get_deployment(name)
-            now = stored.state
-            if (now.blue, now.green) != (before.blue, before.green):
-                raise Conflict(
-                    f"{name} changed during the comparison (blue {now.blue}, green {now.green}):"
-                    " compare again"
-                )
-            verdict = "passed" if gate.passed else "failed: " + "; ".join(gate.reasons)
-            return self.store.save_deployment(
-                now,
-                rollout.record_gate(now, gate),
-                now=self.clock(),
-                principal=principal,
-                action="compare",
-                reason=f"comparison of {len(report.cases)} cases {verdict}",
-                last_comparison=report.model_dump(mode="json"),
-            )
 
     # the one path every change takes
 

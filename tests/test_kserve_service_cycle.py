@@ -25,6 +25,7 @@ from bgserve.backends.base import Backend
 from bgserve.backends.k8s import DEPLOYMENT_LABEL, RELEASE_LABEL
 from bgserve.backends.kserve import KServeBackend
 from bgserve.backends.kserve_objects import isvc_name
+from bgserve.comparison import Comparer
 from bgserve.golden_sets import load_golden_set
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.service import Service
@@ -233,7 +234,8 @@ def run_cycle(
     check()
     service.stage_green(name, ids["reworded"], "test")
     check()
-    stored, report = service.compare(name, load_golden_set("summarize", Path("prompts")), "test")
+    cases = load_golden_set("summarize", Path("prompts"))
+    stored, report = Comparer(service).compare(name, cases, "test")
     assert report.verdict.passed, report.verdict.reasons
     assert stored.last_comparison is not None and stored.last_comparison["verdict"]["passed"]
     weights = []

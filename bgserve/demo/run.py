@@ -175,7 +175,7 @@ def _compare(
         console,
         timeline,
         f"compare blue and green on {len(cases)} golden cases",
-        lambda: service.compare(DEPLOYMENT, cases, PRINCIPAL),
+        lambda: parts.comparer.compare(DEPLOYMENT, cases, PRINCIPAL),
     )
     console.print(comparison_table(report))
     return report.verdict.passed

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
 from bgserve.api.schemas import DeploymentName, Strict
+from bgserve.compose import Components
 from bgserve.domain.golden import GoldenCase, parse_cases
 from bgserve.errors import InvalidInput, NotFound
 from bgserve.golden_sets import load_golden_set
@@ -56,12 +57,12 @@ def compare(
     name: DeploymentName,
     body: CompareRequest,
     request: Request,
-    service: ServiceDep,
     who: DeployerDep,
 ) -> dict[str, Any]:
     """Run the golden set on blue and green directly; the verdict gates promotion."""
-    cases = cases_of(body, request.app.state.components.settings.prompts_dir)
-    _, report = service.compare(name, cases, who.name, body.thresholds)
+    parts: Components = request.app.state.components
+    cases = cases_of(body, parts.settings.prompts_dir)
+    _, report = parts.comparer.compare(name, cases, who.name, body.thresholds)
     return report.model_dump(mode="json")
 
 
