@@ -1,0 +1,85 @@
+"""The data-plane benchmarks (bench/perf.py) run with tiny sizes so they do not rot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).parent.parent / "bench"
+RESULTS = BENCH / "results"
+NAMES = ("router_overhead", "cutover", "revert_latency", "footprint")
+
+
+def _nginx_found() -> bool:
+    return bool(shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run() -> str:
+    for name in NAMES:
+        (RESULTS / f"{name}.json").unlink(missing_ok=True)
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "perf.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def saved(name: str) -> Any:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def test_router_overhead_reports_each_path_and_level(smoke_run: str) -> None:
+    paths = ["direct", "bgserve"] + (["nginx"] if _nginx_found() or os.environ.get("CI") else [])
+    rows = saved("router_overhead")["rows"]
+    assert [(r["path"], r["concurrency"]) for r in rows] == [(p, c) for c in (1, 32) for p in paths]
+    for row in rows:
+        assert row["n"] > 0 and row["failures"] == 0 and row["throughput_rps"] > 0
+        assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert "Router overhead" in smoke_run and "c=1 p50 added by bgserve" in smoke_run
+    if "nginx" in paths:
+        assert "c=32 throughput bgserve / nginx" in smoke_run
+
+
+def test_nginx_path_is_skipped_only_outside_ci() -> None:
+    if not _nginx_found() and not os.environ.get("CI"):
+        pytest.skip("nginx not installed (bench/setup.sh installs it); CI must have it")
+    assert _nginx_found()
+
+
+def test_cutover_reports_every_step_and_no_failure(smoke_run: str) -> None:
+    data = saved("cutover")
+    steps = [s["step"] for s in data["segments"]]
+    assert steps == ["steady", "to 10", "to 25", "to 50", "to 75", "to 100", "revert"]
+    assert data["failures"] == 0 and data["achieved_rate"] > 150
+    shares = {s["step"]: s["green_share"] for s in data["segments"]}
+    assert shares["steady"] == 0 and shares["to 100"] == 1 and shares["revert"] == 0
+    assert "p99 during cutover / steady p99" in smoke_run
+
+
+def test_revert_latency_reports_each_trial(smoke_run: str) -> None:
+    data = saved("revert_latency")
+    assert data["trials"] == 3 and len(data["results"]) == 3
+    assert data["failures"] == 0
+    assert {"effective_p50_ms", "effective_max_ms"} <= set(data)
+    assert "Revert latency: 3 trials" in smoke_run
+
+
+def test_footprint_reports_bgserve_each_slot_and_cold_start(smoke_run: str) -> None:
+    data = saved("footprint")
+    processes = [r["process"] for r in data["rss_mb"]]
+    assert processes[0] == "bgserve serve" and len(processes) == 3
+    assert all(r["at_rest"] > 10 for r in data["rss_mb"])
+    cold = data["cold_start"]
+    assert 0 < cold["empty_ready_s"] < cold["one_deployment_ready_s"]
+    assert "cold start" in smoke_run
