@@ -1,6 +1,6 @@
 """The one place that sequences side effects: domain + store + registry + backend.
 
-Every change to a deployment follows the same path (:meth:`Service._apply`): under the
+Every change to a deployment follows the same path (:meth:`Service.apply`): under the
 deployment's lock, read the stored state, let the pure state machine decide, perform
 the actions that must succeed before the change is true (start slots, move weights),
 persist the new state with its history event, then perform the follow-ups that must
@@ -142,7 +142,7 @@ class Service:
             stored = self.store.create_deployment(
                 transition.state, self.clock(), principal, transition.reason
             )
-            self._follow_up(name, transition, principal)
+            self._follow_up(stored, transition, principal)
             return stored
 
     def _refuse_existing(self, name: str) -> None:
@@ -278,7 +278,11 @@ class Service:
             # Another writer won: put traffic back where the stored state says it is.
             self.backend.set_routes(name, self.store.get_deployment(name).state.routes())
             raise
-        self._follow_up(name, transition, principal)
+        except Exception:
+            # Nothing was persisted: traffic goes back to the state we started from.
+            self.backend.set_routes(name, stored.state.routes())
+            raise
+        self._follow_up(saved, transition, principal)
         return saved
 
     def _perform_before_commit(self, name: str, transition: Transition) -> None:
@@ -288,24 +292,36 @@ class Service:
             elif isinstance(action, SetRoutes):
                 self.backend.set_routes(name, action.routes)
 
-    def _follow_up(
-        self,
-        name: str,
-        transition: Transition,
-        principal: str,
-    ) -> None:
-        for action in transition.actions:
+    def _follow_up(self, saved: StoredDeployment, transition: Transition, principal: str) -> None:
+        name = saved.state.name
+        follow_ups = [a for a in transition.actions if isinstance(a, RetireSlot | MoveAliases)]
+        for action in follow_ups:
             try:
                 if isinstance(action, RetireSlot):
                     self.backend.retire_slot(name, action.release_id)
-                elif isinstance(action, MoveAliases):
+                else:
                     self._move_aliases(name, action)
             except BgserveError as exc:
-                # The change is already true; a lingering slot or stale alias is reported,
+                # The change is already true; a lingering slot or stale alias is recorded,
                 # never a reason to undo it.
-                log.warning(
-                    "%s on %s: follow-up %s failed: %s", principal, name, action, exc.message
-                )
+                log.warning("%s on %s: %s failed: %s", principal, name, action, exc.message)
+                self._record_failed_follow_up(saved, action, exc)
+
+    def _record_failed_follow_up(
+        self, saved: StoredDeployment, action: RetireSlot | MoveAliases, exc: BgserveError
+    ) -> None:
+        what = "retire slot" if isinstance(action, RetireSlot) else "move MLflow aliases"
+        try:
+            self.store.append_event(
+                saved.state,
+                now=self.clock(),
+                principal="bgserve",
+                action="follow-up-failed",
+                reason=f"could not {what}: {exc.message}",
+                details={"action": repr(action)},
+            )
+        except BgserveError:
+            log.exception("could not record the failed follow-up on %s", saved.state.name)
 
     def _move_aliases(self, name: str, action: MoveAliases) -> None:
         live = self.store.get_release(action.live)

@@ -9,6 +9,8 @@ its history event are written in one transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     ForeignKey,
@@ -32,7 +35,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from bgserve.domain.release import Release, ResolvedRelease
 from bgserve.domain.rollout import DeploymentState, Gate
@@ -135,6 +138,16 @@ def _enable_sqlite_wal(engine: Engine) -> None:
         cursor.close()
 
 
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except SQLAlchemyError as exc:
+        raise Unavailable(f"the state database failed: {exc.__class__.__name__}: {exc}") from exc
+
+
 class Store:
     """Releases, deployments and history in one SQLAlchemy database."""
 
@@ -158,6 +171,18 @@ class Store:
         """Release the database connections."""
         self.engine.dispose()
 
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction; database failures become Unavailable (integrity errors pass)."""
+        with _translated(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A read connection; database failures become Unavailable."""
+        with _translated(), self.engine.connect() as conn:
+            yield conn
+
     # releases
 
     def add_release(
@@ -176,14 +201,14 @@ class Store:
             "prompt_ref": prompt_ref,
             "created_at": now,
         }
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             new_id = conn.execute(insert(releases).values(**values)).inserted_primary_key
         assert new_id is not None
         return self.get_release(int(new_id[0]))
 
     def get_release(self, release_id: int) -> Release:
         """The release with this id. Raises NotFound."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(releases).where(releases.c.id == release_id)).first()
         if row is None:
             raise NotFound(f"release {release_id} does not exist: list releases with GET /releases")
@@ -191,7 +216,7 @@ class Store:
 
     def list_releases(self) -> list[Release]:
         """All releases, oldest first."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(releases).order_by(releases.c.id)).all()
         return [self._release(row._mapping) for row in rows]
 
@@ -212,7 +237,7 @@ class Store:
         """
         created = DeploymentState(name=state.name, blue=state.blue, version=1)
         try:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(
                     insert(deployments).values(
                         **self._state_columns(created), created_at=now, updated_at=now
@@ -228,7 +253,7 @@ class Store:
 
     def get_deployment(self, name: str) -> StoredDeployment:
         """The deployment called ``name``. Raises NotFound."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(deployments).where(deployments.c.name == name)).first()
         if row is None:
             raise NotFound(f"deployment {name!r} does not exist: create it with POST /deployments")
@@ -236,7 +261,7 @@ class Store:
 
     def list_deployments(self) -> list[StoredDeployment]:
         """All deployments, by name."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(deployments).order_by(deployments.c.name)).all()
         return [self._deployment(row._mapping) for row in rows]
 
@@ -259,7 +284,7 @@ class Store:
         values = self._state_columns(after) | {"version": before.version + 1, "updated_at": now}
         if last_comparison is not None:
             values["last_comparison"] = last_comparison
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             result = conn.execute(
                 update(deployments)
                 .where(deployments.c.name == before.name)
@@ -285,13 +310,13 @@ class Store:
         details: dict[str, Any] | None = None,
     ) -> None:
         """Record an event that changes no stored state (a slot lost or restarted)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._append(conn, state.name, now, principal, action, reason, state, state, details)
 
     def history(self, name: str) -> list[Event]:
         """The deployment's events, oldest first. Raises NotFound for an unknown deployment."""
         self.get_deployment(name)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(events).where(events.c.deployment == name).order_by(events.c.id)
             ).all()
