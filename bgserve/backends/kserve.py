@@ -18,9 +18,6 @@ from kubernetes import client
 
 from bgserve.backends.base import Backend, SlotInfo
 from bgserve.backends.k8s import (
-    KubeObjects,
-    Poller,
-    api_client,
     is_ready,
     managed_labels,
     observed_current,
@@ -29,12 +26,12 @@ from bgserve.backends.kserve_objects import (
     INFERENCE_SERVICE,
     ROUTERS,
     check_weights,
-    data_plane_url,
     inference_service,
     isvc_name,
     predictor_host,
     weighted_route,
 )
+from bgserve.backends.kube_base import KubeBackend
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
@@ -61,7 +58,7 @@ def required_rbac(router: str) -> list[dict[str, list[str]]]:
     ]
 
 
-class KServeBackend:
+class KServeBackend(KubeBackend):
     """Slots as KServe InferenceServices behind a weighted HTTPRoute or VirtualService.
 
     Every object it writes is labelled ``app.kubernetes.io/managed-by: bgserve`` and
@@ -78,15 +75,9 @@ class KServeBackend:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.settings = settings
-        self._client = api or api_client(settings)
-        custom = client.CustomObjectsApi(self._client)
-        namespace, retries = settings.kube_namespace, settings.kube_write_retries
-        self.services = KubeObjects(custom, INFERENCE_SERVICE, namespace, retries)
-        self.routes = KubeObjects(custom, ROUTERS[settings.kserve_router], namespace, retries)
-        self.poller = Poller(
-            settings.slot_ready_timeout_seconds, settings.kube_poll_interval_seconds, clock, sleep
-        )
+        super().__init__(settings, api=api, clock=clock, sleep=sleep)
+        self.services = self._objects(INFERENCE_SERVICE)
+        self.routes = self._objects(ROUTERS[settings.kserve_router])
 
     def ensure_slot(self, deployment: str, release: Release) -> SlotInfo:
         """Apply the release's InferenceService and wait for Ready at its current generation.
@@ -172,15 +163,6 @@ class KServeBackend:
             or f"http://{predictor_host(deployment, release_id, self.settings.kube_namespace)}"
         )
         return SlotInfo(release_id=release_id, endpoint=endpoint, ready=is_ready(obj))
-
-    def data_plane_url(self, deployment: str) -> str | None:
-        """The gateway URL from settings (``kube_data_plane_url`` or the route hostname);
-        None when neither is set. Pure, never raises."""
-        return data_plane_url(deployment, self.settings)
-
-    def close(self) -> None:
-        """Close the API client's connection pool. Idempotent; slots keep running."""
-        self._client.close()
 
 
 if TYPE_CHECKING:

@@ -13,22 +13,17 @@ writes its resources; production use needs a licence from Seldon.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-
-from kubernetes import client
 
 from bgserve.backends.base import Backend, SlotInfo
 from bgserve.backends.k8s import (
-    KubeObjects,
     Obj,
-    Poller,
-    api_client,
     condition,
     managed_labels,
 )
-from bgserve.backends.kserve_objects import check_weights, data_plane_url
+from bgserve.backends.kserve_objects import check_weights
+from bgserve.backends.kube_base import KubeBackend
 from bgserve.backends.seldon_objects import (
     EXPERIMENT,
     MODEL,
@@ -76,38 +71,10 @@ def _ready_true(obj: Mapping[str, Any]) -> bool:
     return cond is not None and cond.get("status") == "True"
 
 
-class SeldonBase:
+class SeldonBase(KubeBackend):
     """Client, poller and settings shared by both flavours."""
 
     name = "seldon"
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        api: client.ApiClient | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.settings = settings
-        self._client = api or api_client(settings)
-        self._custom = client.CustomObjectsApi(self._client)
-        self.poller = Poller(
-            settings.slot_ready_timeout_seconds, settings.kube_poll_interval_seconds, clock, sleep
-        )
-
-    def _objects(self, resource: Any) -> KubeObjects:
-        s = self.settings
-        return KubeObjects(self._custom, resource, s.kube_namespace, s.kube_write_retries)
-
-    def data_plane_url(self, deployment: str) -> str | None:
-        """The gateway URL from settings (``kube_data_plane_url`` or the route hostname);
-        None when neither is set. Pure, never raises."""
-        return data_plane_url(deployment, self.settings)
-
-    def close(self) -> None:
-        """Close the API client's connection pool. Idempotent; slots keep running."""
-        self._client.close()
 
 
 class SeldonV2Backend(SeldonBase):
