@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bgserve.backends.kserve import required_rbac
+from bgserve.backends.kserve import required_rbac as kserve_rbac
+from bgserve.backends.seldon import required_rbac as seldon_rbac
 from bgserve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,38 +115,51 @@ def _walk(value: Any) -> Iterator[Any]:
             yield from _walk(item)
 
 
-BUILDS = {"base": ("base", "gateway"), "istio": ("overlays/istio", "istio")}
+# each build and the settings it must produce
+BUILDS: dict[str, tuple[str, dict[str, str]]] = {
+    "base": ("base", {"backend": "kserve", "kserve_router": "gateway"}),
+    "istio": ("overlays/istio", {"backend": "kserve", "kserve_router": "istio"}),
+    "seldon": ("overlays/seldon", {"backend": "seldon", "seldon_flavour": "v2"}),
+    "seldon-v1": ("overlays/seldon-v1", {"backend": "seldon", "seldon_flavour": "v1"}),
+}
+Built = tuple[list[Obj], dict[str, str]]
 
 
 @pytest.fixture(params=sorted(BUILDS))
-def built(request: pytest.FixtureRequest) -> tuple[list[Obj], str]:
-    path, router = BUILDS[request.param]
-    return build(MANIFESTS / path), router
+def built(request: pytest.FixtureRequest) -> Built:
+    path, expected = BUILDS[request.param]
+    return build(MANIFESTS / path), expected
 
 
-def test_role_grants_exactly_what_the_backend_uses(built: tuple[list[Obj], str]) -> None:
-    objects, router = built
+def _required(expected: dict[str, str]) -> list[dict[str, list[str]]]:
+    if expected["backend"] == "kserve":
+        return kserve_rbac(expected["kserve_router"])
+    return seldon_rbac(expected["seldon_flavour"])
+
+
+def test_role_grants_exactly_what_the_backend_uses(built: Built) -> None:
+    objects, expected = built
     role = one(objects, "Role")
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     assert "*" not in {x for rule in role["rules"] for key in rule for x in rule[key]}
-    assert rule_set(role["rules"]) == rule_set(required_rbac(router))
+    assert rule_set(role["rules"]) == rule_set(_required(expected))
 
 
 def test_settings_in_the_configmap_are_real_and_consistent(
-    built: tuple[list[Obj], str], monkeypatch: pytest.MonkeyPatch
+    built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    objects, router = built
+    objects, expected = built
     data = one(objects, "ConfigMap")["data"]
     known = {f"BGSERVE_{name.upper()}" for name in Settings.model_fields}
     assert {k for k in data if not k.startswith("MLFLOW_")} <= known
     for key, value in data.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    assert settings.backend == "kserve" and settings.kserve_router == router
+    assert {name: getattr(settings, name) for name in expected} == expected
     assert settings.auth_tokens_file is not None
 
 
-def test_references_resolve(built: tuple[list[Obj], str]) -> None:
+def test_references_resolve(built: Built) -> None:
     objects, _ = built
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
     deployment, binding = one(objects, "Deployment"), one(objects, "RoleBinding")
@@ -171,7 +185,7 @@ def _secret_refs(pod: Obj) -> list[Obj]:
     return refs + [v["secret"] for v in _walk(pod) if isinstance(v, dict) and "secret" in v]
 
 
-def test_deployment_probes_state_and_security(built: tuple[list[Obj], str]) -> None:
+def test_deployment_probes_state_and_security(built: Built) -> None:
     objects, _ = built
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
