@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bgserve.domain import slots
@@ -39,8 +41,13 @@ def routed_releases(state: DeploymentState) -> set[int]:
 class Recovery:
     """Applies the slot-loss rule and restarts lost slots; restores state at start-up."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service
+        self.clock = clock
+        settings = service.settings
+        self.budget = slots.RestartBudget(
+            settings.slot_restart_limit, settings.slot_restart_window_seconds
+        )
         self._threads: list[threading.Thread] = []
 
     # slots lost while serving
@@ -88,6 +95,14 @@ class Recovery:
     def _restart(self, deployment: str, release_id: int) -> None:
         service = self.service
         if release_id not in routed_releases(service.store.get_deployment(deployment).state):
+            return
+        if not self.budget.allow(deployment, release_id, self.clock()):
+            reason = (
+                f"slot of release {release_id} died {self.budget.limit} times within "
+                f"{self.budget.window:g}s: not restarted again (a crash loop); its logs tell "
+                "why, and staging or reverting starts it afresh"
+            )
+            self._record(deployment, "restart-abandoned", reason, release_id)
             return
         info = service.backend.ensure_slot(deployment, service.store.get_release(release_id))
         with service.locked(deployment):

@@ -97,6 +97,15 @@ class Settings(BaseSettings):
     compare_scorer: str = Field("text", description="Similarity scorer: `text` or `exact`.")
 
     # --- reliability ---
+    slot_restart_limit: int = Field(
+        5,
+        ge=0,
+        description="Restarts of one dead slot within `slot_restart_window_seconds` before "
+        "bgserve stops restarting it (a crash loop); the history records it.",
+    )
+    slot_restart_window_seconds: float = Field(
+        300.0, gt=0, description="The window `slot_restart_limit` counts restarts in."
+    )
     mlflow_http_max_retries: int = Field(
         2,
         ge=0,

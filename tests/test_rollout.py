@@ -152,3 +152,13 @@ def test_plan_checks_gate_unless_forced() -> None:
     with pytest.raises(GateClosed):
         rollout.start_plan(fresh, [100])
     assert rollout.start_plan(fresh, [100], force=True).state.plan == (100,)
+
+
+def test_restart_budget_stops_a_crash_loop_and_forgets_old_restarts() -> None:
+    from bgserve.domain.slots import RestartBudget
+
+    budget = RestartBudget(limit=3, window=60.0)
+    assert [budget.allow("chat", 1, t) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
+    assert budget.allow("chat", 2, 3.0)  # another slot has its own budget
+    assert budget.allow("chat", 1, 60.5)  # the restart at 0.0 has left the window
+    assert not budget.allow("chat", 1, 60.6)

@@ -66,3 +66,25 @@ def retire_standby(state: DeploymentState) -> Transition:
         (SetRoutes(new.routes()), RetireSlot(state.standby)),
         f"standby release {state.standby} retired; revert to it is no longer possible",
     )
+
+
+class RestartBudget:
+    """At most ``limit`` restarts of one slot within ``window`` seconds: a crash loop stops.
+
+    Pure: the caller passes the current (monotonic) time.
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._restarts: dict[tuple[str, int], list[float]] = {}
+
+    def allow(self, deployment: str, release_id: int, now: float) -> bool:
+        """Whether the slot may be restarted now; counts the restart when it may."""
+        key = (deployment, release_id)
+        recent = [t for t in self._restarts.get(key, []) if now - t < self.window]
+        allowed = len(recent) < self.limit
+        if allowed:
+            recent.append(now)
+        self._restarts[key] = recent
+        return allowed
