@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+
+from tests.crd_schema import Crd, load_crds, require_crd_dir
+from tests.k8s_apiserver import FakeApiServer
+from tests.kube_helpers import SlotProcesses
 
 
 def _mlflow_env(root: Path) -> dict[str, str]:
@@ -60,3 +64,27 @@ def rel(client: TestClient) -> dict[str, int]:
     from tests.flow_helpers import create_releases
 
     return create_releases(client)
+
+
+# Kubernetes backends: the official CRDs, loaded once, and a loopback API server per test.
+
+
+@pytest.fixture(scope="session")
+def crds() -> Mapping[str, Crd]:
+    """The official CRDs (fails under CI when ../shared/crds is missing, skips elsewhere)."""
+    return load_crds(require_crd_dir())
+
+
+@pytest.fixture
+def server(crds: Mapping[str, Crd]) -> Iterator[FakeApiServer]:
+    """A test Kubernetes API server on loopback that validates against ``crds``."""
+    with FakeApiServer(crds) as srv:
+        yield srv
+
+
+@pytest.fixture
+def slots() -> Iterator[SlotProcesses]:
+    """Real slot processes that play a platform's pods; all stopped after the test."""
+    procs = SlotProcesses()
+    yield procs
+    procs.stop_all()

@@ -73,7 +73,7 @@ def test_demo_finishes_with_zero_failed_requests_and_no_process_left() -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path, mlflow_store: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serve_process(tmp_path: Path, mlflow_store: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     register_demo(mlflow_store)
     port = free_port()
     env = {
@@ -112,9 +112,9 @@ def run(*args: str) -> dict[str, object]:
 
 
 def test_cli_verbs_drive_a_server_that_stops_cleanly_on_sigterm(
-    server: tuple[str, subprocess.Popen[str]], tmp_path: Path
+    serve_process: tuple[str, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    url, proc = server
+    url, proc = serve_process
     name, model, prompt = RELEASES["v1"]
     release = run("release", name, "-m", model, "-p", prompt, "--url", url)
     assert release["model_uri"] == "models:/summarizer/1" and release["prompt_version"] == 1

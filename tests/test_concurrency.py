@@ -34,7 +34,8 @@ def test_twenty_operators_at_once_lose_no_update(client: TestClient, rel: dict[s
 
     def call(op: tuple[str, dict[str, Any]]) -> httpx.Response:
         start.wait(30)
-        return client.post(f"/deployments/race/{op[0]}", json=op[1])
+        response: httpx.Response = client.post(f"/deployments/race/{op[0]}", json=op[1])
+        return response
 
     with ThreadPoolExecutor(OPERATORS) as pool:
         answers = list(pool.map(call, calls))

@@ -6,7 +6,6 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,36 +14,23 @@ from bgserve.backends.k8s import MANAGED_BY, is_ready, managed_labels
 from bgserve.backends.kserve import KServeBackend, required_rbac
 from bgserve.backends.kserve_objects import inference_service, isvc_name, route_name
 from bgserve.domain import rollout
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import DeploymentState, Transition
+from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BackendError, InvalidInput, ReadinessTimeout
 from bgserve.settings import Settings
-from tests.crd_schema import Crd, load_crds, require_crd_dir, validate_object
+from tests.crd_schema import Crd, validate_object
 from tests.k8s_apiserver import ApiError, FakeApiServer, Store
+from tests.kube_helpers import (
+    KSERVE,
+    NS,
+    RELEASES,
+    FakeClock,
+    perform,
+)
 
-NS = "models"
-KSERVE = ("serving.kserve.io", "inferenceservices")
 ROUTE_RESOURCES = {
     "gateway": ("gateway.networking.k8s.io", "httproutes"),
     "istio": ("networking.istio.io", "virtualservices"),
 }
-
-
-def make_release(release_id: int) -> Release:
-    return Release(
-        id=release_id,
-        name=f"chat-v{release_id}",
-        model_name="llm",
-        model_version=release_id,
-        prompt_name="greeting",
-        prompt_version=release_id,
-        bundle_name="bgserve.chat",
-        bundle_version=release_id,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-
-
-RELEASES = {i: make_release(i) for i in (1, 2, 3)}
 
 
 class FakeKServe:
@@ -84,17 +70,6 @@ class FakeKServe:
             self.server.set_status(*KSERVE, NS, name, status)
 
 
-@pytest.fixture(scope="module")
-def crds() -> Mapping[str, Crd]:
-    return load_crds(require_crd_dir())
-
-
-@pytest.fixture
-def server(crds: Mapping[str, Crd]) -> Iterator[FakeApiServer]:
-    with FakeApiServer(crds) as srv:
-        yield srv
-
-
 def settings_for(server: FakeApiServer, router: str = "gateway", **extra: Any) -> Settings:
     return Settings(
         kube_api_url=server.url,
@@ -109,19 +84,6 @@ def backend(server: FakeApiServer) -> Iterator[KServeBackend]:
     b = KServeBackend(settings_for(server))
     yield b
     b.close()
-
-
-def perform(backend: KServeBackend, transition: Transition) -> DeploymentState:
-    """Execute a transition's actions the way the service does."""
-    name = transition.state.name
-    for action in transition.actions:
-        if isinstance(action, rollout.EnsureSlot):
-            backend.ensure_slot(name, RELEASES[action.release_id])
-        elif isinstance(action, rollout.SetRoutes):
-            backend.set_routes(name, action.routes)
-        elif isinstance(action, rollout.RetireSlot):
-            backend.retire_slot(name, action.release_id)
-    return transition.state
 
 
 def stored_weights(server: FakeApiServer, router: str) -> dict[str, int]:
@@ -225,17 +187,6 @@ def test_ensure_slot_is_idempotent_and_reports_the_slot(
     assert writes == len([r for r in server.requests if r.verb in ("create", "update")]) == 1
     assert backend.slot_info("chat", 9) is None
     assert backend.data_plane_url("chat") is None
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_timeout_raises_removes_the_new_slot_and_keeps_weights(server: FakeApiServer) -> None:

@@ -20,8 +20,8 @@ from bgserve.domain.release import DNS1123_LABEL
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
 from bgserve.settings import Settings
-from tests.crd_schema import Crd, load_crds, require_crd_dir, validate_object
-from tests.test_kserve_backend import RELEASES
+from tests.crd_schema import Crd, validate_object
+from tests.kube_helpers import RELEASES
 
 SPLIT = [Route("blue", 1, 90), Route("green", 2, 10)]
 VARIANTS: list[dict[str, Any]] = [
@@ -36,11 +36,6 @@ VARIANTS: list[dict[str, Any]] = [
     },
     {"kserve_router": "istio", "kube_route_hostname": "chat.example.com"},
 ]
-
-
-@pytest.fixture(scope="module")
-def crds() -> Mapping[str, Crd]:
-    return load_crds(require_crd_dir())
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -13,13 +13,8 @@ from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput
 from bgserve.render import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
-from tests.crd_schema import Crd, load_crds, require_crd_dir, validate_object
-from tests.test_kserve_backend import RELEASES
-
-
-@pytest.fixture(scope="module")
-def crds() -> Mapping[str, Crd]:
-    return load_crds(require_crd_dir())
+from tests.crd_schema import Crd, validate_object
+from tests.kube_helpers import RELEASES
 
 
 def shifting() -> DeploymentState:

@@ -26,7 +26,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def slots(
+def upstreams(
     bundles: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, SlotProcess]]:
     logs = tmp_path_factory.mktemp("logs")
@@ -57,8 +57,11 @@ def target(slot: SlotProcess, role: str, weight: int) -> RouteTarget:
     return RouteTarget(role, slot.release_id, "127.0.0.1", slot.port, weight)
 
 
-def routes(slots: dict[str, SlotProcess], green: int) -> list[RouteTarget]:
-    return [target(slots["blue"], "blue", 100 - green), target(slots["green"], "green", green)]
+def routes(upstreams: dict[str, SlotProcess], green: int) -> list[RouteTarget]:
+    return [
+        target(upstreams["blue"], "blue", 100 - green),
+        target(upstreams["green"], "green", green),
+    ]
 
 
 def test_schedule_is_exact_and_spread() -> None:
@@ -72,10 +75,10 @@ def test_schedule_is_exact_and_spread() -> None:
 
 
 def test_weights_give_exact_shares_and_slot_headers(
-    slots: dict[str, SlotProcess], router: tuple[Router, str]
+    upstreams: dict[str, SlotProcess], router: tuple[Router, str]
 ) -> None:
     rt, url = router
-    rt.set_routes("demo", routes(slots, 30))
+    rt.set_routes("demo", routes(upstreams, 30))
     seen: collections.Counter[tuple[str, str, str]] = collections.Counter()
     with httpx.Client() as client:
         for _ in range(400):
@@ -92,11 +95,11 @@ def test_weights_give_exact_shares_and_slot_headers(
 
 
 def test_health_ready_unknown_deployment_and_no_weight(
-    slots: dict[str, SlotProcess], router: tuple[Router, str]
+    upstreams: dict[str, SlotProcess], router: tuple[Router, str]
 ) -> None:
     rt, url = router
-    rt.set_routes("demo", routes(slots, 0))
-    rt.set_routes("idle", [target(slots["blue"], "blue", 0)])
+    rt.set_routes("demo", routes(upstreams, 0))
+    rt.set_routes("idle", [target(upstreams["blue"], "blue", 0)])
 
     assert httpx.get(f"{url}/v2/health/ready").status_code == 200
     assert httpx.get(f"{url}/v2/models/demo/ready").status_code == 200
@@ -110,10 +113,10 @@ def test_health_ready_unknown_deployment_and_no_weight(
 
 
 def test_chunked_request_body_is_forwarded(
-    slots: dict[str, SlotProcess], router: tuple[Router, str]
+    upstreams: dict[str, SlotProcess], router: tuple[Router, str]
 ) -> None:
     rt, url = router
-    rt.set_routes("demo", routes(slots, 100))
+    rt.set_routes("demo", routes(upstreams, 100))
     body = b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["ch"]}]}'
 
     response = httpx.post(
@@ -127,10 +130,10 @@ def test_chunked_request_body_is_forwarded(
 
 
 def test_weight_changes_under_concurrent_load_fail_no_request(
-    slots: dict[str, SlotProcess], router: tuple[Router, str]
+    upstreams: dict[str, SlotProcess], router: tuple[Router, str]
 ) -> None:
     rt, url = router
-    rt.set_routes("demo", routes(slots, 0))
+    rt.set_routes("demo", routes(upstreams, 0))
     stop = threading.Event()
     failures: list[str] = []
     roles: collections.Counter[str] = collections.Counter()
@@ -149,7 +152,7 @@ def test_weight_changes_under_concurrent_load_fail_no_request(
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client_loop) for _ in range(4)]
         for step in range(60):
-            rt.set_routes("demo", routes(slots, (step * 17) % 101))
+            rt.set_routes("demo", routes(upstreams, (step * 17) % 101))
             served = sum(roles.values())
             wait_until(lambda s=served: sum(roles.values()) >= s + 5, 20, "requests to flow")
         stop.set()
@@ -162,10 +165,10 @@ def test_weight_changes_under_concurrent_load_fail_no_request(
 
 
 def test_in_flight_request_finishes_on_its_slot(
-    slots: dict[str, SlotProcess], router: tuple[Router, str]
+    upstreams: dict[str, SlotProcess], router: tuple[Router, str]
 ) -> None:
     rt, url = router
-    rt.set_routes("demo", routes(slots, 100))
+    rt.set_routes("demo", routes(upstreams, 100))
 
     def green_requests() -> int:
         return sum(s["requests"] for s in rt.stats()["slots"] if s["role"] == "green")
@@ -175,7 +178,7 @@ def test_in_flight_request_finishes_on_its_slot(
             httpx.post, f"{url}/v2/models/demo/infer", json=infer_body("slow:1.5"), timeout=30
         )
         wait_until(lambda: green_requests() == 1, 10, "the slow request to reach green")
-        rt.set_routes("demo", routes(slots, 0))
+        rt.set_routes("demo", routes(upstreams, 0))
         fast = httpx.post(f"{url}/v2/models/demo/infer", json=infer_body("fast"))
         finished = slow.result()
 
@@ -186,7 +189,7 @@ def test_in_flight_request_finishes_on_its_slot(
 
 
 def test_connect_failure_is_retried_on_the_other_slot(
-    slots: dict[str, SlotProcess],
+    upstreams: dict[str, SlotProcess],
     bundles: dict[str, str],
     router: tuple[Router, str],
     tmp_path: Path,
@@ -195,9 +198,9 @@ def test_connect_failure_is_retried_on_the_other_slot(
     doomed = SlotProcess(bundles["v3"], "demo", 3, tmp_path / "doomed.log")
     try:
         doomed.wait_ready()
-        rt.set_routes("demo", [target(doomed, "blue", 50), target(slots["green"], "green", 50)])
+        rt.set_routes("demo", [target(doomed, "blue", 50), target(upstreams["green"], "green", 50)])
         with httpx.Client() as client:
-            for _ in range(10):  # both slots now have pooled keep-alive connections
+            for _ in range(10):  # both upstreams now have pooled keep-alive connections
                 assert (
                     client.post(f"{url}/v2/models/demo/infer", json=infer_body("a")).status_code
                     == 200

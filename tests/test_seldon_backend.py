@@ -5,7 +5,7 @@ full cycle through the Service."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,18 @@ from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BackendError, InvalidInput, ReadinessTimeout
 from bgserve.settings import Settings
-from tests.crd_schema import Crd, load_crds, require_crd_dir
+from tests.crd_schema import Crd
 from tests.k8s_apiserver import FakeApiServer, Store
-from tests.test_kserve_backend import RELEASES, FakeClock, perform
-from tests.test_kserve_service_cycle import (
+from tests.kube_helpers import (
     READY_TIMEOUT,
+    RELEASES,
     Controller,
+    FakeClock,
     SlotProcesses,
     assert_requests_validate,
     bundle_uri,
     make_service,
+    perform,
     register,
     run_cycle,
     slot_key,
@@ -47,24 +49,6 @@ NS = "models"
 SELDON_PLURALS = ("models", "experiments", "seldondeployments")
 STORAGE = "s3://bundles/{bundle_name}/{bundle_version}"
 Backendish = SeldonV2Backend | SeldonV1Backend
-
-
-@pytest.fixture(scope="module")
-def crds() -> Mapping[str, Crd]:
-    return load_crds(require_crd_dir())
-
-
-@pytest.fixture
-def server(crds: Mapping[str, Crd]) -> Iterator[FakeApiServer]:
-    with FakeApiServer(crds) as srv:
-        yield srv
-
-
-@pytest.fixture
-def slots() -> Iterator[SlotProcesses]:
-    procs = SlotProcesses()
-    yield procs
-    procs.stop_all()
 
 
 def settings_for(server: FakeApiServer, flavour: str, **extra: Any) -> Settings:

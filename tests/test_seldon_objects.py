@@ -14,16 +14,11 @@ from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput
 from bgserve.render import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
-from tests.crd_schema import Crd, load_crds, require_crd_dir, validate_object
-from tests.test_kserve_backend import RELEASES
+from tests.crd_schema import Crd, validate_object
+from tests.kube_helpers import RELEASES
 from tests.test_render import promoted, shifting
 
 STORAGE = "s3://bundles/{bundle_name}/{bundle_version}"
-
-
-@pytest.fixture(scope="module")
-def crds() -> Mapping[str, Crd]:
-    return load_crds(require_crd_dir())
 
 
 def settings(flavour: str, **extra: object) -> Settings:
