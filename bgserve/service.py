@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from bgserve.backends.base import Backend, SlotInfo, SlotWatcher
 from bgserve.domain import rollout, slots
-from bgserve.domain.release import Release, ResolvedRelease, parse_uri, validate_name
+from bgserve.domain.release import Release, ResolvedRelease, validate_name
 from bgserve.domain.rollout import (
     DeploymentState,
     EnsureSlot,
@@ -47,7 +47,10 @@ class Registry(Protocol):
     """What the service needs from the model and prompt registry."""
 
     def register_release(self, name: str, model_uri: str, prompt_uri: str) -> ResolvedRelease:
-        """Resolve both URIs to fixed versions and register the bundle."""
+        """Validate the name and URIs, resolve both to fixed versions, register the bundle.
+
+        Raises InvalidInput (naming the field), NotFound, RegistryUnavailable.
+        """
         ...
 
     def move_aliases(self, deployment: str, live: Release, previous: Release | None) -> None:
@@ -94,10 +97,10 @@ class Service:
     def register_release(
         self, name: str, model_uri: str, prompt_uri: str, principal: str
     ) -> Release:
-        """Resolve ``model_uri`` and ``prompt_uri``, build the bundle and store the release."""
-        validate_name(name, "name")
-        parse_uri(model_uri, "models", "model_uri")
-        parse_uri(prompt_uri, "prompts", "prompt_uri")
+        """Resolve ``model_uri`` and ``prompt_uri``, build the bundle and store the release.
+
+        The registry validates the name and both URIs before it touches anything.
+        """
         resolved = self.registry.register_release(name, model_uri, prompt_uri)
         release = self.store.add_release(name, resolved, model_uri, prompt_uri, self.clock())
         log.info("release %s registered by %s: %s", release.id, principal, release.bundle_uri)
