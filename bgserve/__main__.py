@@ -1,5 +1,5 @@
 """``python -m bgserve`` runs the CLI."""
 
-from bgserve.cli import main
+from bgserve.cli.app import main
 
 main()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from bgserve.app.comparer import Comparer
+from bgserve.app.prompt_validation import PromptValidator
+from bgserve.app.service import Service
 from bgserve.backends.base import Backend
-from bgserve.comparison import Comparer
 from bgserve.errors import InvalidInput
-from bgserve.prompt_validation import PromptValidator
 from bgserve.registry.mlflow_registry import MlflowRegistry
-from bgserve.service import Service
 from bgserve.settings import Settings
 from bgserve.store import Store
 
@@ -36,7 +36,7 @@ class Components:
 def build_backend(settings: Settings) -> Backend:
     """The backend ``settings.backend`` names. Raises InvalidInput for an unknown one."""
     if settings.backend == "local":
-        from bgserve.backends.local import LocalBackend
+        from bgserve.backends.local.backend import LocalBackend
 
         return LocalBackend(
             settings.data_host,
@@ -46,11 +46,11 @@ def build_backend(settings: Settings) -> Backend:
             log_dir=settings.home / "slot-logs",
         )
     if settings.backend == "kserve":
-        from bgserve.backends.kserve import KServeBackend
+        from bgserve.backends.kube.kserve.backend import KServeBackend
 
         return KServeBackend(settings)
     if settings.backend == "seldon":
-        from bgserve.backends.seldon import seldon_backend
+        from bgserve.backends.kube.seldon import seldon_backend
 
         return seldon_backend(settings)
     raise InvalidInput(f"backend {settings.backend!r} is not available yet", field="backend")

@@ -11,7 +11,7 @@ import re
 from difflib import SequenceMatcher
 from html import escape
 
-from bgserve.domain.compare import CaseReport, ComparisonReport, SlotReport, SlotSummary
+from bgserve.domain.comparison import CaseReport, ComparisonReport, SlotReport, SlotSummary
 
 MAX_SHOWN_CHARS = 20_000
 # SequenceMatcher is quadratic in the worst case; past this many tokens, show plain text.

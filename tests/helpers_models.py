@@ -99,7 +99,7 @@ class SlotProcess:
             [
                 sys.executable,
                 "-m",
-                "bgserve.backends.slot_server",
+                "bgserve.backends.local.slot_server",
                 "--model-uri",
                 model_uri,
                 "--deployment",

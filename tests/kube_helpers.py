@@ -16,19 +16,19 @@ from typing import Any
 
 import httpx
 
+from bgserve.app.comparer import Comparer
+from bgserve.app.golden_sets import load_golden_set
+from bgserve.app.service import Service
 from bgserve.backends.base import Backend
-from bgserve.backends.k8s import (
+from bgserve.backends.kube.client import (
     DEPLOYMENT_LABEL,
     RELEASE_LABEL,
 )
-from bgserve.backends.kserve import KServeBackend
-from bgserve.comparison import Comparer
+from bgserve.backends.kube.kserve.backend import KServeBackend
 from bgserve.domain import rollout
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Transition
-from bgserve.golden_sets import load_golden_set
 from bgserve.registry.mlflow_registry import MlflowRegistry
-from bgserve.service import Service
 from bgserve.settings import Settings
 from bgserve.store import Store
 from tests.crd_schema import Crd, validate_object
@@ -109,7 +109,13 @@ class SlotProcesses:
         self, deployment: str, release_id: int, model_uri: str
     ) -> tuple[subprocess.Popen[bytes], int]:
         listener = socket.create_server(("127.0.0.1", 0))
-        args = [sys.executable, "-m", "bgserve.backends.slot_server", "--model-uri", model_uri]
+        args = [
+            sys.executable,
+            "-m",
+            "bgserve.backends.local.slot_server",
+            "--model-uri",
+            model_uri,
+        ]
         args += ["--deployment", deployment, "--release-id", str(release_id)]
         args += ["--socket-fd", str(listener.fileno())]
         try:

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from bgserve.cli import app
+from bgserve.cli.app import app
 from tests.flow_helpers import RELEASES, register_demo
 
 BGSERVE = [sys.executable, "-m", "bgserve"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bgserve.domain.compare import (
+from bgserve.domain.comparison import (
     ComparisonReport,
     ExactScorer,
     Scorer,

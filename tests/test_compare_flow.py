@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from bgserve.cli import app
+from bgserve.cli.app import app
 from bgserve.demo.text_model import summarize
 from tests.flow_helpers import deploy, ok
 

@@ -25,8 +25,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bgserve.api.app import create_app
-from bgserve.backends.local import LocalBackend
-from bgserve.backends.router import Router, RouteTarget
+from bgserve.backends.local.backend import LocalBackend
+from bgserve.backends.local.router import Router, RouteTarget
 from tests.flow_helpers import create_releases, deploy, infer_body, make_settings, ok, shares
 from tests.test_cli import descendants, free_port, wait_gone
 

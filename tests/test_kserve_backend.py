@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.k8s import MANAGED_BY, is_ready, managed_labels
-from bgserve.backends.kserve import KServeBackend, required_rbac
-from bgserve.backends.kserve_objects import inference_service, isvc_name, route_name
+from bgserve.backends.kube.client import MANAGED_BY, is_ready, managed_labels
+from bgserve.backends.kube.kserve.backend import KServeBackend, required_rbac
+from bgserve.backends.kube.kserve.objects import inference_service, isvc_name, route_name
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BackendError, InvalidInput, ReadinessTimeout

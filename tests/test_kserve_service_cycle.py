@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bgserve.backends.kserve import KServeBackend
-from bgserve.backends.kserve_objects import isvc_name
+from bgserve.backends.kube.kserve.backend import KServeBackend
+from bgserve.backends.kube.kserve.objects import isvc_name
 from bgserve.settings import Settings
 from tests.crd_schema import Crd
 from tests.k8s_apiserver import FakeApiServer

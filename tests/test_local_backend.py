@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bgserve.backends.base import Backend
-from bgserve.backends.local import LocalBackend
+from bgserve.backends.local.backend import LocalBackend
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
 from tests.helpers_models import build_bundle, infer_body, local_release, pid_gone, wait_until
@@ -129,7 +129,7 @@ PARENT = textwrap.dedent(
     import sys, threading
     sys.path.insert(0, {root!r})
     from tests.helpers_models import local_release
-    from bgserve.backends.local import LocalBackend
+    from bgserve.backends.local.backend import LocalBackend
     backend = LocalBackend("127.0.0.1", 0, ready_timeout=90)
     backend.ensure_slot("demo", local_release(1, {bundle!r}))
     print(backend.slot_pid("demo", 1), flush=True)

@@ -11,7 +11,7 @@ import yaml
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput
-from bgserve.render import render_deployment, render_yaml, write_objects
+from bgserve.manifests import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
 from tests.crd_schema import Crd, validate_object
 from tests.kube_helpers import RELEASES

@@ -6,8 +6,8 @@ import re
 
 from rich.console import Console
 
-from bgserve.cli_render import comparison_table
-from bgserve.domain.compare import ComparisonReport, SlotResult, compare
+from bgserve.cli.tables import comparison_table
+from bgserve.domain.comparison import ComparisonReport, SlotResult, compare
 from bgserve.domain.golden import parse_cases
 from bgserve.report_html import render_html, word_diff
 

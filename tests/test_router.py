@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bgserve.backends.router import Router, RouteTarget, weighted_schedule
+from bgserve.backends.local.router import Router, RouteTarget, weighted_schedule
 from tests.helpers_models import SlotProcess, build_bundle, infer_body, wait_until
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bgserve.backends.seldon import SeldonV2Backend, required_rbac, seldon_backend
-from bgserve.backends.seldon_objects import (
+from bgserve.backends.kube.seldon import seldon_backend
+from bgserve.backends.kube.seldon.base import required_rbac
+from bgserve.backends.kube.seldon.objects import (
     EXPERIMENT,
     MODEL,
     SELDON_DEPLOYMENT,
@@ -22,7 +23,8 @@ from bgserve.backends.seldon_objects import (
     predictor_name,
     sdep_name,
 )
-from bgserve.backends.seldon_v1 import SeldonV1Backend
+from bgserve.backends.kube.seldon.v1 import SeldonV1Backend
+from bgserve.backends.kube.seldon.v2 import SeldonV2Backend
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BackendError, InvalidInput, ReadinessTimeout
@@ -274,7 +276,7 @@ def test_unmanaged_object_in_the_way_is_left_alone(server: FakeApiServer, flavou
     backend = make_backend(server, flavour)
     resource = MODEL if flavour == "v2" else SELDON_DEPLOYMENT
     name = model_name("chat", 1) if flavour == "v2" else sdep_name("chat")
-    from bgserve.backends.seldon_objects import seldon_objects
+    from bgserve.backends.kube.seldon.objects import seldon_objects
 
     (squatter, *_) = seldon_objects(
         "chat", rollout.create("chat", 1).state.routes(), RELEASES, backend.settings

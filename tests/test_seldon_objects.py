@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgserve.backends.seldon_objects import experiment, model, seldon_objects
+from bgserve.backends.kube.seldon.objects import experiment, model, seldon_objects
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput
-from bgserve.render import render_deployment, render_yaml, write_objects
+from bgserve.manifests import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
 from tests.crd_schema import Crd, validate_object
 from tests.kube_helpers import RELEASES

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bgserve.backends.slot_server import input_columns, output_strings
+from bgserve.backends.local.slot_server import input_columns, output_strings
 from tests.helpers_models import SlotProcess, build_bundle, infer_body
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.

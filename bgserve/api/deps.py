@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from bgserve.api.auth import Authenticator, Principal, Role, require
+from bgserve.app.service import Service
 from bgserve.compose import Components
-from bgserve.service import Service
 
 
 def components(request: Request) -> Components:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bgserve.api.schemas import DeploymentOut, GateOut, ReleaseOut, SlotOut
-from bgserve.service import Service
+from bgserve.app.service import Service
 from bgserve.store import StoredDeployment
 
 

@@ -24,12 +24,12 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from bgserve.cli_render import comparison_table
+from bgserve.app.golden_sets import load_golden_set
+from bgserve.cli.tables import comparison_table
 from bgserve.compose import Components, build_components
 from bgserve.demo.models import push_demo_prompts, register_demo_models
 from bgserve.demo.traffic import TrafficClient, TrafficCounts
 from bgserve.errors import GateClosed
-from bgserve.golden_sets import load_golden_set
 from bgserve.settings import Settings
 from bgserve.store import StoredDeployment
 

@@ -1,7 +1,7 @@
 """Assertions: what each type takes, how it is validated, and how it is checked. Pure.
 
 Validation runs when a golden set is parsed (:mod:`bgserve.domain.golden`); checking runs
-on each slot's answer during a comparison (:mod:`bgserve.domain.compare`).
+on each slot's answer during a comparison (:mod:`bgserve.domain.comparison`).
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from pydantic import Field, model_validator
 
 from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
 from bgserve.api.schemas import DeploymentName, Strict
+from bgserve.app.golden_sets import load_golden_set
 from bgserve.compose import Components
 from bgserve.domain.golden import GoldenCase, parse_cases
 from bgserve.errors import InvalidInput, NotFound
-from bgserve.golden_sets import load_golden_set
 
 router = APIRouter(prefix="/deployments", tags=["comparison"])
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from bgserve.cli_client import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, call, console, show
-from bgserve.cli_render import comparison_table
-from bgserve.domain.compare import ComparisonReport
+from bgserve.cli.client import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, call, console, show
+from bgserve.cli.tables import comparison_table
+from bgserve.domain.comparison import ComparisonReport
 from bgserve.domain.golden import parse_golden_jsonl
 
 prompts_app = typer.Typer(no_args_is_help=True, help="Prompt templates as code.")

@@ -1,7 +1,8 @@
 """The Seldon Core v1 flavour: one SeldonDeployment per deployment, a predictor per release.
 
 Selected with ``BGSERVE_SELDON_FLAVOUR=v1``; the objects are built by
-:mod:`bgserve.backends.seldon_objects`, the shared rules live in :mod:`bgserve.backends.seldon`.
+:mod:`bgserve.backends.kube.seldon.objects`, the shared rules live in
+:mod:`bgserve.backends.kube.seldon.base`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
-from bgserve.backends.k8s import Obj, is_managed
-from bgserve.backends.kserve_objects import check_weights
-from bgserve.backends.seldon import SeldonBase, check_routable, generation_seen
-from bgserve.backends.seldon_objects import (
+from bgserve.backends.kube.client import Obj, is_managed
+from bgserve.backends.kube.objects import check_weights
+from bgserve.backends.kube.seldon.base import SeldonBase, check_routable, generation_seen
+from bgserve.backends.kube.seldon.objects import (
     SELDON_DEPLOYMENT,
     V1_EXECUTOR_PORT,
     predictor,

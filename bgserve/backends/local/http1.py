@@ -2,7 +2,7 @@
 
 The request head is split by hand and rewritten for the upstream (hop-by-hop headers
 dropped, a content-length always written); the body is passed through unparsed. Nothing
-here knows about deployments, routes or pools: :mod:`bgserve.backends.router` drives it.
+here knows about deployments, routes or pools: :mod:`bgserve.backends.local.router` drives it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Request:
 
 
 class UpstreamConn(Protocol):
-    """The stream pair of an upstream connection (:class:`~bgserve.backends.upstream._Conn`)."""
+    """The stream pair of an upstream connection (:mod:`bgserve.backends.local.upstream`)."""
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter

@@ -2,7 +2,7 @@
 
 Plain camelCase dicts, not the kserve SDK's model classes: those serialize to
 snake_case with newer kubernetes clients, which the API server silently prunes.
-Used by :class:`~bgserve.backends.kserve.KServeBackend` and by ``bgserve render``.
+Used by :class:`~bgserve.backends.kube.kserve.backend.KServeBackend` and by ``bgserve render``.
 
 Serving path: each release runs in a custom predictor container of the bgserve image
 (``bgserve slot``), so the MLflow version that built the bundle is the one that loads
@@ -13,15 +13,18 @@ destinations are the InferenceServices' predictor Services.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from bgserve.backends.k8s import Resource, dns_label, managed_labels
+from bgserve.backends.kube.client import Obj, Resource, dns_label, managed_labels
+from bgserve.backends.kube.objects import (
+    ANNOTATION_PREFIX,
+    check_weights,
+    route_hostname,
+    slot_container,
+)
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
 from bgserve.settings import Settings
-
-Obj = dict[str, Any]
 
 INFERENCE_SERVICE = Resource(
     "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
@@ -33,10 +36,7 @@ ROUTERS = {"gateway": HTTP_ROUTE, "istio": VIRTUAL_SERVICE}
 # In Knative mode KServe derives "<name>-predictor-00001" revisions from the name,
 # which must stay a 63-character DNS label.
 ISVC_NAME_MAX = 45
-SLOT_PORT = 8080
 SERVICE_PORT = 80
-MOUNT_PATH = "/mnt/models"
-ANNOTATION_PREFIX = "bgserve.io/"
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 
 
@@ -57,74 +57,6 @@ def predictor_host(deployment: str, release_id: int, namespace: str) -> str:
 
 def _metadata(name: str, settings: Settings, labels: dict[str, str]) -> Obj:
     return {"name": name, "namespace": settings.kube_namespace, "labels": labels}
-
-
-def bundle_storage_uri(release: Release, settings: Settings) -> str | None:
-    """Where the storage initializer fetches the bundle from, if configured."""
-    template = settings.kube_bundle_storage_uri
-    if not template:
-        return None
-    return template.format(
-        bundle_name=release.bundle_name,
-        bundle_version=release.bundle_version,
-        release=release.name,
-        release_id=release.id,
-    )
-
-
-def _slot_env(release: Release, settings: Settings) -> list[Obj]:
-    storage = bundle_storage_uri(release, settings)
-    if storage:
-        return [{"name": "STORAGE_URI", "value": storage}]
-    env = [
-        {"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
-        {"name": "MLFLOW_REGISTRY_URI", "value": settings.mlflow_registry_uri},
-    ]
-    return [e for e in env if e["value"]]
-
-
-def slot_container(
-    deployment: str,
-    release: Release,
-    settings: Settings,
-    *,
-    name: str = "kserve-container",
-    port: int = SLOT_PORT,
-) -> Obj:
-    """The predictor container: the bgserve image running ``bgserve slot`` on ``port``."""
-    model_uri = MOUNT_PATH if bundle_storage_uri(release, settings) else release.bundle_uri
-    resources = {"cpu": settings.kube_slot_cpu, "memory": settings.kube_slot_memory}
-    return {
-        "name": name,
-        "image": settings.kube_slot_image,
-        "command": ["bgserve"],
-        "args": [
-            "slot",
-            "--model-uri",
-            model_uri,
-            "--deployment",
-            deployment,
-            "--release-id",
-            str(release.id),
-            # A pod's port must be reachable from the Service, not just loopback.
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(port),
-        ],
-        "env": _slot_env(release, settings),
-        "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],
-        "readinessProbe": {
-            "httpGet": {"path": f"/v2/models/{deployment}/ready", "port": port},
-            "periodSeconds": 5,
-        },
-        "resources": {"requests": resources, "limits": dict(resources)},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-    }
 
 
 def inference_service(deployment: str, release: Release, settings: Settings) -> Obj:
@@ -153,32 +85,6 @@ def inference_service(deployment: str, release: Release, settings: Settings) -> 
     }
 
 
-def check_weights(deployment: str, routes: Sequence[Route]) -> None:
-    """Raise InvalidInput unless ``routes`` are distinct releases whose weights sum to 100."""
-    if not routes or sum(r.weight for r in routes) != 100 or any(r.weight < 0 for r in routes):
-        weights = [r.weight for r in routes]
-        raise InvalidInput(
-            f"routes of {deployment} must have weights summing to 100, got {weights}"
-        )
-    if len({r.release_id for r in routes}) != len(routes):
-        raise InvalidInput(f"routes of {deployment} name a release twice: {list(routes)}")
-
-
-def _hostname(deployment: str, settings: Settings) -> str | None:
-    template = settings.kube_route_hostname
-    return template.format(deployment=deployment, namespace=settings.kube_namespace) or None
-
-
-def data_plane_url(deployment: str, settings: Settings) -> str | None:
-    """The weighted entry point clients call, from settings (no cluster needed)."""
-    if settings.kube_data_plane_url:
-        return settings.kube_data_plane_url.format(
-            deployment=deployment, namespace=settings.kube_namespace
-        )
-    host = _hostname(deployment, settings)
-    return f"http://{host}" if host else None
-
-
 def http_route(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
     """A Gateway API HTTPRoute splitting ``/v2/models/<deployment>`` by the routes' weights."""
     parent = {
@@ -203,7 +109,7 @@ def http_route(deployment: str, routes: Sequence[Route], settings: Settings) -> 
         "backendRefs": backends,
     }
     spec: Obj = {"parentRefs": [parent], "rules": [rule]}
-    host = _hostname(deployment, settings)
+    host = route_hostname(deployment, settings)
     if host:
         spec["hostnames"] = [host]
     return {
@@ -244,7 +150,7 @@ def virtual_service(deployment: str, routes: Sequence[Route], settings: Settings
         "kind": VIRTUAL_SERVICE.kind,
         "metadata": _metadata(route_name(deployment), settings, managed_labels(deployment)),
         "spec": {
-            "hosts": [_hostname(deployment, settings) or "*"],
+            "hosts": [route_hostname(deployment, settings) or "*"],
             "gateways": [gateway],
             "http": [http],
         },

@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from bgserve.domain.compare import ComparisonReport, SlotResult, Thresholds, compare
+from bgserve.app.service import Service
+from bgserve.domain.comparison import ComparisonReport, SlotResult, Thresholds, compare
 from bgserve.domain.golden import GoldenCase, LintReport, lint_template
 from bgserve.domain.release import parse_uri
 from bgserve.domain.scorers import default_registry
@@ -24,7 +25,6 @@ from bgserve.domain.template import render, variables
 from bgserve.errors import BgserveError, InvalidInput, RegistryUnavailable
 from bgserve.registry.bundle_model import as_strings, input_column
 from bgserve.registry.mlflow_registry import MlflowRegistry, translate_errors
-from bgserve.service import Service
 
 
 class PromptValidation(BaseModel):

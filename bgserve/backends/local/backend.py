@@ -1,6 +1,6 @@
 """The embedded backend: slot-server processes on this machine behind one weighted router.
 
-Every slot is a child process (``python -m bgserve.backends.slot_server``) listening on a
+Every slot is a child process (``python -m bgserve.backends.local.slot_server``) listening on a
 socket the backend bound for it, so there is no free-port race. Children are spawned
 from one long-lived thread with ``PR_SET_PDEATHSIG`` so they die with bgserve even when
 it is SIGKILLed, and each gets its own process group so a Ctrl-C in the terminal reaches
@@ -31,10 +31,10 @@ from typing import IO
 import httpx
 
 from bgserve.backends.base import SlotInfo, SlotLostCallback
-from bgserve.backends.router import Router, RouteTarget, SlotStats
-from bgserve.backends.slot_process import LOOPBACK as _LOOPBACK
-from bgserve.backends.slot_process import Slot as _Slot
-from bgserve.backends.slot_process import death_signal_preexec, tail
+from bgserve.backends.local.router import Router, RouteTarget, SlotStats
+from bgserve.backends.local.slot_process import LOOPBACK as _LOOPBACK
+from bgserve.backends.local.slot_process import Slot as _Slot
+from bgserve.backends.local.slot_process import death_signal_preexec, tail
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
@@ -245,7 +245,7 @@ class LocalBackend:
         args = [
             self._python,
             "-m",
-            "bgserve.backends.slot_server",
+            "bgserve.backends.local.slot_server",
             "--model-uri",
             release.bundle_uri,
             "--deployment",

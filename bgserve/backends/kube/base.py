@@ -8,8 +8,8 @@ from typing import Any
 
 from kubernetes import client
 
-from bgserve.backends.k8s import KubeObjects, Poller, api_client
-from bgserve.backends.kserve_objects import data_plane_url
+from bgserve.backends.kube.client import KubeObjects, Poller, api_client
+from bgserve.backends.kube.objects import data_plane_url
 from bgserve.settings import Settings
 
 

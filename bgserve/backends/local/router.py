@@ -12,8 +12,8 @@ requests (ready, metadata) go to the deployment's heaviest slot. The route table
 immutable object per deployment, swapped whole by :meth:`Router.set_routes` from any
 thread; a request keeps the slot it picked even if the table changes under it.
 
-HTTP/1.1 parsing and relaying live in :mod:`bgserve.backends.http1`, the per-slot
-keep-alive connection pools in :mod:`bgserve.backends.upstream`.
+HTTP/1.1 parsing and relaying live in :mod:`bgserve.backends.local.http1`, the per-slot
+keep-alive connection pools in :mod:`bgserve.backends.local.upstream`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import TypedDict
 
 import uvloop
 
-from bgserve.backends.health import probe_ready
-from bgserve.backends.http1 import (
+from bgserve.backends.local.health import probe_ready
+from bgserve.backends.local.http1 import (
     HEAD_LIMIT,
     BadRequest,
     ProxyError,
@@ -37,8 +37,8 @@ from bgserve.backends.http1 import (
     read_request,
     relay_response,
 )
-from bgserve.backends.route_table import RouteTarget, Table, weighted_schedule
-from bgserve.backends.upstream import Pool, _Conn
+from bgserve.backends.local.route_table import RouteTarget, Table, weighted_schedule
+from bgserve.backends.local.upstream import Pool, _Conn
 
 __all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
 

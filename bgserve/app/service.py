@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from bgserve.app.recovery import Recovery
 from bgserve.backends.base import Backend, SlotInfo, SlotWatcher
 from bgserve.domain import rollout, slots
 from bgserve.domain.release import Release, ResolvedRelease, validate_name
@@ -36,11 +37,10 @@ from bgserve.errors import (
     NotFound,
     StaleWrite,
 )
-from bgserve.recovery import Recovery
 from bgserve.settings import Settings
 from bgserve.store import Event, Store, StoredDeployment
 
-log = logging.getLogger("bgserve.service")
+log = logging.getLogger("bgserve.app.service")
 
 
 class Registry(Protocol):

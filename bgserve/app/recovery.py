@@ -26,9 +26,9 @@ from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BgserveError, NotFound
 
 if TYPE_CHECKING:
-    from bgserve.service import Service
+    from bgserve.app.service import Service
 
-log = logging.getLogger("bgserve.recovery")
+log = logging.getLogger("bgserve.app.recovery")
 
 SYSTEM = "bgserve"
 

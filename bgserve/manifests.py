@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from bgserve.backends.kserve_objects import kserve_objects
-from bgserve.backends.seldon_objects import seldon_objects
+from bgserve.backends.kube.kserve.objects import kserve_objects
+from bgserve.backends.kube.seldon.objects import seldon_objects
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Route
 from bgserve.errors import InvalidInput

@@ -6,7 +6,7 @@ import asyncio
 import select
 import time
 
-from bgserve.backends.http1 import HEAD_LIMIT
+from bgserve.backends.local.http1 import HEAD_LIMIT
 
 
 class _Conn:

@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 
 from bgserve.backends.base import Backend, SlotInfo
-from bgserve.backends.k8s import (
+from bgserve.backends.kube.base import KubeBackend
+from bgserve.backends.kube.client import (
     is_ready,
     managed_labels,
     observed_current,
 )
-from bgserve.backends.kserve_objects import (
+from bgserve.backends.kube.kserve.objects import (
     INFERENCE_SERVICE,
     ROUTERS,
-    check_weights,
     inference_service,
     isvc_name,
     predictor_host,
     weighted_route,
 )
-from bgserve.backends.kube_base import KubeBackend
+from bgserve.backends.kube.objects import check_weights
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError

@@ -1,6 +1,6 @@
 """The Seldon backend: Seldon Core v2 Models + Experiment, or a v1 SeldonDeployment.
 
-``BGSERVE_SELDON_FLAVOUR`` picks the generation (see :mod:`bgserve.backends.seldon_objects`
+``BGSERVE_SELDON_FLAVOUR`` picks the generation (see :mod:`bgserve.backends.kube.seldon.objects`
 for the objects). Both flavours share the KServe backend's rules: every write reads
 first and carries the resourceVersion it read, only objects labelled
 ``app.kubernetes.io/managed-by: bgserve`` are touched, a slot counts as ready only
@@ -17,17 +17,21 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
-from bgserve.backends.k8s import (
+from bgserve.backends.kube.client import (
     Obj,
     condition,
     managed_labels,
 )
-from bgserve.backends.kserve_objects import check_weights
-from bgserve.backends.kube_base import KubeBackend
-from bgserve.backends.seldon_objects import (
+from bgserve.backends.kube.objects import check_weights
+from bgserve.backends.kube.seldon.base import (
+    SeldonBase,
+    check_routable,
+    generation_seen,
+    ready_true,
+)
+from bgserve.backends.kube.seldon.objects import (
     EXPERIMENT,
     MODEL,
-    SELDON_DEPLOYMENT,
     experiment,
     model,
     model_name,
@@ -39,42 +43,6 @@ from bgserve.settings import Settings
 
 # Seldon v2 model states (the ModelReady condition's reason) that waiting will not fix.
 _FAILED_MODEL_STATES = {"ModelFailed", "ScheduleFailed", "LoadFailed"}
-
-
-def required_rbac(flavour: str) -> list[dict[str, list[str]]]:
-    """The Role rules the backend needs: exactly the verbs it sends, nothing more."""
-    if flavour == "v1":
-        verbs = ("create", "delete", "get", "update")
-        return [_rule(SELDON_DEPLOYMENT.group, SELDON_DEPLOYMENT.plural, *verbs)]
-    return [
-        _rule(MODEL.group, MODEL.plural, "create", "delete", "get", "list", "update"),
-        _rule(EXPERIMENT.group, EXPERIMENT.plural, "create", "get", "update"),
-    ]
-
-
-def _rule(group: str, plural: str, *verbs: str) -> dict[str, list[str]]:
-    return {"apiGroups": [group], "resources": [plural], "verbs": sorted(verbs)}
-
-
-def generation_seen(obj: Mapping[str, Any]) -> bool:
-    """Whether the status describes the current spec.
-
-    Seldon's controllers do not all write ``observedGeneration``; when it is absent the
-    status is taken as current, when present it must match.
-    """
-    observed = obj.get("status", {}).get("observedGeneration")
-    return observed is None or observed == obj.get("metadata", {}).get("generation")
-
-
-def _ready_true(obj: Mapping[str, Any]) -> bool:
-    cond = condition(obj)
-    return cond is not None and cond.get("status") == "True"
-
-
-class SeldonBase(KubeBackend):
-    """Client, poller and settings shared by both flavours."""
-
-    name = "seldon"
 
 
 class SeldonV2Backend(SeldonBase):
@@ -109,7 +77,7 @@ class SeldonV2Backend(SeldonBase):
         obj = self.models.get(name)
         if obj is None:
             raise BackendError(f"Model {name} disappeared while loading")
-        if generation_seen(obj) and _ready_true(obj):
+        if generation_seen(obj) and ready_true(obj):
             return obj
         reason = (condition(obj, "ModelReady") or {}).get("reason")
         if generation_seen(obj) and reason in _FAILED_MODEL_STATES:
@@ -155,29 +123,8 @@ class SeldonV2Backend(SeldonBase):
             release_id=release_id,
             namespace=s.kube_namespace,
         )
-        ready = generation_seen(obj) and _ready_true(obj)
+        ready = generation_seen(obj) and ready_true(obj)
         return SlotInfo(release_id=release_id, endpoint=endpoint.rstrip("/"), ready=ready)
-
-
-def check_routable(obj: Mapping[str, Any] | None, route: Route, what: str) -> None:
-    """Raise BackendError unless ``obj`` (the slot ``what``) exists and, if ``route``
-    gives it traffic, is ready."""
-    if obj is None:
-        raise BackendError(
-            f"release {route.release_id} has no {what}: ensure its slot before routing to it"
-        )
-    if route.weight > 0 and not _ready_true(obj):
-        raise BackendError(f"{what} is not ready: refusing to give it {route.weight}%")
-
-
-def seldon_backend(settings: Settings, **kwargs: Any) -> Backend:
-    """The backend of ``settings.seldon_flavour``; ``kwargs`` go to its constructor
-    (``api``, ``clock``, ``sleep``). Raises BackendError without a Kubernetes config."""
-    if settings.seldon_flavour == "v1":
-        from bgserve.backends.seldon_v1 import SeldonV1Backend
-
-        return SeldonV1Backend(settings, **kwargs)
-    return SeldonV2Backend(settings, **kwargs)
 
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 the verdict as the deployment's gate.
 
 Bounded concurrency and a per-request timeout; each answer becomes a
-:class:`~bgserve.domain.compare.SlotResult` for the pure scorer. Nothing here goes
+:class:`~bgserve.domain.comparison.SlotResult` for the pure scorer. Nothing here goes
 through the weighted router, so a comparison never moves or counts live traffic.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from bgserve.domain import rollout
-from bgserve.domain.compare import (
+from bgserve.domain.comparison import (
     ComparisonReport,
     SlotResult,
     Thresholds,
@@ -30,7 +30,7 @@ from bgserve.domain.template import variables as template_variables
 from bgserve.errors import Conflict, IllegalTransition, Unavailable
 
 if TYPE_CHECKING:
-    from bgserve.service import Service
+    from bgserve.app.service import Service
     from bgserve.store import StoredDeployment
 
 

@@ -1,6 +1,6 @@
 """The slot process: one MLflow pyfunc bundle served over the Open Inference Protocol v2.
 
-Run as ``python -m bgserve.backends.slot_server --model-uri URI --deployment NAME
+Run as ``python -m bgserve.backends.local.slot_server --model-uri URI --deployment NAME
 --release-id N --host 127.0.0.1 --port P`` (or with ``--socket-fd`` to serve on a
 listening socket inherited from the parent). The model answers under the deployment's
 name: ``POST /v2/models/{deployment}/infer`` takes one BYTES input per template

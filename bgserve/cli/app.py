@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bgserve.cli_client import (
+from bgserve.cli.client import (
     DEFAULT_URL,
     JsonOpt,
     TokenOpt,
@@ -20,7 +20,7 @@ from bgserve.cli_client import (
     release_table,
     show,
 )
-from bgserve.cli_prompts import compare, prompts_app
+from bgserve.cli.prompts import compare, prompts_app
 from bgserve.errors import BgserveError
 
 app = typer.Typer(
@@ -62,7 +62,7 @@ def serve(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def slot(ctx: typer.Context) -> None:
     """Serve one bundle over Open Inference Protocol v2 (what every backend runs)."""
-    from bgserve.backends.slot_server import main as slot_main
+    from bgserve.backends.local.slot_server import main as slot_main
 
     slot_main(list(ctx.args))
 
@@ -200,7 +200,7 @@ def render(
 
     Reads the state database directly; contacts no cluster and no running bgserve.
     """
-    from bgserve.render import render_deployment, render_yaml, write_objects
+    from bgserve.manifests import render_deployment, render_yaml, write_objects
     from bgserve.settings import Settings
     from bgserve.store import Store
 

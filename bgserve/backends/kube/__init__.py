@@ -1,0 +1,1 @@
+"""Kubernetes backends: shared client code, KServe (:mod:`.kserve`) and Seldon (:mod:`.seldon`)."""

@@ -1,0 +1,1 @@
+"""The KServe backend: InferenceService pairs behind a weighted HTTPRoute or VirtualService."""

@@ -1,0 +1,110 @@
+"""Object helpers both Kubernetes backends share: the slot container of the bgserve image,
+where a bundle is fetched from, the weight check and the data-plane URL from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bgserve.backends.kube.client import Obj
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
+from bgserve.settings import Settings
+
+SLOT_PORT = 8080
+MOUNT_PATH = "/mnt/models"
+ANNOTATION_PREFIX = "bgserve.io/"
+
+
+def bundle_storage_uri(release: Release, settings: Settings) -> str | None:
+    """Where the storage initializer fetches the bundle from, if configured."""
+    template = settings.kube_bundle_storage_uri
+    if not template:
+        return None
+    return template.format(
+        bundle_name=release.bundle_name,
+        bundle_version=release.bundle_version,
+        release=release.name,
+        release_id=release.id,
+    )
+
+
+def _slot_env(release: Release, settings: Settings) -> list[Obj]:
+    storage = bundle_storage_uri(release, settings)
+    if storage:
+        return [{"name": "STORAGE_URI", "value": storage}]
+    env = [
+        {"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
+        {"name": "MLFLOW_REGISTRY_URI", "value": settings.mlflow_registry_uri},
+    ]
+    return [e for e in env if e["value"]]
+
+
+def slot_container(
+    deployment: str,
+    release: Release,
+    settings: Settings,
+    *,
+    name: str = "kserve-container",
+    port: int = SLOT_PORT,
+) -> Obj:
+    """The predictor container: the bgserve image running ``bgserve slot`` on ``port``."""
+    model_uri = MOUNT_PATH if bundle_storage_uri(release, settings) else release.bundle_uri
+    resources = {"cpu": settings.kube_slot_cpu, "memory": settings.kube_slot_memory}
+    return {
+        "name": name,
+        "image": settings.kube_slot_image,
+        "command": ["bgserve"],
+        "args": [
+            "slot",
+            "--model-uri",
+            model_uri,
+            "--deployment",
+            deployment,
+            "--release-id",
+            str(release.id),
+            # A pod's port must be reachable from the Service, not just loopback.
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+        ],
+        "env": _slot_env(release, settings),
+        "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": f"/v2/models/{deployment}/ready", "port": port},
+            "periodSeconds": 5,
+        },
+        "resources": {"requests": resources, "limits": dict(resources)},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def check_weights(deployment: str, routes: Sequence[Route]) -> None:
+    """Raise InvalidInput unless ``routes`` are distinct releases whose weights sum to 100."""
+    if not routes or sum(r.weight for r in routes) != 100 or any(r.weight < 0 for r in routes):
+        weights = [r.weight for r in routes]
+        raise InvalidInput(
+            f"routes of {deployment} must have weights summing to 100, got {weights}"
+        )
+    if len({r.release_id for r in routes}) != len(routes):
+        raise InvalidInput(f"routes of {deployment} name a release twice: {list(routes)}")
+
+
+def route_hostname(deployment: str, settings: Settings) -> str | None:
+    template = settings.kube_route_hostname
+    return template.format(deployment=deployment, namespace=settings.kube_namespace) or None
+
+
+def data_plane_url(deployment: str, settings: Settings) -> str | None:
+    """The weighted entry point clients call, from settings (no cluster needed)."""
+    if settings.kube_data_plane_url:
+        return settings.kube_data_plane_url.format(
+            deployment=deployment, namespace=settings.kube_namespace
+        )
+    host = route_hostname(deployment, settings)
+    return f"http://{host}" if host else None

@@ -1,0 +1,59 @@
+"""What both Seldon flavours share: the backend base, readiness reading and RBAC rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bgserve.backends.kube.base import KubeBackend
+from bgserve.backends.kube.client import condition
+from bgserve.backends.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError
+
+
+def required_rbac(flavour: str) -> list[dict[str, list[str]]]:
+    """The Role rules the backend needs: exactly the verbs it sends, nothing more."""
+    if flavour == "v1":
+        verbs = ("create", "delete", "get", "update")
+        return [_rule(SELDON_DEPLOYMENT.group, SELDON_DEPLOYMENT.plural, *verbs)]
+    return [
+        _rule(MODEL.group, MODEL.plural, "create", "delete", "get", "list", "update"),
+        _rule(EXPERIMENT.group, EXPERIMENT.plural, "create", "get", "update"),
+    ]
+
+
+def _rule(group: str, plural: str, *verbs: str) -> dict[str, list[str]]:
+    return {"apiGroups": [group], "resources": [plural], "verbs": sorted(verbs)}
+
+
+def generation_seen(obj: Mapping[str, Any]) -> bool:
+    """Whether the status describes the current spec.
+
+    Seldon's controllers do not all write ``observedGeneration``; when it is absent the
+    status is taken as current, when present it must match.
+    """
+    observed = obj.get("status", {}).get("observedGeneration")
+    return observed is None or observed == obj.get("metadata", {}).get("generation")
+
+
+def ready_true(obj: Mapping[str, Any]) -> bool:
+    cond = condition(obj)
+    return cond is not None and cond.get("status") == "True"
+
+
+class SeldonBase(KubeBackend):
+    """Client, poller and settings shared by both flavours."""
+
+    name = "seldon"
+
+
+def check_routable(obj: Mapping[str, Any] | None, route: Route, what: str) -> None:
+    """Raise BackendError unless ``obj`` (the slot ``what``) exists and, if ``route``
+    gives it traffic, is ready."""
+    if obj is None:
+        raise BackendError(
+            f"release {route.release_id} has no {what}: ensure its slot before routing to it"
+        )
+    if route.weight > 0 and not ready_true(obj):
+        raise BackendError(f"{what} is not ready: refusing to give it {route.weight}%")

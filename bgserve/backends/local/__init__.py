@@ -1,0 +1,1 @@
+"""The embedded backend: slot processes on this machine behind a weighted data plane."""
