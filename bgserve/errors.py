@@ -16,7 +16,6 @@ The HTTP mapping lives in ``bgserve.api.errors``; nothing here knows about HTTP.
     │   └── GateClosed          promotion refused by the comparison gate
     ├── Unauthorized            no or unknown bearer token                     (401)
     ├── Forbidden               token's role is too low                        (403)
-    ├── NotImplementedYet       route exists, capability not built yet        (501)
     └── Unavailable             a dependency is down or not ready              (503)
         ├── RegistryUnavailable the MLflow store cannot be reached
         └── BackendError        the serving backend failed a step
@@ -25,18 +24,36 @@ The HTTP mapping lives in ``bgserve.api.errors``; nothing here knows about HTTP.
 
 from __future__ import annotations
 
+HINTS = {
+    "stage": "stage a green release on the deployment",
+    "compare": "compare blue and green on a golden set",
+    "force": "force the step past the gate (recorded in the history)",
+    "revert": "revert the deployment",
+    "promote": "promote green (to 100 to finish)",
+    "wait": "wait for the operation under way, then retry",
+    "retry": "retry later",
+    "other-name": "choose another name",
+}
+"""The fixes an error can name by ``hint``; front ends render them in their own terms."""
+
 
 class BgserveError(Exception):
     """Base of every error bgserve raises on purpose.
 
     ``message`` is written for the person who made the call: it names the field or
-    the thing at fault and, where one exists, the fix.
+    the thing at fault and, where one exists, the fix, in words that fit every caller
+    (no HTTP route, no CLI flag). ``hint`` names the fix as one of :data:`HINTS`, so
+    each front end can say it its own way (the API returns it, the CLI turns it into
+    the verb to run).
     """
 
-    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+    def __init__(
+        self, message: str, *, details: dict[str, object] | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        self.hint = hint
 
 
 class InvalidInput(BgserveError):
@@ -79,10 +96,6 @@ class Unauthorized(BgserveError):
 
 class Forbidden(BgserveError):
     """The caller's role does not allow this action."""
-
-
-class NotImplementedYet(BgserveError):
-    """The route is part of the contract but the capability is not built yet."""
 
 
 class Unavailable(BgserveError):

@@ -17,7 +17,6 @@ STATUS: list[tuple[type[errors.BgserveError], int]] = [
     (errors.Conflict, 409),
     (errors.Unauthorized, 401),
     (errors.Forbidden, 403),
-    (errors.NotImplementedYet, 501),
     (errors.Unavailable, 503),
 ]
 
@@ -38,6 +37,8 @@ def error_body(exc: errors.BgserveError) -> dict[str, Any]:
         body["field"] = field
     if exc.details:
         body["details"] = exc.details
+    if exc.hint:
+        body["hint"] = exc.hint
     return body
 
 

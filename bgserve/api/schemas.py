@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from bgserve.domain.release import Release
 from bgserve.store import Event
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Ids are 32-bit in every supported database (PostgreSQL INTEGER); larger ones never exist.
 MAX_ID = 2**31 - 1
 
