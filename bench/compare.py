@@ -14,6 +14,7 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bgserve.compose import build_components
@@ -79,7 +80,7 @@ def run(n_cases: int, levels: list[int]) -> dict[str, object]:
             parts.comparer.compare("bench", cases[:10], "bench")  # warm the slots' connections
             seconds = {}
             for level in levels:
-                service.settings = replace_settings(settings, level)
+                parts.comparer.settings = replace(parts.comparer.settings, concurrency=level)
                 started = time.perf_counter()
                 _, report = parts.comparer.compare("bench", cases, "bench")
                 seconds[level] = time.perf_counter() - started
@@ -87,10 +88,6 @@ def run(n_cases: int, levels: list[int]) -> dict[str, object]:
         finally:
             parts.close()
     return {"cases": n_cases, "seconds": seconds, "machine": machine()}
-
-
-def replace_settings(settings: object, concurrency: int) -> object:
-    return settings.model_copy(update={"compare_concurrency": concurrency})  # type: ignore[attr-defined]
 
 
 def machine() -> str:

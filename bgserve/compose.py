@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from bgserve.app.comparer import Comparer
+from bgserve.app.comparer import Comparer, CompareSettings
+from bgserve.app.executor import Executor
 from bgserve.app.prompt_validation import PromptValidator
-from bgserve.app.service import Service
-from bgserve.backends.base import Backend
+from bgserve.app.recovery import Recovery
+from bgserve.app.service import Service, utc_now
+from bgserve.backends.base import Backend, SlotWatcher
 from bgserve.errors import InvalidInput
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.settings import Settings
@@ -17,20 +20,36 @@ from bgserve.store import Store
 
 @dataclass
 class Components:
-    """Everything a running bgserve holds, closed together."""
+    """Everything a running bgserve holds, started and closed together."""
 
     settings: Settings
     store: Store
     registry: MlflowRegistry
     backend: Backend
+    executor: Executor
     service: Service
     comparer: Comparer
     validator: PromptValidator
+    recovery: Recovery
+
+    def start(self) -> None:
+        """Restore every stored deployment on the backend and watch its slots (start-up)."""
+        if isinstance(self.backend, SlotWatcher):
+            self.backend.watch_slots(self.recovery.slot_lost)
+        self.recovery.reconcile(self.service.plan_running)
 
     def close(self) -> None:
-        """Stop the backend (and the local slots) and release the database."""
-        self.backend.close()
-        self.store.close()
+        """Stop recovering, stop the backend (and the local slots), release the database.
+
+        Recoveries under way are cut short by the backend closing; they are waited for, so
+        no slot they start outlives bgserve and none is recorded as a failed restart.
+        """
+        self.recovery.close(timeout=0)
+        try:
+            self.backend.close()
+        finally:
+            self.recovery.wait_idle(self.settings.slot_ready_timeout_seconds)
+            self.store.close()
 
 
 def build_backend(settings: Settings) -> Backend:
@@ -44,6 +63,11 @@ def build_backend(settings: Settings) -> Backend:
             settings.slot_ready_timeout_seconds,
             env=_mlflow_env(settings),
             log_dir=settings.home / "slot-logs",
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+            first_byte_timeout=settings.upstream_first_byte_timeout_seconds,
+            upstream_timeout=settings.upstream_timeout_seconds,
+            outlier_failures=settings.outlier_consecutive_failures,
+            data_token=settings.data_token or None,
         )
     if settings.backend == "kserve":
         from bgserve.backends.kube.kserve.backend import KServeBackend
@@ -53,32 +77,98 @@ def build_backend(settings: Settings) -> Backend:
         from bgserve.backends.kube.seldon import seldon_backend
 
         return seldon_backend(settings)
+    if settings.backend == "memory":
+        from bgserve.backends.memory import MemoryBackend
+
+        return MemoryBackend()
     raise InvalidInput(f"backend {settings.backend!r} is not available yet", field="backend")
 
 
 def _mlflow_env(settings: Settings) -> dict[str, str]:
     """The MLflow variables slot processes need to load bundles from the same registry."""
     env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
-    if settings.mlflow_tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    env["MLFLOW_TRACKING_URI"] = settings.resolved_mlflow_tracking_uri
     if settings.mlflow_registry_uri:
         env["MLFLOW_REGISTRY_URI"] = settings.mlflow_registry_uri
     return env
 
 
-def build_components(settings: Settings, backend: Backend | None = None) -> Components:
-    """Build every part from ``settings``; ``backend`` replaces the configured one."""
-    store = Store(settings.resolved_state_url)
-    registry = MlflowRegistry(
-        tracking_uri=settings.mlflow_tracking_uri,
-        registry_uri=settings.mlflow_registry_uri,
+def build_store(settings: Settings) -> Store:
+    """The state database ``settings`` names (for entry points that need only the store)."""
+    return Store(settings.resolved_state_url)
+
+
+def build_registry(settings: Settings) -> MlflowRegistry:
+    """The MLflow registry ``settings`` names: ``MLFLOW_TRACKING_URI``, else the SQLite
+    file ``mlflow.db`` in ``home``, so every entry point sees the same registry."""
+    return registry_at(
+        settings.resolved_mlflow_tracking_uri,
+        settings.mlflow_registry_uri,
         bundle_name_template=settings.bundle_name_template,
     )
+
+
+def registry_at(
+    tracking_uri: str | None,
+    registry_uri: str | None = None,
+    *,
+    bundle_name_template: str = "bgserve.{release}",
+    artifact_location: str | None = None,
+) -> MlflowRegistry:
+    """A registry on explicit MLflow URIs; a SQLite file's directory is created first."""
+    uri = tracking_uri or ""
+    sqlite_file = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if uri.startswith("sqlite:///") and sqlite_file not in ("", ":memory:"):
+        Path(sqlite_file).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return MlflowRegistry(
+        tracking_uri=tracking_uri,
+        registry_uri=registry_uri,
+        bundle_name_template=bundle_name_template,
+        artifact_location=artifact_location,
+    )
+
+
+def build_components(settings: Settings, backend: Backend | None = None) -> Components:
+    """Build every part from ``settings``; ``backend`` replaces the configured one."""
+    store = build_store(settings)
+    registry = build_registry(settings)
     try:
         backend = backend or build_backend(settings)
     except Exception:
         store.close()
         raise
-    service = Service(settings, store, registry, backend)
-    validator = PromptValidator(service, registry)
-    return Components(settings, store, registry, backend, service, Comparer(service), validator)
+    executor = Executor(
+        store, backend, registry, clock=utc_now, lock_timeout=settings.lock_timeout_seconds
+    )
+    service = Service(
+        store,
+        registry,
+        backend,
+        executor,
+        promote_steps=list(settings.promote_steps),
+        step_pause_seconds=settings.promote_step_pause_seconds,
+    )
+    compare_settings = compare_settings_of(settings)
+    comparer = Comparer(compare_settings, store, store, registry, backend, executor)
+    validator = PromptValidator(compare_settings, store, store, registry)
+    recovery = Recovery(
+        executor,
+        store,
+        store,
+        backend,
+        restart_limit=settings.slot_restart_limit,
+        restart_window=settings.slot_restart_window_seconds,
+    )
+    return Components(
+        settings, store, registry, backend, executor, service, comparer, validator, recovery
+    )
+
+
+def compare_settings_of(settings: Settings) -> CompareSettings:
+    """The comparison part of ``settings``."""
+    return CompareSettings(
+        concurrency=settings.compare_concurrency,
+        timeout_seconds=settings.compare_timeout_seconds,
+        thresholds=dict(settings.compare_thresholds),
+        scorer=settings.compare_scorer,
+    )

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 
-from bgserve.app.comparer import Comparer
 from bgserve.app.golden_sets import load_golden_set
 from bgserve.app.service import Service
 from bgserve.backends.base import Backend
@@ -25,12 +24,12 @@ from bgserve.backends.kube.client import (
     RELEASE_LABEL,
 )
 from bgserve.backends.kube.kserve.backend import KServeBackend
+from bgserve.backends.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
+from bgserve.compose import Components, build_components
 from bgserve.domain import rollout
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Transition
-from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.settings import Settings
-from bgserve.store import Store
 from tests.crd_schema import Crd, validate_object
 from tests.flow_helpers import RELEASES as DEMO_RELEASES
 from tests.flow_helpers import register_demo
@@ -57,6 +56,17 @@ def make_release(release_id: int) -> Release:
 
 
 RELEASES = {i: make_release(i) for i in (1, 2, 3)}
+
+
+def shifting() -> DeploymentState:
+    """Deployment ``chat``: blue release 1 at 70%, green release 2 at 30%."""
+    state = rollout.stage_green(rollout.create("chat", 1).state, 2).state
+    return rollout.shift(state, 30, force=True).state
+
+
+def promoted() -> DeploymentState:
+    """:func:`shifting` cut over: release 2 is blue at 100%, release 1 standby."""
+    return rollout.shift(shifting(), 100, force=True).state
 
 
 def perform(backend: KServeBackend, transition: Transition) -> DeploymentState:
@@ -221,17 +231,17 @@ def bundle_uri(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"]["annotations"]["bgserve.io/bundle-uri"])
 
 
-def make_service(tmp_path: Path, mlflow_store: str, backend: Backend) -> Service:
+def make_components(tmp_path: Path, mlflow_store: str, backend: Backend) -> Components:
+    """bgserve's parts on ``backend``, built by the composition root."""
     register_demo(mlflow_store)
     settings = Settings(
         home=tmp_path,
+        state_url=f"sqlite:///{tmp_path / 'state.db'}",
         mlflow_tracking_uri=mlflow_store,
         mlflow_registry_uri=mlflow_store,
         promote_step_pause_seconds=0,
     )
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    registry = MlflowRegistry(tracking_uri=mlflow_store, registry_uri=mlflow_store)
-    return Service(settings, store, registry, backend, sleep=lambda _: None)
+    return build_components(settings, backend=backend)
 
 
 def register(service: Service, prefix: str) -> dict[str, int]:
@@ -244,15 +254,16 @@ def register(service: Service, prefix: str) -> dict[str, int]:
 
 
 def run_cycle(
-    service: Service, name: str, ids: Mapping[str, int], check: Callable[[], None]
+    parts: Components, name: str, ids: Mapping[str, int], check: Callable[[], None]
 ) -> list[dict[str, int]]:
     """deploy -> stage -> compare -> 10 -> 50 -> 100 -> revert; ``check`` after each step."""
+    service = parts.service
     service.create_deployment(name, ids["v1"], "test")
     check()
     service.stage_green(name, ids["reworded"], "test")
     check()
     cases = load_golden_set("summarize", Path("prompts"))
-    stored, report = Comparer(service).compare(name, cases, "test")
+    stored, report = parts.comparer.compare(name, cases, "test")
     assert report.verdict.passed, report.verdict.reasons
     assert stored.last_comparison is not None and stored.last_comparison["verdict"]["passed"]
     weights = []
@@ -283,3 +294,87 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> Non
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+class PlatformStatus:
+    """Plays KServe or Seldon (v2 or v1) writing status only: no pods, every slot ready
+    except those taken down with :meth:`take_down`.
+
+    Used where a test needs the platform's answers but not its serving (the backend
+    contract suite); the full cycles use :class:`SlotProcesses` for real pods.
+    """
+
+    PLURALS = {
+        "kserve": ("inferenceservices",),
+        "seldon": ("models", "experiments", "seldondeployments"),
+    }
+
+    def __init__(self, server: FakeApiServer, platform: str) -> None:
+        self.server = server
+        self.down: set[tuple[str, int]] = set()
+        self.controller = Controller(server, self.PLURALS[platform], self.reconcile, lambda _: None)
+
+    def take_down(self, deployment: str, release_id: int) -> None:
+        """Report the slot not ready from now on, at its current generation."""
+        self.down.add((deployment, release_id))
+        for plural in self.PLURALS["kserve"] + self.PLURALS["seldon"]:
+            for obj in self.server.objects(plural):
+                with contextlib.suppress(ApiError):  # deleted meanwhile
+                    self.reconcile(obj)
+
+    def reconcile(self, obj: dict[str, Any]) -> None:
+        """Write the status the platform would report for ``obj`` now."""
+        group, plural = _RESOURCES[obj["kind"]]
+        meta = obj["metadata"]
+        status = _STATUS[obj["kind"]](obj, self.down)
+        status["observedGeneration"] = meta["generation"]
+        self.server.set_status(group, plural, meta["namespace"], meta["name"], status)
+
+
+def _ready_conditions(ready: bool, *types: str) -> list[dict[str, str]]:
+    state, reason = ("True", "ModelAvailable") if ready else ("False", "ModelFailed")
+    return [{"type": t, "status": state, "reason": reason} for t in types]
+
+
+def _isvc_status(obj: Mapping[str, Any], down: set[tuple[str, int]]) -> dict[str, Any]:
+    name = obj["metadata"]["name"]
+    return {
+        "conditions": _ready_conditions(slot_key(obj) not in down, "Ready"),
+        "url": f"http://{name}.{NS}.example.com",
+    }
+
+
+def _model_status(obj: Mapping[str, Any], down: set[tuple[str, int]]) -> dict[str, Any]:
+    return {"conditions": _ready_conditions(slot_key(obj) not in down, "ModelReady", "Ready")}
+
+
+def _experiment_status(obj: Mapping[str, Any], down: set[tuple[str, int]]) -> dict[str, Any]:
+    return {"conditions": [{"type": "Ready", "status": "True"}]}
+
+
+def _sdep_status(obj: Mapping[str, Any], down: set[tuple[str, int]]) -> dict[str, Any]:
+    """Available, with a service for every predictor except those taken down."""
+    name, deployment = obj["metadata"]["name"], obj["metadata"]["labels"][DEPLOYMENT_LABEL]
+    services = {
+        f"{name}-{p['name']}": {
+            "svcName": f"{name}-{p['name']}",
+            "httpEndpoint": f"{name}-{p['name']}.{NS}:8000",
+        }
+        for p in obj["spec"]["predictors"]
+        if (deployment, int(p["name"].removeprefix("r"))) not in down
+    }
+    return {"state": "Available", "serviceStatus": services}
+
+
+_RESOURCES = {
+    "InferenceService": KSERVE,
+    "Model": (MODEL.group, MODEL.plural),
+    "Experiment": (EXPERIMENT.group, EXPERIMENT.plural),
+    "SeldonDeployment": (SELDON_DEPLOYMENT.group, SELDON_DEPLOYMENT.plural),
+}
+_STATUS: dict[str, Callable[[Mapping[str, Any], set[tuple[str, int]]], dict[str, Any]]] = {
+    "InferenceService": _isvc_status,
+    "Model": _model_status,
+    "Experiment": _experiment_status,
+    "SeldonDeployment": _sdep_status,
+}

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bgserve.backends.kube.kserve.backend import KServeBackend
 from bgserve.backends.kube.kserve.objects import isvc_name
 from bgserve.settings import Settings
@@ -25,12 +27,14 @@ from tests.kube_helpers import (
     SlotProcesses,
     assert_requests_validate,
     bundle_uri,
-    make_service,
+    make_components,
     register,
     run_cycle,
     slot_key,
     wait_until,
 )
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def kserve_controller(server: FakeApiServer, slots: SlotProcesses) -> Controller:
@@ -70,7 +74,8 @@ def test_kserve_cycle_through_the_service_with_real_slots(
         slot_ready_timeout_seconds=READY_TIMEOUT,
     )
     backend = KServeBackend(settings)
-    service = make_service(tmp_path, mlflow_store, backend)
+    parts = make_components(tmp_path, mlflow_store, backend)
+    service = parts.service
     ids = register(service, "kcycle")
 
     def check() -> None:
@@ -80,7 +85,7 @@ def test_kserve_cycle_through_the_service_with_real_slots(
         assert weights == {isvc_name("kc", r.release_id): r.weight for r in state.routes()}
 
     with kserve_controller(server, slots) as controller:
-        steps = run_cycle(service, "kc", ids, check)
+        steps = run_cycle(parts, "kc", ids, check)
         info = backend.slot_info("kc", ids["v1"])
         assert info is not None and info.endpoint.startswith("http://127.0.0.1:")
         v1, green = str(ids["v1"]), str(ids["reworded"])

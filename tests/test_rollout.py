@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bgserve.domain import rollout
@@ -15,12 +17,13 @@ from bgserve.domain.rollout import (
     Route,
     SetRoutes,
 )
-from bgserve.errors import GateClosed, IllegalTransition, InvalidInput
+from bgserve.errors import Conflict, GateClosed, IllegalTransition, InvalidInput
 
 
 def staged(blue: int = 1, green: int = 2, passed: bool = True) -> DeploymentState:
     state = rollout.stage_green(rollout.create("chat", blue).state, green).state
-    return rollout.record_gate(state, Gate(blue, green, passed, () if passed else ("bad",)))
+    gate = Gate(blue, green, passed, () if passed else ("bad",))
+    return rollout.record_gate(state, gate, {"cases": []}).state
 
 
 def test_create_deploys_blue_at_100_and_points_aliases() -> None:
@@ -88,8 +91,9 @@ def test_shift_out_of_range_names_the_field(weight: int) -> None:
 
 
 def test_promote_without_green_says_how_to_stage() -> None:
-    with pytest.raises(IllegalTransition, match=r"no green release.*POST /deployments/chat/green"):
+    with pytest.raises(IllegalTransition, match=r"no green release: stage one") as caught:
         rollout.shift(rollout.create("chat", 1).state, 10)
+    assert caught.value.hint == "stage" and "POST" not in caught.value.message
 
 
 def test_gate_missing_failed_or_for_another_pair_closes() -> None:
@@ -98,9 +102,21 @@ def test_gate_missing_failed_or_for_another_pair_closes() -> None:
         rollout.shift(fresh, 10)
     with pytest.raises(GateClosed, match="failed: bad"):
         rollout.shift(staged(passed=False), 10)
-    other_pair = rollout.record_gate(fresh, Gate(1, 9, True))
+    other_pair = replace(fresh, gate=Gate(1, 9, True))
     with pytest.raises(GateClosed):
         rollout.shift(other_pair, 10)
+
+
+def test_recording_a_gate_for_a_pair_that_changed_is_refused() -> None:
+    fresh = rollout.stage_green(rollout.create("chat", 1).state, 2).state
+    with pytest.raises(Conflict, match="changed during the comparison") as caught:
+        rollout.record_gate(fresh, Gate(1, 9, True), {"cases": []})
+    assert caught.value.hint == "compare"
+    recorded = rollout.record_gate(fresh, Gate(1, 2, False, ("bad",)), {"cases": [{}, {}]})
+    assert recorded.reason == "comparison of 2 cases failed: bad"
+    assert recorded.report == {"cases": [{}, {}]} and recorded.state.gate == Gate(
+        1, 2, False, ("bad",)
+    )
 
 
 def test_force_opens_gate_and_shifting_down_needs_no_gate() -> None:
@@ -152,13 +168,3 @@ def test_plan_checks_gate_unless_forced() -> None:
     with pytest.raises(GateClosed):
         rollout.start_plan(fresh, [100])
     assert rollout.start_plan(fresh, [100], force=True).state.plan == (100,)
-
-
-def test_restart_budget_stops_a_crash_loop_and_forgets_old_restarts() -> None:
-    from bgserve.domain.slots import RestartBudget
-
-    budget = RestartBudget(limit=3, window=60.0)
-    assert [budget.allow("chat", 1, t) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
-    assert budget.allow("chat", 2, 3.0)  # another slot has its own budget
-    assert budget.allow("chat", 1, 60.5)  # the restart at 0.0 has left the window
-    assert not budget.allow("chat", 1, 60.6)

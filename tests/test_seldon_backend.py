@@ -39,13 +39,15 @@ from tests.kube_helpers import (
     SlotProcesses,
     assert_requests_validate,
     bundle_uri,
-    make_service,
+    make_components,
     perform,
     register,
     run_cycle,
     slot_key,
     wait_until,
 )
+
+pytestmark = pytest.mark.integration
 
 NS = "models"
 SELDON_PLURALS = ("models", "experiments", "seldondeployments")
@@ -413,7 +415,8 @@ def test_seldon_cycle_through_the_service_with_real_slots(
             slot_ready_timeout_seconds=READY_TIMEOUT,
             seldon_slot_endpoint=gateway.url + "/{model}",
         )
-        service = make_service(tmp_path, mlflow_store, backend)
+        parts = make_components(tmp_path, mlflow_store, backend)
+        service = parts.service
         ids = register(service, f"seldon-{flavour}")
 
         def check() -> None:
@@ -422,7 +425,7 @@ def test_seldon_cycle_through_the_service_with_real_slots(
             assert weights == expected(service.get_deployment("sc").state)
 
         with real_seldon(server, slots, gateway) as controller:
-            run_cycle(service, "sc", ids, check)
+            run_cycle(parts, "sc", ids, check)
             for release_id in sorted(ids.values(), reverse=True):  # green (0%) first
                 backend.retire_slot("sc", release_id)
             wait_until(lambda: slots.running() == [], "slots to stop after their deletion")

@@ -15,9 +15,11 @@ from bgserve import __version__
 from bgserve.api import errors
 from bgserve.api.auth import Authenticator
 from bgserve.api.deps import ServiceDep
+from bgserve.api.guard import AuthGate, GuardedRoute, RequestContext, open_paths
 from bgserve.api.limits import BodyLimit
 from bgserve.api.metrics import build_registry
 from bgserve.api.routes import compare, deployments, prompts, releases
+from bgserve.api.schemas import error_responses
 from bgserve.compose import Components, build_components
 from bgserve.registry.mlflow_registry import bound_mlflow_http
 from bgserve.settings import Settings
@@ -43,7 +45,7 @@ def create_app(
         app.state.components = built
         app.state.metrics = build_registry(built.service)
         try:
-            await run_in_threadpool(built.service.reconcile)
+            await run_in_threadpool(built.start)
             app.state.ready = True
             yield
         finally:
@@ -56,10 +58,18 @@ def create_app(
         lifespan=lifespan,
         description="Blue-green deployment of MLflow model + prompt releases.",
     )
+    app.router.route_class = GuardedRoute
     app.state.authenticator = authenticator
     app.state.ready = False
     errors.install(app)
+    # Added innermost first: the request id wraps everything, auth runs before the body is read.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        AuthGate,
+        authenticator=authenticator,
+        open_paths=open_paths(app, settings.public_metrics_and_docs),
+    )
+    app.add_middleware(RequestContext)
     app.include_router(releases.router)
     app.include_router(deployments.router)
     app.include_router(compare.router)
@@ -80,7 +90,13 @@ def _add_probes(app: FastAPI) -> None:
         ready = bool(request.app.state.ready)
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["probes"])
+    @app.get(
+        "/metrics",
+        tags=["probes"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(401, 403)},
+    )
     def metrics(request: Request, _service: ServiceDep) -> Response:
-        """Prometheus text: weights, requests and errors per slot."""
+        """Prometheus text: weights, requests and errors per slot (a viewer token is needed
+        when tokens are configured, unless BGSERVE_PUBLIC_METRICS_AND_DOCS is set)."""
         return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,7 @@ from typing import Any
 
 from bgserve.api.schemas import DeploymentOut, GateOut, ReleaseOut, SlotOut
 from bgserve.app.service import Service
+from bgserve.domain.rollout import DeploymentState, Gate
 from bgserve.store import StoredDeployment
 
 
@@ -22,7 +23,6 @@ def _slot(service: Service, deployment: str, release_id: int, weight: int) -> Sl
 def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
     """The contract's deployment body for ``stored``."""
     state = stored.state
-    gate = state.gate
     return DeploymentOut(
         name=state.name,
         phase=state.phase.value,
@@ -34,20 +34,33 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
         standby=None if state.standby is None else _slot(service, state.name, state.standby, 0),
         plan=list(state.plan),
         plan_interrupted=bool(state.plan) and not service.plan_running(state.name),
-        gate=None
-        if gate is None
-        else GateOut(
-            blue=gate.blue, green=gate.green, passed=gate.passed, reasons=list(gate.reasons)
-        ),
+        gate=_gate(state),
         data_plane_url=service.backend.data_plane_url(state.name),
-        last_comparison=_summary(stored.last_comparison),
+        last_comparison=_summary(stored.last_comparison, state),
         created_at=stored.created_at,
         updated_at=stored.updated_at,
     )
 
 
-def _summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The stored report without its per-case detail (GET .../comparison has it all)."""
+def _is_current(state: DeploymentState, gate: Gate | None) -> bool:
+    return gate is not None and (gate.blue, gate.green) == (state.blue, state.green)
+
+
+def _gate(state: DeploymentState) -> GateOut | None:
+    if state.gate is None:
+        return None
+    gate = GateOut.model_validate(state.gate, from_attributes=True)
+    return gate.model_copy(update={"stale": not _is_current(state, state.gate)})
+
+
+def _summary(report: dict[str, Any] | None, state: DeploymentState) -> dict[str, Any] | None:
+    """The stored report without its per-case detail (the full report is read on its own).
+
+    The report is stored with the gate of the pair it compared, so it is stale exactly
+    when that gate no longer names the current blue and green.
+    """
     if report is None:
         return None
-    return {k: v for k, v in report.items() if k != "cases"}
+    summary = {k: v for k, v in report.items() if k != "cases"}
+    summary["stale"] = not _is_current(state, state.gate)
+    return summary

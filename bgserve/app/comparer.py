@@ -12,10 +12,11 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 
+from bgserve.app.executor import Executor
+from bgserve.app.ports import DeploymentReader, Releases, SlotLocator, Templates
 from bgserve.domain import rollout
 from bgserve.domain.comparison import (
     ComparisonReport,
@@ -25,13 +26,10 @@ from bgserve.domain.comparison import (
     default_registry,
 )
 from bgserve.domain.golden import GoldenCase, check_inputs
-from bgserve.domain.rollout import DeploymentState, Gate
+from bgserve.domain.rollout import Gate
 from bgserve.domain.template import variables as template_variables
-from bgserve.errors import Conflict, IllegalTransition, Unavailable
-
-if TYPE_CHECKING:
-    from bgserve.app.service import Service
-    from bgserve.store import StoredDeployment
+from bgserve.errors import IllegalTransition, Unavailable
+from bgserve.store import StoredDeployment
 
 
 @dataclass(frozen=True)
@@ -107,11 +105,38 @@ def query_slots(
     return asyncio.run(_ask_all(targets, cases, concurrency, timeout))
 
 
-class Comparer:
-    """Compares a deployment's blue and green on golden cases and records the gate."""
+@dataclass(frozen=True)
+class CompareSettings:
+    """How comparisons run and judge: from settings, per process."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    concurrency: int
+    timeout_seconds: float
+    thresholds: Mapping[str, float]
+    scorer: str
+
+
+class Comparer:
+    """Compares a deployment's blue and green on golden cases and records the gate.
+
+    Reads the deployment and its releases, asks the registry for templates and the backend
+    for slot endpoints, queries the slots directly, and hands the verdict to the executor.
+    """
+
+    def __init__(
+        self,
+        settings: CompareSettings,
+        deployments: DeploymentReader,
+        releases: Releases,
+        templates: Templates,
+        slots: SlotLocator,
+        executor: Executor,
+    ) -> None:
+        self.settings = settings
+        self.deployments = deployments
+        self.releases = releases
+        self.templates = templates
+        self.slots = slots
+        self.executor = executor
 
     def compare(
         self,
@@ -127,61 +152,34 @@ class Comparer:
         InvalidInput (a case lacks a variable, a bad threshold), Unavailable (a slot or
         MLflow is down), NotFound.
         """
-        settings = self.service.settings
-        before = self.service.store.get_deployment(name).state
+        settings = self.settings
+        before = self.deployments.get_deployment(name).state
         if before.green is None:
             raise IllegalTransition(
-                f"{name} has no green release to compare: stage one with "
-                f"POST /deployments/{name}/green"
+                f"{name} has no green release to compare: stage one first", hint="stage"
             )
-        limits = Thresholds().with_overrides(settings.compare_thresholds)
+        limits = Thresholds().with_overrides(dict(settings.thresholds))
         targets = [self._target(name, release, cases) for release in (before.blue, before.green)]
         blue, green = query_slots(
             targets,
             cases,
-            concurrency=settings.compare_concurrency,
-            timeout=settings.compare_timeout_seconds,
+            concurrency=settings.concurrency,
+            timeout=settings.timeout_seconds,
         )
-        scorer = default_registry().get(settings.compare_scorer)
+        scorer = default_registry().get(settings.scorer)
         report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
         gate = Gate(before.blue, before.green, report.verdict.passed, tuple(report.verdict.reasons))
-        return self._record(name, before, gate, report, principal), report
+        body = report.model_dump(mode="json")
+        stored = self.executor.run(name, principal, lambda s: rollout.record_gate(s, gate, body))
+        return stored, report
 
     def _target(self, name: str, release_id: int, cases: list[GoldenCase]) -> SlotTarget:
-        service = self.service
-        release = service.store.get_release(release_id)
+        release = self.releases.get_release(release_id)
         variables = template_variables(
-            service.registry.get_prompt_template(release.prompt_name, release.prompt_version)
+            self.templates.get_prompt_template(release.prompt_name, release.prompt_version)
         )
         check_inputs(cases, variables)
-        info = service.backend.slot_info(name, release_id)
+        info = self.slots.slot_info(name, release_id)
         if info is None or not info.ready:
             raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
         return SlotTarget(f"{info.endpoint}/v2/models/{name}/infer", variables)
-
-    def _record(
-        self,
-        name: str,
-        before: DeploymentState,
-        gate: Gate,
-        report: ComparisonReport,
-        principal: str,
-    ) -> StoredDeployment:
-        service = self.service
-        with service.locked(name):
-            now = service.store.get_deployment(name).state
-            if (now.blue, now.green) != (before.blue, before.green):
-                raise Conflict(
-                    f"{name} changed during the comparison (blue {now.blue}, green {now.green}):"
-                    " compare again"
-                )
-            verdict = "passed" if gate.passed else "failed: " + "; ".join(gate.reasons)
-            return service.store.save_deployment(
-                now,
-                rollout.record_gate(now, gate),
-                now=service.clock(),
-                principal=principal,
-                action="compare",
-                reason=f"comparison of {len(report.cases)} cases {verdict}",
-                last_comparison=report.model_dump(mode="json"),
-            )

@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from bgserve.app.service import Service
+from bgserve.app.comparer import CompareSettings
+from bgserve.app.ports import DeploymentReader, Releases
 from bgserve.domain.comparison import ComparisonReport, SlotResult, Thresholds, compare
 from bgserve.domain.golden import GoldenCase, LintReport, lint_template
 from bgserve.domain.release import parse_uri
@@ -41,8 +42,16 @@ class PromptValidation(BaseModel):
 class PromptValidator:
     """Runs prompt validations; keeps the last base model loaded for the next call."""
 
-    def __init__(self, service: Service, registry: MlflowRegistry) -> None:
-        self.service = service
+    def __init__(
+        self,
+        settings: CompareSettings,
+        deployments: DeploymentReader,
+        releases: Releases,
+        registry: MlflowRegistry,
+    ) -> None:
+        self.settings = settings
+        self.deployments = deployments
+        self.releases = releases
         self.registry = registry
         self._lock = threading.Lock()
         self._model: tuple[str, Any, str] | None = None  # (uri, model, input column)
@@ -61,14 +70,14 @@ class PromptValidator:
         Raises InvalidInput (no or two candidates, bad URI, a template without variables),
         NotFound (deployment, prompt), RegistryUnavailable.
         """
-        live = self.service.get_release(self.service.get_deployment(deployment).state.blue)
+        live = self.releases.get_release(self.deployments.get_deployment(deployment).state.blue)
         candidate, label = self._candidate(prompt_uri, template)
         live_template = self.registry.get_prompt_template(live.prompt_name, live.prompt_version)
         lint = lint_template(variables(candidate), cases)
         blue = self._run(live.model_uri, live_template, cases)
         green = self._run(live.model_uri, candidate, cases)
-        limits = Thresholds().with_overrides(self.service.settings.compare_thresholds)
-        scorer = default_registry().get(self.service.settings.compare_scorer)
+        limits = Thresholds().with_overrides(dict(self.settings.thresholds))
+        scorer = default_registry().get(self.settings.scorer)
         report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
         return PromptValidation(
             deployment=deployment,
@@ -89,8 +98,7 @@ class PromptValidator:
                     field="template",
                 )
             return template, "inline template"
-        assert prompt_uri is not None
-        ref = parse_uri(prompt_uri, "prompts", "prompt_uri")
+        ref = parse_uri(prompt_uri or "", "prompts", "prompt_uri")
         version = ref.version or self.registry.resolve_prompt(ref)
         text = self.registry.get_prompt_template(ref.name, version)
         return text, ref.pinned(version).uri

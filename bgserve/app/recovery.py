@@ -1,16 +1,17 @@
 """What bgserve does on its own when something dies: a slot, or bgserve itself.
 
-A slot lost while serving (reported by a :class:`~bgserve.backends.base.SlotWatcher`):
-the pure rule :func:`bgserve.domain.slots.on_slot_lost` decides (revert if green dies
-while it takes traffic or a plan runs, otherwise no change), the service applies it,
-then the slot is restarted in the background and routed by the stored weights again.
+A slot lost while serving (reported by a :class:`~bgserve.backends.base.SlotWatcher`: its
+process exited, or the router ejected it): the pure rule
+:func:`bgserve.domain.slots.on_slot_lost` decides (revert if green dies while it takes
+traffic or a plan runs, otherwise no change) and the executor applies it; then the slot is
+restarted in the background and routed by the stored weights again, unless it crash-loops.
 
 A restart of bgserve: every stored deployment is realised as stored (slots started,
-weights applied); a promotion plan found persisted is recorded as interrupted and left
-for an operator to resume (``POST .../promote {}``) or revert.
+weights applied); a promotion plan found persisted is recorded as interrupted.
 
-Every automatic change or observation goes into the history with the principal
-``bgserve``.
+Every automatic change or observation goes through the executor, with the principal
+``bgserve``. On shutdown no new recovery starts, the ones under way are waited for, and
+a restart cut short by the shutdown is not recorded as a failure.
 """
 
 from __future__ import annotations
@@ -19,36 +20,40 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from bgserve.domain import slots
-from bgserve.domain.rollout import DeploymentState
+from bgserve.app.executor import SYSTEM, Executor
+from bgserve.app.ports import DeploymentReader, Releases, SlotStarter
+from bgserve.domain import rollout, slots
 from bgserve.errors import BgserveError, NotFound
 
-if TYPE_CHECKING:
-    from bgserve.app.service import Service
-
-log = logging.getLogger("bgserve.app.recovery")
-
-SYSTEM = "bgserve"
-
-
-def routed_releases(state: DeploymentState) -> set[int]:
-    """Release ids with a slot in the deployment (blue, green and standby)."""
-    return {route.release_id for route in state.routes()}
+log = logging.getLogger("bgserve.recovery")
 
 
 class Recovery:
     """Applies the slot-loss rule and restarts lost slots; restores state at start-up."""
 
-    def __init__(self, service: Service, clock: Callable[[], float] = time.monotonic) -> None:
-        self.service = service
+    def __init__(
+        self,
+        executor: Executor,
+        deployments: DeploymentReader,
+        releases: Releases,
+        starter: SlotStarter,
+        *,
+        restart_limit: int,
+        restart_window: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.executor = executor
+        self.deployments = deployments
+        self.releases = releases
+        self.starter = starter
+        self.restart_limit = restart_limit
+        self.restart_window = restart_window
         self.clock = clock
-        settings = service.settings
-        self.budget = slots.RestartBudget(
-            settings.slot_restart_limit, settings.slot_restart_window_seconds
-        )
+        self._restarts: dict[tuple[str, int], tuple[float, ...]] = {}
         self._threads: list[threading.Thread] = []
+        self._guard = threading.Lock()
+        self._closing = False
 
     # slots lost while serving
 
@@ -60,99 +65,82 @@ class Recovery:
             name=f"bgserve-recover-{deployment}-{release_id}",
             daemon=True,
         )
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
+        with self._guard:
+            if self._closing:
+                return
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
 
     def recover(self, deployment: str, release_id: int) -> None:
         """Apply the slot-loss rule, then restart the slot. Never raises (logs instead)."""
         try:
-            self._apply_rule(deployment, release_id)
-            self._restart(deployment, release_id)
+            stored = self.executor.run(
+                deployment, SYSTEM, lambda s: slots.on_slot_lost(s, release_id)
+            )
+            log.warning("%s: release %s's slot was lost", deployment, release_id)
+            if slots.routed(stored.state, release_id) and not self._closing:
+                self._restart(deployment, release_id)
         except NotFound:
             return  # the deployment is gone; nothing to restore
         except BgserveError as exc:
-            log.error("recovering slot %s of %s failed: %s", release_id, deployment, exc.message)
-            self._record(deployment, "restart-failed", f"restart failed: {exc.message}", release_id)
+            if self._closing:
+                log.info("restart of %s/%s cut short by shutdown", deployment, release_id)
+                return
+            message = exc.message
+            log.error("recovering slot %s of %s failed: %s", release_id, deployment, message)
+            self._observe(deployment, lambda s: slots.restart_failed(s, release_id, message))
+
+    def close(self, timeout: float) -> bool:
+        """Start no new recovery and wait for those under way; True if none is left."""
+        with self._guard:
+            self._closing = True
+        return self.wait_idle(timeout)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait for every recovery under way (for tests and shutdown); True if none is left."""
-        for thread in list(self._threads):
-            thread.join(timeout)
-        return not any(t.is_alive() for t in self._threads)
-
-    def _apply_rule(self, deployment: str, release_id: int) -> None:
-        service = self.service
-        with service.locked(deployment):
-            stored = service.store.get_deployment(deployment)
-            transition = slots.on_slot_lost(stored.state, release_id)
-            details = {"slot_lost": release_id}
-            if transition.changed:
-                service.apply(stored, transition, SYSTEM, details)
-            else:
-                self._record(deployment, transition.action, transition.reason, release_id)
-        log.warning("%s: %s", deployment, transition.reason)
+        with self._guard:
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
 
     def _restart(self, deployment: str, release_id: int) -> None:
-        service = self.service
-        if release_id not in routed_releases(service.store.get_deployment(deployment).state):
-            return
-        if not self.budget.allow(deployment, release_id, self.clock()):
-            reason = (
-                f"slot of release {release_id} died {self.budget.limit} times within "
-                f"{self.budget.window:g}s: not restarted again (a crash loop); its logs tell "
-                "why, and staging or reverting starts it afresh"
+        key = (deployment, release_id)
+        allowed, kept = slots.restart_allowed(
+            self._restarts.get(key, ()), self.clock(), self.restart_limit, self.restart_window
+        )
+        self._restarts[key] = kept
+        if not allowed:
+            limit, window = self.restart_limit, self.restart_window
+            self._observe(
+                deployment, lambda s: slots.restart_abandoned(s, release_id, limit, window)
             )
-            self._record(deployment, "restart-abandoned", reason, release_id)
             return
-        info = service.backend.ensure_slot(deployment, service.store.get_release(release_id))
-        with service.locked(deployment):
-            state = service.store.get_deployment(deployment).state
-            if release_id not in routed_releases(state):
-                service.backend.retire_slot(deployment, release_id)  # retired meanwhile
-                return
-            service.backend.set_routes(deployment, state.routes())
-        self._record(deployment, "slot-restarted", f"slot restarted at {info.endpoint}", release_id)
+        # Started outside the deployment's lock: a revert must not wait for a slot to boot.
+        info = self.starter.ensure_slot(deployment, self.releases.get_release(release_id))
+        self.executor.run(
+            deployment, SYSTEM, lambda s: slots.slot_restarted(s, release_id, info.endpoint)
+        )
 
-    def _record(self, deployment: str, action: str, reason: str, release_id: int) -> None:
-        service = self.service
+    def _observe(self, deployment: str, decide: Callable[..., rollout.Transition]) -> None:
         try:
-            state = service.store.get_deployment(deployment).state
-            service.store.append_event(
-                state,
-                now=service.clock(),
-                principal=SYSTEM,
-                action=action,
-                reason=reason,
-                details={"release_id": release_id},
-            )
+            self.executor.run(deployment, SYSTEM, decide)
         except BgserveError as exc:
-            log.error("could not record %s on %s: %s", action, deployment, exc.message)
+            log.error("could not record an event on %s: %s", deployment, exc.message)
 
     # a restart of bgserve
 
-    def reconcile(self) -> None:
-        """Realise every stored deployment and mark interrupted promotions (start-up).
+    def reconcile(self, plan_running: Callable[[str], bool]) -> None:
+        """Realise every stored deployment and record interrupted promotions (start-up).
 
         Slots are started (or re-adopted) and weights applied as stored; no state changes.
         """
-        for stored in self.service.store.list_deployments():
+        for stored in self.deployments.list_deployments():
             state = stored.state
             try:
-                self._realise(state)
+                self.executor.realise(state)
             except BgserveError as exc:
                 log.error("could not restore deployment %s: %s", state.name, exc.message)
-            if state.plan and not self.service.plan_running(state.name):
-                reason = (
-                    f"promotion plan {list(state.plan)} interrupted (bgserve restarted) with "
-                    f"green at {state.green_weight}%: resume it with POST "
-                    f"/deployments/{state.name}/promote {{}}, or revert"
-                )
-                self._record(state.name, "interrupted", reason, state.green or state.blue)
-
-    def _realise(self, state: DeploymentState) -> None:
-        service = self.service
-        routes = state.routes()
-        for route in routes:
-            release = service.store.get_release(route.release_id)
-            service.backend.ensure_slot(state.name, release)
-        service.backend.set_routes(state.name, routes)
+            if state.plan and not plan_running(state.name):
+                self._observe(state.name, rollout.plan_resumable)

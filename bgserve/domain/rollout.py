@@ -11,132 +11,40 @@ The phase is derived from the state, never stored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
-from bgserve.errors import GateClosed, IllegalTransition, InvalidInput
+from bgserve.domain.state import (
+    Action,
+    DeploymentState,
+    EnsureSlot,
+    Gate,
+    MoveAliases,
+    Phase,
+    RetireSlot,
+    Route,
+    SetRoutes,
+    Transition,
+    observation,
+    unchanged,
+)
+from bgserve.errors import Conflict, GateClosed, IllegalTransition, InvalidInput
 
-
-class Phase(StrEnum):
-    """Where a deployment stands, derived from its state."""
-
-    STABLE = "stable"  # blue takes all traffic, no green
-    STAGED = "staged"  # green deployed at weight 0, never reverted
-    SHIFTING = "shifting"  # green takes part of the traffic
-    PROMOTING = "promoting"  # a step plan is under way
-    REVERTED = "reverted"  # green kept at weight 0 after a revert
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Outcome of the last comparison, valid only for the blue/green pair it compared."""
-
-    blue: int
-    green: int
-    passed: bool
-    reasons: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DeploymentState:
-    """Everything the state machine needs to know about one deployment.
-
-    ``version`` is the optimistic-concurrency counter: the store refuses a write whose
-    version is not the one it read. ``plan`` holds the remaining weights of a step plan
-    under way (persisted, so an interrupted promotion can be resumed or reverted).
-    """
-
-    name: str
-    blue: int
-    green: int | None = None
-    green_weight: int = 0
-    standby: int | None = None
-    reverted: bool = False
-    gate: Gate | None = None
-    plan: tuple[int, ...] = ()
-    version: int = 0
-
-    @property
-    def blue_weight(self) -> int:
-        return 100 - self.green_weight
-
-    @property
-    def phase(self) -> Phase:
-        if self.plan:
-            return Phase.PROMOTING
-        if self.green is None:
-            return Phase.STABLE
-        if self.green_weight > 0:
-            return Phase.SHIFTING
-        return Phase.REVERTED if self.reverted else Phase.STAGED
-
-    def routes(self) -> tuple[Route, ...]:
-        """The weighted routes that realise this state (blue first)."""
-        routes = [Route("blue", self.blue, self.blue_weight)]
-        if self.green is not None:
-            routes.append(Route("green", self.green, self.green_weight))
-        if self.standby is not None:
-            routes.append(Route("standby", self.standby, 0))
-        return tuple(routes)
-
-    def gate_for_current_pair(self) -> Gate | None:
-        gate = self.gate
-        if gate and gate.blue == self.blue and gate.green == self.green:
-            return gate
-        return None
-
-
-@dataclass(frozen=True)
-class Route:
-    """One slot's share of a deployment's traffic."""
-
-    role: str  # "blue" | "green" | "standby"
-    release_id: int
-    weight: int
-
-
-@dataclass(frozen=True)
-class EnsureSlot:
-    """Make a slot serve ``release_id`` and wait until it is ready."""
-
-    release_id: int
-
-
-@dataclass(frozen=True)
-class SetRoutes:
-    """Apply these weights atomically."""
-
-    routes: tuple[Route, ...]
-
-
-@dataclass(frozen=True)
-class RetireSlot:
-    """Stop serving ``release_id`` for this deployment."""
-
-    release_id: int
-
-
-@dataclass(frozen=True)
-class MoveAliases:
-    """Point the ``<deployment>-live`` aliases at ``live`` and ``-previous`` at ``previous``."""
-
-    live: int
-    previous: int | None
-
-
-Action = EnsureSlot | SetRoutes | RetireSlot | MoveAliases
-
-
-@dataclass(frozen=True)
-class Transition:
-    """The result of a transition: the state to persist and the actions to perform first."""
-
-    action: str
-    state: DeploymentState
-    actions: tuple[Action, ...] = ()
-    reason: str = ""
-    changed: bool = True
-    details: dict[str, object] = field(default_factory=dict)
+__all__ = [
+    "Action",
+    "DeploymentState",
+    "EnsureSlot",
+    "Gate",
+    "MoveAliases",
+    "Phase",
+    "RetireSlot",
+    "Route",
+    "SetRoutes",
+    "Transition",
+    "observation",
+    "unchanged",
+]
 
 
 def create(name: str, release_id: int) -> Transition:
@@ -154,21 +62,22 @@ def stage_green(state: DeploymentState, release_id: int) -> Transition:
     if state.plan:
         raise IllegalTransition(
             f"a promotion of {state.name} is under way (remaining steps {list(state.plan)}): "
-            "wait for it to finish, or revert before staging another release"
+            "wait for it to finish, or revert before staging another release",
+            hint="revert",
         )
     if state.green_weight > 0:
         raise IllegalTransition(
             f"green release {state.green} takes {state.green_weight}% of {state.name}'s traffic: "
-            "promote it to 100 or revert before staging another release"
+            "promote it to 100 or revert before staging another release",
+            hint="revert",
         )
     if release_id == state.blue:
         raise IllegalTransition(
-            f"release {release_id} is already blue on {state.name}: stage a different release"
+            f"release {release_id} is already blue on {state.name}: stage a different release",
+            hint="stage",
         )
     if release_id == state.green:
-        return Transition(
-            "stage", state, reason=f"release {release_id} is already green", changed=False
-        )
+        return unchanged(state, "stage", f"release {release_id} is already green")
     new = replace(state, green=release_id, green_weight=0, standby=None, reverted=False)
     retired = [r for r in (state.green, state.standby) if r is not None and r != release_id]
     actions: list[Action] = [EnsureSlot(release_id), SetRoutes(new.routes())]
@@ -185,21 +94,27 @@ def shift(state: DeploymentState, weight: int, *, force: bool = False) -> Transi
     if state.plan:
         raise IllegalTransition(
             f"a promotion of {state.name} is under way (remaining steps {list(state.plan)}): "
-            "wait for it to finish, or revert"
+            "wait for it to finish, or revert",
+            hint="wait",
         )
-    return _shift(state, weight, force=force)
+    moved = _shift(state, weight, force=force)
+    return replace(moved, details={"force": True}) if force and moved.changed else moved
+
+
+def _require_green(state: DeploymentState) -> int:
+    if state.green is None:
+        raise IllegalTransition(
+            f"{state.name} has no green release: stage one before promoting", hint="stage"
+        )
+    return state.green
 
 
 def _shift(state: DeploymentState, weight: int, *, force: bool) -> Transition:
     if not 0 <= weight <= 100:
         raise InvalidInput(f"weight {weight} is out of range: use 0 to 100", field="weight")
-    if state.green is None:
-        raise IllegalTransition(
-            f"{state.name} has no green release: stage one with "
-            f"POST /deployments/{state.name}/green before promoting"
-        )
+    green = _require_green(state)
     if weight == state.green_weight:
-        return Transition("shift", state, reason=f"green already at {weight}%", changed=False)
+        return unchanged(state, "shift", f"green already at {weight}%")
     if weight > state.green_weight and not force:
         check_gate(state)
     if weight == 100:
@@ -209,7 +124,7 @@ def _shift(state: DeploymentState, weight: int, *, force: bool) -> Transition:
         "shift",
         new,
         (SetRoutes(new.routes()),),
-        f"green {state.green} from {state.green_weight}% to {weight}%",
+        f"green {green} from {state.green_weight}% to {weight}%",
     )
 
 
@@ -219,25 +134,26 @@ def check_gate(state: DeploymentState) -> None:
     if gate is None:
         raise GateClosed(
             f"green release {state.green} of {state.name} has no comparison against blue "
-            f"release {state.blue}: run POST /deployments/{state.name}/compare first, "
-            'or pass "force": true',
+            f"release {state.blue}: compare them first, or force the step",
             details={"reasons": ["no comparison for the current blue/green pair"]},
+            hint="compare",
         )
     if not gate.passed:
         raise GateClosed(
             f"the last comparison of {state.name} failed: "
             + "; ".join(gate.reasons)
-            + ' (fix green, or pass "force": true)',
+            + " (fix green, or force the step)",
             details={"reasons": list(gate.reasons)},
+            hint="force",
         )
 
 
 def promote(state: DeploymentState) -> Transition:
     """Cut over: green becomes blue at 100, the old blue becomes the standby."""
-    assert state.green is not None
+    green = _require_green(state)
     new = replace(
         state,
-        blue=state.green,
+        blue=green,
         green=None,
         green_weight=0,
         standby=state.blue,
@@ -249,7 +165,7 @@ def promote(state: DeploymentState) -> Transition:
         "promote",
         new,
         actions,
-        f"release {state.green} promoted to blue at 100%; release {state.blue} kept as standby",
+        f"release {green} promoted to blue at 100%; release {state.blue} kept as standby",
     )
 
 
@@ -299,26 +215,60 @@ def start_plan(state: DeploymentState, steps: list[int], *, force: bool = False)
     if state.plan:
         raise IllegalTransition(
             f"a promotion of {state.name} is already under way "
-            f"(remaining steps {list(state.plan)}): wait for it, or revert"
+            f"(remaining steps {list(state.plan)}): wait for it, or revert",
+            hint="wait",
         )
-    if state.green is None:
-        _shift(state, 100, force=True)  # raises the no-green error
+    _require_green(state)
     if not force:
         check_gate(state)
     remaining = tuple(s for s in steps if s > state.green_weight) or (100,)
     new = replace(state, plan=remaining)
-    return Transition("plan", new, reason=f"promotion plan {list(remaining)} started")
+    details = {"force": True} if force else {}
+    return Transition(
+        "plan", new, reason=f"promotion plan {list(remaining)} started", details=details
+    )
 
 
 def next_plan_step(state: DeploymentState) -> Transition:
     """Take the next step of the plan under way (the gate was checked when it started)."""
     if not state.plan:
-        raise IllegalTransition(f"no promotion of {state.name} is under way")
+        raise IllegalTransition(f"no promotion of {state.name} is under way", hint="promote")
     step, rest = state.plan[0], state.plan[1:]
     moved = _shift(replace(state, plan=rest), step, force=True)
     return replace(moved, action="promote" if step == 100 else "shift")
 
 
-def record_gate(state: DeploymentState, gate: Gate) -> DeploymentState:
-    """Attach a comparison outcome to the state (it concerns only the pair it names)."""
-    return replace(state, gate=gate)
+def record_gate(state: DeploymentState, gate: Gate, report: Mapping[str, Any]) -> Transition:
+    """Store a comparison's outcome and report for the pair it compared.
+
+    Refused (Conflict) when blue or green changed while the comparison ran: its verdict
+    would concern a pair that no longer exists.
+    """
+    if (state.blue, state.green) != (gate.blue, gate.green):
+        raise Conflict(
+            f"{state.name} changed during the comparison (blue {state.blue}, green "
+            f"{state.green}): compare again",
+            hint="compare",
+        )
+    verdict = "passed" if gate.passed else "failed: " + "; ".join(gate.reasons)
+    cases = report.get("cases")
+    count = len(cases) if isinstance(cases, list) else 0
+    return Transition(
+        "compare",
+        replace(state, gate=gate),
+        reason=f"comparison of {count} cases {verdict}",
+        report=report,
+    )
+
+
+def plan_resumable(state: DeploymentState) -> Transition:
+    """At start-up, a persisted plan is recorded as interrupted, to resume or revert."""
+    if not state.plan:
+        return unchanged(state, "interrupted", "no plan under way")
+    return observation(
+        state,
+        "interrupted",
+        f"promotion plan {list(state.plan)} interrupted (bgserve restarted) with green at "
+        f"{state.green_weight}%: promote again to resume it, or revert",
+        {"release_id": state.green or state.blue},
+    )

@@ -1,0 +1,241 @@
+"""Live analysis of green against blue over one bake window: pass, fail or inconclusive.
+
+Pure: counts in, verdict out. Each check yields **inconclusive** while either side has
+fewer than ``min_requests`` requests in the window (not enough evidence is never read as
+good or bad), then:
+
+- ``error_rate``: fails when green's error rate exceeds blue's by more than
+  ``max_error_rate_delta`` *and* a one-sided Fisher exact test says green is worse with
+  p < ``significance``; a difference within noise passes.
+- ``latency_p95``: fails when green's p95 (from the latency histogram) is more than
+  ``max_latency_p95_ratio`` times blue's (both floored at 1 ms, so sub-millisecond noise
+  cannot fail a step).
+
+The analysis fails if any check fails, is inconclusive if none fails and one is
+inconclusive, and passes otherwise.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from scipy.stats import fisher_exact
+
+
+def _log_buckets(low: float, high: float, factor: float) -> tuple[float, ...]:
+    bounds = [low]
+    while bounds[-1] < high:
+        bounds.append(round(bounds[-1] * factor, 3))
+    return tuple(bounds)
+
+
+LATENCY_BUCKETS_MS: tuple[float, ...] = _log_buckets(0.25, 120_000.0, 1.25)
+"""Upper bounds (ms) of the latency histogram every router keeps; one more bucket, +Inf,
+follows. Steps of 25%, so a p95 read from it is within 25% of the true one."""
+
+LATENCY_FLOOR_MS = 1.0
+
+
+def bucket_of(latency_ms: float) -> int:
+    """The histogram bucket a latency falls in (``len(LATENCY_BUCKETS_MS)`` is +Inf)."""
+    return bisect_left(LATENCY_BUCKETS_MS, latency_ms)
+
+
+class Outcome(StrEnum):
+    """A check's or an analysis' verdict."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class SideWindow:
+    """One slot's traffic in the window: requests, errors, and the latency histogram
+    (counts per bucket of :data:`LATENCY_BUCKETS_MS`, plus +Inf)."""
+
+    requests: int = 0
+    errors: int = 0
+    buckets: tuple[int, ...] = ()
+
+    def minus(self, earlier: SideWindow) -> SideWindow:
+        """The traffic since ``earlier`` (counters only grow; a reset counts from zero)."""
+        if self.requests < earlier.requests:
+            return self
+        width = max(len(self.buckets), len(earlier.buckets))
+        mine = self.buckets + (0,) * (width - len(self.buckets))
+        theirs = earlier.buckets + (0,) * (width - len(earlier.buckets))
+        return SideWindow(
+            self.requests - earlier.requests,
+            self.errors - earlier.errors,
+            tuple(a - b for a, b in zip(mine, theirs, strict=True)),
+        )
+
+    def quantile_ms(self, q: float) -> float | None:
+        """The ``q`` quantile of latency, interpolated within its bucket; None if empty."""
+        total = sum(self.buckets)
+        if total == 0:
+            return None
+        rank = q * total
+        seen = 0
+        for index, count in enumerate(self.buckets):
+            if count and seen + count >= rank:
+                low = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
+                high = LATENCY_BUCKETS_MS[min(index, len(LATENCY_BUCKETS_MS) - 1)]
+                return low + (high - low) * (rank - seen) / count
+            seen += count
+        return LATENCY_BUCKETS_MS[-1]
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The thresholds of one plan's analysis (defaults come from settings)."""
+
+    min_requests: int = 50
+    max_error_rate_delta: float = 0.01
+    significance: float = 0.05
+    max_latency_p95_ratio: float = 1.5
+    max_bake_s: float = 300.0
+    on_inconclusive: str = "hold"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's verdict with the numbers behind it."""
+
+    name: str
+    outcome: Outcome
+    reason: str
+    numbers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Green against blue over one window: every check and the overall outcome."""
+
+    outcome: Outcome
+    checks: tuple[Check, ...]
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.outcome is Outcome.FAIL)
+
+    def summary(self) -> str:
+        """One line per check that did not pass (or "all checks passed")."""
+        lines = [c.reason for c in self.checks if c.outcome is not Outcome.PASS]
+        return "; ".join(lines) or "all checks passed"
+
+
+def analyse(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Analysis:
+    """Compare green with blue over one window (see the module docstring)."""
+    checks = (error_rate(blue, green, settings), latency_p95(blue, green, settings))
+    outcomes = {c.outcome for c in checks}
+    if Outcome.FAIL in outcomes:
+        overall = Outcome.FAIL
+    elif Outcome.INCONCLUSIVE in outcomes:
+        overall = Outcome.INCONCLUSIVE
+    else:
+        overall = Outcome.PASS
+    return Analysis(overall, checks)
+
+
+def _too_few(name: str, blue: SideWindow, green: SideWindow, minimum: int) -> Check | None:
+    if blue.requests >= minimum and green.requests >= minimum:
+        return None
+    return Check(
+        name,
+        Outcome.INCONCLUSIVE,
+        f"{name}: too few requests (blue {blue.requests}, green {green.requests}; "
+        f"{minimum} each needed)",
+        {"blue_requests": blue.requests, "green_requests": green.requests, "needed": minimum},
+    )
+
+
+def error_rate(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+    """Green's error rate against blue's: a one-sided Fisher exact test plus a tolerance."""
+    name = "error_rate"
+    if (few := _too_few(name, blue, green, settings.min_requests)) is not None:
+        return few
+    blue_rate, green_rate = blue.errors / blue.requests, green.errors / green.requests
+    table = [
+        [green.errors, green.requests - green.errors],
+        [blue.errors, blue.requests - blue.errors],
+    ]
+    p_value = float(fisher_exact(table, alternative="greater").pvalue)
+    numbers = {
+        "blue_requests": blue.requests,
+        "blue_errors": blue.errors,
+        "blue_rate": round(blue_rate, 5),
+        "green_requests": green.requests,
+        "green_errors": green.errors,
+        "green_rate": round(green_rate, 5),
+        "p_value": p_value,
+    }
+    worse = green_rate - blue_rate > settings.max_error_rate_delta
+    if worse and p_value < settings.significance:
+        reason = (
+            f"error_rate: green {green.errors}/{green.requests} ({green_rate:.1%}) against blue "
+            f"{blue.errors}/{blue.requests} ({blue_rate:.1%}), p={p_value:.2g} < "
+            f"{settings.significance:g}, beyond the tolerance of {settings.max_error_rate_delta:g}"
+        )
+        return Check(name, Outcome.FAIL, reason, numbers)
+    reason = f"error_rate: green {green_rate:.1%} against blue {blue_rate:.1%} (p={p_value:.2g})"
+    return Check(name, Outcome.PASS, reason, numbers)
+
+
+def latency_p95(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+    """Green's p95 latency against blue's, as a ratio."""
+    name = "latency_p95"
+    if (few := _too_few(name, blue, green, settings.min_requests)) is not None:
+        return few
+    blue_p95 = max(blue.quantile_ms(0.95) or 0.0, LATENCY_FLOOR_MS)
+    green_p95 = max(green.quantile_ms(0.95) or 0.0, LATENCY_FLOOR_MS)
+    ratio = green_p95 / blue_p95
+    numbers = {
+        "blue_p95_ms": round(blue_p95, 3),
+        "green_p95_ms": round(green_p95, 3),
+        "ratio": round(ratio, 3),
+        "max_ratio": settings.max_latency_p95_ratio,
+    }
+    verdict = f"green {green_p95:.1f} ms against blue {blue_p95:.1f} ms ({ratio:.2f}x)"
+    if ratio > settings.max_latency_p95_ratio:
+        limit = settings.max_latency_p95_ratio
+        return Check(name, Outcome.FAIL, f"latency_p95: {verdict} > {limit:g}x", numbers)
+    return Check(name, Outcome.PASS, f"latency_p95: {verdict}", numbers)
+
+
+def side_of(counts: Mapping[str, Any]) -> SideWindow:
+    """A window from its JSON form (the inverse of :func:`side_json`)."""
+    return SideWindow(
+        int(counts.get("requests", 0)),
+        int(counts.get("errors", 0)),
+        tuple(int(b) for b in counts.get("buckets", ())),
+    )
+
+
+def side_json(side: SideWindow) -> dict[str, Any]:
+    """The JSON form of a window."""
+    return {"requests": side.requests, "errors": side.errors, "buckets": list(side.buckets)}
+
+
+def analysis_json(analysis: Analysis) -> dict[str, Any]:
+    """The JSON form of an analysis, as stored on the plan and shown by the API."""
+    return {
+        "outcome": analysis.outcome.value,
+        "checks": [
+            {"name": c.name, "outcome": c.outcome.value, "reason": c.reason, **c.numbers}
+            for c in analysis.checks
+        ],
+    }
+
+
+def histogram(latencies_ms: Sequence[float]) -> tuple[int, ...]:
+    """Bucket counts of ``latencies_ms`` (for tests and for sources that keep raw samples)."""
+    counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    for latency in latencies_ms:
+        counts[bucket_of(latency)] += 1
+    return tuple(counts)

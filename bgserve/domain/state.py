@@ -1,0 +1,157 @@
+"""A deployment's state, the actions that realise it, and the transition record.
+
+Pure data: :mod:`bgserve.domain.rollout` and :mod:`bgserve.domain.slots` decide, the
+application's executor performs. The phase is derived from the state, never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    """Where a deployment stands, derived from its state."""
+
+    STABLE = "stable"  # blue takes all traffic, no green
+    STAGED = "staged"  # green deployed at weight 0, never reverted
+    SHIFTING = "shifting"  # green takes part of the traffic
+    PROMOTING = "promoting"  # a step plan is under way
+    REVERTED = "reverted"  # green kept at weight 0 after a revert
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Outcome of the last comparison, valid only for the blue/green pair it compared."""
+
+    blue: int
+    green: int
+    passed: bool
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """Everything the state machine needs to know about one deployment.
+
+    ``version`` is the optimistic-concurrency counter: the store refuses a write whose
+    version is not the one it read. ``plan`` holds the remaining weights of a step plan
+    under way (persisted, so an interrupted promotion can be resumed or reverted).
+    """
+
+    name: str
+    blue: int
+    green: int | None = None
+    green_weight: int = 0
+    standby: int | None = None
+    reverted: bool = False
+    gate: Gate | None = None
+    plan: tuple[int, ...] = ()
+    version: int = 0
+
+    @property
+    def blue_weight(self) -> int:
+        return 100 - self.green_weight
+
+    @property
+    def phase(self) -> Phase:
+        if self.plan:
+            return Phase.PROMOTING
+        if self.green is None:
+            return Phase.STABLE
+        if self.green_weight > 0:
+            return Phase.SHIFTING
+        return Phase.REVERTED if self.reverted else Phase.STAGED
+
+    def routes(self) -> tuple[Route, ...]:
+        """The weighted routes that realise this state (blue first)."""
+        routes = [Route("blue", self.blue, self.blue_weight)]
+        if self.green is not None:
+            routes.append(Route("green", self.green, self.green_weight))
+        if self.standby is not None:
+            routes.append(Route("standby", self.standby, 0))
+        return tuple(routes)
+
+    def gate_for_current_pair(self) -> Gate | None:
+        gate = self.gate
+        if gate and gate.blue == self.blue and gate.green == self.green:
+            return gate
+        return None
+
+
+@dataclass(frozen=True)
+class Route:
+    """One slot's share of a deployment's traffic."""
+
+    role: str  # "blue" | "green" | "standby"
+    release_id: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class EnsureSlot:
+    """Make a slot serve ``release_id`` and wait until it is ready."""
+
+    release_id: int
+
+
+@dataclass(frozen=True)
+class SetRoutes:
+    """Apply these weights atomically."""
+
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class RetireSlot:
+    """Stop serving ``release_id`` for this deployment."""
+
+    release_id: int
+
+
+@dataclass(frozen=True)
+class MoveAliases:
+    """Point the ``<deployment>-live`` aliases at ``live`` and ``-previous`` at ``previous``."""
+
+    live: int
+    previous: int | None
+
+
+Action = EnsureSlot | SetRoutes | RetireSlot | MoveAliases
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a transition decided: the state to persist, the actions to perform, the record.
+
+    ``changed`` means ``state`` is persisted (with a new version) together with a history
+    event named ``action`` with ``reason`` and ``details``. An unchanged transition may still
+    carry actions (re-applying the stored routes after a slot restart) and ``record`` an
+    event (an observation, such as a slot that died without changing any weight).
+    ``report`` is a comparison report to store beside the state.
+    """
+
+    action: str
+    state: DeploymentState
+    actions: tuple[Action, ...] = ()
+    reason: str = ""
+    changed: bool = True
+    details: Mapping[str, Any] = field(default_factory=dict)
+    record: bool = False
+    report: Mapping[str, Any] | None = None
+
+
+def unchanged(state: DeploymentState, action: str, reason: str) -> Transition:
+    """A decision to do nothing, with the reason (not recorded in the history)."""
+    return Transition(action, state, reason=reason, changed=False)
+
+
+def observation(
+    state: DeploymentState, action: str, reason: str, details: Mapping[str, Any] | None = None
+) -> Transition:
+    """Nothing changes, but the history records ``action`` (principal and reason)."""
+    return Transition(
+        action, state, reason=reason, changed=False, record=True, details=details or {}
+    )

@@ -1,0 +1,243 @@
+"""The one write path on the in-memory backend and a real SQLite store: the order of steps,
+compensation when a step fails, stale writes, follow-ups, and recovery's decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bgserve.app.executor import SYSTEM, Executor
+from bgserve.app.recovery import Recovery
+from bgserve.app.service import Service
+from bgserve.backends.memory import MemoryBackend
+from bgserve.domain import rollout
+from bgserve.domain.release import Release, ResolvedRelease
+from bgserve.domain.rollout import Gate, Route
+from bgserve.errors import BackendError, Conflict, RegistryUnavailable, StaleWrite
+from bgserve.store import Store
+
+
+class Clock:
+    """An injected clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+class Aliases:
+    """Records alias moves; can be told to fail, as an unreachable MLflow would."""
+
+    def __init__(self) -> None:
+        self.moves: list[tuple[str, int, int | None]] = []
+        self.fail = False
+
+    def move_aliases(self, deployment: str, live: Release, previous: Release | None) -> None:
+        if self.fail:
+            raise RegistryUnavailable("MLflow is down (injected)")
+        self.moves.append((deployment, live.id, previous.id if previous else None))
+
+
+class FlakyRoutes(MemoryBackend):
+    """A memory backend whose next ``set_routes`` calls can be made to fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.route_failures = 0
+
+    def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
+        if self.route_failures:
+            self.route_failures -= 1
+            raise BackendError("the route object belongs to someone else (injected)")
+        super().set_routes(deployment, routes)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    for n in (1, 2, 3):
+        resolved = ResolvedRelease("m", n, "p", n, "bundle", n)
+        store.add_release(f"r{n}", resolved, f"models:/m/{n}", f"prompts:/p/{n}", Clock()())
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def backend() -> FlakyRoutes:
+    return FlakyRoutes()
+
+
+@pytest.fixture
+def aliases() -> Aliases:
+    return Aliases()
+
+
+@pytest.fixture
+def executor(store: Store, backend: FlakyRoutes, aliases: Aliases) -> Executor:
+    return Executor(store, backend, aliases, clock=Clock(), lock_timeout=1.0)
+
+
+def shifted_to(executor: Executor, weight: int) -> None:
+    executor.create(rollout.create("chat", 1), "alice")
+    executor.run("chat", "alice", lambda s: rollout.stage_green(s, 2))
+    passed = Gate(1, 2, True)
+    executor.run("chat", "alice", lambda s: rollout.record_gate(s, passed, {"cases": []}))
+    executor.run("chat", "alice", lambda s: rollout.shift(s, weight))
+
+
+def test_steps_run_in_order_act_persist_follow_up(
+    executor: Executor, backend: FlakyRoutes, aliases: Aliases, store: Store
+) -> None:
+    executor.create(rollout.create("chat", 1), "alice")
+    assert [c.method for c in backend.method_calls("ensure_slot", "set_routes")] == [
+        "ensure_slot",
+        "set_routes",
+    ]
+    assert aliases.moves == [("chat", 1, None)]
+    assert [(e.action, e.principal) for e in store.history("chat")] == [("create", "alice")]
+
+
+def test_a_failed_route_step_retires_the_slot_it_started_and_records_nothing(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
+    backend.route_failures = 1
+    with pytest.raises(BackendError, match="belongs to someone else"):
+        executor.create(rollout.create("chat", 1), "alice")
+    assert backend.slots() == {}
+    assert store.list_deployments() == []
+
+
+def test_a_failed_stage_leaves_traffic_and_slots_as_they_were(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
+    executor.create(rollout.create("chat", 1), "alice")
+    backend.route_failures = 1
+    with pytest.raises(BackendError):
+        executor.run("chat", "alice", lambda s: rollout.stage_green(s, 2))
+    assert backend.weights("chat") == {1: 100}
+    assert backend.slots() == {("chat", 1): True}
+    assert store.get_deployment("chat").state.green is None
+
+
+def test_a_stale_write_puts_traffic_back_as_stored(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
+    shifted_to(executor, 10)
+    stored = store.get_deployment("chat")
+
+    def decide_then_lose_the_race(state: rollout.DeploymentState) -> rollout.Transition:
+        store.save_deployment(
+            stored.state,
+            replace(stored.state, green_weight=20),
+            now=Clock()(),
+            principal="bob",
+            action="shift",
+            reason="bob won",
+        )
+        return rollout.shift(state, 50)
+
+    with pytest.raises(StaleWrite):
+        executor.run("chat", "alice", decide_then_lose_the_race)
+    assert backend.weights("chat") == {1: 80, 2: 20}  # bob's weights, not alice's 50
+
+
+def test_undo_failing_keeps_the_original_error(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
+    executor.create(rollout.create("chat", 1), "alice")
+    backend.route_failures = 2  # the stage's route step, then the undo's
+    with pytest.raises(BackendError, match="belongs to someone else"):
+        executor.run("chat", "alice", lambda s: rollout.stage_green(s, 2))
+    assert ("chat", 2) not in backend.slots()
+
+
+def test_a_failed_follow_up_is_recorded_and_the_change_stands(
+    executor: Executor, aliases: Aliases, store: Store
+) -> None:
+    shifted_to(executor, 50)
+    aliases.fail = True
+    promoted = executor.run("chat", "alice", lambda s: rollout.shift(s, 100))
+    assert promoted.state.blue == 2
+    last = store.history("chat")[-1]
+    assert (last.action, last.principal) == ("follow-up-failed", SYSTEM)
+    assert "MLflow is down" in last.reason
+
+
+def test_a_comparison_of_a_pair_that_changed_is_refused(executor: Executor, store: Store) -> None:
+    executor.create(rollout.create("chat", 1), "alice")
+    executor.run("chat", "alice", lambda s: rollout.stage_green(s, 2))
+    stale = Gate(1, 3, True)
+    with pytest.raises(Conflict, match="changed during the comparison"):
+        executor.run("chat", "alice", lambda s: rollout.record_gate(s, stale, {"cases": []}))
+    assert store.get_deployment("chat").state.gate is None
+
+
+def test_service_plan_walks_the_steps_without_sleeping(
+    executor: Executor, backend: FlakyRoutes, aliases: Aliases, store: Store
+) -> None:
+    pauses: list[float] = []
+    service = Service(
+        store,
+        registry=None,  # type: ignore[arg-type]  # no registration in this test
+        backend=backend,
+        executor=executor,
+        promote_steps=[10, 50, 100],
+        step_pause_seconds=30.0,
+        sleep=pauses.append,
+    )
+    shifted_to(executor, 0)
+    seen: list[int] = []
+    done = service.promote_plan("chat", "alice", on_step=lambda s: seen.append(s.state.blue))
+    assert done.state.blue == 2 and done.state.standby == 1
+    assert pauses == [30.0, 30.0]
+    weights = [c.args[1] for c in backend.method_calls("set_routes")][-3:]
+    assert [[r.weight for r in routes] for routes in weights] == [[90, 10], [50, 50], [100, 0]]
+
+
+def test_recovery_reverts_a_lost_green_restarts_it_and_records_both(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
+    shifted_to(executor, 30)
+    recovery = Recovery(executor, store, store, backend, restart_limit=2, restart_window=60)
+    backend.watch_slots(recovery.slot_lost)
+    backend.kill("chat", 2)
+    assert recovery.wait_idle(5)
+    state = store.get_deployment("chat").state
+    assert (state.green, state.green_weight) == (2, 0)
+    assert backend.slots()[("chat", 2)] is True
+    assert backend.weights("chat") == {1: 100, 2: 0}
+    actions = [(e.action, e.principal) for e in store.history("chat")][-2:]
+    assert actions == [("revert", SYSTEM), ("slot-restarted", SYSTEM)]
+
+
+def test_recovery_gives_up_on_a_crash_loop(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
+    shifted_to(executor, 0)
+    recovery = Recovery(executor, store, store, backend, restart_limit=1, restart_window=60)
+    backend.watch_slots(recovery.slot_lost)
+    for _ in range(2):
+        backend.kill("chat", 1)
+        assert recovery.wait_idle(5)
+    assert store.history("chat")[-1].action == "restart-abandoned"
+
+
+def test_recovery_after_close_starts_nothing_and_records_no_failure(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
+    shifted_to(executor, 0)
+    recovery = Recovery(executor, store, store, backend, restart_limit=2, restart_window=60)
+    backend.watch_slots(recovery.slot_lost)
+    assert recovery.close(timeout=1)
+    before = len(store.history("chat"))
+    backend.kill("chat", 2)
+    assert recovery.wait_idle(1)
+    assert len(store.history("chat")) == before
+    assert backend.slots()[("chat", 2)] is False
