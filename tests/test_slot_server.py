@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,10 @@ from bgserve.backends.local.slot_server import input_columns, output_strings
 from tests.helpers_models import SlotProcess, build_bundle, infer_body
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.
-pytestmark = pytest.mark.filterwarnings("ignore:.*type hints:UserWarning")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:.*type hints:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,47 @@ def test_bad_input_is_a_4xx_naming_the_input(
 
     assert 400 <= response.status_code < 500
     assert repr(named) in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "found"),
+    [
+        (b"text=hello", "application/x-www-form-urlencoded", "not valid JSON"),
+        (b"hello", "text/plain", "not valid JSON"),
+        (b"{not json", "application/json", "not valid JSON"),
+        (b"", "application/json", "empty"),
+        (b'[{"name": "text"}]', "application/json", "a JSON array"),
+        (b'"hello"', "application/json", "a JSON string"),
+        (b"42", None, "a JSON number"),
+    ],
+    ids=["form", "text", "broken-json", "empty", "array", "string", "number"],
+)
+def test_a_body_that_is_not_a_json_object_gets_a_400_showing_the_expected_body(
+    slot: SlotProcess, body: bytes, content_type: str | None, found: str
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(f"{slot.url}/v2/models/demo/infer", content=body, headers=headers)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error.startswith(f"the request body is {found}: send a JSON object like ")
+    assert (
+        '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["..."]}]}'
+        in error
+    )
+    assert "inference-header-content-length" not in error
+
+
+def test_a_json_object_is_read_as_json_whatever_its_content_type(slot: SlotProcess) -> None:
+    body = json.dumps(infer_body("curl")).encode()
+    url = f"{slot.url}/v2/models/demo/infer"
+    form = httpx.post(
+        url, content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    bare = httpx.post(url, content=body)
+
+    assert form.status_code == bare.status_code == 200
+    assert form.json()["outputs"][0]["data"] == bare.json()["outputs"][0]["data"] == ["v1:CURL"]
 
 
 def test_sigterm_exits_cleanly(bundle: str, tmp_path: Path) -> None:

@@ -1,18 +1,50 @@
 """HTTP/1.1 on bare asyncio streams: the router's request parsing and response relaying.
 
-The request head is split by hand and rewritten for the upstream (hop-by-hop headers
-dropped, a content-length always written); the body is passed through unparsed. Nothing
-here knows about deployments, routes or pools: :mod:`bgserve.backends.local.router` drives it.
+Requests and upstream responses are parsed by llhttp (through ``httptools``, the parser
+uvicorn uses), in its strict mode: conflicting or duplicate Content-Length,
+Content-Length with Transfer-Encoding, malformed chunk sizes and missing CRLFs, bare CR,
+LF or NUL in the head are all refused, so nothing ambiguous is forwarded. On top of that
+a request needs exactly one Host header (HTTP/1.1), a head under :data:`HEAD_LIMIT` and a
+body under the router's limit. The request head is rewritten for the upstream
+(hop-by-hop headers dropped, a content-length always written); the answer is relayed
+with its own framing (content-length, re-chunked, or until close). Nothing here knows
+about deployments, routes or pools: :mod:`bgserve.backends.local.router` drives it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import weakref
+from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
 
-HEAD_LIMIT = 64 * 1024
+import httptools
+
+from bgserve.backends.local.http1_errors import (
+    HEAD_LIMIT,
+    READ_SIZE,
+    BadRequest,
+    ProxyError,
+    UpstreamTimeout,
+)
+from bgserve.backends.local.http1_relay import ResponseReader, UpstreamConn, relay_response
+
+__all__ = [
+    "HEAD_LIMIT",
+    "BadRequest",
+    "ProxyError",
+    "Request",
+    "RequestReader",
+    "ResponseReader",
+    "UpstreamConn",
+    "UpstreamTimeout",
+    "error_response",
+    "json_response",
+    "read_request",
+    "relay_response",
+]
+
 # Hop-by-hop headers, and content-length which the router always writes itself.
 _HOP_BY_HOP = frozenset(
     {
@@ -27,25 +59,7 @@ _HOP_BY_HOP = frozenset(
         b"content-length",
     }
 )
-
-
-class BadRequest(Exception):
-    """The client sent something the router cannot forward; the connection is closed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class ProxyError(Exception):
-    """The upstream failed; ``response_started`` means the client already got bytes."""
-
-    def __init__(self, status: int, message: str, *, response_started: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.response_started = response_started
+_OWS = b" \t"
 
 
 @dataclass(slots=True)
@@ -60,185 +74,219 @@ class Request:
     http10: bool
 
 
-class UpstreamConn(Protocol):
-    """The stream pair of an upstream connection (:mod:`bgserve.backends.local.upstream`)."""
+class RequestReader:
+    """The requests of one client connection, parsed by one llhttp parser.
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    Keep-alive and pipelined requests reuse the parser; requests that arrived together
+    are queued and handed out one by one, and a malformed one is reported (as
+    :class:`BadRequest`) only after the complete requests before it.
+    """
 
+    __slots__ = (
+        "__weakref__",
+        "_body",
+        "_chunked",
+        "_closed",
+        "_continue_sent",
+        "_expect",
+        "_failure",
+        "_head",
+        "_head_bytes",
+        "_head_size",
+        "_hosts",
+        "_in_head",
+        "_in_message",
+        "_length",
+        "_max_body",
+        "_parser",
+        "_ready",
+        "_size",
+        "_target",
+        "_writer",
+    )
+    _target: bytes
+    _head: list[bytes]
+    _body: list[bytes]
+    _size: int
+    _hosts: int
+    _head_bytes: int
+    _head_size: int
+    _length: int | None
+    _chunked: bool
+    _expect: bool
+    _continue_sent: bool
 
-def _content_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise BadRequest(400, f"invalid content-length {value.decode(errors='replace')!r}")
-    return int(value)
+    def __init__(self, max_body: int) -> None:
+        # No reference to the streams is kept between reads: read_request maps each
+        # StreamReader to its RequestReader weakly, and a value must not hold its key.
+        self._writer: asyncio.StreamWriter | None = None
+        self._max_body = max_body
+        self._parser = httptools.HttpRequestParser(self)
+        self._ready: deque[Request] = deque()
+        # (status, message), not the exception: its traceback would hold the reader.
+        self._failure: tuple[int, str] | None = None
+        self._closed = self._in_message = self._in_head = False
+        self._reset()
 
+    async def read(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Request | None:
+        """The next request on the connection; None when the client closed between requests.
 
-async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        line = await reader.readuntil(b"\r\n")
+        Raises BadRequest for a malformed or oversized request: answer it and close.
+        """
+        while not self._ready:
+            if self._failure is not None:
+                raise BadRequest(*self._failure)
+            if self._closed:
+                return None
+            if self._in_message and self._expect and not self._in_head and not self._continue_sent:
+                self._continue_sent = True
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            data = await reader.read(READ_SIZE)
+            if not data:
+                if self._in_message:
+                    raise BadRequest(400, "the connection closed in the middle of a request")
+                return None
+            self._writer = writer
+            try:
+                self._feed(data)
+            finally:
+                self._writer = None
+        return self._ready.popleft()
+
+    def _feed(self, data: bytes) -> None:
+        queued = len(self._ready)
         try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise BadRequest(400, "malformed chunk size in request body") from None
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass  # trailers are dropped: the body is forwarded with a content-length
-            return b"".join(parts)
-        total += size
-        if total > max_body:
-            raise BadRequest(413, f"request body exceeds {max_body} bytes")
-        parts.append((await reader.readexactly(size + 2))[:-2])
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # llhttp stops at an upgrade request: answer it (without the upgrade), then close.
+            self._ready[-1].keep_alive = False
+            self._closed = True
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self._failure = (cause.status, cause.message)
+            else:
+                self._failure = (400, f"malformed HTTP/1.1 request: {exc}")
+            return
+        # llhttp buffers a header until its end: bound what an unfinished head may hold.
+        # (A head that began in this read after another request ended is counted from the
+        # next read; the exact size of a finished head is checked in on_headers_complete.)
+        if self._in_head and len(self._ready) == queued:
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_LIMIT:
+                self._failure = (431, f"request head exceeds {HEAD_LIMIT} bytes")
+
+    def _reset(self) -> None:
+        self._target = b""
+        self._head = [b""]
+        self._body = []
+        self._size = self._hosts = self._head_bytes = self._head_size = 0
+        self._length = None
+        self._chunked = self._expect = self._continue_sent = False
+
+    # ----- llhttp callbacks -----
+
+    def on_message_begin(self) -> None:
+        self._reset()
+        self._in_message = self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer: the body is forwarded with a content-length instead
+        self._head_size += len(name) + len(value) + 4
+        key = name.lower()
+        value = value.rstrip(_OWS)
+        if key not in _HOP_BY_HOP:
+            self._hosts += key == b"host"
+            self._head.append(b"%s: %s" % (name, value))
+        elif key == b"content-length":
+            self._length = int(value)  # llhttp has checked the digits and duplicates
+        elif key == b"transfer-encoding":
+            if value.lower() != b"chunked":
+                text = value.decode(errors="replace")
+                raise BadRequest(501, f"transfer-encoding {text!r} is not supported")
+            self._chunked = True
+        elif key == b"expect":
+            self._expect = value.lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_size > HEAD_LIMIT:
+            raise BadRequest(431, f"request head exceeds {HEAD_LIMIT} bytes")
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise BadRequest(505, f"HTTP/{version} is not supported: use HTTP/1.1")
+        if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
+            raise BadRequest(400, f"the request has {self._hosts} Host headers: send exactly one")
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise BadRequest(405, "CONNECT is not supported")
+        if self._length is not None and self._length > self._max_body:
+            raise BadRequest(413, f"request body of {self._length} bytes exceeds {self._max_body}")
+        self._head[0] = b"%s %s HTTP/1.1" % (method, self._target)
+        if not self._hosts:
+            self._head.append(self._own_host())
+        self._expect = self._expect and version == "1.1" and (self._chunked or bool(self._length))
+
+    def _own_host(self) -> bytes:
+        # An HTTP/1.0 request may lack Host but the upstream request is HTTP/1.1, which
+        # needs one: name the address the client reached, as its Host would have.
+        assert self._writer is not None  # set while data is fed
+        host, port = self._writer.get_extra_info("sockname")[:2]
+        text = f"host: [{host}]:{port}" if ":" in host else f"host: {host}:{port}"
+        return text.encode()
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_body:
+            raise BadRequest(413, f"request body exceeds {self._max_body} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        parser = self._parser
+        self._head.append(b"content-length: %d\r\n\r\n" % self._size)
+        self._ready.append(
+            Request(
+                parser.get_method(),
+                self._target,
+                b"\r\n".join(self._head),
+                b"".join(self._body),
+                parser.should_keep_alive(),
+                parser.get_http_version() == "1.0",
+            )
+        )
+
+
+_readers: weakref.WeakKeyDictionary[asyncio.StreamReader, RequestReader] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def read_request(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_body: int
 ) -> Request | None:
-    """Read one request; None when the client closed between requests.
+    """Read the next request of the connection; None when the client closed between requests.
 
-    Raises BadRequest for a malformed or oversized request.
+    The connection's :class:`RequestReader` is kept while ``reader`` lives. Raises
+    BadRequest for a malformed or oversized request.
     """
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip():
-            raise BadRequest(400, "incomplete request head") from None
-        return None
-    except asyncio.LimitOverrunError:
-        raise BadRequest(431, f"request head exceeds {HEAD_LIMIT} bytes") from None
-    lines = head.lstrip(b"\r\n")[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise BadRequest(400, "malformed request line: use HTTP/1.1")
-    method, target, version = parts
-    http10 = version == b"HTTP/1.0"
-    keep, length, chunked = not http10, 0, False
-    forwarded = [b"%s %s HTTP/1.1" % (method, target)]
-    for line in lines[1:]:
-        name, sep, raw = line.partition(b":")
-        key = name.lower()
-        if not sep or key != key.strip():
-            raise BadRequest(400, "malformed request header")
-        if key not in _HOP_BY_HOP:
-            forwarded.append(line)
-            continue
-        value = raw.strip().lower()
-        if key == b"content-length":
-            length = _content_length(value)
-        elif key == b"transfer-encoding":
-            if value != b"chunked":
-                raise BadRequest(400, "only chunked transfer-encoding is supported")
-            chunked = True
-        elif key == b"connection":
-            keep = b"keep-alive" in value if http10 else b"close" not in value
-        elif key == b"expect" and value == b"100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    if chunked:
-        body = await _read_chunked(reader, max_body)
-    elif length > max_body:
-        raise BadRequest(413, f"request body of {length} bytes exceeds {max_body}")
-    else:
-        body = await reader.readexactly(length) if length else b""
-    forwarded.append(b"content-length: %d\r\n\r\n" % len(body))
-    return Request(method, target, b"\r\n".join(forwarded), body, keep, http10)
+    parser = _readers.get(reader)
+    if parser is None:
+        parser = _readers[reader] = RequestReader(max_body)
+    return await parser.read(reader, writer)
 
 
-async def _read_response_head(reader: asyncio.StreamReader) -> bytes:
-    while True:
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 1") or head.startswith(b"HTTP/1.1 101"):
-            return head  # interim 1xx answers are swallowed
-
-
-async def _relay_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        writer.write(line)
-        if int(line.split(b";", 1)[0].strip(), 16) == 0:
-            while True:
-                trailer = await reader.readuntil(b"\r\n")
-                writer.write(trailer)
-                if trailer == b"\r\n":
-                    return
-        writer.write(await reader.readexactly(int(line.split(b";", 1)[0].strip(), 16) + 2))
-        await writer.drain()
-
-
-async def _relay_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-
-
-def _parse_response_head(head: bytes) -> tuple[int, list[bytes], int | None, bool, bool]:
-    """Status, head lines without hop-by-hop headers, content-length, chunked, reusable."""
-    lines = head[:-4].split(b"\r\n")
-    try:
-        status = int(lines[0][9:12])
-    except ValueError:
-        raise ProxyError(502, "malformed response status line") from None
-    kept, length, chunked, reusable = [lines[0]], None, False, True
-    for line in lines[1:]:
-        name, _, raw = line.partition(b":")
-        key = name.lower()
-        if key == b"content-length":
-            length = int(raw)
-        elif key == b"transfer-encoding":
-            chunked = raw.strip().lower() == b"chunked"
-        elif key == b"connection":
-            reusable = b"close" not in raw.lower()
-            continue
-        elif key == b"keep-alive":
-            continue
-        kept.append(line)
-    return status, kept, length, chunked, reusable
-
-
-async def relay_response(
-    request: Request, conn: UpstreamConn, writer: asyncio.StreamWriter, extra: bytes
-) -> tuple[int, bool, bool]:
-    """Send ``request`` upstream and pass the answer to the client with ``extra`` headers.
-
-    Returns (status, keep the client connection, reuse the upstream connection).
-    Raises ProxyError if the upstream fails.
-    """
-    conn.writer.write(request.upstream_head + request.body)
-    try:
-        head = await _read_response_head(conn.reader)
-    except (OSError, EOFError, asyncio.LimitOverrunError) as exc:
-        raise ProxyError(502, f"connection lost before a response ({exc!r})") from exc
-    status, lines, length, chunked, reusable = _parse_response_head(head)
-    keep = request.keep_alive
-    bodiless = request.method == b"HEAD" or status in (204, 304)
-    if not bodiless and length is None and not chunked:
-        keep = reusable = False  # the body ends when the slot closes the connection
-    if not keep:
-        extra += b"connection: close\r\n"
-    elif request.http10:
-        extra += b"connection: keep-alive\r\n"
-    out = b"\r\n".join(lines) + b"\r\n" + extra + b"\r\n"
-    if bodiless:
-        writer.write(out)
-        return status, keep, reusable
-    if length is not None:
-        try:
-            writer.write(out + await conn.reader.readexactly(length))
-        except (OSError, EOFError) as exc:
-            raise ProxyError(502, f"connection lost in the response body ({exc!r})") from exc
-        return status, keep, reusable
-    writer.write(out)
-    try:
-        if chunked:
-            await _relay_chunked(conn.reader, writer)
-        else:
-            await _relay_until_eof(conn.reader, writer)
-    except (OSError, EOFError, ValueError) as exc:
-        raise ProxyError(502, f"response body cut ({exc!r})", response_started=True) from exc
-    return status, keep, reusable
-
-
-def _json_response(status: int, reason: str, payload: dict[str, object], keep: bool) -> bytes:
+def json_response(status: int, reason: str, payload: dict[str, object], keep: bool) -> bytes:
+    """A complete response with a JSON body, ready to write."""
     body = json.dumps(payload).encode()
     connection = b"keep-alive" if keep else b"close"
     return (
@@ -248,15 +296,19 @@ def _json_response(status: int, reason: str, payload: dict[str, object], keep: b
 
 
 _REASONS = {
+    400: "Bad Request",
     404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
-    400: "Bad Request",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
+    505: "HTTP Version Not Supported",
 }
 
 
-def _error(status: int, message: str, keep: bool) -> bytes:
-    return _json_response(status, _REASONS[status], {"error": message}, keep)
+def error_response(status: int, message: str, keep: bool) -> bytes:
+    """A JSON ``{"error": message}`` response with ``status``, ready to write."""
+    return json_response(status, _REASONS[status], {"error": message}, keep)

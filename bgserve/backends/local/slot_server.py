@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from bgserve.backends.local.infer_body import JsonInferBody
+
 if TYPE_CHECKING:
     import pandas as pd
     from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
@@ -198,6 +200,10 @@ def serve(
         event_loop="uvloop",
     )
     rest.config.host = host  # kserve binds 0.0.0.0; a slot only answers the router
+    # uvicorn loads this same app object by its import string.
+    from kserve.model_server import app
+
+    app.add_middleware(JsonInferBody, variables=lambda: model.variables)
     _quiet_per_request_logs()
     sockets = [socket.socket(fileno=socket_fd)] if socket_fd is not None else None
     log.info(
