@@ -1,7 +1,7 @@
 """A real bgserve stack for the benchmarks: MLflow on SQLite, `bgserve serve`, two releases.
 
 Everything lives in a temporary directory. bgserve runs as its own process (the control
-API and the router thread, exactly as `bgserve serve` runs in production), its slots as
+API, with the data-plane process, exactly as `bgserve serve` runs in production), its slots as
 its children; the benchmark talks to it over HTTP only.
 """
 

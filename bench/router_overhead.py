@@ -1,6 +1,6 @@
 """Router overhead: the same two slots called directly, through bgserve and through nginx.
 
-One `bgserve serve` (control API + router thread) routes deployment ``bench`` 50/50 over
+One `bgserve serve` (control API + data-plane process) routes deployment ``bench`` 50/50 over
 two slots serving a trivial bundle; nginx gets the same weighted pair. The load generator
 (its own process) calls the three paths interleaved: at concurrency 1 request by
 request over one keep-alive connection per path (direct alternates between the two
@@ -52,7 +52,9 @@ def measure(
     stack: Stack, levels: list[int], requests: int, nginx: Nginx | None
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Rows per path and level, and the proxies' CPU time per request in microseconds."""
-    proxies = {"bgserve": [psutil.Process(stack.api.proc.pid)]}
+    serve = psutil.Process(stack.api.proc.pid)
+    plane = [c for c in serve.children() if "bgserve.backends.local.dataplane" in c.cmdline()]
+    proxies = {"bgserve": [serve, *plane]}  # the control process and its data-plane process
     if nginx is not None:
         proxies["nginx"] = nginx.processes()
     used = {name: cpu_seconds(procs) for name, procs in proxies.items()}

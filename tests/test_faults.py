@@ -28,7 +28,9 @@ from bgserve.api.app import create_app
 from bgserve.backends.local.backend import LocalBackend
 from bgserve.backends.local.router import Router, RouteTarget
 from tests.flow_helpers import create_releases, deploy, infer_body, make_settings, ok, shares
-from tests.test_cli import descendants, free_port, wait_gone
+from tests.process_helpers import descendants, free_port, wait_gone
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KILL_TO_UNROUTED_LIMIT_S = 1.0
 

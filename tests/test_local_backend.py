@@ -21,7 +21,10 @@ from bgserve.errors import BackendError, ReadinessTimeout
 from tests.helpers_models import build_bundle, infer_body, local_release, pid_gone, wait_until
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.
-pytestmark = pytest.mark.filterwarnings("ignore:.*type hints:UserWarning")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:.*type hints:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")

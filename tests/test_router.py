@@ -16,7 +16,10 @@ from bgserve.backends.local.router import Router, RouteTarget, weighted_schedule
 from tests.helpers_models import SlotProcess, build_bundle, infer_body, wait_until
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.
-pytestmark = pytest.mark.filterwarnings("ignore:.*type hints:UserWarning")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:.*type hints:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")

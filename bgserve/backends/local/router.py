@@ -12,6 +12,19 @@ requests (ready, metadata) go to the deployment's heaviest slot. The route table
 immutable object per deployment, swapped whole by :meth:`Router.set_routes` from any
 thread; a request keeps the slot it picked even if the table changes under it.
 
+Hung and dead slots: a new upstream connection must open within ``connect_timeout`` and
+the answer's head must arrive within ``first_byte_timeout``. A refused connection, or a
+first-byte timeout (nothing has reached the client yet), is retried once on another
+weighted slot, so a client waits at most ``2 * (connect_timeout + first_byte_timeout)``
+before its first byte; :mod:`bgserve.backends.local.outliers` ejects a failing slot.
+
+With a ``data_token``, every request but ``/v2/health/*`` needs ``Authorization: Bearer
+<token>`` (compared in constant time) or gets a 401.
+
+In production the router runs in a process of its own
+(:mod:`bgserve.backends.local.dataplane`), so nothing the control plane does can hold
+its GIL.
+
 HTTP/1.1 parsing and relaying live in :mod:`bgserve.backends.local.http1`, the per-slot
 keep-alive connection pools in :mod:`bgserve.backends.local.upstream`.
 """
@@ -21,24 +34,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hmac
+import socket
 import threading
 from typing import TypedDict
 
 import uvloop
 
-from bgserve.backends.local.health import probe_ready
 from bgserve.backends.local.http1 import (
     HEAD_LIMIT,
     BadRequest,
     ProxyError,
     Request,
-    _error,
-    _json_response,
+    UpstreamTimeout,
+    error_response,
+    json_response,
     read_request,
     relay_response,
 )
+from bgserve.backends.local.outliers import EventCallback, Outliers
 from bgserve.backends.local.route_table import RouteTarget, Table, weighted_schedule
-from bgserve.backends.local.upstream import Pool, _Conn
+from bgserve.backends.local.upstream import Conn, Pool
 
 __all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
 
@@ -68,29 +84,43 @@ class Router:
     may be called from any thread at any time; ``stop`` closes every connection and joins
     the thread.
 
-    With ``breaker`` on, a slot that refuses a connection is marked down at once (its
-    share goes to the healthy slots) and probed every ``probe_interval`` seconds until it
-    answers ready again or leaves the route table.
+    With ``breaker`` on, passive outlier detection runs: a slot that refuses a connection,
+    or fails ``outlier_failures`` times in a row, is marked down at once (its share goes
+    to the healthy slots), reported to ``on_event`` and probed every ``probe_interval``
+    seconds until it answers ready again or leaves the route table.
     """
 
     def __init__(
         self,
         *,
         upstream_timeout: float = 300.0,
-        connect_timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        first_byte_timeout: float | None = 10.0,
         max_body_bytes: int = 64 * 1024 * 1024,
         idle_timeout: float = 75.0,
         breaker: bool = False,
         probe_interval: float = 0.1,
+        outlier_failures: int = 3,
+        data_token: str | None = None,
+        on_event: EventCallback | None = None,
     ) -> None:
         self._upstream_timeout = upstream_timeout
         self._connect_timeout = connect_timeout
+        self._first_byte_timeout = first_byte_timeout
         self._max_body = max_body_bytes
         self._idle_timeout = idle_timeout
         self._breaker = breaker
-        self._probe_interval = probe_interval
+        self._token = data_token.encode() if data_token else None
         self._down: set[tuple[str, int]] = set()
-        self._probing: set[tuple[str, int]] = set()
+        self._outliers = Outliers(
+            threshold=outlier_failures if breaker else 0,
+            probe_interval=probe_interval,
+            mark_down=self.mark_down,
+            mark_up=self.mark_up,
+            is_down=self.is_down,
+            spare=self._others_healthy,
+            on_event=on_event,
+        )
         self._tables: dict[bytes, Table] = {}
         self._counters: dict[tuple[str, str, int], list[int]] = {}
         self._unrouted = [0]
@@ -103,8 +133,11 @@ class Router:
 
     # ----- control, from any thread -----
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Bind ``host:port`` (0 picks a free port) and serve; return the bound port.
+    def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+    ) -> int:
+        """Bind ``host:port`` (0 picks a free port), or serve the listening ``sock`` given;
+        return the bound port.
 
         Raises OSError if the address cannot be bound, RuntimeError if already started.
         """
@@ -112,7 +145,7 @@ class Router:
             raise RuntimeError("the router is already running")
         bound: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._thread = threading.Thread(
-            target=self._run, args=(host, port, bound), name="bgserve-router", daemon=True
+            target=self._run, args=(host, port, sock, bound), name="bgserve-router", daemon=True
         )
         self._thread.start()
         try:
@@ -173,9 +206,25 @@ class Router:
                 self._down.discard((host, port))
                 self._rebuild_locked((host, port))
 
+    def probe_back(self, host: str, port: int) -> None:
+        """Mark the slot down and probe it until it answers ready (an ejection handed over
+        from an earlier data-plane process). Call after :meth:`start`."""
+        self.mark_down(host, port)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._outliers.probe, (host, port))
+
     def is_down(self, host: str, port: int) -> bool:
         """Whether the slot at ``host:port`` is excluded from routing now."""
         return (host, port) in self._down
+
+    def _others_healthy(self, address: tuple[str, int]) -> bool:
+        """Whether every deployment routed to ``address`` has another healthy weighted slot."""
+        for table in self._tables.values():
+            for index, target in enumerate(table.targets):
+                if target.address == address and table.alternative(index) is None:
+                    return False
+        return True
 
     def _rebuild_locked(self, address: tuple[str, int]) -> None:
         self._tables = {
@@ -211,12 +260,19 @@ class Router:
 
     # ----- the event loop thread -----
 
-    def _run(self, host: str, port: int, bound: concurrent.futures.Future[int]) -> None:
+    def _run(
+        self,
+        host: str,
+        port: int,
+        sock: socket.socket | None,
+        bound: concurrent.futures.Future[int],
+    ) -> None:
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
+        where = {"sock": sock} if sock is not None else {"host": host, "port": port}
         try:
             server = loop.run_until_complete(
-                asyncio.start_server(self._serve_client, host, port, limit=HEAD_LIMIT, backlog=1024)
+                asyncio.start_server(self._serve_client, limit=HEAD_LIMIT, backlog=1024, **where)
             )
         except BaseException as exc:
             loop.close()
@@ -264,7 +320,7 @@ class Router:
                 keep = await self._dispatch(request, writer)
                 await writer.drain()
         except BadRequest as exc:
-            writer.write(_error(exc.status, exc.message, keep=False))
+            writer.write(error_response(exc.status, exc.message, keep=False))
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -274,13 +330,17 @@ class Router:
     async def _dispatch(self, request: Request, writer: asyncio.StreamWriter) -> bool:
         path = request.target.partition(b"?")[0]
         keep = request.keep_alive
+        if self._token is not None and not self._authorized(path, request):
+            message = "this data plane needs its token: send Authorization: Bearer <token>"
+            writer.write(json_response(401, "Unauthorized", {"error": message}, keep))
+            return keep
         if path.startswith(b"/v2/models/"):
             name, _, tail = path[11:].partition(b"/")
             table = self._tables.get(name)
             if table is None:
                 self._unrouted[0] += 1
                 message = f"deployment {name.decode(errors='replace')!r} is not served here"
-                writer.write(_error(404, message, keep))
+                writer.write(error_response(404, message, keep))
                 return keep
             infer = tail.endswith(b"infer")
             index = table.pick() if infer else table.primary
@@ -288,15 +348,20 @@ class Router:
                 message = f"deployment {table.deployment!r} has no slot with traffic weight"
                 if table.all_down:
                     message = f"every slot of {table.deployment!r} with traffic weight is down"
-                writer.write(_error(503, message, keep))
+                writer.write(error_response(503, message, keep))
                 return keep
             return await self._proxy(request, writer, table, index, count=infer)
         if path in (b"/v2/health/ready", b"/v2/health/live"):
-            writer.write(_json_response(200, "OK", {"ready": True, "live": True}, keep))
+            writer.write(json_response(200, "OK", {"ready": True, "live": True}, keep))
             return keep
         self._unrouted[0] += 1
-        writer.write(_error(404, f"no route for {path.decode(errors='replace')}", keep))
+        writer.write(error_response(404, f"no route for {path.decode(errors='replace')}", keep))
         return keep
+
+    def _authorized(self, path: bytes, request: Request) -> bool:
+        if path.startswith(b"/v2/health/"):
+            return True
+        return self._token is not None and _bearer_matches(request.upstream_head, self._token)
 
     async def _proxy(
         self,
@@ -307,83 +372,95 @@ class Router:
         *,
         count: bool,
     ) -> bool:
-        try:
-            index, conn, pool = await self._connect(table, index)
-        except ProxyError as exc:
+        retry = True  # one retry per request, on a refused connect or a first-byte timeout
+        while True:
+            try:
+                index, conn, pool, retry = await self._connect(table, index, retry)
+            except ProxyError as exc:
+                if count:
+                    table.counters[index][1] += 1
+                writer.write(error_response(exc.status, exc.message, request.keep_alive))
+                return request.keep_alive
+            counters = table.counters[index]
             if count:
-                table.counters[index][1] += 1
-            writer.write(_error(exc.status, exc.message, request.keep_alive))
-            return request.keep_alive
-        counters = table.counters[index]
-        if count:
-            counters[0] += 1
-        try:
-            async with asyncio.timeout(self._upstream_timeout):
-                status, keep, reusable = await relay_response(
-                    request, conn, writer, table.extra_headers[index]
-                )
-        except (ProxyError, TimeoutError) as exc:
-            counters[1] += 1
-            conn.close()
-            self._answer_failure(exc, table.targets[index], writer)
-            return False
-        except BaseException:
-            conn.close()  # the client went away mid-answer
-            raise
-        if count and status >= 500:
-            counters[1] += 1
-        pool.release(conn, reusable)
-        return keep
+                counters[0] += 1
+            target = table.targets[index]
+            try:
+                async with asyncio.timeout(self._upstream_timeout):
+                    status, keep, reusable = await relay_response(
+                        request,
+                        conn,
+                        writer,
+                        table.extra_headers[index],
+                        head_timeout=self._first_byte_timeout,
+                    )
+            except UpstreamTimeout as exc:
+                counters[1] += 1
+                conn.close()
+                self._outliers.failed(target.address, exc.message)
+                other = table.alternative(index) if retry and not exc.response_started else None
+                if other is None:
+                    writer.write(error_response(504, f"{target.role} slot: {exc.message}", False))
+                    return False
+                counters[2] += 1
+                index, retry = other, False
+                continue
+            except (ProxyError, TimeoutError) as exc:
+                counters[1] += 1
+                conn.close()
+                self._answer_failure(exc, target, writer)
+                return False
+            except BaseException:
+                conn.close()  # the client went away mid-answer
+                raise
+            self._outliers.succeeded(target.address)
+            if count and status >= 500:
+                counters[1] += 1
+            pool.release(conn, reusable)
+            return keep
 
     def _answer_failure(
         self, exc: ProxyError | TimeoutError, target: RouteTarget, writer: asyncio.StreamWriter
     ) -> None:
         if isinstance(exc, TimeoutError):
             message = f"did not answer within {self._upstream_timeout}s"
-            writer.write(_error(504, f"{target.role} slot {message}", False))
-        elif not exc.response_started:
-            writer.write(_error(exc.status, f"{target.role} slot: {exc.message}", False))
+            self._outliers.failed(target.address, message)
+            writer.write(error_response(504, f"{target.role} slot {message}", False))
+            return
+        self._outliers.failed(target.address, exc.message)
+        if not exc.response_started:
+            writer.write(error_response(exc.status, f"{target.role} slot: {exc.message}", False))
 
-    async def _connect(self, table: Table, index: int) -> tuple[int, _Conn, Pool]:
-        """A connection to the picked slot, or to one other weighted slot if it refuses.
+    async def _connect(self, table: Table, index: int, retry: bool) -> tuple[int, Conn, Pool, bool]:
+        """A connection to the picked slot, or to one other weighted slot if it fails.
 
-        Nothing has been sent when a connect fails, so the retry cannot run a request twice.
+        Nothing has been sent when a connect fails, so the retry cannot run a request
+        twice. Returns (slot index, connection, its pool, whether a retry is left).
         """
         try:
             pool = self._pool(table.targets[index])
-            return index, await pool.acquire(self._connect_timeout), pool
+            return index, await pool.acquire(self._connect_timeout), pool, retry
         except OSError as first:
             table.counters[index][2] += 1
-            self._trip(table.targets[index])
-            other = table.alternative(index)
+            self._connect_failed(table.targets[index], first)
+            other = table.alternative(index) if retry else None
             if other is None:
-                message = f"{table.targets[index].role} slot is unreachable: {first}"
+                message = f"{table.targets[index].role} slot is unreachable: {first!r}"
                 raise ProxyError(502, message) from first
         try:
             pool = self._pool(table.targets[other])
-            return other, await pool.acquire(self._connect_timeout), pool
+            return other, await pool.acquire(self._connect_timeout), pool, False
         except OSError as second:
-            self._trip(table.targets[other])
-            message = f"no slot of {table.deployment!r} is reachable: {second}"
+            self._connect_failed(table.targets[other], second)
+            message = f"no slot of {table.deployment!r} is reachable: {second!r}"
             raise ProxyError(502, message) from second
 
-    def _trip(self, target: RouteTarget) -> None:
-        """The breaker: a refused connection takes the slot out of routing until it is ready."""
-        if not self._breaker:
-            return
-        self.mark_down(target.host, target.port)
-        if target.address not in self._probing:
-            self._probing.add(target.address)
-            asyncio.get_running_loop().create_task(self._probe_until_up(target.address))
-
-    async def _probe_until_up(self, address: tuple[str, int]) -> None:
-        try:
-            while address in self._down:
-                await asyncio.sleep(self._probe_interval)
-                if await probe_ready(*address, timeout=max(self._probe_interval, 0.5)):
-                    self.mark_up(*address)
-        finally:
-            self._probing.discard(address)
+    def _connect_failed(self, target: RouteTarget, exc: OSError) -> None:
+        """A timeout counts as one failure; a refusal means nothing listens: eject now."""
+        if isinstance(exc, TimeoutError):
+            self._outliers.failed(target.address, f"no connection within {self._connect_timeout}s")
+        elif self._breaker:
+            self._outliers.eject(target.address, f"connection failed: {exc!r}")
 
     def _pool(self, target: RouteTarget) -> Pool:
         key = (target.host, target.port)
@@ -391,3 +468,16 @@ class Router:
         if pool is None:
             pool = self._pools[key] = Pool(target.host, target.port)
         return pool
+
+
+def _bearer_matches(head: bytes, token: bytes) -> bool:
+    """Whether the head carries exactly one ``Authorization: Bearer <token>``."""
+    found = [
+        value
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+        if name.strip().lower() == b"authorization"
+    ]
+    if len(found) != 1:
+        return False
+    scheme, _, credential = found[0].strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), token)

@@ -49,7 +49,10 @@ class Slot:
     port: int
     log_path: Path
     log_file: IO[bytes]
-    lost: bool = False
+    lost: bool = False  # its process exited on its own (reported once)
+    ready: bool = False  # the last readiness probe, kept fresh by the backend's prober
+    ejected: bool = False  # the data plane took it out of routing; back after a ready probe
+    ejection_reported: bool = False
 
     @property
     def endpoint(self) -> str:
