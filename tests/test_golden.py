@@ -59,13 +59,16 @@ def test_unknown_assertion_type_names_line_case_and_known_types() -> None:
         "golden set line 2 (case 'c2'): assert[0].type: unknown assertion type 'startswith': "
         "use one of contains, equals, icontains, is_json, max_latency_ms, regex, similar"
     )
-    assert err.field == "line 2"
+    assert err.field == "line 2.assert[0].type"
 
 
 def test_regex_must_compile_at_parse_time() -> None:
     err = error_of(line("r1", **{"assert": [{"type": "regex", "value": "(unclosed"}]}))
-    assert err.message.startswith("golden set line 1 (case 'r1'): assert[0]: regex '(unclosed'")
-    assert "does not compile" in err.message
+    assert err.message.startswith(
+        "golden set line 1 (case 'r1'): assert[0].value: regex '(unclosed' does not compile: "
+        "missing ):"
+    )
+    assert err.field == "line 1.assert[0].value"
 
 
 @pytest.mark.parametrize("threshold", [None, -0.1, 1.5])

@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 from bgserve.api.app import create_app
 from bgserve.domain.template import render
 from tests.flow_helpers import make_settings
-from tests.test_schemathesis import _build
+from tests.inprocess_api import build_in_process
+
+pytestmark = pytest.mark.integration
 
 LIMIT = 4096
 
@@ -20,7 +22,7 @@ LIMIT = 4096
 def small(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
     settings = make_settings(Path(tmp_path_factory.mktemp("hostile")), mlflow_store)
     settings.max_body_bytes = LIMIT
-    with TestClient(create_app(settings, build=_build)) as client:
+    with TestClient(create_app(settings, build=build_in_process)) as client:
         yield client
 
 
@@ -104,3 +106,29 @@ def test_golden_set_limits_and_names(small: TestClient) -> None:
     assert too_big.status_code == 413 and too_many.status_code == 413
     escape = small.post("/deployments/nope/compare", json={"golden_set": "../../etc/passwd"})
     assert escape.status_code == 422 and escape.json()["field"] == "golden_set"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"cases": ' + b"[" * 1900 + b"]" * 1900 + b"}",  # deeper than the JSON parser goes
+        b'{"golden_set": "\\ud800"}',  # a lone surrogate
+        b'{"golden_set": "a", "golden_set": "b", "cases": null}',  # duplicate keys
+        b"\x00" * 100,
+        b"",
+    ],
+)
+def test_hostile_bodies_get_a_json_4xx_never_a_500(small: TestClient, raw: bytes) -> None:
+    response = small.post(
+        "/deployments/nope/compare", content=raw, headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, response.text
+    body = response.json()
+    assert body["error"] and body["message"] and "detail" not in body
+    assert response.headers["x-request-id"]
+
+
+def test_a_refused_oversized_body_still_carries_a_request_id(small: TestClient) -> None:
+    response = small.post("/releases", content=b"x" * (LIMIT + 1))
+    assert response.status_code == 413 and response.json()["error"] == "PayloadTooLarge"
+    assert len(response.headers["x-request-id"]) == 32

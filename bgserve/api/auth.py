@@ -3,8 +3,9 @@
 Tokens come from ``BGSERVE_AUTH_TOKENS`` (``role:token,role:token``) or a file of
 ``role:token`` lines, where ``role:sha256:<hex>`` holds a token's SHA-256 instead of the
 token. With no token configured every caller is ``anonymous`` with the admin role
-(the settings refuse a non-loopback bind in that case). Tokens are compared in
-constant time and never logged; a principal is named by its role and a short hash.
+(the settings refuse a non-loopback bind in that case); a setting that is given but
+holds no token is an error, never "no auth". Tokens are compared in constant time and
+never logged; a principal is named by its role and a short hash.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", Role.ADMIN)
+ENV_TOKENS = "BGSERVE_AUTH_TOKENS"
+ENV_TOKENS_FILE = "BGSERVE_AUTH_TOKENS_FILE"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,29 @@ def _parse_line(line: str, origin: str) -> _Credential:
     return _Credential(role, _sha256(secret))
 
 
+def _file_lines(path: Path) -> list[tuple[str, str]]:
+    """The token lines of the tokens file, each with its origin. Raises InvalidInput."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(
+            f"{ENV_TOKENS_FILE}: cannot read {path}: {reason}", field="auth_tokens_file"
+        ) from exc
+    lines = [
+        (line, f"{path}:{number}")
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise InvalidInput(
+            f"{ENV_TOKENS_FILE}: {path} holds no token (only blank lines or comments): add "
+            "role:token lines, or unset it",
+            field="auth_tokens_file",
+        )
+    return lines
+
+
 class Authenticator:
     """Checks bearer tokens against the configured credentials."""
 
@@ -76,13 +102,20 @@ class Authenticator:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
-        """Read tokens from the settings and the tokens file. Raises InvalidInput."""
-        lines = [(t, "BGSERVE_AUTH_TOKENS") for t in settings.auth_tokens.split(",") if t.strip()]
-        if settings.auth_tokens_file:
-            path = Path(settings.auth_tokens_file)
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                if line.strip() and not line.lstrip().startswith("#"):
-                    lines.append((line, f"{path}:{number}"))
+        """Read tokens from the settings and the tokens file.
+
+        Fails closed: a setting that is given but yields no token, or a tokens file that
+        cannot be read, raises InvalidInput naming the setting, so bgserve never starts
+        with an open API by accident.
+        """
+        lines = [(t, ENV_TOKENS) for t in settings.auth_tokens.split(",") if t.strip()]
+        if settings.auth_tokens and not lines:
+            raise InvalidInput(
+                f"{ENV_TOKENS} is set but holds no token: give role:token pairs, or unset it",
+                field="auth_tokens",
+            )
+        if settings.auth_tokens_file is not None:
+            lines += _file_lines(Path(settings.auth_tokens_file))
         return cls([_parse_line(line, origin) for line, origin in lines])
 
     @property
@@ -94,9 +127,10 @@ class Authenticator:
         if not self.enabled:
             return ANONYMOUS
         scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-        digest = _sha256(token.strip())
+        digest = _sha256(token)
         match = None
         for credential in self._credentials:
             if hmac.compare_digest(credential.digest, digest):  # no early exit: constant time

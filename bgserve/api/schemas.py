@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from bgserve.domain.release import Release
+from bgserve.errors import HINTS
 from bgserve.store import Event
 
 # Ids are 32-bit in every supported database (PostgreSQL INTEGER); larger ones never exist.
@@ -22,9 +23,10 @@ ReleaseId = Annotated[int, Path(ge=1, le=MAX_ID, description="The release's id",
 
 
 class Strict(BaseModel):
-    """Unknown fields are an error, so a typo never passes silently."""
+    """A request body: unknown fields are an error, so a typo never passes silently, and
+    types are strict, so ``true`` is not the number 1 and ``"50"`` is not the number 50."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ReleaseCreate(Strict):
@@ -40,6 +42,8 @@ class ReleaseCreate(Strict):
 
 
 class ReleaseOut(BaseModel):
+    """A registered release; aliases given at registration are resolved to versions."""
+
     id: int
     name: str
     model_uri: str
@@ -48,25 +52,20 @@ class ReleaseOut(BaseModel):
     prompt_version: int
     bundle_uri: str
     bundle_version: int
-    requested_model_uri: str
-    requested_prompt_uri: str
+    requested_model_uri: str = Field(
+        validation_alias=AliasChoices("requested_model_uri", "model_ref"),
+        description="The model URI as given at registration (an alias, or a version)",
+    )
+    requested_prompt_uri: str = Field(
+        validation_alias=AliasChoices("requested_prompt_uri", "prompt_ref"),
+        description="The prompt URI as given at registration (an alias, or a version)",
+    )
     created_at: datetime
 
     @classmethod
     def of(cls, release: Release) -> ReleaseOut:
-        return cls(
-            id=release.id,
-            name=release.name,
-            model_uri=release.model_uri,
-            model_version=release.model_version,
-            prompt_uri=release.prompt_uri,
-            prompt_version=release.prompt_version,
-            bundle_uri=release.bundle_uri,
-            bundle_version=release.bundle_version,
-            requested_model_uri=release.model_ref,
-            requested_prompt_uri=release.prompt_ref,
-            created_at=release.created_at,
-        )
+        """The body of ``release``."""
+        return cls.model_validate(release, from_attributes=True)
 
 
 class DeploymentCreate(Strict):
@@ -97,10 +96,17 @@ class SlotOut(BaseModel):
 
 
 class GateOut(BaseModel):
+    """The verdict of the last comparison, and the blue/green pair it compared."""
+
     blue: int
     green: int
     passed: bool
     reasons: list[str]
+    stale: bool = Field(
+        False,
+        description="The compared pair is no longer the deployment's blue and green: "
+        "the verdict no longer gates promotion; compare again",
+    )
 
 
 class DeploymentOut(BaseModel):
@@ -117,12 +123,17 @@ class DeploymentOut(BaseModel):
     )
     gate: GateOut | None
     data_plane_url: str | None
-    last_comparison: dict[str, Any] | None
+    last_comparison: dict[str, Any] | None = Field(
+        description="Summary of the last comparison report (without its cases); "
+        '`"stale": true` when it compared another blue/green pair than the current one'
+    )
     created_at: datetime
     updated_at: datetime
 
 
 class EventOut(BaseModel):
+    """One audit event of a deployment's history."""
+
     id: int
     at: datetime
     principal: str
@@ -134,20 +145,41 @@ class EventOut(BaseModel):
 
     @classmethod
     def of(cls, event: Event) -> EventOut:
-        return cls(
-            id=event.id,
-            at=event.at,
-            principal=event.principal,
-            action=event.action,
-            reason=event.reason,
-            weights_before=event.weights_before,
-            weights_after=event.weights_after,
-            details=event.details,
-        )
+        """The body of ``event``."""
+        return cls.model_validate(event, from_attributes=True)
 
 
 class ErrorOut(BaseModel):
-    error: str
-    message: str
-    field: str | None = None
-    details: dict[str, Any] | None = None
+    """The body of every error response."""
+
+    error: str = Field(description="The error's class, e.g. InvalidInput, Conflict")
+    message: str = Field(description="What went wrong and, where one exists, the fix")
+    field: str | None = Field(None, description="The request field at fault")
+    details: dict[str, Any] | None = Field(None, description="Structured detail")
+    hint: str | None = Field(
+        None, description="The fix as a code: " + ", ".join(sorted(HINTS)), examples=["compare"]
+    )
+    request_id: str | None = Field(
+        None, description="On an unexpected error (500): the id the server log names"
+    )
+
+
+_ERRORS = {
+    401: "No bearer token, or an unknown one",
+    403: "The token's role does not allow this",
+    404: "The deployment, release, or golden set does not exist",
+    409: "The request does not fit the deployment's state (or lost a race): see hint",
+    413: "The body (or a golden set in it) is over a size limit",
+    422: "A field is missing, of the wrong type, or out of range: see field",
+    503: "A dependency (MLflow, the serving backend) is unavailable: retry later",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` listing these error statuses with the error model."""
+    return {code: {"model": ErrorOut, "description": _ERRORS[code]} for code in codes}
+
+
+READ = error_responses(401, 403)
+READ_ONE = error_responses(401, 403, 404, 422)
+WRITE = error_responses(401, 403, 404, 409, 413, 422, 503)

@@ -2,17 +2,24 @@
 
 Validation runs when a golden set is parsed (:mod:`bgserve.domain.golden`); checking runs
 on each slot's answer during a comparison (:mod:`bgserve.domain.comparison`).
+
+``regex`` patterns come from whoever wrote the golden set, so they run on RE2, whose
+matching time is linear in the pattern and the text: no pattern can stall bgserve the
+way ``^(a+)+$`` stalls a backtracking engine. RE2 has no backreferences and no
+lookaround; such a pattern, or one over :data:`MAX_REGEX_LENGTH` characters, is refused
+when the golden set is parsed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+import re2
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bgserve.domain.verdict import format_pair
@@ -22,14 +29,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KNOWN_ASSERTION_TYPES",
+    "MAX_REGEX_LENGTH",
     "VALUE_RULES",
     "Answer",
     "Assertion",
     "AssertionResult",
     "check_assertion",
     "clamp_score",
+    "compile_regex",
     "invalid",
 ]
+
+MAX_REGEX_LENGTH = 1_000
+"""Longest ``regex`` pattern accepted, in characters."""
 
 # What each assertion type takes: "text" needs a string value, "text_or_expected" a
 # string value or the case's ``expected``, "number" a positive number, "none" nothing.
@@ -82,6 +94,13 @@ class Assertion(BaseModel):
             raise invalid("must be a string or a number, not true/false")
         return value
 
+    @field_validator("value")
+    @classmethod
+    def _regex_compiles(cls, value: str | float | None, info: ValidationInfo) -> object:
+        if info.data.get("type") == "regex" and isinstance(value, str) and value:
+            compile_regex(value)
+        return value
+
     @model_validator(mode="after")
     def _fits_type(self) -> Assertion:
         _check_value(self.type, self.value)
@@ -105,11 +124,36 @@ def _check_value(kind: str, value: str | float | None) -> None:
         raise invalid(f"{kind} needs a string 'value', got the number {value:g}")
     if rule == "text" and not value:
         raise invalid(f"{kind} needs a non-empty string 'value'")
-    if kind == "regex" and isinstance(value, str):
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise invalid(f"regex {value!r} does not compile: {exc}") from exc
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # the error is reported to the caller, not logged by RE2
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+@functools.lru_cache(maxsize=256)
+def compile_regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (linear-time matching).
+
+    Raises:
+        PydanticCustomError: over :data:`MAX_REGEX_LENGTH` characters, or not RE2 syntax
+            (backreferences and lookaround are not), with a message saying which.
+    """
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise invalid(f"regex is {len(pattern):,} characters; the limit is {MAX_REGEX_LENGTH:,}")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        raise invalid(
+            f"regex {pattern!r} does not compile: {text} (patterns run on RE2, in linear "
+            "time: no backreferences, no lookahead or lookbehind)"
+        ) from None
 
 
 def _check_threshold(kind: str, threshold: float | None) -> None:
@@ -165,7 +209,7 @@ def _icontains(a: Assertion, ans: Answer) -> tuple[bool, str]:
 
 
 def _regex(a: Assertion, ans: Answer) -> tuple[bool, str]:
-    found = re.search(a.target(None), ans.output) is not None
+    found = compile_regex(a.target(None)).search(ans.output) is not None
     return found, f"output {'matches' if found else 'does not match'} /{a.target(None)}/"
 
 

@@ -6,8 +6,9 @@ A golden set is JSON Lines (``prompts/<name>/golden.jsonl``), one case a line::
      "assert": [{"type": "contains", "value": "..."}]}
 
 or the same objects inline as a list. Every problem is an :class:`InvalidInput` that
-names where it is (line number or list index, and the case id); a size-limit breach is
-a :class:`PayloadTooLarge`.
+names where it is (line number or list index, and the case id) in its message, and the
+path of the bad field in its ``field`` (e.g. ``cases[0].assert[1].value``); a size-limit
+breach is a :class:`PayloadTooLarge`.
 """
 
 from __future__ import annotations
@@ -163,7 +164,9 @@ def _validate(where: str, item: object) -> GoldenCase:
         return GoldenCase.model_validate(item)
     except ValidationError as exc:
         problems = "; ".join(_describe(err) for err in exc.errors()[:3])
-        raise InvalidInput(f"golden set {where}{_label(item)}: {problems}", field=where) from exc
+        path = _loc(exc.errors()[0]["loc"])
+        field = f"{where}.{path}" if path else where
+        raise InvalidInput(f"golden set {where}{_label(item)}: {problems}", field=field) from exc
 
 
 def _label(item: object) -> str:
@@ -171,8 +174,13 @@ def _label(item: object) -> str:
     return f" (case {case_id!r})" if isinstance(case_id, str) else ""
 
 
+def _loc(loc: Sequence[int | str]) -> str:
+    """A pydantic location as a path: ``("assert", 0, "value")`` is ``assert[0].value``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
 def _describe(err: Mapping[str, Any]) -> str:
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    loc = _loc(err["loc"])
     if err["type"] == "missing":
         return f"{loc!r} is required"
     if err["type"] == "extra_forbidden":

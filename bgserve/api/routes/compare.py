@@ -9,13 +9,14 @@ from fastapi import APIRouter, Request
 from pydantic import Field, model_validator
 
 from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
-from bgserve.api.schemas import DeploymentName, Strict
+from bgserve.api.guard import GuardedRoute
+from bgserve.api.schemas import READ_ONE, WRITE, DeploymentName, Strict
 from bgserve.app.golden_sets import load_golden_set
 from bgserve.compose import Components
 from bgserve.domain.golden import GoldenCase, parse_cases
 from bgserve.errors import InvalidInput, NotFound
 
-router = APIRouter(prefix="/deployments", tags=["comparison"])
+router = APIRouter(prefix="/deployments", tags=["comparison"], route_class=GuardedRoute)
 
 
 class GoldenSource(Strict):
@@ -52,7 +53,7 @@ def cases_of(body: GoldenSource, prompts_dir: Path) -> list[GoldenCase]:
     return load_golden_set(body.golden_set, prompts_dir)
 
 
-@router.post("/{name}/compare")
+@router.post("/{name}/compare", responses=WRITE)
 def compare(
     name: DeploymentName,
     body: CompareRequest,
@@ -66,10 +67,10 @@ def compare(
     return report.model_dump(mode="json")
 
 
-@router.get("/{name}/comparison")
+@router.get("/{name}/comparison", responses=READ_ONE)
 def last_comparison(name: DeploymentName, service: ServiceDep, _who: ViewerDep) -> dict[str, Any]:
     """The full report of the deployment's last comparison."""
     stored = service.get_deployment(name)
     if stored.last_comparison is None:
-        raise NotFound(f"{name} has no comparison yet: POST /deployments/{name}/compare")
+        raise NotFound(f"{name} has no comparison yet: compare blue and green", hint="compare")
     return stored.last_comparison

@@ -5,7 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from bgserve.api.deps import AdminDep, DeployerDep, ServiceDep, ViewerDep
+from bgserve.api.guard import GuardedRoute
 from bgserve.api.schemas import (
+    READ,
+    READ_ONE,
+    WRITE,
     DeploymentCreate,
     DeploymentName,
     DeploymentOut,
@@ -16,10 +20,10 @@ from bgserve.api.schemas import (
 )
 from bgserve.api.views import deployment_out
 
-router = APIRouter(prefix="/deployments", tags=["deployments"])
+router = APIRouter(prefix="/deployments", tags=["deployments"], route_class=GuardedRoute)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentOut, responses=WRITE)
 def create_deployment(
     body: DeploymentCreate, service: ServiceDep, who: DeployerDep
 ) -> DeploymentOut:
@@ -28,19 +32,19 @@ def create_deployment(
     return deployment_out(service, stored)
 
 
-@router.get("", response_model=list[DeploymentOut])
+@router.get("", response_model=list[DeploymentOut], responses=READ)
 def list_deployments(service: ServiceDep, _who: ViewerDep) -> list[DeploymentOut]:
     """Every deployment."""
     return [deployment_out(service, d) for d in service.list_deployments()]
 
 
-@router.get("/{name}", response_model=DeploymentOut)
+@router.get("/{name}", response_model=DeploymentOut, responses=READ_ONE)
 def get_deployment(name: DeploymentName, service: ServiceDep, _who: ViewerDep) -> DeploymentOut:
     """One deployment: phase, slots with weights, endpoints and readiness."""
     return deployment_out(service, service.get_deployment(name))
 
 
-@router.post("/{name}/green", response_model=DeploymentOut)
+@router.post("/{name}/green", response_model=DeploymentOut, responses=WRITE)
 def stage_green(
     name: DeploymentName, body: GreenCreate, service: ServiceDep, who: DeployerDep
 ) -> DeploymentOut:
@@ -48,7 +52,7 @@ def stage_green(
     return deployment_out(service, service.stage_green(name, body.release_id, who.name))
 
 
-@router.post("/{name}/promote", response_model=DeploymentOut)
+@router.post("/{name}/promote", response_model=DeploymentOut, responses=WRITE)
 def promote(
     name: DeploymentName, body: PromoteRequest, service: ServiceDep, who: DeployerDep
 ) -> DeploymentOut:
@@ -60,7 +64,7 @@ def promote(
     return deployment_out(service, stored)
 
 
-@router.post("/{name}/revert", response_model=DeploymentOut)
+@router.post("/{name}/revert", response_model=DeploymentOut, responses=WRITE)
 def revert(
     name: DeploymentName, service: ServiceDep, who: DeployerDep, body: RevertRequest | None = None
 ) -> DeploymentOut:
@@ -68,13 +72,13 @@ def revert(
     return deployment_out(service, service.revert(name, who.name))
 
 
-@router.get("/{name}/history", response_model=list[EventOut])
+@router.get("/{name}/history", response_model=list[EventOut], responses=READ_ONE)
 def history(name: DeploymentName, service: ServiceDep, _who: ViewerDep) -> list[EventOut]:
     """Audit events: who, what, when, weights before and after."""
     return [EventOut.of(e) for e in service.history(name)]
 
 
-@router.delete("/{name}/standby", response_model=DeploymentOut)
+@router.delete("/{name}/standby", response_model=DeploymentOut, responses=WRITE)
 def retire_standby(name: DeploymentName, service: ServiceDep, who: AdminDep) -> DeploymentOut:
     """Retire the standby (previous blue) early, giving up the instant revert (admin only)."""
     return deployment_out(service, service.retire_standby(name, who.name))

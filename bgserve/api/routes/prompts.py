@@ -8,10 +8,12 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from bgserve.api.deps import DeployerDep
+from bgserve.api.guard import GuardedRoute
 from bgserve.api.routes.compare import GoldenSource, cases_of
+from bgserve.api.schemas import WRITE
 from bgserve.compose import Components
 
-router = APIRouter(prefix="/prompts", tags=["prompts"])
+router = APIRouter(prefix="/prompts", tags=["prompts"], route_class=GuardedRoute)
 
 
 class ValidateRequest(GoldenSource):
@@ -20,7 +22,7 @@ class ValidateRequest(GoldenSource):
     template: str | None = Field(None, description="Candidate as a raw {{variable}} template")
 
 
-@router.post("/validate")
+@router.post("/validate", responses=WRITE)
 def validate(body: ValidateRequest, request: Request, _who: DeployerDep) -> dict[str, Any]:
     """Lint the candidate and compare it with the live prompt; nothing is deployed."""
     parts: Components = request.app.state.components
