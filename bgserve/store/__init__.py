@@ -1,5 +1,6 @@
 """State on disk: releases, deployments and their history (see :mod:`.store`)."""
 
-from bgserve.store.store import Event, Store, StoredDeployment, weights_of
+from bgserve.store.records import Event, StoredDeployment, weights_of
+from bgserve.store.store import Store
 
 __all__ = ["Event", "Store", "StoredDeployment", "weights_of"]
