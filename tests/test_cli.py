@@ -5,84 +5,43 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from typer.testing import CliRunner
 
 from bgserve.cli.app import app
 from tests.flow_helpers import RELEASES, register_demo
+from tests.process_helpers import descendants, free_port, wait_gone
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BGSERVE = [sys.executable, "-m", "bgserve"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without bgserve's or MLflow's variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BGSERVE_", "MLFLOW_"))}
+    return {**env, "COLUMNS": "120", **extra}
 
 
-def descendants(pid: int) -> list[int]:
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def wait_gone(pids: list[int], deadline_s: float = 20.0) -> list[int]:
-    deadline = time.monotonic() + deadline_s
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [
-            p
-            for p in alive
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
-        time.sleep(0.1)
-    return alive
-
-
-def test_demo_finishes_with_zero_failed_requests_and_no_process_left() -> None:
-    proc = subprocess.Popen(
-        [*BGSERVE, "demo"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    seen: list[int] = []
-    started = time.monotonic()
-    while proc.poll() is None and time.monotonic() - started < 170:
-        seen.extend(p for p in descendants(proc.pid) if p not in seen)
-        time.sleep(0.2)
-    output, _ = proc.communicate(timeout=10)
-    assert proc.returncode == 0, output
-    assert "gate closed, as it should be" in output
-    assert "failed requests: 0 of" in output
-    total = int(output.rsplit("failed requests: 0 of", 1)[1].split()[0])
-    assert total > 100
-    assert seen, "the demo started no slot process"
-    assert wait_gone(seen) == []
-
-
-@pytest.fixture
-def serve_process(tmp_path: Path, mlflow_store: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    register_demo(mlflow_store)
+@contextmanager
+def serving(home: Path, mlflow_uri: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`bgserve serve` on a free port, with its own home and this MLflow store."""
     port = free_port()
-    env = {
-        **os.environ,
-        "BGSERVE_HOME": str(tmp_path),
-        "BGSERVE_DATA_PORT": "0",
-        "MLFLOW_TRACKING_URI": mlflow_store,
-        "MLFLOW_REGISTRY_URI": mlflow_store,
-    }
+    env = clean_env(
+        BGSERVE_HOME=str(home),
+        BGSERVE_DATA_PORT="0",
+        BGSERVE_PROMOTE_STEP_PAUSE_SECONDS="0.2",
+        MLFLOW_TRACKING_URI=mlflow_uri,
+        MLFLOW_REGISTRY_URI=mlflow_uri,
+    )
     proc = subprocess.Popen(
         [*BGSERVE, "serve", "--port", str(port)],
         env=env,
@@ -98,10 +57,19 @@ def serve_process(tmp_path: Path, mlflow_store: str) -> Iterator[tuple[str, subp
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
-    yield url, proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    try:
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path, mlflow_store: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    register_demo(mlflow_store)
+    with serving(tmp_path, mlflow_store) as served:
+        yield served
 
 
 def run(*args: str) -> dict[str, object]:
@@ -127,6 +95,8 @@ def test_cli_verbs_drive_a_server_that_stops_cleanly_on_sigterm(
 
     bad = CliRunner().invoke(app, ["promote", "cli", "--weight", "10", "--url", url])
     assert bad.exit_code == 1 and "no green" in bad.output
+    assert "next: bgserve stage cli --release ID" in bad.output
+    assert "/deployments" not in bad.output
 
     name, model, prompt = RELEASES["v2"]
     green = run("release", name, "-m", model, "-p", prompt, "--url", url)
@@ -140,6 +110,9 @@ def test_cli_verbs_drive_a_server_that_stops_cleanly_on_sigterm(
     page = html.read_text()
     # failing cases come first: "medium" fails, "short-fact" (first in the file) passes
     assert page.index("medium") < page.index("short-fact")
+    refused = CliRunner().invoke(app, ["promote", "cli", "--weight", "10", "--url", url])
+    assert refused.exit_code == 1 and "comparison of cli failed" in refused.output
+    assert "next: bgserve promote cli --weight 10 --force" in refused.output
 
     slots = descendants(proc.pid)
     assert slots
@@ -148,4 +121,45 @@ def test_cli_verbs_drive_a_server_that_stops_cleanly_on_sigterm(
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     output = proc.stdout.read() if proc.stdout else ""
     assert "Application shutdown complete" in output
+    for noise in ("input example", "Successfully registered", "INFO mlflow", "\x1b["):
+        assert noise not in output, output
     assert wait_gone(slots) == []
+
+
+def readme_using_it() -> list[str]:
+    """The `bgserve` lines of the README's "Using it" block, comments removed."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Using it", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line.startswith("bgserve ")]
+
+
+def test_readme_using_it_works_verbatim_after_quickstart(tmp_path: Path) -> None:
+    commands = readme_using_it()
+    assert commands[0] == "bgserve quickstart" and commands[1] == "bgserve serve"
+    assert any("@candidate" in c for c in commands)
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    env = clean_env(MLFLOW_TRACKING_URI=mlflow_uri)
+    quick = subprocess.run(
+        [*BGSERVE, "quickstart"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert quick.returncode == 0, quick.stdout + quick.stderr
+    assert f"registering in MLflow at {mlflow_uri}" in quick.stdout
+    assert "Successfully registered" not in quick.stdout + quick.stderr
+    with serving(tmp_path / "home", mlflow_uri) as (url, _):
+        for command in commands[2:]:
+            done = subprocess.run(
+                [*BGSERVE, *command.split()[1:]],
+                env={**env, "BGSERVE_URL": url},
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+        history = httpx.get(f"{url}/deployments/chat/history").json()
+        releases = {r["name"]: r for r in httpx.get(f"{url}/releases").json()}
+    assert {"create", "stage", "compare", "revert"} <= {e["action"] for e in history}
+    # the aliases quickstart set were resolved to fixed versions at registration
+    assert releases["chat-v2"]["prompt_version"] == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 from bgserve.domain.golden import GoldenCase, parse_golden_jsonl
 from bgserve.errors import InvalidInput, NotFound
 
-PACKAGED = Path(__file__).parent / "demo" / "prompts"
+PACKAGED = Path(__file__).parent.parent / "demo" / "prompts"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

@@ -1,4 +1,4 @@
-"""The ``bgserve`` command: serve, slot, demo, and verbs that call a running server."""
+"""The ``bgserve`` command: serve, slot, demo, quickstart, and verbs that call a running server."""
 
 from __future__ import annotations
 
@@ -8,53 +8,72 @@ from typing import Annotated, Any
 import typer
 
 from bgserve.cli.client import (
-    DEFAULT_URL,
-    JsonOpt,
-    TokenOpt,
-    UrlOpt,
-    call,
+    Remote,
     console,
     deployment_panel,
-    err_console,
     history_table,
+    load_settings,
     release_table,
-    show,
+    remote_verb,
+    say_error,
 )
+from bgserve.cli.db import db_app
 from bgserve.cli.prompts import compare, prompts_app
 from bgserve.errors import BgserveError
+from bgserve.settings import Settings
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: the rich renderer of this typer shows flags as if they took a value.
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,
     help="Blue-green deployment of MLflow model + prompt releases.",
 )
 
 
+def _default(field: str) -> Any:
+    return Settings.model_fields[field].default
+
+
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Control API bind address")] = None,
-    port: Annotated[int | None, typer.Option(help="Control API port")] = None,
-    data_port: Annotated[int | None, typer.Option(help="Data-plane (router) port")] = None,
-    state_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the state")] = None,
+    host: Annotated[
+        str, typer.Option(envvar="BGSERVE_HOST", help="Control API bind address")
+    ] = _default("host"),
+    port: Annotated[int, typer.Option(envvar="BGSERVE_PORT", help="Control API port")] = _default(
+        "port"
+    ),
+    data_port: Annotated[
+        int, typer.Option(envvar="BGSERVE_DATA_PORT", help="Data-plane (router) port")
+    ] = _default("data_port"),
+    state_url: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL of the state (default: BGSERVE_STATE_URL, else state.db "
+            "in BGSERVE_HOME)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the control API and, with the local backend, the data plane."""
+    """Run the control API and, with the local backend, the data plane.
+
+    Every other setting comes from BGSERVE_* variables (see the README's Settings); the
+    MLflow registry is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME.
+    """
     import uvicorn
 
     from bgserve.api.app import create_app
-    from bgserve.settings import Settings
+    from bgserve.cli.logs import configure_logging
 
-    given: dict[str, object] = {
-        "host": host,
-        "port": port,
-        "data_port": data_port,
-        "state_url": state_url,
-    }
-    settings = Settings.model_validate({k: v for k, v in given.items() if v is not None})
+    given = {"host": host, "port": port, "data_port": data_port, "state_url": state_url}
+    settings = load_settings(given)
+    configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level="info",
+        log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
 
@@ -69,102 +88,134 @@ def slot(ctx: typer.Context) -> None:
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option(help="Keep the temporary directory")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the temporary directory and print how to use it")
+    ] = False,
 ) -> None:
-    """Run the whole flow on this machine: register, deploy, stage, promote, revert."""
+    """Run the whole flow on this machine: register, deploy, stage, promote, revert.
+
+    Exit status 0 when the live client saw no failed request, else 1.
+    """
+    from bgserve.cli.logs import configure_logging
     from bgserve.demo.run import run_demo
 
+    settings = load_settings({})
+    # The story is the output: bgserve's own INFO lines only when asked for.
+    explicit = "log_level" in settings.model_fields_set
+    configure_logging(settings.log_level if explicit else "warning")
     raise typer.Exit(run_demo(keep=keep))
 
 
 @app.command()
+def quickstart() -> None:
+    """Register the demo models and prompts in your MLflow, with `candidate` aliases.
+
+    The registry is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME: the one
+    `bgserve serve` uses. Registers summarizer v1 and v2 and the summarize prompt v1 and
+    v2 (unless there already), and points each one's `candidate` alias at version 2.
+    Afterwards the commands of the README's "Using it" work as written.
+    """
+    from bgserve.cli.logs import configure_logging
+    from bgserve.demo.quickstart import run_quickstart
+
+    settings = load_settings({})
+    configure_logging(settings.log_level)
+    try:
+        run_quickstart(settings, console)
+    except BgserveError as exc:
+        say_error(exc.message)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+@remote_verb
 def release(
     name: Annotated[str, typer.Argument(help="Release name (DNS-1123 label)")],
-    model_uri: Annotated[str, typer.Option("--model-uri", "-m", help="models:/name/version")],
-    prompt_uri: Annotated[str, typer.Option("--prompt-uri", "-p", help="prompts:/name/version")],
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
+    model_uri: Annotated[
+        str, typer.Option("--model-uri", "-m", help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    ],
+    prompt_uri: Annotated[
+        str,
+        typer.Option("--prompt-uri", "-p", help="prompts:/NAME/VERSION or prompts:/NAME@ALIAS"),
+    ],
+    remote: Remote,
 ) -> None:
-    """Register a model version + prompt version as a release."""
+    """Register a model version + prompt version as a release (aliases resolved once)."""
     body = {"name": name, "model_uri": model_uri, "prompt_uri": prompt_uri}
-    payload = call("POST", url, "/releases", token, body)
-    show(payload, as_json, lambda r: console.print(release_table([r])))
+    payload = remote.call("POST", "/releases", body)
+    remote.show(payload, lambda r: console.print(release_table([r])))
 
 
 @app.command()
-def releases(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+@remote_verb
+def releases(remote: Remote) -> None:
     """List releases."""
-    show(call("GET", url, "/releases", token), as_json, lambda r: console.print(release_table(r)))
+    remote.show(remote.call("GET", "/releases"), lambda r: console.print(release_table(r)))
 
 
 @app.command()
+@remote_verb
 def deploy(
     name: Annotated[str, typer.Argument(help="Deployment name (DNS-1123 label)")],
     release_id: Annotated[int, typer.Option("--release", "-r", help="Release id to run as blue")],
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
+    remote: Remote,
 ) -> None:
     """Create a deployment with a release as blue at 100%."""
-    payload = call("POST", url, "/deployments", token, {"name": name, "release_id": release_id})
-    show(payload, as_json, deployment_panel)
+    body = {"name": name, "release_id": release_id}
+    remote.show(remote.call("POST", "/deployments", body, name=name), deployment_panel)
 
 
 @app.command()
+@remote_verb
 def stage(
     name: Annotated[str, typer.Argument(help="Deployment name")],
     release_id: Annotated[int, typer.Option("--release", "-r", help="Release id to stage")],
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
+    remote: Remote,
 ) -> None:
     """Stage a release as green at 0%."""
-    payload = call("POST", url, f"/deployments/{name}/green", token, {"release_id": release_id})
-    show(payload, as_json, deployment_panel)
+    body = {"release_id": release_id}
+    payload = remote.call("POST", f"/deployments/{name}/green", body, name=name)
+    remote.show(payload, deployment_panel)
 
 
 @app.command()
+@remote_verb
 def promote(
     name: Annotated[str, typer.Argument(help="Deployment name")],
+    remote: Remote,
     weight: Annotated[int | None, typer.Option(help="One step to this green weight")] = None,
-    force: Annotated[bool, typer.Option(help="Skip a failed or missing comparison")] = False,
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Skip a failed or missing comparison (recorded)")
+    ] = False,
 ) -> None:
     """Move green one step, or (without --weight) through the step plan to 100%."""
     body: dict[str, Any] = {"force": force}
+    again = f"bgserve promote {name}"
     if weight is not None:
         body["weight"] = weight
-    payload = call("POST", url, f"/deployments/{name}/promote", token, body)
-    show(payload, as_json, deployment_panel)
+        again += f" --weight {weight}"
+    payload = remote.call("POST", f"/deployments/{name}/promote", body, name=name, again=again)
+    remote.show(payload, deployment_panel)
 
 
 @app.command()
-def revert(
-    name: Annotated[str, typer.Argument(help="Deployment name")],
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@remote_verb
+def revert(name: Annotated[str, typer.Argument(help="Deployment name")], remote: Remote) -> None:
     """Send all traffic back to the last good release."""
-    payload = call("POST", url, f"/deployments/{name}/revert", token, {})
-    show(payload, as_json, deployment_panel)
+    remote.show(remote.call("POST", f"/deployments/{name}/revert", {}, name=name), deployment_panel)
 
 
 @app.command()
+@remote_verb
 def status(
+    remote: Remote,
     name: Annotated[str | None, typer.Argument(help="Deployment name (all when omitted)")] = None,
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     """Show deployments: phase, slots, weights, readiness."""
     if name:
-        show(call("GET", url, f"/deployments/{name}", token), as_json, deployment_panel)
+        remote.show(remote.call("GET", f"/deployments/{name}", name=name), deployment_panel)
         return
-    show(call("GET", url, "/deployments", token), as_json, _deployment_panels)
+    remote.show(remote.call("GET", "/deployments"), _deployment_panels)
 
 
 def _deployment_panels(deployments: list[dict[str, Any]]) -> None:
@@ -175,15 +226,11 @@ def _deployment_panels(deployments: list[dict[str, Any]]) -> None:
 
 
 @app.command()
-def history(
-    name: Annotated[str, typer.Argument(help="Deployment name")],
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@remote_verb
+def history(name: Annotated[str, typer.Argument(help="Deployment name")], remote: Remote) -> None:
     """Show who changed what, when, with weights before and after."""
-    payload = call("GET", url, f"/deployments/{name}/history", token)
-    show(payload, as_json, lambda e: console.print(history_table(e)))
+    payload = remote.call("GET", f"/deployments/{name}/history", name=name)
+    remote.show(payload, lambda e: console.print(history_table(e)))
 
 
 @app.command()
@@ -200,16 +247,14 @@ def render(
 
     Reads the state database directly; contacts no cluster and no running bgserve.
     """
+    from bgserve.compose import build_store
     from bgserve.manifests import render_deployment, render_yaml, write_objects
-    from bgserve.settings import Settings
-    from bgserve.store import Store
 
     if flavour not in (None, "v1", "v2"):
         raise typer.BadParameter(f"{flavour!r} is not v1 or v2", param_hint="--flavour")
-    overrides = {"state_url": state_url, "seldon_flavour": flavour}
-    settings = Settings.model_validate({k: v for k, v in overrides.items() if v})
+    settings = load_settings({"state_url": state_url, "seldon_flavour": flavour})
     try:
-        store = Store(settings.resolved_state_url)
+        store = build_store(settings)
         try:
             state = store.get_deployment(deployment).state
             releases = {r.release_id: store.get_release(r.release_id) for r in state.routes()}
@@ -217,7 +262,7 @@ def render(
             store.close()
         objects = render_deployment(state, releases, settings, backend)
     except BgserveError as exc:
-        err_console.print(f"[red]{exc.message}[/red]")
+        say_error(exc.message)
         raise typer.Exit(1) from exc
     if output is None:
         typer.echo(render_yaml(objects), nl=False)
@@ -228,6 +273,7 @@ def render(
 
 app.command()(compare)
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:

@@ -1,9 +1,16 @@
-"""CLI verbs that call a running bgserve over HTTP, with readable output or ``--json``."""
+"""CLI verbs that call a running bgserve over HTTP, with readable output or ``--json``.
+
+Every such verb takes the same connection options, defined once here: decorate it with
+:func:`remote_verb` and give it a ``remote: Remote`` parameter.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
@@ -11,49 +18,152 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bgserve.settings import Settings
+
 console = Console()
 err_console = Console(stderr=True)
 
+DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOpt = Annotated[str, typer.Option("--url", envvar="BGSERVE_URL", help="Control API base URL")]
 TokenOpt = Annotated[
     str | None,
     typer.Option("--token", envvar="BGSERVE_TOKEN", help="Bearer token", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer")]
-DEFAULT_URL = os.environ.get("BGSERVE_URL", "http://127.0.0.1:8080")
+
+# What to run for each errors.HINTS code; {name} is the deployment, {again} the failed verb.
+HINT_COMMANDS = {
+    "stage": "bgserve stage {name} --release ID",
+    "compare": "bgserve compare {name} --golden-set SET",
+    "force": "{again} --force",
+    "revert": "bgserve revert {name}",
+    "promote": "bgserve promote {name}",
+    "wait": "bgserve status {name}, then try again",
+    "retry": "try again in a moment",
+    "other-name": "choose another name",
+}
 
 
-def call(
-    method: str, url: str, path: str, token: str | None, body: Any = None, timeout: float = 600.0
-) -> Any:
-    """Send one request; on an error answer print its message and exit 1."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+def hint_command(hint: str, name: str | None, again: str | None) -> str | None:
+    """The command a CLI user runs for an error's ``hint``, or None for an unknown code."""
+    template = HINT_COMMANDS.get(hint)
+    if template is None:
+        return None
+    return template.format(name=name or "NAME", again=again or f"bgserve promote {name or 'NAME'}")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where the control API is, how to authenticate, and how to print its answers."""
+
+    url: str = DEFAULT_URL
+    token: str | None = None
+    as_json: bool = False
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        name: str | None = None,
+        again: str | None = None,
+        timeout: float = 600.0,
+    ) -> Any:
+        """Send one request; on an error answer print its message and next step, exit 1.
+
+        ``name`` (the deployment) and ``again`` (this verb's command line) fill in the
+        command an error's hint names. Exit 2 when the server cannot be reached.
+        """
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = httpx.request(
+                method, self.url.rstrip("/") + path, json=body, headers=headers, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            say_error(
+                f"cannot reach bgserve at {self.url}: {exc} "
+                "(start it with `bgserve serve`, or set --url)"
+            )
+            raise typer.Exit(2) from exc
+        payload = _json_or_none(response)
+        if response.is_error:
+            _print_error(response, payload, name, again)
+            raise typer.Exit(1)
+        return payload
+
+    def show(self, payload: Any, render: Callable[[Any], None]) -> None:
+        """Print ``payload`` as JSON (``--json``) or through ``render``."""
+        if self.as_json:
+            console.print_json(json.dumps(payload))
+        else:
+            render(payload)
+
+
+def remote_verb(func: Callable[..., None]) -> Callable[..., None]:
+    """Give a verb the shared ``--url``, ``--token`` and ``--json`` options.
+
+    ``func`` takes ``remote: Remote``; the command line gets the three options in its
+    place (after the verb, as in ``bgserve status chat --url URL --json``).
+    """
+    signature = inspect.signature(func, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "remote"]
+    shared = [
+        inspect.Parameter(
+            "url", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_URL, annotation=UrlOpt
+        ),
+        inspect.Parameter(
+            "token", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=TokenOpt
+        ),
+        inspect.Parameter(
+            "as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOpt
+        ),
+    ]
+
+    @functools.wraps(func)
+    def verb(*args: Any, url: str, token: str | None, as_json: bool, **kwargs: Any) -> None:
+        func(*args, remote=Remote(url, token, as_json), **kwargs)
+
+    parameters = [*own, *shared]
+    verb.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    verb.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    return verb
+
+
+def load_settings(overrides: dict[str, object] | None = None) -> Settings:
+    """Settings from the environment plus the options given (None means not given).
+
+    A bad value exits 2 with pydantic's message, which names the setting.
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
-        response = httpx.request(
-            method, url.rstrip("/") + path, json=body, headers=headers, timeout=timeout
-        )
-    except httpx.HTTPError as exc:
-        err_console.print(
-            f"[red]cannot reach bgserve at {url}: {exc}[/red] "
-            "(start it with `bgserve serve`, or set --url)"
-        )
+        return Settings.model_validate(given)
+    except ValueError as exc:
+        say_error(f"bad configuration: {exc}")
         raise typer.Exit(2) from exc
-    payload = response.json() if response.content else None
-    if response.is_error:
-        message = (
-            payload.get("message", response.text) if isinstance(payload, dict) else response.text
-        )
-        err_console.print(f"[red]{response.status_code}: {message}[/red]")
-        raise typer.Exit(1)
-    return payload
 
 
-def show(payload: Any, as_json: bool, render: Any) -> None:
-    """Print ``payload`` as JSON or through ``render``."""
-    if as_json:
-        console.print_json(json.dumps(payload))
-    else:
-        render(payload)
+def say_error(message: str) -> None:
+    """Print ``message`` in red on stderr, taken literally (no rich markup in it)."""
+    err_console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return None
+
+
+def _print_error(
+    response: httpx.Response, payload: Any, name: str | None, again: str | None
+) -> None:
+    body = payload if isinstance(payload, dict) else {}
+    say_error(f"{response.status_code}: {body.get('message') or response.text}")
+    hint = body.get("hint")
+    command = hint_command(hint, name, again) if isinstance(hint, str) else None
+    if command:
+        err_console.print(f"next: {command}", markup=False, highlight=False, soft_wrap=True)
 
 
 def release_table(releases: list[dict[str, Any]]) -> Table:

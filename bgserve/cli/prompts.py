@@ -6,18 +6,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
-from bgserve.cli.client import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, call, console, show
+from bgserve.cli.client import Remote, console, load_settings, remote_verb, say_error
+from bgserve.cli.prompt_files import PromptDir, read_prompt_dir
 from bgserve.cli.tables import comparison_table
 from bgserve.domain.comparison import ComparisonReport
-from bgserve.domain.golden import parse_golden_jsonl
+from bgserve.errors import BgserveError
 
-prompts_app = typer.Typer(no_args_is_help=True, help="Prompt templates as code.")
+prompts_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,
+    help="Prompt templates as code: prompts/<name>/template.txt, prompt.yaml, golden.jsonl.",
+)
 
 ThresholdOpt = Annotated[
     list[str] | None,
-    typer.Option("--threshold", "-t", help="Override a threshold: NAME=VALUE (repeatable)"),
+    typer.Option(
+        "--threshold",
+        "-t",
+        metavar="NAME=VALUE",
+        help="Override a threshold, e.g. min_mean_similarity=0.95 (repeatable)",
+    ),
 ]
 HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report here")]
 
@@ -52,81 +62,114 @@ def _print_report(report: ComparisonReport, html: Path | None) -> None:
         console.print(f"HTML report written to {html}")
 
 
+@remote_verb
 def compare(
     name: Annotated[str, typer.Argument(help="Deployment name")],
-    golden_set: Annotated[str, typer.Option("--golden-set", "-g", help="prompts/<name>")],
+    golden_set: Annotated[
+        str,
+        typer.Option(
+            "--golden-set",
+            "-g",
+            metavar="SET",
+            help="Golden set name, e.g. summarize: the server reads "
+            "BGSERVE_PROMPTS_DIR/SET/golden.jsonl (the demo's summarize is built in)",
+        ),
+    ],
+    remote: Remote,
     threshold: ThresholdOpt = None,
     html: HtmlOpt = None,
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
-    """Compare blue and green on a golden set; the verdict gates promotion."""
+    """Compare blue and green on a golden set; the verdict gates promotion.
+
+    Exit status: 0 when the verdict passed, 3 when it failed (the report says why),
+    1 for an error answer, 2 when bgserve cannot be reached.
+    """
     body = {"golden_set": golden_set, "thresholds": _thresholds(threshold)}
-    payload = call("POST", url, f"/deployments/{name}/compare", token, body)
+    payload = remote.call("POST", f"/deployments/{name}/compare", body, name=name)
     report = _report(payload, html, f"{name}: blue vs green on {golden_set}")
-    show(payload, as_json, lambda _: _print_report(report, html))
+    remote.show(payload, lambda _: _print_report(report, html))
     if not report.verdict.passed:
         raise typer.Exit(3)
 
 
-def _prompt_files(directory: Path) -> tuple[str, str, dict[str, Any]]:
-    template_file = directory / "template.txt"
-    if not template_file.is_file():
-        raise typer.BadParameter(f"{template_file} does not exist")
-    meta_file = directory / "prompt.yaml"
-    meta = yaml.safe_load(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
-    if not isinstance(meta, dict):
-        raise typer.BadParameter(f"{meta_file} must be a YAML mapping")
-    name = str(meta.get("name") or directory.resolve().name)
-    return name, template_file.read_text(encoding="utf-8"), meta
+def _prompt_dir(directory: Path, *, need_golden: bool = False) -> PromptDir:
+    try:
+        return read_prompt_dir(directory, need_golden=need_golden)
+    except BgserveError as exc:
+        say_error(exc.message)
+        raise typer.Exit(1) from exc
 
 
 @prompts_app.command("push")
 def push(directory: Annotated[Path, typer.Argument(help="prompts/<name> directory")]) -> None:
-    """Register a new MLflow prompt version, only when the template changed."""
-    from bgserve.registry.mlflow_registry import MlflowRegistry
-    from bgserve.settings import Settings
+    """Register a new MLflow prompt version, only when the template changed.
 
-    name, template, meta = _prompt_files(directory)
-    settings = Settings()
-    registry = MlflowRegistry(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
-    tags = {str(k): str(v) for k, v in (meta.get("tags") or {}).items()}
-    version, created = registry.push_prompt(name, template, meta.get("commit_message"), tags)
+    Refuses symbolic links and files over their size limit (template 64 KiB, prompt.yaml
+    16 KiB, golden.jsonl 10 MiB), an invalid name, and a template that some golden case
+    cannot render. The registry is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME.
+    """
+    from bgserve.cli.logs import configure_logging
+    from bgserve.compose import build_registry
+
+    prompt = _prompt_dir(directory)
+    _print_lint(prompt)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    registry = build_registry(settings)
+    console.print(f"registering in MLflow at {registry.registry_uri}", markup=False)
+    try:
+        version, created = registry.push_prompt(
+            prompt.name, prompt.template, prompt.meta.get("commit_message"), prompt.tags
+        )
+    except BgserveError as exc:
+        say_error(exc.message)
+        raise typer.Exit(1) from exc
     if created:
-        console.print(f"registered prompts:/{name}/{version}")
+        console.print(f"registered prompts:/{prompt.name}/{version}", markup=False)
     else:
-        console.print(f"nothing changed: prompts:/{name}/{version} has this template")
+        console.print(f"nothing changed: prompts:/{prompt.name}/{version} has this template")
+
+
+def _print_lint(prompt: PromptDir) -> None:
+    """Print the lint's warnings; exit 1 on an error (a case that cannot render)."""
+    lint = prompt.lint()
+    if lint is None:
+        return
+    for issue in lint.warnings:
+        console.print(f"lint warning: {issue.message}", style="yellow", markup=False)
+    for issue in lint.errors:
+        say_error(f"lint error: {issue.message}")
+    if lint.errors:
+        raise typer.Exit(1)
 
 
 @prompts_app.command("validate")
+@remote_verb
 def validate(
     directory: Annotated[Path, typer.Argument(help="prompts/<name> directory")],
     deployment: Annotated[str, typer.Option("--deployment", "-d", help="Live deployment")],
+    remote: Remote,
     threshold: ThresholdOpt = None,
     html: HtmlOpt = None,
-    url: UrlOpt = DEFAULT_URL,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
-    """Compare the template in DIRECTORY with the live prompt, on the live model."""
-    _, template, _ = _prompt_files(directory)
-    golden = directory / "golden.jsonl"
-    if not golden.is_file():
-        raise typer.BadParameter(f"{golden} does not exist")
+    """Compare the template in DIRECTORY with the live prompt, on the live model.
+
+    Exit status: 0 when the verdict passed and the lint found no error, 3 otherwise,
+    1 for an error answer, 2 when bgserve cannot be reached.
+    """
+    prompt = _prompt_dir(directory, need_golden=True)
     cases = [
-        c.model_dump(mode="json", by_alias=True, exclude_none=True)
-        for c in parse_golden_jsonl(golden.read_text(encoding="utf-8"))
+        c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in prompt.cases or []
     ]
     body = {
         "deployment": deployment,
-        "template": template,
+        "template": prompt.template,
         "cases": cases,
         "thresholds": _thresholds(threshold),
     }
-    payload = call("POST", url, "/prompts/validate", token, body)
+    payload = remote.call("POST", "/prompts/validate", body, name=deployment)
     report = _report(payload["report"], html, f"{deployment}: live prompt vs {directory}")
-    show(payload, as_json, lambda p: _print_validation(p, report, html))
+    remote.show(payload, lambda p: _print_validation(p, report, html))
     if not report.verdict.passed or payload["lint"]["errors"]:
         raise typer.Exit(3)
 
@@ -134,10 +177,11 @@ def validate(
 def _print_validation(payload: dict[str, Any], report: ComparisonReport, html: Path | None) -> None:
     console.print(
         f"live: {payload['model_uri']} + {payload['live_prompt_uri']}; "
-        f"candidate: {payload['candidate']}"
+        f"candidate: {payload['candidate']}",
+        markup=False,
     )
     for level in ("errors", "warnings"):
         for issue in payload["lint"][level]:
             colour = "red" if level == "errors" else "yellow"
-            console.print(f"[{colour}]lint {level[:-1]}:[/{colour}] {issue['message']}")
+            console.print(f"lint {level[:-1]}: {issue['message']}", style=colour, markup=False)
     _print_report(report, html)

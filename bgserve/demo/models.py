@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 import yaml
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 
+from bgserve.compose import registry_at
 from bgserve.errors import InvalidInput
 from bgserve.registry.mlflow_registry import MlflowRegistry, ensure_experiment, translate_errors
 
@@ -66,6 +68,8 @@ def _log_variant(registry: MlflowRegistry, model_name: str, variant: str, max_wo
                 python_model=str(MODEL_CODE),
                 model_config={"max_words": max_words},
                 signature=_signature(),
+                # Saved with the model, and checked by MLflow against it at logging time.
+                input_example=pd.DataFrame({"prompt": ["Text: An example. It has two sentences."]}),
                 pip_requirements=[f"mlflow=={mlflow.__version__}", "pandas"],
                 registered_model_name=model_name,
                 tags={VARIANT_TAG: variant},
@@ -85,7 +89,7 @@ def register_demo_models(
         InvalidInput: ``model_name`` is taken by a prompt.
         RegistryUnavailable: MLflow cannot be reached.
     """
-    registry = MlflowRegistry(tracking_uri, registry_uri, artifact_location=artifact_location)
+    registry = registry_at(tracking_uri, registry_uri, artifact_location=artifact_location)
     with translate_errors(f"registering the demo model {model_name!r}"):
         existing = _existing_variants(registry.client, model_name)
         versions = [
@@ -123,7 +127,7 @@ def push_demo_prompts(
         InvalidInput: ``prompt_name`` is taken by a model.
         RegistryUnavailable: MLflow cannot be reached.
     """
-    registry = MlflowRegistry(tracking_uri, registry_uri)
+    registry = registry_at(tracking_uri, registry_uri)
     message, tags = _prompt_metadata()
     versions: list[int] = []
     messages = (message, "Reword the instruction")

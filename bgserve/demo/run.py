@@ -121,6 +121,7 @@ def run_demo(keep: bool = False, console: Console | None = None) -> int:
         )
         parts = build_components(settings)
         try:
+            parts.start()
             counts = _story(console, timeline, parts)
         finally:
             _timed(console, timeline, "stop slots and router", parts.close)
@@ -220,6 +221,9 @@ def _promote_and_revert(
         )
         timeline.weights = "blue 100% (reverted)"
         time.sleep(1.5)
+    if not console.is_terminal:
+        # Off a terminal, rich prints the live table's last frame without ending its line.
+        console.line()
 
 
 def _summary(console: Console, timeline: Timeline, counts: TrafficCounts, kept: Path | None) -> int:
@@ -238,6 +242,18 @@ def _summary(console: Console, timeline: Timeline, counts: TrafficCounts, kept: 
     for failure in counts.failures[:5]:
         console.print(f"[red]{failure}[/red]")
     if kept:
-        console.print(f"files kept in {kept}")
+        _print_kept(console, kept)
     console.print(f"failed requests: {len(counts.failures)} of {counts.total}")
     return 0 if not counts.failures else 1
+
+
+def _print_kept(console: Console, home: Path) -> None:
+    """Say how to point bgserve at what the demo left: its registry and its state."""
+    console.print(f"files kept in {home}; to look around, point bgserve at them:", markup=False)
+    console.print(
+        f"  export BGSERVE_HOME={home} MLFLOW_TRACKING_URI=sqlite:///{home / 'mlflow.db'}\n"
+        "  bgserve serve        # restores the demo's deployment, then: bgserve status",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )

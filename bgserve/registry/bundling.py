@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,13 @@ def log_bundle(
     with uris:
         requirements = bundle_requirements(model.uri)
         nested = mlflow.active_run() is not None
-        with mlflow.start_run(experiment_id=experiment_id, run_name=bundle, nested=nested):
+        with (
+            mlflow.start_run(experiment_id=experiment_id, run_name=bundle, nested=nested),
+            warnings.catch_warnings(),
+        ):
+            # MLflow asks for an input example, but checking one would load and run the
+            # base model in this process; the signature above is exact, so skip its nag.
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
             info = mlflow.pyfunc.log_model(
                 name="bundle",
                 python_model=str(BUNDLE_CODE),

@@ -1,0 +1,46 @@
+"""`bgserve demo` piped, as a newcomer's first command would be: the story and nothing else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.process_helpers import descendants, wait_gone
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NOISE = ("input example", "Successfully registered", "Created version", "INFO mlflow", "\x1b[")
+
+
+def test_piped_demo_tells_its_story_without_mlflow_noise_and_leaves_no_process() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("BGSERVE_LOG_LEVEL", "FORCE_COLOR")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bgserve", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**env, "COLUMNS": "120"},
+    )
+    seen: list[int] = []
+    started = time.monotonic()
+    while proc.poll() is None and time.monotonic() - started < 240:
+        seen.extend(p for p in descendants(proc.pid) if p not in seen)
+        time.sleep(0.2)
+    output, _ = proc.communicate(timeout=10)
+
+    assert proc.returncode == 0, output
+    assert "gate closed, as it should be" in output
+    total = int(output.rsplit("failed requests: 0 of", 1)[1].split()[0])
+    assert total > 100
+    for noise in NOISE:
+        assert noise not in output, f"{noise!r} in the demo's output:\n{output}"
+    assert " INFO " not in output, output
+    # Every table ends its own line: nothing follows a table's bottom edge on that line.
+    assert all(line.endswith("┘") for line in output.splitlines() if "┘" in line), output
+    assert output.endswith("\n")
+    assert seen, "the demo started no slot process"
+    assert wait_gone(seen) == []
