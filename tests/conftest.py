@@ -46,9 +46,10 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
-    """One running bgserve (control API in-process, slots as real processes) for the session."""
+    """A running bgserve (control API in-process, slots as real processes) of its own for
+    each test module, so no module sees another's deployments; the MLflow store is shared."""
     from bgserve.api.app import create_app
     from tests.flow_helpers import make_settings, register_demo
 
@@ -58,7 +59,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Itera
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rel(client: TestClient) -> dict[str, int]:
     """Release ids of the demo releases v1, v2 and reworded (v1 model, v2 prompt)."""
     from tests.flow_helpers import create_releases
@@ -71,7 +72,8 @@ def rel(client: TestClient) -> dict[str, int]:
 
 @pytest.fixture(scope="session")
 def crds() -> Mapping[str, Crd]:
-    """The official CRDs (fails under CI when ../shared/crds is missing, skips elsewhere)."""
+    """The official CRDs from ``$BGSERVE_CRD_DIR`` or ../shared/crds (fails under CI when
+    missing, skips elsewhere with a reason saying how to provide them)."""
     return load_crds(require_crd_dir())
 
 

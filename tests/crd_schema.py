@@ -41,7 +41,10 @@ def require_crd_dir() -> Path:
     """The CRD directory; fails the test under CI=true if missing, else skips it."""
     path = crd_dir()
     if path is None:
-        reason = "official CRDs not found: set BGSERVE_CRD_DIR or provide ../shared/crds"
+        reason = (
+            "official CRDs not found: set BGSERVE_CRD_DIR to a directory holding them "
+            "or provide ../shared/crds"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)

@@ -1,0 +1,1 @@
+"""The backend contract: the same tests against every backend."""

@@ -1,0 +1,147 @@
+"""One harness per backend for the contract suite: the backend, releases it can serve,
+and the two things the Protocol does not expose — the weights in place and a way to
+make a slot go down on its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bgserve.backends.base import Backend
+from bgserve.backends.kube.kserve.backend import KServeBackend
+from bgserve.backends.kube.kserve.objects import route_name
+from bgserve.backends.kube.seldon import seldon_backend
+from bgserve.backends.memory import MemoryBackend
+from bgserve.domain.release import Release
+from bgserve.settings import Settings
+from tests.crd_schema import Crd
+from tests.helpers_models import local_release, wait_until
+from tests.k8s_apiserver import FakeApiServer
+from tests.kube_helpers import NS, RELEASES, PlatformStatus
+
+DEPLOYMENT = "chat"
+KINDS = ("memory", "local", "kserve", "seldon-v2", "seldon-v1")
+
+
+@dataclass
+class Harness:
+    """A backend under test and what the contract tests need around it."""
+
+    kind: str
+    backend: Backend
+    release: Callable[[int], Release]
+    weights: Callable[[str], dict[int, int]]
+    take_down: Callable[[str, int], None]
+
+    def routed(self, deployment: str = DEPLOYMENT) -> dict[int, int]:
+        """The weights in place, without zero entries (backends differ in keeping them)."""
+        return {r: w for r, w in self.weights(deployment).items() if w}
+
+
+# ----- memory -----
+
+
+def memory_harness() -> Iterator[Harness]:
+    backend = MemoryBackend()
+    yield Harness("memory", backend, RELEASES.__getitem__, backend.weights, backend.kill)
+    backend.close()
+
+
+# ----- local: real slot processes behind the router -----
+
+
+def local_harness(tmp_path: Path, bundles: Mapping[int, str]) -> Iterator[Harness]:
+    from bgserve.backends.local.backend import LocalBackend
+
+    backend = LocalBackend("127.0.0.1", 0, ready_timeout=90, log_dir=tmp_path / "slots")
+
+    def weights(deployment: str) -> dict[int, int]:
+        return {t.release_id: t.weight for t in backend.router.routes(deployment)}
+
+    def take_down(deployment: str, release_id: int) -> None:
+        pid = backend.slot_pid(deployment, release_id)
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)
+
+        def down() -> bool:
+            info = backend.slot_info(deployment, release_id)
+            return info is None or not info.ready
+
+        wait_until(down, 30, "the slot to go down")
+
+    def release(release_id: int) -> Release:
+        return local_release(release_id, bundles[release_id])
+
+    try:
+        yield Harness("local", backend, release, weights, take_down)
+    finally:
+        backend.close()
+
+
+# ----- Kubernetes: the loopback API server and a status-only platform -----
+
+
+def _kube_settings(server: FakeApiServer, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kube_api_url": server.url,
+        "kube_namespace": NS,
+        "kube_poll_interval_seconds": 0.002,
+        "slot_ready_timeout_seconds": 10,
+        "kube_route_hostname": "{deployment}.models.example.com",
+        "kube_bundle_storage_uri": "s3://bundles/{bundle_name}/{bundle_version}",
+    }
+    return Settings(**{**values, **extra})
+
+
+def _route_weights(server: FakeApiServer, deployment: str) -> dict[int, int]:
+    for route in server.objects("httproutes"):
+        if route["metadata"]["name"] == route_name(deployment):
+            refs = route["spec"]["rules"][0]["backendRefs"]
+            return {_release_of(r["name"].removesuffix("-predictor")): r["weight"] for r in refs}
+    return {}
+
+
+def _experiment_weights(server: FakeApiServer, deployment: str) -> dict[int, int]:
+    for exp in server.objects("experiments"):
+        if exp["metadata"]["name"] == deployment:
+            return {_release_of(c["name"]): c["weight"] for c in exp["spec"]["candidates"]}
+    return {}
+
+
+def _sdep_weights(server: FakeApiServer, deployment: str) -> dict[int, int]:
+    for sdep in server.objects("seldondeployments"):
+        if sdep["metadata"]["name"] == deployment:
+            return {_release_of(p["name"]): p["traffic"] for p in sdep["spec"]["predictors"]}
+    return {}
+
+
+def _release_of(name: str) -> int:
+    """``chat-r2`` and ``r2`` -> 2."""
+    return int(name.rsplit("r", 1)[1])
+
+
+Reader = Callable[[FakeApiServer, str], dict[int, int]]
+KUBE: dict[str, tuple[str, Callable[[Settings], Backend], Reader, dict[str, Any]]] = {
+    "kserve": ("kserve", KServeBackend, _route_weights, {}),
+    "seldon-v2": ("seldon", seldon_backend, _experiment_weights, {"seldon_flavour": "v2"}),
+    "seldon-v1": ("seldon", seldon_backend, _sdep_weights, {"seldon_flavour": "v1"}),
+}
+
+
+def kube_harness(kind: str, crds: Mapping[str, Crd]) -> Iterator[Harness]:
+    platform, build, read, extra = KUBE[kind]
+    with ExitStack() as stack:
+        server = stack.enter_context(FakeApiServer(crds))
+        status = PlatformStatus(server, platform)
+        controller = stack.enter_context(status.controller)
+        backend: Backend = build(_kube_settings(server, **extra))
+        stack.callback(backend.close)
+        yield Harness(
+            kind, backend, RELEASES.__getitem__, lambda d: read(server, d), status.take_down
+        )
+        assert controller.errors == []

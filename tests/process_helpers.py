@@ -1,0 +1,77 @@
+"""Process helpers for tests that start bgserve itself: free ports, child processes, and
+waiting for them to be gone."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a server started in another process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``; empty once it is gone."""
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_gone(pids: list[int], deadline_s: float = 20.0) -> list[int]:
+    """Wait until none of ``pids`` runs (zombies count as gone); return those still alive."""
+    deadline = time.monotonic() + deadline_s
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [
+            p
+            for p in alive
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+        time.sleep(0.1)
+    return alive
+
+
+def start_serve(
+    home: Path, mlflow_uri: str, extra_env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """``bgserve serve`` as its own process (data plane on a free port); its control URL
+    once it answers ready. Fails if it exits while starting."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "BGSERVE_HOME": str(home),
+        "BGSERVE_DATA_PORT": "0",
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "MLFLOW_REGISTRY_URI": mlflow_uri,
+        **(extra_env or {}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bgserve", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "bgserve exited while starting"
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("bgserve was not ready within 120 s")
