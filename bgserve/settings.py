@@ -38,19 +38,60 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         None,
         validation_alias=AliasChoices("BGSERVE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
-        description="MLflow tracking store; MLflow's own default when unset.",
+        description="MLflow tracking store; the SQLite file `mlflow.db` in `home` when unset "
+        "(the same for `serve`, `quickstart`, `prompts push` and the slots).",
     )
     mlflow_registry_uri: str | None = Field(
         None,
         validation_alias=AliasChoices("BGSERVE_MLFLOW_REGISTRY_URI", "MLFLOW_REGISTRY_URI"),
         description="MLflow model/prompt registry; the tracking URI when unset.",
     )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="Level of bgserve's own log; MLflow's loggers stay at warning (and its "
+        "progress prints silent) unless this is `debug`.",
+    )
     host: str = Field("127.0.0.1", description="Bind address of the control API.")
     port: int = Field(8080, ge=0, le=65535, description="Port of the control API.")
     data_host: str = Field("127.0.0.1", description="Bind address of the local data plane.")
     data_port: int = Field(8081, ge=0, le=65535, description="Port of the local data plane.")
-    backend: Literal["local", "kserve", "seldon"] = Field(
-        "local", description="Where slots run: embedded processes, KServe or Seldon."
+    data_token: str = Field(
+        "",
+        description="Bearer token every data-plane request but /v2/health/* must carry "
+        "(`Authorization: Bearer <token>`); empty means the data plane needs none.",
+    )
+    data_allow_unauthenticated: bool = Field(
+        False,
+        description="Allow a non-loopback `data_host` without `data_token`, for a data plane "
+        "reachable only through the platform's authenticating gateway.",
+    )
+    upstream_connect_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How long the data plane waits to open a connection to a slot; slots "
+        "are on this machine, so anything slower means a full backlog or a hung slot.",
+    )
+    upstream_first_byte_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long the data plane waits for a slot's answer to begin; raise it "
+        "for models slower than this per request. A client waits at most twice "
+        "(connect + first-byte timeouts) for its first byte: one retry on another slot.",
+    )
+    upstream_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long the data plane waits for a slot's whole answer."
+    )
+    outlier_consecutive_failures: int = Field(
+        3,
+        ge=1,
+        description="Consecutive failures (timeouts, lost connections) after which the data "
+        "plane ejects a slot until it answers a readiness probe; a refused connection "
+        "ejects at once.",
+    )
+    backend: Literal["local", "kserve", "seldon", "memory"] = Field(
+        "local",
+        description="Where slots run: embedded processes, KServe or Seldon; `memory` keeps "
+        "slots as in-memory records that serve nothing (for tests and trying the API).",
     )
     promote_steps: list[int] = Field(
         default_factory=lambda: [10, 50, 100],
@@ -73,7 +114,15 @@ class Settings(BaseSettings):
         "", description="Comma-separated `role:token` pairs; roles are viewer, deployer, admin."
     )
     auth_tokens_file: Path | None = Field(
-        None, description="File of `role:token` lines (`role:sha256:<hex>` for hashed tokens)."
+        None,
+        description="File of `role:token` lines (`role:sha256:<hex>` for hashed tokens); "
+        "`#` starts a comment. A file that cannot be read or holds no token stops bgserve.",
+    )
+    public_metrics_and_docs: bool = Field(
+        False,
+        description="Serve /metrics, /docs, /redoc and /openapi.json without a token even when "
+        "tokens are configured (they need a viewer token otherwise); /healthz and /readyz are "
+        "always open.",
     )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body the control API accepts."
@@ -228,6 +277,49 @@ class Settings(BaseSettings):
         description="Seldon v2: also make the live Model the Experiment's `default`, so "
         "clients calling that Model's own name are split too (until the next cutover).",
     )
+    prometheus_url: str = Field(
+        "",
+        description="Base URL of the Prometheus HTTP API the live analysis reads per-release "
+        "counts from on KServe and Seldon (e.g. http://prometheus.monitoring:9090).",
+    )
+    prometheus_router: Literal["istio", "gateway", "kserve", "seldon"] = Field(
+        "istio",
+        description="Whose metrics count each release's traffic, choosing the default query "
+        "templates: `istio` (istio_requests_total), `gateway` (Envoy cluster stats of a "
+        "Gateway API implementation), `kserve` (Knative queue-proxy of KServe's Serverless "
+        "mode) or `seldon` (Seldon Core 2 seldon_model_infer_total).",
+    )
+    prometheus_requests_query: str = Field(
+        "",
+        description="PromQL instant vector of the cumulative request counter, with "
+        "`{namespace}`, `{deployment}`, `{release_id}` and `{workload}` (regexes, so match "
+        'them with `=~"..."`); bgserve wraps it in `sum by (<workload label>)`. Empty: the '
+        "router's default.",
+    )
+    prometheus_errors_query: str = Field(
+        "",
+        description="Like `prometheus_requests_query`, counting only failed requests (5xx); "
+        "empty: the router's default.",
+    )
+    prometheus_latency_bucket_query: str = Field(
+        "",
+        description="Like `prometheus_requests_query`, selecting the latency histogram's "
+        "`_bucket` series (summed by workload label and `le`); empty: the router's default, "
+        "which is none for `seldon` (its histogram has no model label).",
+    )
+    prometheus_workload_label: str = Field(
+        "",
+        description="Label whose value names a release's workload (the release id is read "
+        "from it); empty: the router's default (e.g. destination_workload for istio).",
+    )
+    prometheus_latency_unit: Literal["auto", "ms", "s"] = Field(
+        "auto",
+        description="Unit of the latency histogram's `le` bounds; `auto`: the router's "
+        "(ms for istio, gateway and kserve, s for seldon).",
+    )
+    prometheus_timeout_seconds: float = Field(
+        5.0, gt=0, description="Timeout of one Prometheus query by the live analysis."
+    )
     # --- end kubernetes backends ---
 
     @field_validator("promote_steps")
@@ -239,6 +331,17 @@ class Settings(BaseSettings):
             raise ValueError("promote_steps must be strictly increasing weights in 1..100")
         return steps
 
+    @field_validator("auth_tokens")
+    @classmethod
+    def _tokens_given_or_unset(cls, tokens: str) -> str:
+        # A configured but empty value (",", " ") must not silently mean "no auth".
+        if tokens and not any(t.strip() for t in tokens.split(",")):
+            raise ValueError(
+                "BGSERVE_AUTH_TOKENS is set but holds no token: give `role:token` pairs "
+                "separated by commas, or unset it"
+            )
+        return tokens
+
     @model_validator(mode="after")
     def _refuse_open_bind_without_tokens(self) -> Settings:
         if not _is_loopback(self.host) and not (self.auth_tokens or self.auth_tokens_file):
@@ -247,6 +350,23 @@ class Settings(BaseSettings):
                 "set BGSERVE_AUTH_TOKENS or BGSERVE_AUTH_TOKENS_FILE, or bind 127.0.0.1"
             )
         return self
+
+    @model_validator(mode="after")
+    def _refuse_open_data_plane_without_token(self) -> Settings:
+        if self.backend != "local" or _is_loopback(self.data_host) or self.data_token:
+            return self
+        if not self.data_allow_unauthenticated:
+            raise ValueError(
+                f"refusing to bind the data plane on {self.data_host} without a token: set "
+                "BGSERVE_DATA_TOKEN, or BGSERVE_DATA_ALLOW_UNAUTHENTICATED=true if only the "
+                "platform's authenticating gateway can reach it, or bind 127.0.0.1"
+            )
+        return self
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        """The MLflow tracking URI, defaulting to ``sqlite:///<home>/mlflow.db``."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
     def resolved_state_url(self) -> str:

@@ -13,6 +13,8 @@ from bgserve.cli.app import app
 from bgserve.demo.text_model import summarize
 from tests.flow_helpers import deploy, ok
 
+pytestmark = pytest.mark.integration
+
 LONG = (
     "Ship the new release after two weeks of careful testing across every region, "
     "then tell the platform team about it. Nothing else."

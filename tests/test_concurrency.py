@@ -8,9 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.flow_helpers import deploy, ok
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 OPERATORS = 20
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from bgserve.api.app import create_app
 from bgserve.demo.traffic import TrafficClient
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from tests.flow_helpers import create_releases, deploy, make_settings, ok, shares
+
+pytestmark = pytest.mark.integration
 
 
 def test_weight_30_sends_30_percent_to_green(client: TestClient, rel: dict[str, int]) -> None:

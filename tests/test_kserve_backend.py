@@ -27,6 +27,8 @@ from tests.kube_helpers import (
     perform,
 )
 
+pytestmark = pytest.mark.integration
+
 ROUTE_RESOURCES = {
     "gateway": ("gateway.networking.k8s.io", "httproutes"),
     "istio": ("networking.istio.io", "virtualservices"),

@@ -22,6 +22,8 @@ from bgserve.domain.template import render
 from bgserve.errors import InvalidInput, NotFound, RegistryUnavailable
 from bgserve.registry.mlflow_registry import MlflowRegistry, mlflow_uris
 
+pytestmark = pytest.mark.integration
+
 ECHO_CODE = """
 import mlflow
 from mlflow.pyfunc import PythonModel

@@ -8,22 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput
 from bgserve.manifests import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
 from tests.crd_schema import Crd, validate_object
-from tests.kube_helpers import RELEASES
-
-
-def shifting() -> DeploymentState:
-    state = rollout.stage_green(rollout.create("chat", 1).state, 2).state
-    return rollout.shift(state, 30, force=True).state
-
-
-def promoted() -> DeploymentState:
-    return rollout.shift(shifting(), 100, force=True).state
+from tests.kube_helpers import RELEASES, promoted, shifting
 
 
 def route_weights(obj: dict[str, object]) -> list[int]:

@@ -15,8 +15,7 @@ from bgserve.errors import InvalidInput
 from bgserve.manifests import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
 from tests.crd_schema import Crd, validate_object
-from tests.kube_helpers import RELEASES
-from tests.test_render import promoted, shifting
+from tests.kube_helpers import RELEASES, promoted, shifting
 
 STORAGE = "s3://bundles/{bundle_name}/{bundle_version}"
 
