@@ -104,7 +104,7 @@ def serve_env(home: Path, mlflow_uri: str) -> dict[str, str]:
         "BGSERVE_HOME": str(home),
         "MLFLOW_TRACKING_URI": mlflow_uri,
         "MLFLOW_REGISTRY_URI": mlflow_uri,
-        "BGSERVE_PROMOTE_STEP_PAUSE_SECONDS": "0",
+        "BGSERVE_PLAN_BAKE_S": "0",
     }
 
 

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bgserve.app.comparer import Comparer, CompareSettings
+from bgserve.app.engine import RolloutEngine
 from bgserve.app.executor import Executor
+from bgserve.app.ports import TrafficSource
 from bgserve.app.prompt_validation import PromptValidator
 from bgserve.app.recovery import Recovery
 from bgserve.app.service import Service, utc_now
 from bgserve.backends.base import Backend, SlotWatcher
+from bgserve.domain.analysis import AnalysisSettings
 from bgserve.errors import InvalidInput
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.settings import Settings
@@ -31,12 +34,15 @@ class Components:
     comparer: Comparer
     validator: PromptValidator
     recovery: Recovery
+    engine: RolloutEngine
 
     def start(self) -> None:
-        """Restore every stored deployment on the backend and watch its slots (start-up)."""
+        """Restore every stored deployment on the backend, watch its slots, and start the
+        rollout engine (which resumes plans under way)."""
         if isinstance(self.backend, SlotWatcher):
             self.backend.watch_slots(self.recovery.slot_lost)
-        self.recovery.reconcile(self.service.plan_running)
+        self.recovery.reconcile()
+        self.engine.start()
 
     def close(self) -> None:
         """Stop recovering, stop the backend (and the local slots), release the database.
@@ -44,6 +50,7 @@ class Components:
         Recoveries under way are cut short by the backend closing; they are waited for, so
         no slot they start outlives bgserve and none is recorded as a failed restart.
         """
+        self.engine.close()
         self.recovery.close(timeout=0)
         try:
             self.backend.close()
@@ -145,8 +152,9 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         registry,
         backend,
         executor,
-        promote_steps=list(settings.promote_steps),
-        step_pause_seconds=settings.promote_step_pause_seconds,
+        plan_steps=settings.plan_steps,
+        plan_bake_s=settings.plan_bake_s,
+        analysis=analysis_settings_of(settings),
     )
     compare_settings = compare_settings_of(settings)
     comparer = Comparer(compare_settings, store, store, registry, backend, executor)
@@ -159,8 +167,38 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         restart_limit=settings.slot_restart_limit,
         restart_window=settings.slot_restart_window_seconds,
     )
+    engine = RolloutEngine(
+        executor,
+        store,
+        build_traffic_source(settings, backend),
+        interval=settings.engine_interval_seconds,
+    )
     return Components(
-        settings, store, registry, backend, executor, service, comparer, validator, recovery
+        settings, store, registry, backend, executor, service, comparer, validator, recovery, engine
+    )
+
+
+def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource | None:
+    """Where the rollout engine reads live traffic: the backend's own counts if it keeps
+    them (the local data plane, the memory backend), else Prometheus when configured."""
+    if isinstance(backend, TrafficSource):
+        return backend
+    if settings.prometheus_url and settings.backend in ("kserve", "seldon"):
+        from bgserve.backends.kube.prometheus import PrometheusTraffic
+
+        return PrometheusTraffic(settings)
+    return None
+
+
+def analysis_settings_of(settings: Settings) -> AnalysisSettings:
+    """The default analysis of a promotion plan."""
+    return AnalysisSettings(
+        min_requests=settings.plan_min_requests,
+        max_error_rate_delta=settings.plan_max_error_rate_delta,
+        significance=settings.plan_significance,
+        max_latency_p95_ratio=settings.plan_max_latency_p95_ratio,
+        max_bake_s=settings.plan_max_bake_s,
+        on_inconclusive=settings.plan_on_inconclusive,
     )
 
 

@@ -93,13 +93,40 @@ class Settings(BaseSettings):
         description="Where slots run: embedded processes, KServe or Seldon; `memory` keeps "
         "slots as in-memory records that serve nothing (for tests and trying the API).",
     )
-    promote_steps: list[int] = Field(
+    # --- promotion plans and their live analysis (defaults, overridable per request) ---
+    plan_steps: list[int] = Field(
         default_factory=lambda: [10, 50, 100],
-        description="Green weights that `promote {}` walks through, ending at 100.",
+        validation_alias=AliasChoices("BGSERVE_PLAN_STEPS", "BGSERVE_PROMOTE_STEPS"),
+        description="Green weights a plan walks through, ending at 100 (the cutover).",
     )
-    promote_step_pause_seconds: float = Field(
-        2.0, ge=0, description="Pause between two steps of the promotion plan."
+    plan_bake_s: float = Field(
+        30.0,
+        ge=0,
+        validation_alias=AliasChoices("BGSERVE_PLAN_BAKE_S", "BGSERVE_PROMOTE_STEP_PAUSE_SECONDS"),
+        description="How long each step bakes before green is analysed against blue.",
     )
+    plan_min_requests: int = Field(
+        50, ge=1, description="Requests each side needs in a bake before a check can decide."
+    )
+    plan_max_error_rate_delta: float = Field(
+        0.01, ge=0, le=1, description="How much higher green's error rate may be than blue's."
+    )
+    plan_significance: float = Field(
+        0.05, gt=0, lt=1, description="p-value below which a worse error rate is believed."
+    )
+    plan_max_latency_p95_ratio: float = Field(
+        1.5, gt=0, description="How many times blue's p95 latency green's may reach."
+    )
+    plan_max_bake_s: float = Field(
+        300.0, ge=0, description="How long a step may bake while the analysis is inconclusive."
+    )
+    plan_on_inconclusive: Literal["hold", "revert", "continue"] = Field(
+        "hold", description="What a step still inconclusive at `plan_max_bake_s` does."
+    )
+    engine_interval_seconds: float = Field(
+        0.25, gt=0, le=10, description="How often the rollout engine looks at running plans."
+    )
+    # --- end promotion plans ---
     slot_ready_timeout_seconds: float = Field(
         120.0, gt=0, description="How long a new slot may take to report ready."
     )
@@ -322,13 +349,13 @@ class Settings(BaseSettings):
     )
     # --- end kubernetes backends ---
 
-    @field_validator("promote_steps")
+    @field_validator("plan_steps")
     @classmethod
     def _steps_climb_to_100(cls, steps: list[int]) -> list[int]:
         if not steps or steps[-1] != 100:
-            raise ValueError("promote_steps must end at 100, e.g. [10, 50, 100]")
+            raise ValueError("BGSERVE_PLAN_STEPS must end at 100, e.g. [10, 50, 100]")
         if any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
-            raise ValueError("promote_steps must be strictly increasing weights in 1..100")
+            raise ValueError("BGSERVE_PLAN_STEPS must be strictly increasing weights in 1..100")
         return steps
 
     @field_validator("auth_tokens")

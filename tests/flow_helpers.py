@@ -67,7 +67,11 @@ def make_settings(home: Path, mlflow_uri: str) -> Settings:
         mlflow_tracking_uri=mlflow_uri,
         mlflow_registry_uri=mlflow_uri,
         data_port=0,
-        promote_step_pause_seconds=0.3,
+        plan_bake_s=0.3,
+        plan_min_requests=5,
+        # Test machines are loaded: only a gross slowdown should fail a test's plan.
+        plan_max_latency_p95_ratio=20.0,
+        engine_interval_seconds=0.05,
     )
 
 

@@ -239,7 +239,7 @@ def make_components(tmp_path: Path, mlflow_store: str, backend: Backend) -> Comp
         state_url=f"sqlite:///{tmp_path / 'state.db'}",
         mlflow_tracking_uri=mlflow_store,
         mlflow_registry_uri=mlflow_store,
-        promote_step_pause_seconds=0,
+        plan_bake_s=0,
     )
     return build_components(settings, backend=backend)
 

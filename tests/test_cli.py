@@ -38,7 +38,9 @@ def serving(home: Path, mlflow_uri: str) -> Iterator[tuple[str, subprocess.Popen
     env = clean_env(
         BGSERVE_HOME=str(home),
         BGSERVE_DATA_PORT="0",
-        BGSERVE_PROMOTE_STEP_PAUSE_SECONDS="0.2",
+        BGSERVE_PLAN_BAKE_S="0.2",
+        BGSERVE_PLAN_MAX_BAKE_S="1",
+        BGSERVE_ENGINE_INTERVAL_SECONDS="0.1",
         MLFLOW_TRACKING_URI=mlflow_uri,
         MLFLOW_REGISTRY_URI=mlflow_uri,
     )
@@ -113,6 +115,15 @@ def test_cli_verbs_drive_a_server_that_stops_cleanly_on_sigterm(
     refused = CliRunner().invoke(app, ["promote", "cli", "--weight", "10", "--url", url])
     assert refused.exit_code == 1 and "comparison of cli failed" in refused.output
     assert "next: bgserve promote cli --weight 10 --force" in refused.output
+    # No traffic: the first step cannot be judged and holds after max_bake (exit 4); a
+    # second promote is the operator's go-ahead, to 100 here: cut over (exit 0).
+    plan = ["promote", "cli", "--force", "--steps", "50,100", "--bake", "0.2", "--url", url]
+    held = CliRunner().invoke(app, plan)
+    assert held.exit_code == 4, held.output
+    assert "held" in held.output and "too few requests" in held.output
+    resumed = CliRunner().invoke(app, ["promote", "cli", "--url", url])
+    assert resumed.exit_code == 0, resumed.output
+    assert "cut over" in resumed.output
 
     slots = descendants(proc.pid)
     assert slots

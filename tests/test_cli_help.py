@@ -81,6 +81,6 @@ def test_hints_name_the_command_with_the_deployment() -> None:
 
 
 def test_a_bad_setting_is_named_and_exits_2() -> None:
-    result = runner.invoke(app, ["render", "-d", "x"], env={"BGSERVE_PROMOTE_STEPS": "[50, 10]"})
+    result = runner.invoke(app, ["render", "-d", "x"], env={"BGSERVE_PLAN_STEPS": "[50, 10]"})
     assert result.exit_code == 2
-    assert "promote_steps" in result.output
+    assert "PLAN_STEPS" in result.output.upper()

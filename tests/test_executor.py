@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from bgserve.app.engine import RolloutEngine
 from bgserve.app.executor import SYSTEM, Executor
 from bgserve.app.recovery import Recovery
 from bgserve.app.service import Service
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain import rollout
+from bgserve.domain.analysis import AnalysisSettings, SideWindow, histogram
 from bgserve.domain.release import Release, ResolvedRelease
 from bgserve.domain.rollout import Gate, Route
 from bgserve.errors import BackendError, Conflict, RegistryUnavailable, StaleWrite
@@ -179,26 +181,80 @@ def test_a_comparison_of_a_pair_that_changed_is_refused(executor: Executor, stor
     assert store.get_deployment("chat").state.gate is None
 
 
-def test_service_plan_walks_the_steps_without_sleeping(
-    executor: Executor, backend: FlakyRoutes, aliases: Aliases, store: Store
-) -> None:
-    pauses: list[float] = []
-    service = Service(
+class Traffic:
+    """A traffic source the test sets: cumulative counts per release."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, SideWindow] = {}
+
+    def windows(self, deployment: str) -> dict[int, SideWindow]:
+        return dict(self.counts)
+
+    def add(self, release_id: int, requests: int, errors: int = 0) -> None:
+        now = self.counts.get(release_id, SideWindow())
+        more = SideWindow(requests, errors, histogram([10.0] * requests))
+        self.counts[release_id] = now.plus(more)
+
+
+def plan_service(executor: Executor, backend: FlakyRoutes, store: Store) -> Service:
+    return Service(
         store,
-        registry=None,  # type: ignore[arg-type]  # no registration in this test
+        registry=None,  # type: ignore[arg-type]  # no registration in these tests
         backend=backend,
         executor=executor,
-        promote_steps=[10, 50, 100],
-        step_pause_seconds=30.0,
-        sleep=pauses.append,
+        plan_steps=[10, 50, 100],
+        plan_bake_s=30.0,
+        analysis=AnalysisSettings(min_requests=20),
+        wall_clock=lambda: 1000.0,
     )
+
+
+def test_the_engine_walks_a_healthy_plan_on_an_injected_clock(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
     shifted_to(executor, 0)
-    seen: list[int] = []
-    done = service.promote_plan("chat", "alice", on_step=lambda s: seen.append(s.state.blue))
-    assert done.state.blue == 2 and done.state.standby == 1
-    assert pauses == [30.0, 30.0]
-    weights = [c.args[1] for c in backend.method_calls("set_routes")][-3:]
-    assert [[r.weight for r in routes] for routes in weights] == [[90, 10], [50, 50], [100, 0]]
+    traffic, now = Traffic(), [1000.0]
+    engine = RolloutEngine(executor, store, traffic, interval=1.0, clock=lambda: now[0])
+    started = plan_service(executor, backend, store).start_plan("chat", "alice")
+    assert started.state.green_weight == 10 and backend.weights("chat") == {1: 90, 2: 10}
+    engine.tick()  # the step's baseline
+    for weight in (50, 100):
+        traffic.add(1, 200)
+        traffic.add(2, 50)
+        now[0] += 29.0
+        engine.tick()
+        assert store.get_deployment("chat").state.green_weight == (10 if weight == 50 else 50)
+        now[0] += 1.0
+        engine.tick()
+        if weight == 50:
+            assert backend.weights("chat") == {1: 50, 2: 50}
+            engine.tick()  # the new step's baseline
+    done = store.get_deployment("chat").state
+    assert (done.blue, done.standby, done.plan) == (2, 1, None)
+    automatic = [e.action for e in store.history("chat") if e.principal == SYSTEM]
+    assert automatic == ["shift", "promote"]
+
+
+def test_the_engine_reverts_a_failing_green_with_the_numbers(
+    executor: Executor, backend: FlakyRoutes, store: Store
+) -> None:
+    shifted_to(executor, 0)
+    traffic, now = Traffic(), [1000.0]
+    engine = RolloutEngine(executor, store, traffic, interval=1.0, clock=lambda: now[0])
+    plan_service(executor, backend, store).start_plan("chat", "alice")
+    engine.tick()
+    traffic.add(1, 300, errors=1)
+    traffic.add(2, 40, errors=9)
+    now[0] += 30.0
+    engine.tick()
+    state = store.get_deployment("chat").state
+    assert (state.green_weight, state.plan) == (0, None)
+    assert backend.weights("chat") == {1: 100, 2: 0}
+    last = store.history("chat")[-1]
+    assert (last.action, last.principal) == ("auto-revert", SYSTEM)
+    assert last.details is not None
+    error_rate = last.details["analysis"]["checks"][0]
+    assert (error_rate["green_errors"], error_rate["green_requests"]) == (9, 40)
 
 
 def test_recovery_reverts_a_lost_green_restarts_it_and_records_both(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +28,15 @@ def test_weight_30_sends_30_percent_to_green(client: TestClient, rel: dict[str, 
     assert abs(slots["green"] / 400 - 0.30) <= 0.07
     assert releases[str(rel["reworded"])] == slots["green"]
     assert releases[str(rel["v1"])] == slots["blue"]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not seen within {timeout}s")
 
 
 def aliases(client: TestClient, deployment: str) -> dict[str, dict[str, int | None]]:
@@ -59,7 +71,14 @@ def test_gate_then_forced_promotion_and_revert_lose_no_request(
     assert "long" in refused.json()["message"] and refused.json()["details"]["reasons"]
 
     with TrafficClient(url, {"text": "Keep calling. While the weights move."}, pause=0.002) as t:
-        promoted = ok(client.post("/deployments/flow/promote", json={"force": True}))
+        started = ok(client.post("/deployments/flow/promote", json={"force": True}), 202)
+        assert started["phase"] == "promoting" and started["green"]["weight"] == 10
+
+        def finished() -> dict[str, Any] | None:
+            body: dict[str, Any] = ok(client.get("/deployments/flow"))
+            return body if body["phase"] == "stable" else None
+
+        promoted = wait_for(finished, 60, "the plan to finish")
         mid = t.snapshot()
         reverted = ok(client.post("/deployments/flow/revert", json={}))
         counts = t.stop()
@@ -68,11 +87,12 @@ def test_gate_then_forced_promotion_and_revert_lose_no_request(
     assert promoted["standby"]["release"]["id"] == rel["v1"]
     assert reverted["blue"]["release"]["id"] == rel["v1"] and reverted["phase"] == "reverted"
 
-    history = ok(client.get("/deployments/flow/history"))
+    history = [e for e in ok(client.get("/deployments/flow/history")) if e["action"] != "analysis"]
     actions = [e["action"] for e in history]
-    assert actions == ["create", "stage", "compare", "plan", "shift", "shift", "promote", "revert"]
-    assert history[3]["details"] == {"force": True} and history[3]["principal"] == "anonymous"
-    assert history[6]["weights_after"] == {str(rel["v2"]): 100, str(rel["v1"]): 0}
+    assert actions == ["create", "stage", "compare", "shift", "shift", "promote", "revert"]
+    assert history[3]["details"]["force"] is True and history[3]["principal"] == "anonymous"
+    assert [e["principal"] for e in history[4:6]] == ["bgserve", "bgserve"]
+    assert history[5]["weights_after"] == {str(rel["v2"]): 100, str(rel["v1"]): 0}
 
 
 def test_aliases_follow_cutover_and_revert(client: TestClient, rel: dict[str, int]) -> None:

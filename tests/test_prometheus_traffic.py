@@ -14,14 +14,13 @@ from bgserve.backends.kube.kserve.objects import isvc_name
 from bgserve.backends.kube.prometheus import PrometheusTraffic
 from bgserve.backends.kube.prometheus_queries import WorkloadNames, cumulative_to_buckets
 from bgserve.domain.analysis import (
-    LATENCY_BUCKETS_MS,
     AnalysisSettings,
     Outcome,
     SideWindow,
     analyse,
-    bucket_of,
     histogram,
 )
+from bgserve.domain.latency import LATENCY_BUCKETS_MS, bucket_of
 from bgserve.errors import InvalidInput, Unavailable
 from bgserve.settings import Settings
 from tests.prometheus_helpers import Exporter, PrometheusServer, prometheus_with_exporter

@@ -140,31 +140,3 @@ def test_revert_after_cutover_restores_standby_as_blue() -> None:
     assert (s.blue, s.green, s.green_weight, s.standby) == (1, 2, 0, None)
     assert MoveAliases(1, 2) in t.actions
     assert not rollout.revert(s).changed
-
-
-def test_plan_walks_steps_above_current_weight() -> None:
-    state = rollout.shift(staged(), 20).state
-    plan = rollout.start_plan(state, [10, 50, 100]).state
-    assert plan.plan == (50, 100) and plan.phase is Phase.PROMOTING
-    with pytest.raises(IllegalTransition, match="under way"):
-        rollout.shift(plan, 60)
-    with pytest.raises(IllegalTransition, match="under way"):
-        rollout.stage_green(plan, 3)
-    step = rollout.next_plan_step(plan)
-    assert (step.state.green_weight, step.state.plan) == (50, (100,))
-    last = rollout.next_plan_step(step.state)
-    assert last.action == "promote" and last.state.plan == () and last.state.blue == 2
-
-
-def test_revert_cancels_plan() -> None:
-    plan = rollout.start_plan(staged(), [10, 50, 100]).state
-    step = rollout.next_plan_step(plan).state
-    reverted = rollout.revert(step).state
-    assert reverted.plan == () and reverted.green_weight == 0
-
-
-def test_plan_checks_gate_unless_forced() -> None:
-    fresh = rollout.stage_green(rollout.create("chat", 1).state, 2).state
-    with pytest.raises(GateClosed):
-        rollout.start_plan(fresh, [100])
-    assert rollout.start_plan(fresh, [100], force=True).state.plan == (100,)

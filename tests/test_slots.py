@@ -7,6 +7,8 @@ from dataclasses import replace
 import pytest
 
 from bgserve.domain import rollout, slots
+from bgserve.domain.analysis import AnalysisSettings
+from bgserve.domain.plan import make_plan
 from bgserve.domain.rollout import DeploymentState, Gate, RetireSlot, Route, SetRoutes
 from bgserve.errors import IllegalTransition
 
@@ -27,9 +29,9 @@ def test_green_lost_while_taking_traffic_reverts_and_names_the_slot() -> None:
 
 
 def test_green_lost_during_a_plan_at_zero_drops_the_plan() -> None:
-    planned = rollout.start_plan(shifting(0), [10, 100]).state
+    planned = replace(shifting(0), plan=make_plan([10, 100], 30.0, AnalysisSettings()))
     t = slots.on_slot_lost(planned, 2)
-    assert t.changed and t.state.plan == ()
+    assert t.changed and t.state.plan is None
 
 
 @pytest.mark.parametrize(("weight", "lost", "role"), [(30, 1, "blue"), (0, 2, "green")])
@@ -84,4 +86,4 @@ def test_retire_standby_routes_it_out_then_retires_it_and_is_refused_during_a_pl
     assert t.actions == (SetRoutes((Route("blue", 2, 100),)), RetireSlot(1))
     assert not slots.retire_standby(t.state).changed
     with pytest.raises(IllegalTransition, match="under way"):
-        slots.retire_standby(replace(promoted, plan=(100,)))
+        slots.retire_standby(replace(promoted, plan=make_plan([100], 0.0, AnalysisSettings())))

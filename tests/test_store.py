@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bgserve.domain import rollout
+from bgserve.domain import promotion, rollout
+from bgserve.domain.analysis import AnalysisSettings
+from bgserve.domain.plan import make_plan
 from bgserve.domain.release import ResolvedRelease
 from bgserve.domain.rollout import Gate
 from bgserve.errors import Conflict, InvalidInput, NotFound, StaleWrite, Unavailable
@@ -155,15 +157,16 @@ def test_a_failing_database_is_unavailable(store: Store) -> None:
 
 def test_state_survives_reopening(state_url: str, store: Store) -> None:
     created = store.create_deployment(rollout.create("chat", 1).state, NOW, "a", "")
-    plan = rollout.start_plan(
-        rollout.stage_green(created.state, 2).state, [50, 100], force=True
-    ).state
-    store.save_deployment(created.state, plan, now=NOW, principal="a", action="plan", reason="")
+    staged = rollout.stage_green(created.state, 2).state
+    plan = make_plan([50, 100], 30.0, AnalysisSettings(), force=True)
+    planned = promotion.start(staged, plan, now=5.0).state
+    store.save_deployment(created.state, planned, now=NOW, principal="a", action="plan", reason="")
     store.close()
     reopened = Store(state_url)
     stored = reopened.get_deployment("chat")
     reopened.close()
-    assert stored.state.plan == (50, 100) and stored.state.green == 2
+    assert stored.state.plan == planned.plan and stored.state.green == 2
+    assert stored.state.plan is not None and stored.state.plan.step_started_at == 5.0
     assert stored.updated_at == NOW
 
 

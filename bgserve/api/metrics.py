@@ -6,10 +6,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from bgserve.app.service import Service
+from bgserve.domain.latency import LATENCY_BUCKETS_MS
+from bgserve.store import StoredDeployment
 
 
 @runtime_checkable
@@ -22,7 +29,8 @@ class TrafficSource(Protocol):
 
 
 class BgserveCollector(Collector):
-    """Weights per slot from the store; requests and errors per slot from the data plane."""
+    """Weights per slot and the plan's state from the store; requests, errors and the
+    latency histogram per slot from the data plane."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -38,6 +46,7 @@ class BgserveCollector(Collector):
                     [stored.state.name, route.role, str(route.release_id)], route.weight
                 )
         yield weight
+        yield from _plans(self.service.list_deployments())
         backend = self.service.backend
         if isinstance(backend, TrafficSource):
             yield from self._traffic(backend.traffic_stats(), labels)
@@ -50,12 +59,62 @@ class BgserveCollector(Collector):
         failures = CounterMetricFamily(
             "bgserve_request_errors", "Requests that failed per slot", labels=labels
         )
+        latency = HistogramMetricFamily(
+            "bgserve_request_latency_seconds",
+            "Latency of answered requests per slot, as the data plane measured it",
+            labels=labels,
+        )
         for row in rows:
             key = [row["deployment"], row["role"], str(row["release_id"])]
             requests.add_metric(key, row["requests"])
             failures.add_metric(key, row["errors"])
+            buckets = row.get("latency_buckets")
+            if buckets:
+                latency.add_metric(key, _cumulative(buckets), sum_value=None)
         yield requests
         yield failures
+        yield latency
+
+
+def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Prometheus' cumulative ``le`` buckets (seconds) from per-bucket counts."""
+    out: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip((*LATENCY_BUCKETS_MS, float("inf")), counts, strict=False):
+        total += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound / 1000), float(total)))
+    return out
+
+
+def _plans(deployments: Sequence[StoredDeployment]) -> Iterator[Metric]:
+    step = GaugeMetricFamily(
+        "bgserve_plan_step_weight",
+        "Green weight of the current step of a promotion plan (absent without a plan)",
+        labels=["deployment"],
+    )
+    held = GaugeMetricFamily(
+        "bgserve_plan_held", "1 while a plan waits for an operator", labels=["deployment"]
+    )
+    checks = GaugeMetricFamily(
+        "bgserve_plan_check_outcome",
+        "Last analysis outcome per check: 1 pass, 0 inconclusive or skipped, -1 fail",
+        labels=["deployment", "check"],
+    )
+    for stored in deployments:
+        plan = stored.state.plan
+        if plan is None:
+            continue
+        name = stored.state.name
+        step.add_metric([name], plan.weight)
+        held.add_metric([name], 1 if plan.held else 0)
+        for check in (plan.last_analysis or {}).get("checks", []):
+            checks.add_metric([name, check["name"]], _OUTCOME.get(check["outcome"], 0))
+    yield step
+    yield held
+    yield checks
+
+
+_OUTCOME = {"pass": 1, "fail": -1}
 
 
 def build_registry(service: Service) -> CollectorRegistry:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from bgserve.api.plan_schemas import PlanOut, PlanRequest
 from bgserve.domain.release import Release
 from bgserve.errors import HINTS
 from bgserve.store import Event
@@ -81,6 +82,9 @@ class PromoteRequest(Strict):
     weight: int | None = Field(
         None, ge=0, le=100, description="One step to this green weight; omit to run the plan"
     )
+    plan: PlanRequest | None = Field(
+        None, description="The plan to run (defaults from settings); not with weight"
+    )
     force: bool = Field(False, description="Skip a failed or missing comparison (recorded)")
 
 
@@ -116,11 +120,7 @@ class DeploymentOut(BaseModel):
     blue: SlotOut
     green: SlotOut | None
     standby: SlotOut | None
-    plan: list[int]
-    plan_interrupted: bool = Field(
-        description="A plan is recorded but no promotion is walking it (bgserve restarted): "
-        "resume with POST .../promote {}, or revert"
-    )
+    plan: PlanOut | None = Field(description="The promotion plan under way, if any")
     gate: GateOut | None
     data_plane_url: str | None
     last_comparison: dict[str, Any] | None = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bgserve.api.plan_schemas import PlanOut
 from bgserve.api.schemas import DeploymentOut, GateOut, ReleaseOut, SlotOut
 from bgserve.app.service import Service
 from bgserve.domain.rollout import DeploymentState, Gate
@@ -32,8 +33,7 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
         if state.green is None
         else _slot(service, state.name, state.green, state.green_weight),
         standby=None if state.standby is None else _slot(service, state.name, state.standby, 0),
-        plan=list(state.plan),
-        plan_interrupted=bool(state.plan) and not service.plan_running(state.name),
+        plan=PlanOut.of(state.plan),
         gate=_gate(state),
         data_plane_url=service.backend.data_plane_url(state.name),
         last_comparison=_summary(stored.last_comparison, state),

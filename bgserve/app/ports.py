@@ -7,7 +7,7 @@ so a test can hand it a small fake and a reader can see its reach from its const
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bgserve.backends.base import SlotInfo
 from bgserve.domain.analysis import SideWindow
@@ -82,6 +82,7 @@ class Registry(Templates, AliasMover, Protocol):
         ...
 
 
+@runtime_checkable
 class TrafficSource(Protocol):
     """Live traffic per slot, for the rollout engine's analysis (the local data plane, or
     Prometheus for the Kubernetes backends)."""

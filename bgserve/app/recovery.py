@@ -7,7 +7,7 @@ traffic or a plan runs, otherwise no change) and the executor applies it; then t
 restarted in the background and routed by the stored weights again, unless it crash-loops.
 
 A restart of bgserve: every stored deployment is realised as stored (slots started,
-weights applied); a promotion plan found persisted is recorded as interrupted.
+weights applied); a promotion plan found persisted is resumed by the rollout engine.
 
 Every automatic change or observation goes through the executor, with the principal
 ``bgserve``. On shutdown no new recovery starts, the ones under way are waited for, and
@@ -131,10 +131,9 @@ class Recovery:
 
     # a restart of bgserve
 
-    def reconcile(self, plan_running: Callable[[str], bool]) -> None:
-        """Realise every stored deployment and record interrupted promotions (start-up).
-
-        Slots are started (or re-adopted) and weights applied as stored; no state changes.
+    def reconcile(self) -> None:
+        """Realise every stored deployment as stored (start-up): slots started or re-adopted,
+        weights applied; no state changes. A plan under way is the rollout engine's to resume.
         """
         for stored in self.deployments.list_deployments():
             state = stored.state
@@ -142,5 +141,3 @@ class Recovery:
                 self.executor.realise(state)
             except BgserveError as exc:
                 log.error("could not restore deployment %s: %s", state.name, exc.message)
-            if state.plan and not plan_running(state.name):
-                self._observe(state.name, rollout.plan_resumable)

@@ -8,18 +8,18 @@ which sequences the side effects. The service itself only reads and chooses.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from bgserve.app.executor import Executor
 from bgserve.app.ports import Registry
 from bgserve.backends.base import Backend, SlotInfo
-from bgserve.domain import rollout, slots
+from bgserve.domain import promotion, rollout, slots
+from bgserve.domain.analysis import AnalysisSettings
+from bgserve.domain.plan import Plan, make_plan
 from bgserve.domain.release import Release, validate_name
-from bgserve.errors import Conflict, IllegalTransition
 from bgserve.store import Event, Store, StoredDeployment
 
 log = logging.getLogger("bgserve.service")
@@ -40,21 +40,21 @@ class Service:
         backend: Backend,
         executor: Executor,
         *,
-        promote_steps: list[int],
-        step_pause_seconds: float,
+        plan_steps: Sequence[int],
+        plan_bake_s: float,
+        analysis: AnalysisSettings,
         clock: Callable[[], datetime] = utc_now,
-        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.registry = registry
         self.backend = backend
         self.executor = executor
-        self.promote_steps = promote_steps
-        self.step_pause_seconds = step_pause_seconds
+        self.plan_steps = tuple(plan_steps)
+        self.plan_bake_s = plan_bake_s
+        self.analysis = analysis
         self.clock = clock
-        self.sleep = sleep
-        self._running_plans: set[str] = set()
-        self._plans_guard = threading.Lock()
+        self.wall_clock = wall_clock
 
     # releases
 
@@ -127,65 +127,22 @@ class Service:
         """Stop the standby slot early; revert to it is no longer possible afterwards."""
         return self.executor.run(name, principal, slots.retire_standby)
 
-    def promote_plan(
-        self,
-        name: str,
-        principal: str,
-        force: bool = False,
-        on_step: Callable[[StoredDeployment], None] | None = None,
+    def start_plan(
+        self, name: str, principal: str, plan: Plan | None = None, *, force: bool = False
     ) -> StoredDeployment:
-        """Walk green through the configured steps to 100, pausing between steps.
+        """Store a promotion plan (the defaults when ``plan`` is None) and apply its first
+        step; the rollout engine takes it from there. On a held plan: the operator's
+        go-ahead to the next step. Returns at once.
 
-        A plan left behind by an interrupted bgserve is resumed. A revert during the
-        pauses stops the plan: the call then raises Conflict naming where it stopped.
+        Raises GateClosed (no passing comparison, unless forced), IllegalTransition (no
+        green, a plan already running), InvalidInput (a bad plan).
         """
-        with self._plan_running(name):
-            stored = self.store.get_deployment(name)
-            if not stored.state.plan:
-                steps = list(self.promote_steps)
-                stored = self.executor.run(
-                    name, principal, lambda s: rollout.start_plan(s, steps, force=force)
-                )
-            return self._run_plan(name, principal, stored, on_step)
+        chosen = plan or self.default_plan()
+        if force:
+            chosen = replace(chosen, force=True)
+        now = self.wall_clock()
+        return self.executor.run(name, principal, lambda s: promotion.start(s, chosen, now))
 
-    def _run_plan(
-        self,
-        name: str,
-        principal: str,
-        stored: StoredDeployment,
-        on_step: Callable[[StoredDeployment], None] | None,
-    ) -> StoredDeployment:
-        while stored.state.plan:
-            stored = self.executor.run(name, principal, rollout.next_plan_step)
-            if on_step:
-                on_step(stored)
-            if not stored.state.plan:
-                break
-            self.sleep(self.step_pause_seconds)
-            stored = self.store.get_deployment(name)
-        if stored.state.green is not None:
-            raise Conflict(
-                f"the promotion of {name} was interrupted (revert): green release "
-                f"{stored.state.green} is at {stored.state.green_weight}%",
-            )
-        return stored
-
-    def plan_running(self, name: str) -> bool:
-        """Whether this process is walking a promotion plan of ``name`` now."""
-        with self._plans_guard:
-            return name in self._running_plans
-
-    @contextmanager
-    def _plan_running(self, name: str) -> Iterator[None]:
-        with self._plans_guard:
-            if name in self._running_plans:
-                raise IllegalTransition(
-                    f"a promotion of {name} is already under way: wait for it, or revert",
-                    hint="wait",
-                )
-            self._running_plans.add(name)
-        try:
-            yield
-        finally:
-            with self._plans_guard:
-                self._running_plans.discard(name)
+    def default_plan(self) -> Plan:
+        """The plan ``promote {}`` runs: steps, bake and analysis from settings."""
+        return make_plan(self.plan_steps, self.plan_bake_s, self.analysis)

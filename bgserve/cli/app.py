@@ -18,6 +18,7 @@ from bgserve.cli.client import (
     say_error,
 )
 from bgserve.cli.db import db_app
+from bgserve.cli.plan_view import watch
 from bgserve.cli.prompts import compare, prompts_app
 from bgserve.errors import BgserveError
 from bgserve.settings import Settings
@@ -183,19 +184,64 @@ def stage(
 def promote(
     name: Annotated[str, typer.Argument(help="Deployment name")],
     remote: Remote,
-    weight: Annotated[int | None, typer.Option(help="One step to this green weight")] = None,
+    weight: Annotated[
+        int | None, typer.Option(help="One step to this green weight, done at once")
+    ] = None,
+    steps: Annotated[
+        str | None, typer.Option(help="The plan's green weights, e.g. 10,50,100 (settings)")
+    ] = None,
+    bake: Annotated[
+        float | None, typer.Option(help="Seconds each step bakes before analysis (settings)")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Skip a failed or missing comparison (recorded)")
     ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Submit the plan and return without watching")
+    ] = False,
 ) -> None:
-    """Move green one step, or (without --weight) through the step plan to 100%."""
+    """Move green one step (--weight), or submit a promotion plan and watch it.
+
+    The rollout engine runs the plan: each step bakes, then green is analysed against
+    blue on live traffic; it moves on, holds, or reverts on its own. Exit codes when
+    watching: 0 cut over, 3 reverted, 4 held for an operator (promote again to go on).
+    Ctrl-C stops watching, not the plan.
+    """
     body: dict[str, Any] = {"force": force}
     again = f"bgserve promote {name}"
     if weight is not None:
         body["weight"] = weight
         again += f" --weight {weight}"
+    plan = _plan_body(steps, bake)
+    if plan:
+        body["plan"] = plan
     payload = remote.call("POST", f"/deployments/{name}/promote", body, name=name, again=again)
-    remote.show(payload, deployment_panel)
+    if weight is not None or no_wait or remote.as_json:
+        remote.show(payload, deployment_panel)
+        return
+    code = watch(
+        lambda: remote.call("GET", f"/deployments/{name}", name=name),
+        lambda: _last_action(remote, name),
+        console,
+    )
+    raise typer.Exit(code)
+
+
+def _plan_body(steps: str | None, bake: float | None) -> dict[str, Any]:
+    plan: dict[str, Any] = {}
+    if steps is not None:
+        try:
+            plan["steps"] = [int(s) for s in steps.split(",") if s.strip()]
+        except ValueError:
+            raise typer.BadParameter("use weights like 10,50,100", param_hint="--steps") from None
+    if bake is not None:
+        plan["bake_s"] = bake
+    return plan
+
+
+def _last_action(remote: Remote, name: str) -> str | None:
+    events = remote.call("GET", f"/deployments/{name}/history", name=name)
+    return str(events[-1]["action"]) if events else None
 
 
 @app.command()

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bgserve.cli.plan_view import plan_lines
 from bgserve.settings import Settings
 
 console = Console()
@@ -204,8 +205,8 @@ def deployment_panel(d: dict[str, Any]) -> None:
     for role in ("blue", "green", "standby"):
         _slot_row(table, role, d.get(role))
     console.print(table)
-    if d.get("plan"):
-        console.print(f"promotion under way, remaining steps: {d['plan']}")
+    for line in plan_lines(d):
+        console.print(line, markup=False)
     if d.get("gate"):
         gate = d["gate"]
         verdict = "[green]passed[/green]" if gate["passed"] else "[red]failed[/red]"

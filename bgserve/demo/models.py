@@ -1,4 +1,5 @@
-"""Register the demo summarizer (two versions) and the demo prompt (two versions) in MLflow.
+"""Register the demo summarizer (two versions, and a flaky third) and the demo prompt (two
+versions) in MLflow.
 
 Both functions are idempotent: run twice, they find what the first run registered.
 """
@@ -25,6 +26,9 @@ MODEL_CODE = Path(__file__).with_name("text_model.py")
 VARIANT_TAG = "bgserve.demo.variant"
 # Version 2 cuts first sentences shorter: same answers on short texts, new ones on long.
 VARIANTS: tuple[tuple[str, int], ...] = (("v1", 12), ("v2", 8))
+# Version 3 answers as version 1 but fails on texts over 200 characters: a bug no golden
+# case reaches (the longest is 164), which live traffic finds.
+FLAKY_VARIANT = ("v3-flaky", 12, 200)
 V1_WORDING = "Summarize the text below"
 V2_WORDING = "Summarize the following text"
 
@@ -57,7 +61,9 @@ def _existing_variants(client: Any, model_name: str) -> dict[str, int]:
     return found
 
 
-def _log_variant(registry: MlflowRegistry, model_name: str, variant: str, max_words: int) -> int:
+def _log_variant(
+    registry: MlflowRegistry, model_name: str, variant: str, config: dict[str, int]
+) -> int:
     experiment_id = ensure_experiment(registry.client, DEMO_EXPERIMENT, registry.artifact_location)
     with registry.uris():
         nested = mlflow.active_run() is not None
@@ -66,7 +72,7 @@ def _log_variant(registry: MlflowRegistry, model_name: str, variant: str, max_wo
             info = mlflow.pyfunc.log_model(
                 name="summarizer",
                 python_model=str(MODEL_CODE),
-                model_config={"max_words": max_words},
+                model_config=config,
                 signature=_signature(),
                 # Saved with the model, and checked by MLflow against it at logging time.
                 input_example=pd.DataFrame({"prompt": ["Text: An example. It has two sentences."]}),
@@ -93,10 +99,47 @@ def register_demo_models(
     with translate_errors(f"registering the demo model {model_name!r}"):
         existing = _existing_variants(registry.client, model_name)
         versions = [
-            existing.get(variant) or _log_variant(registry, model_name, variant, max_words)
+            existing.get(variant)
+            or _log_variant(registry, model_name, variant, {"max_words": max_words})
             for variant, max_words in VARIANTS
         ]
     return versions[0], versions[1]
+
+
+def register_flaky_model(
+    tracking_uri: str | None,
+    registry_uri: str | None = None,
+    model_name: str = "summarizer",
+    artifact_location: str | None = None,
+) -> int:
+    """Register the flaky summarizer (unless already there); return its version.
+
+    It answers exactly as version 1 but raises on texts over 200 characters, so it passes
+    the demo golden set and fails about one live request in five of the demo's traffic.
+    Raises RegistryUnavailable.
+    """
+    variant, max_words, max_chars = FLAKY_VARIANT
+    config = {"max_words": max_words, "max_chars": max_chars}
+    return register_variant(
+        tracking_uri, registry_uri, variant, config, model_name, artifact_location
+    )
+
+
+def register_variant(
+    tracking_uri: str | None,
+    registry_uri: str | None,
+    variant: str,
+    config: dict[str, int],
+    model_name: str = "summarizer",
+    artifact_location: str | None = None,
+) -> int:
+    """Register a summarizer variant tagged ``variant`` with model ``config`` (``max_words``,
+    ``max_chars``, ``delay_ms``), unless one is there; return its version.
+    Raises RegistryUnavailable."""
+    registry = registry_at(tracking_uri, registry_uri, artifact_location=artifact_location)
+    with translate_errors(f"registering the demo model variant {variant!r}"):
+        existing = _existing_variants(registry.client, model_name).get(variant)
+        return existing or _log_variant(registry, model_name, variant, config)
 
 
 def _prompt_metadata() -> tuple[str | None, dict[str, str]]:

@@ -1,12 +1,15 @@
 """``bgserve demo``: the whole flow on this machine, in a temporary directory.
 
-A story in four acts, on real slot processes and a real MLflow registry (SQLite):
-1. register summarizer v1 and v2 and two versions of the ``summarize`` prompt;
+A story in five acts, on real slot processes and a real MLflow registry (SQLite):
+1. register summarizer v1, v2 and a flaky v3, and two versions of the ``summarize`` prompt;
 2. deploy v1 as blue and stage v2 as green: the golden-set comparison catches v2's
    regression and the gate refuses it;
-3. stage a prompt-only change instead: it passes, and is promoted step by step while
-   a live client keeps calling the data plane;
-4. revert, and print what the client saw.
+3. stage a prompt-only change instead: it passes, and the rollout engine promotes it step
+   by step, analysing green against blue on live traffic at each step;
+4. revert to the last good release, instantly;
+5. stage the flaky v3: it passes the golden set (its bug is on long texts, which no case
+   has), but live analysis catches its errors at the first step and reverts it on its own.
+Then print what the live client saw: every failed request came from the flaky green.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from rich.live import Live
 from rich.table import Table
 
 from bgserve.app.golden_sets import load_golden_set
+from bgserve.app.service import Service
 from bgserve.cli.tables import comparison_table
 from bgserve.compose import Components, build_components
-from bgserve.demo.models import push_demo_prompts, register_demo_models
+from bgserve.demo.models import push_demo_prompts, register_demo_models, register_flaky_model
 from bgserve.demo.traffic import TrafficClient, TrafficCounts
 from bgserve.errors import GateClosed
 from bgserve.settings import Settings
@@ -35,10 +39,28 @@ from bgserve.store import StoredDeployment
 
 DEPLOYMENT = "summarize"
 PRINCIPAL = "demo"
-LIVE_TEXT = (
-    "Blue-green deployment keeps two releases running side by side. Traffic moves "
-    "from one to the other in steps, and can move back at any moment."
+_LONG = (
+    "Long inputs are where the flaky model fails: this one has well over two hundred "
+    "characters, because it goes on to describe, in some detail, how a release that "
+    "passed every golden case can still fail on what users actually send, which is why "
+    "bgserve keeps watching green after the gate has opened."
 )
+LIVE_TEXTS = (
+    "Blue-green deployment keeps two releases running side by side. Traffic moves "
+    "from one to the other in steps, and can move back at any moment.",
+    "The gate compares outputs before traffic moves. Live analysis watches what follows.",
+    _LONG,
+    "Each step bakes for a while. Then green is compared with blue on the live requests.",
+    "A revert puts all traffic back on blue at once. The standby makes it instant.",
+    "Releases pair a model version with a prompt version. They move together.",
+    _LONG + " It says so twice.",
+    "The history records who changed what, and when.",
+    "Every slot answers under the deployment's name.",
+)
+"""The live client's inputs, in turn: two in nine are over the flaky model's 200
+characters. Nine is prime to the weighted router's cycles (10 at 10%, 2 at 50%), so
+green sees every input, not the same few."""
+FLAKY_RELEASE = 4  # the fourth release the story registers
 T = TypeVar("T")
 
 
@@ -80,8 +102,10 @@ def demo_settings(home: Path) -> Settings:
         mlflow_tracking_uri=mlflow_uri,
         mlflow_registry_uri=mlflow_uri,
         data_port=0,
-        promote_step_pause_seconds=2.0,
-        promote_steps=[10, 50, 100],
+        plan_steps=[10, 50, 100],
+        plan_bake_s=2.0,
+        plan_min_requests=20,
+        engine_interval_seconds=0.1,
     )
 
 
@@ -116,7 +140,7 @@ def run_demo(keep: bool = False, console: Console | None = None) -> int:
         _timed(
             console,
             timeline,
-            "register summarizer v1, v2 and prompt summarize v1, v2",
+            "register summarizer v1, v2, flaky v3 and prompt summarize v1, v2",
             lambda: _register(settings),
         )
         parts = build_components(settings)
@@ -131,6 +155,7 @@ def run_demo(keep: bool = False, console: Console | None = None) -> int:
 def _register(settings: Settings) -> None:
     uri = settings.mlflow_tracking_uri
     register_demo_models(uri, settings.mlflow_registry_uri)
+    register_flaky_model(uri, settings.mlflow_registry_uri)
     push_demo_prompts(uri, settings.mlflow_registry_uri)
 
 
@@ -142,9 +167,10 @@ def _story(console: Console, timeline: Timeline, parts: Components) -> TrafficCo
             ("summarizer-v1", "models:/summarizer/1", "prompts:/summarize/1"),
             ("summarizer-v2", "models:/summarizer/2", "prompts:/summarize/2"),
             ("reworded", "models:/summarizer/1", "prompts:/summarize/2"),
+            ("flaky", "models:/summarizer/3", "prompts:/summarize/1"),
         )
     ]
-    blue, bad, good = (r.id for r in releases)
+    blue, bad, good, flaky = (r.id for r in releases)
     console.print(f"releases: {', '.join(f'{r.id}={r.name}' for r in releases)}")
     _timed(
         console,
@@ -154,10 +180,12 @@ def _story(console: Console, timeline: Timeline, parts: Components) -> TrafficCo
     )
     url = parts.backend.data_plane_url(DEPLOYMENT)
     assert url is not None  # the local backend always has a data plane
-    with TrafficClient(url, {"text": LIVE_TEXT}) as traffic:
+    with TrafficClient(url, [{"text": text} for text in LIVE_TEXTS]) as traffic:
         _gate_refuses(console, timeline, parts, bad)
         _compare(console, timeline, parts, good, "stage release {id} (prompt reworded, model v1)")
         _promote_and_revert(console, timeline, parts, traffic)
+        _compare(console, timeline, parts, flaky, "stage release {id} (flaky model v3)")
+        _caught_live(console, timeline, parts, traffic)
         return traffic.stop()
 
 
@@ -209,8 +237,8 @@ def _promote_and_revert(
         _timed(
             console,
             timeline,
-            "promote step by step 10 → 50 → 100",
-            lambda: service.promote_plan(DEPLOYMENT, PRINCIPAL, on_step=on_step),
+            "promote 10 → 50 → 100, live analysis at each step",
+            lambda: _follow_plan(service, on_step),
         )
         time.sleep(1.5)
         _timed(
@@ -224,6 +252,66 @@ def _promote_and_revert(
     if not console.is_terminal:
         # Off a terminal, rich prints the live table's last frame without ending its line.
         console.line()
+
+
+def _follow_plan(service: Service, on_step: Callable[[StoredDeployment], None]) -> StoredDeployment:
+    """Start the plan and follow it while the rollout engine walks it, until it ends."""
+    stored = service.start_plan(DEPLOYMENT, PRINCIPAL)
+    on_step(stored)
+    seen = (stored.state.green, stored.state.green_weight)
+    while stored.state.plan is not None:
+        time.sleep(0.1)
+        stored = service.get_deployment(DEPLOYMENT)
+        now = (stored.state.green, stored.state.green_weight)
+        if now != seen:
+            seen = now
+            on_step(stored)
+    return stored
+
+
+def _caught_live(
+    console: Console, timeline: Timeline, parts: Components, traffic: TrafficClient
+) -> None:
+    service = parts.service
+    timeline.weights = "blue 100% / green 0%"
+    with Live(Group(LiveView(traffic, timeline)), console=console, refresh_per_second=4):
+        done = _timed(
+            console,
+            timeline,
+            "promote the flaky release under live traffic",
+            lambda: _follow_plan(service, lambda s: None),
+        )
+    if not console.is_terminal:
+        console.line()
+    last = service.history(DEPLOYMENT)[-1]
+    if last.action != "auto-revert" or done.state.green_weight != 0:
+        console.print("[red]live analysis did not catch the flaky release[/red]")
+        return
+    timeline.record("automatic revert by live analysis", 0.0)
+    console.print(f"[yellow]reverted automatically:[/yellow] {last.reason}", highlight=False)
+    checks = ((last.details or {}).get("analysis") or {}).get("checks", [])
+    table = Table("check", "outcome", "blue", "green", "numbers", title="live analysis")
+    for check in checks:
+        blue, green = _sides(check)
+        table.add_row(check["name"], check["outcome"], blue, green, _numbers(check))
+    console.print(table)
+
+
+def _sides(check: dict[str, object]) -> tuple[str, str]:
+    if check.get("name") == "error_rate":
+        blue = f"{check.get('blue_errors')}/{check.get('blue_requests')}"
+        return blue, f"{check.get('green_errors')}/{check.get('green_requests')}"
+    if check.get("name") == "latency_p95":
+        return f"{check.get('blue_p95_ms')} ms", f"{check.get('green_p95_ms')} ms"
+    return "", ""
+
+
+def _numbers(check: dict[str, object]) -> str:
+    if "p_value" in check:
+        return f"p={float(str(check['p_value'])):.2g}"
+    if "ratio" in check:
+        return f"{check['ratio']}x"
+    return str(check.get("reason", ""))
 
 
 def _summary(console: Console, timeline: Timeline, counts: TrafficCounts, kept: Path | None) -> int:
@@ -243,8 +331,14 @@ def _summary(console: Console, timeline: Timeline, counts: TrafficCounts, kept: 
         console.print(f"[red]{failure}[/red]")
     if kept:
         _print_kept(console, kept)
-    console.print(f"failed requests: {len(counts.failures)} of {counts.total}")
-    return 0 if not counts.failures else 1
+    flaky = {k: v for k, v in counts.failed_by_release.items() if k == str(FLAKY_RELEASE)}
+    others = len(counts.failures) - sum(flaky.values())
+    console.print(
+        f"failed requests: {len(counts.failures)} of {counts.total}; "
+        f"{sum(flaky.values())} answered by the flaky green before its automatic revert, "
+        f"{others} elsewhere"
+    )
+    return 0 if others == 0 else 1
 
 
 def _print_kept(console: Console, home: Path) -> None:

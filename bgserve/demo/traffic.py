@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -17,6 +18,7 @@ class TrafficCounts:
     per_slot: Counter[str] = field(default_factory=Counter)
     per_release: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    failed_by_release: Counter[str] = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -31,15 +33,24 @@ class TrafficClient:
     """
 
     def __init__(
-        self, url: str, inputs: dict[str, str], pause: float = 0.005, timeout: float = 10.0
+        self,
+        url: str,
+        inputs: dict[str, str] | Sequence[dict[str, str]],
+        pause: float = 0.005,
+        timeout: float = 10.0,
     ) -> None:
         self.url = url
-        self.body = {
-            "inputs": [
-                {"name": k, "datatype": "BYTES", "shape": [1], "data": [v]}
-                for k, v in inputs.items()
-            ]
-        }
+        rotation = [inputs] if isinstance(inputs, dict) else list(inputs)
+        self.bodies = [
+            {
+                "inputs": [
+                    {"name": k, "datatype": "BYTES", "shape": [1], "data": [v]}
+                    for k, v in one.items()
+                ]
+            }
+            for one in rotation
+        ]
+        self._sent = 0
         self.pause = pause
         self.timeout = timeout
         self.counts = TrafficCounts()
@@ -68,6 +79,7 @@ class TrafficClient:
                 Counter(self.counts.per_slot),
                 Counter(self.counts.per_release),
                 list(self.counts.failures),
+                Counter(self.counts.failed_by_release),
             )
 
     def _run(self) -> None:
@@ -78,18 +90,22 @@ class TrafficClient:
                     time.sleep(self.pause)
 
     def _send(self, client: httpx.Client) -> None:
+        body = self.bodies[self._sent % len(self.bodies)]
+        self._sent += 1
         try:
-            response = client.post(self.url, json=self.body)
+            response = client.post(self.url, json=body)
         except httpx.HTTPError as exc:
             self._record_failure(f"{type(exc).__name__}: {exc}")
             return
         if response.status_code != 200:
-            self._record_failure(f"HTTP {response.status_code}: {response.text[:200]}")
+            release = response.headers.get("x-bgserve-release", "?")
+            self._record_failure(f"HTTP {response.status_code}: {response.text[:200]}", release)
             return
         with self._lock:
             self.counts.per_slot[response.headers.get("x-bgserve-slot", "?")] += 1
             self.counts.per_release[response.headers.get("x-bgserve-release", "?")] += 1
 
-    def _record_failure(self, message: str) -> None:
+    def _record_failure(self, message: str, release: str = "?") -> None:
         with self._lock:
             self.counts.failures.append(message)
+            self.counts.failed_by_release[release] += 1

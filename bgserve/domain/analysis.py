@@ -9,15 +9,15 @@ good or bad), then:
   p < ``significance``; a difference within noise passes.
 - ``latency_p95``: fails when green's p95 (from the latency histogram) is more than
   ``max_latency_p95_ratio`` times blue's (both floored at 1 ms, so sub-millisecond noise
-  cannot fail a step).
+  cannot fail a step); skipped (and said so) when the traffic source keeps no latency
+  histogram for a side.
 
 The analysis fails if any check fails, is inconclusive if none fails and one is
-inconclusive, and passes otherwise.
+inconclusive, and passes otherwise (skipped checks count for nothing).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,24 +25,9 @@ from typing import Any
 
 from scipy.stats import fisher_exact
 
-
-def _log_buckets(low: float, high: float, factor: float) -> tuple[float, ...]:
-    bounds = [low]
-    while bounds[-1] < high:
-        bounds.append(round(bounds[-1] * factor, 3))
-    return tuple(bounds)
-
-
-LATENCY_BUCKETS_MS: tuple[float, ...] = _log_buckets(0.25, 120_000.0, 1.25)
-"""Upper bounds (ms) of the latency histogram every router keeps; one more bucket, +Inf,
-follows. Steps of 25%, so a p95 read from it is within 25% of the true one."""
+from bgserve.domain.latency import BUCKETS, LATENCY_BUCKETS_MS, bucket_of
 
 LATENCY_FLOOR_MS = 1.0
-
-
-def bucket_of(latency_ms: float) -> int:
-    """The histogram bucket a latency falls in (``len(LATENCY_BUCKETS_MS)`` is +Inf)."""
-    return bisect_left(LATENCY_BUCKETS_MS, latency_ms)
 
 
 class Outcome(StrEnum):
@@ -51,6 +36,7 @@ class Outcome(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
+    SKIPPED = "skipped"  # the source has no data for this check (no latency histogram)
 
 
 @dataclass(frozen=True)
@@ -73,6 +59,17 @@ class SideWindow:
             self.requests - earlier.requests,
             self.errors - earlier.errors,
             tuple(a - b for a, b in zip(mine, theirs, strict=True)),
+        )
+
+    def plus(self, other: SideWindow) -> SideWindow:
+        """Both windows' traffic together (one release counted under two roles)."""
+        width = max(len(self.buckets), len(other.buckets))
+        mine = self.buckets + (0,) * (width - len(self.buckets))
+        theirs = other.buckets + (0,) * (width - len(other.buckets))
+        return SideWindow(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            tuple(a + b for a, b in zip(mine, theirs, strict=True)),
         )
 
     def quantile_ms(self, q: float) -> float | None:
@@ -126,7 +123,7 @@ class Analysis:
 
     def summary(self) -> str:
         """One line per check that did not pass (or "all checks passed")."""
-        lines = [c.reason for c in self.checks if c.outcome is not Outcome.PASS]
+        lines = [c.reason for c in self.checks if c.outcome in (Outcome.FAIL, Outcome.INCONCLUSIVE)]
         return "; ".join(lines) or "all checks passed"
 
 
@@ -192,8 +189,11 @@ def latency_p95(blue: SideWindow, green: SideWindow, settings: AnalysisSettings)
     name = "latency_p95"
     if (few := _too_few(name, blue, green, settings.min_requests)) is not None:
         return few
-    blue_p95 = max(blue.quantile_ms(0.95) or 0.0, LATENCY_FLOOR_MS)
-    green_p95 = max(green.quantile_ms(0.95) or 0.0, LATENCY_FLOOR_MS)
+    blue_q, green_q = blue.quantile_ms(0.95), green.quantile_ms(0.95)
+    if blue_q is None or green_q is None:
+        return Check(name, Outcome.SKIPPED, "latency_p95: no latency histogram to compare")
+    blue_p95 = max(blue_q, LATENCY_FLOOR_MS)
+    green_p95 = max(green_q, LATENCY_FLOOR_MS)
     ratio = green_p95 / blue_p95
     numbers = {
         "blue_p95_ms": round(blue_p95, 3),
@@ -235,7 +235,7 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
 
 def histogram(latencies_ms: Sequence[float]) -> tuple[int, ...]:
     """Bucket counts of ``latencies_ms`` (for tests and for sources that keep raw samples)."""
-    counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    counts = [0] * BUCKETS
     for latency in latencies_ms:
         counts[bucket_of(latency)] += 1
     return tuple(counts)

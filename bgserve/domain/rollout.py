@@ -59,9 +59,9 @@ def stage_green(state: DeploymentState, release_id: int) -> Transition:
 
     Refused while green takes traffic or a step plan is under way.
     """
-    if state.plan:
+    if state.plan is not None:
         raise IllegalTransition(
-            f"a promotion of {state.name} is under way (remaining steps {list(state.plan)}): "
+            f"a promotion of {state.name} is under way ({describe_plan(state)}): "
             "wait for it to finish, or revert before staging another release",
             hint="revert",
         )
@@ -91,14 +91,33 @@ def shift(state: DeploymentState, weight: int, *, force: bool = False) -> Transi
     Moving traffic towards green needs a passing comparison of this exact pair unless
     ``force`` is set. Refused while a step plan is under way.
     """
-    if state.plan:
+    if state.plan is not None:
         raise IllegalTransition(
-            f"a promotion of {state.name} is under way (remaining steps {list(state.plan)}): "
+            f"a promotion of {state.name} is under way ({describe_plan(state)}): "
             "wait for it to finish, or revert",
             hint="wait",
         )
     moved = _shift(state, weight, force=force)
     return replace(moved, details={"force": True}) if force and moved.changed else moved
+
+
+def describe_plan(state: DeploymentState) -> str:
+    """Where the plan of ``state`` stands, for messages."""
+    plan = state.plan
+    if plan is None:
+        return "no plan"
+    where = f"step {plan.step_index + 1} of {len(plan.steps)}, steps {list(plan.steps)}"
+    return f"{where}, held: {plan.held}" if plan.held else where
+
+
+def move_green(state: DeploymentState, weight: int) -> Transition:
+    """Move green to ``weight`` without the gate (a plan's step; the plan checked it)."""
+    return _shift(state, weight, force=True)
+
+
+def require_green(state: DeploymentState) -> int:
+    """Green's release id. Raises IllegalTransition (hint: stage) when there is none."""
+    return _require_green(state)
 
 
 def _require_green(state: DeploymentState) -> int:
@@ -158,7 +177,7 @@ def promote(state: DeploymentState) -> Transition:
         green_weight=0,
         standby=state.blue,
         reverted=False,
-        plan=(),
+        plan=None,
     )
     actions = (SetRoutes(new.routes()), MoveAliases(new.blue, state.blue))
     return Transition(
@@ -175,8 +194,8 @@ def revert(state: DeploymentState) -> Transition:
     During a shift, green drops to 0 (and stays deployed). After a cutover, the
     standby becomes blue again and the release it replaced is kept as green at 0.
     """
-    if state.green is not None and (state.green_weight > 0 or state.plan):
-        new = replace(state, green_weight=0, reverted=True, plan=())
+    if state.green is not None and (state.green_weight > 0 or state.plan is not None):
+        new = replace(state, green_weight=0, reverted=True, plan=None)
         return Transition(
             "revert",
             new,
@@ -192,7 +211,7 @@ def revert(state: DeploymentState) -> Transition:
             green_weight=0,
             standby=None,
             reverted=True,
-            plan=(),
+            plan=None,
         )
         actions = (SetRoutes(new.routes()), MoveAliases(new.blue, state.blue))
         return Transition(
@@ -204,38 +223,10 @@ def revert(state: DeploymentState) -> Transition:
         )
     return Transition(
         "revert",
-        replace(state, plan=()),
+        replace(state, plan=None),
         reason=f"blue {state.blue} already takes all traffic",
-        changed=bool(state.plan),
+        changed=state.plan is not None,
     )
-
-
-def start_plan(state: DeploymentState, steps: list[int], *, force: bool = False) -> Transition:
-    """Record a step plan: the weights of ``steps`` above green's current weight."""
-    if state.plan:
-        raise IllegalTransition(
-            f"a promotion of {state.name} is already under way "
-            f"(remaining steps {list(state.plan)}): wait for it, or revert",
-            hint="wait",
-        )
-    _require_green(state)
-    if not force:
-        check_gate(state)
-    remaining = tuple(s for s in steps if s > state.green_weight) or (100,)
-    new = replace(state, plan=remaining)
-    details = {"force": True} if force else {}
-    return Transition(
-        "plan", new, reason=f"promotion plan {list(remaining)} started", details=details
-    )
-
-
-def next_plan_step(state: DeploymentState) -> Transition:
-    """Take the next step of the plan under way (the gate was checked when it started)."""
-    if not state.plan:
-        raise IllegalTransition(f"no promotion of {state.name} is under way", hint="promote")
-    step, rest = state.plan[0], state.plan[1:]
-    moved = _shift(replace(state, plan=rest), step, force=True)
-    return replace(moved, action="promote" if step == 100 else "shift")
 
 
 def record_gate(state: DeploymentState, gate: Gate, report: Mapping[str, Any]) -> Transition:
@@ -258,17 +249,4 @@ def record_gate(state: DeploymentState, gate: Gate, report: Mapping[str, Any]) -
         replace(state, gate=gate),
         reason=f"comparison of {count} cases {verdict}",
         report=report,
-    )
-
-
-def plan_resumable(state: DeploymentState) -> Transition:
-    """At start-up, a persisted plan is recorded as interrupted, to resume or revert."""
-    if not state.plan:
-        return unchanged(state, "interrupted", "no plan under way")
-    return observation(
-        state,
-        "interrupted",
-        f"promotion plan {list(state.plan)} interrupted (bgserve restarted) with green at "
-        f"{state.green_weight}%: promote again to resume it, or revert",
-        {"release_id": state.green or state.blue},
     )

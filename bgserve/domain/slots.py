@@ -31,7 +31,7 @@ def on_slot_lost(state: DeploymentState, release_id: int) -> Transition:
     the history records it.
     """
     details = {"slot_lost": release_id}
-    if release_id == state.green and (state.green_weight > 0 or state.plan):
+    if release_id == state.green and (state.green_weight > 0 or state.plan is not None):
         reverted = revert(state)
         return replace(
             reverted,
@@ -104,7 +104,7 @@ def retire_standby(state: DeploymentState) -> Transition:
     """
     if state.standby is None:
         return unchanged(state, "retire", "no standby to retire")
-    if state.plan:
+    if state.plan is not None:
         raise IllegalTransition(
             f"a promotion of {state.name} is under way: wait for it before retiring the standby",
             hint="wait",

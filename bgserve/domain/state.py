@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from bgserve.domain.plan import Plan
+
 
 class Phase(StrEnum):
     """Where a deployment stands, derived from its state."""
@@ -19,6 +21,7 @@ class Phase(StrEnum):
     STAGED = "staged"  # green deployed at weight 0, never reverted
     SHIFTING = "shifting"  # green takes part of the traffic
     PROMOTING = "promoting"  # a step plan is under way
+    HELD = "held"  # a step plan waits for an operator (analysis inconclusive)
     REVERTED = "reverted"  # green kept at weight 0 after a revert
 
 
@@ -37,8 +40,8 @@ class DeploymentState:
     """Everything the state machine needs to know about one deployment.
 
     ``version`` is the optimistic-concurrency counter: the store refuses a write whose
-    version is not the one it read. ``plan`` holds the remaining weights of a step plan
-    under way (persisted, so an interrupted promotion can be resumed or reverted).
+    version is not the one it read. ``plan`` is the promotion plan under way, if any
+    (persisted, so the rollout engine resumes it after a restart).
     """
 
     name: str
@@ -48,7 +51,7 @@ class DeploymentState:
     standby: int | None = None
     reverted: bool = False
     gate: Gate | None = None
-    plan: tuple[int, ...] = ()
+    plan: Plan | None = None
     version: int = 0
 
     @property
@@ -57,8 +60,8 @@ class DeploymentState:
 
     @property
     def phase(self) -> Phase:
-        if self.plan:
-            return Phase.PROMOTING
+        if self.plan is not None:
+            return Phase.HELD if self.plan.held else Phase.PROMOTING
         if self.green is None:
             return Phase.STABLE
         if self.green_weight > 0:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bgserve.domain.plan import plan_json, plan_of
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Gate
 
@@ -81,7 +82,7 @@ def state_columns(state: DeploymentState) -> dict[str, Any]:
             "passed": gate.passed,
             "reasons": list(gate.reasons),
         },
-        "plan": list(state.plan),
+        "plan": plan_json(state.plan) or [],
         "version": state.version,
     }
 
@@ -101,7 +102,7 @@ def deployment_from_row(row: Mapping[Any, Any]) -> StoredDeployment:
         gate=None
         if gate is None
         else Gate(gate["blue"], gate["green"], gate["passed"], tuple(gate["reasons"])),
-        plan=tuple(row["plan"] or ()),
+        plan=plan_of(row["plan"]),
         version=row["version"],
     )
     return StoredDeployment(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
 from bgserve.api.deps import AdminDep, DeployerDep, ServiceDep, ViewerDep
 from bgserve.api.guard import GuardedRoute
@@ -19,6 +19,7 @@ from bgserve.api.schemas import (
     RevertRequest,
 )
 from bgserve.api.views import deployment_out
+from bgserve.errors import InvalidInput
 
 router = APIRouter(prefix="/deployments", tags=["deployments"], route_class=GuardedRoute)
 
@@ -52,15 +53,32 @@ def stage_green(
     return deployment_out(service, service.stage_green(name, body.release_id, who.name))
 
 
-@router.post("/{name}/promote", response_model=DeploymentOut, responses=WRITE)
+@router.post(
+    "/{name}/promote",
+    response_model=DeploymentOut,
+    responses={
+        **WRITE,
+        202: {"model": DeploymentOut, "description": "The plan is stored and runs"},
+    },
+)
 def promote(
-    name: DeploymentName, body: PromoteRequest, service: ServiceDep, who: DeployerDep
+    name: DeploymentName,
+    body: PromoteRequest,
+    service: ServiceDep,
+    who: DeployerDep,
+    response: Response,
 ) -> DeploymentOut:
-    """One step to ``weight``, or the whole step plan to 100 when no weight is given."""
-    if body.weight is None:
-        stored = service.promote_plan(name, who.name, force=body.force)
-    else:
+    """One step to ``weight`` (200, done), or a promotion plan (202: stored, its first step
+    applied; the rollout engine bakes, analyses and advances it). On a held plan, ``{}``
+    is the operator's go-ahead to the next step."""
+    if body.weight is not None:
+        if body.plan is not None:
+            raise InvalidInput("give weight or plan, not both", field="plan")
         stored = service.shift(name, body.weight, who.name, force=body.force)
+        return deployment_out(service, stored)
+    plan = body.plan.to_plan(service.default_plan()) if body.plan else None
+    stored = service.start_plan(name, who.name, plan, force=body.force)
+    response.status_code = status.HTTP_202_ACCEPTED
     return deployment_out(service, stored)
 
 

@@ -42,6 +42,7 @@ from bgserve.backends.base import SlotInfo, SlotLostCallback
 from bgserve.backends.local.plane import DataPlane, bind
 from bgserve.backends.local.router import RouteTarget, SlotStats
 from bgserve.backends.local.slot_process import LOOPBACK, Slot, death_signal_preexec, tail
+from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
@@ -248,6 +249,19 @@ class LocalBackend:
     def traffic_stats(self) -> list[SlotStats]:
         """Requests, errors and retries per (deployment, slot role, release) since start."""
         return self._plane.stats()["slots"]
+
+    def windows(self, deployment: str) -> dict[int, SideWindow]:
+        """Requests, errors and latency histogram per release since the data-plane process
+        started: the rollout engine's live counts (a ``TrafficSource``). Raises
+        BackendError if the data plane cannot be asked."""
+        out: dict[int, SideWindow] = {}
+        for stats in self.traffic_stats():
+            if stats["deployment"] != deployment:
+                continue
+            side = SideWindow(stats["requests"], stats["errors"], tuple(stats["latency_buckets"]))
+            before = out.get(stats["release_id"])
+            out[stats["release_id"]] = side if before is None else before.plus(side)
+        return out
 
     def slot_pid(self, deployment: str, release_id: int) -> int | None:
         """The slot's process id, for diagnostics; None if there is no slot."""

@@ -37,6 +37,7 @@ import contextlib
 import hmac
 import socket
 import threading
+import time
 from typing import TypedDict
 
 import uvloop
@@ -55,6 +56,10 @@ from bgserve.backends.local.http1 import (
 from bgserve.backends.local.outliers import EventCallback, Outliers
 from bgserve.backends.local.route_table import RouteTarget, Table, weighted_schedule
 from bgserve.backends.local.upstream import Conn, Pool
+from bgserve.domain.latency import BUCKETS, bucket_of
+
+# A slot's counters: requests, errors, retries, then the latency histogram's buckets.
+_FIRST_BUCKET = 3
 
 __all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
 
@@ -68,6 +73,7 @@ class SlotStats(TypedDict):
     requests: int
     errors: int
     retries: int
+    latency_buckets: list[int]  # answered requests per bucket of domain.latency
 
 
 class RouterStats(TypedDict):
@@ -243,14 +249,21 @@ class Router:
             items = list(self._counters.items())
         slots: list[SlotStats] = [
             SlotStats(
-                deployment=d, role=r, release_id=rel, requests=c[0], errors=c[1], retries=c[2]
+                deployment=d,
+                role=r,
+                release_id=rel,
+                requests=c[0],
+                errors=c[1],
+                retries=c[2],
+                latency_buckets=c[_FIRST_BUCKET:],
             )
             for (d, r, rel), c in items
         ]
         return RouterStats(slots=slots, unrouted=self._unrouted[0])
 
     def _counter(self, deployment: str, route: RouteTarget) -> list[int]:
-        return self._counters.setdefault((deployment, route.role, route.release_id), [0, 0, 0])
+        key = (deployment, route.role, route.release_id)
+        return self._counters.setdefault(key, [0] * (_FIRST_BUCKET + BUCKETS))
 
     def _schedule_prune(self) -> None:
         loop = self._loop
@@ -373,6 +386,7 @@ class Router:
         count: bool,
     ) -> bool:
         retry = True  # one retry per request, on a refused connect or a first-byte timeout
+        started = time.perf_counter()
         while True:
             try:
                 index, conn, pool, retry = await self._connect(table, index, retry)
@@ -414,8 +428,11 @@ class Router:
                 conn.close()  # the client went away mid-answer
                 raise
             self._outliers.succeeded(target.address)
-            if count and status >= 500:
-                counters[1] += 1
+            if count:
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                counters[_FIRST_BUCKET + bucket_of(latency_ms)] += 1
+                if status >= 500:
+                    counters[1] += 1
             pool.release(conn, reusable)
             return keep
 

@@ -1,0 +1,92 @@
+"""The promotion plan in the control API: the request's ``plan`` and the deployment's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from bgserve.domain.analysis import AnalysisSettings
+from bgserve.domain.plan import Plan, make_plan
+
+Number = float  # strict: ints are taken, strings and booleans refused
+
+
+class StrictBody(BaseModel):
+    """Like ``schemas.Strict`` (which imports this module): no unknown field, strict types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class AnalysisRequest(StrictBody):
+    """Live-analysis thresholds of one plan; what is left out comes from settings."""
+
+    min_requests: StrictInt | None = Field(
+        None, ge=1, description="Requests each side needs in a bake before a check decides"
+    )
+    max_error_rate_delta: Number | None = Field(
+        None, ge=0, le=1, description="How much higher green's error rate may be than blue's"
+    )
+    significance: Number | None = Field(
+        None, gt=0, lt=1, description="p-value below which a worse error rate is believed"
+    )
+    max_latency_p95_ratio: Number | None = Field(
+        None, gt=0, description="How many times blue's p95 latency green's may reach"
+    )
+    max_bake_s: Number | None = Field(
+        None, ge=0, description="How long an inconclusive step may bake before on_inconclusive"
+    )
+    on_inconclusive: Literal["hold", "revert", "continue"] | None = Field(
+        None, description="What a step still inconclusive at max_bake_s does"
+    )
+
+
+class PlanRequest(StrictBody):
+    """A promotion plan; what is left out comes from settings (``BGSERVE_PLAN_*``)."""
+
+    steps: list[StrictInt] | None = Field(
+        None, description="Increasing green weights ending at 100", examples=[[10, 50, 100]]
+    )
+    bake_s: Number | None = Field(None, ge=0, description="Bake time of each step, seconds")
+    analysis: AnalysisRequest | None = None
+
+    def to_plan(self, default: Plan) -> Plan:
+        """The plan this request asks for, over ``default``. Raises InvalidInput."""
+        overrides = self.analysis.model_dump(exclude_none=True) if self.analysis else {}
+        analysis = AnalysisSettings(**{**default.analysis.__dict__, **overrides})
+        steps = self.steps if self.steps is not None else list(default.steps)
+        bake_s = float(self.bake_s) if self.bake_s is not None else default.bake_s
+        return make_plan(steps, bake_s, analysis)
+
+
+class PlanOut(BaseModel):
+    """A plan under way: its steps, where it stands, and the analyses so far."""
+
+    steps: list[int]
+    step_index: int
+    weight: int = Field(description="The current step's green weight")
+    bake_s: float
+    bake_until: datetime | None = Field(description="When the current step's bake ends")
+    held: str | None = Field(description="Why the plan waits for an operator, if it does")
+    force: bool
+    analysis: list[dict[str, Any]] = Field(description="The analyses so far, the latest last")
+    settings: dict[str, Any] = Field(description="The plan's analysis thresholds")
+
+    @classmethod
+    def of(cls, plan: Plan | None) -> PlanOut | None:
+        """The body of ``plan`` (None when no plan runs)."""
+        if plan is None:
+            return None
+        until = plan.bake_until
+        return cls(
+            steps=list(plan.steps),
+            step_index=plan.step_index,
+            weight=plan.weight,
+            bake_s=plan.bake_s,
+            bake_until=None if until is None else datetime.fromtimestamp(until, UTC),
+            held=plan.held or None,
+            force=plan.force,
+            analysis=[dict(a) for a in plan.analyses],
+            settings=dict(plan.analysis.__dict__),
+        )

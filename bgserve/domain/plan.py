@@ -1,0 +1,216 @@
+"""A promotion plan as data, and what it needs next: nothing, a step, a hold, a revert or
+the cutover, decided from (state, live counts, now). Pure: no clock, no sleeping.
+
+A plan walks green through ``steps`` (increasing weights ending at 100). Each step's
+weight is applied, then bakes for ``bake_s`` seconds; at the end of the bake green is
+analysed against blue over the step's window (:mod:`bgserve.domain.analysis`):
+
+========================  ====================================================
+analysis                  what happens
+========================  ====================================================
+pass                      the next step (the last one, 100, is the cutover)
+fail                      automatic revert at once (``auto-revert``)
+inconclusive              keep baking until ``max_bake_s``, then
+                          ``on_inconclusive``: ``hold`` (wait for an operator),
+                          ``revert``, or ``continue``
+========================  ====================================================
+
+A green slot that dies during a plan is handled at once by the slot-loss rule
+(:func:`bgserve.domain.slots.on_slot_lost`), not at the end of the bake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from bgserve.domain.analysis import (
+    Analysis,
+    AnalysisSettings,
+    Outcome,
+    SideWindow,
+    analyse,
+    analysis_json,
+)
+from bgserve.errors import InvalidInput
+
+ON_INCONCLUSIVE = ("hold", "revert", "continue")
+KEPT_ANALYSES = 20
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A promotion plan under way, stored on the deployment.
+
+    ``step_index`` is the step whose weight is applied (or about to be, while
+    ``step_started_at`` is None); ``held`` says why the plan waits for an operator.
+    ``analyses`` holds the JSON of the analyses so far, the latest last.
+    """
+
+    steps: tuple[int, ...]
+    bake_s: float
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    step_index: int = 0
+    step_started_at: float | None = None
+    held: str = ""
+    analyses: tuple[Mapping[str, Any], ...] = ()
+    force: bool = False
+
+    @property
+    def weight(self) -> int:
+        """The weight of the current step."""
+        return self.steps[self.step_index]
+
+    @property
+    def bake_until(self) -> float | None:
+        """When the current step's bake ends (epoch seconds), once its weight is applied."""
+        if self.step_started_at is None:
+            return None
+        return self.step_started_at + self.bake_s
+
+    @property
+    def last_analysis(self) -> Mapping[str, Any] | None:
+        return self.analyses[-1] if self.analyses else None
+
+    def with_analysis(self, record: Mapping[str, Any]) -> Plan:
+        """The plan with ``record`` appended to its analyses (the oldest dropped past a cap)."""
+        return replace(self, analyses=(*self.analyses, record)[-KEPT_ANALYSES:])
+
+
+def make_plan(
+    steps: Sequence[int], bake_s: float, analysis: AnalysisSettings, *, force: bool = False
+) -> Plan:
+    """A validated plan. Raises InvalidInput naming the field at fault."""
+    if not steps:
+        raise InvalidInput(
+            "plan.steps is empty: give increasing weights ending at 100", field="plan.steps"
+        )
+    if any(not 1 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+        raise InvalidInput(
+            f"plan.steps {list(steps)} must be strictly increasing weights from 1 to 100",
+            field="plan.steps",
+        )
+    if steps[-1] != 100:
+        raise InvalidInput(f"plan.steps {list(steps)} must end at 100", field="plan.steps")
+    if bake_s < 0:
+        raise InvalidInput(f"plan.bake_s {bake_s} must be 0 or more", field="plan.bake_s")
+    check_analysis(analysis, bake_s)
+    return Plan(tuple(steps), float(bake_s), analysis, force=force)
+
+
+def check_analysis(analysis: AnalysisSettings, bake_s: float) -> None:
+    """Raise InvalidInput for analysis settings that cannot work, naming the field."""
+    problems = [
+        ("min_requests", analysis.min_requests < 1, "must be at least 1"),
+        ("max_error_rate_delta", not 0 <= analysis.max_error_rate_delta <= 1, "must be in 0..1"),
+        ("significance", not 0 < analysis.significance < 1, "must be between 0 and 1"),
+        ("max_latency_p95_ratio", analysis.max_latency_p95_ratio <= 0, "must be above 0"),
+        ("max_bake_s", analysis.max_bake_s < bake_s, f"must be at least bake_s ({bake_s:g})"),
+        (
+            "on_inconclusive",
+            analysis.on_inconclusive not in ON_INCONCLUSIVE,
+            f"must be one of {', '.join(ON_INCONCLUSIVE)}",
+        ),
+    ]
+    for name, bad, rule in problems:
+        if bad:
+            value = getattr(analysis, name)
+            raise InvalidInput(
+                f"plan.analysis.{name} {value!r} {rule}", field=f"plan.analysis.{name}"
+            )
+
+
+def remaining_from(plan: Plan, green_weight: int) -> Plan:
+    """Skip the steps at or below green's current weight (a plan started mid-shift)."""
+    steps = tuple(s for s in plan.steps if s > green_weight) or (100,)
+    return replace(plan, steps=steps, step_index=0, step_started_at=None)
+
+
+@dataclass(frozen=True)
+class Due:
+    """What a plan needs now: ``kind`` is one of nothing, step, analysis, hold, revert."""
+
+    kind: str
+    reason: str = ""
+    plan: Plan | None = None
+    analysis: Analysis | None = None
+
+
+def due(plan: Plan, blue: SideWindow | None, green: SideWindow | None, now: float) -> Due:
+    """What ``plan`` needs at ``now``, given the traffic of the current step's window."""
+    if plan.held:
+        return Due("nothing", f"held: {plan.held}")
+    if plan.step_started_at is None:
+        return Due("step", f"step {plan.step_index + 1} of {len(plan.steps)}", plan)
+    if now < plan.step_started_at + plan.bake_s:
+        return Due("nothing", "baking")
+    if blue is None or green is None:
+        analysis = Analysis(Outcome.INCONCLUSIVE, ())
+    else:
+        analysis = analyse(blue, green, plan.analysis)
+    return _after_bake(plan, analysis, now)
+
+
+def _after_bake(plan: Plan, analysis: Analysis, now: float) -> Due:
+    record = {"step": plan.weight, "at": now, **analysis_json(analysis)}
+    recorded = plan.with_analysis(record)
+    if analysis.outcome is Outcome.FAIL:
+        return Due("revert", "live analysis failed: " + analysis.summary(), recorded, analysis)
+    if analysis.outcome is Outcome.PASS:
+        return Due("step", f"step at {plan.weight}% passed", _advance(recorded), analysis)
+    waited = now - (plan.step_started_at or now)
+    reason = analysis.summary() if analysis.checks else "no traffic counts for green or blue"
+    if waited < plan.analysis.max_bake_s:
+        first = plan.last_analysis is None or plan.last_analysis.get("step") != plan.weight
+        kind = "analysis" if first else "nothing"
+        return Due(
+            kind, f"step at {plan.weight}% inconclusive, baking on: {reason}", recorded, analysis
+        )
+    choice = plan.analysis.on_inconclusive
+    reason = f"step at {plan.weight}% inconclusive after {waited:.0f}s: {reason}"
+    if choice == "revert":
+        return Due("revert", reason, recorded, analysis)
+    if choice == "continue":
+        return Due("step", reason, _advance(recorded), analysis)
+    return Due("hold", reason, replace(recorded, held=reason), analysis)
+
+
+def _advance(plan: Plan) -> Plan:
+    return replace(plan, step_index=plan.step_index + 1, step_started_at=None)
+
+
+def resume(plan: Plan) -> Plan:
+    """An operator's go-ahead on a held plan: on to the next step."""
+    return _advance(replace(plan, held=""))
+
+
+def plan_json(plan: Plan | None) -> dict[str, Any] | None:
+    """The stored (JSON) form of a plan."""
+    if plan is None:
+        return None
+    body = asdict(plan)
+    body["steps"] = list(plan.steps)
+    body["analyses"] = [dict(a) for a in plan.analyses]
+    return body
+
+
+def plan_of(body: object) -> Plan | None:
+    """A plan from its stored form; a list is the remaining steps of an older release."""
+    if not body:
+        return None
+    if isinstance(body, list):
+        legacy = AnalysisSettings(on_inconclusive="continue", min_requests=1)
+        return Plan(tuple(int(s) for s in body), 0.0, legacy)
+    if not isinstance(body, dict):
+        raise ValueError(f"unreadable stored plan: {body!r}")
+    return Plan(
+        steps=tuple(int(s) for s in body["steps"]),
+        bake_s=float(body["bake_s"]),
+        analysis=AnalysisSettings(**body.get("analysis", {})),
+        step_index=int(body.get("step_index", 0)),
+        step_started_at=body.get("step_started_at"),
+        held=str(body.get("held", "")),
+        analyses=tuple(body.get("analyses", ())),
+        force=bool(body.get("force", False)),
+    )

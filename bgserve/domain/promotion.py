@@ -1,0 +1,96 @@
+"""Promotion plans on a deployment: start one, advance it, resume a held one.
+
+Pure transitions, like :mod:`bgserve.domain.rollout`. The rollout engine calls
+:func:`advance` for every deployment with a plan, with the traffic of the current
+step's window and the time; an operator's promote starts a plan or resumes a held one,
+and a revert (at any moment) drops it. What a plan needs when is decided by
+:func:`bgserve.domain.plan.due`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from bgserve.domain.analysis import SideWindow
+from bgserve.domain.plan import Due, Plan, due, remaining_from, resume
+from bgserve.domain.rollout import (
+    DeploymentState,
+    Transition,
+    check_gate,
+    describe_plan,
+    move_green,
+    require_green,
+    revert,
+    unchanged,
+)
+from bgserve.errors import IllegalTransition
+
+
+def start(state: DeploymentState, plan: Plan, now: float) -> Transition:
+    """Store ``plan`` and apply its first step; on a held plan, an operator's go-ahead.
+
+    Needs a passing comparison of the current pair unless the plan is forced. Refused
+    while a plan runs (a revert stops it).
+    """
+    if state.plan is not None:
+        if state.plan.held:
+            why = f"resumed by an operator after: {state.plan.held}"
+            return _apply_step(replace(state, plan=resume(state.plan)), now, why)
+        raise IllegalTransition(
+            f"a promotion of {state.name} is already under way ({describe_plan(state)}): "
+            "wait for it, or revert",
+            hint="wait",
+        )
+    require_green(state)
+    if not plan.force:
+        check_gate(state)
+    planned = remaining_from(plan, state.green_weight)
+    details = {"steps": list(planned.steps), "bake_s": planned.bake_s, "force": plan.force}
+    why = f"promotion plan {list(planned.steps)} started, {planned.bake_s:g}s bake per step"
+    return _apply_step(replace(state, plan=planned), now, why, details)
+
+
+def advance(
+    state: DeploymentState, blue: SideWindow | None, green: SideWindow | None, now: float
+) -> Transition:
+    """What the plan of ``state`` needs at ``now``, as a transition (unchanged if nothing).
+
+    ``blue`` and ``green`` are the traffic of the current step's window (None when the
+    counts could not be read: the step then cannot pass).
+    """
+    if state.plan is None:
+        return unchanged(state, "plan", "no plan under way")
+    decision = due(state.plan, blue, green, now)
+    details = _details(decision)
+    if decision.kind == "nothing":
+        return unchanged(state, "plan", decision.reason)
+    if decision.kind == "revert":
+        reverted = revert(state)
+        reason = f"{decision.reason}; {reverted.reason}"
+        return replace(reverted, action="auto-revert", reason=reason, details=details)
+    planned = replace(state, plan=decision.plan or state.plan)
+    if decision.kind in ("analysis", "hold"):
+        return Transition(decision.kind, planned, reason=decision.reason, details=details)
+    return _apply_step(planned, now, decision.reason, details)
+
+
+def _apply_step(
+    state: DeploymentState, now: float, why: str, details: dict[str, Any] | None = None
+) -> Transition:
+    """Move green to the current step's weight; at 100 that is the cutover, ending the plan."""
+    plan = state.plan
+    if plan is None:  # the callers always pass a plan; this keeps the types honest
+        return unchanged(state, "plan", "no plan under way")
+    moved = move_green(replace(state, plan=None), plan.weight)
+    if plan.weight < 100:
+        moved = replace(moved, state=replace(moved.state, plan=replace(plan, step_started_at=now)))
+    action = "promote" if plan.weight == 100 else "shift"
+    return replace(moved, action=action, reason=f"{why}: {moved.reason}", details=details or {})
+
+
+def _details(decision: Due) -> dict[str, Any]:
+    if decision.analysis is None or decision.plan is None:
+        return {}
+    last = decision.plan.last_analysis
+    return {"analysis": dict(last)} if last is not None else {}
