@@ -261,9 +261,9 @@ class Settings(BaseSettings):
     )
     kube_data_plane_url: str = Field(
         "",
-        description="Base URL clients call for the weighted route (the gateway's address), "
-        "`{deployment}` and `{namespace}` substituted; defaults to http://<hostname> when a "
-        "hostname is set.",
+        description="Base URL of the weighted route (the gateway's address), `{deployment}` "
+        "and `{namespace}` substituted; defaults to http://<hostname> when a hostname is set. "
+        "A deployment's data_plane_url is this plus /v2/models/<deployment>/infer.",
     )
     kserve_router: Literal["gateway", "istio"] = Field(
         "gateway",

@@ -15,7 +15,7 @@ from bgserve.backends.kube.kserve.backend import KServeBackend, required_rbac
 from bgserve.backends.kube.kserve.objects import inference_service, isvc_name, route_name
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
-from bgserve.errors import BackendError, InvalidInput, ReadinessTimeout
+from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.settings import Settings
 from tests.crd_schema import Crd, validate_object
 from tests.k8s_apiserver import ApiError, FakeApiServer, Store
@@ -227,7 +227,7 @@ def test_set_routes_refuses_missing_or_unready_slots(
         backend.set_routes("chat", rollout.shift(staged, 10, force=True).state.routes())
     with pytest.raises(BackendError, match="no InferenceService"):
         backend.set_routes("chat", rollout.stage_green(state, 3).state.routes())
-    with pytest.raises(InvalidInput):
+    with pytest.raises(BackendError, match="summing to 100"):
         backend.set_routes("chat", [rollout.Route("blue", 1, 90)])
     assert stored_weights(server, "gateway") == {"chat-r1": 100}
 

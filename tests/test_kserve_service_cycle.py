@@ -16,6 +16,7 @@ import pytest
 
 from bgserve.backends.kube.kserve.backend import KServeBackend
 from bgserve.backends.kube.kserve.objects import isvc_name
+from bgserve.errors import BackendError
 from bgserve.settings import Settings
 from tests.crd_schema import Crd
 from tests.k8s_apiserver import FakeApiServer
@@ -92,9 +93,10 @@ def test_kserve_cycle_through_the_service_with_real_slots(
         assert steps == [{v1: 90, green: 10}, {v1: 50, green: 50}, {green: 100, v1: 0}]
         assert route_weights(server) == {isvc_name("kc", ids["v1"]): 100,
                                          isvc_name("kc", ids["reworded"]): 0}  # fmt: skip
-        for release_id in ids.values():
-            backend.retire_slot("kc", release_id)
-        wait_until(lambda: slots.running() == [], "slots to stop after their deletion")
+        with pytest.raises(BackendError, match="still takes 100%"):
+            backend.retire_slot("kc", ids["v1"])  # blue: refused, nothing deleted
+        backend.retire_slot("kc", ids["reworded"])  # green at 0% after the revert
+        wait_until(lambda: slots.running() == [("kc", ids["v1"])], "green's slot to stop")
     assert controller.errors == []
     assert_requests_validate(server, crds)
     backend.close()

@@ -27,7 +27,7 @@ from bgserve.backends.kube.seldon.v1 import SeldonV1Backend
 from bgserve.backends.kube.seldon.v2 import SeldonV2Backend
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
-from bgserve.errors import BackendError, InvalidInput, ReadinessTimeout
+from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.settings import Settings
 from tests.crd_schema import Crd
 from tests.k8s_apiserver import FakeApiServer, Store
@@ -247,7 +247,7 @@ def test_set_routes_refuses_missing_slots_and_bad_weights(
         state = perform(backend, rollout.create("chat", 1))  # type: ignore[arg-type]
     with pytest.raises(BackendError, match="ensure its slot"):
         backend.set_routes("chat", rollout.stage_green(state, 3).state.routes())
-    with pytest.raises(InvalidInput):
+    with pytest.raises(BackendError, match="summing to 100"):
         backend.set_routes("chat", [rollout.Route("blue", 1, 90)])
     assert stored_weights(server, flavour) == {1: 100}
 
@@ -426,9 +426,10 @@ def test_seldon_cycle_through_the_service_with_real_slots(
 
         with real_seldon(server, slots, gateway) as controller:
             run_cycle(parts, "sc", ids, check)
-            for release_id in sorted(ids.values(), reverse=True):  # green (0%) first
-                backend.retire_slot("sc", release_id)
-            wait_until(lambda: slots.running() == [], "slots to stop after their deletion")
+            with pytest.raises(BackendError, match="still"):
+                backend.retire_slot("sc", ids["v1"])  # blue: refused, nothing deleted
+            backend.retire_slot("sc", ids["reworded"])  # green at 0% after the revert
+            wait_until(lambda: slots.running() == [("sc", ids["v1"])], "green's slot to stop")
         assert controller.errors == []
     assert_requests_validate(server, crds)
     backend.close()

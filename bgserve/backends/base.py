@@ -59,7 +59,8 @@ class Backend(Protocol):
         """Stop and remove the slot of ``release_id`` for ``deployment``.
 
         Idempotent: retiring a slot that does not exist does nothing. The caller first
-        routes all traffic away from it. Raises BackendError on failure.
+        routes all traffic away from it: while the route still gives it weight, raises
+        BackendError and deletes nothing. Raises BackendError on any other failure.
         """
         ...
 
@@ -68,7 +69,8 @@ class Backend(Protocol):
         ...
 
     def data_plane_url(self, deployment: str) -> str | None:
-        """The weighted entry point clients call for ``deployment``, if the backend has one."""
+        """The deployment's infer URL on the weighted route
+        (``.../v2/models/<deployment>/infer``), if the backend knows one. No side effects."""
         ...
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError, InvalidInput
+from bgserve.errors import BackendError, BgserveError
 from tests.contract.harness import (
     DEPLOYMENT,
     KINDS,
@@ -30,8 +30,6 @@ BACKENDS = [
     pytest.param(kind, marks=SLOW.get(kind, [] if kind == "memory" else [pytest.mark.integration]))
     for kind in KINDS
 ]
-RETIRE_DOES_NOT_CHECK_WEIGHTS = "deletes the slot without reading the weights in place"
-BASE_URL_ONLY = "answers the gateway's base URL, not the deployment's infer URL"
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +50,6 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
         yield from local_harness(tmp_path, request.getfixturevalue("local_bundles"))
     else:
         yield from kube_harness(kind, request.getfixturevalue("crds"))
-
-
-def diverges(request: pytest.FixtureRequest, h: Harness, kinds: set[str], reason: str) -> None:
-    """Mark this test as a known divergence of ``kinds`` from the contract."""
-    if h.kind in kinds:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"{h.kind} {reason}"))
 
 
 def ensure(h: Harness, *release_ids: int) -> None:
@@ -100,7 +92,7 @@ def test_refused_routes_leave_the_previous_weights(h: Harness) -> None:
     for case, routes in REFUSED.items():
         with pytest.raises(BgserveError) as refused:
             h.backend.set_routes(DEPLOYMENT, routes)
-        assert isinstance(refused.value, BackendError | InvalidInput), case
+        assert isinstance(refused.value, BackendError), case
         assert h.weights(DEPLOYMENT) == {1: 70, 2: 30}, case
 
 
@@ -128,10 +120,7 @@ def test_retire_is_idempotent(h: Harness) -> None:
     assert h.backend.slot_info(DEPLOYMENT, 1) is not None
 
 
-def test_retire_is_refused_while_the_slot_takes_traffic(
-    request: pytest.FixtureRequest, h: Harness
-) -> None:
-    diverges(request, h, {"kserve", "seldon-v2"}, RETIRE_DOES_NOT_CHECK_WEIGHTS)
+def test_retire_is_refused_while_the_slot_takes_traffic(h: Harness) -> None:
     ensure(h, 1, 2)
     h.backend.set_routes(DEPLOYMENT, [Route("blue", 1, 60), Route("green", 2, 40)])
     with pytest.raises(BackendError):
@@ -151,10 +140,7 @@ def test_slot_info_is_none_for_an_unknown_slot(h: Harness) -> None:
     assert urlsplit(info.endpoint).scheme in ("http", "https", "memory")
 
 
-def test_data_plane_url_is_the_deployments_infer_url(
-    request: pytest.FixtureRequest, h: Harness
-) -> None:
-    diverges(request, h, {"kserve", "seldon-v2", "seldon-v1"}, BASE_URL_ONLY)
+def test_data_plane_url_is_the_deployments_infer_url(h: Harness) -> None:
     url = h.backend.data_plane_url(DEPLOYMENT)
     assert url == h.backend.data_plane_url(DEPLOYMENT)
     assert url is not None

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from bgserve.backends.kube.client import Obj
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
+from bgserve.errors import BgserveError, InvalidInput
 from bgserve.settings import Settings
 
 SLOT_PORT = 8080
@@ -84,15 +84,19 @@ def slot_container(
     }
 
 
-def check_weights(deployment: str, routes: Sequence[Route]) -> None:
-    """Raise InvalidInput unless ``routes`` are distinct releases whose weights sum to 100."""
+def check_weights(
+    deployment: str, routes: Sequence[Route], error: type[BgserveError] = InvalidInput
+) -> None:
+    """Raise ``error`` unless ``routes`` are distinct releases whose weights sum to 100.
+
+    Object builders raise InvalidInput (bad input to ``bgserve render``); the backends pass
+    BackendError, what the Backend protocol's ``set_routes`` raises.
+    """
     if not routes or sum(r.weight for r in routes) != 100 or any(r.weight < 0 for r in routes):
         weights = [r.weight for r in routes]
-        raise InvalidInput(
-            f"routes of {deployment} must have weights summing to 100, got {weights}"
-        )
+        raise error(f"routes of {deployment} must have weights summing to 100, got {weights}")
     if len({r.release_id for r in routes}) != len(routes):
-        raise InvalidInput(f"routes of {deployment} name a release twice: {list(routes)}")
+        raise error(f"routes of {deployment} name a release twice: {list(routes)}")
 
 
 def route_hostname(deployment: str, settings: Settings) -> str | None:
@@ -101,10 +105,15 @@ def route_hostname(deployment: str, settings: Settings) -> str | None:
 
 
 def data_plane_url(deployment: str, settings: Settings) -> str | None:
-    """The weighted entry point clients call, from settings (no cluster needed)."""
+    """The deployment's infer URL on the weighted route (``{base}/v2/models/<deployment>/
+    infer``, as the local backend answers), from settings; None without a gateway address.
+    No cluster needed."""
     if settings.kube_data_plane_url:
-        return settings.kube_data_plane_url.format(
+        base = settings.kube_data_plane_url.format(
             deployment=deployment, namespace=settings.kube_namespace
         )
-    host = route_hostname(deployment, settings)
-    return f"http://{host}" if host else None
+    elif host := route_hostname(deployment, settings):
+        base = f"http://{host}"
+    else:
+        return None
+    return f"{base.rstrip('/')}/v2/models/{deployment}/infer"

@@ -29,6 +29,8 @@ from bgserve.backends.kube.kserve.objects import (
     inference_service,
     isvc_name,
     predictor_host,
+    route_name,
+    routed_weight,
     weighted_route,
 )
 from bgserve.backends.kube.objects import check_weights
@@ -122,7 +124,7 @@ class KServeBackend(KubeBackend):
         BackendError (InvalidInput for weights not summing to 100) and the previous
         weights stay in place.
         """
-        check_weights(deployment, routes)
+        check_weights(deployment, routes, BackendError)
         for route in routes:
             self._check_routable(deployment, route)
         self.routes.apply(weighted_route(deployment, routes, self.settings))
@@ -144,8 +146,15 @@ class KServeBackend(KubeBackend):
         """Delete the release's InferenceService(s) that bgserve manages for ``deployment``.
 
         Idempotent: nothing to delete is fine. Objects without bgserve's managed-by
-        label are left alone even if their other labels match. Raises BackendError.
+        label are left alone even if their other labels match. Raises BackendError, also
+        (deleting nothing) while the weighted route still gives the slot traffic.
         """
+        weight = routed_weight(self.routes.get(route_name(deployment)), deployment, release_id)
+        if weight > 0:
+            raise BackendError(
+                f"release {release_id} still takes {weight}% of {deployment}'s traffic: "
+                "route it to 0 before retiring it"
+            )
         for obj in self.services.select(managed_labels(deployment, release_id)):
             self.services.delete(obj["metadata"]["name"])
 

@@ -13,6 +13,7 @@ destinations are the InferenceServices' predictor Services.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bgserve.backends.kube.client import Obj, Resource, dns_label, managed_labels
 from bgserve.backends.kube.objects import (
@@ -185,3 +186,25 @@ def kserve_objects(
         raise InvalidInput(f"routes of {deployment} name unknown releases {missing}")
     services = [inference_service(deployment, releases[r.release_id], settings) for r in routes]
     return [*services, weighted_route(deployment, routes, settings)]
+
+
+def routed_weight(route: Mapping[str, Any] | None, deployment: str, release_id: int) -> int:
+    """The weight ``route`` (an HTTPRoute or VirtualService bgserve wrote) gives the slot of
+    ``release_id``; 0 when there is no route or it does not name the slot."""
+    if not route:
+        return 0
+    service = f"{isvc_name(deployment, release_id)}-predictor"
+    spec = route.get("spec", {})
+    weights = [
+        int(ref.get("weight", 0))
+        for rule in spec.get("rules", [])
+        for ref in rule.get("backendRefs", [])
+        if ref.get("name") == service
+    ]
+    weights += [
+        int(dest.get("weight", 0))
+        for http in spec.get("http", [])
+        for dest in http.get("route", [])
+        if str(dest.get("destination", {}).get("host", "")).startswith(service + ".")
+    ]
+    return max(weights, default=0)

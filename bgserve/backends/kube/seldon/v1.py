@@ -104,7 +104,7 @@ class SeldonV1Backend(SeldonBase):
         be available; otherwise, or if the write fails, raises BackendError (InvalidInput
         for bad weights) and the previous traffic stays.
         """
-        check_weights(deployment, routes)
+        check_weights(deployment, routes, BackendError)
         name = sdep_name(deployment)
         obj = self.sdeps.get(name)
         for route in routes:

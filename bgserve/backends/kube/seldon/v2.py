@@ -33,6 +33,7 @@ from bgserve.backends.kube.seldon.objects import (
     EXPERIMENT,
     MODEL,
     experiment,
+    experiment_name,
     model,
     model_name,
 )
@@ -94,7 +95,7 @@ class SeldonV2Backend(SeldonBase):
         ready; otherwise, or if the write fails, raises BackendError (InvalidInput for
         bad weights) and the Experiment keeps its previous weights.
         """
-        check_weights(deployment, routes)
+        check_weights(deployment, routes, BackendError)
         for route in routes:
             obj = self.models.get(model_name(deployment, route.release_id))
             check_routable(obj, route, f"Model {model_name(deployment, route.release_id)}")
@@ -103,8 +104,20 @@ class SeldonV2Backend(SeldonBase):
     def retire_slot(self, deployment: str, release_id: int) -> None:
         """Delete the release's Model(s) that bgserve manages for ``deployment``.
 
-        Idempotent; unmanaged Models are left alone. Raises BackendError.
+        Idempotent; unmanaged Models are left alone. Raises BackendError, also (deleting
+        nothing) while the Experiment still gives the Model traffic.
         """
+        experiment = self.experiments.get(experiment_name(deployment)) or {}
+        candidates = experiment.get("spec", {}).get("candidates", [])
+        name = model_name(deployment, release_id)
+        weight = max(
+            (int(c.get("weight", 0)) for c in candidates if c.get("name") == name), default=0
+        )
+        if weight > 0:
+            raise BackendError(
+                f"release {release_id} still takes {weight}% of {deployment}'s traffic: "
+                "route it to 0 before retiring it"
+            )
         for obj in self.models.select(managed_labels(deployment, release_id)):
             self.models.delete(obj["metadata"]["name"])
 
