@@ -102,6 +102,9 @@ def demo_settings(home: Path) -> Settings:
         mlflow_tracking_uri=mlflow_uri,
         mlflow_registry_uri=mlflow_uri,
         data_port=0,
+        # The demo's story is about outputs; on a busy machine its instant model's
+        # latencies are mostly noise, so only a gross slowdown may close the gate.
+        compare_thresholds={"max_latency_ratio_p50": 10.0, "max_latency_ratio_p95": 10.0},
         plan_steps=[10, 50, 100],
         plan_bake_s=2.0,
         plan_min_requests=20,

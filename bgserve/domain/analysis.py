@@ -9,8 +9,9 @@ good or bad), then:
   p < ``significance``; a difference within noise passes.
 - ``latency_p95``: fails when green's p95 (from the latency histogram) is more than
   ``max_latency_p95_ratio`` times blue's (both floored at 1 ms, so sub-millisecond noise
-  cannot fail a step); skipped (and said so) when the traffic source keeps no latency
-  histogram for a side.
+  cannot fail a step) *and* a one-sided Mann-Whitney U test says green's latencies are
+  higher with p < ``significance`` (so a few slow answers alone cannot either); skipped
+  (and said so) when the traffic source keeps no latency histogram for a side.
 
 The analysis fails if any check fails, is inconclusive if none fails and one is
 inconclusive, and passes otherwise (skipped checks count for nothing).
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from scipy.stats import fisher_exact
+from scipy.stats import fisher_exact, mannwhitneyu
 
 from bgserve.domain.latency import BUCKETS, LATENCY_BUCKETS_MS, bucket_of
 
@@ -201,11 +202,34 @@ def latency_p95(blue: SideWindow, green: SideWindow, settings: AnalysisSettings)
         "ratio": round(ratio, 3),
         "max_ratio": settings.max_latency_p95_ratio,
     }
-    verdict = f"green {green_p95:.1f} ms against blue {blue_p95:.1f} ms ({ratio:.2f}x)"
-    if ratio > settings.max_latency_p95_ratio:
-        limit = settings.max_latency_p95_ratio
+    p_value = slower_p_value(blue, green)
+    numbers["p_value"] = p_value
+    verdict = (
+        f"green {green_p95:.1f} ms against blue {blue_p95:.1f} ms ({ratio:.2f}x, p={p_value:.2g})"
+    )
+    limit = settings.max_latency_p95_ratio
+    if ratio > limit and p_value < settings.significance:
         return Check(name, Outcome.FAIL, f"latency_p95: {verdict} > {limit:g}x", numbers)
     return Check(name, Outcome.PASS, f"latency_p95: {verdict}", numbers)
+
+
+def slower_p_value(blue: SideWindow, green: SideWindow) -> float:
+    """One-sided Mann-Whitney U: the p-value of "green's latencies are higher than blue's".
+
+    Latencies are read at their bucket's midpoint, so the test sees the histogram's
+    resolution; a few slow requests (a cold slot's first answers) do not make a
+    whole-window slowdown.
+    """
+    points = [
+        (LATENCY_BUCKETS_MS[i - 1] if i else 0.0) / 2
+        + LATENCY_BUCKETS_MS[min(i, len(LATENCY_BUCKETS_MS) - 1)] / 2
+        for i in range(BUCKETS)
+    ]
+    blue_values = [v for v, n in zip(points, blue.buckets, strict=False) for _ in range(n)]
+    green_values = [v for v, n in zip(points, green.buckets, strict=False) for _ in range(n)]
+    if not blue_values or not green_values:
+        return 1.0
+    return float(mannwhitneyu(green_values, blue_values, alternative="greater").pvalue)
 
 
 def side_of(counts: Mapping[str, Any]) -> SideWindow:
