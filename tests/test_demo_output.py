@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,8 +35,11 @@ def test_piped_demo_tells_its_story_without_mlflow_noise_and_leaves_no_process()
 
     assert proc.returncode == 0, output
     assert "gate closed, as it should be" in output
-    total = int(output.rsplit("failed requests: 0 of", 1)[1].split()[0])
-    assert total > 100
+    assert "reverted automatically: live analysis failed: error_rate" in output
+    summary = re.search(r"failed requests: (\d+) of (\d+); (\d+) answered by the flaky", output)
+    assert summary is not None, output
+    failed, total, flaky = (int(g) for g in summary.groups())
+    assert total > 100 and failed == flaky > 0 and "0 elsewhere" in output
     for noise in NOISE:
         assert noise not in output, f"{noise!r} in the demo's output:\n{output}"
     assert " INFO " not in output, output

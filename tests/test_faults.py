@@ -281,7 +281,7 @@ def test_bgserve_killed_mid_bake_resumes_the_same_step_with_the_bake_left(
 
     register_demo(mlflow_store)
     env = {
-        "BGSERVE_PLAN_BAKE_S": "6",
+        "BGSERVE_PLAN_BAKE_S": "20",
         "BGSERVE_PLAN_MIN_REQUESTS": "5",
         "BGSERVE_PLAN_MAX_LATENCY_P95_RATIO": "20",
         "BGSERVE_ENGINE_INTERVAL_SECONDS": "0.1",
@@ -296,7 +296,8 @@ def test_bgserve_killed_mid_bake_resumes_the_same_step_with_the_bake_left(
             ids[key] = ok(http.post("/releases", json=body), 201)["id"]
         ok(http.post("/deployments", json={"name": "bk", "release_id": ids["v1"]}), 201)
         ok(http.post("/deployments/bk/green", json={"release_id": ids["reworded"]}))
-        before = ok(http.post("/deployments/bk/promote", json={"force": True}), 202)
+        plan = {"steps": [10, 100]}
+        before = ok(http.post("/deployments/bk/promote", json={"plan": plan, "force": True}), 202)
         time.sleep(1.0)
         slots = descendants(proc.pid)
         proc.send_signal(signal.SIGKILL)
@@ -306,12 +307,13 @@ def test_bgserve_killed_mid_bake_resumes_the_same_step_with_the_bake_left(
         http = httpx.Client(base_url=url, timeout=120)
         after = ok(http.get("/deployments/bk"))
         print(
-            f"\nbgserve SIGKILLed 1 s into a 6 s bake: {len(slots)} child processes, "
+            f"\nbgserve SIGKILLed 1 s into a 20 s bake: {len(slots)} child processes, "
             f"{len(orphans)} left; after restart phase {after['phase']}, green "
             f"{after['green']['weight']}%, bake until {after['plan']['bake_until']}"
         )
         assert slots and orphans == []
-        assert (after["version"], after["phase"]) == (before["version"], "promoting")
+        # The same step; an analysis may already be recorded if the restart outlasted the bake.
+        assert after["phase"] == "promoting" and after["version"] - before["version"] in (0, 1)
         assert after["plan"]["bake_until"] == before["plan"]["bake_until"]
         assert after["plan"]["weight"] == 10 and after["green"]["weight"] == 10
         text = {"text": "Keep calling. While the plan resumes."}
@@ -320,11 +322,11 @@ def test_bgserve_killed_mid_bake_resumes_the_same_step_with_the_bake_left(
             def done() -> bool:
                 return bool(ok(http.get("/deployments/bk"))["phase"] == "stable")
 
-            wait_for(done, 60, "the resumed plan to finish")
+            wait_for(done, 90, "the resumed plan to finish")
             counts = traffic.stop()
         assert counts.failures == [] and counts.per_slot["green"] > 0
         history = ok(http.get("/deployments/bk/history"))
-        step = next(e for e in history if e["principal"] == "bgserve" and e["action"] == "shift")
+        step = next(e for e in history if e["principal"] == "bgserve" and e["action"] == "promote")
         bake_until = datetime.fromisoformat(before["plan"]["bake_until"])
         assert datetime.fromisoformat(step["at"]) >= bake_until  # the bake left was kept
     finally:

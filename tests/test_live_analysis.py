@@ -32,10 +32,10 @@ def app(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator
         yield client
 
 
-def release(app: TestClient, name: str, model_version: int) -> int:
+def release(app: TestClient, name: str, model_version: int, model: str = "summarizer") -> int:
     body = {
         "name": name,
-        "model_uri": f"models:/summarizer/{model_version}",
+        "model_uri": f"models:/{model}/{model_version}",
         "prompt_uri": "prompts:/summarize/1",
     }
     return int(ok(app.post("/releases", json=body), 201)["id"])
@@ -73,7 +73,9 @@ def test_a_green_failing_one_request_in_five_is_reverted_at_its_first_bake(
     app: TestClient, mlflow_store: str
 ) -> None:
     blue = release(app, "live-v1", 1)
-    green = release(app, "live-flaky", register_flaky_model(mlflow_store, mlflow_store))
+    # Other models' names, so the shared MLflow store's summarizer keeps its two versions.
+    flaky = register_flaky_model(mlflow_store, mlflow_store, model_name="summarizer-flaky")
+    green = release(app, "live-flaky", flaky, model="summarizer-flaky")
     event, started, counts = run_plan_until_reverted(app, "flaky", blue, green)
     assert (event["action"], event["principal"]) == ("auto-revert", "bgserve")
     step_started = datetime.fromisoformat(started["plan"]["bake_until"]).timestamp() - BAKE_S
@@ -94,11 +96,10 @@ def test_a_green_failing_one_request_in_five_is_reverted_at_its_first_bake(
 def test_a_green_three_times_slower_at_p95_is_reverted_at_its_first_bake(
     app: TestClient, mlflow_store: str
 ) -> None:
-    slow = register_variant(
-        mlflow_store, mlflow_store, "v1-slow", {"max_words": 12, "delay_ms": 40}
-    )
+    config = {"max_words": 12, "delay_ms": 40}
+    slow = register_variant(mlflow_store, mlflow_store, "v1-slow", config, "summarizer-slow")
     blue = release(app, "speed-v1", 1)
-    green = release(app, "speed-slow", slow)
+    green = release(app, "speed-slow", slow, model="summarizer-slow")
     event, _, counts = run_plan_until_reverted(app, "slow", blue, green)
     assert (event["action"], event["principal"]) == ("auto-revert", "bgserve")
     checks = {c["name"]: c for c in event["details"]["analysis"]["checks"]}

@@ -19,7 +19,8 @@ from bgserve.store import Store
 from tests.flow_helpers import RELEASES, ok, register_demo
 from tests.process_helpers import descendants, start_serve, wait_gone
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# 20 starts of bgserve with two slots each: minutes on a loaded 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 RUNS = int(os.environ.get("BGSERVE_SHUTDOWN_RUNS", "20"))
 
