@@ -5,47 +5,34 @@ so nothing bgserve does in its own process (comparisons, scoring, MLflow, the da
 can delay an inference; it is told its routes over a private channel and restarted,
 with the last routes it was given, if it dies.
 
-Every slot is a child process (``python -m bgserve.backends.local.slot_server``) listening on a
-socket the backend bound for it, so there is no free-port race. Children are spawned
-from one long-lived thread with ``PR_SET_PDEATHSIG`` so they die with bgserve even when
-it is SIGKILLed, and each gets its own process group so a Ctrl-C in the terminal reaches
-bgserve (which then stops them in order) rather than the slots directly.
+Every slot is a child process (``python -m bgserve.backends.local.slot_server``) that
+:class:`~bgserve.backends.local.slot_launcher.SlotLauncher` starts, probes and stops.
 
-A watcher thread polls the slot processes every ``watch_interval`` seconds: a slot that
-exits on its own is taken out of routing at once and reported to the callback given to
-:meth:`LocalBackend.watch_slots`; the router's outlier detection ejects a slot that
-refuses connections or fails (timeouts included) ``outlier_failures`` times in a row,
-and the watcher reports an ejected slot exactly like a dead one. A prober thread keeps
-each slot's readiness fresh, so :meth:`LocalBackend.slot_info` never waits on a slot.
+A watcher thread polls the slots every ``watch_interval`` seconds: one that exits on its
+own is taken out of routing at once and reported to :meth:`LocalBackend.watch_slots`'s
+callback, exactly like one the router's outlier detection ejected (it refused connections
+or failed ``outlier_failures`` times in a row). A prober thread keeps each slot's
+readiness fresh, so :meth:`LocalBackend.slot_info` never waits on a slot.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
-
-import httpx
 
 from bgserve.backends.base import SlotInfo, SlotLostCallback
-from bgserve.backends.local.plane import DataPlane, bind
-from bgserve.backends.local.router import RouteTarget, SlotStats
-from bgserve.backends.local.slot_process import LOOPBACK, Slot, death_signal_preexec, tail
+from bgserve.backends.local.plane import DataPlane
+from bgserve.backends.local.route_state import SlotStats
+from bgserve.backends.local.route_table import RouteTarget
+from bgserve.backends.local.slot_launcher import SlotLauncher
+from bgserve.backends.local.slot_process import LOOPBACK, Slot
 from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, ReadinessTimeout
+from bgserve.errors import BackendError
 
 log = logging.getLogger("bgserve.backends.local")
 READY_PROBE_INTERVAL_S = 1.0
@@ -81,20 +68,16 @@ class LocalBackend:
         data_token: str | None = None,
     ) -> None:
         self.data_host = data_host
-        self.ready_timeout = ready_timeout
-        self.stop_grace = stop_grace
-        self._env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-        self._python = python
-        self._log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bgserve-slots-"))
-        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._launcher = SlotLauncher(
+            env=env or {},
+            python=python,
+            log_dir=log_dir,
+            ready_timeout=ready_timeout,
+            stop_grace=stop_grace,
+        )
         self._slots: dict[tuple[str, int], Slot] = {}
-        self._closed = False
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, int], threading.Lock] = {}
-        # PDEATHSIG fires when the forking *thread* exits, so all forks happen on one
-        # thread that lives as long as the backend.
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgserve-spawn")
-        self._http = httpx.Client(timeout=2.0)
         self._on_lost: SlotLostCallback | None = None
         self._watch_interval = watch_interval
         self._watch_stop = threading.Event()
@@ -108,10 +91,11 @@ class LocalBackend:
             "data_token": data_token,
         }
         try:
-            self._plane = self._start_plane(data_host, data_port, options)
+            self._plane = self._launcher.start_plane(
+                data_host, data_port, options, self._plane_event
+            )
         except BaseException:
-            self._spawner.shutdown()
-            self._http.close()
+            self._launcher.close()
             raise
         self.data_port = self._plane.port
         self._threads = [
@@ -121,31 +105,15 @@ class LocalBackend:
         for thread in self._threads:
             thread.start()
 
-    def _start_plane(self, host: str, port: int, options: dict[str, object]) -> DataPlane:
-        try:
-            listener = bind(host, port)
-        except OSError as exc:
-            raise BackendError(
-                f"cannot bind the data plane on {host}:{port}: {exc}; "
-                "set BGSERVE_DATA_PORT to a free port"
-            ) from exc
-        log_path = self._log_dir / "data-plane.log"
-        self._plane_log = log_path.open("ab")
-        try:
-            return DataPlane(
-                listener,
-                options=options,
-                popen=lambda args, fds: self._spawner.submit(
-                    self._popen, args, self._plane_log, fds
-                ).result(),
-                python=self._python,
-                log_path=log_path,
-                on_event=self._plane_event,
-            )
-        except BaseException:
-            listener.close()
-            self._plane_log.close()
-            raise
+    @property
+    def ready_timeout(self) -> float:
+        """Seconds a new slot has to answer ready."""
+        return self._launcher.ready_timeout
+
+    @property
+    def stop_grace(self) -> float:
+        """Seconds between a slot's SIGTERM and its SIGKILL."""
+        return self._launcher.stop_grace
 
     @property
     def router(self) -> DataPlane:
@@ -164,14 +132,11 @@ class LocalBackend:
             slot = self._slots.get(key)
             if slot is not None and slot.alive():
                 return SlotInfo(release.id, slot.endpoint, slot.ready and not slot.ejected)
-            if slot is not None:
-                self._discard(key, slot)
-            slot = self._spawn(deployment, release)
-            try:
-                self._wait_ready(slot)
-            except BaseException:
-                self._stop(slot)
-                raise
+            if slot is not None:  # its process died: replace it
+                with self._lock:
+                    self._slots.pop(key, None)
+                self._launcher.stop(slot)
+            slot = self._launcher.start(deployment, release)
             self._register(key, slot)
             self._plane.mark_up(LOOPBACK, slot.port)  # the port may be a dead slot's
             return SlotInfo(release.id, slot.endpoint, True)
@@ -179,12 +144,12 @@ class LocalBackend:
     def _register(self, key: tuple[str, int], slot: Slot) -> None:
         """Keep the ready slot, unless close() ran meanwhile: then stop it, never leak it."""
         with self._lock:
-            closed = self._closed
+            closed = self._launcher.closed
             if not closed:
                 slot.ready = True
                 self._slots[key] = slot
         if closed:
-            self._stop(slot)
+            self._launcher.stop(slot)
             raise BackendError("the local backend is closed")
 
     def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
@@ -231,7 +196,7 @@ class LocalBackend:
             with self._lock:
                 slot = self._slots.pop(key, None)
             if slot is not None:
-                self._stop(slot)
+                self._launcher.stop(slot)
 
     def slot_info(self, deployment: str, release_id: int) -> SlotInfo | None:
         """The slot's endpoint and readiness; None if there is none. Never blocks: ready
@@ -239,7 +204,7 @@ class LocalBackend:
         slot = self._slots.get((deployment, release_id))
         if slot is None:
             return None
-        return SlotInfo(release_id, slot.endpoint, slot.alive() and slot.ready and not slot.ejected)
+        return SlotInfo(release_id, slot.endpoint, slot.serving())
 
     def data_plane_url(self, deployment: str) -> str:
         """``http://<data_host>:<port>/v2/models/<deployment>/infer`` on the router."""
@@ -282,24 +247,19 @@ class LocalBackend:
         """Stop the data plane and every slot, including one a concurrent ensure_slot is
         starting (it stops its own when it finds the backend closed). Idempotent."""
         with self._lock:
-            if self._closed:
+            if self._launcher.closed:
                 return
-            self._closed = True
+            self._launcher.mark_closed()
             slots = list(self._slots.values())
             self._slots.clear()
         self._watch_stop.set()
         for thread in self._threads:
             thread.join(5)
         self._plane.stop()
-        self._plane_log.close()
-        for slot in slots:  # signal all first so they shut down in parallel
-            self._signal(slot, signal.SIGTERM)
-        for slot in slots:
-            self._stop(slot)
-        self._spawner.shutdown(wait=True)
-        self._http.close()
+        self._launcher.stop_all(slots)
+        self._launcher.close()
 
-    # ----- processes -----
+    # ----- the watcher and the prober -----
 
     def _watch(self) -> None:
         while not self._watch_stop.wait(self._watch_interval):
@@ -312,22 +272,14 @@ class LocalBackend:
                     if callback is not None:
                         callback(*key)
             except BackendError as exc:
-                if not self._closed:
+                if not self._launcher.closed:
                     log.error("the slot watcher: %s", exc.message)
 
     def _lost_slots(self) -> list[tuple[tuple[str, int], Slot]]:
         """Slots still registered (so not being stopped on purpose) whose process exited,
         or that the data plane ejected; each loss is returned once."""
-        lost = []
         with self._lock:
-            for key, slot in self._slots.items():
-                if not slot.lost and not slot.alive():
-                    slot.lost, slot.ready = True, False
-                    lost.append((key, slot))
-                elif slot.ejected and not slot.ejection_reported and not slot.lost:
-                    slot.ejection_reported = True
-                    lost.append((key, slot))
-        return lost
+            return [(key, slot) for key, slot in self._slots.items() if slot.newly_lost()]
 
     def _plane_event(self, kind: str, address: tuple[str, int], reason: str) -> None:
         """The data plane ejected or re-admitted the slot at ``address``."""
@@ -335,11 +287,7 @@ class LocalBackend:
             slot = next((s for s in self._slots.values() if s.port == address[1]), None)
             if slot is None:
                 return
-            if kind == "ejected":
-                slot.ejected, slot.ready = True, False
-            else:
-                slot.ejected = slot.ejection_reported = False
-                slot.ready = True
+            slot.note_plane_event(kind)
         log.warning(
             "slot of release %s for %s %s: %s", slot.release_id, slot.deployment, kind, reason
         )
@@ -350,111 +298,10 @@ class LocalBackend:
             with self._lock:
                 slots = [s for s in self._slots.values() if not s.lost and not s.ejected]
             for slot in slots:
-                ready = slot.alive() and self._probe(slot, timeout=0.5)
+                ready = slot.alive() and self._launcher.probe(slot, timeout=0.5)
                 if not slot.ejected:  # an ejection is undone only by the data plane's probe
                     slot.ready = ready
 
     def _key_lock(self, key: tuple[str, int]) -> threading.Lock:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
-
-    def _spawn(self, deployment: str, release: Release) -> Slot:
-        if self._closed:
-            raise BackendError("the local backend is closed")
-        listener = socket.create_server((LOOPBACK, 0), backlog=1024)
-        port = int(listener.getsockname()[1])
-        log_path = self._log_dir / f"{deployment}-release-{release.id}.log"
-        log_file = log_path.open("wb")
-        args = [
-            self._python,
-            "-m",
-            "bgserve.backends.local.slot_server",
-            "--model-uri",
-            release.bundle_uri,
-            "--deployment",
-            deployment,
-            "--release-id",
-            str(release.id),
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--socket-fd",
-            str(listener.fileno()),
-        ]
-        try:
-            proc = self._spawner.submit(self._popen, args, log_file, (listener.fileno(),)).result()
-        except RuntimeError as exc:  # the spawner was shut down: close() ran
-            log_file.close()
-            raise BackendError("the local backend is closed") from exc
-        except OSError as exc:
-            log_file.close()
-            raise BackendError(f"cannot start a slot process for {deployment}: {exc}") from exc
-        finally:
-            listener.close()  # the child holds its own copy
-        return Slot(deployment, release.id, proc, port, log_path, log_file)
-
-    def _popen(
-        self, args: list[str], log_file: IO[bytes], fds: tuple[int, ...]
-    ) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=self._env,
-            pass_fds=fds,
-            process_group=0,
-            preexec_fn=death_signal_preexec(os.getpid()),
-        )
-
-    def _wait_ready(self, slot: Slot) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        delay = 0.05
-        # The socket already listens, so a probe waits in the backlog until the slot
-        # serves; bound it by what is left of the deadline.
-        while not self._probe(slot, timeout=min(1.0, max(0.05, deadline - time.monotonic()))):
-            if self._closed:
-                raise BackendError("the local backend is closed")
-            if not slot.alive():
-                raise BackendError(
-                    f"slot of release {slot.release_id} for {slot.deployment} exited with code "
-                    f"{slot.proc.returncode} while starting; log {slot.log_path} ends with:\n"
-                    + tail(slot.log_path),
-                    details={"log": str(slot.log_path)},
-                )
-            if time.monotonic() > deadline:
-                raise ReadinessTimeout(
-                    f"slot of release {slot.release_id} for {slot.deployment} was not ready "
-                    f"within {self.ready_timeout}s; log {slot.log_path} ends with:\n"
-                    + tail(slot.log_path),
-                    details={"log": str(slot.log_path)},
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-
-    def _probe(self, slot: Slot, timeout: float = 2.0) -> bool:
-        try:
-            url = f"{slot.endpoint}/v2/health/ready"
-            return self._http.get(url, timeout=timeout).status_code == 200
-        except (httpx.HTTPError, RuntimeError):  # RuntimeError: the client was closed
-            return False
-
-    def _signal(self, slot: Slot, sig: int) -> None:
-        if slot.alive():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(slot.proc.pid, sig)
-
-    def _stop(self, slot: Slot) -> None:
-        self._signal(slot, signal.SIGTERM)
-        try:
-            slot.proc.wait(self.stop_grace)
-        except subprocess.TimeoutExpired:
-            self._signal(slot, signal.SIGKILL)
-            slot.proc.wait()
-        slot.log_file.close()
-
-    def _discard(self, key: tuple[str, int], slot: Slot) -> None:
-        with self._lock:
-            self._slots.pop(key, None)
-        self._stop(slot)

@@ -60,3 +60,27 @@ class Slot:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def serving(self) -> bool:
+        """Alive, not ejected, and ready at the last probe."""
+        return self.alive() and self.ready and not self.ejected
+
+    def newly_lost(self) -> bool:
+        """Whether the process exited or the data plane ejected it since the last call.
+
+        Each loss counts once: the slot is marked lost (or its ejection reported)."""
+        if not self.lost and not self.alive():
+            self.lost, self.ready = True, False
+            return True
+        if self.ejected and not self.ejection_reported and not self.lost:
+            self.ejection_reported = True
+            return True
+        return False
+
+    def note_plane_event(self, kind: str) -> None:
+        """Apply the data plane's ``"ejected"`` or ``"readmitted"`` to the slot's flags."""
+        if kind == "ejected":
+            self.ejected, self.ready = True, False
+        else:
+            self.ejected = self.ejection_reported = False
+            self.ready = True
