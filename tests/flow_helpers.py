@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +86,14 @@ def deploy(client: TestClient, name: str, blue: int, green: int | None = None) -
         assert staged["phase"] == "staged" and staged["green"]["weight"] == 0
     url: str = body["data_plane_url"]
     return url
+
+
+def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Call ``check`` every 50 ms until it returns something true; that value. Fails at
+    the deadline naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not seen within {timeout}s")

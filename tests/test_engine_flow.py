@@ -4,7 +4,7 @@ bake, are analysed against blue, and move on, hold or revert on their own."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from bgserve.api.app import create_app
 from bgserve.demo.traffic import TrafficClient
-from tests.flow_helpers import create_releases, deploy, make_settings, ok, register_demo
+from tests.flow_helpers import create_releases, deploy, make_settings, ok, poll, register_demo
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +33,6 @@ def ids(app: TestClient) -> dict[str, int]:
     return create_releases(app)
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not seen within {timeout}s")
-
-
 def test_a_healthy_green_goes_10_50_100_without_another_call(
     app: TestClient, ids: dict[str, int]
 ) -> None:
@@ -55,7 +46,7 @@ def test_a_healthy_green_goes_10_50_100_without_another_call(
             body: dict[str, Any] = ok(app.get("/deployments/eng"))
             return body if body["phase"] == "stable" else None
 
-        done = wait_for(cut_over, 30, "the cutover")
+        done = poll(cut_over, 30, "the cutover")
         counts = traffic.snapshot()
     assert done["blue"]["release"]["id"] == ids["reworded"] and done["plan"] is None
     assert counts.failures == []
@@ -78,7 +69,7 @@ def test_too_little_traffic_holds_says_why_and_an_operator_resumes(
         body: dict[str, Any] = ok(app.get("/deployments/quiet"))
         return body if body["phase"] == "held" else None
 
-    body = wait_for(held, 10, "the hold")
+    body = poll(held, 10, "the hold")
     assert "too few requests (blue 0, green 0; 10 each needed)" in body["plan"]["held"]
     assert body["green"]["weight"] == 50
     resumed = ok(app.post("/deployments/quiet/promote", json={}), 202)

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +29,7 @@ from bgserve.backends.local.backend import LocalBackend
 from bgserve.backends.local.router import Router, RouteTarget
 from bgserve.demo.traffic import TrafficClient
 from tests.flow_helpers import create_releases, deploy, infer_body, make_settings, ok, shares
+from tests.load_helpers import Load
 from tests.process_helpers import descendants, free_port, start_serve, wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,45 +45,6 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> floa
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.005)
     return time.monotonic() - started
-
-
-@dataclass
-class Load:
-    """``clients`` threads calling the data plane back to back, recording every call."""
-
-    url: str
-    clients: int = 4
-    calls: list[tuple[float, float, int, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def __enter__(self) -> Load:
-        self._threads = [threading.Thread(target=self._run) for _ in range(self.clients)]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as http:
-            while not self._stop.is_set():
-                start = time.monotonic()
-                try:
-                    response = http.post(self.url, json=infer_body("Keep going. Please."))
-                    status, slot = response.status_code, response.headers.get("x-bgserve-slot", "")
-                except httpx.HTTPError:
-                    status, slot = 0, ""
-                self.calls.append((start, time.monotonic(), status, slot))
-
-    def failures(self) -> list[tuple[float, float, int, str]]:
-        return [c for c in self.calls if c[2] != 200]
-
-    def answered_by(self, slot: str, since: float = 0.0) -> int:
-        return sum(1 for c in list(self.calls) if c[3] == slot and c[0] >= since)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +105,7 @@ def assert_only_in_flight_failed(load: Load, unrouted_at: float) -> None:
 def test_green_killed_mid_promotion_reverts_within_a_second(app: TestClient) -> None:
     backend, ids = parts(app)
     url = deploy(app, "gk", ids["v1"], ids["reworded"])
-    with Load(url) as load, ThreadPoolExecutor(1) as pool:
+    with Load(url, timeout=10.0) as load, ThreadPoolExecutor(1) as pool:
         plan = pool.submit(app.post, "/deployments/gk/promote", json={"force": True})
         wait_for(lambda: load.answered_by("green") >= 5, 30, "green to take traffic")
         pid, port, killed_at = kill_slot(app, "gk", ids["reworded"])
@@ -173,7 +134,7 @@ def test_old_blue_killed_after_cutover_stays_on_green(app: TestClient) -> None:
     url = deploy(app, "sk", ids["v1"], ids["reworded"])
     before = ok(app.post("/deployments/sk/promote", json={"weight": 100, "force": True}))
     assert before["standby"]["release"]["id"] == ids["v1"]
-    with Load(url) as load:
+    with Load(url, timeout=10.0) as load:
         wait_for(lambda: load.answered_by("blue") >= 20, 30, "traffic")
         pid, _, _ = kill_slot(app, "sk", ids["v1"])
         restart = wait_restarted(app, "sk", ids["v1"], pid)
@@ -193,7 +154,7 @@ def test_blue_killed_mid_shift_sends_traffic_to_green_until_it_is_back(app: Test
     backend, ids = parts(app)
     url = deploy(app, "bk", ids["v1"], ids["reworded"])
     before = ok(app.post("/deployments/bk/promote", json={"weight": 50, "force": True}))
-    with Load(url) as load:
+    with Load(url, timeout=10.0) as load:
         wait_for(lambda: load.answered_by("blue") >= 10, 30, "traffic")
         pid, port, killed_at = kill_slot(app, "bk", ids["v1"])
         unrouted = wait_for(lambda: backend.router.is_down("127.0.0.1", port), 5, "unrouting")
@@ -397,7 +358,7 @@ def test_mlflow_down_refuses_registration_and_comparison_but_serves_and_reverts(
         url = deploy(client, "down", ids["v1"], ids["reworded"])
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        with Load(url) as load:
+        with Load(url, timeout=10.0) as load:
             started = time.monotonic()
             refused = client.post(
                 "/releases",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ from fastapi.testclient import TestClient
 from bgserve.api.app import create_app
 from bgserve.demo.traffic import TrafficClient
 from bgserve.registry.mlflow_registry import MlflowRegistry
-from tests.flow_helpers import create_releases, deploy, make_settings, ok, shares
+from tests.flow_helpers import create_releases, deploy, make_settings, ok, poll, shares
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +26,6 @@ def test_weight_30_sends_30_percent_to_green(client: TestClient, rel: dict[str, 
     assert abs(slots["green"] / 400 - 0.30) <= 0.07
     assert releases[str(rel["reworded"])] == slots["green"]
     assert releases[str(rel["v1"])] == slots["blue"]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not seen within {timeout}s")
 
 
 def aliases(client: TestClient, deployment: str) -> dict[str, dict[str, int | None]]:
@@ -78,7 +67,7 @@ def test_gate_then_forced_promotion_and_revert_lose_no_request(
             body: dict[str, Any] = ok(client.get("/deployments/flow"))
             return body if body["phase"] == "stable" else None
 
-        promoted = wait_for(finished, 60, "the plan to finish")
+        promoted = poll(finished, 60, "the plan to finish")
         mid = t.snapshot()
         reverted = ok(client.post("/deployments/flow/revert", json={}))
         counts = t.stop()

@@ -25,6 +25,7 @@ from bgserve.api.app import create_app
 from bgserve.backends.local.backend import LocalBackend
 from bgserve.backends.local.router import Router, RouteTarget
 from tests.flow_helpers import create_releases, deploy, infer_body, make_settings, ok
+from tests.load_helpers import Load
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -187,42 +188,6 @@ def test_no_second_retry_a_request_gets_504_after_two_first_byte_timeouts(
 
 
 # ----- the whole stack: SIGSTOP green at 50% under load -----
-
-
-@dataclass
-class Load:
-    """``clients`` threads calling the data plane back to back, timing every call."""
-
-    url: str
-    clients: int = 4
-    calls: list[tuple[float, float, int, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def __enter__(self) -> Load:
-        self._threads = [threading.Thread(target=self._run) for _ in range(self.clients)]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=60) as http:
-            while not self._stop.is_set():
-                start = time.monotonic()
-                try:
-                    response = http.post(self.url, json=infer_body("Keep going. Please."))
-                    status, slot = response.status_code, response.headers.get("x-bgserve-slot", "")
-                except httpx.HTTPError:
-                    status, slot = 0, ""
-                self.calls.append((start, time.monotonic() - start, status, slot))
-
-    def answered_by(self, slot: str) -> int:
-        return sum(1 for c in list(self.calls) if c[3] == slot)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from bgserve.backends.kube.client import Obj
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
-from bgserve.errors import BgserveError, InvalidInput
+from bgserve.errors import BackendError, BgserveError, InvalidInput
 from bgserve.settings import Settings
 
 SLOT_PORT = 8080
@@ -117,3 +117,13 @@ def data_plane_url(deployment: str, settings: Settings) -> str | None:
     else:
         return None
     return f"{base.rstrip('/')}/v2/models/{deployment}/infer"
+
+
+def refuse_retiring_routed(deployment: str, release_id: int, weight: int) -> None:
+    """Raise BackendError when the slot of ``release_id`` still takes ``weight`` > 0 percent
+    of the deployment's traffic (the Backend protocol's ``retire_slot`` rule)."""
+    if weight > 0:
+        raise BackendError(
+            f"release {release_id} still takes {weight}% of {deployment}'s traffic: "
+            "route it to 0 before retiring it"
+        )

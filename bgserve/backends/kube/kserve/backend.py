@@ -33,7 +33,7 @@ from bgserve.backends.kube.kserve.objects import (
     routed_weight,
     weighted_route,
 )
-from bgserve.backends.kube.objects import check_weights
+from bgserve.backends.kube.objects import check_weights, refuse_retiring_routed
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
@@ -150,11 +150,7 @@ class KServeBackend(KubeBackend):
         (deleting nothing) while the weighted route still gives the slot traffic.
         """
         weight = routed_weight(self.routes.get(route_name(deployment)), deployment, release_id)
-        if weight > 0:
-            raise BackendError(
-                f"release {release_id} still takes {weight}% of {deployment}'s traffic: "
-                "route it to 0 before retiring it"
-            )
+        refuse_retiring_routed(deployment, release_id, weight)
         for obj in self.services.select(managed_labels(deployment, release_id)):
             self.services.delete(obj["metadata"]["name"])
 

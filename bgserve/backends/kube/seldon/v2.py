@@ -22,7 +22,7 @@ from bgserve.backends.kube.client import (
     condition,
     managed_labels,
 )
-from bgserve.backends.kube.objects import check_weights
+from bgserve.backends.kube.objects import check_weights, refuse_retiring_routed
 from bgserve.backends.kube.seldon.base import (
     SeldonBase,
     check_routable,
@@ -108,16 +108,10 @@ class SeldonV2Backend(SeldonBase):
         nothing) while the Experiment still gives the Model traffic.
         """
         experiment = self.experiments.get(experiment_name(deployment)) or {}
-        candidates = experiment.get("spec", {}).get("candidates", [])
         name = model_name(deployment, release_id)
-        weight = max(
-            (int(c.get("weight", 0)) for c in candidates if c.get("name") == name), default=0
-        )
-        if weight > 0:
-            raise BackendError(
-                f"release {release_id} still takes {weight}% of {deployment}'s traffic: "
-                "route it to 0 before retiring it"
-            )
+        candidates = experiment.get("spec", {}).get("candidates", [])
+        weights = [int(c.get("weight", 0)) for c in candidates if c.get("name") == name]
+        refuse_retiring_routed(deployment, release_id, max(weights, default=0))
         for obj in self.models.select(managed_labels(deployment, release_id)):
             self.models.delete(obj["metadata"]["name"])
 
