@@ -86,14 +86,32 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank]
 
 
+SLOW_MS = 150.0  # the tail the garbage collector used to cause: "requests over 150 ms"
+
+
 def summary(latencies_ms: Sequence[float]) -> dict[str, float]:
-    """p50, p90, p99 and max in milliseconds, and the count."""
+    """p50, p90, p99, p99.9 and max in milliseconds, the count, and requests over
+    ``SLOW_MS`` per 10,000."""
+    n = len(latencies_ms)
+    slow = sum(1 for v in latencies_ms if v > SLOW_MS)
     return {
-        "n": len(latencies_ms),
+        "n": n,
         "p50_ms": percentile(latencies_ms, 50),
         "p90_ms": percentile(latencies_ms, 90),
         "p99_ms": percentile(latencies_ms, 99),
+        "p999_ms": percentile(latencies_ms, 99.9),
         "max_ms": max(latencies_ms, default=float("nan")),
+        "over_150ms_per_10k": slow / n * 10_000 if n else float("nan"),
+    }
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of a figure over repeated runs."""
+    ordered = sorted(values)
+    return {
+        "median": ordered[len(ordered) // 2] if ordered else float("nan"),
+        "min": ordered[0] if ordered else float("nan"),
+        "max": ordered[-1] if ordered else float("nan"),
     }
 
 

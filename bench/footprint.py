@@ -41,7 +41,9 @@ def rss(procs: dict[str, psutil.Process]) -> dict[str, float]:
     return {name: proc.memory_info().rss / MB for name, proc in procs.items()}
 
 
-def rss_under_load(stack: Stack, procs: dict[str, psutil.Process], requests: int) -> dict:
+def rss_under_load(
+    stack: Stack, procs: dict[str, psutil.Process], requests: int
+) -> dict[str, float]:
     """Peak RSS of each process while the client sends ``requests`` at concurrency 32."""
     peak = rss(procs)
     done = threading.Event()

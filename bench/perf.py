@@ -1,9 +1,10 @@
-"""Every data-plane benchmark on one bgserve stack: router overhead, cutover, revert, footprint.
+"""Every data-plane benchmark on one bgserve stack: router overhead, cutover, revert,
+footprint, and the slots' garbage-collector pauses with and without gc.freeze().
 
 Each prints its table and writes ``bench/results/<name>.json``; ``--smoke`` runs them
 with tiny sizes (seconds each), which is what the test suite does so they do not rot.
 
-    python bench/perf.py [--smoke] [--only router_overhead cutover revert_latency footprint]
+    python bench/perf.py [--smoke] [--only NAME ...]   (NAMES below)
 """
 
 from __future__ import annotations
@@ -16,36 +17,42 @@ from typing import Any
 
 import cutover
 import footprint
+import gc_pauses
 import revert_latency
 import router_overhead
 from _stack import Stack
 
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
-        "router_overhead": {"requests": 2000, "levels": [1, 32]},
-        "cutover": {"rate": 200.0, "steady": 4.0, "pause": 2.0, "repeats": 3},
+        "router_overhead": {"requests": 2000, "concurrent_requests": 10_000, "levels": [1, 32]},
+        "cutover": {"rate": 200.0, "steady": 10.0, "pause": 3.0, "repeats": 3},
         "revert_latency": {"trials": 20, "rate": 500.0},
         "footprint": {"load_requests": 4000},
+        "gc_pauses": {"requests": 10_000, "concurrency": 32},
     },
     "smoke": {
         "router_overhead": {"requests": 64, "levels": [1, 32]},
         "cutover": {"rate": 200.0, "steady": 1.0, "pause": 0.3, "repeats": 1},
         "revert_latency": {"trials": 3, "rate": 200.0},
         "footprint": {"load_requests": 200},
+        "gc_pauses": {"requests": 200, "concurrency": 8},
     },
 }
 NAMES = tuple(SIZES["full"])
 
 
 def runners(require_nginx: bool) -> dict[str, tuple[Callable[..., Any], Callable[..., str]]]:
-    def overhead(stack: Stack, requests: int, levels: list[int]) -> Any:
-        return router_overhead.run(stack, requests, levels, require_nginx)
+    def overhead(
+        stack: Stack, requests: int, levels: list[int], concurrent_requests: int | None = None
+    ) -> Any:
+        return router_overhead.run(stack, requests, levels, require_nginx, concurrent_requests)
 
     return {
         "router_overhead": (overhead, router_overhead.render),
         "cutover": (cutover.run, cutover.render),
         "revert_latency": (revert_latency.run, revert_latency.render),
         "footprint": (footprint.run, footprint.render),
+        "gc_pauses": (gc_pauses.run, gc_pauses.render),
     }
 
 

@@ -6,7 +6,11 @@ two slots serving a trivial bundle; nginx gets the same weighted pair. The load 
 request over one keep-alive connection per path (direct alternates between the two
 slots), at concurrency 32 in alternating segments over 32 keep-alive connections each.
 
-    python bench/router_overhead.py [--requests 2000] [--concurrency 1 32]
+At concurrency 32 each path gets ``--concurrent-requests`` (10,000 by default: a tail
+"per 10,000 requests" needs at least that many).
+
+    python bench/router_overhead.py [--requests 2000] [--concurrent-requests 10000]
+        [--concurrency 1 32]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import os
 from typing import Any
 
+import _gc
 import psutil
 from _common import goal, goal_rows, run_client, save, summary, table
 from _nginx import Nginx, find_nginx
@@ -45,11 +50,11 @@ def paths(stack: Stack, nginx_port: int | None) -> list[dict[str, Any]]:
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
     """User + system CPU time of these processes so far."""
-    return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+    return float(sum(p.cpu_times().user + p.cpu_times().system for p in procs))
 
 
 def measure(
-    stack: Stack, levels: list[int], requests: int, nginx: Nginx | None
+    stack: Stack, levels: list[int], requests: tuple[int, int], nginx: Nginx | None
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Rows per path and level, and the proxies' CPU time per request in microseconds."""
     serve = psutil.Process(stack.api.proc.pid)
@@ -67,13 +72,14 @@ def measure(
 
 
 def measure_levels(
-    stack: Stack, levels: list[int], requests: int, nginx_port: int | None
+    stack: Stack, levels: list[int], requests: tuple[int, int], nginx_port: int | None
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     base = {"path": f"/v2/models/{DEPLOYMENT}/infer", "body": INFER_BODY.decode()}
     rows: list[dict[str, Any]] = []
     sent: dict[str, int] = {}
     for level in levels:
-        spec = {**base, "paths": paths(stack, nginx_port), "requests": requests}
+        count = requests[0] if level == 1 else requests[1]
+        spec = {**base, "paths": paths(stack, nginx_port), "requests": count}
         if level == 1:
             result = run_client({**spec, "mode": "latency"})
         else:
@@ -119,24 +125,43 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for level in c32:
         ratio = by["bgserve", level]["throughput_rps"] / by["nginx", level]["throughput_rps"]
         found.append(goal(f"c={level} throughput bgserve / nginx", ratio, 0.8, at_least=True))
+        p99 = by["bgserve", level]["p99_ms"] / by["nginx", level]["p99_ms"]
+        found.append(goal(f"c={level} p99 bgserve / nginx", p99, 1.3))
+    for (path, level), row in by.items():
+        if level > 1 and path in ("direct", "bgserve"):
+            slow = row["over_150ms_per_10k"]
+            found.append(goal(f"c={level} {path}: requests over 150 ms per 10,000", slow, 0))
     return found
 
 
-def run(stack: Stack, requests: int, levels: list[int], require_nginx: bool) -> dict[str, Any]:
+def run(
+    stack: Stack,
+    requests: int,
+    levels: list[int],
+    require_nginx: bool,
+    concurrent_requests: int | None = None,
+) -> dict[str, Any]:
+    """``requests`` per path at concurrency 1, ``concurrent_requests`` (default the same)
+    at each higher level."""
+    counts = (requests, concurrent_requests or requests)
     stack.set_green_weight(SPLIT)
+    slots = {f"slot {name}": stack.endpoints[release] for name, release in stack.releases.items()}
+    before = _gc.snapshot(stack.api.url, slots)
     binary = nginx_binary(require_nginx)
     if binary is None:
-        rows, cpu = measure(stack, levels, requests, None)
+        rows, cpu = measure(stack, levels, counts, None)
     else:
         (a_host, a_port), (b_host, b_port) = stack.slot_addresses()
         upstreams = [(a_host, a_port, 100 - SPLIT), (b_host, b_port, SPLIT)]
         with Nginx(binary, upstreams) as nginx:
-            rows, cpu = measure(stack, levels, requests, nginx)
+            rows, cpu = measure(stack, levels, counts, nginx)
     result = {
         "requests_per_path": requests,
+        "concurrent_requests_per_path": counts[1],
         "split": SPLIT,
         "rows": rows,
         "proxy_cpu_us_per_request": cpu,
+        "gc_pauses": _gc.delta(before, _gc.snapshot(stack.api.url, slots)),
         "goals": goals(rows),
     }
     save("router_overhead", result)
@@ -151,6 +176,8 @@ def render(result: dict[str, Any]) -> str:
         "p50 ms",
         "p90 ms",
         "p99 ms",
+        "p99.9 ms",
+        ">150 ms /10k",
         "req/s",
         "+p50 ms",
         "+p99 ms",
@@ -164,6 +191,8 @@ def render(result: dict[str, Any]) -> str:
             r["p50_ms"],
             r["p90_ms"],
             r["p99_ms"],
+            r["p999_ms"],
+            r["over_150ms_per_10k"],
             round(r["throughput_rps"]),
             r["added_p50_ms"],
             r["added_p99_ms"],
@@ -172,7 +201,8 @@ def render(result: dict[str, Any]) -> str:
         for r in result["rows"]
     ]
     title = (
-        f"Router overhead: {result['requests_per_path']} requests per path and level, "
+        f"Router overhead: {result['requests_per_path']} requests per path at c=1, "
+        f"{result['concurrent_requests_per_path']} at higher levels, "
         f"weights {100 - result['split']}/{result['split']}"
     )
     cpu = ", ".join(f"{k} {v:.0f}" for k, v in result["proxy_cpu_us_per_request"].items())
@@ -182,6 +212,10 @@ def render(result: dict[str, Any]) -> str:
             table(headers, rows),
             f"proxy CPU time per request (us, all levels): {cpu}",
             "",
+            "GC during the run:",
+            table(_gc.HEADERS, _gc.rows(result["gc_pauses"])),
+            _gc.NOTE,
+            "",
             table(["goal", "measured", "limit", "met"], goal_rows(result["goals"])),
         ]
     )
@@ -190,10 +224,12 @@ def render(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrent-requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     args = parser.parse_args()
     with Stack() as stack:
-        result = run(stack, args.requests, args.concurrency, bool(os.environ.get("CI")))
+        ci = bool(os.environ.get("CI"))
+        result = run(stack, args.requests, args.concurrency, ci, args.concurrent_requests)
     print(render(result))
 
 

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BENCH = Path(__file__).parent.parent / "bench"
 RESULTS = BENCH / "results"
-NAMES = ("router_overhead", "cutover", "revert_latency", "footprint")
+NAMES = ("router_overhead", "cutover", "revert_latency", "footprint", "gc_pauses")
 
 
 def _nginx_found() -> bool:
@@ -31,7 +31,7 @@ def smoke_run() -> str:
         [sys.executable, str(BENCH / "perf.py"), "--smoke"],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout
@@ -67,6 +67,15 @@ def test_cutover_reports_every_step_and_no_failure(smoke_run: str) -> None:
     shares = {s["step"]: s["green_share"] for s in data["segments"]}
     assert shares["steady"] == 0 and shares["to 100"] == 1 and shares["revert"] == 0
     assert "p99 during cutover / steady p99" in smoke_run
+    pooled = {w["step"]: w for w in data["pooled"]}
+    assert list(pooled) == [*steps, "cutover"]
+    # The cutover window runs from the first step's call to the revert's return.
+    assert 0 < pooled["cutover"]["requests"] < sum(pooled[s]["requests"] for s in steps[1:])
+    assert pooled["cutover"]["p99_ms"] <= pooled["cutover"]["p999_ms"]
+    assert len(data["p99_ratios"]) == data["repeats"] == 1
+    gc_seen = data["gc_pauses"]
+    assert {"bgserve", "data plane", "slot a", "slot b"} <= set(gc_seen)
+    assert all(gc_seen[p]["frozen"] > 1_000 for p in gc_seen)
 
 
 def test_revert_latency_reports_each_trial(smoke_run: str) -> None:
@@ -75,6 +84,15 @@ def test_revert_latency_reports_each_trial(smoke_run: str) -> None:
     assert data["failures"] == 0
     assert {"effective_p50_ms", "effective_max_ms"} <= set(data)
     assert "Revert latency: 3 trials" in smoke_run
+
+
+def test_gc_pauses_compares_a_frozen_slot_with_an_unfrozen_one(smoke_run: str) -> None:
+    data = saved("gc_pauses")
+    by = {r["variant"]: r for r in data["rows"]}
+    assert set(by) == {"gc.freeze", "no freeze"}
+    assert by["gc.freeze"]["gc"]["frozen"] > 100_000 and by["no freeze"]["gc"]["frozen"] == 0
+    assert all(r["n"] == 200 and r["failures"] == 0 for r in data["rows"])
+    assert "GC pauses in a slot" in smoke_run
 
 
 def test_footprint_reports_bgserve_each_slot_and_cold_start(smoke_run: str) -> None:
