@@ -13,8 +13,10 @@ from bgserve.app.ports import TrafficSource
 from bgserve.app.prompt_validation import PromptValidator
 from bgserve.app.recovery import Recovery
 from bgserve.app.service import Service, utc_now
+from bgserve.app.shadow import ShadowCollector, ShadowSettings
 from bgserve.backends.base import Backend, SlotWatcher
 from bgserve.domain.analysis import AnalysisSettings
+from bgserve.domain.comparison import Thresholds, default_registry
 from bgserve.errors import InvalidInput
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.settings import Settings
@@ -35,6 +37,7 @@ class Components:
     validator: PromptValidator
     recovery: Recovery
     engine: RolloutEngine
+    shadow: ShadowCollector
 
     def start(self) -> None:
         """Restore every stored deployment on the backend, watch its slots, and start the
@@ -43,6 +46,7 @@ class Components:
             self.backend.watch_slots(self.recovery.slot_lost)
         self.recovery.reconcile()
         self.engine.start()
+        self.shadow.start()
 
     def close(self) -> None:
         """Stop recovering, stop the backend (and the local slots), release the database.
@@ -51,6 +55,7 @@ class Components:
         no slot they start outlives bgserve and none is recorded as a failed restart.
         """
         self.engine.close()
+        self.shadow.close()
         self.recovery.close(timeout=0)
         try:
             self.backend.close()
@@ -75,6 +80,7 @@ def build_backend(settings: Settings) -> Backend:
             upstream_timeout=settings.upstream_timeout_seconds,
             outlier_failures=settings.outlier_consecutive_failures,
             data_token=settings.data_token or None,
+            sticky_header=settings.sticky_header,
         )
     if settings.backend == "kserve":
         from bgserve.backends.kube.kserve.backend import KServeBackend
@@ -147,6 +153,7 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
     executor = Executor(
         store, backend, registry, clock=utc_now, lock_timeout=settings.lock_timeout_seconds
     )
+    shadow = ShadowCollector(backend, store, shadow_settings_of(settings))
     service = Service(
         store,
         registry,
@@ -155,6 +162,7 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         plan_steps=settings.plan_steps,
         plan_bake_s=settings.plan_bake_s,
         analysis=analysis_settings_of(settings),
+        shadow_gate=shadow.gate,
     )
     compare_settings = compare_settings_of(settings)
     comparer = Comparer(compare_settings, store, store, registry, backend, executor)
@@ -174,7 +182,17 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         interval=settings.engine_interval_seconds,
     )
     return Components(
-        settings, store, registry, backend, executor, service, comparer, validator, recovery, engine
+        settings,
+        store,
+        registry,
+        backend,
+        executor,
+        service,
+        comparer,
+        validator,
+        recovery,
+        engine,
+        shadow,
     )
 
 
@@ -209,4 +227,17 @@ def compare_settings_of(settings: Settings) -> CompareSettings:
         timeout_seconds=settings.compare_timeout_seconds,
         thresholds=dict(settings.compare_thresholds),
         scorer=settings.compare_scorer,
+    )
+
+
+def shadow_settings_of(settings: Settings) -> ShadowSettings:
+    """The shadow-traffic part of ``settings``; thresholds as the golden comparison's."""
+    return ShadowSettings(
+        thresholds=Thresholds().with_overrides(dict(settings.compare_thresholds)),
+        scorer=default_registry().get(settings.compare_scorer),
+        min_pairs=settings.shadow_min_pairs,
+        keep=settings.shadow_keep_pairs,
+        store_inputs=settings.shadow_store_inputs,
+        max_queue=settings.shadow_queue,
+        interval=settings.shadow_interval_seconds,
     )

@@ -1,4 +1,5 @@
-"""A comparison report as one self-contained HTML page: inline CSS, no scripts, no assets.
+"""A comparison report, golden or shadow, as one self-contained HTML page: inline CSS,
+no scripts, no assets.
 
 Failing cases come first; blue and green answers sit side by side with the words that
 differ marked (``<del>`` on blue's side, ``<ins>`` on green's). Every piece of text from
@@ -12,6 +13,7 @@ from difflib import SequenceMatcher
 from html import escape
 
 from bgserve.domain.comparison import CaseReport, ComparisonReport, SlotReport, SlotSummary
+from bgserve.domain.shadow import ScoredPair, ShadowReport
 
 MAX_SHOWN_CHARS = 20_000
 # SequenceMatcher is quadratic in the worst case; past this many tokens, show plain text.
@@ -193,3 +195,93 @@ def word_diff(old: str, new: str) -> tuple[str, str]:
         left.append(f"<del>{gone}</del>" if gone else "")
         right.append(f"<ins>{added}</ins>" if added else "")
     return "".join(left), "".join(right)
+
+
+# --- shadow traffic --------------------------------------------------------------------
+
+
+def render_shadow_html(report: ShadowReport, title: str) -> str:
+    """A shadow report (live traffic mirrored to green) as an HTML document, in the shape
+    of the golden comparison's: verdict, summary, thresholds, then the most different pairs."""
+    verdict = report.verdict
+    badge = "pass'>PASSED" if verdict.passed else "fail'>FAILED"
+    reasons = "".join(f"<li>{escape(reason)}</li>" for reason in verdict.reasons)
+    note = "" if report.conclusive else f" (gates promotion from {report.min_pairs} pairs)"
+    body = [
+        f"<h1>{escape(title)}</h1>",
+        f"<p><span class='badge {badge}</span> on {report.pairs} mirrored requests"
+        f"{escape(note)}</p>" + (f"<ul class='error'>{reasons}</ul>" if reasons else ""),
+        "<h2>Summary</h2>",
+        _shadow_summary(report),
+        _thresholds_of(report.thresholds.model_dump()),
+        f"<h2>Most different pairs <span class='muted'>({len(report.worst)} kept)</span></h2>",
+        *(_pair(pair) for pair in report.worst),
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>"
+        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def _shadow_summary(report: ShadowReport) -> str:
+    s = report.similarity
+    rows = [
+        ("blue / green releases", f"{report.blue} / {report.green}"),
+        ("pairs (answered by both)", f"{report.pairs} ({report.compared})"),
+        ("dropped copies", str(report.dropped)),
+        ("green errors", str(report.green_errors)),
+        ("pairs that differ", str(report.differing)),
+        ("mean similarity / p10", f"{_num(s.mean)} / {_num(s.p10)}"),
+        ("share below threshold", _num(s.share_below_threshold)),
+        ("green fails what blue passes", str(report.regressed)),
+        ("latency ratio p50", _num(report.latency_ratio_p50)),
+        (
+            "assertions passed blue / green",
+            f"{report.blue_side.assertions_passed} / {report.green_side.assertions_passed} "
+            f"of {report.green_side.assertions_total}",
+        ),
+    ]
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
+
+
+def _thresholds_of(values: dict[str, float]) -> str:
+    rows = "".join(
+        f"<tr><th>{escape(name)}</th><td>{value:g}</td></tr>" for name, value in values.items()
+    )
+    return f"<details><summary>Thresholds</summary><table>{rows}</table></details>"
+
+
+def _pair(pair: ScoredPair) -> str:
+    similarity = "" if pair.similarity is None else f" similarity {pair.similarity:.3f}"
+    if pair.blue is None:
+        blue_html = green_html = "<span class='muted'>(texts not kept)</span>"
+    elif pair.green is None:
+        blue_html, green_html = escape(_clip(pair.blue)), ""
+    else:
+        blue_html, green_html = word_diff(_clip(pair.blue), _clip(pair.green))
+    inputs = "".join(
+        f"<tr><th>{escape(k)}</th><td><pre>{escape(_clip(v))}</pre></td></tr>"
+        for k, v in (pair.inputs or {}).items()
+    )
+    green_error = (
+        f"<p class='error'>error: {escape(pair.green_error)}</p>" if pair.green_error else ""
+    )
+    green_ms = "" if pair.green_ms is None else f"{pair.green_ms:.1f} ms"
+    problems = "".join(f"<li>{escape(p)}</li>" for p in pair.regressions)
+    return (
+        f"<section class='case failing'><h3>{escape(pair.request_id)}"
+        f"<span class='muted'>{similarity}</span></h3>"
+        + (f"<ul class='error'>{problems}</ul>" if problems else "")
+        + (f"<details><summary>inputs</summary><table>{inputs}</table></details>" if inputs else "")
+        + "<div class='sides'>"
+        + f"<div><h4>blue <span class='muted'>{pair.blue_ms:.1f} ms</span></h4>"
+        + f"<pre>{blue_html}</pre></div>"
+        + f"<div><h4>green <span class='muted'>{green_ms}</span></h4>{green_error}"
+        + (f"<pre>{green_html}</pre>" if green_html else "")
+        + "</div></div></section>"
+    )

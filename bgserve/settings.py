@@ -60,6 +60,14 @@ class Settings(BaseSettings):
         description="Bearer token every data-plane request but /v2/health/* must carry "
         "(`Authorization: Bearer <token>`); empty means the data plane needs none.",
     )
+    sticky_header: str = Field(
+        "x-bgserve-key",
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="Request header whose value pins a caller to one slot of the local "
+        "data plane (sticky cohorts: the same key keeps its release at a given weight and "
+        "only moves blue to green as green's weight rises); requests without it are "
+        "spread by weight.",
+    )
     data_allow_unauthenticated: bool = Field(
         False,
         description="Allow a non-loopback `data_host` without `data_token`, for a data plane "
@@ -171,6 +179,23 @@ class Settings(BaseSettings):
         "a request's own `thresholds` apply on top.",
     )
     compare_scorer: str = Field("text", description="Similarity scorer: `text` or `exact`.")
+    shadow_store_inputs: bool = Field(
+        True,
+        description="Keep the inputs and both answers of the most different and most recent "
+        "mirrored pairs in the shadow report; false keeps scores only (sensitive traffic).",
+    )
+    shadow_min_pairs: int = Field(
+        50, ge=1, description="Mirrored pairs a shadow report needs before it gates promotion."
+    )
+    shadow_keep_pairs: int = Field(
+        10, ge=0, le=1000, description="Most different and most recent pairs a shadow report keeps."
+    )
+    shadow_queue: int = Field(
+        256, ge=1, description="Mirror copies waiting for green before new ones are dropped."
+    )
+    shadow_interval_seconds: float = Field(
+        0.5, gt=0, le=10, description="How often mirrored pairs are collected and scored."
+    )
 
     # --- reliability ---
     slot_restart_limit: int = Field(

@@ -11,14 +11,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from bgserve import __version__
+from bgserve import __version__, gcpause
 from bgserve.api import errors
 from bgserve.api.auth import Authenticator
 from bgserve.api.deps import ServiceDep
 from bgserve.api.guard import AuthGate, GuardedRoute, RequestContext, open_paths
 from bgserve.api.limits import BodyLimit
 from bgserve.api.metrics import build_registry
-from bgserve.api.routes import compare, deployments, prompts, releases
+from bgserve.api.routes import compare, deployments, prompts, releases, shadow
 from bgserve.api.schemas import error_responses
 from bgserve.compose import Components, build_components
 from bgserve.registry.mlflow_registry import bound_mlflow_http
@@ -43,12 +43,14 @@ def create_app(
         )
         built = await run_in_threadpool(build, settings)
         app.state.components = built
-        app.state.metrics = build_registry(built.service)
+        app.state.metrics = build_registry(built.service, built.shadow)
         try:
             await run_in_threadpool(built.start)
+            gcpause.settle_after_start()  # start-up's objects: out of every full collection
             app.state.ready = True
             yield
         finally:
+            gcpause.thaw()
             app.state.ready = False
             await run_in_threadpool(built.close)
 
@@ -74,6 +76,7 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(compare.router)
     app.include_router(prompts.router)
+    app.include_router(shadow.router)
     _add_probes(app)
     return app
 

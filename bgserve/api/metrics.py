@@ -1,4 +1,10 @@
-"""Prometheus metrics, read at scrape time from the store and the data plane."""
+"""Prometheus metrics, read at scrape time from the store and the data plane.
+
+Garbage-collector pauses (``bgserve_gc_*``) are reported for this process
+(``process="bgserve"``) and, with the local backend, for the data-plane process
+(``process="data plane"``, from its stats reply); each slot reports its own on its
+own ``/metrics``.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from bgserve import gcpause
 from bgserve.app.service import Service
 from bgserve.domain.latency import LATENCY_BUCKETS_MS
+from bgserve.gcmetrics import metric_families
 from bgserve.store import StoredDeployment
 
 
@@ -28,12 +36,23 @@ class TrafficSource(Protocol):
         ...
 
 
+@runtime_checkable
+class DataPlaneSource(Protocol):
+    """A backend with a data-plane process of its own (the local backend)."""
+
+    @property
+    def router(self) -> Any:
+        """The data plane; its ``stats()`` mapping may carry ``"gc"`` pause stats."""
+        ...
+
+
 class BgserveCollector(Collector):
     """Weights per slot and the plan's state from the store; requests, errors and the
     latency histogram per slot from the data plane."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, pauses: gcpause.PauseTracker | None = None) -> None:
         self.service = service
+        self.pauses = pauses
 
     def collect(self) -> Iterator[Metric]:
         labels = ["deployment", "slot", "release"]
@@ -50,6 +69,16 @@ class BgserveCollector(Collector):
         backend = self.service.backend
         if isinstance(backend, TrafficSource):
             yield from self._traffic(backend.traffic_stats(), labels)
+        yield from metric_families(self._pauses())
+
+    def _pauses(self) -> dict[str, gcpause.PauseStats]:
+        found = {"bgserve": self.pauses.snapshot()} if self.pauses is not None else {}
+        backend = self.service.backend
+        if isinstance(backend, DataPlaneSource):
+            plane = backend.router.stats().get("gc")
+            if plane is not None:
+                found["data plane"] = plane
+        return found
 
     @staticmethod
     def _traffic(rows: Sequence[Mapping[str, Any]], labels: list[str]) -> Iterator[Metric]:
@@ -117,8 +146,47 @@ def _plans(deployments: Sequence[StoredDeployment]) -> Iterator[Metric]:
 _OUTCOME = {"pass": 1, "fail": -1}
 
 
-def build_registry(service: Service) -> CollectorRegistry:
-    """A registry of this app's own (no process-wide globals)."""
+class ShadowReports(Protocol):
+    """Where the shadow reports are (the shadow collector)."""
+
+    def reports(self) -> Mapping[str, Any]:
+        """Each deployment's shadow report (pairs, dropped, similarity.mean)."""
+        ...
+
+
+class ShadowMetrics(Collector):
+    """Mirrored pairs, drops and mean similarity per deployment with a shadow report."""
+
+    def __init__(self, shadow: ShadowReports) -> None:
+        self.shadow = shadow
+
+    def collect(self) -> Iterator[Metric]:
+        pairs = CounterMetricFamily(
+            "bgserve_shadow_pairs", "Mirrored requests scored", labels=["deployment"]
+        )
+        dropped = CounterMetricFamily(
+            "bgserve_shadow_dropped", "Mirror copies dropped (queue full)", labels=["deployment"]
+        )
+        similarity = GaugeMetricFamily(
+            "bgserve_shadow_similarity_mean",
+            "Mean green/blue similarity on mirrored traffic",
+            labels=["deployment"],
+        )
+        for name, report in self.shadow.reports().items():
+            pairs.add_metric([name], report.pairs)
+            dropped.add_metric([name], report.dropped)
+            if report.similarity.mean is not None:
+                similarity.add_metric([name], report.similarity.mean)
+        yield pairs
+        yield dropped
+        yield similarity
+
+
+def build_registry(service: Service, shadow: ShadowReports | None = None) -> CollectorRegistry:
+    """A registry of this app's own; the collector-pause tracker is the process's (the
+    garbage collector is process-wide), installed here on first use."""
     registry = CollectorRegistry()
-    registry.register(BgserveCollector(service))
+    registry.register(BgserveCollector(service, gcpause.install()))
+    if shadow is not None:
+        registry.register(ShadowMetrics(shadow))
     return registry

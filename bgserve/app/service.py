@@ -20,6 +20,7 @@ from bgserve.domain import promotion, rollout, slots
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 from bgserve.domain.release import Release, validate_name
+from bgserve.domain.state import DeploymentState
 from bgserve.store import Event, Store, StoredDeployment
 
 log = logging.getLogger("bgserve.service")
@@ -45,6 +46,7 @@ class Service:
         analysis: AnalysisSettings,
         clock: Callable[[], datetime] = utc_now,
         wall_clock: Callable[[], float] = time.time,
+        shadow_gate: Callable[[str, DeploymentState], None] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -55,6 +57,7 @@ class Service:
         self.analysis = analysis
         self.clock = clock
         self.wall_clock = wall_clock
+        self.shadow_gate = shadow_gate
 
     # releases
 
@@ -117,7 +120,13 @@ class Service:
         self, name: str, weight: int, principal: str, force: bool = False
     ) -> StoredDeployment:
         """Move green to ``weight`` percent in one step (100 cuts over)."""
-        return self.executor.run(name, principal, lambda s: rollout.shift(s, weight, force=force))
+
+        def decide(state: DeploymentState) -> rollout.Transition:
+            if weight > state.green_weight and not force:
+                self._check_shadow(name, state)
+            return rollout.shift(state, weight, force=force)
+
+        return self.executor.run(name, principal, decide)
 
     def revert(self, name: str, principal: str) -> StoredDeployment:
         """All traffic back to the last good release. Idempotent."""
@@ -141,7 +150,18 @@ class Service:
         if force:
             chosen = replace(chosen, force=True)
         now = self.wall_clock()
-        return self.executor.run(name, principal, lambda s: promotion.start(s, chosen, now))
+
+        def decide(state: DeploymentState) -> rollout.Transition:
+            if state.plan is None and not chosen.force:
+                self._check_shadow(name, state)
+            return promotion.start(state, chosen, now)
+
+        return self.executor.run(name, principal, decide)
+
+    def _check_shadow(self, name: str, state: DeploymentState) -> None:
+        """The live-traffic gate: GateClosed when a conclusive shadow report fails."""
+        if self.shadow_gate is not None and state.green is not None and state.plan is None:
+            self.shadow_gate(name, state)
 
     def default_plan(self) -> Plan:
         """The plan ``promote {}`` runs: steps, bake and analysis from settings."""

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
 
 SlotLostCallback = Callable[[str, int], None]
 """``callback(deployment, release_id)``: that slot's process or pod died on its own."""
@@ -95,4 +96,77 @@ class SlotWatcher(Protocol):
         return quickly (it runs on the backend's watcher thread). Idempotent: a second
         call replaces the callback. Raises nothing.
         """
+        ...
+
+
+BODY_CAP = 64 * 1024
+"""Bytes of a request or answer body a :class:`ShadowPair` keeps; longer ones are cut."""
+
+
+@dataclass(frozen=True)
+class ShadowPair:
+    """One mirrored request with blue's answer (what the client got) and green's.
+
+    Bodies are UTF-8 text (undecodable bytes replaced), each cut at :data:`BODY_CAP`
+    bytes; ``truncated`` says one was cut. ``green_body`` is None when green failed:
+    ``green_error`` then says how (a refused connection, a timeout, an error status).
+    """
+
+    request_id: str
+    request_body: str
+    blue_body: str
+    green_body: str | None
+    green_error: str | None
+    blue_ms: float
+    green_ms: float | None
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class ShadowBatch:
+    """What mirroring collected since the previous drain.
+
+    ``dropped`` counts copies never sent (the queue in front of green was full, or green
+    had no route) and pairs pushed out of the full buffer before a drain;
+    ``green_errors`` counts copies green failed or did not answer in time.
+    """
+
+    pairs: list[ShadowPair]
+    dropped: int
+    green_errors: int
+
+
+def check_shadow(percent: int, max_queue: int) -> None:
+    """Raise InvalidInput unless ``percent`` is 0-100 and ``max_queue`` at least 1."""
+    if not 0 <= percent <= 100:
+        raise InvalidInput(
+            f"shadow percent must be between 0 and 100 (0 stops mirroring), got {percent}",
+            field="percent",
+        )
+    if max_queue < 1:
+        raise InvalidInput(
+            f"the shadow queue must hold at least 1 request, got {max_queue}", field="max_queue"
+        )
+
+
+@runtime_checkable
+class ShadowTraffic(Protocol):
+    """Optional: a backend whose data plane can mirror blue's requests to green and pair
+    the two answers (the local backend; the Kubernetes platforms' mirrors discard them).
+    """
+
+    def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
+        """Mirror ``percent`` (0-100; 0 stops) of the infer requests blue answers to green.
+
+        The client is answered by blue as without mirroring; the copy goes to green after,
+        through a queue of at most ``max_queue`` copies (a full queue drops the copy).
+        Idempotent. Raises InvalidInput for a percent outside 0-100 or a ``max_queue``
+        below 1, BackendError if the deployment has no green route.
+        """
+        ...
+
+    def shadow_pairs(self, deployment: str) -> ShadowBatch:
+        """Drain the pairs and counters collected since the previous call (an empty
+        batch if nothing was mirrored). Raises BackendError if the data plane cannot be
+        asked."""
         ...

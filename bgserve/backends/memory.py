@@ -16,7 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bgserve.backends.base import Backend, SlotInfo, SlotLostCallback, SlotWatcher
+from bgserve.backends.base import (
+    Backend,
+    ShadowBatch,
+    ShadowPair,
+    ShadowTraffic,
+    SlotInfo,
+    SlotLostCallback,
+    SlotWatcher,
+    check_shadow,
+)
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError, ReadinessTimeout
@@ -52,6 +61,8 @@ class MemoryBackend:
         self._routes: dict[str, tuple[Route, ...]] = {}
         self._failures: dict[int, deque[BgserveError]] = {}
         self._on_lost: SlotLostCallback | None = None
+        self._shadow: dict[str, int] = {}
+        self._shadow_batches: dict[str, tuple[list[ShadowPair], int, int]] = {}
         self._closed = False
         self.calls: list[Call] = []
 
@@ -148,7 +159,55 @@ class MemoryBackend:
             self._record("watch_slots")
             self._on_lost = callback
 
+    # ----- the ShadowTraffic protocol -----
+
+    def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
+        """Record the mirrored share (read it back with :meth:`shadow_percent`).
+
+        Idempotent; 0 stops. Raises InvalidInput for a percent outside 0-100 or a
+        ``max_queue`` below 1, BackendError if the deployment has no green route.
+        """
+        with self._lock:
+            self._record("set_shadow", deployment, percent, max_queue)
+            check_shadow(percent, max_queue)
+            routed = self._routes.get(deployment, ())
+            if percent and not any(r.role == "green" for r in routed):
+                raise BackendError(
+                    f"{deployment} has no green release to mirror to: stage one first"
+                )
+            if percent:
+                self._shadow[deployment] = percent
+            else:
+                self._shadow.pop(deployment, None)
+
+    def shadow_pairs(self, deployment: str) -> ShadowBatch:
+        """Drain what :meth:`push_pair` and :meth:`push_shadow_counts` queued for the
+        deployment since the previous call. Raises nothing."""
+        with self._lock:
+            self._record("shadow_pairs", deployment)
+            pairs, dropped, errors = self._shadow_batches.pop(deployment, ([], 0, 0))
+        return ShadowBatch(pairs, dropped, errors)
+
     # ----- test controls and inspection -----
+
+    def push_pair(self, deployment: str, pair: ShadowPair) -> None:
+        """Queue a pair for the next :meth:`shadow_pairs`, as if the data plane had
+        mirrored it; one with a ``green_error`` counts as a green error, as it would."""
+        with self._lock:
+            pairs, dropped, errors = self._shadow_batches.get(deployment, ([], 0, 0))
+            errors += pair.green_error is not None
+            self._shadow_batches[deployment] = ([*pairs, pair], dropped, errors)
+
+    def push_shadow_counts(self, deployment: str, dropped: int = 0, green_errors: int = 0) -> None:
+        """Add drops and green errors (without pairs) to the next :meth:`shadow_pairs`."""
+        with self._lock:
+            pairs, before, errors = self._shadow_batches.get(deployment, ([], 0, 0))
+            self._shadow_batches[deployment] = (pairs, before + dropped, errors + green_errors)
+
+    def shadow_percent(self, deployment: str) -> int:
+        """The share last given to :meth:`set_shadow` (0 when not mirroring)."""
+        with self._lock:
+            return self._shadow.get(deployment, 0)
 
     def fail_next_ensure(self, release_id: int, error: BgserveError | None = None) -> None:
         """Make the next :meth:`ensure_slot` of ``release_id`` raise ``error``.
@@ -236,3 +295,4 @@ class MemoryBackend:
 if TYPE_CHECKING:
     _conforms: type[Backend] = MemoryBackend
     _watches: type[SlotWatcher] = MemoryBackend
+    _shadows: type[ShadowTraffic] = MemoryBackend

@@ -20,6 +20,7 @@ from bgserve.cli.client import (
 from bgserve.cli.db import db_app
 from bgserve.cli.plan_view import watch
 from bgserve.cli.prompts import compare, prompts_app
+from bgserve.cli.shadow import shadow
 from bgserve.errors import BgserveError
 from bgserve.settings import Settings
 
@@ -318,6 +319,7 @@ def render(
 
 
 app.command()(compare)
+app.command()(shadow)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(db_app, name="db")
 

@@ -22,8 +22,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bgserve.backends.base import SlotInfo, SlotLostCallback
+from bgserve.backends.base import (
+    ShadowBatch,
+    ShadowPair,
+    ShadowTraffic,
+    SlotInfo,
+    SlotLostCallback,
+    check_shadow,
+)
 from bgserve.backends.local.plane import DataPlane
 from bgserve.backends.local.route_state import SlotStats
 from bgserve.backends.local.route_table import RouteTarget
@@ -66,6 +74,7 @@ class LocalBackend:
         outlier_failures: int = 3,
         probe_interval: float = 0.1,
         data_token: str | None = None,
+        sticky_header: str | None = "x-bgserve-key",
     ) -> None:
         self.data_host = data_host
         self._launcher = SlotLauncher(
@@ -89,6 +98,7 @@ class LocalBackend:
             "outlier_failures": outlier_failures,
             "probe_interval": probe_interval,
             "data_token": data_token,
+            "sticky_header": sticky_header,
         }
         try:
             self._plane = self._launcher.start_plane(
@@ -228,6 +238,28 @@ class LocalBackend:
             out[stats["release_id"]] = side if before is None else before.plus(side)
         return out
 
+    def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
+        """Mirror ``percent`` (0-100; 0 stops) of the infer requests blue answers to the
+        green slot, after blue's answer reached the client, through a queue of at most
+        ``max_queue`` copies. Idempotent; kept across a restart of the data plane.
+
+        Raises InvalidInput for a percent outside 0-100 or a ``max_queue`` below 1,
+        BackendError if the deployment has no green route or the data plane refuses.
+        """
+        check_shadow(percent, max_queue)
+        if percent and not any(t.role == "green" for t in self._plane.routes(deployment)):
+            raise BackendError(f"{deployment} has no green release to mirror to: stage one first")
+        self._plane.set_shadow(deployment, percent, max_queue)
+
+    def shadow_pairs(self, deployment: str) -> ShadowBatch:
+        """Drain the pairs and counters the data plane collected since the previous call.
+
+        Raises BackendError if the data plane cannot be asked.
+        """
+        batch = self._plane.shadow_pairs(deployment)
+        pairs = [ShadowPair(**pair) for pair in batch["pairs"]]
+        return ShadowBatch(pairs, int(batch["dropped"]), int(batch["green_errors"]))
+
     def slot_pid(self, deployment: str, release_id: int) -> int | None:
         """The slot's process id, for diagnostics; None if there is no slot."""
         slot = self._slots.get((deployment, release_id))
@@ -305,3 +337,7 @@ class LocalBackend:
     def _key_lock(self, key: tuple[str, int]) -> threading.Lock:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
+
+
+if TYPE_CHECKING:
+    _shadows: type[ShadowTraffic] = LocalBackend

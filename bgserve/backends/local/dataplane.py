@@ -11,6 +11,10 @@ the router serves only after applying it. The process exits when the channel clo
 
 Route updates are versioned per deployment: one older than the last applied is ignored,
 so a late update can never undo a newer one.
+
+Once the router is started, everything alive is frozen out of the garbage collector's
+reach and every later collection is timed; the ``stats`` reply carries those pauses
+under ``"gc"`` (:class:`bgserve.gcpause.PauseStats`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import threading
 from typing import Any
 
+from bgserve import gcpause
 from bgserve.backends.local.channel import ChannelClosed, Message, recv_message, send_message
 from bgserve.backends.local.route_table import RouteTarget
 from bgserve.backends.local.router import Router
@@ -34,6 +39,8 @@ ROUTER_OPTIONS = (
     "probe_interval",
     "outlier_failures",
     "data_token",
+    "sticky_header",
+    "shadows",
 )
 
 
@@ -68,8 +75,9 @@ def targets(rows: list[list[Any]]) -> list[RouteTarget]:
 class Plane:
     """Applies control messages to the router; one instance per process."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, pauses: gcpause.PauseTracker | None = None) -> None:
         self.router = router
+        self.pauses = pauses
         self.versions: dict[str, int] = {}
 
     def restore(self, config: Message) -> None:
@@ -90,6 +98,13 @@ class Plane:
             self.router.set_routes(deployment, targets(routes))
         return True
 
+    def stats(self) -> dict[str, Any]:
+        """The router's counters, and this process's collector pauses if they are timed."""
+        stats: dict[str, Any] = dict(self.router.stats())
+        if self.pauses is not None:
+            stats["gc"] = self.pauses.snapshot()
+        return stats
+
     def handle(self, message: Message) -> Any:
         """The result of one control operation. Raises ValueError for an unknown one."""
         op = message["op"]
@@ -103,7 +118,12 @@ class Plane:
         if op == "is_down":
             return self.router.is_down(message["host"], message["port"])
         if op == "stats":
-            return self.router.stats()
+            return self.stats()
+        if op == "set_shadow":
+            m = message
+            return self.router.set_shadow(m["deployment"], m["percent"], m["max_queue"])
+        if op == "shadow_pairs":
+            return self.router.shadow_pairs(message["deployment"], message["limit"])
         if op == "ping":
             return "pong"
         raise ValueError(f"unknown data-plane operation {op!r}")
@@ -120,6 +140,7 @@ def serve(control: socket.socket, listener: socket.socket) -> None:
     port = router.start(sock=listener)
     for host, slot_port in config.get("ejected", []):
         router.probe_back(host, slot_port)
+    plane.pauses = gcpause.settle_after_start()
     try:
         with send_lock:
             send_message(control, {"id": config.get("id", 0), "ok": True, "result": port})

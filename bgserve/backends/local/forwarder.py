@@ -168,6 +168,10 @@ class Forwarder:
         elif self._breaker:
             self._outliers.eject(target.address, f"connection failed: {exc!r}")
 
+    def pool(self, target: RouteTarget) -> Pool:
+        """The keep-alive pool of the slot ``target`` names (made on first use)."""
+        return self._pool(target)
+
     def _pool(self, target: RouteTarget) -> Pool:
         key = (target.host, target.port)
         pool = self._pools.get(key)

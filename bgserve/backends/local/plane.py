@@ -33,6 +33,7 @@ Address = tuple[str, int]
 Popen = Callable[[list[str], tuple[int, ...]], "subprocess.Popen[bytes]"]
 EventHandler = Callable[[str, Address, str], None]
 START_TIMEOUT_S = 30.0
+SHADOW_PAGE = 100  # pairs per drain message: 100 x 3 bodies of 64 KiB stay under its bound
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -74,6 +75,7 @@ class DataPlane:
         self._routes: dict[str, tuple[int, list[RouteTarget] | None]] = {}
         self._down: set[Address] = set()
         self._ejected: set[Address] = set()
+        self._shadows: dict[str, tuple[int, int]] = {}  # deployment -> (percent, max_queue)
         self._version = 0
         self._closed = False
         self.restarts = 0
@@ -122,6 +124,30 @@ class DataPlane:
         """The data plane's counters (since the current data-plane process started)."""
         result: RouterStats = self._call("stats")
         return result
+
+    def set_shadow(self, deployment: str, percent: int, max_queue: int) -> None:
+        """Mirror ``percent`` of blue's infer requests to green (0 stops); kept across a
+        restart of the data plane. Raises BackendError if the data plane refuses it."""
+        with self._lock:
+            self._call("set_shadow", deployment=deployment, percent=percent, max_queue=max_queue)
+            if percent:
+                self._shadows[deployment] = (percent, max_queue)
+            else:
+                self._shadows.pop(deployment, None)
+
+    def shadow_pairs(self, deployment: str) -> dict[str, Any]:
+        """Drain the data plane's pairs and counters for the deployment, a page at a time:
+        ``{"pairs": [...], "dropped": n, "green_errors": n}`` (pairs as plain dicts)."""
+        pairs: list[dict[str, Any]] = []
+        dropped = errors = 0
+        more = True
+        while more:
+            page = self._call("shadow_pairs", deployment=deployment, limit=SHADOW_PAGE)
+            pairs.extend(page["pairs"])
+            dropped += int(page["dropped"])
+            errors += int(page["green_errors"])
+            more = bool(page["more"])
+        return {"pairs": pairs, "dropped": dropped, "green_errors": errors}
 
     # ----- the process -----
 
@@ -209,7 +235,14 @@ class DataPlane:
         }
         with self._health_lock:
             down, ejected = sorted(self._down - self._ejected), sorted(self._ejected)
-        return {**self._options, "routes": routes, "down": down, "ejected": ejected}
+        shadows = {name: list(shadow) for name, shadow in self._shadows.items()}
+        return {
+            **self._options,
+            "routes": routes,
+            "down": down,
+            "ejected": ejected,
+            "shadows": shadows,
+        }
 
     def _restart(self, why: str) -> None:
         log.warning("restarting the data-plane process: %s", why)

@@ -4,12 +4,16 @@ A table is immutable except for its round-robin cursor. Targets the router knows
 down keep their configured weight (what :meth:`Router.routes` reports) but get no share
 of the schedule: the remaining healthy weights are renormalised, so a dead slot stops
 receiving traffic without any change to the stored weights.
+
+Sticky keys use a second, precomputed map: 100 buckets, green's share first
+(:func:`sticky_slots`), so a key's slot depends only on its stable hash and the weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from hashlib import blake2b
 from math import gcd
 
 
@@ -51,6 +55,31 @@ def weighted_schedule(weights: list[int]) -> tuple[int, ...]:
     return tuple(order)
 
 
+def sticky_slots(targets: tuple[RouteTarget, ...], effective: list[int]) -> tuple[int, ...]:
+    """The slot of each sticky bucket 0..99: green's share first, then the others'.
+
+    Bucket ``u`` goes to green iff ``u`` is below green's share of the healthy weights
+    (its weight when all are up), so raising green's weight only moves buckets from
+    blue to green, and green at 0 (or down) leaves every bucket elsewhere.
+    """
+    total = sum(effective)
+    if not total:
+        return ()
+    green = [i for i, t in enumerate(targets) if t.role == "green" and effective[i]]
+    order = green + [i for i, w in enumerate(effective) if w and i not in green]
+    slots: list[int] = []
+    cumulative = 0
+    for index in order:
+        cumulative += effective[index]
+        slots.extend([index] * (round(100 * cumulative / total) - len(slots)))
+    return tuple(slots)
+
+
+def sticky_bucket(key: bytes) -> int:
+    """A stable bucket 0..99 for a sticky key (the same on every process and run)."""
+    return int.from_bytes(blake2b(key, digest_size=8).digest(), "big") % 100
+
+
 class Table:
     """A deployment's routes; only ``_next`` changes, and only on the router's loop."""
 
@@ -63,6 +92,7 @@ class Table:
         "extra_headers",
         "primary",
         "schedule",
+        "sticky",
         "targets",
     )
 
@@ -81,6 +111,7 @@ class Table:
         self.schedule = weighted_schedule(self.effective)
         weighted = [i for i, w in enumerate(self.effective) if w > 0]
         self.primary = max(weighted, key=self.effective.__getitem__) if weighted else None
+        self.sticky = sticky_slots(targets, self.effective)
         self.extra_headers = [
             b"x-bgserve-slot: %s\r\nx-bgserve-release: %d\r\n" % (t.role.encode(), t.release_id)
             for t in targets
@@ -93,6 +124,12 @@ class Table:
         index = self.schedule[self._next]
         self._next = (self._next + 1) % len(self.schedule)
         return index
+
+    def pick_sticky(self, key: bytes) -> int | None:
+        """The slot of ``key``'s bucket: the same one for as long as the weights stand."""
+        if not self.sticky:
+            return None
+        return self.sticky[sticky_bucket(key)]
 
     def alternative(self, failed: int) -> int | None:
         """The heaviest other healthy weighted slot, for one retry after a connect failure."""

@@ -32,6 +32,7 @@ import contextlib
 import hmac
 import socket
 import threading
+from typing import Any
 
 import uvloop
 
@@ -44,9 +45,10 @@ from bgserve.backends.local.http1 import (
     json_response,
     read_request,
 )
+from bgserve.backends.local.mirror import Mirror
 from bgserve.backends.local.outliers import EventCallback, Outliers
 from bgserve.backends.local.route_state import RouterStats, RouteState, SlotStats
-from bgserve.backends.local.route_table import RouteTarget, weighted_schedule
+from bgserve.backends.local.route_table import RouteTarget, Table, weighted_schedule
 
 __all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
 
@@ -62,6 +64,12 @@ class Router:
     or fails ``outlier_failures`` times in a row, is marked down at once (its share goes
     to the healthy slots), reported to ``on_event`` and probed every ``probe_interval``
     seconds until it answers ready again or leaves the route table.
+
+    An infer request carrying ``sticky_header`` (None turns it off) goes to its key's slot:
+    green iff the key's stable bucket 0..99 is below green's weight, so a key only ever
+    moves blue to green as that weight rises. ``shadows`` (``{deployment: [percent,
+    max_queue]}``) starts mirroring as :meth:`set_shadow` would
+    (:mod:`~bgserve.backends.local.mirror`).
     """
 
     def __init__(
@@ -77,6 +85,8 @@ class Router:
         outlier_failures: int = 3,
         data_token: str | None = None,
         on_event: EventCallback | None = None,
+        sticky_header: str | None = "x-bgserve-key",
+        shadows: dict[str, list[int]] | None = None,
     ) -> None:
         self._idle_timeout = idle_timeout
         self._max_body = max_body_bytes
@@ -100,6 +110,16 @@ class Router:
             breaker=breaker,
         )
         self._forward = self._forwarder.forward  # bound once: no lookup per request
+        self._mirror = Mirror(
+            state,
+            self._forwarder.pool,
+            connect_timeout=connect_timeout,
+            first_byte_timeout=first_byte_timeout,
+            upstream_timeout=upstream_timeout,
+        )
+        for deployment, (percent, max_queue) in (shadows or {}).items():
+            self._mirror.configure(deployment, percent, max_queue)
+        self._sticky = b"\r\n%s:" % sticky_header.lower().encode() if sticky_header else None
         self._clients: set[asyncio.StreamWriter] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -183,6 +203,22 @@ class Router:
     def stats(self) -> RouterStats:
         """Request, error and retry counts per (deployment, role, release) since start."""
         return self._state.stats()
+
+    def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
+        """Mirror ``percent`` (0-100; 0 stops) of the infer requests blue answers to the
+        green slot, through a queue of at most ``max_queue`` copies. Idempotent.
+
+        Raises ValueError for a percent outside 0-100, a queue below 1, or (mirroring) a
+        deployment with no green route.
+        """
+        if percent and not any(t.role == "green" for t in self.routes(deployment)):
+            raise ValueError(f"deployment {deployment!r} has no green route to mirror to")
+        self._mirror.configure(deployment, percent, max_queue)
+
+    def shadow_pairs(self, deployment: str, limit: int = 100) -> dict[str, Any]:
+        """Up to ``limit`` collected pairs and the counters since the previous call, as
+        JSON-ready data (``pairs``, ``dropped``, ``green_errors``, ``more``)."""
+        return self._mirror.drain(deployment, limit)
 
     def _schedule_prune(self) -> None:
         loop = self._loop
@@ -271,13 +307,20 @@ class Router:
                 writer.write(error_response(404, message, keep))
                 return keep
             infer = tail.endswith(b"infer")
-            index = table.pick() if infer else table.primary
+            index = self._pick(request, table) if infer else table.primary
             if index is None:
                 message = f"deployment {table.deployment!r} has no slot with traffic weight"
                 if table.all_down:
                     message = f"every slot of {table.deployment!r} with traffic weight is down"
                 writer.write(error_response(503, message, keep))
                 return keep
+            shadows = self._mirror.active
+            if shadows and infer and table.targets[index].role == "blue":
+                shadow = shadows.get(name)
+                if shadow is not None and shadow.select():
+                    return await self._mirror.forward(
+                        shadow, self._forward, request, writer, table, index
+                    )
             return await self._forward(request, writer, table, index, count=infer)
         if path in (b"/v2/health/ready", b"/v2/health/live"):
             writer.write(json_response(200, "OK", {"ready": True, "live": True}, keep))
@@ -285,6 +328,20 @@ class Router:
         self._unrouted[0] += 1
         writer.write(error_response(404, f"no route for {path.decode(errors='replace')}", keep))
         return keep
+
+    def _pick(self, request: Request, table: Table) -> int | None:
+        """The sticky key's slot if the request carries the sticky header, else the next
+        one in the weighted round-robin."""
+        needle = self._sticky
+        if needle is not None:
+            head = request.upstream_head
+            at = head.lower().find(needle)
+            if at >= 0:
+                start = at + len(needle)
+                key = head[start : head.find(b"\r\n", start)].strip()
+                if key:
+                    return table.pick_sticky(key)
+        return table.pick()
 
     def _authorized(self, path: bytes, request: Request) -> bool:
         if path.startswith(b"/v2/health/"):

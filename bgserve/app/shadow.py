@@ -1,0 +1,298 @@
+"""The I/O half of shadow traffic: turn mirroring on and off, drain the mirrored pairs,
+score them, and gate promotion on the result.
+
+The shadow state (percent, report) lives in this process only: a restart forgets it and
+mirroring stops with the data plane. Staging a new green or a cutover changes the
+deployment's blue/green pair; the collector notices, turns mirroring off and drops the
+report, which was about another pair. Pairs are never logged: they are live user traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bgserve.app.comparer import output_text
+from bgserve.app.ports import DeploymentReader
+from bgserve.backends.base import ShadowPair, ShadowTraffic
+from bgserve.domain.assertions import Assertion
+from bgserve.domain.scorers import Scorer
+from bgserve.domain.shadow import PairInput, ShadowAggregate, ShadowReport, score_pair
+from bgserve.domain.state import DeploymentState
+from bgserve.domain.verdict import Thresholds
+from bgserve.errors import BgserveError, GateClosed, IllegalTransition, InvalidInput, NotFound
+
+log = logging.getLogger("bgserve.shadow")
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """How shadow reports are scored, judged and kept: from settings, per process."""
+
+    thresholds: Thresholds
+    scorer: Scorer
+    min_pairs: int = 50
+    keep: int = 10
+    store_inputs: bool = True
+    max_queue: int = 256
+    interval: float = 0.5
+
+
+@dataclass
+class _Shadow:
+    percent: int
+    max_pairs: int | None
+    aggregate: ShadowAggregate
+    assertions: tuple[Assertion, ...] = ()
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def parse_inputs(body: str) -> dict[str, str] | None:
+    """The BYTES inputs of an OIP v2 request body by name, or None if it is not one."""
+    try:
+        tensors = json.loads(body).get("inputs")
+        return {str(t["name"]): str(t["data"][0]) for t in tensors}
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError):
+        return None
+
+
+def parse_pair(pair: ShadowPair) -> PairInput | None:
+    """The pair with both answers read from their OIP bodies; None when blue's cannot be
+    read (nothing to compare with). An unreadable green answer counts as green's error."""
+    try:
+        blue = output_text(json.loads(pair.blue_body))
+    except ValueError:
+        return None
+    green, error = None, pair.green_error
+    if error is None and pair.green_body is not None:
+        try:
+            green = output_text(json.loads(pair.green_body))
+        except ValueError as exc:
+            error = f"green's answer is unreadable: {exc}"
+    elif error is None:
+        error = "green gave no answer"
+    return PairInput(
+        pair.request_id,
+        parse_inputs(pair.request_body),
+        blue,
+        green,
+        error,
+        pair.blue_ms,
+        pair.green_ms if green is not None else None,
+    )
+
+
+class ShadowCollector:
+    """Shadow traffic per deployment: start, stop, collect in the background, report, gate."""
+
+    def __init__(
+        self, backend: object, deployments: DeploymentReader, settings: ShadowSettings
+    ) -> None:
+        self.backend = backend
+        self.deployments = deployments
+        self.settings = settings
+        self._shadows: dict[str, _Shadow] = {}
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # operations
+
+    def start_shadow(
+        self,
+        name: str,
+        percent: int,
+        max_pairs: int | None = None,
+        assertions: Sequence[Assertion] = (),
+    ) -> ShadowReport:
+        """Mirror ``percent`` of blue's requests to green and score the pairs.
+
+        A new blue/green pair starts a new report; the same pair keeps its report and only
+        changes the percent. Raises InvalidInput (percent), IllegalTransition (no green, or
+        a backend that cannot mirror), NotFound, BackendError.
+        """
+        if not 0 <= percent <= 100:
+            raise InvalidInput(f"percent {percent} is out of range: use 0 to 100", field="percent")
+        source = self._source(name)
+        state = self.deployments.get_deployment(name).state
+        if state.green is None:
+            raise IllegalTransition(f"{name} has no green release to mirror to", hint="stage")
+        source.set_shadow(name, percent, self.settings.max_queue)
+        with self._guard:
+            shadow = self._shadows.get(name)
+            if shadow is None or not _same_pair(shadow.aggregate, state):
+                shadow = _Shadow(percent, max_pairs, self._aggregate(state))
+                self._shadows[name] = shadow
+            shadow.percent, shadow.max_pairs = percent, max_pairs
+            shadow.assertions = tuple(assertions)
+        return self.report(name)
+
+    def stop_shadow(self, name: str) -> ShadowReport | None:
+        """Stop mirroring; the report stays readable. Idempotent."""
+        self.deployments.get_deployment(name)
+        shadow = self._shadows.get(name)
+        if shadow is None:
+            return None
+        self._collect(name, shadow)  # the pairs already mirrored still count
+        self._turn_off(name, shadow)
+        return shadow.aggregate.report()
+
+    def report(self, name: str) -> ShadowReport:
+        """The shadow report of ``name``'s current pair. Raises NotFound."""
+        shadow = self._shadows.get(name)
+        if shadow is None or not self._check_pair(name, shadow):
+            raise NotFound(
+                f"{name} has no shadow report for its current blue and green: "
+                "start mirroring to green first"
+            )
+        with shadow.lock:
+            return shadow.aggregate.report()
+
+    def percent(self, name: str) -> int:
+        """The mirrored share of ``name``'s traffic, 0 when off."""
+        shadow = self._shadows.get(name)
+        return 0 if shadow is None else shadow.percent
+
+    def reports(self) -> dict[str, ShadowReport]:
+        """Every deployment's current report (for /metrics)."""
+        found = {}
+        for name, shadow in list(self._shadows.items()):
+            with shadow.lock:
+                found[name] = shadow.aggregate.report()
+        return found
+
+    def gate(self, name: str, state: DeploymentState) -> None:
+        """Raise GateClosed (hint: force) when a conclusive shadow report of ``state``'s
+        current pair fails its thresholds; no report, or too few pairs, passes."""
+        shadow = self._shadows.get(name)
+        if shadow is None or not _same_pair(shadow.aggregate, state):
+            return
+        with shadow.lock:
+            self._collect_locked(name, shadow)
+            report = shadow.aggregate.report()
+        if not report.conclusive or report.verdict.passed:
+            return
+        raise GateClosed(
+            f"the shadow comparison of {name} on {report.pairs} mirrored requests failed: "
+            + "; ".join(report.verdict.reasons)
+            + " (fix green, or force the step)",
+            details=_gate_details(report),
+            hint="force",
+        )
+
+    # background collection
+
+    def start(self) -> None:
+        """Collect every ``interval`` seconds on a daemon thread until :meth:`close`."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="bgserve-shadow", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop collecting and turn every mirror off. Idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for name, shadow in list(self._shadows.items()):
+            if shadow.percent:
+                self._turn_off(name, shadow)
+
+    def collect_once(self) -> None:
+        """Drain and score every active mirror; reset those whose pair changed."""
+        for name, shadow in list(self._shadows.items()):
+            try:
+                if self._check_pair(name, shadow) and shadow.percent:
+                    self._collect(name, shadow)
+            except BgserveError as exc:
+                log.warning("shadow collection of %s failed: %s", name, exc.message)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.interval):
+            self.collect_once()
+
+    def _check_pair(self, name: str, shadow: _Shadow) -> bool:
+        """True while the deployment still has the report's pair; else drop the report."""
+        try:
+            state = self.deployments.get_deployment(name).state
+        except NotFound:
+            state = None
+        if state is not None and _same_pair(shadow.aggregate, state):
+            return True
+        log.info("%s: blue/green pair changed; shadow report reset, mirroring off", name)
+        if shadow.percent:
+            self._turn_off(name, shadow)
+        with self._guard:
+            self._shadows.pop(name, None)
+        return False
+
+    def _collect(self, name: str, shadow: _Shadow) -> None:
+        with shadow.lock:
+            self._collect_locked(name, shadow)
+        limit = shadow.max_pairs
+        if limit is not None and shadow.percent and shadow.aggregate.pairs >= limit:
+            self._turn_off(name, shadow)
+
+    def _collect_locked(self, name: str, shadow: _Shadow) -> None:
+        if name not in self._shadows:
+            return
+        batch = self._source(name).shadow_pairs(name)
+        aggregate, settings = shadow.aggregate, self.settings
+        errors = 0
+        for raw in batch.pairs:
+            pair = parse_pair(raw)
+            if pair is None:
+                continue
+            errors += pair.green is None
+            scored, blue, green = score_pair(
+                pair, settings.scorer, shadow.assertions, keep_texts=settings.store_inputs
+            )
+            aggregate.add(scored, blue, green)
+        # The data plane's count covers the pairs above and the copies that sent none.
+        aggregate.add_counts(batch.dropped, max(batch.green_errors, errors))
+
+    def _turn_off(self, name: str, shadow: _Shadow) -> None:
+        shadow.percent = 0
+        try:
+            self._source(name).set_shadow(name, 0, self.settings.max_queue)
+        except BgserveError as exc:
+            log.warning("could not turn mirroring of %s off: %s", name, exc.message)
+
+    def _source(self, name: str) -> ShadowTraffic:
+        if not isinstance(self.backend, ShadowTraffic):
+            raise IllegalTransition(
+                f"the serving backend of {name} cannot mirror traffic with paired answers "
+                "(only the local backend can; see the shadow traffic docs)"
+            )
+        return self.backend
+
+    def _aggregate(self, state: DeploymentState) -> ShadowAggregate:
+        assert state.green is not None
+        settings = self.settings
+        return ShadowAggregate(
+            state.blue,
+            state.green,
+            thresholds=settings.thresholds,
+            min_pairs=settings.min_pairs,
+            keep=settings.keep,
+        )
+
+
+def _same_pair(aggregate: ShadowAggregate, state: DeploymentState) -> bool:
+    return aggregate.blue == state.blue and aggregate.green == state.green
+
+
+def _gate_details(report: ShadowReport) -> dict[str, Any]:
+    numbers: Mapping[str, Any] = {
+        "pairs": report.pairs,
+        "dropped": report.dropped,
+        "green_errors": report.green_errors,
+        "differing": report.differing,
+        "similarity_mean": report.similarity.mean,
+        "similarity_p10": report.similarity.p10,
+        "latency_ratio_p50": report.latency_ratio_p50,
+    }
+    return {"reasons": list(report.verdict.reasons), "shadow": dict(numbers)}

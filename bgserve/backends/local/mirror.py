@@ -1,0 +1,344 @@
+"""Shadow traffic: copies of the requests blue answered, sent to green, answers paired.
+
+The client never waits for green. A request picked for mirroring is forwarded to blue as
+any other, through a :class:`Capture` that keeps a copy of what reaches the client; only
+once blue's answer is written does the copy join a bounded queue per deployment, which
+one task per deployment empties towards green's slot (its keep-alive pool, header
+``x-bgserve-shadow: 1``). A full queue drops the copy; green's failures and timeouts
+(the first-byte timeout, then the whole-answer one) are counted, never raised. Pairs wait
+in a bounded buffer until :meth:`Mirror.drain`; the oldest beyond it are dropped and
+counted. Pairs are never logged.
+
+Which requests are mirrored is deterministic: an accumulator adds ``percent`` per request
+blue is picked for and mirrors when it reaches 100, so 100% mirrors every one and 25%
+exactly every fourth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bgserve.backends.base import BODY_CAP
+from bgserve.backends.local.http1 import HEAD_LIMIT, ProxyError, Request, ResponseReader
+from bgserve.backends.local.http1_errors import READ_SIZE
+from bgserve.backends.local.route_state import RouteState
+from bgserve.backends.local.route_table import RouteTarget, Table
+from bgserve.backends.local.upstream import Conn, Pool
+
+MAX_PAIRS = 1000
+SHADOW_HEADER = b"x-bgserve-shadow: 1\r\n"
+Forward = Callable[..., Awaitable[bool]]
+
+
+class Capture:
+    """A client writer that passes everything through and keeps the first ``cap`` bytes."""
+
+    __slots__ = ("_writer", "cap", "chunks", "size")
+
+    def __init__(self, writer: asyncio.StreamWriter, cap: int) -> None:
+        self._writer = writer
+        self.cap = cap
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        if self.size < self.cap:
+            self.chunks.append(data)
+            self.size += len(data)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One mirrored request and what the client got from blue."""
+
+    request: Request
+    answer: list[bytes]
+    answer_capped: bool
+    blue_extra: bytes
+    blue_ms: float
+
+
+class Shadow:
+    """One deployment's mirroring: its share, queue, collected pairs and counters.
+
+    ``select`` and the queue live on the router's loop; ``pairs`` and the counters are
+    guarded by a lock because :meth:`Mirror.drain` runs on the control thread.
+    """
+
+    def __init__(self, deployment: str, max_pairs: int) -> None:
+        self.deployment = deployment
+        self.key = deployment.encode()
+        self.percent = 0
+        self.max_queue = 1
+        self.queue: deque[Job] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self._credit = 0
+        self._max_pairs = max_pairs
+        self._lock = threading.Lock()
+        self._pairs: deque[dict[str, Any]] = deque()
+        self._dropped = 0
+        self._green_errors = 0
+
+    def select(self) -> bool:
+        """Whether this request blue is picked for is mirrored (every 100/percent-th)."""
+        self._credit += self.percent
+        if self._credit >= 100:
+            self._credit -= 100
+            return True
+        return False
+
+    def drop(self) -> None:
+        with self._lock:
+            self._dropped += 1
+
+    def add(self, pair: dict[str, Any]) -> None:
+        """Keep ``pair``; beyond the buffer's bound the oldest is dropped and counted."""
+        with self._lock:
+            if pair["green_error"] is not None:
+                self._green_errors += 1
+            if len(self._pairs) >= self._max_pairs:
+                self._pairs.popleft()
+                self._dropped += 1
+            self._pairs.append(pair)
+
+    def take(self, limit: int) -> dict[str, Any]:
+        """Up to ``limit`` oldest pairs and the counters since the previous take."""
+        with self._lock:
+            count = min(limit, len(self._pairs))
+            pairs = [self._pairs.popleft() for _ in range(count)]
+            batch = {
+                "pairs": pairs,
+                "dropped": self._dropped,
+                "green_errors": self._green_errors,
+                "more": bool(self._pairs),
+            }
+            self._dropped = self._green_errors = 0
+        return batch
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self.percent and not self._pairs and not self.queue and self.task is None
+
+
+class Mirror:
+    """Every deployment's :class:`Shadow`, and the task that sends their copies to green.
+
+    :meth:`configure` and :meth:`drain` may be called from any thread; the rest runs on
+    the router's loop. ``active`` (deployments mirroring now) is replaced whole, so the
+    loop reads it without a lock.
+    """
+
+    def __init__(
+        self,
+        state: RouteState,
+        pool: Callable[[RouteTarget], Pool],
+        *,
+        connect_timeout: float,
+        first_byte_timeout: float | None,
+        upstream_timeout: float,
+        max_pairs: int = MAX_PAIRS,
+        body_cap: int = BODY_CAP,
+    ) -> None:
+        self._state = state
+        self._pool = pool
+        self._connect_timeout = connect_timeout
+        self._first_byte_timeout = first_byte_timeout
+        self._upstream_timeout = upstream_timeout
+        self._max_pairs = max_pairs
+        self._body_cap = body_cap
+        self._lock = threading.Lock()
+        self._shadows: dict[str, Shadow] = {}
+        self.active: dict[bytes, Shadow] = {}
+
+    # ----- control, from any thread -----
+
+    def configure(self, deployment: str, percent: int, max_queue: int) -> None:
+        """Mirror ``percent`` of blue's infer requests through a queue of ``max_queue``.
+
+        Idempotent; 0 stops (pairs already collected wait for :meth:`drain`). Raises
+        ValueError for a percent outside 0-100 or a queue bound below 1.
+        """
+        if not 0 <= percent <= 100 or max_queue < 1:
+            raise ValueError(f"shadow percent must be 0-100 and max_queue 1 or more: {percent}")
+        with self._lock:
+            shadow = self._shadows.get(deployment)
+            if shadow is None:
+                shadow = self._shadows[deployment] = Shadow(deployment, self._max_pairs)
+            shadow.percent, shadow.max_queue = percent, max_queue
+            active = dict(self.active)
+            if percent:
+                active[shadow.key] = shadow
+            else:
+                active.pop(shadow.key, None)
+            self.active = active
+
+    def drain(self, deployment: str, limit: int) -> dict[str, Any]:
+        """Up to ``limit`` pairs and the counters collected since the previous drain, as
+        JSON-ready data; ``more`` says pairs remain."""
+        with self._lock:
+            shadow = self._shadows.get(deployment)
+        if shadow is None:
+            return {"pairs": [], "dropped": 0, "green_errors": 0, "more": False}
+        batch = shadow.take(limit)
+        with self._lock:
+            if shadow.idle() and self._shadows.get(deployment) is shadow:
+                del self._shadows[deployment]
+        return batch
+
+    # ----- the router's loop -----
+
+    async def forward(
+        self,
+        shadow: Shadow,
+        forward: Forward,
+        request: Request,
+        writer: asyncio.StreamWriter,
+        table: Table,
+        index: int,
+    ) -> bool:
+        """Forward ``request`` to blue through a capture, then queue its copy for green."""
+        capture = Capture(writer, self._body_cap + HEAD_LIMIT)
+        started = time.perf_counter()
+        keep: bool = await forward(request, capture, table, index, count=True)
+        blue_ms = (time.perf_counter() - started) * 1000.0
+        capped = capture.size >= capture.cap
+        job = Job(request, capture.chunks, capped, table.extra_headers[index], blue_ms)
+        if len(shadow.queue) >= shadow.max_queue:
+            shadow.drop()
+        else:
+            shadow.queue.append(job)
+            if shadow.task is None:
+                shadow.task = asyncio.get_running_loop().create_task(self._work(shadow))
+        return keep
+
+    async def _work(self, shadow: Shadow) -> None:
+        try:
+            while shadow.queue:
+                await self._send(shadow, shadow.queue.popleft())
+        finally:
+            shadow.task = None
+
+    async def _send(self, shadow: Shadow, job: Job) -> None:
+        blue = _blue_answer(job.answer, job.blue_extra)
+        if blue is None:
+            return  # blue did not answer it (a retry went elsewhere, or an error status)
+        table = self._state.tables.get(shadow.key)
+        green = _green(table)
+        if green is None:
+            shadow.drop()
+            return
+        started = time.perf_counter()
+        body: bytes | None = None
+        error: str | None = None
+        try:
+            status, body = await self._call(green, _shadow_request(job.request))
+            if status >= 400:
+                error = f"green answered HTTP {status}"
+        except TimeoutError:
+            error = "green did not answer in time"
+        except (OSError, ProxyError, ValueError) as exc:
+            error = f"green failed: {exc}"
+        green_ms = (time.perf_counter() - started) * 1000.0
+        shadow.add(self._pair(job, blue, body, error, green_ms))
+
+    def _pair(
+        self, job: Job, blue: bytes, green: bytes | None, error: str | None, green_ms: float
+    ) -> dict[str, Any]:
+        cap = self._body_cap
+        cut = job.answer_capped or any(
+            b is not None and len(b) > cap for b in (job.request.body, blue, green)
+        )
+        return {
+            "request_id": uuid.uuid4().hex,
+            "request_body": _text(job.request.body, cap),
+            "blue_body": _text(blue, cap),
+            "green_body": None if green is None else _text(green, cap),
+            "green_error": error,
+            "blue_ms": job.blue_ms,
+            "green_ms": None if error is not None and green is None else green_ms,
+            "truncated": cut,
+        }
+
+    async def _call(self, target: RouteTarget, data: bytes) -> tuple[int, bytes]:
+        """Send ``data`` to the slot and read its whole answer (the body cut at the cap)."""
+        pool = self._pool(target)
+        async with asyncio.timeout(self._upstream_timeout):
+            conn = await pool.acquire(self._connect_timeout)
+            reusable = False
+            try:
+                status, body, reusable = await self._exchange(conn, data)
+            finally:
+                pool.release(conn, reusable)
+        return status, body
+
+    async def _exchange(self, conn: Conn, data: bytes) -> tuple[int, bytes, bool]:
+        conn.writer.write(data)
+        response = conn.response
+        if response is None:
+            response = conn.response = ResponseReader()
+        else:
+            response.start()
+        async with asyncio.timeout(self._first_byte_timeout):
+            while not response.head_done:
+                await _feed(conn, response)
+        until_eof = response.length is None and not response.chunked
+        pieces: list[bytes] = []
+        size = 0
+        while True:
+            for piece in response.take_body():
+                if size <= self._body_cap:
+                    pieces.append(piece)
+                    size += len(piece)
+            if response.done or (until_eof and conn.reader.at_eof()):
+                break
+            await _feed(conn, response, until_eof=until_eof)
+        reusable = response.done and response.keep and not response.extra and not until_eof
+        return response.status, b"".join(pieces), reusable
+
+
+async def _feed(conn: Conn, response: ResponseReader, *, until_eof: bool = False) -> None:
+    data = await conn.reader.read(READ_SIZE)
+    if data:
+        response.feed(data)
+    elif not until_eof:
+        raise ProxyError(502, "the connection closed before the answer ended")
+
+
+def _green(table: Table | None) -> RouteTarget | None:
+    if table is None:
+        return None
+    return next((t for t in table.targets if t.role == "green"), None)
+
+
+def _shadow_request(request: Request) -> bytes:
+    """The request for green: its head ends with ``\\r\\n\\r\\n``; the marker goes before."""
+    return request.upstream_head[:-2] + SHADOW_HEADER + b"\r\n" + request.body
+
+
+def _blue_answer(answer: list[bytes], blue_extra: bytes) -> bytes | None:
+    """Blue's body from what the client got, or None unless blue answered it with a 2xx."""
+    raw = b"".join(answer)
+    end = raw.find(b"\r\n\r\n")
+    if end < 0 or not raw.startswith(b"HTTP/1.1 2") or blue_extra not in raw[: end + 4]:
+        return None
+    reader = ResponseReader()
+    # A capture cut at its bound fails to parse: the body so far is what the pair keeps.
+    with contextlib.suppress(ProxyError):
+        reader.feed(raw)
+    return b"".join(reader.take_body())
+
+
+def _text(data: bytes, cap: int) -> str:
+    return data[:cap].decode("utf-8", errors="replace")
