@@ -289,11 +289,19 @@ def render(
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Write one file per object here")] = None,
     state_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the state")] = None,
+    shadow: Annotated[
+        int | None,
+        typer.Option(
+            help="Also mirror this percent of requests to green (the platform's "
+            "mirror: green's answers are discarded, not scored)"
+        ),
+    ] = None,
 ) -> None:
     """Print the Kubernetes objects a backend would apply for a deployment's stored state.
 
     Reads the state database directly; contacts no cluster and no running bgserve.
     """
+    from bgserve.backends.kube.mirror import mirror_route
     from bgserve.compose import build_store
     from bgserve.manifests import render_deployment, render_yaml, write_objects
 
@@ -308,6 +316,9 @@ def render(
         finally:
             store.close()
         objects = render_deployment(state, releases, settings, backend)
+        if shadow is not None:
+            namespace = settings.kube_namespace
+            objects = mirror_route(objects, deployment, state.green, shadow, namespace)
     except BgserveError as exc:
         say_error(exc.message)
         raise typer.Exit(1) from exc
