@@ -180,6 +180,7 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         store,
         build_traffic_source(settings, backend),
         interval=settings.engine_interval_seconds,
+        shadow=shadow,
     )
     return Components(
         settings,

@@ -9,6 +9,7 @@ import pytest
 from bgserve.domain import promotion, rollout
 from bgserve.domain.analysis import (
     AnalysisSettings,
+    Check,
     Outcome,
     SideWindow,
     analyse,
@@ -201,3 +202,36 @@ def test_window_subtraction_and_quantiles() -> None:
     assert p95 is not None and 32 <= p95 <= 50
     reset = SideWindow(10, 0, histogram([1.0] * 10)).minus(earlier)
     assert reset.requests == 10  # a counter reset counts from zero
+
+
+SHADOW_PASS = Check("shadow", Outcome.PASS, "shadow: 200 pairs, 0 differing, passed")
+SHADOW_FAIL = Check("shadow", Outcome.FAIL, "shadow: 40% of pairs differ")
+
+
+def test_a_0_percent_step_bakes_on_shadow_traffic_alone() -> None:
+    plan = make_plan([0, 10, 100], 30.0, FAST)
+    started = promotion.start(staged(), plan, now=1000.0)
+    assert started.changed and started.state.green_weight == 0
+    assert started.state.plan is not None and started.state.plan.step_started_at == 1000.0
+    unjudged = promotion.advance(started.state, side(500), SideWindow(), now=1030.0)
+    assert unjudged.action == "analysis" and "shadow traffic must judge it" in unjudged.reason
+    passed = promotion.advance(started.state, None, None, 1030.0, (SHADOW_PASS,))
+    assert passed.action == "shift" and passed.state.green_weight == 10
+    failed = promotion.advance(started.state, None, None, 1030.0, (SHADOW_FAIL,))
+    assert failed.action == "auto-revert" and "40% of pairs differ" in failed.reason
+
+
+def test_a_failing_shadow_check_reverts_a_step_whose_live_traffic_is_fine() -> None:
+    t = promotion.advance(started(), side(200), side(30), 1030.0, (SHADOW_FAIL,))
+    assert t.action == "auto-revert"
+    checks = {c["name"]: c["outcome"] for c in t.details["analysis"]["checks"]}
+    assert checks == {"error_rate": "pass", "latency_p95": "pass", "shadow": "fail"}
+
+
+def test_a_plan_may_not_put_0_anywhere_but_first() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        make_plan([10, 0, 100], 30.0, FAST)
+    assert caught.value.field == "plan.steps"
+    shifted = rollout.shift(staged(), 20).state
+    planned = promotion.start(shifted, make_plan([0, 50, 100], 30.0, FAST), 0.0).state
+    assert planned.plan is not None and planned.plan.steps == (50, 100)

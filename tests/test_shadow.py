@@ -20,7 +20,7 @@ from bgserve.backends.base import ShadowPair, ShadowTraffic
 from bgserve.backends.memory import MemoryBackend
 from bgserve.cli.app import app
 from bgserve.compose import Components, build_components
-from bgserve.domain.analysis import AnalysisSettings
+from bgserve.domain.analysis import AnalysisSettings, Outcome
 from bgserve.domain.assertions import Assertion
 from bgserve.domain.comparison import TextScorer
 from bgserve.domain.release import ResolvedRelease
@@ -234,6 +234,29 @@ def test_a_failing_shadow_report_closes_the_gate_until_forced(
     assert service.shift("chat", 0, "alice").state.green_weight == 0  # down is never gated
     assert service.shift("chat", 50, "alice", force=True).state.green_weight == 50
     service.revert("chat", "alice")
+
+
+def test_the_shadow_report_is_a_plan_check_inconclusive_then_its_verdict(
+    parts: tuple[Service, ShadowCollector, MemoryBackend],
+) -> None:
+    service, collector, backend = parts
+    stored = service.stage_green("chat", 2, "alice")
+    assert collector.check("chat", stored.state) is None  # no shadow for this pair
+    collector.start_shadow("chat", 100)
+    for n in range(5):
+        push(backend, "chat", n, "yes", "completely unrelated answer")
+    collector.collect_once()
+    state = service.get_deployment("chat").state
+    few = collector.check("chat", state)
+    assert (
+        few is not None and few.outcome is Outcome.INCONCLUSIVE and "5 mirrored pairs" in few.reason
+    )
+    for n in range(5, 20):
+        push(backend, "chat", n, "yes", "completely unrelated answer")
+    collector.collect_once()
+    failed = collector.check("chat", state)
+    assert failed is not None and failed.outcome is Outcome.FAIL
+    assert failed.numbers["pairs"] == 20 and failed.numbers["differing"] == 20
 
 
 def test_staging_a_new_green_resets_the_report_and_stops_mirroring(

@@ -5,7 +5,9 @@ traffic of the plan's current step from the :class:`~bgserve.app.ports.TrafficSo
 (the counts since the step's weight was applied), and hands
 :func:`bgserve.domain.promotion.advance` to the executor, which decides on the fresh
 state under the deployment's lock: nothing, the next step, a hold, an automatic revert,
-or the cutover. Nothing sleeps in a request and nothing else advances a plan.
+or the cutover. When shadow traffic runs for the current pair, its comparison is one more
+check (the only one at a 0% step). Nothing sleeps in a request and nothing else advances
+a plan.
 
 After a restart a plan resumes where it was, with the bake time it had left (the step's
 start is stored); its window then counts from the restart, since the counts of the
@@ -20,9 +22,9 @@ import time
 from collections.abc import Callable, Mapping
 
 from bgserve.app.executor import SYSTEM, Executor
-from bgserve.app.ports import DeploymentReader, TrafficSource
+from bgserve.app.ports import DeploymentReader, ShadowChecks, TrafficSource
 from bgserve.domain import promotion
-from bgserve.domain.analysis import SideWindow
+from bgserve.domain.analysis import Check, SideWindow
 from bgserve.domain.state import DeploymentState, Transition
 from bgserve.errors import BgserveError
 from bgserve.store import StoredDeployment
@@ -43,10 +45,12 @@ class RolloutEngine:
         *,
         interval: float,
         clock: Callable[[], float] = time.time,
+        shadow: ShadowChecks | None = None,
     ) -> None:
         self.executor = executor
         self.deployments = deployments
         self.traffic = traffic
+        self.shadow = shadow
         self.interval = interval
         self.clock = clock
         self._baselines: dict[str, tuple[StepKey, Mapping[int, SideWindow]]] = {}
@@ -93,13 +97,18 @@ class RolloutEngine:
 
         def decide(state: DeploymentState) -> Transition:
             blue, green = self._window(state, counts)
-            return promotion.advance(state, blue, green, now)
+            return promotion.advance(state, blue, green, now, self._extra(name, state))
 
         try:
             return self.executor.run(name, SYSTEM, decide)
         except BgserveError as exc:
             log.error("advancing the plan of %s failed: %s", name, exc.message)
             return None
+
+    def _extra(self, name: str, state: DeploymentState) -> tuple[Check, ...]:
+        """The shadow comparison's check, when shadow traffic runs for the current pair."""
+        check = None if self.shadow is None else self.shadow.check(name, state)
+        return () if check is None else (check,)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

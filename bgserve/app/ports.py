@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from bgserve.backends.base import SlotInfo
-from bgserve.domain.analysis import SideWindow
+from bgserve.domain.analysis import Check, SideWindow
 from bgserve.domain.release import Release, ResolvedRelease
+from bgserve.domain.state import DeploymentState
 from bgserve.store import StoredDeployment
 
 
@@ -92,4 +93,12 @@ class TrafficSource(Protocol):
         deployment's slots, counted from an arbitrary origin (the engine subtracts two
         readings). A release with no traffic yet may be missing. Raises Unavailable when
         the counts cannot be read."""
+        ...
+
+
+class ShadowChecks(Protocol):
+    """The shadow comparison as a plan's analysis check (the shadow collector)."""
+
+    def check(self, deployment: str, state: DeploymentState) -> Check | None:
+        """The shadow check of ``state``'s current pair, None when no shadow runs for it."""
         ...

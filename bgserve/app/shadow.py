@@ -19,6 +19,7 @@ from typing import Any
 from bgserve.app.comparer import output_text
 from bgserve.app.ports import DeploymentReader
 from bgserve.backends.base import ShadowPair, ShadowTraffic
+from bgserve.domain.analysis import Check, Outcome
 from bgserve.domain.assertions import Assertion
 from bgserve.domain.scorers import Scorer
 from bgserve.domain.shadow import PairInput, ShadowAggregate, ShadowReport, score_pair
@@ -183,6 +184,30 @@ class ShadowCollector:
             details=_gate_details(report),
             hint="force",
         )
+
+    def check(self, name: str, state: DeploymentState) -> Check | None:
+        """The shadow comparison as a plan's analysis check: None when no shadow runs for
+        ``state``'s pair; inconclusive below the minimum of pairs; else its verdict."""
+        shadow = self._shadows.get(name)
+        if shadow is None or not _same_pair(shadow.aggregate, state):
+            return None
+        with shadow.lock:
+            report = shadow.aggregate.report()
+        numbers = {
+            "pairs": report.pairs,
+            "needed": report.min_pairs,
+            "differing": report.differing,
+            "green_errors": report.green_errors,
+            "similarity_mean": report.similarity.mean,
+        }
+        if not report.conclusive:
+            reason = f"shadow: {report.pairs} mirrored pairs, {report.min_pairs} needed"
+            return Check("shadow", Outcome.INCONCLUSIVE, reason, numbers)
+        if report.verdict.passed:
+            reason = f"shadow: {report.pairs} pairs, {report.differing} differing, passed"
+            return Check("shadow", Outcome.PASS, reason, numbers)
+        reason = "shadow: " + "; ".join(report.verdict.reasons)
+        return Check("shadow", Outcome.FAIL, reason, numbers)
 
     # background collection
 

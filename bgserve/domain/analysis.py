@@ -130,7 +130,11 @@ class Analysis:
 
 def analyse(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Analysis:
     """Compare green with blue over one window (see the module docstring)."""
-    checks = (error_rate(blue, green, settings), latency_p95(blue, green, settings))
+    return combined((error_rate(blue, green, settings), latency_p95(blue, green, settings)))
+
+
+def combined(checks: tuple[Check, ...]) -> Analysis:
+    """The analysis of these checks: fail if any fails, else inconclusive if any is."""
     outcomes = {c.outcome for c in checks}
     if Outcome.FAIL in outcomes:
         overall = Outcome.FAIL

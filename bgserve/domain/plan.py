@@ -28,10 +28,12 @@ from typing import Any
 from bgserve.domain.analysis import (
     Analysis,
     AnalysisSettings,
+    Check,
     Outcome,
     SideWindow,
     analyse,
     analysis_json,
+    combined,
 )
 from bgserve.errors import InvalidInput
 
@@ -86,9 +88,10 @@ def make_plan(
         raise InvalidInput(
             "plan.steps is empty: give increasing weights ending at 100", field="plan.steps"
         )
-    if any(not 1 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+    if any(not 0 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
         raise InvalidInput(
-            f"plan.steps {list(steps)} must be strictly increasing weights from 1 to 100",
+            f"plan.steps {list(steps)} must be strictly increasing weights from 0 to 100 "
+            "(a first step of 0 bakes on shadow traffic alone)",
             field="plan.steps",
         )
     if steps[-1] != 100:
@@ -123,7 +126,8 @@ def check_analysis(analysis: AnalysisSettings, bake_s: float) -> None:
 
 def remaining_from(plan: Plan, green_weight: int) -> Plan:
     """Skip the steps at or below green's current weight (a plan started mid-shift)."""
-    steps = tuple(s for s in plan.steps if s > green_weight) or (100,)
+    steps = tuple(s for s in plan.steps if s > green_weight or s == green_weight == 0)
+    steps = steps or (100,)
     return replace(plan, steps=steps, step_index=0, step_started_at=None)
 
 
@@ -137,19 +141,38 @@ class Due:
     analysis: Analysis | None = None
 
 
-def due(plan: Plan, blue: SideWindow | None, green: SideWindow | None, now: float) -> Due:
-    """What ``plan`` needs at ``now``, given the traffic of the current step's window."""
+def due(
+    plan: Plan,
+    blue: SideWindow | None,
+    green: SideWindow | None,
+    now: float,
+    extra: tuple[Check, ...] = (),
+) -> Due:
+    """What ``plan`` needs at ``now``, given the traffic of the current step's window and
+    ``extra`` checks (the shadow comparison of mirrored traffic, when one runs).
+
+    At a 0% step green takes no live traffic: only the extra checks can judge it.
+    """
     if plan.held:
         return Due("nothing", f"held: {plan.held}")
     if plan.step_started_at is None:
         return Due("step", f"step {plan.step_index + 1} of {len(plan.steps)}", plan)
     if now < plan.step_started_at + plan.bake_s:
         return Due("nothing", "baking")
+    return _after_bake(plan, _analysis(plan, blue, green, extra), now)
+
+
+def _analysis(
+    plan: Plan, blue: SideWindow | None, green: SideWindow | None, extra: tuple[Check, ...]
+) -> Analysis:
+    if plan.weight == 0:
+        if not extra:
+            reason = "a 0% step sees no live traffic on green: shadow traffic must judge it"
+            return combined((Check("shadow", Outcome.INCONCLUSIVE, reason),))
+        return combined(extra)
     if blue is None or green is None:
-        analysis = Analysis(Outcome.INCONCLUSIVE, ())
-    else:
-        analysis = analyse(blue, green, plan.analysis)
-    return _after_bake(plan, analysis, now)
+        return combined(extra) if extra else Analysis(Outcome.INCONCLUSIVE, ())
+    return combined(analyse(blue, green, plan.analysis).checks + extra)
 
 
 def _after_bake(plan: Plan, analysis: Analysis, now: float) -> Due:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from bgserve.domain.analysis import SideWindow
+from bgserve.domain.analysis import Check, SideWindow
 from bgserve.domain.plan import Due, Plan, due, remaining_from, resume
 from bgserve.domain.rollout import (
     DeploymentState,
@@ -52,7 +52,11 @@ def start(state: DeploymentState, plan: Plan, now: float) -> Transition:
 
 
 def advance(
-    state: DeploymentState, blue: SideWindow | None, green: SideWindow | None, now: float
+    state: DeploymentState,
+    blue: SideWindow | None,
+    green: SideWindow | None,
+    now: float,
+    extra: tuple[Check, ...] = (),
 ) -> Transition:
     """What the plan of ``state`` needs at ``now``, as a transition (unchanged if nothing).
 
@@ -61,7 +65,7 @@ def advance(
     """
     if state.plan is None:
         return unchanged(state, "plan", "no plan under way")
-    decision = due(state.plan, blue, green, now)
+    decision = due(state.plan, blue, green, now, extra)
     details = _details(decision)
     if decision.kind == "nothing":
         return unchanged(state, "plan", decision.reason)
@@ -84,7 +88,10 @@ def _apply_step(
         return unchanged(state, "plan", "no plan under way")
     moved = move_green(replace(state, plan=None), plan.weight)
     if plan.weight < 100:
-        moved = replace(moved, state=replace(moved.state, plan=replace(plan, step_started_at=now)))
+        started = replace(moved.state, plan=replace(plan, step_started_at=now))
+        # Green may already be at this step's weight (a 0% shadow step): the plan's
+        # progress is still a change to store.
+        moved = replace(moved, state=started, changed=True)
     action = "promote" if plan.weight == 100 else "shift"
     return replace(moved, action=action, reason=f"{why}: {moved.reason}", details=details or {})
 
