@@ -1,0 +1,102 @@
+"""What ``bgserve demo`` shows: the live traffic view, the timeline, the analysis table and
+the summary (the story itself is :mod:`bgserve.demo.run`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bgserve.demo.traffic import TrafficClient, TrafficCounts
+
+DEPLOYMENT = "summarize"
+FLAKY_RELEASE = 4  # the fourth release the story registers
+
+
+@dataclass
+class Timeline:
+    """What the demo did and when, for the live display and the summary."""
+
+    started: float = field(default_factory=time.perf_counter)
+    steps: list[tuple[str, float, float]] = field(default_factory=list)  # (what, at, took)
+    weights: str = "-"
+
+    def record(self, what: str, took: float) -> None:
+        self.steps.append((what, time.perf_counter() - self.started, took))
+
+
+class LiveView:
+    """A rich renderable rebuilt at each refresh from the traffic counts and weights."""
+
+    def __init__(self, traffic: TrafficClient, timeline: Timeline) -> None:
+        self.traffic = traffic
+        self.timeline = timeline
+
+    def __rich__(self) -> Table:
+        counts = self.traffic.snapshot()
+        table = Table(title=f"live traffic on {DEPLOYMENT} — weights {self.timeline.weights}")
+        table.add_column("slot")
+        table.add_column("requests answered", justify="right")
+        for slot in ("blue", "green"):
+            table.add_row(slot, str(counts.per_slot.get(slot, 0)))
+        table.add_row("[red]failed[/red]", str(len(counts.failures)))
+        return table
+
+
+def sides(check: dict[str, object]) -> tuple[str, str]:
+    if check.get("name") == "error_rate":
+        blue = f"{check.get('blue_errors')}/{check.get('blue_requests')}"
+        return blue, f"{check.get('green_errors')}/{check.get('green_requests')}"
+    if check.get("name") == "latency_p95":
+        return f"{check.get('blue_p95_ms')} ms", f"{check.get('green_p95_ms')} ms"
+    return "", ""
+
+
+def numbers(check: dict[str, object]) -> str:
+    if "p_value" in check:
+        return f"p={float(str(check['p_value'])):.2g}"
+    if "ratio" in check:
+        return f"{check['ratio']}x"
+    return str(check.get("reason", ""))
+
+
+def summary(console: Console, timeline: Timeline, counts: TrafficCounts, kept: Path | None) -> int:
+    console.rule("[bold]summary[/bold]")
+    steps = Table("at (s)", "step", "took (s)")
+    for what, at, took in timeline.steps:
+        steps.add_row(f"{at:.1f}", what, f"{took:.2f}" if took else "")
+    console.print(steps)
+    served = Table("answered by", "requests")
+    for slot, n in sorted(counts.per_slot.items()):
+        served.add_row(f"slot {slot}", str(n))
+    for release, n in sorted(counts.per_release.items()):
+        served.add_row(f"release {release}", str(n))
+    served.add_row("[bold]failed requests[/bold]", str(len(counts.failures)))
+    console.print(served)
+    for failure in counts.failures[:5]:
+        console.print(f"[red]{failure}[/red]")
+    if kept:
+        print_kept(console, kept)
+    flaky = {k: v for k, v in counts.failed_by_release.items() if k == str(FLAKY_RELEASE)}
+    others = len(counts.failures) - sum(flaky.values())
+    console.print(
+        f"failed requests: {len(counts.failures)} of {counts.total}; "
+        f"{sum(flaky.values())} answered by the flaky green before its automatic revert, "
+        f"{others} elsewhere"
+    )
+    return 0 if others == 0 else 1
+
+
+def print_kept(console: Console, home: Path) -> None:
+    """Say how to point bgserve at what the demo left: its registry and its state."""
+    console.print(f"files kept in {home}; to look around, point bgserve at them:", markup=False)
+    console.print(
+        f"  export BGSERVE_HOME={home} MLFLOW_TRACKING_URI=sqlite:///{home / 'mlflow.db'}\n"
+        "  bgserve serve        # restores the demo's deployment, then: bgserve status",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
