@@ -25,7 +25,8 @@ from bgserve.domain.assertions import Assertion
 from bgserve.domain.comparison import TextScorer
 from bgserve.domain.release import ResolvedRelease
 from bgserve.domain.rollout import Gate, record_gate
-from bgserve.domain.shadow import PairInput, ShadowAggregate, score_pair, shadow_assertions
+from bgserve.domain.shadow import PairInput, score_pair, shadow_assertions
+from bgserve.domain.shadow_aggregate import ShadowAggregate
 from bgserve.domain.verdict import Thresholds
 from bgserve.errors import GateClosed, IllegalTransition, NotFound
 from bgserve.settings import Settings

@@ -19,9 +19,9 @@ import pytest
 
 from bgserve.backends.base import ShadowBatch, ShadowPair, ShadowTraffic
 from bgserve.backends.local.backend import LocalBackend
-from bgserve.backends.local.mirror import Shadow
 from bgserve.backends.local.route_table import RouteTarget
 from bgserve.backends.local.router import Router
+from bgserve.backends.local.shadow_state import Shadow
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, InvalidInput

@@ -22,7 +22,8 @@ from bgserve.backends.base import ShadowPair, ShadowTraffic
 from bgserve.domain.analysis import Check, Outcome
 from bgserve.domain.assertions import Assertion
 from bgserve.domain.scorers import Scorer
-from bgserve.domain.shadow import PairInput, ShadowAggregate, ShadowReport, score_pair
+from bgserve.domain.shadow import PairInput, ShadowReport, score_pair
+from bgserve.domain.shadow_aggregate import ShadowAggregate
 from bgserve.domain.state import DeploymentState
 from bgserve.domain.verdict import Thresholds
 from bgserve.errors import BgserveError, GateClosed, IllegalTransition, InvalidInput, NotFound
