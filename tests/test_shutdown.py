@@ -58,6 +58,7 @@ def test_sigkill_green_mid_shift_then_sigterm_leaves_no_child_and_no_failed_rest
     register_demo(mlflow_store)
     load = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a loaded machine
     leftovers: list[tuple[int, list[int]]] = []
+    proc: subprocess.Popen[bytes] | None = None
     try:
         url, proc = start_serve(tmp_path, mlflow_store)
         green = setup_deployment(url)
@@ -80,6 +81,9 @@ def test_sigkill_green_mid_shift_then_sigterm_leaves_no_child_and_no_failed_rest
     finally:
         load.kill()
         load.wait()
+        if proc is not None and proc.poll() is None:  # a failure or timeout mid-run
+            proc.kill()
+            proc.wait()
     store = Store(f"sqlite:///{tmp_path / 'state.db'}")
     try:
         actions = [(e.action, e.reason) for e in store.history("sd")]
