@@ -3,6 +3,7 @@ translation of SQLAlchemy's errors into bgserve's where they enter."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,23 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-def upgrade_database(engine: Engine) -> tuple[str, str]:
-    """Migrate to head; return the revisions before and after. Raises Unavailable."""
+def upgrade_database(engine: Engine, attempts: int = 8) -> tuple[str, str]:
+    """Migrate to head; return the revisions before and after. Raises Unavailable.
+
+    SQLite answers "database is locked" at once, without waiting, when two first starts
+    switch a new file to WAL mode together; that start is retried after a short pause.
+    """
+    for attempt in range(1, attempts):
+        try:
+            return _upgrade(engine)
+        except Unavailable as exc:
+            if not (engine.dialect.name == "sqlite" and "database is locked" in exc.message):
+                raise
+            time.sleep(0.05 * 2**attempt)
+    return _upgrade(engine)
+
+
+def _upgrade(engine: Engine) -> tuple[str, str]:
     try:
         before = migrate.upgrade(engine)
     except SQLAlchemyError as exc:
