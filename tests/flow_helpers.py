@@ -70,6 +70,7 @@ def make_settings(home: Path, mlflow_uri: str) -> Settings:
         mlflow_registry_uri=mlflow_uri,
         data_port=0,
         plan_bake_s=0.3,
+        compare_thresholds={"max_latency_ratio_p50": 10.0, "max_latency_ratio_p95": 10.0},
         plan_min_requests=5,
         # Test machines are loaded: only a gross slowdown should fail a test's plan.
         plan_max_latency_p95_ratio=20.0,

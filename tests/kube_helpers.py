@@ -240,6 +240,9 @@ def make_components(tmp_path: Path, mlflow_store: str, backend: Backend) -> Comp
         mlflow_tracking_uri=mlflow_store,
         mlflow_registry_uri=mlflow_store,
         plan_bake_s=0,
+        # These cycles test outputs and weights; on a loaded 2-core machine the slots'
+        # latencies are noise, so only a gross slowdown may fail the comparison.
+        compare_thresholds={"max_latency_ratio_p50": 10.0, "max_latency_ratio_p95": 10.0},
     )
     return build_components(settings, backend=backend)
 
