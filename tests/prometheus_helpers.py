@@ -8,7 +8,6 @@ second into a throwaway TSDB and listens on another free loopback port.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -21,8 +20,9 @@ from wsgiref.simple_server import WSGIServer
 
 import httpx
 import prometheus_client
-import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from tests.missing import missing
 
 ISTIO_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 """Istio's default buckets of istio_request_duration_milliseconds (coarser than bgserve's)."""
@@ -172,10 +172,7 @@ def prometheus_with_exporter() -> Iterator[tuple[PrometheusServer, Exporter]]:
     """A running Prometheus scraping a fresh exporter; skips (fails under CI) without one."""
     binary = _binary()
     if binary is None:
-        reason = "Prometheus is not installed (apt-get install -y prometheus)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI needs a real Prometheus: {reason}")
-        pytest.skip(reason)
+        missing("Prometheus is not installed (apt-get install -y prometheus)")
     exporter = Exporter()
     exporter.start()
     root = Path(tempfile.mkdtemp(prefix="bgserve-prom-"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.missing import in_ci, missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,7 +43,7 @@ def saved(name: str) -> Any:
 
 
 def test_router_overhead_reports_each_path_and_level(smoke_run: str) -> None:
-    paths = ["direct", "bgserve"] + (["nginx"] if _nginx_found() or os.environ.get("CI") else [])
+    paths = ["direct", "bgserve"] + (["nginx"] if _nginx_found() or in_ci() else [])
     rows = saved("router_overhead")["rows"]
     assert [(r["path"], r["concurrency"]) for r in rows] == [(p, c) for c in (1, 32) for p in paths]
     for row in rows:
@@ -54,9 +55,8 @@ def test_router_overhead_reports_each_path_and_level(smoke_run: str) -> None:
 
 
 def test_nginx_path_is_skipped_only_outside_ci() -> None:
-    if not _nginx_found() and not os.environ.get("CI"):
-        pytest.skip("nginx not installed (bench/setup.sh installs it); CI must have it")
-    assert _nginx_found()
+    if not _nginx_found():
+        missing("nginx is not installed (tools/test-servers.sh installs it)")
 
 
 def test_cutover_reports_every_step_and_no_failure(smoke_run: str) -> None:
