@@ -59,25 +59,27 @@ class BgserveCollector(Collector):
         weight = GaugeMetricFamily(
             "bgserve_slot_weight", "Routing weight of a slot (0-100)", labels=labels
         )
-        for stored in self.service.list_deployments():
+        deployments = self.service.list_deployments()  # one read of the store a scrape
+        for stored in deployments:
             for route in stored.state.routes():
                 weight.add_metric(
                     [stored.state.name, route.role, str(route.release_id)], route.weight
                 )
         yield weight
-        yield from _plans(self.service.list_deployments())
+        yield from _plans(deployments)
         backend = self.service.backend
-        if isinstance(backend, TrafficSource):
+        # One stats call to the data plane a scrape: its slots' counters and its GC pauses.
+        plane = backend.router.stats() if isinstance(backend, DataPlaneSource) else None
+        if plane is not None:
+            yield from self._traffic(plane["slots"], labels)
+        elif isinstance(backend, TrafficSource):
             yield from self._traffic(backend.traffic_stats(), labels)
-        yield from metric_families(self._pauses())
+        yield from metric_families(self._pauses(plane))
 
-    def _pauses(self) -> dict[str, gcpause.PauseStats]:
+    def _pauses(self, plane: Mapping[str, Any] | None) -> dict[str, gcpause.PauseStats]:
         found = {"bgserve": self.pauses.snapshot()} if self.pauses is not None else {}
-        backend = self.service.backend
-        if isinstance(backend, DataPlaneSource):
-            plane = backend.router.stats().get("gc")
-            if plane is not None:
-                found["data plane"] = plane
+        if plane is not None and plane.get("gc") is not None:
+            found["data plane"] = plane["gc"]
         return found
 
     @staticmethod
