@@ -30,7 +30,16 @@ class KubeSettings(BaseModel):
         "(the manifests set it to bgserve's own namespace).",
     )
     kube_poll_interval_seconds: float = Field(
-        2.0, gt=0, description="How often a Kubernetes slot's readiness is polled."
+        2.0,
+        gt=0,
+        description="How often a Kubernetes slot's readiness is polled where the API "
+        "refuses watches (readiness is otherwise followed by a watch).",
+    )
+    kube_resync_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="While waiting for a Kubernetes slot, its object is read again at least "
+        "this often, whatever the watch delivered.",
     )
     kube_write_retries: int = Field(
         5, ge=1, le=50, description="Attempts of one write that keeps losing 409 conflicts."

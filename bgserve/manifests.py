@@ -22,6 +22,14 @@ Builder = Callable[[str, Sequence[Route], Mapping[int, Release], Settings], list
 BUILDERS: dict[str, Builder] = {"kserve": kserve_objects, "seldon": seldon_objects}
 
 
+def render_backend(option: str | None, settings: Settings) -> str:
+    """The backend to render for: ``--backend`` when given, else ``BGSERVE_BACKEND`` when
+    it is a Kubernetes backend, else ``kserve``."""
+    if option:
+        return option
+    return settings.backend if settings.backend in BUILDERS else "kserve"
+
+
 def render_deployment(
     state: DeploymentState,
     releases: Mapping[int, Release],

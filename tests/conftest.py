@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from tests.crd_schema import Crd, load_crds, require_crd_dir
 from tests.k8s_apiserver import FakeApiServer
 from tests.kube_helpers import SlotProcesses
+from tests.kube_namespace import kube_ns  # noqa: F401  (a namespace on it per test)
+from tests.real_apiserver import kube_cluster  # noqa: F401  (the session fixture)
 
 
 def _mlflow_env(root: Path) -> dict[str, str]:

@@ -128,6 +128,33 @@ def _list_duplicates(schema: Mapping[str, Any], value: list[Any], where: str) ->
             yield f"{where}: duplicate keys {keys} in a map list"
 
 
+def structural_errors(schema: Mapping[str, Any], where: str = "") -> list[str]:
+    """What makes a kube-apiserver refuse the CRD with 422: an array without an ``items``
+    schema (``items: {}``) or a node without a ``type`` (where neither
+    ``x-kubernetes-int-or-string`` nor ``x-kubernetes-preserve-unknown-fields`` stands
+    in for it). Nodes under ``anyOf``/``allOf``/``oneOf``/``not`` are value checks, not
+    structure, and need no type."""
+    errors: list[str] = []
+    if not (
+        schema.get("type")
+        or schema.get("x-kubernetes-int-or-string")
+        or schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        errors.append(f"{where or '.'}.type: Required value: must not be empty")
+    if schema.get("type") == "array":
+        items = schema.get("items")
+        if not isinstance(items, Mapping) or not items:
+            errors.append(f"{where}.items: Required value: must not be empty for array items")
+        else:
+            errors += structural_errors(items, f"{where}[]")
+    for key, child in (schema.get("properties") or {}).items():
+        errors += structural_errors(child, f"{where}.{key}")
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, Mapping):
+        errors += structural_errors(extra, f"{where}.*")
+    return errors
+
+
 def _metadata_errors(kind: str, metadata: Any) -> list[str]:
     if not isinstance(metadata, dict):
         return ["metadata: missing"]

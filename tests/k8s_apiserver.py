@@ -1,12 +1,20 @@
 """A small Kubernetes API server for tests: custom resources only, on 127.0.0.1.
 
+The Kubernetes tests run against a real kube-apiserver (``tests/real_apiserver.py``);
+this one stays for what a real server cannot be made to do on cue: a race injected
+between bgserve's read and its write (:meth:`FakeApiServer.before_next_write`), and
+answers a test scripts. It refuses what the real one refuses: a CRD whose schema is
+not structural (``items: {}``, a node without a type) cannot be served, and an object
+with unknown fields or failing the schema gets 422.
+
 Serves every CRD it is given (group, version and plural come from the CRD files) at
 ``/apis/<group>/<version>/namespaces/<ns>/<plural>[/<name>[/status]]``: create (201),
-get, list (with ``labelSelector``), replace, JSON merge patch and delete.
-resourceVersion increments on every write, a write carrying a stale one gets 409,
-a missing object 404, an object failing the strict CRD check 422. ``generation``
-moves only when the spec changes. Tests play the controllers with :meth:`set_status`
-and inject races with :meth:`before_next_write`. Every request is recorded.
+get, list (with ``labelSelector``), replace, JSON merge patch, server-side apply
+(approximated as a merge patch that creates a missing object; no field managers) and
+delete. Watches are refused (405), so clients poll here. resourceVersion increments on
+every write, a write carrying a stale one gets 409, a missing object 404. ``generation``
+moves only when the spec changes. Tests play the controllers with :meth:`set_status`.
+Every request is recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.crd_schema import Crd
+from tests.crd_schema import Crd, structural_errors
 
 Obj = dict[str, Any]
 VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -80,6 +88,13 @@ class Store:
     """The objects, their versions and the request log; every method holds the lock."""
 
     def __init__(self, crds: Mapping[str, Crd]) -> None:
+        for crd in crds.values():
+            for version, schema in crd.schemas.items():
+                if errors := structural_errors(schema):
+                    raise ValueError(
+                        f"CRD {crd.plural}.{crd.group} {version} would be refused with 422: "
+                        + "; ".join(errors[:5])
+                    )
         self.crds = {(c.group, c.plural): c for c in crds.values()}
         self.objects: dict[tuple[str, str, str, str], Obj] = {}
         self.requests: list[Recorded] = []
@@ -252,8 +267,10 @@ def _handler(store: Store) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else None
             parts = url.path.strip("/").split("/")
+            query = parse_qs(url.query)
+            query["content-type"] = [self.headers.get("Content-Type", "")]
             with store.lock:
-                code, answer = _dispatch(store, method, parts, parse_qs(url.query), body)
+                code, answer = _dispatch(store, method, parts, query, body)
                 store.requests.append(_record(method, parts, body, code))
             data = json.dumps(answer).encode()
             self.send_response(code)
@@ -271,6 +288,10 @@ def _record(method: str, parts: list[str], body: Obj | None, code: int) -> Recor
     sub = f"/{parts[7]}" if len(parts) >= 8 else ""
     verb = VERBS.get(method, "get" if name else "list")
     return Recorded(method, verb, group, plural + sub, name, body, code)
+
+
+def _is_apply(query: dict[str, list[str]]) -> bool:
+    return query.get("content-type", [""])[0].startswith("application/apply-patch")
 
 
 def _dispatch(
@@ -301,6 +322,8 @@ def _handle(
                 (group, plural, namespace, (body or {}).get("metadata", {}).get("name", "")),
                 body or {},
             )
+        if query.get("watch", [""])[0].lower() == "true":
+            raise ApiError(405, "MethodNotAllowed", "this test server does not serve watches")
         selector = query.get("labelSelector", [""])[0]
         items = [
             o
@@ -315,6 +338,8 @@ def _handle(
         }
     if method == "GET":
         return 200, store.get(key)
+    if method == "PATCH" and key not in store.objects and _is_apply(query):
+        return 201, store.create(crd, key, body or {})
     if method == "DELETE":
         store.get(key)
         return 200, store.objects.pop(key)

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+from kubernetes.client.exceptions import ApiException
 
 from bgserve.app.golden_sets import load_golden_set
 from bgserve.app.service import Service
@@ -33,9 +34,20 @@ from bgserve.settings import Settings
 from tests.crd_schema import Crd, validate_object
 from tests.flow_helpers import RELEASES as DEMO_RELEASES
 from tests.flow_helpers import register_demo
-from tests.k8s_apiserver import ApiError, FakeApiServer
+from tests.k8s_apiserver import ApiError, Recorded
 
 NS = "models"
+
+
+class Cluster(Protocol):
+    """What a controller thread needs of an API server: the real one's namespace
+    (:class:`tests.kube_namespace.KubeNamespace`) or the fake one."""
+
+    def objects(self, plural: str) -> Iterator[dict[str, Any]]: ...
+
+    def set_status(
+        self, group: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> None: ...
 
 
 KSERVE = ("serving.kserve.io", "inferenceservices")
@@ -178,12 +190,13 @@ class Controller:
 
     def __init__(
         self,
-        server: FakeApiServer,
+        server: Cluster,
         plurals: tuple[str, ...],
         reconcile: Callable[[dict[str, Any]], None],
         removed: Callable[[dict[str, Any]], None],
+        interval: float = 0.02,
     ) -> None:
-        self.server, self.plurals = server, plurals
+        self.server, self.plurals, self.interval = server, plurals, interval
         self.reconcile, self.removed = reconcile, removed
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -199,7 +212,7 @@ class Controller:
 
     def _run(self) -> None:
         seen: dict[tuple[str, str], dict[str, Any]] = {}
-        while not self._stop.wait(0.01):
+        while not self._stop.wait(self.interval):
             current = {
                 (o["kind"], o["metadata"]["name"]): o
                 for plural in self.plurals
@@ -216,8 +229,9 @@ class Controller:
     def _guard(self, step: Callable[[dict[str, Any]], None], obj: dict[str, Any]) -> None:
         try:
             step(obj)
-        except ApiError:
-            pass  # deleted meanwhile: the next poll sees it gone
+        except (ApiError, ApiException) as exc:
+            if getattr(exc, "code", None) != 404 and getattr(exc, "status", None) != 404:
+                self.errors.append(exc)  # only "deleted meanwhile" is expected
         except Exception as exc:  # surfaced by the test, not lost in the thread
             self.errors.append(exc)
 
@@ -280,15 +294,16 @@ def run_cycle(
     return weights
 
 
-def assert_requests_validate(server: FakeApiServer, crds: Mapping[str, Crd]) -> None:
-    writes = [r for r in server.requests if r.verb in ("create", "update")]
+def assert_requests_validate(requests: Sequence[Recorded], crds: Mapping[str, Crd]) -> None:
+    """Every object bgserve wrote validates strictly, and no request was refused."""
+    writes = [r for r in requests if r.verb in ("create", "update", "patch")]
     assert writes
     for request in writes:
         assert request.body is not None
         assert validate_object(crds, request.body) == [], request
     # 404: reads of objects not created yet; 409: a write that lost to the controller's
     # status update and was retried on a fresh read.
-    refused = [r for r in server.requests if r.status >= 400 and r.status not in (404, 409)]
+    refused = [r for r in requests if r.status >= 400 and r.status not in (404, 409)]
     assert refused == []
 
 
@@ -312,7 +327,7 @@ class PlatformStatus:
         "seldon": ("models", "experiments", "seldondeployments"),
     }
 
-    def __init__(self, server: FakeApiServer, platform: str) -> None:
+    def __init__(self, server: Cluster, platform: str) -> None:
         self.server = server
         self.down: set[tuple[str, int]] = set()
         self.controller = Controller(server, self.PLURALS[platform], self.reconcile, lambda _: None)
@@ -322,7 +337,7 @@ class PlatformStatus:
         self.down.add((deployment, release_id))
         for plural in self.PLURALS["kserve"] + self.PLURALS["seldon"]:
             for obj in self.server.objects(plural):
-                with contextlib.suppress(ApiError):  # deleted meanwhile
+                with contextlib.suppress(ApiError, ApiException):  # deleted meanwhile
                     self.reconcile(obj)
 
     def reconcile(self, obj: dict[str, Any]) -> None:
@@ -356,17 +371,22 @@ def _experiment_status(obj: Mapping[str, Any], down: set[tuple[str, int]]) -> di
 
 
 def _sdep_status(obj: Mapping[str, Any], down: set[tuple[str, int]]) -> dict[str, Any]:
-    """Available, with a service for every predictor except those taken down."""
+    """As Seldon v1 reports it: a Deployment per predictor (no available replica for
+    those taken down), a Service for every predictor, and the whole SeldonDeployment
+    ``Creating`` while any predictor is down."""
     name, deployment = obj["metadata"]["name"], obj["metadata"]["labels"][DEPLOYMENT_LABEL]
-    services = {
-        f"{name}-{p['name']}": {
-            "svcName": f"{name}-{p['name']}",
-            "httpEndpoint": f"{name}-{p['name']}.{NS}:8000",
+    services, deployments = {}, {}
+    for p in obj["spec"]["predictors"]:
+        service = f"{name}-{p['name']}"
+        services[service] = {"svcName": service, "httpEndpoint": f"{service}.{NS}:8000"}
+        up = (deployment, int(p["name"].removeprefix("r"))) not in down
+        deployments[f"{service}-0-slot"] = {
+            "name": f"{service}-0-slot",
+            "replicas": 1,
+            "availableReplicas": 1 if up else 0,
         }
-        for p in obj["spec"]["predictors"]
-        if (deployment, int(p["name"].removeprefix("r"))) not in down
-    }
-    return {"state": "Available", "serviceStatus": services}
+    state = "Available" if all(d["availableReplicas"] for d in deployments.values()) else "Creating"
+    return {"state": state, "serviceStatus": services, "deploymentStatus": deployments}
 
 
 _RESOURCES = {

@@ -1,9 +1,9 @@
 """A full release cycle through the real Service on KServe: real MLflow, real slots.
 
-The test API server stands in for Kubernetes; a controller thread plays KServe for
-real: every InferenceService gets a slot process serving its bundle, and deleting
-the InferenceService stops that process. Comparison traffic reaches the slots
-through the endpoints the backend reports.
+A real kube-apiserver with the official CRDs (bgserve as a user holding only its
+declared Role); a controller thread plays KServe for real: every InferenceService gets
+a slot process serving its bundle, and deleting the InferenceService stops that
+process. Comparison traffic reaches the slots through the endpoints the backend reports.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.kserve.backend import KServeBackend
-from bgserve.backends.kube.kserve.objects import isvc_name
-from bgserve.errors import BackendError
-from bgserve.settings import Settings
+from bgserve.backends.kube.client import MANAGED_BY
+from bgserve.backends.kube.kserve.backend import KServeBackend, required_rbac
+from bgserve.backends.kube.kserve.objects import HTTP_ROUTE, isvc_name, route_name, weighted_route
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
 from tests.crd_schema import Crd
-from tests.k8s_apiserver import FakeApiServer
 from tests.kube_helpers import (
     KSERVE,
     NS,
     READY_TIMEOUT,
+    Cluster,
     Controller,
     SlotProcesses,
     assert_requests_validate,
@@ -34,11 +35,12 @@ from tests.kube_helpers import (
     slot_key,
     wait_until,
 )
+from tests.kube_namespace import KubeNamespace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def kserve_controller(server: FakeApiServer, slots: SlotProcesses) -> Controller:
+def kserve_controller(server: Cluster, slots: SlotProcesses) -> Controller:
     """KServe: a slot per InferenceService; its address is the slot's own URL."""
 
     def reconcile(obj: dict[str, Any]) -> None:
@@ -55,7 +57,7 @@ def kserve_controller(server: FakeApiServer, slots: SlotProcesses) -> Controller
     return Controller(server, (KSERVE[1],), reconcile, lambda obj: slots.stop(*slot_key(obj)))
 
 
-def route_weights(server: FakeApiServer) -> dict[str, int]:
+def route_weights(server: Cluster) -> dict[str, int]:
     (route,) = server.objects("httproutes")
     refs = route["spec"]["rules"][0]["backendRefs"]
     return {r["name"].removesuffix("-predictor"): r["weight"] for r in refs}
@@ -64,17 +66,13 @@ def route_weights(server: FakeApiServer) -> dict[str, int]:
 def test_kserve_cycle_through_the_service_with_real_slots(
     tmp_path: Path,
     mlflow_store: str,
-    server: FakeApiServer,
+    kube_ns: KubeNamespace,
     crds: Mapping[str, Crd],
     slots: SlotProcesses,
 ) -> None:
-    settings = Settings(
-        kube_api_url=server.url,
-        kube_namespace=NS,
-        kube_poll_interval_seconds=0.02,
-        slot_ready_timeout_seconds=READY_TIMEOUT,
-    )
-    backend = KServeBackend(settings)
+    server = kube_ns
+    settings = kube_ns.settings(required_rbac("gateway"), slot_ready_timeout_seconds=READY_TIMEOUT)
+    backend = KServeBackend(settings, api=kube_ns.api_for(settings))
     parts = make_components(tmp_path, mlflow_store, backend)
     service = parts.service
     ids = register(service, "kcycle")
@@ -98,6 +96,43 @@ def test_kserve_cycle_through_the_service_with_real_slots(
         backend.retire_slot("kc", ids["reworded"])  # green at 0% after the revert
         wait_until(lambda: slots.running() == [("kc", ids["v1"])], "green's slot to stop")
     assert controller.errors == []
-    assert_requests_validate(server, crds)
+    assert_requests_validate(kube_ns.requests, crds)
+    backend.close()
+    service.store.close()
+
+
+def test_a_failed_deploy_or_stage_leaves_no_object_and_no_slot(
+    tmp_path: Path, mlflow_store: str, kube_ns: KubeNamespace, slots: SlotProcesses
+) -> None:
+    """An HTTPRoute bgserve does not own sits on the route's name: deploying fails with
+    a message, and the InferenceService it had started is gone, its slot stopped. Staging
+    fails the same way once a user takes the route over (drops bgserve's label)."""
+    settings = kube_ns.settings(required_rbac("gateway"), slot_ready_timeout_seconds=READY_TIMEOUT)
+    backend = KServeBackend(settings, api=kube_ns.api_for(settings))
+    parts = make_components(tmp_path, mlflow_store, backend)
+    service = parts.service
+    ids = register(service, "kfail")
+    squatter = weighted_route("taken", [Route("blue", ids["v1"], 100)], settings)
+    squatter["metadata"]["labels"] = {"team": "web"}
+    kube_ns.put_object(HTTP_ROUTE.group, HTTP_ROUTE.plural, squatter)
+    with kserve_controller(kube_ns, slots) as controller:
+        with pytest.raises(BgserveError, match="not managed by bgserve"):
+            service.create_deployment("taken", ids["v1"], "test")
+        wait_until(lambda: slots.running() == [], "the started slot to stop")
+        assert [o["metadata"]["name"] for o in kube_ns.objects("inferenceservices")] == []
+        assert service.store.list_deployments() == []
+
+        service.create_deployment("kept", ids["v1"], "test")
+        kube_ns.merge_patch(
+            HTTP_ROUTE.plural, route_name("kept"), {"metadata": {"labels": {MANAGED_BY: None}}},
+            manager="kubectl",
+        )  # fmt: skip
+        with pytest.raises(BgserveError, match="not managed by bgserve"):
+            service.stage_green("kept", ids["reworded"], "test")
+        wait_until(lambda: slots.running() == [("kept", ids["v1"])], "green's slot to stop")
+        names = [o["metadata"]["name"] for o in kube_ns.objects("inferenceservices")]
+        assert names == [isvc_name("kept", ids["v1"])]
+        assert service.get_deployment("kept").state.green is None
+    assert controller.errors == []
     backend.close()
     service.store.close()

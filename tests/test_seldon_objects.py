@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client import ApiextensionsV1Api
+from kubernetes.client.exceptions import ApiException
 
 from bgserve.backends.kube.seldon.objects import experiment, model, seldon_objects
 from bgserve.domain import rollout
@@ -14,8 +17,10 @@ from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput
 from bgserve.manifests import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
-from tests.crd_schema import Crd, validate_object
+from tests.crd_schema import Crd, require_crd_dir, validate_object
+from tests.k8s_apiserver import FakeApiServer
 from tests.kube_helpers import RELEASES, promoted, shifting
+from tests.real_apiserver import KubeCluster
 
 STORAGE = "s3://bundles/{bundle_name}/{bundle_version}"
 
@@ -85,3 +90,41 @@ def test_write_objects_one_file_per_object(tmp_path: Path) -> None:
 def test_bad_weights_are_refused() -> None:
     with pytest.raises(InvalidInput):
         experiment("chat", [rollout.Route("blue", 1, 90)], settings("v2"))
+
+
+def sdep_crd_as_generated() -> dict[str, Any]:
+    """The SeldonDeployment CRD as controller-gen writes it: ``items: {}`` under
+    ``graph.children`` (the copy in the CRD directory has it fixed)."""
+    path = next(require_crd_dir().rglob("machinelearning.seldon.io_seldondeployments*.yaml"))
+    doc: dict[str, Any] = yaml.load(path.read_text(), Loader=yaml.CSafeLoader)
+    for version in doc["spec"]["versions"]:
+        predictors = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+            "predictors"
+        ]
+        predictors["items"]["properties"]["graph"]["properties"]["children"]["items"] = {}
+    return doc
+
+
+@pytest.mark.integration
+def test_the_fake_api_server_refuses_a_crd_the_real_one_refuses(
+    crds: Mapping[str, Crd], kube_cluster: KubeCluster
+) -> None:
+    doc = sdep_crd_as_generated()
+    doc["metadata"]["name"] = "seldondeployments.generated.example.com"
+    doc["spec"]["group"] = "generated.example.com"
+    with kube_cluster.api_client() as api, pytest.raises(ApiException) as real:
+        ApiextensionsV1Api(api).create_custom_resource_definition(doc)
+    assert real.value.status == 422 and "must not be empty" in str(real.value.body)
+    spec = doc["spec"]
+    broken = Crd(
+        group=spec["group"],
+        kind=spec["names"]["kind"],
+        plural=spec["names"]["plural"],
+        namespaced=True,
+        schemas={v["name"]: v["schema"]["openAPIV3Schema"] for v in spec["versions"]},
+        status_subresource={v["name"]: True for v in spec["versions"]},
+    )
+    with pytest.raises(ValueError, match="items"):
+        FakeApiServer({**crds, "broken": broken})
+    with FakeApiServer(crds) as served:  # the fixed CRDs are served
+        assert served.url.startswith("http://127.0.0.1:")

@@ -13,7 +13,12 @@ from bgserve.errors import BgserveError
 
 def render(
     deployment: Annotated[str, typer.Option("--deployment", "-d", help="Deployment name")],
-    backend: Annotated[str, typer.Option(help="kserve or seldon")] = "kserve",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="kserve or seldon (default: BGSERVE_BACKEND if one of them, else kserve)"
+        ),
+    ] = None,
     flavour: Annotated[
         str | None, typer.Option(help="Seldon Core v1 or v2 (default: BGSERVE_SELDON_FLAVOUR)")
     ] = None,
@@ -33,7 +38,7 @@ def render(
     """
     from bgserve.backends.kube.mirror import mirror_route
     from bgserve.compose import build_store
-    from bgserve.manifests import render_deployment, render_yaml, write_objects
+    from bgserve.manifests import render_backend, render_deployment, render_yaml, write_objects
 
     if flavour not in (None, "v1", "v2"):
         raise typer.BadParameter(f"{flavour!r} is not v1 or v2", param_hint="--flavour")
@@ -45,7 +50,7 @@ def render(
             releases = {r.release_id: store.get_release(r.release_id) for r in state.routes()}
         finally:
             store.close()
-        objects = render_deployment(state, releases, settings, backend)
+        objects = render_deployment(state, releases, settings, render_backend(backend, settings))
         if shadow is not None:
             namespace = settings.kube_namespace
             objects = mirror_route(objects, deployment, state.green, shadow, namespace)

@@ -14,15 +14,17 @@ from typing import Any
 
 from bgserve.backends.base import Backend
 from bgserve.backends.kube.kserve.backend import KServeBackend
+from bgserve.backends.kube.kserve.backend import required_rbac as kserve_rbac
 from bgserve.backends.kube.kserve.objects import route_name
 from bgserve.backends.kube.seldon import seldon_backend
+from bgserve.backends.kube.seldon.base import required_rbac as seldon_rbac
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain.release import Release
 from bgserve.settings import Settings
-from tests.crd_schema import Crd
 from tests.helpers_models import local_release, wait_until
-from tests.k8s_apiserver import FakeApiServer
-from tests.kube_helpers import NS, RELEASES, PlatformStatus
+from tests.kube_helpers import RELEASES, Cluster, PlatformStatus
+from tests.kube_namespace import KubeNamespace, Rules
+from tests.real_apiserver import KubeCluster
 
 DEPLOYMENT = "chat"
 KINDS = ("memory", "local", "kserve", "seldon-v2", "seldon-v1")
@@ -83,22 +85,19 @@ def local_harness(tmp_path: Path, bundles: Mapping[int, str]) -> Iterator[Harnes
         backend.close()
 
 
-# ----- Kubernetes: the loopback API server and a status-only platform -----
+# ----- Kubernetes: a real API server and a status-only platform -----
 
 
-def _kube_settings(server: FakeApiServer, **extra: Any) -> Settings:
+def _kube_settings(ns: KubeNamespace, rules: Rules, **extra: Any) -> Settings:
     values: dict[str, Any] = {
-        "kube_api_url": server.url,
-        "kube_namespace": NS,
-        "kube_poll_interval_seconds": 0.002,
         "slot_ready_timeout_seconds": 10,
         "kube_route_hostname": "{deployment}.models.example.com",
         "kube_bundle_storage_uri": "s3://bundles/{bundle_name}/{bundle_version}",
     }
-    return Settings(**{**values, **extra})
+    return ns.settings(rules, **{**values, **extra})
 
 
-def _route_weights(server: FakeApiServer, deployment: str) -> dict[int, int]:
+def _route_weights(server: Cluster, deployment: str) -> dict[int, int]:
     for route in server.objects("httproutes"):
         if route["metadata"]["name"] == route_name(deployment):
             refs = route["spec"]["rules"][0]["backendRefs"]
@@ -106,14 +105,14 @@ def _route_weights(server: FakeApiServer, deployment: str) -> dict[int, int]:
     return {}
 
 
-def _experiment_weights(server: FakeApiServer, deployment: str) -> dict[int, int]:
+def _experiment_weights(server: Cluster, deployment: str) -> dict[int, int]:
     for exp in server.objects("experiments"):
         if exp["metadata"]["name"] == deployment:
             return {_release_of(c["name"]): c["weight"] for c in exp["spec"]["candidates"]}
     return {}
 
 
-def _sdep_weights(server: FakeApiServer, deployment: str) -> dict[int, int]:
+def _sdep_weights(server: Cluster, deployment: str) -> dict[int, int]:
     for sdep in server.objects("seldondeployments"):
         if sdep["metadata"]["name"] == deployment:
             return {_release_of(p["name"]): p["traffic"] for p in sdep["spec"]["predictors"]}
@@ -125,23 +124,30 @@ def _release_of(name: str) -> int:
     return int(name.rsplit("r", 1)[1])
 
 
-Reader = Callable[[FakeApiServer, str], dict[int, int]]
-KUBE: dict[str, tuple[str, Callable[[Settings], Backend], Reader, dict[str, Any]]] = {
-    "kserve": ("kserve", KServeBackend, _route_weights, {}),
-    "seldon-v2": ("seldon", seldon_backend, _experiment_weights, {"seldon_flavour": "v2"}),
-    "seldon-v1": ("seldon", seldon_backend, _sdep_weights, {"seldon_flavour": "v1"}),
-}
+Reader = Callable[[Cluster, str], dict[int, int]]
+Build = Callable[..., Backend]
+KUBE: dict[str, tuple[str, Build, Rules, Reader, dict[str, Any]]] = {
+    "kserve": ("kserve", KServeBackend, kserve_rbac("gateway"), _route_weights, {}),
+    "seldon-v2": (
+        "seldon", seldon_backend, seldon_rbac("v2"), _experiment_weights, {"seldon_flavour": "v2"}
+    ),
+    "seldon-v1": (
+        "seldon", seldon_backend, seldon_rbac("v1"), _sdep_weights, {"seldon_flavour": "v1"}
+    ),
+}  # fmt: skip
 
 
-def kube_harness(kind: str, crds: Mapping[str, Crd]) -> Iterator[Harness]:
-    platform, build, read, extra = KUBE[kind]
+def kube_harness(kind: str, cluster: KubeCluster) -> Iterator[Harness]:
+    """The backend on a fresh namespace of the real API server, as user bgserve with its
+    declared Role; a status-only platform answers for the slots."""
+    platform, build, rules, read, extra = KUBE[kind]
+    ns = KubeNamespace(cluster)
     with ExitStack() as stack:
-        server = stack.enter_context(FakeApiServer(crds))
-        status = PlatformStatus(server, platform)
+        stack.callback(ns.close)
+        status = PlatformStatus(ns, platform)
         controller = stack.enter_context(status.controller)
-        backend: Backend = build(_kube_settings(server, **extra))
+        settings = _kube_settings(ns, rules, **extra)
+        backend: Backend = build(settings, api=ns.api_for(settings))
         stack.callback(backend.close)
-        yield Harness(
-            kind, backend, RELEASES.__getitem__, lambda d: read(server, d), status.take_down
-        )
+        yield Harness(kind, backend, RELEASES.__getitem__, lambda d: read(ns, d), status.take_down)
         assert controller.errors == []

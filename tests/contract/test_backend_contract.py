@@ -49,7 +49,7 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     elif kind == "local":
         yield from local_harness(tmp_path, request.getfixturevalue("local_bundles"))
     else:
-        yield from kube_harness(kind, request.getfixturevalue("crds"))
+        yield from kube_harness(kind, request.getfixturevalue("kube_cluster"))
 
 
 def ensure(h: Harness, *release_ids: int) -> None:
@@ -106,6 +106,18 @@ def test_weight_on_a_slot_that_is_down_is_refused(h: Harness) -> None:
     assert h.weights(DEPLOYMENT) == before
     info = h.backend.slot_info(DEPLOYMENT, 2)
     assert info is not None and not info.ready
+
+
+def test_traffic_goes_back_to_blue_while_green_is_down(h: Harness) -> None:
+    """A revert works at any moment: green at 30% goes down, blue gets its 100% back
+    (Seldon v1 once read the whole SeldonDeployment's state and refused)."""
+    ensure(h, 1, 2)
+    h.backend.set_routes(DEPLOYMENT, [Route("blue", 1, 70), Route("green", 2, 30)])
+    h.take_down(DEPLOYMENT, 2)
+    with pytest.raises(BackendError):
+        h.backend.set_routes(DEPLOYMENT, [Route("blue", 1, 50), Route("green", 2, 50)])
+    h.backend.set_routes(DEPLOYMENT, [Route("blue", 1, 100), Route("green", 2, 0)])
+    assert h.routed() == {1: 100}
 
 
 def test_retire_is_idempotent(h: Harness) -> None:

@@ -1,4 +1,4 @@
-"""What every Kubernetes backend (KServe, Seldon v1 and v2) shares: client, poller, settings."""
+"""What every Kubernetes backend (KServe, Seldon v1 and v2) shares: client, readiness, settings."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 
 from kubernetes import client
 
-from bgserve.backends.kube.client import KubeObjects, Poller, api_client
+from bgserve.backends.kube.client import KubeObjects, api_client
 from bgserve.backends.kube.objects import data_plane_url
+from bgserve.backends.kube.readiness import Readiness
 from bgserve.settings import Settings
 
 
 class KubeBackend:
-    """The Kubernetes client, the readiness poller and the object helpers of one backend."""
+    """The Kubernetes client, the readiness watch and the object helpers of one backend."""
 
     def __init__(
         self,
@@ -27,8 +28,12 @@ class KubeBackend:
         self.settings = settings
         self._client = api or api_client(settings)
         self._custom = client.CustomObjectsApi(self._client)
-        self.poller = Poller(
-            settings.slot_ready_timeout_seconds, settings.kube_poll_interval_seconds, clock, sleep
+        self.readiness = Readiness(
+            settings.slot_ready_timeout_seconds,
+            settings.kube_resync_seconds,
+            settings.kube_poll_interval_seconds,
+            clock,
+            sleep,
         )
 
     def _objects(self, resource: Any) -> KubeObjects:

@@ -1,27 +1,27 @@
 """Kubernetes helpers shared by the KServe and Seldon backends.
 
 Client construction from settings, the labels that mark what bgserve owns, a
-conflict-safe apply, readiness polling with an injectable clock, and the one place
-where ``ApiException`` becomes a bgserve error.
+conflict-safe server-side apply, and the one place where ``ApiException`` becomes a
+bgserve error. Readiness is followed in :mod:`bgserve.backends.kube.readiness`.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from bgserve.errors import BackendError, ReadinessTimeout
+from bgserve.errors import BackendError
 from bgserve.settings import Settings
 
 Obj = dict[str, Any]
-T = TypeVar("T")
+APPLY_PATCH = "application/apply-patch+yaml"
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "bgserve"
@@ -151,14 +151,6 @@ def up_to_date(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     )
 
 
-def merged(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Obj:
-    """``desired`` carrying ``current``'s metadata (resourceVersion included) for a PUT."""
-    meta = dict(current["metadata"])
-    for key in ("labels", "annotations"):
-        meta[key] = {**(meta.get(key) or {}), **(desired["metadata"].get(key) or {})}
-    return {**desired, "metadata": meta}
-
-
 class KubeObjects:
     """Namespaced objects of one custom resource type, written conflict-safely.
 
@@ -211,12 +203,19 @@ class KubeObjects:
         """
         return self.apply_with(desired["metadata"]["name"], lambda _current: desired)
 
+    def ensure(self, desired: Obj) -> tuple[Obj, bool]:
+        """As :meth:`apply`; also says whether this call created the object."""
+        return self._apply(desired["metadata"]["name"], lambda _current: desired)
+
     def apply_with(self, name: str, build: Callable[[Obj | None], Obj]) -> Obj:
         """As :meth:`apply`, with the desired object built from the one just read.
 
         ``build(current)`` runs again after every conflict, so a change computed from
         the object (one predictor of several, say) never overwrites someone else's.
         """
+        return self._apply(name, build)[0]
+
+    def _apply(self, name: str, build: Callable[[Obj | None], Obj]) -> tuple[Obj, bool]:
         for _ in range(self.retries):
             current = self.get(name)
             if current is not None and not is_managed(current):
@@ -226,9 +225,9 @@ class KubeObjects:
                 )
             desired = build(current)
             if current is not None and up_to_date(current, desired):
-                return current
+                return current, False
             try:
-                return self._write(current, desired)
+                return self._write(current, desired), current is None
             except ApiException as exc:
                 if exc.status != 409:
                     raise backend_error(exc, f"writing {self.resource.kind} {name}") from exc
@@ -240,12 +239,26 @@ class KubeObjects:
         )
 
     def _write(self, current: Obj | None, desired: Obj) -> Obj:
-        if current is None:
-            obj: Obj = self.api.create_namespaced_custom_object(*self._args(), desired)
-        else:
-            obj = self.api.replace_namespaced_custom_object(
-                *self._args(), desired["metadata"]["name"], merged(current, desired)
-            )
+        """Server-side apply as field manager ``bgserve``.
+
+        ``desired`` holds exactly the fields bgserve owns, so a user's own labels and
+        annotations and fields set by other managers are left alone. Only an object
+        bgserve already manages is applied with ``force`` (it takes back its own fields
+        from someone who changed them); the resourceVersion just read makes a change
+        since that read a 409, answered by reading again.
+        """
+        body = copy.deepcopy(desired)
+        if current is not None:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        obj: Obj = self.api.patch_namespaced_custom_object(
+            *self._args(),
+            desired["metadata"]["name"],
+            body,
+            field_manager=MANAGER,
+            force=current is not None,
+            field_validation="Strict",
+            _content_type=APPLY_PATCH,
+        )
         return obj
 
     def delete(self, name: str) -> bool:
@@ -284,30 +297,3 @@ def is_ready(obj: Mapping[str, Any]) -> bool:
     """Ready condition True, for the current generation."""
     cond = condition(obj)
     return observed_current(obj) and cond is not None and cond.get("status") == "True"
-
-
-@dataclass(frozen=True)
-class Poller:
-    """Polls until a check yields a value; the clock and sleep are injectable for tests."""
-
-    timeout: float
-    interval: float
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-
-    def until(self, check: Callable[[], T | None], what: str) -> T:
-        """Call ``check`` until it returns non-None; raise ReadinessTimeout after ``timeout``.
-
-        ``check`` may raise to stop early (e.g. a BackendError for a failed load).
-        """
-        deadline = self.clock() + self.timeout
-        while True:
-            result = check()
-            if result is not None:
-                return result
-            if self.clock() >= deadline:
-                raise ReadinessTimeout(
-                    f"{what} did not become ready within {self.timeout:g}s",
-                    details={"timeout_seconds": self.timeout},
-                )
-            self.sleep(self.interval)

@@ -127,3 +127,14 @@ def refuse_retiring_routed(deployment: str, release_id: int, weight: int) -> Non
             f"release {release_id} still takes {weight}% of {deployment}'s traffic: "
             "route it to 0 before retiring it"
         )
+
+
+def needs_availability(route: Route, current_weight: int) -> bool:
+    """Whether giving ``route`` its weight needs the slot to be ready now.
+
+    Never for blue while it takes traffic (a revert gives traffic back to the release
+    that was serving it, whatever green's state), nor for a weight that does not grow.
+    """
+    if route.role == "blue" and current_weight > 0:
+        return False
+    return route.weight > current_weight

@@ -19,6 +19,8 @@ from kubernetes import client
 from bgserve.backends.base import Backend, SlotInfo
 from bgserve.backends.kube.base import KubeBackend
 from bgserve.backends.kube.client import (
+    Obj,
+    is_managed,
     is_ready,
     managed_labels,
     observed_current,
@@ -33,7 +35,12 @@ from bgserve.backends.kube.kserve.objects import (
     routed_weight,
     weighted_route,
 )
-from bgserve.backends.kube.objects import check_weights, refuse_retiring_routed
+from bgserve.backends.kube.objects import (
+    check_weights,
+    needs_availability,
+    refuse_retiring_routed,
+)
+from bgserve.backends.kube.readiness import Check
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
@@ -50,12 +57,12 @@ def required_rbac(router: str) -> list[dict[str, list[str]]]:
         {
             "apiGroups": [INFERENCE_SERVICE.group],
             "resources": [INFERENCE_SERVICE.plural],
-            "verbs": ["create", "delete", "get", "list", "update"],
+            "verbs": ["create", "delete", "get", "list", "patch", "watch"],
         },
         {
             "apiGroups": [route.group],
             "resources": [route.plural],
-            "verbs": ["create", "get", "update"],
+            "verbs": ["create", "get", "patch"],
         },
     ]
 
@@ -91,53 +98,70 @@ class KServeBackend(KubeBackend):
         """
         desired = inference_service(deployment, release, self.settings)
         name = desired["metadata"]["name"]
-        created = self.services.get(name) is None
-        self.services.apply(desired)
+        written, created = self.services.ensure(desired)
         try:
-            obj = self.poller.until(lambda: self._ready_or_none(name), f"InferenceService {name}")
+            obj = self.readiness.until(
+                self.services,
+                name,
+                self._ready_or_none(name),
+                f"InferenceService {name}",
+                current=written,
+            )
         except BgserveError:
             if created:
                 self.services.delete(name)
             raise
         return self._info(deployment, release.id, obj)
 
-    def _ready_or_none(self, name: str) -> dict[str, Any] | None:
-        obj = self.services.get(name)
-        if obj is None:
-            raise BackendError(f"InferenceService {name} disappeared while starting")
-        if is_ready(obj):
-            return obj
-        transition = obj.get("status", {}).get("modelStatus", {}).get("transitionStatus")
-        if observed_current(obj) and transition in _FAILED_TRANSITIONS:
-            raise BackendError(
-                f"InferenceService {name} failed to start ({transition}): "
-                f"see `kubectl describe inferenceservice {name}`",
-                details={"status": obj.get("status", {})},
-            )
-        return None
+    @staticmethod
+    def _ready_or_none(name: str) -> Check[Obj]:
+        def check(obj: Obj | None) -> Obj | None:
+            if obj is None:
+                raise BackendError(f"InferenceService {name} disappeared while starting")
+            if is_ready(obj):
+                return obj
+            transition = obj.get("status", {}).get("modelStatus", {}).get("transitionStatus")
+            if observed_current(obj) and transition in _FAILED_TRANSITIONS:
+                raise BackendError(
+                    f"InferenceService {name} failed to start ({transition}): "
+                    f"see `kubectl describe inferenceservice {name}`",
+                    details={"status": obj.get("status", {})},
+                )
+            return None
+
+        return check
 
     def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
         """Write all weights at once into the deployment's HTTPRoute or VirtualService.
 
-        Idempotent. Checks first that every routed release has an InferenceService and
-        that those given traffic are ready; otherwise, or if the write fails, raises
-        BackendError (InvalidInput for weights not summing to 100) and the previous
-        weights stay in place.
+        Idempotent. Every routed release needs an InferenceService, and one given more
+        traffic than it takes now must be ready (traffic back to blue while it serves is
+        never refused, so a revert works whatever green's state); otherwise, or if the
+        write fails, raises BackendError (InvalidInput for weights not summing to 100)
+        and the previous weights stay in place.
         """
         check_weights(deployment, routes, BackendError)
-        for route in routes:
-            self._check_routable(deployment, route)
-        self.routes.apply(weighted_route(deployment, routes, self.settings))
+        slots = {o["metadata"]["name"]: o for o in self.services.select(managed_labels(deployment))}
 
-    def _check_routable(self, deployment: str, route: Route) -> None:
+        def build(current: Obj | None) -> Obj:
+            for route in routes:
+                now = routed_weight(current, deployment, route.release_id)
+                self._check_routable(deployment, route, slots, now)
+            return weighted_route(deployment, routes, self.settings)
+
+        self.routes.apply_with(route_name(deployment), build)
+
+    def _check_routable(
+        self, deployment: str, route: Route, slots: Mapping[str, Mapping[str, Any]], now: int
+    ) -> None:
         name = isvc_name(deployment, route.release_id)
-        obj = self.services.get(name)
+        obj = slots.get(name)
         if obj is None:
             raise BackendError(
                 f"release {route.release_id} has no InferenceService {name} for {deployment}: "
                 "ensure its slot before routing to it"
             )
-        if route.weight > 0 and not is_ready(obj):
+        if needs_availability(route, now) and not is_ready(obj):
             raise BackendError(
                 f"InferenceService {name} is not ready: refusing to give it {route.weight}%"
             )
@@ -147,9 +171,12 @@ class KServeBackend(KubeBackend):
 
         Idempotent: nothing to delete is fine. Objects without bgserve's managed-by
         label are left alone even if their other labels match. Raises BackendError, also
-        (deleting nothing) while the weighted route still gives the slot traffic.
+        (deleting nothing) while bgserve's weighted route still gives the slot traffic.
         """
-        weight = routed_weight(self.routes.get(route_name(deployment)), deployment, release_id)
+        route = self.routes.get(route_name(deployment))
+        # A route bgserve does not manage routes nothing of bgserve's (a failed deploy's
+        # slot is undone even when someone else's route sits on the name).
+        weight = routed_weight(route, deployment, release_id) if route and is_managed(route) else 0
         refuse_retiring_routed(deployment, release_id, weight)
         for obj in self.services.select(managed_labels(deployment, release_id)):
             self.services.delete(obj["metadata"]["name"])

@@ -7,6 +7,7 @@ from typing import Any
 
 from bgserve.backends.kube.base import KubeBackend
 from bgserve.backends.kube.client import condition
+from bgserve.backends.kube.objects import needs_availability
 from bgserve.backends.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError
@@ -15,11 +16,11 @@ from bgserve.errors import BackendError
 def required_rbac(flavour: str) -> list[dict[str, list[str]]]:
     """The Role rules the backend needs: exactly the verbs it sends, nothing more."""
     if flavour == "v1":
-        verbs = ("create", "delete", "get", "update")
+        verbs = ("create", "delete", "get", "list", "patch", "watch")
         return [_rule(SELDON_DEPLOYMENT.group, SELDON_DEPLOYMENT.plural, *verbs)]
     return [
-        _rule(MODEL.group, MODEL.plural, "create", "delete", "get", "list", "update"),
-        _rule(EXPERIMENT.group, EXPERIMENT.plural, "create", "get", "update"),
+        _rule(MODEL.group, MODEL.plural, "create", "delete", "get", "list", "patch", "watch"),
+        _rule(EXPERIMENT.group, EXPERIMENT.plural, "create", "get", "patch"),
     ]
 
 
@@ -48,12 +49,14 @@ class SeldonBase(KubeBackend):
     name = "seldon"
 
 
-def check_routable(obj: Mapping[str, Any] | None, route: Route, what: str) -> None:
+def check_routable(
+    obj: Mapping[str, Any] | None, route: Route, what: str, current_weight: int = 0
+) -> None:
     """Raise BackendError unless ``obj`` (the slot ``what``) exists and, if ``route``
-    gives it traffic, is ready."""
+    gives it more traffic than ``current_weight`` (blue serving: never), is ready."""
     if obj is None:
         raise BackendError(
             f"release {route.release_id} has no {what}: ensure its slot before routing to it"
         )
-    if route.weight > 0 and not ready_true(obj):
+    if needs_availability(route, current_weight) and not ready_true(obj):
         raise BackendError(f"{what} is not ready: refusing to give it {route.weight}%")

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
 from bgserve.backends.kube.client import Obj, is_managed
-from bgserve.backends.kube.objects import check_weights
+from bgserve.backends.kube.objects import check_weights, needs_availability
+from bgserve.backends.kube.readiness import Check
 from bgserve.backends.kube.seldon.base import SeldonBase, check_routable, generation_seen
 from bgserve.backends.kube.seldon.objects import (
     SELDON_DEPLOYMENT,
@@ -25,6 +26,7 @@ from bgserve.backends.kube.seldon.objects import (
     with_predictor,
     with_traffic,
 )
+from bgserve.backends.kube.seldon.status import predictor_available
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
@@ -39,8 +41,8 @@ class SeldonV1Backend(SeldonBase):
         self.sdeps = self._objects(SELDON_DEPLOYMENT)
 
     def ensure_slot(self, deployment: str, release: Release) -> SlotInfo:
-        """Add (or update) the release's predictor and wait until the SeldonDeployment is
-        Available at its new generation with the predictor's service reported.
+        """Add (or update) the release's predictor and wait until the SeldonDeployment's
+        status at its new generation reports that predictor available.
 
         A new predictor takes 0% (100% when it is the only one); an existing one keeps
         its traffic. Idempotent. Raises ReadinessTimeout or BackendError (state Failed,
@@ -48,10 +50,14 @@ class SeldonV1Backend(SeldonBase):
         """
         name, pred = sdep_name(deployment), predictor_name(release.id)
         added = pred not in {p["name"] for p in predictors_of(self.sdeps.get(name))}
-        self.sdeps.apply_with(name, lambda cur: self._with_slot(deployment, release, cur))
+        written = self.sdeps.apply_with(name, lambda cur: self._with_slot(deployment, release, cur))
         try:
-            obj = self.poller.until(
-                lambda: self._ready_or_none(deployment, release.id), f"SeldonDeployment {name}"
+            obj = self.readiness.until(
+                self.sdeps,
+                name,
+                self._ready_or_none(name, release.id),
+                f"SeldonDeployment {name}",
+                current=written,
             )
         except BgserveError:
             if added:
@@ -66,54 +72,43 @@ class SeldonV1Backend(SeldonBase):
         new = predictor(deployment, release, traffic, self.settings)
         return seldon_deployment(deployment, with_predictor(preds, new), self.settings)
 
-    def _ready_or_none(self, deployment: str, release_id: int) -> Obj | None:
-        name = sdep_name(deployment)
-        obj = self.sdeps.get(name)
-        if obj is None:
-            raise BackendError(f"SeldonDeployment {name} disappeared while starting")
-        status = obj.get("status", {})
-        if generation_seen(obj) and status.get("state") == "Failed":
-            raise BackendError(
-                f"SeldonDeployment {name} failed ({status.get('description', 'no reason')}): "
-                f"see `kubectl describe seldondeployment {name}`",
-                details={"status": status},
-            )
-        if generation_seen(obj) and self._available(obj, release_id):
-            return obj
-        return None
+    def _ready_or_none(self, name: str, release_id: int) -> Check[Obj]:
+        def check(obj: Obj | None) -> Obj | None:
+            if obj is None:
+                raise BackendError(f"SeldonDeployment {name} disappeared while starting")
+            status = obj.get("status", {})
+            if generation_seen(obj) and status.get("state") == "Failed":
+                raise BackendError(
+                    f"SeldonDeployment {name} failed ({status.get('description', 'no reason')})"
+                    f": see `kubectl describe seldondeployment {name}`",
+                    details={"status": status},
+                )
+            if generation_seen(obj) and predictor_available(obj, release_id):
+                return obj
+            return None
 
-    def _available(self, obj: Mapping[str, Any], release_id: int) -> bool:
-        """Available, with the predictor in the spec and its service in the status.
-
-        Not tied to the generation: a traffic-only change bumps it without making a
-        running predictor any less ready.
-        """
-        status = obj.get("status", {})
-        service = f"{obj['metadata']['name']}-{predictor_name(release_id)}"
-        in_spec = predictor_name(release_id) in {p["name"] for p in predictors_of(obj)}
-        return (
-            in_spec
-            and status.get("state") == "Available"
-            and (service in (status.get("serviceStatus") or {}))
-        )
+        return check
 
     def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
         """Write every predictor's traffic in one update of the SeldonDeployment.
 
-        Idempotent. Every routed release needs a predictor and those given traffic must
-        be available; otherwise, or if the write fails, raises BackendError (InvalidInput
-        for bad weights) and the previous traffic stays.
+        Idempotent. Every routed release needs a predictor, and one given traffic it does
+        not take now must be available (traffic back to a predictor that is serving is
+        never refused, so a revert works while green is down); otherwise, or if the write
+        fails, raises BackendError (InvalidInput for bad weights) and the traffic stays.
         """
         check_weights(deployment, routes, BackendError)
         name = sdep_name(deployment)
         obj = self.sdeps.get(name)
+        traffic = {p["name"]: int(p.get("traffic", 0)) for p in predictors_of(obj)}
         for route in routes:
-            what = f"predictor {predictor_name(route.release_id)} of SeldonDeployment {name}"
-            if obj is None or predictor_name(route.release_id) not in {
-                p["name"] for p in predictors_of(obj)
-            }:
+            pred = predictor_name(route.release_id)
+            what = f"predictor {pred} of SeldonDeployment {name}"
+            if pred not in traffic:
                 check_routable(None, route, what)
-            elif route.weight > 0 and not self._available(obj, route.release_id):
+            elif needs_availability(route, traffic[pred]) and not predictor_available(
+                obj or {}, route.release_id
+            ):
                 raise BackendError(f"{what} is not ready: refusing to give it {route.weight}%")
         self.sdeps.apply_with(
             name,
@@ -161,7 +156,7 @@ class SeldonV1Backend(SeldonBase):
             "httpEndpoint"
         )
         host = reported or f"{service}.{self.settings.kube_namespace}:{V1_EXECUTOR_PORT}"
-        return SlotInfo(release_id, f"http://{host}", self._available(obj, release_id))
+        return SlotInfo(release_id, f"http://{host}", predictor_available(obj, release_id))
 
 
 if TYPE_CHECKING:

@@ -20,9 +20,11 @@ from bgserve.backends.base import Backend, SlotInfo
 from bgserve.backends.kube.client import (
     Obj,
     condition,
+    is_managed,
     managed_labels,
 )
 from bgserve.backends.kube.objects import check_weights, refuse_retiring_routed
+from bgserve.backends.kube.readiness import Check
 from bgserve.backends.kube.seldon.base import (
     SeldonBase,
     check_routable,
@@ -46,6 +48,12 @@ from bgserve.settings import Settings
 _FAILED_MODEL_STATES = {"ModelFailed", "ScheduleFailed", "LoadFailed"}
 
 
+def candidate_weights(experiment: Obj | None) -> dict[str, int]:
+    """Each candidate Model's weight in ``experiment`` (none when it does not exist)."""
+    candidates = (experiment or {}).get("spec", {}).get("candidates", [])
+    return {str(c.get("name")): int(c.get("weight", 0)) for c in candidates}
+
+
 class SeldonV2Backend(SeldonBase):
     """Slots as Seldon Core v2 Models, weighted by one Experiment per deployment."""
 
@@ -64,42 +72,53 @@ class SeldonV2Backend(SeldonBase):
         """
         desired = model(deployment, release, self.settings)
         name = desired["metadata"]["name"]
-        created = self.models.get(name) is None
-        self.models.apply(desired)
+        written, created = self.models.ensure(desired)
         try:
-            obj = self.poller.until(lambda: self._ready_or_none(name), f"Model {name}")
+            obj = self.readiness.until(
+                self.models, name, self._ready_or_none(name), f"Model {name}", current=written
+            )
         except BgserveError:
             if created:
                 self.models.delete(name)
             raise
         return self._info(deployment, release.id, obj)
 
-    def _ready_or_none(self, name: str) -> Obj | None:
-        obj = self.models.get(name)
-        if obj is None:
-            raise BackendError(f"Model {name} disappeared while loading")
-        if generation_seen(obj) and ready_true(obj):
-            return obj
-        reason = (condition(obj, "ModelReady") or {}).get("reason")
-        if generation_seen(obj) and reason in _FAILED_MODEL_STATES:
-            raise BackendError(
-                f"Model {name} failed to load ({reason}): see `kubectl describe model {name}`",
-                details={"status": obj.get("status", {})},
-            )
-        return None
+    @staticmethod
+    def _ready_or_none(name: str) -> Check[Obj]:
+        def check(obj: Obj | None) -> Obj | None:
+            if obj is None:
+                raise BackendError(f"Model {name} disappeared while loading")
+            if generation_seen(obj) and ready_true(obj):
+                return obj
+            reason = (condition(obj, "ModelReady") or {}).get("reason")
+            if generation_seen(obj) and reason in _FAILED_MODEL_STATES:
+                raise BackendError(
+                    f"Model {name} failed to load ({reason}): see `kubectl describe model {name}`",
+                    details={"status": obj.get("status", {})},
+                )
+            return None
+
+        return check
 
     def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
         """Write every weight at once into the deployment's Experiment (created if needed).
 
-        Idempotent. Every routed release needs a Model, and those given traffic must be
-        ready; otherwise, or if the write fails, raises BackendError (InvalidInput for
+        Idempotent. Every routed release needs a Model, and one given more traffic than
+        it takes now must be ready (traffic back to blue while it serves is never
+        refused); otherwise, or if the write fails, raises BackendError (InvalidInput for
         bad weights) and the Experiment keeps its previous weights.
         """
         check_weights(deployment, routes, BackendError)
-        for route in routes:
-            obj = self.models.get(model_name(deployment, route.release_id))
-            check_routable(obj, route, f"Model {model_name(deployment, route.release_id)}")
-        self.experiments.apply(experiment(deployment, routes, self.settings))
+        slots = {o["metadata"]["name"]: o for o in self.models.select(managed_labels(deployment))}
+
+        def build(current: Obj | None) -> Obj:
+            weights = candidate_weights(current)
+            for route in routes:
+                name = model_name(deployment, route.release_id)
+                check_routable(slots.get(name), route, f"Model {name}", weights.get(name, 0))
+            return experiment(deployment, routes, self.settings)
+
+        self.experiments.apply_with(experiment_name(deployment), build)
 
     def retire_slot(self, deployment: str, release_id: int) -> None:
         """Delete the release's Model(s) that bgserve manages for ``deployment``.
@@ -107,11 +126,10 @@ class SeldonV2Backend(SeldonBase):
         Idempotent; unmanaged Models are left alone. Raises BackendError, also (deleting
         nothing) while the Experiment still gives the Model traffic.
         """
-        experiment = self.experiments.get(experiment_name(deployment)) or {}
-        name = model_name(deployment, release_id)
-        candidates = experiment.get("spec", {}).get("candidates", [])
-        weights = [int(c.get("weight", 0)) for c in candidates if c.get("name") == name]
-        refuse_retiring_routed(deployment, release_id, max(weights, default=0))
+        found = self.experiments.get(experiment_name(deployment))
+        weights = candidate_weights(found if found and is_managed(found) else None)
+        weight = weights.get(model_name(deployment, release_id), 0)
+        refuse_retiring_routed(deployment, release_id, weight)
         for obj in self.models.select(managed_labels(deployment, release_id)):
             self.models.delete(obj["metadata"]["name"])
 
