@@ -7,6 +7,11 @@ name: ``POST /v2/models/{deployment}/infer`` takes one BYTES input per template
 variable and returns one BYTES output named ``output``. The process exits cleanly on
 SIGTERM or SIGINT.
 
+With ``--model-repository ROOT`` (and optionally ``--grpc-port``) the slot also serves the
+Open Inference Protocol's model repository extension: bundles in folders under ``ROOT``
+are loaded and unloaded by name (:mod:`bgserve.backends.local.model_repository`), which
+is how Seldon Core 2's agent drives a server. ``--model-uri`` is then optional.
+
 Once the model is loaded and the server built, everything alive is frozen out of the
 garbage collector's reach (:func:`bgserve.gcpause.freeze_long_lived`): otherwise every
 full collection walks the model's few hundred thousand objects while requests wait. The
@@ -24,7 +29,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bgserve import gcpause
@@ -183,12 +189,16 @@ def _watch_gc(freeze: bool) -> None:
     REGISTRY.register(PauseCollector(lambda: {"slot": tracker.snapshot()}))
 
 
+def _no_repository() -> None:
+    """Nothing to stop: the slot serves no model repository."""
+
+
 def _exit_on_signal(signum: int, frame: object) -> NoReturn:
     raise SystemExit(0)
 
 
 def serve(
-    model_uri: str,
+    model_uri: str | None,
     deployment: str,
     release_id: int,
     *,
@@ -196,12 +206,16 @@ def serve(
     port: int = 0,
     socket_fd: int | None = None,
     gc_freeze: bool = True,
+    model_repository: Path | None = None,
+    grpc_port: int | None = None,
 ) -> None:
     """Load ``model_uri`` and serve it as ``deployment`` until SIGTERM/SIGINT. Blocks.
 
     ``socket_fd`` is an already listening socket to serve on (``host``/``port`` are
     then ignored). ``gc_freeze=False`` leaves start-up's objects to the collector (only
-    to measure what freezing them saves). Raises whatever loading the model raises.
+    to measure what freezing them saves). ``model_repository`` serves the repository
+    extension over that folder (REST, and gRPC on ``grpc_port`` when given); with it,
+    ``model_uri`` may be None. Raises whatever loading the model raises.
     """
     signal.signal(signal.SIGTERM, _exit_on_signal)
     started = time.monotonic()
@@ -210,12 +224,14 @@ def serve(
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.protocol.rest.server import RESTServer
 
-    model = _model_class()(deployment, model_uri)
-    model.load()
+    model = _model_class()(deployment, model_uri) if model_uri is not None else None
+    if model is not None:
+        model.load()
     server = kserve.ModelServer(
         http_port=port, workers=1, enable_grpc=False, enable_latency_logging=False
     )
-    server.register_model(model)
+    if model is not None:
+        server.register_model(model)
     rest = RESTServer(
         FASTAPI_APP_IMPORT_STRING,
         server.dataplane,
@@ -228,7 +244,20 @@ def serve(
     # uvicorn loads this same app object by its import string.
     from kserve.model_server import app
 
-    app.add_middleware(JsonInferBody, variables=lambda: model.variables)
+    stop_repository: Callable[[], None] = _no_repository
+    if model_repository is not None:
+        from bgserve.backends.local.repository_serving import attach_repository
+
+        stop_repository = attach_repository(
+            app,
+            server.dataplane.model_registry,
+            model_repository,
+            _model_class(),
+            host=host,
+            grpc_port=grpc_port,
+            dataplane=server.dataplane,
+        )
+    app.add_middleware(JsonInferBody, variables=lambda: model.variables if model else [])
     _quiet_per_request_logs()
     _watch_gc(gc_freeze)
     sockets = [socket.socket(fileno=socket_fd)] if socket_fd is not None else None
@@ -236,19 +265,27 @@ def serve(
         "slot %s release %s serving %s (loaded in %.2fs)",
         deployment,
         release_id,
-        model_uri,
+        model_uri or f"the model repository {model_repository}",
         time.monotonic() - started,
     )
-    rest.run(sockets=sockets)
+    try:
+        rest.run(sockets=sockets)
+    finally:
+        stop_repository()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bgserve slot", description="Serve one release's bundle over OIP v2."
+        prog="bgserve slot",
+        description="Serve one release's bundle, or bundles by name from a folder, over OIP v2.",
     )
-    parser.add_argument("--model-uri", required=True, help="models:/name/version or a path")
-    parser.add_argument("--deployment", required=True, help="name the model answers under")
-    parser.add_argument("--release-id", required=True, type=int)
+    parser.add_argument("--model-uri", help="models:/name/version or a path")
+    parser.add_argument("--deployment", default="", help="name the model answers under")
+    parser.add_argument("--release-id", default=0, type=int)
+    parser.add_argument(
+        "--model-repository", type=Path, help="serve the OIP model repository API over this folder"
+    )
+    parser.add_argument("--grpc-port", type=int, help="also serve the repository API over gRPC")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--socket-fd", type=int, default=None, help="inherited listening socket")
@@ -261,9 +298,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The slot's command line, checked; exits with a usage message if it does not hold."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.model_uri is None and args.model_repository is None:
+        parser.error("give --model-uri (one bundle) or --model-repository (bundles by name)")
+    if args.model_uri is not None and not args.deployment:
+        parser.error("--model-uri needs --deployment, the name the model answers under")
+    if args.grpc_port is not None and args.model_repository is None:
+        parser.error("--grpc-port serves the model repository API: give --model-repository")
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``bgserve slot`` calls this with its own arguments)."""
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     serve(
         args.model_uri,
@@ -273,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         socket_fd=args.socket_fd,
         gc_freeze=args.gc_freeze,
+        model_repository=args.model_repository,
+        grpc_port=args.grpc_port,
     )
 
 
