@@ -141,18 +141,28 @@ class AuthGate:
 
     It runs before routing, so an unauthenticated caller learns nothing (not even which
     paths exist) and no body is read; :class:`GuardedRoute` then checks the route's role.
+    Paths under ``own_auth`` prefixes (the dashboard's ``/ui/``) check their session
+    cookie themselves.
     """
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, open_paths: Set[str]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        open_paths: Set[str],
+        own_auth: tuple[str, ...] = (),
+    ):
         self.app = app
         self.authenticator = authenticator
         self.open_paths = frozenset(open_paths)
+        self.own_auth = own_auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.authenticator.enabled:
             await self.app(scope, receive, send)
             return
-        if _route_path(scope) not in self.open_paths:
+        path = _route_path(scope)
+        if path not in self.open_paths and not path.startswith(self.own_auth):
             try:
                 principal = self.authenticator.authenticate(_header(scope, b"authorization"))
             except errors.Unauthorized as exc:
