@@ -14,6 +14,7 @@ from html import escape
 
 from bgserve.domain.comparison import CaseReport, ComparisonReport, SlotReport, SlotSummary
 from bgserve.domain.shadow import ScoredPair, ShadowReport
+from bgserve.report_quality import mlflow_line, quality_rows
 
 MAX_SHOWN_CHARS = 20_000
 # SequenceMatcher is quadratic in the worst case; past this many tokens, show plain text.
@@ -64,10 +65,13 @@ def _verdict(report: ComparisonReport) -> str:
     verdict = report.verdict
     badge = "<span class='badge pass'>PASSED</span>"
     if not verdict.passed:
-        badge = "<span class='badge fail'>FAILED</span>"
+        word = "INCONCLUSIVE" if report.outcome == "inconclusive" else "FAILED"
+        badge = f"<span class='badge fail'>{word}</span>"
     reasons = "".join(f"<li>{escape(reason)}</li>" for reason in verdict.reasons)
-    return f"<p>{badge} scored with {escape(report.scorer)}</p>" + (
-        f"<ul class='error'>{reasons}</ul>" if reasons else ""
+    return (
+        f"<p>{badge} scored with {escape(report.scorer)}</p>"
+        + (f"<ul class='error'>{reasons}</ul>" if reasons else "")
+        + mlflow_line(report)
     )
 
 
@@ -85,6 +89,7 @@ def _summary(report: ComparisonReport) -> str:
         ("cases that differ", _ids(s.differing_cases)),
         ("green fails what blue passes", _ids(s.regressed_cases)),
         ("latency ratio p50 / p95", f"{_num(s.latency_ratio_p50)} / {_num(s.latency_ratio_p95)}"),
+        *quality_rows(s),
     ]
     general = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{general}</table>{_slots_table(s.blue, s.green)}"
@@ -123,6 +128,8 @@ def _thresholds(report: ComparisonReport) -> str:
 
 def _case(case: CaseReport) -> str:
     similarity = "" if case.similarity is None else f" similarity {case.similarity:.3f}"
+    if case.judge is not None:
+        similarity += f"; judge: green {case.judge.outcome}"
     problems = "".join(f"<li>{escape(p)}</li>" for p in case.problems)
     inputs = "".join(
         f"<tr><th>{escape(k)}</th><td><pre>{escape(_clip(v))}</pre></td></tr>"

@@ -107,7 +107,8 @@ def test_verdict_lists_every_reason_as_a_sentence() -> None:
         "1 of 4 cases differ (similarity below 0.90): c4; agreement rate 0.75 is below 0.80",
         "green failed 1 of 5 cases (error rate 0.20 is above 0.00): c3",
         "green passes 1 of 4 assertions (0.25) against blue's 4 of 4 (1.00), more than 0.00 "
-        "worse; green fails assertions that blue passes in c2, c3, c5",
+        "worse (difference -0.75 (-0.95 to -0.09 at 95%)); green fails assertions that blue "
+        "passes in c2, c3, c5",
     ]
 
 
@@ -292,3 +293,44 @@ def test_report_round_trips_through_json() -> None:
     assert data["verdict"]["passed"] is False
     assert data["cases"][2]["green"]["error"] == "HTTP 500"
     assert ComparisonReport.model_validate(data) == report
+
+
+@pytest.mark.usefixtures("mlflow_store")  # MLflow's scorers may touch the tracking store
+def test_mlflow_scorer_values_are_read_and_a_failing_scorer_gives_no_value() -> None:
+    from mlflow.entities import Feedback
+    from mlflow.genai.scorers import scorer
+
+    from bgserve.app.scorers import ScorerSet
+    from bgserve.domain.scorer_values import as_number
+
+    @scorer
+    def verdict_word(outputs: str) -> Feedback:
+        return Feedback(value="yes" if "ok" in outputs else "no")
+
+    @scorer
+    def broken(outputs: str) -> bool:
+        raise RuntimeError("scorer bug")
+
+    assert [as_number(v) for v in (True, 0.25, "Yes", "no", "maybe", None)] == [
+        1.0,
+        0.25,
+        1.0,
+        0.0,
+        None,
+        None,
+    ]
+    cases = parse_cases([{"id": "a", "inputs": {}, "scorers": ["verdict_word", "broken"]}])
+    sides = [{"a": ok("ok then", 1)}, {"a": ok("nope", 1)}]
+    scored = ScorerSet({"verdict_word": verdict_word, "broken": broken}).score_all(
+        cases, sides, (), 2
+    )
+    assert scored[0]["a"].scores == {"verdict_word": 1.0, "broken": None}
+    assert scored[1]["a"].scores == {"verdict_word": 0.0, "broken": None}
+    report = compare(
+        cases, scored[0], scored[1], Thresholds(min_mean_similarity=0, min_agreement_rate=0)
+    )
+    assert report.verdict.reasons == [
+        "scorer 'broken' gave no value on any case (it raised or answered no number)",
+        "green scores lower than blue on scorer 'verdict_word': mean 0.00 against blue's 1.00 "
+        "over 1 cases (difference -1.00 (-1.00 to 0.12 at 95%)), more than 0 worse",
+    ]

@@ -137,3 +137,17 @@ def test_prompts_push_registers_only_changes(tmp_path: Path) -> None:
     (directory / "template.txt").write_text("Say hello warmly to {{name}}.")
     changed = runner.invoke(app, ["prompts", "push", str(directory)])
     assert "registered prompts:/greeting/2" in changed.output
+
+
+def test_a_judge_asked_for_but_not_configured_is_refused_before_any_call(
+    client: TestClient, rel: dict[str, int]
+) -> None:
+    deploy(client, "nojudge", rel["v1"], rel["reworded"])
+    before = ok(client.get("/deployments/nojudge"))["version"]
+    refused = client.post(
+        "/deployments/nojudge/compare", json={"golden_set": "summarize", "judge": True}
+    )
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "judge"
+    assert "BGSERVE_COMPARE_JUDGE_URL" in refused.json()["message"]
+    assert ok(client.get("/deployments/nojudge"))["version"] == before

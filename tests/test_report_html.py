@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from rich.console import Console
 
 from bgserve.cli.tables import comparison_table
@@ -85,3 +86,37 @@ def test_terminal_rendering_shows_verdict_reasons_and_failing_cases() -> None:
     assert "Cases with problems (2)" in text
     assert "error: timeout <after> 30 s" in text
     assert "same" not in text.split("Cases with problems")[1]
+
+
+def test_the_report_shows_the_mlflow_run_intervals_and_an_escaped_run_error() -> None:
+    from bgserve.domain.comparison import LoggedRun
+
+    logged = sample().model_copy(
+        update={
+            "mlflow": LoggedRun(
+                run_id="abc123",
+                experiment="bgserve/chat",
+                url="http://mlflow:5000/#/experiments/1/runs/abc123",
+            )
+        }
+    )
+    page = render_html(logged, "t")
+    assert "<a href='http://mlflow:5000/#/experiments/1/runs/abc123'>" in page
+    assert "MLflow run abc123 in experiment bgserve/chat" in page
+    assert "at 95%)" in page  # the assertion pass rates' intervals
+    failed = sample().model_copy(update={"mlflow": LoggedRun(error="down <now>")})
+    assert "not logged to MLflow: down &lt;now&gt;" in render_html(failed, "t")
+
+
+def test_the_compare_command_prints_the_run_and_its_link(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bgserve.cli import prompts
+    from bgserve.domain.comparison import LoggedRun
+
+    console = Console(record=True, width=200, color_system=None)
+    monkeypatch.setattr(prompts, "console", console)
+    run = LoggedRun(run_id="abc123", experiment="bgserve/chat", url="http://m/#/r/abc123")
+    prompts._print_report(sample().model_copy(update={"mlflow": run}), None)
+    text = console.export_text()
+    assert "MLflow run abc123 in bgserve/chat" in text and "http://m/#/r/abc123" in text

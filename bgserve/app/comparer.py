@@ -1,108 +1,44 @@
-"""The I/O half of a comparison: send every golden case to two slots, directly, and record
-the verdict as the deployment's gate.
+"""The I/O half of a comparison: send every golden case to two slots, directly, judge and
+score the answers, log the comparison to MLflow, and record the verdict as the gate.
 
-Bounded concurrency and a per-request timeout; each answer becomes a
-:class:`~bgserve.domain.comparison.SlotResult` for the pure scorer. Nothing here goes
-through the weighted router, so a comparison never moves or counts live traffic.
+Bounded concurrency (requests in flight, blue's and green's of a case sent next to each
+other so both sides see the same load) and a per-request timeout; each answer becomes a
+:class:`~bgserve.domain.comparison.SlotResult` for the pure scorer. Each slot is warmed up
+before anything is measured, and the first cases are called again so the latency check
+rests on per-case medians. Nothing here goes through the weighted router, so a
+comparison never moves or counts live traffic.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-
-import httpx
+from dataclasses import dataclass, replace
 
 from bgserve.app.executor import Executor
+from bgserve.app.judge import PairwiseJudge
+from bgserve.app.mlflow_log import ComparisonLogger, RunContext, golden_set_hash
 from bgserve.app.ports import DeploymentReader, Releases, SlotLocator, Templates
+from bgserve.app.scorers import ScorerSet
+from bgserve.app.slot_calls import QueryPlan, SlotTarget, output_text, query_slots
 from bgserve.domain import rollout
 from bgserve.domain.comparison import (
     ComparisonReport,
+    JudgeSetup,
+    LoggedRun,
     SlotResult,
     Thresholds,
     compare,
     default_registry,
 )
 from bgserve.domain.golden import GoldenCase, check_inputs
+from bgserve.domain.judging import Judgement
 from bgserve.domain.rollout import Gate
 from bgserve.domain.template import variables as template_variables
-from bgserve.errors import IllegalTransition, Unavailable
+from bgserve.errors import IllegalTransition, InvalidInput, Unavailable
 from bgserve.store import StoredDeployment
 
-
-@dataclass(frozen=True)
-class SlotTarget:
-    """One slot to query: its infer URL and the template variables it takes."""
-
-    infer_url: str
-    variables: Sequence[str]
-
-
-def oip_request(inputs: Mapping[str, str], variables: Sequence[str]) -> dict[str, object]:
-    """An OIP v2 infer body with one BYTES input per variable."""
-    return {
-        "inputs": [
-            {"name": v, "datatype": "BYTES", "shape": [1], "data": [inputs[v]]} for v in variables
-        ]
-    }
-
-
-def output_text(body: object) -> str:
-    """The text of the ``output`` tensor of an OIP v2 answer. Raises ValueError."""
-    if not isinstance(body, dict):
-        raise ValueError("answer is not a JSON object")
-    for tensor in body.get("outputs") or []:
-        if isinstance(tensor, dict) and tensor.get("name") == "output" and tensor.get("data"):
-            return str(tensor["data"][0])
-    raise ValueError("answer has no 'output' tensor")
-
-
-async def _ask(
-    client: httpx.AsyncClient, target: SlotTarget, case: GoldenCase, gate: asyncio.Semaphore
-) -> SlotResult:
-    async with gate:
-        started = time.perf_counter()
-        try:
-            response = await client.post(
-                target.infer_url, json=oip_request(case.inputs, target.variables)
-            )
-            latency = (time.perf_counter() - started) * 1000
-            if response.status_code != 200:
-                return SlotResult(
-                    output=None,
-                    latency_ms=latency,
-                    error=f"HTTP {response.status_code}: {response.text[:300]}",
-                )
-            return SlotResult(output=output_text(response.json()), latency_ms=latency, error=None)
-        except (httpx.HTTPError, ValueError) as exc:
-            latency = (time.perf_counter() - started) * 1000
-            return SlotResult(output=None, latency_ms=latency, error=f"{type(exc).__name__}: {exc}")
-
-
-async def _ask_all(
-    targets: Sequence[SlotTarget], cases: Sequence[GoldenCase], concurrency: int, timeout: float
-) -> list[dict[str, SlotResult]]:
-    gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency * len(targets))
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        per_target = [
-            asyncio.gather(*(_ask(client, target, case, gate) for case in cases))
-            for target in targets
-        ]
-        answers = await asyncio.gather(*per_target)
-    return [
-        {case.id: result for case, result in zip(cases, results, strict=True)}
-        for results in answers
-    ]
-
-
-def query_slots(
-    targets: Sequence[SlotTarget], cases: Sequence[GoldenCase], *, concurrency: int, timeout: float
-) -> list[dict[str, SlotResult]]:
-    """Each target's answer to every case, by case id (blocking; runs its own loop)."""
-    return asyncio.run(_ask_all(targets, cases, concurrency, timeout))
+__all__ = ["CompareOptions", "CompareSettings", "Comparer", "output_text"]
 
 
 @dataclass(frozen=True)
@@ -113,13 +49,31 @@ class CompareSettings:
     timeout_seconds: float
     thresholds: Mapping[str, float]
     scorer: str
+    warmup_calls: int = 2
+    latency_repeats: int = 3
+    latency_cases: int = 20
+    price_per_1k_tokens: float | None = None
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What one comparison request asks for beyond the cases."""
+
+    thresholds: Mapping[str, float] | None = None
+    golden_set: str = "inline"
+    scorers: tuple[str, ...] = ()
+    judge: bool | None = None
+    """None: the judge runs when one is configured; False: skip it; True: require it."""
+    judge_rubric: str | None = None
 
 
 class Comparer:
     """Compares a deployment's blue and green on golden cases and records the gate.
 
     Reads the deployment and its releases, asks the registry for templates and the backend
-    for slot endpoints, queries the slots directly, and hands the verdict to the executor.
+    for slot endpoints, queries the slots directly, has the judge and the MLflow scorers
+    look at the answers when configured, logs the comparison to MLflow (a failure there is
+    recorded, never fatal) and hands the verdict to the executor.
     """
 
     def __init__(
@@ -130,6 +84,10 @@ class Comparer:
         templates: Templates,
         slots: SlotLocator,
         executor: Executor,
+        *,
+        logger: ComparisonLogger | None = None,
+        judge: PairwiseJudge | None = None,
+        scorers: ScorerSet | None = None,
     ) -> None:
         self.settings = settings
         self.deployments = deployments
@@ -137,41 +95,131 @@ class Comparer:
         self.templates = templates
         self.slots = slots
         self.executor = executor
+        self.logger = logger
+        self.judge = judge
+        self.scorers = scorers or ScorerSet({})
 
     def compare(
         self,
         name: str,
         cases: list[GoldenCase],
         principal: str,
-        thresholds: dict[str, float] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        options: CompareOptions | None = None,
     ) -> tuple[StoredDeployment, ComparisonReport]:
-        """Send every case to blue and green directly, score, and record the gate.
+        """Send every case to blue and green directly, score, log, and record the gate.
 
         The verdict is stored for this exact blue/green pair; a stage or revert in the
         meantime makes the comparison moot (Conflict). Raises IllegalTransition (no green),
-        InvalidInput (a case lacks a variable, a bad threshold), Unavailable (a slot or
-        MLflow is down), NotFound.
+        InvalidInput (a case lacks a variable, a bad threshold, an unknown scorer, a judge
+        asked for but not configured), Unavailable (a slot or MLflow is down), NotFound.
         """
-        settings = self.settings
+        options = options or CompareOptions(thresholds=thresholds)
         before = self.deployments.get_deployment(name).state
         if before.green is None:
             raise IllegalTransition(
                 f"{name} has no green release to compare: stage one first", hint="stage"
             )
-        limits = Thresholds().with_overrides(dict(settings.thresholds))
+        limits = Thresholds().with_overrides(dict(self.settings.thresholds))
+        limits = limits.with_overrides(dict(options.thresholds or thresholds or {}))
+        self._check_request(cases, options)
         targets = [self._target(name, release, cases) for release in (before.blue, before.green)]
-        blue, green = query_slots(
-            targets,
+        blue, green = query_slots(targets, cases, self._plan())
+        if options.scorers or any(case.scorers for case in cases):
+            blue, green = self.scorers.score_all(
+                cases, [blue, green], options.scorers, self.settings.concurrency
+            )
+        judgements = self._judge(cases, blue, green, options)
+        report = compare(
             cases,
-            concurrency=settings.concurrency,
-            timeout=settings.timeout_seconds,
+            blue,
+            green,
+            limits,
+            default_registry().get(self.settings.scorer),
+            judgements=judgements,
+            judge=self._judge_setup() if judgements is not None else None,
+            price_per_1k_tokens=self.settings.price_per_1k_tokens,
         )
-        scorer = default_registry().get(settings.scorer)
-        report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
+        report.mlflow = self._log(name, before.blue, before.green, cases, options, report)
         gate = Gate(before.blue, before.green, report.verdict.passed, tuple(report.verdict.reasons))
         body = report.model_dump(mode="json")
-        stored = self.executor.run(name, principal, lambda s: rollout.record_gate(s, gate, body))
+        details = _log_details(report)
+        stored = self.executor.run(
+            name,
+            principal,
+            lambda s: replace(rollout.record_gate(s, gate, body), details=details),
+        )
         return stored, report
+
+    def _plan(self) -> QueryPlan:
+        s = self.settings
+        return QueryPlan(
+            concurrency=s.concurrency,
+            timeout=s.timeout_seconds,
+            warmup=s.warmup_calls,
+            repeats=s.latency_repeats,
+            probe_cases=s.latency_cases,
+        )
+
+    def _check_request(self, cases: Sequence[GoldenCase], options: CompareOptions) -> None:
+        self.scorers.check(options.scorers, "scorers")
+        for index, case in enumerate(cases):
+            self.scorers.check(case.scorers, f"cases[{index}].scorers")
+        if options.judge and self.judge is None:
+            raise InvalidInput(
+                "judge was asked for but no judge is configured: set BGSERVE_COMPARE_JUDGE_URL "
+                "and BGSERVE_COMPARE_JUDGE_MODEL",
+                field="judge",
+            )
+
+    def _judge(
+        self,
+        cases: Sequence[GoldenCase],
+        blue: Mapping[str, SlotResult],
+        green: Mapping[str, SlotResult],
+        options: CompareOptions,
+    ) -> dict[str, Judgement] | None:
+        if self.judge is None or options.judge is False:
+            return None
+        judge = self.judge
+        return asyncio.run(
+            judge.judge_all(cases, blue, green, self.settings.concurrency, options.judge_rubric)
+        )
+
+    def _judge_setup(self) -> JudgeSetup | None:
+        if self.judge is None:
+            return None
+        return JudgeSetup(self.judge.settings.model, self.judge.settings.both_orders)
+
+    def _log(
+        self,
+        name: str,
+        blue: int,
+        green: int,
+        cases: Sequence[GoldenCase],
+        options: CompareOptions,
+        report: ComparisonReport,
+    ) -> LoggedRun | None:
+        if self.logger is None:
+            return None
+        context = RunContext(
+            deployment=name,
+            kind="golden",
+            golden_set=options.golden_set,
+            golden_set_hash=golden_set_hash(cases),
+            sides={"blue": self._side(blue), "green": self._side(green)},
+        )
+        title = f"{name}: blue vs green on {options.golden_set}"
+        return self.logger.log(context, report, title)
+
+    def _side(self, release_id: int) -> dict[str, str]:
+        release = self.releases.get_release(release_id)
+        return {
+            "release": str(release.id),
+            "release_name": release.name,
+            "model_uri": release.model_uri,
+            "prompt_uri": release.prompt_uri,
+        }
 
     def _target(self, name: str, release_id: int, cases: list[GoldenCase]) -> SlotTarget:
         release = self.releases.get_release(release_id)
@@ -183,3 +231,13 @@ class Comparer:
         if info is None or not info.ready:
             raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
         return SlotTarget(f"{info.endpoint}/v2/models/{name}/infer", variables)
+
+
+def _log_details(report: ComparisonReport) -> dict[str, object]:
+    """The history event's note of where the comparison was logged, or why it was not."""
+    run = report.mlflow
+    if run is None:
+        return {"outcome": report.outcome}
+    if run.error is not None:
+        return {"outcome": report.outcome, "mlflow_error": run.error}
+    return {"outcome": report.outcome, "mlflow_run_id": run.run_id, "mlflow_url": run.url}

@@ -58,6 +58,15 @@ def _report(payload: dict[str, Any], html: Path | None, title: str) -> Compariso
 
 def _print_report(report: ComparisonReport, html: Path | None) -> None:
     console.print(comparison_table(report))
+    if report.outcome == "inconclusive":
+        console.print("inconclusive: too few cases to show green meets the thresholds")
+    run = report.mlflow
+    if run is not None and run.error is not None:
+        console.print(f"not logged to MLflow: {run.error}", style="yellow", markup=False)
+    elif run is not None:
+        console.print(f"MLflow run {run.run_id} in {run.experiment}", markup=False)
+        if run.url:
+            console.print(run.url, markup=False)
     if html is not None:
         console.print(f"HTML report written to {html}")
 

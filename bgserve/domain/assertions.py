@@ -55,7 +55,7 @@ VALUE_RULES: dict[str, str] = {
     "similar": "text_or_expected",
 }
 KNOWN_ASSERTION_TYPES: tuple[str, ...] = tuple(VALUE_RULES)
-_CASE_KEYS = ("id", "inputs", "expected", "assert", "description")
+_CASE_KEYS = ("id", "inputs", "expected", "assert", "scorers", "description")
 _ASSERTION_KEYS = ("type", "value", "threshold")
 
 

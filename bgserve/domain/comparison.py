@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 
 from bgserve.domain.assertions import Answer, AssertionResult, check_assertion, clamp_score
 from bgserve.domain.golden import GoldenCase
+from bgserve.domain.golden_summary import JudgeSetup, summarize
+from bgserve.domain.judging import Judgement
 from bgserve.domain.scorers import (
     ExactScorer,
     Scorer,
@@ -22,6 +24,7 @@ from bgserve.domain.scorers import (
     default_registry,
     normalize_text,
 )
+from bgserve.domain.tokens import approximate_tokens
 from bgserve.domain.verdict import (
     Rate,
     Ratio,
@@ -33,12 +36,15 @@ from bgserve.domain.verdict import (
     percentile,
     verdict_reasons,
 )
+from bgserve.domain.verdict_quality import outcome_of, quality_reasons
 
 __all__ = [
     "AssertionResult",
     "CaseReport",
     "ComparisonReport",
     "ExactScorer",
+    "JudgeSetup",
+    "LoggedRun",
     "Rate",
     "Ratio",
     "Scorer",
@@ -60,11 +66,20 @@ __all__ = [
 
 
 class SlotResult(BaseModel):
-    """What one slot answered to one case; ``error`` set means no usable answer."""
+    """What one slot answered to one case; ``error`` set means no usable answer.
+
+    ``output_tokens`` is the model's own count when the slot reported it; ``probe_ms``
+    holds the latencies of repeated calls of the case (the first answer's included),
+    whose median stands for the case in the latency check; ``scores`` are the MLflow
+    scorers' values on this answer (None for a scorer that failed).
+    """
 
     output: str | None = None
     latency_ms: float = Field(ge=0)
     error: str | None = None
+    output_tokens: int | None = Field(None, ge=0)
+    probe_ms: tuple[float, ...] = ()
+    scores: dict[str, float | None] = Field(default_factory=dict)
 
 
 class SlotReport(BaseModel):
@@ -74,6 +89,10 @@ class SlotReport(BaseModel):
     latency_ms: float
     error: str | None
     assertions: list[AssertionResult]
+    output_tokens: int | None = None
+    tokens_reported: bool = False
+    probe_ms: list[float] = Field(default_factory=list)
+    scores: dict[str, float | None] = Field(default_factory=dict)
 
     @property
     def answered(self) -> bool:
@@ -94,6 +113,7 @@ class CaseReport(BaseModel):
     differs: bool
     regressed: bool
     problems: list[str]
+    judge: Judgement | None = None
 
     @property
     def failing(self) -> bool:
@@ -110,11 +130,26 @@ def _slot_report(case: GoldenCase, result: SlotResult, scorer: Scorer) -> SlotRe
             AssertionResult(type=a.type, passed=False, message=f"no answer: {error}")
             for a in case.assertions
         ]
-        return SlotReport(output=None, latency_ms=result.latency_ms, error=error, assertions=failed)
+        return SlotReport(
+            output=None,
+            latency_ms=result.latency_ms,
+            error=error,
+            assertions=failed,
+            probe_ms=list(result.probe_ms),
+            scores=result.scores,
+        )
     answer = Answer(result.output or "", result.latency_ms, case.expected, scorer)
     checked = [check_assertion(a, answer) for a in case.assertions]
+    reported = result.output_tokens is not None
     return SlotReport(
-        output=answer.output, latency_ms=answer.latency_ms, error=None, assertions=checked
+        output=answer.output,
+        latency_ms=answer.latency_ms,
+        error=None,
+        assertions=checked,
+        output_tokens=result.output_tokens if reported else approximate_tokens(answer.output),
+        tokens_reported=reported,
+        probe_ms=list(result.probe_ms),
+        scores=result.scores,
     )
 
 
@@ -124,6 +159,7 @@ def _case_report(
     green_result: SlotResult,
     thresholds: Thresholds,
     scorer: Scorer,
+    judgement: Judgement | None,
 ) -> CaseReport:
     blue = _slot_report(case, blue_result, scorer)
     green = _slot_report(case, green_result, scorer)
@@ -147,8 +183,18 @@ def _case_report(
         similarity=similarity,
         differs=differs,
         regressed=regressed,
-        problems=_problems(blue, green, similarity, differs, thresholds),
+        problems=_problems(blue, green, similarity, differs, thresholds)
+        + _judge_problems(judgement),
+        judge=judgement,
     )
+
+
+def _judge_problems(judgement: Judgement | None) -> list[str]:
+    if judgement is None or judgement.outcome in ("win", "tie"):
+        return []
+    if judgement.outcome == "error":
+        return [f"the judge failed: {judgement.error}"]
+    return ["the judge prefers blue's answer (" + "; ".join(judgement.orders) + ")"]
 
 
 def _problems(
@@ -179,71 +225,37 @@ def _problems(
     return problems
 
 
-# --- summary and verdict ---------------------------------------------------------------
+# --- report and verdict ----------------------------------------------------------------
+
+
+class LoggedRun(BaseModel):
+    """Where the comparison was logged in MLflow, or why logging failed (``error``)."""
+
+    run_id: str | None = None
+    experiment_id: str | None = None
+    experiment: str | None = None
+    url: str | None = None
+    error: str | None = None
 
 
 class ComparisonReport(BaseModel):
-    """Everything a comparison found; JSON-serializable with ``model_dump(mode="json")``."""
+    """Everything a comparison found; JSON-serializable with ``model_dump(mode="json")``.
+
+    ``outcome`` is ``passed``, ``failed``, or ``inconclusive`` when the only reasons are
+    that the cases are too few to show a threshold is met (it does not pass the gate).
+    """
 
     scorer: str
     thresholds: Thresholds
     summary: Summary
     verdict: Verdict
     cases: list[CaseReport]
+    outcome: str = "passed"
+    mlflow: LoggedRun | None = None
 
     def failing_cases(self) -> list[CaseReport]:
         """The cases with at least one problem, in golden-set order."""
         return [case for case in self.cases if case.failing]
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return part / whole if whole else None
-
-
-def _slot_summary(reports: Sequence[CaseReport], role: str) -> SlotSummary:
-    slots = [(case.id, getattr(case, role)) for case in reports]
-    errored = [cid for cid, slot in slots if not slot.answered]
-    latencies = [slot.latency_ms for _, slot in slots if slot.answered]
-    checks = [a.passed for _, slot in slots for a in slot.assertions]
-    return SlotSummary(
-        errors=len(errored),
-        error_rate=_rate(len(errored), len(slots)) or 0.0,
-        errored_cases=errored,
-        assertions_passed=sum(checks),
-        assertions_total=len(checks),
-        assertion_pass_rate=_rate(sum(checks), len(checks)),
-        latency_p50_ms=percentile(latencies, 0.5),
-        latency_p95_ms=percentile(latencies, 0.95),
-    )
-
-
-def _ratio(green: float | None, blue: float | None, floor: float) -> float | None:
-    if green is None or blue is None:
-        return None
-    low = max(blue, floor)
-    return max(green, floor) / low if low > 0 else None
-
-
-def _summarize(reports: Sequence[CaseReport], thresholds: Thresholds) -> Summary:
-    scored = [case for case in reports if case.similarity is not None]
-    similarities = [case.similarity for case in scored if case.similarity is not None]
-    blue, green = _slot_summary(reports, "blue"), _slot_summary(reports, "green")
-    floor = thresholds.min_latency_ms_for_ratio
-    exact = sum(case.exact_match for case in scored)
-    return Summary(
-        cases=len(reports),
-        compared=len(scored),
-        exact_matches=exact,
-        exact_match_rate=_rate(exact, len(scored)),
-        mean_similarity=sum(similarities) / len(similarities) if similarities else None,
-        agreement_rate=_rate(sum(not case.differs for case in scored), len(scored)),
-        differing_cases=[case.id for case in scored if case.differs],
-        regressed_cases=[case.id for case in reports if case.regressed],
-        blue=blue,
-        green=green,
-        latency_ratio_p50=_ratio(green.latency_p50_ms, blue.latency_p50_ms, floor),
-        latency_ratio_p95=_ratio(green.latency_p95_ms, blue.latency_p95_ms, floor),
-    )
 
 
 def _result(results: Mapping[str, SlotResult], case_id: str, role: str) -> SlotResult:
@@ -258,8 +270,14 @@ def compare(
     green_results: Mapping[str, SlotResult],
     thresholds: Thresholds | None = None,
     scorer: Scorer | None = None,
+    *,
+    judgements: Mapping[str, Judgement] | None = None,
+    judge: JudgeSetup | None = None,
+    price_per_1k_tokens: float | None = None,
 ) -> ComparisonReport:
     """Score green against blue on ``cases``; the results are keyed by case id.
+
+    ``judgements`` are the pairwise judge's outcomes by case id, made by ``judge``.
 
     Raises:
         ValueError: a case has no result for a slot (a bug in the caller).
@@ -273,15 +291,17 @@ def compare(
             _result(green_results, case.id, "green"),
             thresholds,
             scorer,
+            None if judgements is None else judgements.get(case.id),
         )
         for case in cases
     ]
-    summary = _summarize(reports, thresholds)
-    reasons = verdict_reasons(summary, thresholds)
+    summary = summarize(reports, thresholds, judge, price_per_1k_tokens)
+    reasons = verdict_reasons(summary, thresholds) + quality_reasons(summary, thresholds)
     return ComparisonReport(
         scorer=scorer.name,
         thresholds=thresholds,
         summary=summary,
         verdict=Verdict(passed=not reasons, reasons=reasons),
         cases=reports,
+        outcome=outcome_of(reasons),
     )

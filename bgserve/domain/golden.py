@@ -3,7 +3,7 @@
 A golden set is JSON Lines (``prompts/<name>/golden.jsonl``), one case a line::
 
     {"id": "c1", "inputs": {"text": "..."}, "expected": "...",
-     "assert": [{"type": "contains", "value": "..."}]}
+     "assert": [{"type": "contains", "value": "..."}], "scorers": ["is_polite"]}
 
 or the same objects inline as a list. Every problem is an :class:`InvalidInput` that
 names where it is (line number or list index, and the case id) in its message, and the
@@ -40,7 +40,7 @@ __all__ = [
 MAX_CASES = 10_000
 MAX_CASE_BYTES = 65_536
 MAX_ID_LENGTH = 128
-_CASE_KEYS = ("id", "inputs", "expected", "assert", "description")
+_CASE_KEYS = ("id", "inputs", "expected", "assert", "scorers", "description")
 _ASSERTION_KEYS = ("type", "value", "threshold")
 
 
@@ -57,6 +57,8 @@ class GoldenCase(BaseModel):
     inputs: dict[str, str]
     expected: str | None = None
     assertions: tuple[Assertion, ...] = Field(default=(), alias="assert")
+    scorers: tuple[str, ...] = ()
+    """Names of MLflow scorers run on both answers (from ``BGSERVE_COMPARE_SCORER_MODULES``)."""
     description: str | None = None
 
     @field_validator("id")

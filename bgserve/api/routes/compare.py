@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from bgserve.api.deps import DeployerDep, ServiceDep, ViewerDep
 from bgserve.api.guard import GuardedRoute
 from bgserve.api.schemas import READ_ONE, WRITE, DeploymentName, Strict
+from bgserve.app.comparer import CompareOptions
 from bgserve.app.golden_sets import load_golden_set
 from bgserve.compose import Components
 from bgserve.domain.golden import GoldenCase, parse_cases
@@ -40,7 +41,21 @@ class GoldenSource(Strict):
 
 
 class CompareRequest(GoldenSource):
-    pass
+    """A golden set, thresholds, and the optional quality signals of this comparison."""
+
+    scorers: list[str] = Field(
+        default_factory=list,
+        description="MLflow scorers (from compare_scorer_modules) run on every case",
+        examples=[["is_concise"]],
+    )
+    judge: bool | None = Field(
+        None,
+        description="The pairwise LLM judge: omitted runs it when configured, false skips "
+        "it, true requires it",
+    )
+    judge_rubric: str | None = Field(
+        None, description="The judge's rubric for this comparison instead of the configured one"
+    )
 
 
 def cases_of(body: GoldenSource, prompts_dir: Path) -> list[GoldenCase]:
@@ -63,7 +78,14 @@ def compare(
     """Run the golden set on blue and green directly; the verdict gates promotion."""
     parts: Components = request.app.state.components
     cases = cases_of(body, parts.settings.prompts_dir)
-    _, report = parts.comparer.compare(name, cases, who.name, body.thresholds)
+    options = CompareOptions(
+        thresholds=body.thresholds,
+        golden_set=body.golden_set or "inline",
+        scorers=tuple(body.scorers),
+        judge=body.judge,
+        judge_rubric=body.judge_rubric,
+    )
+    _, report = parts.comparer.compare(name, cases, who.name, options=options)
     return report.model_dump(mode="json")
 
 

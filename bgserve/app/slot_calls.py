@@ -1,0 +1,170 @@
+"""Calls of golden cases to slots, directly: OIP v2 bodies, answers, tokens, and the
+measured rounds (warm-up, one call a case, repeated calls for the latency probe).
+
+Concurrency bounds the requests in flight; blue's and green's calls of a case are queued
+side by side, so both slots see the same load while they are measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from bgserve.domain.comparison import SlotResult
+from bgserve.domain.golden import GoldenCase
+
+__all__ = [
+    "QueryPlan",
+    "SlotTarget",
+    "oip_request",
+    "output_text",
+    "query_slots",
+    "reported_tokens",
+]
+
+
+@dataclass(frozen=True)
+class SlotTarget:
+    """One slot to query: its infer URL and the template variables it takes."""
+
+    infer_url: str
+    variables: Sequence[str]
+
+
+def oip_request(inputs: Mapping[str, str], variables: Sequence[str]) -> dict[str, object]:
+    """An OIP v2 infer body with one BYTES input per variable."""
+    return {
+        "inputs": [
+            {"name": v, "datatype": "BYTES", "shape": [1], "data": [inputs[v]]} for v in variables
+        ]
+    }
+
+
+def output_text(body: object) -> str:
+    """The text of the ``output`` tensor of an OIP v2 answer. Raises ValueError."""
+    if not isinstance(body, dict):
+        raise ValueError("answer is not a JSON object")
+    for tensor in body.get("outputs") or []:
+        if isinstance(tensor, dict) and tensor.get("name") == "output" and tensor.get("data"):
+            return str(tensor["data"][0])
+    raise ValueError("answer has no 'output' tensor")
+
+
+def reported_tokens(body: object) -> int | None:
+    """The output tokens the model reported: an ``output_tokens`` tensor, or
+    ``parameters.usage.completion_tokens`` / ``output_tokens``; None when absent."""
+    if not isinstance(body, dict):
+        return None
+    for tensor in body.get("outputs") or []:
+        if (
+            isinstance(tensor, dict)
+            and tensor.get("name") == "output_tokens"
+            and tensor.get("data")
+        ):
+            return _count(tensor["data"][0])
+    parameters = body.get("parameters")
+    usage = parameters.get("usage") if isinstance(parameters, dict) else None
+    if isinstance(usage, dict):
+        return _count(usage.get("completion_tokens", usage.get("output_tokens")))
+    return None
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+async def _ask(
+    session: aiohttp.ClientSession,
+    target: SlotTarget,
+    case: GoldenCase,
+    gate: asyncio.Semaphore,
+) -> SlotResult:
+    async with gate:
+        started = time.perf_counter()
+        try:
+            async with session.post(
+                target.infer_url, json=oip_request(case.inputs, target.variables)
+            ) as response:
+                text = await response.text()
+            latency = (time.perf_counter() - started) * 1000
+            if response.status != 200:
+                return SlotResult(
+                    output=None, latency_ms=latency, error=f"HTTP {response.status}: {text[:300]}"
+                )
+            body = json.loads(text)
+            return SlotResult(
+                output=output_text(body), latency_ms=latency, output_tokens=reported_tokens(body)
+            )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            latency = (time.perf_counter() - started) * 1000
+            return SlotResult(output=None, latency_ms=latency, error=f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """How the slots are called: requests in flight, warm-up calls a slot before any
+    measurement, and how many times each of the first ``probe_cases`` cases is called."""
+
+    concurrency: int
+    timeout: float
+    warmup: int = 2
+    repeats: int = 3
+    probe_cases: int = 20
+
+
+async def _round(
+    client: aiohttp.ClientSession,
+    targets: Sequence[SlotTarget],
+    cases: Sequence[GoldenCase],
+    gate: asyncio.Semaphore,
+) -> list[list[SlotResult]]:
+    """Every case on every target, the targets' calls of one case queued side by side."""
+    calls = [_ask(client, target, case, gate) for case in cases for target in targets]
+    flat = await asyncio.gather(*calls)
+    return [list(flat[t :: len(targets)]) for t in range(len(targets))]
+
+
+def _with_probe(first: SlotResult, again: Sequence[SlotResult]) -> SlotResult:
+    if first.error is not None:
+        return first
+    samples = (first.latency_ms, *(r.latency_ms for r in again if r.error is None))
+    return first.model_copy(update={"probe_ms": samples})
+
+
+async def _ask_all(
+    targets: Sequence[SlotTarget], cases: Sequence[GoldenCase], plan: QueryPlan
+) -> list[dict[str, SlotResult]]:
+    gate = asyncio.Semaphore(plan.concurrency)
+    # aiohttp rather than httpx here: at hundreds of calls a second, httpx's connection
+    # pool costs more CPU than the slots' answers (bench/compare.py).
+    connector = aiohttp.TCPConnector(limit=plan.concurrency * len(targets))
+    timeout = aiohttp.ClientTimeout(total=plan.timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+        # A slot's first calls pay for connections, caches and lazy loading: not measured.
+        await _round(client, targets, list(cases[:1]) * plan.warmup, gate)
+        probed = list(cases[: plan.probe_cases]) if plan.repeats > 1 else []
+        # One round, the repeated calls queued after the first ones: no pause between them.
+        answers = await _round(client, targets, [*cases, *probed * (plan.repeats - 1)], gate)
+    results = []
+    for side in answers:
+        first, again = side[: len(cases)], side[len(cases) :]
+        repeats = [again[i :: len(probed)] for i in range(len(probed))]
+        results.append(
+            {
+                case.id: _with_probe(first[i], repeats[i]) if i < len(probed) else first[i]
+                for i, case in enumerate(cases)
+            }
+        )
+    return results
+
+
+def query_slots(
+    targets: Sequence[SlotTarget], cases: Sequence[GoldenCase], plan: QueryPlan
+) -> list[dict[str, SlotResult]]:
+    """Each target's answer to every case, by case id (blocking; runs its own loop)."""
+    return asyncio.run(_ask_all(targets, cases, plan))
