@@ -38,6 +38,8 @@ def _json_patch(doc: Obj, ops: list[Obj]) -> None:
             node[key] = copy.deepcopy(op["value"])
         elif op["op"] == "remove":
             del node[key]
+        elif op["op"] == "test":
+            assert node[key] == op["value"], f"patch test failed at {op['path']}"
         else:
             raise AssertionError(f"unsupported patch op {op['op']}")
 
@@ -90,8 +92,8 @@ def _containers(obj: Obj) -> list[Obj]:
     return list(obj["spec"]["template"]["spec"]["containers"])
 
 
-def one(objects: list[Obj], kind: str) -> Obj:
-    (found,) = [o for o in objects if o["kind"] == kind]
+def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
+    (found,) = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     return found
 
 
@@ -139,7 +141,7 @@ def _required(expected: dict[str, str]) -> list[dict[str, list[str]]]:
 
 def test_role_grants_exactly_what_the_backend_uses(built: Built) -> None:
     objects, expected = built
-    role = one(objects, "Role")
+    role = one(objects, "Role", "bgserve")
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     assert "*" not in {x for rule in role["rules"] for key in rule for x in rule[key]}
     assert rule_set(role["rules"]) == rule_set(_required(expected))
@@ -162,7 +164,7 @@ def test_settings_in_the_configmap_are_real_and_consistent(
 def test_references_resolve(built: Built) -> None:
     objects, _ = built
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
-    deployment, binding = one(objects, "Deployment"), one(objects, "RoleBinding")
+    deployment, binding = one(objects, "Deployment"), one(objects, "RoleBinding", "bgserve")
     pod = deployment["spec"]["template"]
     assert ("ServiceAccount", pod["spec"]["serviceAccountName"]) in names
     assert ("Role", binding["roleRef"]["name"]) in names

@@ -103,7 +103,8 @@ class Executor:
 
     @contextmanager
     def locked(self, name: str) -> Iterator[None]:
-        """Hold the deployment's lock. Raises Conflict after the lock timeout."""
+        """Hold the deployment's lock in this process, then in the store against other
+        replicas. Raises Conflict after the lock timeout."""
         with self._locks_guard:
             lock = self._locks.setdefault(name, threading.Lock())
         if not lock.acquire(timeout=self.lock_timeout):
@@ -113,7 +114,8 @@ class Executor:
                 hint="retry",
             )
         try:
-            yield
+            with self.store.hold(name, self.lock_timeout):
+                yield
         finally:
             lock.release()
 

@@ -63,16 +63,25 @@ def serve(
     Every other setting comes from BGSERVE_* variables (see the README's Settings); the
     MLflow registry is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME.
     """
+    from functools import partial
+
     import uvicorn
 
     from bgserve.api.app import create_app
     from bgserve.cli.logs import configure_logging
+    from bgserve.compose import build_components
+    from bgserve.election import claim_local_state
 
     given = {"host": host, "port": port, "data_port": data_port, "state_url": state_url}
     settings = load_settings(given)
     configure_logging(settings.log_level)
+    try:
+        claim = claim_local_state(settings)  # before binding: a second serve says who runs
+    except BgserveError as exc:
+        say_error(exc.message)
+        raise typer.Exit(1) from exc
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, build=partial(build_components, claim=claim)),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -17,7 +17,7 @@ from bgserve.store import migrate
 
 def open_engine(url: str) -> Engine:
     """An engine on ``url`` (SQLite in WAL mode with foreign keys on). Raises InvalidInput."""
-    parsed = _parse(url)
+    parsed = parse_state_url(url)
     kwargs: dict[str, Any] = {}
     sqlite = parsed.get_backend_name() == "sqlite"
     if sqlite:
@@ -77,6 +77,20 @@ def unavailable(exc: SQLAlchemyError, what: str = "the state database failed") -
     """Unavailable for a database failure, with the driver's own first line."""
     cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     return Unavailable(f"{what}: {cause}", hint="retry")
+
+
+def parse_state_url(url: str) -> URL:
+    """``url`` as a SQLAlchemy URL; the plain ``postgresql://`` (or ``postgres://``) that
+    PostgreSQL operators publish in their Secrets means psycopg 3. Raises InvalidInput."""
+    parsed = _parse(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def is_postgres(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL database (any driver)."""
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
 def _parse(url: str) -> URL:

@@ -11,7 +11,7 @@ every one leaves as a :class:`~bgserve.errors.BgserveError`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from bgserve.domain.release import Release, ResolvedRelease
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BgserveError, Conflict, InvalidInput, NotFound, StaleWrite
+from bgserve.store.advisory_lock import deployment_lock
 from bgserve.store.database import open_engine, unavailable, upgrade_database
 from bgserve.store.records import (
     Event,
@@ -59,6 +60,12 @@ class Store:
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
+
+    def hold(self, name: str, timeout: float) -> AbstractContextManager[None]:
+        """Hold deployment ``name`` against other processes on this database (replicas on
+        one PostgreSQL); a no-op on SQLite, which one process uses. Raises Conflict after
+        ``timeout`` seconds."""
+        return deployment_lock(self.engine, name, timeout)
 
     @contextmanager
     def _begin(self, refused: Refusal | None = None) -> Iterator[Connection]:
