@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bgserve.app.comparer import Comparer, CompareSettings
 from bgserve.app.engine import RolloutEngine
 from bgserve.app.executor import Executor
+from bgserve.app.leadership import Leadership, Lease, Timing
 from bgserve.app.ports import TrafficSource
 from bgserve.app.prompt_validation import PromptValidator
 from bgserve.app.recovery import Recovery
@@ -17,10 +19,12 @@ from bgserve.app.shadow import ShadowCollector, ShadowSettings
 from bgserve.backends.base import Backend, SlotWatcher
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.comparison import Thresholds, default_registry
+from bgserve.election import build_lease, claim_local_state, timing_of
 from bgserve.errors import InvalidInput
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.settings import Settings
 from bgserve.store import Store
+from bgserve.store.serve_claim import Claim
 
 
 @dataclass
@@ -38,15 +42,36 @@ class Components:
     recovery: Recovery
     engine: RolloutEngine
     shadow: ShadowCollector
+    lease: Lease
+    timing: Timing
+    claim: Claim
+    leadership: Leadership = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.leadership = Leadership(self.lease, self.timing, self.lead, self.follow)
 
     def start(self) -> None:
-        """Restore every stored deployment on the backend, watch its slots, and start the
-        rollout engine (which resumes plans under way)."""
+        """Watch the slots, then take part in leader election: the leader restores every
+        stored deployment on the backend and runs the rollout engine (which resumes plans
+        under way); a replica that is not the leader only answers calls."""
         if isinstance(self.backend, SlotWatcher):
-            self.backend.watch_slots(self.recovery.slot_lost)
+            self.backend.watch_slots(self._slot_lost)
+        self.leadership.start()
+        self.shadow.start()
+
+    def lead(self) -> None:
+        """What the leader alone does: restore deployments and advance plans."""
         self.recovery.reconcile()
         self.engine.start()
-        self.shadow.start()
+
+    def follow(self) -> None:
+        """Stop the leader's work (the lease was lost or bgserve stops)."""
+        self.engine.stop()
+
+    def _slot_lost(self, deployment: str, release_id: int) -> None:
+        # Every replica watches; the leader alone restarts (others would restart it twice).
+        if self.leadership.is_leader:
+            self.recovery.slot_lost(deployment, release_id)
 
     def close(self) -> None:
         """Stop recovering, stop the backend (and the local slots), release the database.
@@ -54,6 +79,7 @@ class Components:
         Recoveries under way are cut short by the backend closing; they are waited for, so
         no slot they start outlives bgserve and none is recorded as a failed restart.
         """
+        self.leadership.close()
         self.engine.close()
         self.shadow.close()
         self.recovery.close(timeout=0)
@@ -62,6 +88,7 @@ class Components:
         finally:
             self.recovery.wait_idle(self.settings.slot_ready_timeout_seconds)
             self.store.close()
+            self.claim.release()
 
 
 def build_backend(settings: Settings) -> Backend:
@@ -141,14 +168,27 @@ def registry_at(
     )
 
 
-def build_components(settings: Settings, backend: Backend | None = None) -> Components:
-    """Build every part from ``settings``; ``backend`` replaces the configured one."""
-    store = build_store(settings)
+def build_components(
+    settings: Settings, backend: Backend | None = None, claim: Claim | None = None
+) -> Components:
+    """Build every part from ``settings``; ``backend`` replaces the configured one, and
+    ``claim`` is the state's claim when the caller took it already.
+
+    Raises Conflict when another ``serve`` already runs the local backend on this state.
+    """
+    claim = claim or claim_local_state(settings)
+    try:
+        store = build_store(settings)
+    except Exception:
+        claim.release()
+        raise
     registry = build_registry(settings)
     try:
         backend = backend or build_backend(settings)
+        lease = build_lease(settings)
     except Exception:
         store.close()
+        claim.release()
         raise
     executor = Executor(
         store, backend, registry, clock=utc_now, lock_timeout=settings.lock_timeout_seconds
@@ -165,7 +205,15 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         shadow_gate=shadow.gate,
     )
     compare_settings = compare_settings_of(settings)
-    comparer = Comparer(compare_settings, store, store, registry, backend, executor)
+    comparer = Comparer(
+        compare_settings,
+        store,
+        store,
+        registry,
+        backend,
+        executor,
+        **comparer_parts_of(settings, registry),
+    )
     validator = PromptValidator(compare_settings, store, store, registry)
     recovery = Recovery(
         executor,
@@ -194,6 +242,9 @@ def build_components(settings: Settings, backend: Backend | None = None) -> Comp
         recovery,
         engine,
         shadow,
+        lease,
+        timing_of(settings),
+        claim,
     )
 
 
@@ -228,7 +279,46 @@ def compare_settings_of(settings: Settings) -> CompareSettings:
         timeout_seconds=settings.compare_timeout_seconds,
         thresholds=dict(settings.compare_thresholds),
         scorer=settings.compare_scorer,
+        warmup_calls=settings.compare_warmup_calls,
+        latency_repeats=settings.compare_latency_repeats,
+        latency_cases=settings.compare_latency_cases,
+        price_per_1k_tokens=settings.compare_price_per_1k_tokens,
     )
+
+
+def comparer_parts_of(settings: Settings, registry: MlflowRegistry) -> dict[str, Any]:
+    """The comparer's MLflow logger, pairwise judge and MLflow scorers, as configured."""
+    from bgserve.app.judge import JudgeSettings, PairwiseJudge
+    from bgserve.app.mlflow_log import ComparisonLogger
+    from bgserve.app.scorers import ScorerSet, load_scorer_modules
+    from bgserve.domain.judging import DEFAULT_RUBRIC
+
+    tracking_uri = settings.compare_mlflow_tracking_uri or registry.tracking_uri
+    logger = ComparisonLogger(
+        tracking_uri,
+        ui_url=settings.compare_mlflow_ui_url,
+        timeout_seconds=settings.compare_mlflow_timeout_seconds,
+        artifact_location=None
+        if settings.compare_mlflow_tracking_uri
+        else registry.artifact_location,
+    )
+    judge = None
+    if settings.compare_judge_url:
+        judge = PairwiseJudge(
+            JudgeSettings(
+                url=settings.compare_judge_url,
+                model=settings.compare_judge_model,
+                api_key_env=settings.compare_judge_api_key_env,
+                rubric=settings.compare_judge_rubric or DEFAULT_RUBRIC,
+                both_orders=settings.compare_judge_both_orders,
+                timeout_seconds=settings.compare_timeout_seconds,
+            )
+        )
+    return {
+        "logger": logger if settings.compare_log_to_mlflow else None,
+        "judge": judge,
+        "scorers": ScorerSet(load_scorer_modules(settings.compare_scorer_modules)),
+    }
 
 
 def shadow_settings_of(settings: Settings) -> ShadowSettings:

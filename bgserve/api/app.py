@@ -23,6 +23,7 @@ from bgserve.api.schemas import error_responses
 from bgserve.compose import Components, build_components
 from bgserve.registry.mlflow_registry import bound_mlflow_http
 from bgserve.settings import Settings
+from bgserve.ui import routes as ui
 
 log = logging.getLogger("bgserve.api")
 
@@ -43,7 +44,9 @@ def create_app(
         )
         built = await run_in_threadpool(build, settings)
         app.state.components = built
-        app.state.metrics = build_registry(built.service, built.shadow)
+        app.state.metrics = build_registry(
+            built.service, built.shadow, built.leadership, built.comparer.logger
+        )
         try:
             await run_in_threadpool(built.start)
             gcpause.settle_after_start()  # start-up's objects: out of every full collection
@@ -69,7 +72,8 @@ def create_app(
     app.add_middleware(
         AuthGate,
         authenticator=authenticator,
-        open_paths=open_paths(app, settings.public_metrics_and_docs),
+        open_paths=open_paths(app, settings.public_metrics_and_docs) | {"/ui"},
+        own_auth=("/ui/",),
     )
     app.add_middleware(RequestContext)
     app.include_router(releases.router)
@@ -77,6 +81,7 @@ def create_app(
     app.include_router(compare.router)
     app.include_router(prompts.router)
     app.include_router(shadow.router)
+    app.include_router(ui.router)  # the dashboard: its own cookie sign-in and CSRF check
     _add_probes(app)
     return app
 
@@ -89,9 +94,14 @@ def _add_probes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["probes"])
     def readyz(request: Request) -> JSONResponse:
-        """Readiness: components built and deployments restored."""
+        """Readiness: components built and, on the leader, deployments restored. Says
+        whether this replica leads (every replica serves calls; one advances plans)."""
         ready = bool(request.app.state.ready)
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready}
+        components = getattr(request.app.state, "components", None)
+        if ready and components is not None:
+            body["leadership"] = components.leadership.status()
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get(
         "/metrics",

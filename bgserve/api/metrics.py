@@ -184,11 +184,61 @@ class ShadowMetrics(Collector):
         yield similarity
 
 
-def build_registry(service: Service, shadow: ShadowReports | None = None) -> CollectorRegistry:
+class LeaderStatus(Protocol):
+    """This replica's part in leader election."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+
+class LeaderMetrics(Collector):
+    """``bgserve_leader``: 1 on the replica that advances plans and restarts slots."""
+
+    def __init__(self, leadership: LeaderStatus) -> None:
+        self.leadership = leadership
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "bgserve_leader",
+            "1 when this replica leads (runs the rollout engine and slot recovery), else 0",
+            value=1 if self.leadership.is_leader else 0,
+        )
+
+
+class ComparisonLogFailures(Protocol):
+    """The comparer's MLflow logger (its count of failed loggings)."""
+
+    failures: int
+
+
+class ComparisonMetrics(Collector):
+    """Comparisons whose MLflow logging failed since this process started."""
+
+    def __init__(self, logger: ComparisonLogFailures) -> None:
+        self.logger = logger
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "bgserve_comparison_log_failures",
+            "Comparisons whose MLflow logging failed (the verdict stands; history says why)",
+            value=self.logger.failures,
+        )
+
+
+def build_registry(
+    service: Service,
+    shadow: ShadowReports | None = None,
+    leadership: LeaderStatus | None = None,
+    comparison_log: ComparisonLogFailures | None = None,
+) -> CollectorRegistry:
     """A registry of this app's own; the collector-pause tracker is the process's (the
     garbage collector is process-wide), installed here on first use."""
     registry = CollectorRegistry()
     registry.register(BgserveCollector(service, gcpause.install()))
     if shadow is not None:
         registry.register(ShadowMetrics(shadow))
+    if leadership is not None:
+        registry.register(LeaderMetrics(leadership))
+    if comparison_log is not None:
+        registry.register(ComparisonMetrics(comparison_log))
     return registry
