@@ -14,7 +14,8 @@ from types import TracebackType
 from typing import Any
 
 BENCH = Path(__file__).parent
-RESULTS = BENCH / "results"
+# The smoke tests point this elsewhere, so they never overwrite a full run's results.
+RESULTS = Path(os.environ.get("BGSERVE_BENCH_RESULTS") or BENCH / "results")
 LOADGEN = BENCH / "_loadgen.py"
 
 

@@ -9,8 +9,9 @@ scheduled send time, so a stall is charged to every request it delays.
 One unlucky pause decides the p99 of a few hundred requests, so the whole sequence runs
 ``--repeats`` times: the goal holds in *each* run (the worst ratio is the one checked),
 the median and spread of the runs' ratios are reported, and every window is also pooled
-across runs (p99 and p99.9 over thousands of requests). Garbage-collector pauses per
-process (bgserve, its data plane, each slot) over all runs come from their /metrics.
+across runs (p99 and p99.9 over thousands of requests, each with a 95% bootstrap
+interval). Garbage-collector pauses per process (bgserve, its data plane, each slot) over
+all runs come from their /metrics.
 
     python bench/cutover.py [--rate 200] [--steady 10] [--pause 3] [--repeats 3]
 """
@@ -33,6 +34,7 @@ from _common import (
     table,
 )
 from _stack import DEPLOYMENT, INFER_BODY, Stack
+from _tail import bootstrap
 
 STEPS = (10, 25, 50, 75, 100)
 WARMUP_SECONDS = 0.5  # the first requests of the run open the client's connections
@@ -195,6 +197,8 @@ def pool(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "p50_ms": percentile(values, 50),
             "p99_ms": percentile(values, 99),
             "p999_ms": percentile(values, 99.9),
+            "p99_ci_ms": bootstrap(values, 99),
+            "p999_ci_ms": bootstrap(values, 99.9),
             "max_ms": max(values, default=float("nan")),
             "call_ms_median": spread(calls[step])["median"],
         }
@@ -211,6 +215,8 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "p99_ratio": run["p99_ratio"],
         "steady_p99_ms": run["steady"]["p99_ms"],
         "cutover_p99_ms": run["cutover"]["p99_ms"],
+        "steady_p999_ms": run["steady"]["p999_ms"],
+        "cutover_p999_ms": run["cutover"]["p999_ms"],
         "steady_requests": run["steady"]["requests"],
         "cutover_requests": run["cutover"]["requests"],
         "failures": run["failures"],
@@ -218,14 +224,17 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> str:
-    headers = ["window", "requests", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "call ms"]
+    headers = ["window", "requests", "p50 ms", "p99 ms", "95% CI", "p99.9 ms", "95% CI"]
+    headers += ["max ms", "call ms"]
     rows = [
         [
             w["step"],
             w["requests"],
             w["p50_ms"],
             w["p99_ms"],
+            "{:.1f}-{:.1f}".format(*w["p99_ci_ms"]),
             w["p999_ms"],
+            "{:.1f}-{:.1f}".format(*w["p999_ci_ms"]),
             w["max_ms"],
             w["call_ms_median"] if w["step"] not in ("steady", "cutover") else "",
         ]

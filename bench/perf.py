@@ -24,7 +24,7 @@ from _stack import Stack
 
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
-        "router_overhead": {"requests": 2000, "concurrent_requests": 10_000, "levels": [1, 32]},
+        "router_overhead": {"requests": 5000, "concurrent_requests": 10_000, "levels": [1, 32]},
         "cutover": {"rate": 200.0, "steady": 10.0, "pause": 3.0, "repeats": 3},
         "revert_latency": {"trials": 20, "rate": 500.0},
         "footprint": {"load_requests": 4000},
@@ -41,11 +41,11 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 NAMES = tuple(SIZES["full"])
 
 
-def runners(require_nginx: bool) -> dict[str, tuple[Callable[..., Any], Callable[..., str]]]:
+def runners(require_peers: bool) -> dict[str, tuple[Callable[..., Any], Callable[..., str]]]:
     def overhead(
         stack: Stack, requests: int, levels: list[int], concurrent_requests: int | None = None
     ) -> Any:
-        return router_overhead.run(stack, requests, levels, require_nginx, concurrent_requests)
+        return router_overhead.run(stack, requests, levels, require_peers, concurrent_requests)
 
     return {
         "router_overhead": (overhead, router_overhead.render),
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES))
     args = parser.parse_args()
     sizes = SIZES["smoke" if args.smoke else "full"]
-    table = runners(require_nginx=bool(os.environ.get("CI")))
+    table = runners(require_peers=bool(os.environ.get("CI")))
     started = time.monotonic()
     with Stack() as stack:
         print(f"stack ready in {time.monotonic() - started:.1f}s", flush=True)
