@@ -24,7 +24,7 @@ from bgserve.errors import InvalidInput
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.settings import Settings
 from bgserve.store import Store
-from bgserve.store.serve_claim import Claim
+from bgserve.store.serve_claim import NO_CLAIM, Claim
 
 
 @dataclass
@@ -174,9 +174,11 @@ def build_components(
     """Build every part from ``settings``; ``backend`` replaces the configured one, and
     ``claim`` is the state's claim when the caller took it already.
 
-    Raises Conflict when another ``serve`` already runs the local backend on this state.
+    Raises Conflict when another ``serve`` already runs the local backend on this state
+    (a backend given here is the caller's own: it needs no claim).
     """
-    claim = claim or claim_local_state(settings)
+    if claim is None:
+        claim = claim_local_state(settings) if backend is None else NO_CLAIM
     try:
         store = build_store(settings)
     except Exception:
