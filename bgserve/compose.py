@@ -207,16 +207,13 @@ def build_components(
         shadow_gate=shadow.gate,
     )
     compare_settings = compare_settings_of(settings)
+    comparer_parts = comparer_parts_of(settings, registry)
     comparer = Comparer(
-        compare_settings,
-        store,
-        store,
-        registry,
-        backend,
-        executor,
-        **comparer_parts_of(settings, registry),
+        compare_settings, store, store, registry, backend, executor, **comparer_parts
     )
-    validator = PromptValidator(compare_settings, store, store, registry)
+    validator = PromptValidator(
+        compare_settings, store, store, registry, logger=comparer_parts["logger"]
+    )
     recovery = Recovery(
         executor,
         store,

@@ -79,6 +79,30 @@ def test_a_comparison_is_a_run_with_params_metrics_table_report_and_verdict(
     assert event["details"]["mlflow_run_id"] == run_id
 
 
+def test_a_prompt_validation_is_a_run_of_the_live_model_with_both_prompts(
+    client: TestClient, rel: dict[str, int], mlflow_store: str
+) -> None:
+    deploy(client, "validated", rel["v1"])
+    body = {
+        "deployment": "validated",
+        "prompt_uri": "prompts:/summarize/2",
+        "cases": CASES,
+        "thresholds": LENIENT,
+    }
+    validation = ok(client.post("/prompts/validate", json=body))
+    logged = validation["report"]["mlflow"]
+    assert logged["error"] is None and logged["experiment"] == "bgserve/validated"
+
+    run = mlflow.MlflowClient(tracking_uri=mlflow_store).get_run(logged["run_id"])
+    params = run.data.params
+    assert run.info.run_name.startswith("prompt-validation")
+    assert params["blue_model_uri"] == params["green_model_uri"] == "models:/summarizer/1"
+    assert params["blue_prompt_uri"] == "prompts:/summarize/1"
+    assert params["green_prompt_uri"] == "prompts:/summarize/2"
+    assert params["golden_set"] == "inline"
+    assert run.data.tags["verdict"] == validation["report"]["outcome"]
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

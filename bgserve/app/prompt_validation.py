@@ -17,10 +17,11 @@ import pandas as pd
 from pydantic import BaseModel
 
 from bgserve.app.comparer import CompareSettings
+from bgserve.app.mlflow_log import ComparisonLogger, RunContext, golden_set_hash
 from bgserve.app.ports import DeploymentReader, Releases
 from bgserve.domain.comparison import ComparisonReport, SlotResult, Thresholds, compare
 from bgserve.domain.golden import GoldenCase, LintReport, lint_template
-from bgserve.domain.release import parse_uri
+from bgserve.domain.release import Release, parse_uri
 from bgserve.domain.scorers import default_registry
 from bgserve.domain.template import render, variables
 from bgserve.errors import BgserveError, InvalidInput, RegistryUnavailable
@@ -48,11 +49,13 @@ class PromptValidator:
         deployments: DeploymentReader,
         releases: Releases,
         registry: MlflowRegistry,
+        logger: ComparisonLogger | None = None,
     ) -> None:
         self.settings = settings
         self.deployments = deployments
         self.releases = releases
         self.registry = registry
+        self.logger = logger
         self._lock = threading.Lock()
         self._model: tuple[str, Any, str] | None = None  # (uri, model, input column)
 
@@ -64,8 +67,11 @@ class PromptValidator:
         prompt_uri: str | None = None,
         template: str | None = None,
         thresholds: dict[str, float] | None = None,
+        golden_set: str = "inline",
     ) -> PromptValidation:
-        """Lint the candidate against ``cases`` and compare it with the live prompt.
+        """Lint the candidate against ``cases`` and compare it with the live prompt; the
+        comparison is logged to MLflow as the golden comparisons are (a logging failure is
+        in the report, never raised).
 
         Raises InvalidInput (no or two candidates, bad URI, a template without variables),
         NotFound (deployment, prompt), RegistryUnavailable.
@@ -79,6 +85,16 @@ class PromptValidator:
         limits = Thresholds().with_overrides(dict(self.settings.thresholds))
         scorer = default_registry().get(self.settings.scorer)
         report = compare(cases, blue, green, limits.with_overrides(thresholds), scorer)
+        if self.logger is not None:
+            context = RunContext(
+                deployment=deployment,
+                kind="prompt-validation",
+                golden_set=golden_set,
+                golden_set_hash=golden_set_hash(cases),
+                sides={"blue": _side(live, live.prompt_uri), "green": _side(live, label)},
+            )
+            title = f"{deployment}: live prompt vs {label} on {golden_set}"
+            report.mlflow = self.logger.log(context, report, title)
         return PromptValidation(
             deployment=deployment,
             model_uri=live.model_uri,
@@ -139,6 +155,16 @@ class PromptValidator:
         except Exception as exc:
             raise RegistryUnavailable(f"cannot load {model_uri}: {exc}") from exc
         return model, input_column(model)
+
+
+def _side(live: Release, prompt_uri: str) -> dict[str, str]:
+    """One side of a prompt validation: the live model with ``prompt_uri``."""
+    return {
+        "release": str(live.id),
+        "release_name": live.name,
+        "model_uri": live.model_uri,
+        "prompt_uri": prompt_uri,
+    }
 
 
 def _ms(started: float) -> float:

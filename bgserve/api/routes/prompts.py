@@ -32,5 +32,6 @@ def validate(body: ValidateRequest, request: Request, _who: DeployerDep) -> dict
         prompt_uri=body.prompt_uri,
         template=body.template,
         thresholds=body.thresholds,
+        golden_set=body.golden_set or "inline",
     )
     return result.model_dump(mode="json")
