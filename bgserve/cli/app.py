@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bgserve.cli.bundles import export_bundle
 from bgserve.cli.client import (
     Remote,
     console,
@@ -294,6 +295,7 @@ app.command()(shadow)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(db_app, name="db")
 app.command()(render)
+app.command(name="export-bundle")(export_bundle)
 
 
 def main() -> None:
