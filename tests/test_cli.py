@@ -113,6 +113,9 @@ def test_cli_verbs_drive_a_server_that_stops_cleanly_on_sigterm(
     )
     assert compared.exit_code == 3, compared.output
     assert "FAILED" in compared.output and "list-like" in compared.output
+    for flags, field in ((["--judge"], "judge"), (["--scorer", "no-such"], "scorer")):
+        asked = CliRunner().invoke(app, ["compare", "cli", "-g", "summarize", *flags, "--url", url])
+        assert asked.exit_code == 1 and field in asked.output, asked.output
     page = html.read_text()
     # failing cases come first: "medium" fails, "short-fact" (first in the file) passes
     assert page.index("medium") < page.index("short-fact")

@@ -30,6 +30,26 @@ ThresholdOpt = Annotated[
     ),
 ]
 HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report here")]
+ScorerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--scorer",
+        metavar="NAME",
+        help="An MLflow scorer (from BGSERVE_COMPARE_SCORER_MODULES) run on every case; "
+        "repeat for more",
+    ),
+]
+JudgeOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--judge/--no-judge",
+        help="Run the pairwise judge, or skip it (default: run it when one is configured)",
+        show_default=False,
+    ),
+]
+RubricOpt = Annotated[
+    str | None, typer.Option("--rubric", help="The judge's rubric for this comparison")
+]
 
 
 def _thresholds(pairs: list[str] | None) -> dict[str, float] | None:
@@ -87,13 +107,18 @@ def compare(
     remote: Remote,
     threshold: ThresholdOpt = None,
     html: HtmlOpt = None,
+    scorer: ScorerOpt = None,
+    judge: JudgeOpt = None,
+    rubric: RubricOpt = None,
 ) -> None:
     """Compare blue and green on a golden set; the verdict gates promotion.
 
-    Exit status: 0 when the verdict passed, 3 when it failed (the report says why),
-    1 for an error answer, 2 when bgserve cannot be reached.
+    Exit status: 0 when the verdict passed, 3 when it failed or is inconclusive (the
+    report says why), 1 for an error answer, 2 when bgserve cannot be reached.
     """
-    body = {"golden_set": golden_set, "thresholds": _thresholds(threshold)}
+    body: dict[str, Any] = {"golden_set": golden_set, "thresholds": _thresholds(threshold)}
+    given = {"scorers": scorer, "judge": judge, "judge_rubric": rubric}
+    body.update({key: value for key, value in given.items() if value is not None})
     payload = remote.call("POST", f"/deployments/{name}/compare", body, name=name)
     report = _report(payload, html, f"{name}: blue vs green on {golden_set}")
     remote.show(payload, lambda _: _print_report(report, html))
