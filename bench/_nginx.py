@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
-from types import TracebackType
 
 import psutil
-from _stack import free_port, wait_until
+from _proxy import ProxyProcess, find_binary
 
 CONFIG = """daemon off;
 worker_processes 1;
@@ -46,18 +39,15 @@ http {{
 
 def find_nginx() -> str | None:
     """The nginx binary on PATH or in /usr/sbin, or None."""
-    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    return find_binary("nginx")
 
 
-class Nginx:
+class Nginx(ProxyProcess):
     """nginx (one worker, like bgserve's one router thread) in front of weighted slots."""
 
-    def __init__(self, binary: str, upstreams: Sequence[tuple[str, int, int]]) -> None:
-        self.binary = binary
-        self.upstreams = upstreams
-        self.tmp = Path(tempfile.mkdtemp(prefix="bgserve-nginx-"))
-        self.port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
+    name = "nginx"
+    log_name = "error.log"
+    stop_signal = signal.SIGQUIT  # graceful: finish the requests under way
 
     def config(self) -> str:
         servers = "\n".join(
@@ -67,42 +57,11 @@ class Nginx:
         )
         return CONFIG.format(tmp=self.tmp, servers=servers, port=self.port)
 
-    def __enter__(self) -> Nginx:
+    def start(self) -> subprocess.Popen[bytes]:
         (self.tmp / "nginx.conf").write_text(self.config())
         args = [self.binary, "-p", str(self.tmp), "-c", str(self.tmp / "nginx.conf")]
-        args += ["-e", str(self.tmp / "error.log")]
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-        try:
-            wait_until(self._listening, 10.0, "nginx listening")
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        args += ["-e", str(self.tmp / self.log_name)]
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL)
 
-    def _listening(self) -> bool:
-        assert self._proc is not None
-        if self._proc.poll() is not None:
-            log = (self.tmp / "error.log").read_text(errors="replace")
-            raise RuntimeError(f"nginx exited with {self._proc.returncode}: {log}")
-        if not psutil.Process(self._proc.pid).children():
-            return False  # the worker is not forked yet
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def processes(self) -> list[psutil.Process]:
-        """The master and its worker."""
-        assert self._proc is not None
-        master = psutil.Process(self._proc.pid)
-        return [master, *master.children()]
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            os.kill(self._proc.pid, signal.SIGQUIT)
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    def ready(self, process: psutil.Process) -> bool:
+        return bool(process.children())  # the worker is forked

@@ -134,6 +134,18 @@ class SlotProcess:
         wait_until(self.ready, timeout, f"slot {self.deployment}/{self.release_id}")
         return time.monotonic() - self.started
 
+    def __enter__(self) -> SlotProcess:
+        """The slot once ready; stopped when the block ends."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

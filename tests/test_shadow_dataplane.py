@@ -43,22 +43,14 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def blue(
     bundles: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SlotProcess]:
-    slot = SlotProcess(bundles["v1"], "demo", 1, tmp_path_factory.mktemp("b") / "blue.log")
-    try:
-        slot.wait_ready()
+    with SlotProcess(bundles["v1"], "demo", 1, tmp_path_factory.mktemp("b") / "blue.log") as slot:
         yield slot
-    finally:
-        slot.stop()
 
 
 @pytest.fixture
 def green(bundles: dict[str, str], tmp_path: Path) -> Iterator[SlotProcess]:
-    slot = SlotProcess(bundles["v2"], "demo", 2, tmp_path / "green.log")
-    try:
-        slot.wait_ready()
+    with SlotProcess(bundles["v2"], "demo", 2, tmp_path / "green.log") as slot:
         yield slot
-    finally:
-        slot.stop()
 
 
 @pytest.fixture
