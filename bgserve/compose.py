@@ -111,6 +111,7 @@ def build_backend(settings: Settings) -> Backend:
             outlier_failures=settings.outlier_consecutive_failures,
             data_token=settings.data_token or None,
             sticky_header=settings.sticky_header,
+            shadow_green_nice=settings.shadow_green_nice,
         )
     if settings.backend == "kserve":
         from bgserve.backends.kube.kserve.backend import KServeBackend

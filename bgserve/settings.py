@@ -185,6 +185,14 @@ class Settings(KubeSettings, LeaderSettings, ComparisonSettings, BaseSettings):
     shadow_queue: int = Field(
         256, ge=1, description="Mirror copies waiting for green before new ones are dropped."
     )
+    shadow_green_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="Nice value of a local green slot while it only answers mirrored copies, "
+        "so they never take CPU time from the answers clients wait for; 0 keeps green's "
+        "priority (its shadow latencies are then comparable with blue's on a busy machine).",
+    )
     shadow_interval_seconds: float = Field(
         0.5, gt=0, le=10, description="How often mirrored pairs are collected and scored."
     )

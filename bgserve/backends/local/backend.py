@@ -36,6 +36,7 @@ from bgserve.backends.local.plane import DataPlane
 from bgserve.backends.local.route_state import SlotStats
 from bgserve.backends.local.route_table import RouteTarget
 from bgserve.backends.local.slot_launcher import SlotLauncher
+from bgserve.backends.local.slot_priority import SlotPriority, quiet_green
 from bgserve.backends.local.slot_process import LOOPBACK, Slot
 from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
@@ -52,7 +53,9 @@ class LocalBackend:
     The data-plane process starts with the backend; ``close()`` stops it and every slot.
     ``connect_timeout`` and ``first_byte_timeout`` bound how long the router waits for a
     slot (``upstream_timeout`` for a whole answer); ``data_token``, when set, is required
-    on every data-plane request but ``/v2/health/*``.
+    on every data-plane request but ``/v2/health/*``. While a deployment mirrors, its
+    green slot with no traffic runs at nice ``shadow_green_nice`` (0 keeps its priority;
+    :mod:`~bgserve.backends.local.slot_priority`).
     """
 
     name = "local"
@@ -75,6 +78,7 @@ class LocalBackend:
         probe_interval: float = 0.1,
         data_token: str | None = None,
         sticky_header: str | None = "x-bgserve-key",
+        shadow_green_nice: int = 19,
     ) -> None:
         self.data_host = data_host
         self._launcher = SlotLauncher(
@@ -89,6 +93,8 @@ class LocalBackend:
         self._key_locks: dict[tuple[str, int], threading.Lock] = {}
         self._on_lost: SlotLostCallback | None = None
         self._watch_interval = watch_interval
+        self._priority = SlotPriority(shadow_green_nice)
+        self._mirroring: set[str] = set()
         self._watch_stop = threading.Event()
         options: dict[str, object] = {
             "breaker": True,
@@ -145,6 +151,7 @@ class LocalBackend:
             if slot is not None:  # its process died: replace it
                 with self._lock:
                     self._slots.pop(key, None)
+                self._priority.forget(key)
                 self._launcher.stop(slot)
             slot = self._launcher.start(deployment, release)
             self._register(key, slot)
@@ -166,7 +173,8 @@ class LocalBackend:
         """Point the data plane at these slots and weights, atomically.
 
         Idempotent. Raises BackendError (weights unchanged) if the weights do not sum to
-        100 or a routed release has no slot, or a slot with weight is not running.
+        100 or a routed release has no slot, a slot with weight is not running, or a
+        slot in the background (see ``shadow_green_nice``) cannot get its priority back.
         """
         total = sum(r.weight for r in routes)
         if routes and (total != 100 or any(r.weight < 0 for r in routes)):
@@ -185,7 +193,9 @@ class LocalBackend:
             targets.append(
                 RouteTarget(route.role, route.release_id, LOOPBACK, slot.port, route.weight)
             )
+        self._restore_priorities(deployment, but=self._background_release(deployment, targets))
         self._plane.set_routes(deployment, targets)
+        self._lower_priority(deployment, targets)
 
     def retire_slot(self, deployment: str, release_id: int) -> None:
         """Stop the slot's process (SIGTERM, SIGKILL after ``stop_grace``) and forget it.
@@ -205,6 +215,7 @@ class LocalBackend:
                 self._plane.set_routes(deployment, remaining)
             with self._lock:
                 slot = self._slots.pop(key, None)
+            self._priority.forget(key)
             if slot is not None:
                 self._launcher.stop(slot)
 
@@ -250,6 +261,34 @@ class LocalBackend:
         if percent and not any(t.role == "green" for t in self._plane.routes(deployment)):
             raise BackendError(f"{deployment} has no green release to mirror to: stage one first")
         self._plane.set_shadow(deployment, percent, max_queue)
+        if percent:
+            self._mirroring.add(deployment)
+            self._lower_priority(deployment, self._plane.routes(deployment))
+        else:
+            self._mirroring.discard(deployment)
+            self._restore_priorities(deployment, but=None)
+
+    def _background_release(self, deployment: str, targets: Sequence[RouteTarget]) -> int | None:
+        return quiet_green(targets) if deployment in self._mirroring else None
+
+    def _lower_priority(self, deployment: str, targets: Sequence[RouteTarget]) -> None:
+        release_id = self._background_release(deployment, targets)
+        slot = self._slots.get((deployment, release_id or 0))
+        if release_id is not None and slot is not None and slot.alive():
+            self._priority.lower((deployment, release_id), slot.proc.pid)
+
+    def _restore_priorities(self, deployment: str, but: int | None) -> None:
+        """Give every lowered slot of ``deployment`` but release ``but`` its priority back;
+        BackendError if the OS refuses."""
+        for key in self._priority.lowered():
+            if key[0] == deployment and key[1] != but:
+                try:
+                    self._priority.restore(key)
+                except OSError as exc:
+                    raise BackendError(
+                        f"could not give the slot of release {key[1]} for {deployment} "
+                        f"its CPU priority back: {exc}"
+                    ) from exc
 
     def shadow_pairs(self, deployment: str) -> ShadowBatch:
         """Drain the pairs and counters the data plane collected since the previous call.
