@@ -19,9 +19,10 @@ import pytest
 
 from bgserve.backends.base import ShadowBatch, ShadowPair, ShadowTraffic
 from bgserve.backends.local.backend import LocalBackend
+from bgserve.backends.local.http1 import Request
 from bgserve.backends.local.route_table import RouteTarget
 from bgserve.backends.local.router import Router
-from bgserve.backends.local.shadow_state import Shadow
+from bgserve.backends.local.shadow_state import Exchange, Job, Shadow
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, InvalidInput
@@ -240,14 +241,15 @@ def test_a_full_queue_drops_copies_and_counts_them(
 
 def test_the_pair_buffer_keeps_the_newest_and_counts_the_oldest_as_dropped() -> None:
     shadow = Shadow("demo", max_pairs=3)
+    job = Job(Request(b"POST", b"/", b"", b"{}", True, False), [b""], False, b"", 1.0)
     for n in range(5):
-        shadow.add({"request_id": str(n), "green_error": "boom" if n == 4 else None})
+        shadow.add(Exchange(job, str(n).encode(), "boom" if n == 4 else None, 1.0))
 
     batch = shadow.take(limit=2)
-    assert [p["request_id"] for p in batch["pairs"]] == ["2", "3"]
+    assert [p.green for p in batch["pairs"]] == [b"2", b"3"]
     assert (batch["dropped"], batch["green_errors"], batch["more"]) == (2, 1, True)
     rest = shadow.take(limit=10)
-    assert [p["request_id"] for p in rest["pairs"]] == ["4"]
+    assert [p.green for p in rest["pairs"]] == [b"4"]
     assert (rest["dropped"], rest["green_errors"], rest["more"]) == (0, 0, False)
 
 

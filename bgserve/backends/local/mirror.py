@@ -5,9 +5,10 @@ any other, through a :class:`Capture` that keeps a copy of what reaches the clie
 once blue's answer is written does the copy join a bounded queue per deployment, which
 one task per deployment empties towards green's slot (its keep-alive pool, header
 ``x-bgserve-shadow: 1``). A full queue drops the copy; green's failures and timeouts
-(the first-byte timeout, then the whole-answer one) are counted, never raised. Pairs wait
-in a bounded buffer until :meth:`Mirror.drain`; the oldest beyond it are dropped and
-counted. Pairs are never logged.
+(the first-byte timeout, then the whole-answer one) are counted, never raised. Answers wait
+as raw bytes in a bounded buffer until :meth:`Mirror.drain` parses them into pairs, so the
+loop that answers clients does no more per copy than send it and read green's answer; the
+oldest beyond the bound are dropped and counted. Pairs are never logged.
 
 Which requests are mirrored is deterministic: an accumulator adds ``percent`` per request
 blue is picked for and mirrors when it reaches 100, so 100% mirrors every one and 25%
@@ -29,7 +30,7 @@ from bgserve.backends.local.http1 import HEAD_LIMIT, ProxyError, Request, Respon
 from bgserve.backends.local.http1_errors import READ_SIZE
 from bgserve.backends.local.route_state import RouteState
 from bgserve.backends.local.route_table import RouteTarget, Table
-from bgserve.backends.local.shadow_state import Capture, Job, Shadow
+from bgserve.backends.local.shadow_state import Capture, Exchange, Job, Shadow
 from bgserve.backends.local.upstream import Conn, Pool
 
 MAX_PAIRS = 1000
@@ -97,6 +98,7 @@ class Mirror:
         if shadow is None:
             return {"pairs": [], "dropped": 0, "green_errors": 0, "more": False}
         batch = shadow.take(limit)
+        batch["pairs"] = [self._pair(exchange) for exchange in batch["pairs"]]
         with self._lock:
             if shadow.idle() and self._shadows.get(deployment) is shadow:
                 del self._shadows[deployment]
@@ -136,8 +138,7 @@ class Mirror:
             shadow.task = None
 
     async def _send(self, shadow: Shadow, job: Job) -> None:
-        blue = _blue_answer(job.answer, job.blue_extra)
-        if blue is None:
+        if not _blue_answered(job.answer, job.blue_extra):
             return  # blue did not answer it (a retry went elsewhere, or an error status)
         table = self._state.tables.get(shadow.key)
         green = _green(table)
@@ -156,11 +157,11 @@ class Mirror:
         except (OSError, ProxyError, ValueError) as exc:
             error = f"green failed: {exc}"
         green_ms = (time.perf_counter() - started) * 1000.0
-        shadow.add(self._pair(job, blue, body, error, green_ms))
+        shadow.add(Exchange(job, body, error, green_ms))
 
-    def _pair(
-        self, job: Job, blue: bytes, green: bytes | None, error: str | None, green_ms: float
-    ) -> dict[str, Any]:
+    def _pair(self, exchange: Exchange) -> dict[str, Any]:
+        job, green, error, green_ms = exchange
+        blue = _blue_answer(job.answer) or b""
         cap = self._body_cap
         cut = job.answer_capped or any(
             b is not None and len(b) > cap for b in (job.request.body, blue, green)
@@ -232,12 +233,16 @@ def _shadow_request(request: Request) -> bytes:
     return request.upstream_head[:-2] + SHADOW_HEADER + b"\r\n" + request.body
 
 
-def _blue_answer(answer: list[bytes], blue_extra: bytes) -> bytes | None:
-    """Blue's body from what the client got, or None unless blue answered it with a 2xx."""
-    raw = b"".join(answer)
+def _blue_answered(answer: list[bytes], blue_extra: bytes) -> bool:
+    """Whether blue answered what the client got, with a 2xx."""
+    raw = answer[0] if len(answer) == 1 else b"".join(answer)
     end = raw.find(b"\r\n\r\n")
-    if end < 0 or not raw.startswith(b"HTTP/1.1 2") or blue_extra not in raw[: end + 4]:
-        return None
+    return end >= 0 and raw.startswith(b"HTTP/1.1 2") and blue_extra in raw[: end + 4]
+
+
+def _blue_answer(answer: list[bytes]) -> bytes:
+    """Blue's body from what the client got (checked by :func:`_blue_answered`)."""
+    raw = b"".join(answer)
     reader = ResponseReader()
     # A capture cut at its bound fails to parse: the body so far is what the pair keeps.
     with contextlib.suppress(ProxyError):

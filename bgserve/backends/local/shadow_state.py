@@ -1,6 +1,7 @@
 """The pieces of shadow traffic that hold data: the client writer that keeps a copy of
-blue's answer, a mirrored request waiting for green, and one deployment's share, queue,
-collected pairs and counters (:mod:`bgserve.backends.local.mirror` moves them)."""
+blue's answer, a mirrored request waiting for green and the exchange once green answered,
+and one deployment's share, queue, collected exchanges and counters
+(:mod:`bgserve.backends.local.mirror` moves them)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bgserve.backends.local.http1 import Request
 
@@ -45,6 +46,15 @@ class Job:
     blue_ms: float
 
 
+class Exchange(NamedTuple):
+    """A mirrored request green answered (or failed), before it is parsed into a pair."""
+
+    job: Job
+    green: bytes | None
+    error: str | None
+    green_ms: float
+
+
 class Shadow:
     """One deployment's mirroring: its share, queue, collected pairs and counters.
 
@@ -62,7 +72,7 @@ class Shadow:
         self._credit = 0
         self._max_pairs = max_pairs
         self._lock = threading.Lock()
-        self._pairs: deque[dict[str, Any]] = deque()
+        self._pairs: deque[Exchange] = deque()
         self._dropped = 0
         self._green_errors = 0
 
@@ -78,10 +88,10 @@ class Shadow:
         with self._lock:
             self._dropped += 1
 
-    def add(self, pair: dict[str, Any]) -> None:
+    def add(self, pair: Exchange) -> None:
         """Keep ``pair``; beyond the buffer's bound the oldest is dropped and counted."""
         with self._lock:
-            if pair["green_error"] is not None:
+            if pair.error is not None:
                 self._green_errors += 1
             if len(self._pairs) >= self._max_pairs:
                 self._pairs.popleft()
@@ -89,7 +99,8 @@ class Shadow:
             self._pairs.append(pair)
 
     def take(self, limit: int) -> dict[str, Any]:
-        """Up to ``limit`` oldest pairs and the counters since the previous take."""
+        """Up to ``limit`` oldest exchanges (``pairs``) and the counters since the previous
+        take."""
         with self._lock:
             count = min(limit, len(self._pairs))
             pairs = [self._pairs.popleft() for _ in range(count)]
