@@ -1,18 +1,20 @@
 """Shadow traffic and sticky cohorts: what they add to the client's latency.
 
-One local backend (its data-plane process) serves two deployments with a blue slot and a
-green slot at weight 0 each, all four serving the same trivial bundle: ``on`` mirrors
-100% of its requests to green, ``off`` mirrors nothing. A client in its own process
-calls, one request at a time over one keep-alive connection per path, in blocks that
-take turns (blocks, not request by request, so the green work a mirrored request leaves
-behind lands on mirrored requests only):
+One local backend (its data-plane process) serves one deployment ``demo``: one blue slot,
+one green slot serving the same trivial bundle, and a trivial HTTP stub. A client in its
+own process calls, one request at a time over one keep-alive connection, in blocks of
+requests; before each block it asks this process to switch the deployment to the block's
+path, and this process waits until green has answered every copy of the previous block
+before it says go. So every path goes through the same blue process and differs from the
+others in its mirroring only (two blue processes differ by more than is measured here),
+and the green work a block leaves behind lands on no other block. The paths take turns:
 
-- ``off``: deployment ``off``, no sticky key (the baseline);
-- ``shadow``: deployment ``on``, every answer mirrored to green after it is sent;
-- ``shadow-stub``: deployment ``stub``, blue the same slot as ``off``'s, every answer
-  mirrored to a green that is a trivial HTTP stub: what the data plane itself adds,
-  without a second model competing with blue for the machine's cores;
-- ``sticky``: deployment ``off`` with an ``x-bgserve-key`` header (a sticky lookup).
+- ``off``: no mirroring, no sticky key (the baseline);
+- ``shadow``: every answer mirrored to green after it is sent; the backend runs green at
+  a background CPU priority while it only answers copies (``shadow_green_nice``);
+- ``shadow-stub``: every answer mirrored to the stub instead: what the data plane itself
+  adds, without a second model competing with blue for the machine's cores;
+- ``sticky``: no mirroring, with an ``x-bgserve-key`` header (a sticky lookup).
 
 Goals: shadow at 100% adds at most 0.1 ms to the client's p50; the sticky lookup adds
 nothing measurable (reported against the same 0.1 ms).
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,50 +122,101 @@ class Stub:
 
 
 def client(spec_path: str, out_path: str) -> None:
-    """Blocks of requests per path, taking turns; latencies in ms per path."""
+    """Blocks of requests per path, taking turns, each after the path is switched on;
+    latencies in ms per path."""
     sys.path.insert(0, str(BENCH))
     from _loadgen import SyncConn
 
     spec = json.loads(Path(spec_path).read_text())
     target = ("127.0.0.1", spec["port"])
     conns = {name: SyncConn(target, raw.encode()) for name, raw in spec["requests"].items()}
-    for conn in conns.values():
-        for _ in range(spec["warmup"]):
-            conn.call()
     latencies: dict[str, list[float]] = {name: [] for name in conns}
     failures = dict.fromkeys(conns, 0)
-    block, rounds = spec["block"], spec["count"] // spec["block"]
-    names = list(conns)
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            conn = conns[name]
-            for _ in range(block):
-                started = time.perf_counter()
-                answer = conn.call()
+
+    def run_block(name: str, count: int, keep: bool) -> None:
+        print(name, count, flush=True)  # switch to this path ...
+        sys.stdin.readline()  # ... and wait until it is switched
+        conn = conns[name]
+        for _ in range(count):
+            started = time.perf_counter()
+            answer = conn.call()
+            if keep:
                 latencies[name].append((time.perf_counter() - started) * 1000)
                 failures[name] += answer.status != 200 or answer.slot != "blue"
+
+    names = list(conns)
+    for name in names:
+        run_block(name, spec["warmup"], keep=False)
+    block, rounds = spec["block"], spec["count"] // spec["block"]
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            run_block(name, block, keep=True)
     Path(out_path).write_text(json.dumps({"latencies_ms": latencies, "failures": failures}))
 
 
-def run_client(spec: dict[str, Any]) -> dict[str, Any]:
+def run_client(spec: dict[str, Any], switch: Callable[[str, int], None]) -> dict[str, Any]:
+    """Run the client process, switching the deployment to each path it asks for."""
     import subprocess
 
     with tempfile.TemporaryDirectory(prefix="bgserve-shadow-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
-        done = subprocess.run(
+        with subprocess.Popen(
             [sys.executable, __file__, "--client", str(spec_path), str(out_path)],
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=1800,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"the client failed:\n{done.stderr[-3000:]}")
+        ) as child:
+            assert child.stdin is not None and child.stdout is not None
+            for line in child.stdout:
+                path, count = line.split()
+                switch(path, int(count))
+                child.stdin.write("go\n")
+                child.stdin.flush()
+            stderr = child.stderr.read() if child.stderr else ""
+        if child.returncode != 0:
+            raise RuntimeError(f"the client failed:\n{stderr[-3000:]}")
         result: dict[str, Any] = json.loads(out_path.read_text())
         return result
 
 
 # ----- the benchmark -----
+
+
+class Switch:
+    """Puts deployment ``demo`` on one path at a time: its green route and mirroring."""
+
+    def __init__(self, backend: Any, blue: Any, green: Any, stub: Any) -> None:
+        self.backend, self.blue, self.green, self.stub = backend, blue, green, stub
+        self.pairs = self.dropped = 0
+        self.green_nice: int | None = None
+        self._copies = 0  # sent in the block that just ended
+
+    def __call__(self, path: str, count: int) -> None:
+        """Wait for the copies of the last block, then switch to ``path`` for ``count``
+        requests."""
+        self._settle()
+        mirrored = path in ("shadow", "shadow-stub")
+        self._copies = count if mirrored else 0
+        green = self.stub if path == "shadow-stub" else self.green
+        self.backend.router.set_routes("demo", [self.blue, green])
+        self.backend.set_shadow("demo", 100 if mirrored else 0)
+        if path == "shadow":
+            pid = self.backend.slot_pid("demo", self.green.release_id)
+            self.green_nice = os.getpriority(os.PRIO_PROCESS, pid)
+
+    def _settle(self, timeout: float = 30.0) -> None:
+        """Wait until green has answered (or dropped) every copy of the last block."""
+        deadline = time.monotonic() + timeout
+        while self._copies > 0 and time.monotonic() < deadline:
+            batch = self.backend.shadow_pairs("demo")
+            self.pairs += len(batch.pairs)
+            self.dropped += batch.dropped
+            self._copies -= len(batch.pairs) + batch.dropped
+            time.sleep(0.005)
+        if self._copies > 0:
+            raise RuntimeError(f"green left {self._copies} copies unanswered for {timeout} s")
 
 
 def measure(requests: int, block: int) -> dict[str, Any]:
@@ -175,38 +230,35 @@ def measure(requests: int, block: int) -> dict[str, Any]:
         backend = LocalBackend(data_port=0, log_dir=Path(tmp) / "logs", ready_timeout=180)
         stub = Stub()
         try:
-            for deployment in ("on", "off"):
-                for release_id in (1, 2):
-                    backend.ensure_slot(deployment, _release(Release, release_id, bundle))
-                routes = [Route("blue", 1, 100), Route("green", 2, 0)]
-                backend.set_routes(deployment, routes)
-            backend.set_shadow("on", 100)
-            # The stub's green is no slot of the backend's: route it on the data plane itself.
-            backend.ensure_slot("stub", _release(Release, 1, bundle))
-            backend.set_routes("stub", [Route("blue", 1, 100)])
-            green = RouteTarget("green", 3, "127.0.0.1", stub.port, 0)
-            backend.router.set_routes("stub", [*backend.router.routes("stub"), green])
-            backend.set_shadow("stub", 100)
+            for release_id in (1, 2):
+                backend.ensure_slot("demo", _release(Release, release_id, bundle))
+            backend.set_routes("demo", [Route("blue", 1, 100), Route("green", 2, 0)])
+            blue, green = backend.router.routes("demo")
+            stubbed = RouteTarget("green", 3, "127.0.0.1", stub.port, 0)
+            switch = Switch(backend, blue, green, stubbed)
             spec = {
                 "port": backend.data_port,
                 "requests": {
-                    "off": request("off"),
-                    "shadow": request("on"),
-                    "shadow-stub": request("stub"),
-                    "sticky": request("off", key="user-42"),
+                    "off": request("demo"),
+                    "shadow": request("demo"),
+                    "shadow-stub": request("demo"),
+                    "sticky": request("demo", key="user-42"),
                 },
                 "count": requests,
                 "block": block,
                 "warmup": 50,
             }
-            result = run_client(spec)
-            time.sleep(1.0)  # let green finish the last copies
-            batches = [backend.shadow_pairs(name) for name in ("on", "stub")]
+            result = run_client(spec, switch)
+            switch("off", 0)
         finally:
             backend.close()
             stub.stop()
-    pairs = sum(len(b.pairs) for b in batches)
-    return {"client": result, "pairs": pairs, "dropped": sum(b.dropped for b in batches)}
+    return {
+        "client": result,
+        "pairs": switch.pairs,
+        "dropped": switch.dropped,
+        "green_nice": switch.green_nice,
+    }
 
 
 def _release(cls: Any, release_id: int, bundle: str) -> Any:
@@ -270,7 +322,8 @@ def main() -> None:
     print(
         f"\nmirrored pairs collected: {measured['pairs']}, dropped: {measured['dropped']} "
         "(the data plane keeps the newest 1,000 per deployment until drained), "
-        f"client failures or non-blue answers: {failures}\n"
+        f"client failures or non-blue answers: {failures}; green's nice value while "
+        f"mirroring: {measured['green_nice']}\n"
     )
     print(table(["goal", "measured", "limit", "met"], goal_rows(goals)))
     save(
@@ -283,6 +336,7 @@ def main() -> None:
             "pairs": measured["pairs"],
             "dropped": measured["dropped"],
             "failures": failures,
+            "green_nice": measured["green_nice"],
         },
     )
 
