@@ -165,3 +165,41 @@ def test_control_metrics_report_its_own_pauses_and_the_frozen_data_plane(
     for process in ("bgserve", "data plane"):
         key = (("generation", "2"), ("process", process))
         assert samples["bgserve_gc_longest_pause_seconds", key] >= 0
+
+
+def test_refreeze_keeps_full_collections_to_what_was_made_since_the_last() -> None:
+    # In a child, as above: freezing is for good.
+    code = textwrap.dedent(
+        """
+        import gc, json
+        from bgserve import gcpause
+        gcpause.settle_after_start(refreeze=True)
+        gcpause.settle_after_start(refreeze=True)  # installs one refreezer, not two
+        refreezers = sum(isinstance(c, gcpause.Refreezer) for c in gc.callbacks)
+        frozen_at_start = gc.get_freeze_count()
+        loaded_later = [[i] for i in range(50_000)]  # code and caches built after start-up
+        gc.collect(1)  # a young collection freezes nothing
+        after_young = gc.get_freeze_count()
+        gc.collect()
+        walked = sum(len(gc.get_objects(g)) for g in range(3))
+        after_full = gc.get_freeze_count()
+        cycle = []
+        cycle.append(cycle)
+        del cycle
+        freed = gc.collect()  # garbage made after the refreeze is still collected
+        gcpause.thaw()
+        print(json.dumps({"refreezers": refreezers, "frozen_at_start": frozen_at_start,
+                          "after_young": after_young, "after_full": after_full,
+                          "walked": walked, "freed": freed,
+                          "left": sum(isinstance(c, gcpause.Refreezer) for c in gc.callbacks),
+                          "thawed": gc.get_freeze_count()}))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert out["refreezers"] == 1
+    assert out["after_young"] == out["frozen_at_start"]
+    assert out["after_full"] > out["frozen_at_start"] + 50_000
+    assert out["walked"] < 1_000
+    assert out["freed"] >= 1
+    assert out["left"] == 0 and out["thawed"] == 0

@@ -49,7 +49,7 @@ def create_app(
         )
         try:
             await run_in_threadpool(built.start)
-            gcpause.settle_after_start()  # start-up's objects: out of every full collection
+            gcpause.settle_after_start(refreeze=True)  # out of every full collection
             app.state.ready = True
             yield
         finally:
