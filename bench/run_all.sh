@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other; each prints its table and writes bench/results/*.json.
-#   bash bench/run_all.sh     (about 5 minutes on 2 cores; PYTHON picks the interpreter)
+#   bash bench/run_all.sh     (about 10 minutes on 2 cores; PYTHON picks the interpreter)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,5 +20,7 @@ started=$(date +%s)
 run "$here/perf.py"
 echo
 run "$here/compare.py"
+echo
+run "$here/shadow.py"
 echo
 echo "all benchmarks in $(( $(date +%s) - started ))s; results in $here/results/, logs in $log"

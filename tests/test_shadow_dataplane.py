@@ -342,3 +342,4 @@ def test_the_shadow_benchmark_runs_and_reports_its_goals() -> None:
     saved = json.loads((bench.parent / "results" / "shadow.json").read_text())
     assert saved["failures"] == {"off": 0, "shadow": 0, "shadow-stub": 0, "sticky": 0}
     assert saved["pairs"] + saved["dropped"] >= 200  # every answer of both shadowed paths
+    assert saved["green_nice"] == 19  # green answered its copies in the background
