@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
@@ -241,7 +242,10 @@ def test_a_full_queue_drops_copies_and_counts_them(
 
 def test_the_pair_buffer_keeps_the_newest_and_counts_the_oldest_as_dropped() -> None:
     shadow = Shadow("demo", max_pairs=3)
-    job = Job(Request(b"POST", b"/", b"", b"{}", True, False), [b""], False, b"", 1.0)
+    loop = asyncio.new_event_loop()
+    request = Request(b"POST", b"/", b"", b"{}", True, False)
+    job = Job(request, [b""], b"", loop.create_future())
+    loop.close()
     for n in range(5):
         shadow.add(Exchange(job, str(n).encode(), "boom" if n == 4 else None, 1.0))
 

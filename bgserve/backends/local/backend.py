@@ -251,7 +251,7 @@ class LocalBackend:
 
     def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
         """Mirror ``percent`` (0-100; 0 stops) of the infer requests blue answers to the
-        green slot, after blue's answer reached the client, through a queue of at most
+        green slot, beside blue's call (never delaying it), through a queue of at most
         ``max_queue`` copies. Idempotent; kept across a restart of the data plane.
 
         Raises InvalidInput for a percent outside 0-100 or a ``max_queue`` below 1,

@@ -35,15 +35,19 @@ class Capture:
         await self._writer.drain()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
-    """One mirrored request and what the client got from blue."""
+    """One mirrored request and what the client got from blue: ``answer`` fills as blue's
+    answer is relayed; ``blue_done`` resolves once the relay ended, with ``blue_ms`` and
+    ``answer_capped`` set and ``relayed`` true if it ended normally."""
 
     request: Request
     answer: list[bytes]
-    answer_capped: bool
     blue_extra: bytes
-    blue_ms: float
+    blue_done: asyncio.Future[None]
+    answer_capped: bool = False
+    blue_ms: float = 0.0
+    relayed: bool = False
 
 
 class Exchange(NamedTuple):
