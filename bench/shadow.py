@@ -10,7 +10,7 @@ others in its mirroring only (two blue processes differ by more than is measured
 and the green work a block leaves behind lands on no other block. The paths take turns:
 
 - ``off``: no mirroring, no sticky key (the baseline);
-- ``shadow``: every answer mirrored to green after it is sent; the backend runs green at
+- ``shadow``: every request mirrored to green beside blue's call; the backend runs green at
   a background CPU priority while it only answers copies (``shadow_green_nice``);
 - ``shadow-stub``: every answer mirrored to the stub instead: what the data plane itself
   adds, without a second model competing with blue for the machine's cores;
@@ -35,7 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import goal, goal_rows, save, summary, table
+from _common import goal, goal_rows, save, spread, summary, table
+from _tail import bootstrap_difference, by_round
 
 BENCH = Path(__file__).parent
 MODEL_CODE = """
@@ -310,9 +311,45 @@ def main() -> None:
         for name in PATHS
     ]
     print(table(["path", "requests", "p50 ms", "p90 ms", "p99 ms"], rows))
-    shadow_added = stats["shadow"]["p50_ms"] - stats["off"]["p50_ms"]
-    stub_added = stats["shadow-stub"]["p50_ms"] - stats["off"]["p50_ms"]
-    sticky_added = stats["sticky"]["p50_ms"] - stats["off"]["p50_ms"]
+    parts = args.requests // min(args.block, args.requests)
+    added = {
+        name: {
+            "p50_ms": stats[name]["p50_ms"] - stats["off"]["p50_ms"],
+            "ci_ms": bootstrap_difference(latencies[name], latencies["off"], 50),
+            "by_round_ms": spread(
+                [
+                    a - b
+                    for a, b in zip(
+                        by_round(latencies[name], parts, 50),
+                        by_round(latencies["off"], parts, 50),
+                        strict=True,
+                    )
+                ]
+            ),
+        }
+        for name in PATHS[1:]
+    }
+    print(
+        "\np50 added over off: its 95% bootstrap interval (each path resampled) and its "
+        "spread over the rounds (block against block; what drifts between blocks widens it):"
+    )
+    print(
+        table(
+            ["path", "added ms", "95% CI ms", "by round: min / median / max ms"],
+            [
+                [
+                    name,
+                    round(a["p50_ms"], 3),
+                    "{:.3f} to {:.3f}".format(*a["ci_ms"]),
+                    "{min:.2f} / {median:.2f} / {max:.2f}".format(**a["by_round_ms"]),
+                ]
+                for name, a in added.items()
+            ],
+        )
+    )
+    shadow_added = added["shadow"]["p50_ms"]
+    stub_added = added["shadow-stub"]["p50_ms"]
+    sticky_added = added["sticky"]["p50_ms"]
     goals = [
         goal("shadow 100% added p50 (ms)", shadow_added, 0.1),
         goal("shadow 100% to a stub green added p50 (ms)", stub_added, 0.1),
@@ -332,6 +369,7 @@ def main() -> None:
             "requests_per_path": args.requests,
             "block": args.block,
             "paths": stats,
+            "added_p50": added,
             "goals": goals,
             "pairs": measured["pairs"],
             "dropped": measured["dropped"],
