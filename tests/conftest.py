@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bgserve.backends.local.router import Router
 from tests.crd_schema import Crd, load_crds, require_crd_dir
 from tests.k8s_apiserver import FakeApiServer
 from tests.kube_helpers import SlotProcesses
@@ -92,3 +93,14 @@ def slots() -> Iterator[SlotProcesses]:
     procs = SlotProcesses()
     yield procs
     procs.stop_all()
+
+
+@pytest.fixture
+def demo_router() -> Iterator[tuple[Router, str]]:
+    """A data plane in this process on a free port, and deployment ``demo``'s infer URL."""
+    router = Router()
+    port = router.start("127.0.0.1", 0)
+    try:
+        yield router, f"http://127.0.0.1:{port}/v2/models/demo/infer"
+    finally:
+        router.stop()

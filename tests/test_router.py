@@ -47,13 +47,10 @@ def upstreams(
 
 
 @pytest.fixture
-def router() -> Iterator[tuple[Router, str]]:
-    router = Router()
-    port = router.start("127.0.0.1", 0)
-    try:
-        yield router, f"http://127.0.0.1:{port}"
-    finally:
-        router.stop()
+def router(demo_router: tuple[Router, str]) -> tuple[Router, str]:
+    """The data plane and its base URL."""
+    rt, url = demo_router
+    return rt, url.partition("/v2/")[0]
 
 
 def target(slot: SlotProcess, role: str, weight: int) -> RouteTarget:

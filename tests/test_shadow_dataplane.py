@@ -9,10 +9,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -28,6 +26,7 @@ from bgserve.backends.memory import MemoryBackend
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, InvalidInput
 from tests.helpers_models import SlotProcess, build_bundle, infer_body, local_release, wait_until
+from tests.stub_slot import StubSlot, stub_slot
 
 pytestmark = [
     pytest.mark.integration,
@@ -53,16 +52,6 @@ def blue(
 def green(bundles: dict[str, str], tmp_path: Path) -> Iterator[SlotProcess]:
     with SlotProcess(bundles["v2"], "demo", 2, tmp_path / "green.log") as slot:
         yield slot
-
-
-@pytest.fixture
-def router() -> Iterator[tuple[Router, str]]:
-    router = Router()
-    port = router.start("127.0.0.1", 0)
-    try:
-        yield router, f"http://127.0.0.1:{port}/v2/models/demo/infer"
-    finally:
-        router.stop()
 
 
 def routes(blue: SlotProcess, green_port: int, green: int) -> list[RouteTarget]:
@@ -105,9 +94,9 @@ def post(client: httpx.Client, url: str, text: str) -> httpx.Response:
 
 
 def test_every_blue_answer_is_mirrored_and_paired_at_100_percent(
-    blue: SlotProcess, green: SlotProcess, router: tuple[Router, str]
+    blue: SlotProcess, green: SlotProcess, demo_router: tuple[Router, str]
 ) -> None:
-    rt, url = router
+    rt, url = demo_router
     rt.set_routes("demo", routes(blue, green.port, 0))
     rt.set_shadow("demo", 100)
     with httpx.Client() as client:
@@ -137,9 +126,9 @@ def test_every_blue_answer_is_mirrored_and_paired_at_100_percent(
 
 
 def test_a_share_mirrors_exactly_that_share_of_blue_answers_only(
-    blue: SlotProcess, green: SlotProcess, router: tuple[Router, str]
+    blue: SlotProcess, green: SlotProcess, demo_router: tuple[Router, str]
 ) -> None:
-    rt, url = router
+    rt, url = demo_router
     rt.set_routes("demo", routes(blue, green.port, 50))
     rt.set_shadow("demo", 50)
     roles: collections.Counter[str] = collections.Counter()
@@ -162,9 +151,9 @@ def test_a_share_mirrors_exactly_that_share_of_blue_answers_only(
 
 
 def test_killing_green_while_shadowing_fails_no_client_request(
-    blue: SlotProcess, green: SlotProcess, router: tuple[Router, str]
+    blue: SlotProcess, green: SlotProcess, demo_router: tuple[Router, str]
 ) -> None:
-    rt, url = router
+    rt, url = demo_router
     rt.set_routes("demo", routes(blue, green.port, 0))
     rt.set_shadow("demo", 100)
     with httpx.Client() as client:
@@ -183,48 +172,17 @@ def test_killing_green_while_shadowing_fails_no_client_request(
     assert all("v1:" in p.blue_body for p in failed)
 
 
-class _SlowGreen(BaseHTTPRequestHandler):
-    """A green that takes ``delay`` seconds per answer and records every request's headers."""
-
-    protocol_version = "HTTP/1.1"
-    delay = 0.5
-    seen: list[dict[str, str]] = []
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["content-length"]))
-        self.seen.append(dict(self.headers.items()))
-        time.sleep(self.delay)
-        body = (
-            b'{"outputs": [{"name": "output", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}'
-        )
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def slow_green() -> Iterator[int]:
-    _SlowGreen.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowGreen)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+def slow_green() -> Iterator[StubSlot]:
+    with stub_slot("x", delay=0.5) as stub:
+        yield stub
 
 
 def test_a_full_queue_drops_copies_and_counts_them(
-    blue: SlotProcess, slow_green: int, router: tuple[Router, str]
+    blue: SlotProcess, slow_green: StubSlot, demo_router: tuple[Router, str]
 ) -> None:
-    rt, url = router
-    rt.set_routes("demo", routes(blue, slow_green, 0))
+    rt, url = demo_router
+    rt.set_routes("demo", routes(blue, slow_green.port, 0))
     rt.set_shadow("demo", 100, max_queue=2)
     with httpx.Client() as client:
         for n in range(20):
@@ -236,8 +194,8 @@ def test_a_full_queue_drops_copies_and_counts_them(
     assert batch.dropped >= 10
     assert 3 <= len(batch.pairs) <= 10
     assert all(p.green_body is not None and '"x"' in p.green_body for p in batch.pairs)
-    assert len(_SlowGreen.seen) == len(batch.pairs)
-    assert all(h.get("x-bgserve-shadow") == "1" for h in _SlowGreen.seen)
+    assert len(slow_green.headers) == len(batch.pairs)
+    assert all(h.get("x-bgserve-shadow") == "1" for h in slow_green.headers)
 
 
 def test_the_pair_buffer_keeps_the_newest_and_counts_the_oldest_as_dropped() -> None:
@@ -257,8 +215,8 @@ def test_the_pair_buffer_keeps_the_newest_and_counts_the_oldest_as_dropped() -> 
     assert (rest["dropped"], rest["green_errors"], rest["more"]) == (0, 0, False)
 
 
-def test_bad_settings_are_refused(blue: SlotProcess, router: tuple[Router, str]) -> None:
-    rt, _ = router
+def test_bad_settings_are_refused(blue: SlotProcess, demo_router: tuple[Router, str]) -> None:
+    rt, _ = demo_router
     rt.set_routes("demo", [RouteTarget("blue", 1, "127.0.0.1", blue.port, 100)])
     with pytest.raises(ValueError, match="no green route"):
         rt.set_shadow("demo", 10)
