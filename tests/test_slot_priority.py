@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from bgserve.backends.local import slot_priority
 from bgserve.backends.local.backend import LocalBackend
-from bgserve.backends.local.slot_priority import SlotPriority, restorable, set_nice
+from bgserve.backends.local.route_table import RouteTarget
+from bgserve.backends.local.slot_priority import QuietGreens, SlotPriority, restorable, set_nice
 from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError
 from bgserve.settings import Settings
 from tests.helpers_models import build_bundle, local_release
 
@@ -128,3 +131,26 @@ def test_green_is_in_the_background_only_while_it_mirrors_without_traffic(
         backend.set_routes("demo", [Route("blue", 1, 100)])  # nothing left to restore
     finally:
         backend.close()
+
+
+def test_routes_that_would_give_traffic_to_a_green_stuck_in_the_background_are_refused(
+    threaded_child: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    greens = QuietGreens(19, lambda key: threaded_child if key == ("demo", 2) else None)
+    quiet = [RouteTarget("blue", 1, "127.0.0.1", 1, 100), RouteTarget("green", 2, "x", 2, 0)]
+    applied: list[str] = []
+    greens.mirror("demo", True, lambda: applied.append("mirror"), lambda: quiet)
+    assert nice_values(threaded_child) == {19}
+
+    def refuse(pid: int, nice: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(slot_priority, "set_nice", refuse)
+    taking = [RouteTarget("blue", 1, "127.0.0.1", 1, 90), RouteTarget("green", 2, "x", 2, 10)]
+    with pytest.raises(BackendError, match="release 2 for demo its CPU priority back"):
+        greens.route("demo", taking, lambda: applied.append("routes"))
+    assert applied == ["mirror"], "the routes were applied to a green still in the background"
+    monkeypatch.undo()
+    greens.route("demo", taking, lambda: applied.append("routes"))
+    assert applied == ["mirror", "routes"]
+    assert nice_values(threaded_child) == {greens.priority.normal}

@@ -36,7 +36,7 @@ from bgserve.backends.local.plane import DataPlane
 from bgserve.backends.local.route_state import SlotStats
 from bgserve.backends.local.route_table import RouteTarget
 from bgserve.backends.local.slot_launcher import SlotLauncher
-from bgserve.backends.local.slot_priority import SlotPriority, quiet_green
+from bgserve.backends.local.slot_priority import QuietGreens, SlotKey
 from bgserve.backends.local.slot_process import LOOPBACK, Slot
 from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
@@ -93,8 +93,7 @@ class LocalBackend:
         self._key_locks: dict[tuple[str, int], threading.Lock] = {}
         self._on_lost: SlotLostCallback | None = None
         self._watch_interval = watch_interval
-        self._priority = SlotPriority(shadow_green_nice)
-        self._mirroring: set[str] = set()
+        self._greens = QuietGreens(shadow_green_nice, self._live_pid)
         self._watch_stop = threading.Event()
         options: dict[str, object] = {
             "breaker": True,
@@ -149,9 +148,7 @@ class LocalBackend:
             if slot is not None and slot.alive():
                 return SlotInfo(release.id, slot.endpoint, slot.ready and not slot.ejected)
             if slot is not None:  # its process died: replace it
-                with self._lock:
-                    self._slots.pop(key, None)
-                self._priority.forget(key)
+                self._greens.retire(key, lambda: self._forget_slot(key))
                 self._launcher.stop(slot)
             slot = self._launcher.start(deployment, release)
             self._register(key, slot)
@@ -193,9 +190,7 @@ class LocalBackend:
             targets.append(
                 RouteTarget(route.role, route.release_id, LOOPBACK, slot.port, route.weight)
             )
-        self._restore_priorities(deployment, but=self._background_release(deployment, targets))
-        self._plane.set_routes(deployment, targets)
-        self._lower_priority(deployment, targets)
+        self._greens.route(deployment, targets, lambda: self._plane.set_routes(deployment, targets))
 
     def retire_slot(self, deployment: str, release_id: int) -> None:
         """Stop the slot's process (SIGTERM, SIGKILL after ``stop_grace``) and forget it.
@@ -211,11 +206,13 @@ class LocalBackend:
                     "route it to 0 before retiring it"
                 )
             remaining = [t for t in routed if t.release_id != release_id]
-            if len(remaining) != len(routed):
-                self._plane.set_routes(deployment, remaining)
-            with self._lock:
-                slot = self._slots.pop(key, None)
-            self._priority.forget(key)
+
+            def unroute() -> Slot | None:
+                if len(remaining) != len(routed):
+                    self._plane.set_routes(deployment, remaining)
+                return self._forget_slot(key)
+
+            slot = self._greens.retire(key, unroute)
             if slot is not None:
                 self._launcher.stop(slot)
 
@@ -260,35 +257,20 @@ class LocalBackend:
         check_shadow(percent, max_queue)
         if percent and not any(t.role == "green" for t in self._plane.routes(deployment)):
             raise BackendError(f"{deployment} has no green release to mirror to: stage one first")
-        self._plane.set_shadow(deployment, percent, max_queue)
-        if percent:
-            self._mirroring.add(deployment)
-            self._lower_priority(deployment, self._plane.routes(deployment))
-        else:
-            self._mirroring.discard(deployment)
-            self._restore_priorities(deployment, but=None)
+        self._greens.mirror(
+            deployment,
+            bool(percent),
+            lambda: self._plane.set_shadow(deployment, percent, max_queue),
+            lambda: self._plane.routes(deployment),
+        )
 
-    def _background_release(self, deployment: str, targets: Sequence[RouteTarget]) -> int | None:
-        return quiet_green(targets) if deployment in self._mirroring else None
+    def _live_pid(self, key: SlotKey) -> int | None:
+        slot = self._slots.get(key)
+        return slot.proc.pid if slot is not None and slot.alive() else None
 
-    def _lower_priority(self, deployment: str, targets: Sequence[RouteTarget]) -> None:
-        release_id = self._background_release(deployment, targets)
-        slot = self._slots.get((deployment, release_id or 0))
-        if release_id is not None and slot is not None and slot.alive():
-            self._priority.lower((deployment, release_id), slot.proc.pid)
-
-    def _restore_priorities(self, deployment: str, but: int | None) -> None:
-        """Give every lowered slot of ``deployment`` but release ``but`` its priority back;
-        BackendError if the OS refuses."""
-        for key in self._priority.lowered():
-            if key[0] == deployment and key[1] != but:
-                try:
-                    self._priority.restore(key)
-                except OSError as exc:
-                    raise BackendError(
-                        f"could not give the slot of release {key[1]} for {deployment} "
-                        f"its CPU priority back: {exc}"
-                    ) from exc
+    def _forget_slot(self, key: SlotKey) -> Slot | None:
+        with self._lock:
+            return self._slots.pop(key, None)
 
     def shadow_pairs(self, deployment: str) -> ShadowBatch:
         """Drain the pairs and counters the data plane collected since the previous call.

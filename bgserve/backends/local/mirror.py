@@ -6,12 +6,13 @@ its copy joins a bounded queue per deployment, which one task per deployment emp
 towards green's slot (its keep-alive pool, header ``x-bgserve-shadow: 1``). The copy
 leaves beside the live call, once blue has the request: the loop sends it and reads
 green's answer while it would otherwise wait for blue (sent after blue's answer, the
-exchange met the client's next request and cost it up to 0.1 ms at p50). A pair is kept
-only once blue answered with a 2xx. A full queue drops the copy; green's failures and timeouts
-(the first-byte timeout, then the whole-answer one) are counted, never raised. Answers wait
-as raw bytes in a bounded buffer until :meth:`Mirror.drain` parses them into pairs, so the
-loop that answers clients does no more per copy than send it and read green's answer; the
-oldest beyond the bound are dropped and counted. Pairs are never logged.
+exchange met the client's next request and cost it up to 0.17 ms at p50). A pair is
+kept only once blue answered with a 2xx. A full queue drops the copy; green's failures
+and timeouts (the first-byte timeout, then the whole-answer one) are counted, never
+raised. Answers wait as raw bytes in a bounded buffer until :meth:`Mirror.drain` parses
+them into pairs, so the loop that answers clients does no more per copy than send it
+and read green's answer; the oldest beyond the bound are dropped and counted. Pairs are
+never logged.
 
 Which requests are mirrored is deterministic: an accumulator adds ``percent`` per request
 blue is picked for and mirrors when it reaches 100, so 100% mirrors every one and 25%
