@@ -154,3 +154,19 @@ def test_routes_that_would_give_traffic_to_a_green_stuck_in_the_background_are_r
     greens.route("demo", taking, lambda: applied.append("routes"))
     assert applied == ["mirror", "routes"]
     assert nice_values(threaded_child) == {greens.priority.normal}
+
+
+def test_without_the_right_to_restore_it_says_so_and_lowers_nothing(
+    threaded_child: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(slot_priority, "restorable", lambda *_: False)
+    with caplog.at_level("WARNING", logger="bgserve.backends.local"):
+        priority = SlotPriority(19)
+    assert not priority.enabled
+    assert "CAP_SYS_NICE" in caplog.text and "BGSERVE_SHADOW_GREEN_NICE=0" in caplog.text
+    priority.lower(("demo", 2), threaded_child)
+    assert nice_values(threaded_child) == {priority.normal}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bgserve.backends.local"):
+        SlotPriority(0)
+    assert caplog.text == "", "turned off on purpose: nothing to say"

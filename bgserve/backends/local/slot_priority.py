@@ -90,11 +90,16 @@ class SlotPriority:
         self.normal = os.getpriority(os.PRIO_PROCESS, 0)
         self.background = background
         soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-        self.enabled = (
-            background > self.normal
-            and Path("/proc/self/task").is_dir()
-            and restorable(self.normal, soft, _has_cap_sys_nice())
-        )
+        wanted = background > self.normal and Path("/proc/self/task").is_dir()
+        self.enabled = wanted and restorable(self.normal, soft, _has_cap_sys_nice())
+        if wanted and not self.enabled:
+            log.warning(
+                "a green slot answering mirrored copies keeps its CPU priority: lowering it "
+                "needs the right to raise it back (CAP_SYS_NICE, or RLIMIT_NICE of at least "
+                "%d); without it copies may slow live answers on a busy machine. Set "
+                "BGSERVE_SHADOW_GREEN_NICE=0 to silence this.",
+                20 - self.normal,
+            )
         self._lowered: dict[SlotKey, int] = {}
         self._lock = threading.Lock()
 
