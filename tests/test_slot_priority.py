@@ -162,11 +162,13 @@ def test_without_the_right_to_restore_it_says_so_and_lowers_nothing(
     monkeypatch.setattr(slot_priority, "restorable", lambda *_: False)
     with caplog.at_level("WARNING", logger="bgserve.backends.local"):
         priority = SlotPriority(19)
-    assert not priority.enabled
-    assert "CAP_SYS_NICE" in caplog.text and "BGSERVE_SHADOW_GREEN_NICE=0" in caplog.text
-    priority.lower(("demo", 2), threaded_child)
+        assert not priority.enabled and caplog.text == "", "nothing to say before mirroring"
+        priority.lower(("demo", 2), threaded_child)
+        priority.lower(("demo", 3), threaded_child)
     assert nice_values(threaded_child) == {priority.normal}
+    assert "CAP_SYS_NICE" in caplog.text and "BGSERVE_SHADOW_GREEN_NICE=0" in caplog.text
+    assert caplog.text.count("keeps its CPU priority") == 1
     caplog.clear()
     with caplog.at_level("WARNING", logger="bgserve.backends.local"):
-        SlotPriority(0)
+        SlotPriority(0).lower(("demo", 2), threaded_child)
     assert caplog.text == "", "turned off on purpose: nothing to say"

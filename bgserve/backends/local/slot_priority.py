@@ -83,7 +83,7 @@ class SlotPriority:
     ``background`` is the nice value of a green that only answers copies; a value at or
     below this process's own (0 turns it off), a system without per-thread nice values
     in ``/proc``, or no right to give the priority back disables it: then :meth:`lower`
-    does nothing. Thread-safe.
+    does nothing (for want of the right, it logs why once). Thread-safe.
     """
 
     def __init__(self, background: int) -> None:
@@ -92,21 +92,16 @@ class SlotPriority:
         soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
         wanted = background > self.normal and Path("/proc/self/task").is_dir()
         self.enabled = wanted and restorable(self.normal, soft, _has_cap_sys_nice())
-        if wanted and not self.enabled:
-            log.warning(
-                "a green slot answering mirrored copies keeps its CPU priority: lowering it "
-                "needs the right to raise it back (CAP_SYS_NICE, or RLIMIT_NICE of at least "
-                "%d); without it copies may slow live answers on a busy machine. Set "
-                "BGSERVE_SHADOW_GREEN_NICE=0 to silence this.",
-                20 - self.normal,
-            )
+        self._unexplained = wanted and not self.enabled  # said once, at the first lower()
         self._lowered: dict[SlotKey, int] = {}
         self._lock = threading.Lock()
 
     def lower(self, key: SlotKey, pid: int) -> None:
         """Put the slot ``key`` (process ``pid``) in the background. Idempotent; a
-        refusal from the OS is logged and leaves the slot as it was, never raised."""
+        refusal from the OS is logged and leaves the slot as it was, never raised. When
+        disabled for want of the right to restore, says so once."""
         if not self.enabled:
+            self._explain()
             return
         with self._lock:
             if self._lowered.get(key) == pid:
@@ -117,6 +112,17 @@ class SlotPriority:
                 log.warning("could not lower the CPU priority of slot pid %d: %s", pid, exc)
                 return
             self._lowered[key] = pid
+
+    def _explain(self) -> None:
+        if self._unexplained:
+            self._unexplained = False
+            log.warning(
+                "a green slot answering mirrored copies keeps its CPU priority: lowering it "
+                "needs the right to raise it back (CAP_SYS_NICE, or RLIMIT_NICE of at least "
+                "%d); without it copies may slow live answers on a busy machine. Set "
+                "BGSERVE_SHADOW_GREEN_NICE=0 to silence this.",
+                20 - self.normal,
+            )
 
     def restore(self, key: SlotKey) -> None:
         """Give the slot ``key`` its own priority back, if it was lowered. Idempotent.
