@@ -29,39 +29,40 @@ def by_round(values: Sequence[float], parts: int, q: float) -> list[float]:
     return [percentile(part, q) for part in rounds(values, parts) if part]
 
 
-def bootstrap(values: Sequence[float], q: float, seed: int = 0) -> tuple[float, float]:
-    """A 95% bootstrap interval of the ``q``-th percentile (nearest rank, as reported)."""
+Estimates = np.ndarray[Any, np.dtype[np.float64]]
+
+
+def _resampled(values: Sequence[float], q: float, rng: np.random.Generator) -> Estimates:
+    """The ``q``-th percentile (nearest rank, as reported) of RESAMPLES resamples."""
     data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
     rank = max(0, min(data.size - 1, round(q / 100 * data.size + 0.5) - 1))
-    found: list[np.ndarray[Any, np.dtype[np.float64]]] = []
+    found: list[Estimates] = []
     for _ in range(RESAMPLES // BATCH):
         sample = rng.choice(data, size=(BATCH, data.size))
         found.append(np.partition(sample, rank, axis=1)[:, rank])
-    estimates = np.concatenate(found)
+    return np.concatenate(found)
+
+
+def _interval(estimates: Estimates) -> tuple[float, float]:
     return float(np.percentile(estimates, 2.5)), float(np.percentile(estimates, 97.5))
+
+
+def bootstrap(values: Sequence[float], q: float, seed: int = 0) -> tuple[float, float]:
+    """A 95% bootstrap interval of the ``q``-th percentile (nearest rank, as reported)."""
+    if not len(values):
+        return float("nan"), float("nan")
+    return _interval(_resampled(values, q, np.random.default_rng(seed)))
 
 
 def bootstrap_difference(
     top: Sequence[float], bottom: Sequence[float], q: float, seed: int = 0
 ) -> tuple[float, float]:
     """A 95% bootstrap interval of ``top``'s ``q``-th percentile minus ``bottom``'s (each
-    path resampled on its own; nearest rank, as reported)."""
-    rng = np.random.default_rng(seed)
-    samples = [np.asarray(v, dtype=float) for v in (top, bottom)]
-    if any(s.size == 0 for s in samples):
+    path resampled on its own)."""
+    if not len(top) or not len(bottom):
         return float("nan"), float("nan")
-    found = []
-    for _ in range(RESAMPLES // BATCH):
-        picks = [
-            np.percentile(rng.choice(s, size=(BATCH, s.size)), q, axis=1, method="inverted_cdf")
-            for s in samples
-        ]
-        found.append(picks[0] - picks[1])
-    estimates = np.concatenate(found)
-    return float(np.percentile(estimates, 2.5)), float(np.percentile(estimates, 97.5))
+    rng = np.random.default_rng(seed)
+    return _interval(_resampled(top, q, rng) - _resampled(bottom, q, rng))
 
 
 def tail(values: Sequence[float], parts: int) -> dict[str, Any]:

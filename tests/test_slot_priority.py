@@ -139,7 +139,12 @@ def test_routes_that_would_give_traffic_to_a_green_stuck_in_the_background_are_r
     greens = QuietGreens(19, lambda key: threaded_child if key == ("demo", 2) else None)
     quiet = [RouteTarget("blue", 1, "127.0.0.1", 1, 100), RouteTarget("green", 2, "x", 2, 0)]
     applied: list[str] = []
-    greens.mirror("demo", True, lambda: applied.append("mirror"), lambda: quiet)
+
+    def start_mirroring() -> list[RouteTarget]:
+        applied.append("mirror")
+        return quiet
+
+    greens.mirror("demo", True, start_mirroring)
     assert nice_values(threaded_child) == {19}
 
     def refuse(pid: int, nice: int) -> None:

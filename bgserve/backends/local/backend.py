@@ -255,14 +255,17 @@ class LocalBackend:
         BackendError if the deployment has no green route or the data plane refuses.
         """
         check_shadow(percent, max_queue)
-        if percent and not any(t.role == "green" for t in self._plane.routes(deployment)):
-            raise BackendError(f"{deployment} has no green release to mirror to: stage one first")
-        self._greens.mirror(
-            deployment,
-            bool(percent),
-            lambda: self._plane.set_shadow(deployment, percent, max_queue),
-            lambda: self._plane.routes(deployment),
-        )
+
+        def apply() -> list[RouteTarget]:
+            routes = self._plane.routes(deployment)
+            if percent and not any(t.role == "green" for t in routes):
+                raise BackendError(
+                    f"{deployment} has no green release to mirror to: stage one first"
+                )
+            self._plane.set_shadow(deployment, percent, max_queue)
+            return routes
+
+        self._greens.mirror(deployment, bool(percent), apply)
 
     def _live_pid(self, key: SlotKey) -> int | None:
         slot = self._slots.get(key)

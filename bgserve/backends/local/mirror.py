@@ -172,7 +172,7 @@ class Mirror:
 
     def _pair(self, exchange: Exchange) -> dict[str, Any]:
         job, green, error, green_ms = exchange
-        blue = _blue_answer(job.answer) or b""
+        blue = _blue_answer(job.answer)
         cap = self._body_cap
         cut = job.answer_capped or any(
             b is not None and len(b) > cap for b in (job.request.body, blue, green)

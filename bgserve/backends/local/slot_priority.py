@@ -185,16 +185,16 @@ class QuietGreens:
         self,
         deployment: str,
         mirroring: bool,
-        apply: Callable[[], None],
-        routes: Callable[[], Sequence[RouteTarget]],
+        apply: Callable[[], Sequence[RouteTarget]],
     ) -> None:
-        """Run ``apply`` (which starts or stops mirroring), then move green's priority.
-        Raises BackendError if green cannot get its priority back (mirroring stopped)."""
+        """Run ``apply`` (which starts or stops mirroring and returns the deployment's
+        routes), then move green's priority. Raises what ``apply`` raises, BackendError if
+        green cannot get its priority back (mirroring stopped)."""
         with self._lock:
-            apply()
+            routes = apply()
             if mirroring:
                 self._mirroring.add(deployment)
-                self._lower(deployment, routes())
+                self._lower(deployment, routes)
             else:
                 self._mirroring.discard(deployment)
                 self._restore(deployment, but=None)
