@@ -32,7 +32,7 @@ def processes(serve_pid: int) -> dict[str, psutil.Process]:
         args = child.cmdline()
         if "--release-id" in args:
             found[f"slot (release {args[args.index('--release-id') + 1]})"] = child
-        elif "bgserve.backends.local.dataplane" in args:
+        elif "bgserve.dataplane.main" in args:
             found["data plane"] = child
     return found
 

@@ -29,7 +29,7 @@ def direct_slot(stack: Stack, flags: list[str]) -> Iterator[str]:
     """A slot serving release A's bundle, started by hand; its base URL."""
     release = stack.api.api("GET", f"/releases/{stack.releases['a']}")
     port = free_port()
-    args = [sys.executable, "-m", "bgserve.backends.local.slot_server"]
+    args = [sys.executable, "-m", "bgserve.slot.server"]
     args += ["--model-uri", release["bundle_uri"], "--deployment", DEPLOYMENT]
     args += ["--release-id", "0", "--port", str(port), *flags]
     env = serve_env(stack.tmp / "home", stack.mlflow_uri)

@@ -23,10 +23,10 @@ from typing import Any
 from bgserve.backends.kube.kserve.backend import KServeBackend, required_rbac
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
-from tests.crd_schema import crd_dir
-from tests.kube_helpers import KSERVE, NS, Controller, perform
-from tests.kube_namespace import KubeNamespace
-from tests.real_apiserver import ControlPlane, binaries
+from tests.support.crd_schema import crd_dir
+from tests.support.kube import KSERVE, NS, Controller, perform
+from tests.support.kube_namespace import KubeNamespace
+from tests.support.kube_real_apiserver import ControlPlane, binaries
 
 
 def slow_kserve(ns: KubeNamespace, delay: float) -> Controller:

@@ -55,7 +55,7 @@ def measure(
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Rows per path and level, and the proxies' CPU time per request in microseconds."""
     serve = psutil.Process(stack.api.proc.pid)
-    plane = [c for c in serve.children() if "bgserve.backends.local.dataplane" in c.cmdline()]
+    plane = [c for c in serve.children() if "bgserve.dataplane.main" in c.cmdline()]
     proxies = {"bgserve": [serve, *plane]}  # the control process and its data-plane process
     proxies |= {name: peer.processes() for name, peer in peers.items()}
     used = {name: cpu_seconds(procs) for name, procs in proxies.items()}

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bgserve.backends.local.router import Router
-from tests.crd_schema import Crd, load_crds, require_crd_dir
-from tests.k8s_apiserver import FakeApiServer
-from tests.kube_helpers import SlotProcesses
-from tests.kube_namespace import kube_ns  # noqa: F401  (a namespace on it per test)
-from tests.real_apiserver import kube_cluster  # noqa: F401  (the session fixture)
+from bgserve.dataplane.router import Router
+from tests.support.crd_schema import Crd, load_crds, require_crd_dir
+from tests.support.kube import SlotProcesses
+from tests.support.kube_fake_apiserver import FakeApiServer
+from tests.support.kube_namespace import kube_ns  # noqa: F401  (a namespace on it per test)
+from tests.support.kube_real_apiserver import kube_cluster  # noqa: F401  (the session fixture)
 
 
 def _mlflow_env(root: Path) -> dict[str, str]:
@@ -54,7 +54,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Itera
     """A running bgserve (control API in-process, slots as real processes) of its own for
     each test module, so no module sees another's deployments; the MLflow store is shared."""
     from bgserve.api.app import create_app
-    from tests.flow_helpers import make_settings, register_demo
+    from tests.support.flow import make_settings, register_demo
 
     register_demo(mlflow_store)
     settings = make_settings(tmp_path_factory.mktemp("bgserve"), mlflow_store)
@@ -65,7 +65,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Itera
 @pytest.fixture(scope="module")
 def rel(client: TestClient) -> dict[str, int]:
     """Release ids of the demo releases v1, v2 and reworded (v1 model, v2 prompt)."""
-    from tests.flow_helpers import create_releases
+    from tests.support.flow import create_releases
 
     return create_releases(client)
 

@@ -93,7 +93,7 @@ def serve(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def slot(ctx: typer.Context) -> None:
     """Serve one bundle over Open Inference Protocol v2 (what every backend runs)."""
-    from bgserve.backends.local.slot_server import main as slot_main
+    from bgserve.slot.server import main as slot_main
 
     slot_main(list(ctx.args))
 

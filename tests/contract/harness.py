@@ -21,10 +21,10 @@ from bgserve.backends.kube.seldon.base import required_rbac as seldon_rbac
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain.release import Release
 from bgserve.settings import Settings
-from tests.helpers_models import local_release, wait_until
-from tests.kube_helpers import RELEASES, Cluster, PlatformStatus
-from tests.kube_namespace import KubeNamespace, Rules
-from tests.real_apiserver import KubeCluster
+from tests.support.kube import RELEASES, Cluster, PlatformStatus
+from tests.support.kube_namespace import KubeNamespace, Rules
+from tests.support.kube_real_apiserver import KubeCluster
+from tests.support.models import local_release, wait_until
 
 DEPLOYMENT = "chat"
 KINDS = ("memory", "local", "kserve", "seldon-v2", "seldon-v1")

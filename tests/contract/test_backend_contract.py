@@ -20,7 +20,7 @@ from tests.contract.harness import (
     local_harness,
     memory_harness,
 )
-from tests.helpers_models import build_bundle
+from tests.support.models import build_bundle
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.
 pytestmark = pytest.mark.filterwarnings("ignore:.*type hints:UserWarning")

@@ -1,11 +1,11 @@
 """The embedded backend: slot-server processes on this machine behind one weighted router.
 
-The router runs in a data-plane process of its own (:mod:`bgserve.backends.local.plane`),
+The router runs in a data-plane process of its own (:mod:`bgserve.backends.local.dataplane_client`),
 so nothing bgserve does in its own process (comparisons, scoring, MLflow, the database)
 can delay an inference; it is told its routes over a private channel and restarted,
 with the last routes it was given, if it dies.
 
-Every slot is a child process (``python -m bgserve.backends.local.slot_server``) that
+Every slot is a child process (``python -m bgserve.slot.server``) that
 :class:`~bgserve.backends.local.slot_launcher.SlotLauncher` starts, probes and stops.
 
 A watcher thread polls the slots every ``watch_interval`` seconds: one that exits on its
@@ -32,12 +32,12 @@ from bgserve.backends.base import (
     SlotLostCallback,
     check_shadow,
 )
-from bgserve.backends.local.plane import DataPlane
-from bgserve.backends.local.route_state import SlotStats
-from bgserve.backends.local.route_table import RouteTarget
+from bgserve.backends.local.dataplane_client import DataPlane
 from bgserve.backends.local.slot_launcher import SlotLauncher
 from bgserve.backends.local.slot_priority import QuietGreens, SlotKey
 from bgserve.backends.local.slot_process import LOOPBACK, Slot
+from bgserve.dataplane.route_state import SlotStats
+from bgserve.dataplane.route_table import RouteTarget
 from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route

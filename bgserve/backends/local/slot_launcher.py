@@ -23,7 +23,7 @@ from typing import IO
 
 import httpx
 
-from bgserve.backends.local.plane import DataPlane, bind
+from bgserve.backends.local.dataplane_client import DataPlane, bind
 from bgserve.backends.local.slot_process import LOOPBACK, Slot, death_signal_preexec, tail
 from bgserve.domain.release import Release
 from bgserve.errors import BackendError, ReadinessTimeout
@@ -164,7 +164,7 @@ class SlotLauncher:
         args = [
             self._python,
             "-m",
-            "bgserve.backends.local.slot_server",
+            "bgserve.slot.server",
             "--model-uri",
             release.bundle_uri,
             "--deployment",

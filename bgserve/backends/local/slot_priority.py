@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from bgserve.backends.local.route_table import RouteTarget
+from bgserve.dataplane.route_table import RouteTarget
 from bgserve.errors import BackendError
 
 log = logging.getLogger("bgserve.backends.local")

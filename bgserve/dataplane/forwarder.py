@@ -1,0 +1,180 @@
+"""Forwarding one request to a slot: the router's upstream side, on its event loop.
+
+A new upstream connection must open within ``connect_timeout`` and the answer's head
+must arrive within ``first_byte_timeout``. A refused connection, or a first-byte timeout
+(nothing has reached the client yet), is retried once on another weighted slot, so a
+client waits at most ``2 * (connect_timeout + first_byte_timeout)`` before its first
+byte. Every outcome is counted on the table's counters and reported to
+:class:`~bgserve.dataplane.outliers.Outliers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bgserve.dataplane.http1 import (
+    ProxyError,
+    Request,
+    UpstreamTimeout,
+    error_response,
+    relay_response,
+)
+from bgserve.dataplane.outliers import Outliers
+from bgserve.dataplane.route_state import FIRST_BUCKET
+from bgserve.dataplane.route_table import RouteTarget, Table
+from bgserve.dataplane.upstream import Conn, Pool
+from bgserve.domain.latency import bucket_of
+
+
+class Forwarder:
+    """Relays requests to slots over per-slot keep-alive pools; event loop only.
+
+    With ``breaker`` on, a refused connection ejects the slot at once.
+    """
+
+    def __init__(
+        self,
+        outliers: Outliers,
+        *,
+        upstream_timeout: float,
+        connect_timeout: float,
+        first_byte_timeout: float | None,
+        breaker: bool,
+    ) -> None:
+        self._outliers = outliers
+        self._upstream_timeout = upstream_timeout
+        self._connect_timeout = connect_timeout
+        self._first_byte_timeout = first_byte_timeout
+        self._breaker = breaker
+        self._pools: dict[tuple[str, int], Pool] = {}
+
+    async def forward(
+        self,
+        request: Request,
+        writer: asyncio.StreamWriter,
+        table: Table,
+        index: int,
+        *,
+        count: bool,
+    ) -> bool:
+        """Relay ``request`` to slot ``index`` of ``table`` and its answer to ``writer``.
+
+        Writes an error answer itself when no slot answers; returns whether the client
+        connection may be kept alive. Raises only what writing to the client raises.
+        """
+        retry = True  # one retry per request, on a refused connect or a first-byte timeout
+        started = time.perf_counter()
+        while True:
+            try:
+                index, conn, pool, retry = await self._connect(table, index, retry)
+            except ProxyError as exc:
+                if count:
+                    table.counters[index][1] += 1
+                writer.write(error_response(exc.status, exc.message, request.keep_alive))
+                return request.keep_alive
+            counters = table.counters[index]
+            if count:
+                counters[0] += 1
+            target = table.targets[index]
+            try:
+                async with asyncio.timeout(self._upstream_timeout):
+                    status, keep, reusable = await relay_response(
+                        request,
+                        conn,
+                        writer,
+                        table.extra_headers[index],
+                        head_timeout=self._first_byte_timeout,
+                    )
+            except UpstreamTimeout as exc:
+                counters[1] += 1
+                conn.close()
+                self._outliers.failed(target.address, exc.message)
+                other = table.alternative(index) if retry and not exc.response_started else None
+                if other is None:
+                    writer.write(error_response(504, f"{target.role} slot: {exc.message}", False))
+                    return False
+                counters[2] += 1
+                index, retry = other, False
+                continue
+            except (ProxyError, TimeoutError) as exc:
+                counters[1] += 1
+                conn.close()
+                self._answer_failure(exc, target, writer)
+                return False
+            except BaseException:
+                conn.close()  # the client went away mid-answer
+                raise
+            self._outliers.succeeded(target.address)
+            if count:
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                counters[FIRST_BUCKET + bucket_of(latency_ms)] += 1
+                if status >= 500:
+                    counters[1] += 1
+            pool.release(conn, reusable)
+            return keep
+
+    def prune(self, live: set[tuple[str, int]]) -> None:
+        """Close the pools of slots no longer routed to."""
+        for key in [k for k in self._pools if k not in live]:
+            self._pools.pop(key).close()
+
+    def close(self) -> None:
+        """Close every pooled upstream connection."""
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+    def _answer_failure(
+        self, exc: ProxyError | TimeoutError, target: RouteTarget, writer: asyncio.StreamWriter
+    ) -> None:
+        if isinstance(exc, TimeoutError):
+            message = f"did not answer within {self._upstream_timeout}s"
+            self._outliers.failed(target.address, message)
+            writer.write(error_response(504, f"{target.role} slot {message}", False))
+            return
+        self._outliers.failed(target.address, exc.message)
+        if not exc.response_started:
+            writer.write(error_response(exc.status, f"{target.role} slot: {exc.message}", False))
+
+    async def _connect(self, table: Table, index: int, retry: bool) -> tuple[int, Conn, Pool, bool]:
+        """A connection to the picked slot, or to one other weighted slot if it fails.
+
+        Nothing has been sent when a connect fails, so the retry cannot run a request
+        twice. Returns (slot index, connection, its pool, whether a retry is left).
+        """
+        try:
+            pool = self._pool(table.targets[index])
+            return index, await pool.acquire(self._connect_timeout), pool, retry
+        except OSError as first:
+            table.counters[index][2] += 1
+            self._connect_failed(table.targets[index], first)
+            other = table.alternative(index) if retry else None
+            if other is None:
+                message = f"{table.targets[index].role} slot is unreachable: {first!r}"
+                raise ProxyError(502, message) from first
+        try:
+            pool = self._pool(table.targets[other])
+            return other, await pool.acquire(self._connect_timeout), pool, False
+        except OSError as second:
+            self._connect_failed(table.targets[other], second)
+            message = f"no slot of {table.deployment!r} is reachable: {second!r}"
+            raise ProxyError(502, message) from second
+
+    def _connect_failed(self, target: RouteTarget, exc: OSError) -> None:
+        """A timeout counts as one failure; a refusal means nothing listens: eject now."""
+        if isinstance(exc, TimeoutError):
+            self._outliers.failed(target.address, f"no connection within {self._connect_timeout}s")
+        elif self._breaker:
+            self._outliers.eject(target.address, f"connection failed: {exc!r}")
+
+    def pool(self, target: RouteTarget) -> Pool:
+        """The keep-alive pool of the slot ``target`` names (made on first use)."""
+        return self._pool(target)
+
+    def _pool(self, target: RouteTarget) -> Pool:
+        key = (target.host, target.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool(target.host, target.port)
+        return pool

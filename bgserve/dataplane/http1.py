@@ -1,0 +1,314 @@
+"""HTTP/1.1 on bare asyncio streams: the router's request parsing and response relaying.
+
+Requests and upstream responses are parsed by llhttp (through ``httptools``, the parser
+uvicorn uses), in its strict mode: conflicting or duplicate Content-Length,
+Content-Length with Transfer-Encoding, malformed chunk sizes and missing CRLFs, bare CR,
+LF or NUL in the head are all refused, so nothing ambiguous is forwarded. On top of that
+a request needs exactly one Host header (HTTP/1.1), a head under :data:`HEAD_LIMIT` and a
+body under the router's limit. The request head is rewritten for the upstream
+(hop-by-hop headers dropped, a content-length always written); the answer is relayed
+with its own framing (content-length, re-chunked, or until close). Nothing here knows
+about deployments, routes or pools: :mod:`bgserve.dataplane.router` drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections import deque
+from dataclasses import dataclass
+
+import httptools
+
+from bgserve.dataplane.http1_errors import (
+    HEAD_LIMIT,
+    READ_SIZE,
+    BadRequest,
+    ProxyError,
+    UpstreamTimeout,
+)
+from bgserve.dataplane.http1_relay import ResponseReader, UpstreamConn, relay_response
+
+__all__ = [
+    "HEAD_LIMIT",
+    "BadRequest",
+    "ProxyError",
+    "Request",
+    "RequestReader",
+    "ResponseReader",
+    "UpstreamConn",
+    "UpstreamTimeout",
+    "error_response",
+    "json_response",
+    "read_request",
+    "relay_response",
+]
+
+# Hop-by-hop headers, and content-length which the router always writes itself.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"expect",
+        b"content-length",
+    }
+)
+_OWS = b" \t"
+
+
+@dataclass(slots=True)
+class Request:
+    """A client request, its head already rewritten for the upstream."""
+
+    method: bytes
+    target: bytes
+    upstream_head: bytes
+    body: bytes
+    keep_alive: bool
+    http10: bool
+
+
+class RequestReader:
+    """The requests of one client connection, parsed by one llhttp parser.
+
+    Keep-alive and pipelined requests reuse the parser; requests that arrived together
+    are queued and handed out one by one, and a malformed one is reported (as
+    :class:`BadRequest`) only after the complete requests before it.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_body",
+        "_chunked",
+        "_closed",
+        "_continue_sent",
+        "_expect",
+        "_failure",
+        "_head",
+        "_head_bytes",
+        "_head_size",
+        "_hosts",
+        "_in_head",
+        "_in_message",
+        "_length",
+        "_max_body",
+        "_parser",
+        "_ready",
+        "_size",
+        "_target",
+        "_writer",
+    )
+    _target: bytes
+    _head: list[bytes]
+    _body: list[bytes]
+    _size: int
+    _hosts: int
+    _head_bytes: int
+    _head_size: int
+    _length: int | None
+    _chunked: bool
+    _expect: bool
+    _continue_sent: bool
+
+    def __init__(self, max_body: int) -> None:
+        # No reference to the streams is kept between reads: read_request maps each
+        # StreamReader to its RequestReader weakly, and a value must not hold its key.
+        self._writer: asyncio.StreamWriter | None = None
+        self._max_body = max_body
+        self._parser = httptools.HttpRequestParser(self)
+        self._ready: deque[Request] = deque()
+        # (status, message), not the exception: its traceback would hold the reader.
+        self._failure: tuple[int, str] | None = None
+        self._closed = self._in_message = self._in_head = False
+        self._reset()
+
+    async def read(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Request | None:
+        """The next request on the connection; None when the client closed between requests.
+
+        Raises BadRequest for a malformed or oversized request: answer it and close.
+        """
+        while not self._ready:
+            if self._failure is not None:
+                raise BadRequest(*self._failure)
+            if self._closed:
+                return None
+            if self._in_message and self._expect and not self._in_head and not self._continue_sent:
+                self._continue_sent = True
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            data = await reader.read(READ_SIZE)
+            if not data:
+                if self._in_message:
+                    raise BadRequest(400, "the connection closed in the middle of a request")
+                return None
+            self._writer = writer
+            try:
+                self._feed(data)
+            finally:
+                self._writer = None
+        return self._ready.popleft()
+
+    def _feed(self, data: bytes) -> None:
+        queued = len(self._ready)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # llhttp stops at an upgrade request: answer it (without the upgrade), then close.
+            self._ready[-1].keep_alive = False
+            self._closed = True
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self._failure = (cause.status, cause.message)
+            else:
+                self._failure = (400, f"malformed HTTP/1.1 request: {exc}")
+            return
+        # llhttp buffers a header until its end: bound what an unfinished head may hold.
+        # (A head that began in this read after another request ended is counted from the
+        # next read; the exact size of a finished head is checked in on_headers_complete.)
+        if self._in_head and len(self._ready) == queued:
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_LIMIT:
+                self._failure = (431, f"request head exceeds {HEAD_LIMIT} bytes")
+
+    def _reset(self) -> None:
+        self._target = b""
+        self._head = [b""]
+        self._body = []
+        self._size = self._hosts = self._head_bytes = self._head_size = 0
+        self._length = None
+        self._chunked = self._expect = self._continue_sent = False
+
+    # ----- llhttp callbacks -----
+
+    def on_message_begin(self) -> None:
+        self._reset()
+        self._in_message = self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer: the body is forwarded with a content-length instead
+        self._head_size += len(name) + len(value) + 4
+        key = name.lower()
+        value = value.rstrip(_OWS)
+        if key not in _HOP_BY_HOP:
+            self._hosts += key == b"host"
+            self._head.append(b"%s: %s" % (name, value))
+        elif key == b"content-length":
+            self._length = int(value)  # llhttp has checked the digits and duplicates
+        elif key == b"transfer-encoding":
+            if value.lower() != b"chunked":
+                text = value.decode(errors="replace")
+                raise BadRequest(501, f"transfer-encoding {text!r} is not supported")
+            self._chunked = True
+        elif key == b"expect":
+            self._expect = value.lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_size > HEAD_LIMIT:
+            raise BadRequest(431, f"request head exceeds {HEAD_LIMIT} bytes")
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise BadRequest(505, f"HTTP/{version} is not supported: use HTTP/1.1")
+        if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
+            raise BadRequest(400, f"the request has {self._hosts} Host headers: send exactly one")
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise BadRequest(405, "CONNECT is not supported")
+        if self._length is not None and self._length > self._max_body:
+            raise BadRequest(413, f"request body of {self._length} bytes exceeds {self._max_body}")
+        self._head[0] = b"%s %s HTTP/1.1" % (method, self._target)
+        if not self._hosts:
+            self._head.append(self._own_host())
+        self._expect = self._expect and version == "1.1" and (self._chunked or bool(self._length))
+
+    def _own_host(self) -> bytes:
+        # An HTTP/1.0 request may lack Host but the upstream request is HTTP/1.1, which
+        # needs one: name the address the client reached, as its Host would have.
+        assert self._writer is not None  # set while data is fed
+        host, port = self._writer.get_extra_info("sockname")[:2]
+        text = f"host: [{host}]:{port}" if ":" in host else f"host: {host}:{port}"
+        return text.encode()
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_body:
+            raise BadRequest(413, f"request body exceeds {self._max_body} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        parser = self._parser
+        self._head.append(b"content-length: %d\r\n\r\n" % self._size)
+        self._ready.append(
+            Request(
+                parser.get_method(),
+                self._target,
+                b"\r\n".join(self._head),
+                b"".join(self._body),
+                parser.should_keep_alive(),
+                parser.get_http_version() == "1.0",
+            )
+        )
+
+
+_readers: weakref.WeakKeyDictionary[asyncio.StreamReader, RequestReader] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_body: int
+) -> Request | None:
+    """Read the next request of the connection; None when the client closed between requests.
+
+    The connection's :class:`RequestReader` is kept while ``reader`` lives. Raises
+    BadRequest for a malformed or oversized request.
+    """
+    parser = _readers.get(reader)
+    if parser is None:
+        parser = _readers[reader] = RequestReader(max_body)
+    return await parser.read(reader, writer)
+
+
+def json_response(status: int, reason: str, payload: dict[str, object], keep: bool) -> bytes:
+    """A complete response with a JSON body, ready to write."""
+    body = json.dumps(payload).encode()
+    connection = b"keep-alive" if keep else b"close"
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: %s\r\n\r\n%s" % (status, reason.encode(), len(body), connection, body)
+    )
+
+
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+
+def error_response(status: int, message: str, keep: bool) -> bytes:
+    """A JSON ``{"error": message}`` response with ``status``, ready to write."""
+    return json_response(status, _REASONS[status], {"error": message}, keep)

@@ -1,0 +1,265 @@
+"""Shadow traffic: copies of the requests blue answered, sent to green, answers paired.
+
+The client never waits for green. A request picked for mirroring is forwarded to blue as
+any other, through a :class:`Capture` that keeps a copy of what reaches the client, and
+its copy joins a bounded queue per deployment, which one task per deployment empties
+towards green's slot (its keep-alive pool, header ``x-bgserve-shadow: 1``). The copy
+leaves beside the live call, once blue has the request: the loop sends it and reads
+green's answer while it would otherwise wait for blue (sent after blue's answer, the
+exchange met the client's next request and cost it up to 0.17 ms at p50). A pair is
+kept only once blue answered with a 2xx. A full queue drops the copy; green's failures
+and timeouts (the first-byte timeout, then the whole-answer one) are counted, never
+raised. Answers wait as raw bytes in a bounded buffer until :meth:`Mirror.drain` parses
+them into pairs, so the loop that answers clients does no more per copy than send it
+and read green's answer; the oldest beyond the bound are dropped and counted. Pairs are
+never logged.
+
+Which requests are mirrored is deterministic: an accumulator adds ``percent`` per request
+blue is picked for and mirrors when it reaches 100, so 100% mirrors every one and 25%
+exactly every fourth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bgserve.backends.base import BODY_CAP
+from bgserve.dataplane.http1 import HEAD_LIMIT, ProxyError, Request, ResponseReader
+from bgserve.dataplane.http1_errors import READ_SIZE
+from bgserve.dataplane.route_state import RouteState
+from bgserve.dataplane.route_table import RouteTarget, Table
+from bgserve.dataplane.shadow_state import Capture, Exchange, Job, Shadow
+from bgserve.dataplane.upstream import Conn, Pool
+
+MAX_PAIRS = 1000
+SHADOW_HEADER = b"x-bgserve-shadow: 1\r\n"
+Forward = Callable[..., Awaitable[bool]]
+
+
+class Mirror:
+    """Every deployment's :class:`Shadow`, and the task that sends their copies to green.
+
+    :meth:`configure` and :meth:`drain` may be called from any thread; the rest runs on
+    the router's loop. ``active`` (deployments mirroring now) is replaced whole, so the
+    loop reads it without a lock.
+    """
+
+    def __init__(
+        self,
+        state: RouteState,
+        pool: Callable[[RouteTarget], Pool],
+        *,
+        connect_timeout: float,
+        first_byte_timeout: float | None,
+        upstream_timeout: float,
+        max_pairs: int = MAX_PAIRS,
+        body_cap: int = BODY_CAP,
+    ) -> None:
+        self._state = state
+        self._pool = pool
+        self._connect_timeout = connect_timeout
+        self._first_byte_timeout = first_byte_timeout
+        self._upstream_timeout = upstream_timeout
+        self._max_pairs = max_pairs
+        self._body_cap = body_cap
+        self._lock = threading.Lock()
+        self._shadows: dict[str, Shadow] = {}
+        self.active: dict[bytes, Shadow] = {}
+
+    # ----- control, from any thread -----
+
+    def configure(self, deployment: str, percent: int, max_queue: int) -> None:
+        """Mirror ``percent`` of blue's infer requests through a queue of ``max_queue``.
+
+        Idempotent; 0 stops (pairs already collected wait for :meth:`drain`). Raises
+        ValueError for a percent outside 0-100 or a queue bound below 1.
+        """
+        if not 0 <= percent <= 100 or max_queue < 1:
+            raise ValueError(f"shadow percent must be 0-100 and max_queue 1 or more: {percent}")
+        with self._lock:
+            shadow = self._shadows.get(deployment)
+            if shadow is None:
+                shadow = self._shadows[deployment] = Shadow(deployment, self._max_pairs)
+            shadow.percent, shadow.max_queue = percent, max_queue
+            active = dict(self.active)
+            if percent:
+                active[shadow.key] = shadow
+            else:
+                active.pop(shadow.key, None)
+            self.active = active
+
+    def drain(self, deployment: str, limit: int) -> dict[str, Any]:
+        """Up to ``limit`` pairs and the counters collected since the previous drain, as
+        JSON-ready data; ``more`` says pairs remain."""
+        with self._lock:
+            shadow = self._shadows.get(deployment)
+        if shadow is None:
+            return {"pairs": [], "dropped": 0, "green_errors": 0, "more": False}
+        batch = shadow.take(limit)
+        batch["pairs"] = [self._pair(exchange) for exchange in batch["pairs"]]
+        with self._lock:
+            if shadow.idle() and self._shadows.get(deployment) is shadow:
+                del self._shadows[deployment]
+        return batch
+
+    # ----- the router's loop -----
+
+    async def forward(
+        self,
+        shadow: Shadow,
+        forward: Forward,
+        request: Request,
+        writer: asyncio.StreamWriter,
+        table: Table,
+        index: int,
+    ) -> bool:
+        """Forward ``request`` to blue through a capture, its copy queued for green beside
+        it: the copy leaves once blue has the request, while the loop waits for blue."""
+        capture = Capture(writer, self._body_cap + HEAD_LIMIT)
+        if len(shadow.queue) >= shadow.max_queue:
+            shadow.drop()
+            return bool(await forward(request, capture, table, index, count=True))
+        loop = asyncio.get_running_loop()
+        job = Job(request, capture.chunks, table.extra_headers[index], loop.create_future())
+        shadow.queue.append(job)
+        if shadow.task is None:
+            shadow.task = loop.create_task(self._work(shadow))
+        started = time.perf_counter()
+        try:
+            keep: bool = await forward(request, capture, table, index, count=True)
+            job.relayed = True
+        finally:
+            job.blue_ms = (time.perf_counter() - started) * 1000.0
+            job.answer_capped = capture.size >= capture.cap
+            job.blue_done.set_result(None)
+        return keep
+
+    async def _work(self, shadow: Shadow) -> None:
+        try:
+            while shadow.queue:
+                await self._send(shadow, shadow.queue.popleft())
+        finally:
+            shadow.task = None
+
+    async def _send(self, shadow: Shadow, job: Job) -> None:
+        table = self._state.tables.get(shadow.key)
+        green = _green(table)
+        if green is None:
+            shadow.drop()
+            return
+        started = time.perf_counter()
+        body: bytes | None = None
+        error: str | None = None
+        try:
+            status, body = await self._call(green, _shadow_request(job.request))
+            if status >= 400:
+                error = f"green answered HTTP {status}"
+        except TimeoutError:
+            error = "green did not answer in time"
+        except (OSError, ProxyError, ValueError) as exc:
+            error = f"green failed: {exc}"
+        green_ms = (time.perf_counter() - started) * 1000.0
+        await job.blue_done
+        if not job.relayed or not _blue_answered(job.answer, job.blue_extra):
+            return  # blue did not answer it (a retry went elsewhere, an error, the client left)
+        shadow.add(Exchange(job, body, error, green_ms))
+
+    def _pair(self, exchange: Exchange) -> dict[str, Any]:
+        job, green, error, green_ms = exchange
+        blue = _blue_answer(job.answer)
+        cap = self._body_cap
+        cut = job.answer_capped or any(
+            b is not None and len(b) > cap for b in (job.request.body, blue, green)
+        )
+        return {
+            "request_id": uuid.uuid4().hex,
+            "request_body": _text(job.request.body, cap),
+            "blue_body": _text(blue, cap),
+            "green_body": None if green is None else _text(green, cap),
+            "green_error": error,
+            "blue_ms": job.blue_ms,
+            "green_ms": None if error is not None and green is None else green_ms,
+            "truncated": cut,
+        }
+
+    async def _call(self, target: RouteTarget, data: bytes) -> tuple[int, bytes]:
+        """Send ``data`` to the slot and read its whole answer (the body cut at the cap)."""
+        pool = self._pool(target)
+        async with asyncio.timeout(self._upstream_timeout):
+            conn = await pool.acquire(self._connect_timeout)
+            reusable = False
+            try:
+                status, body, reusable = await self._exchange(conn, data)
+            finally:
+                pool.release(conn, reusable)
+        return status, body
+
+    async def _exchange(self, conn: Conn, data: bytes) -> tuple[int, bytes, bool]:
+        conn.writer.write(data)
+        response = conn.response
+        if response is None:
+            response = conn.response = ResponseReader()
+        else:
+            response.start()
+        async with asyncio.timeout(self._first_byte_timeout):
+            while not response.head_done:
+                await _feed(conn, response)
+        until_eof = response.length is None and not response.chunked
+        pieces: list[bytes] = []
+        size = 0
+        while True:
+            for piece in response.take_body():
+                if size <= self._body_cap:
+                    pieces.append(piece)
+                    size += len(piece)
+            if response.done or (until_eof and conn.reader.at_eof()):
+                break
+            await _feed(conn, response, until_eof=until_eof)
+        reusable = response.done and response.keep and not response.extra and not until_eof
+        return response.status, b"".join(pieces), reusable
+
+
+async def _feed(conn: Conn, response: ResponseReader, *, until_eof: bool = False) -> None:
+    data = await conn.reader.read(READ_SIZE)
+    if data:
+        response.feed(data)
+    elif not until_eof:
+        raise ProxyError(502, "the connection closed before the answer ended")
+
+
+def _green(table: Table | None) -> RouteTarget | None:
+    if table is None:
+        return None
+    return next((t for t in table.targets if t.role == "green"), None)
+
+
+def _shadow_request(request: Request) -> bytes:
+    """The request for green: its head ends with ``\\r\\n\\r\\n``; the marker goes before."""
+    return request.upstream_head[:-2] + SHADOW_HEADER + b"\r\n" + request.body
+
+
+def _blue_answered(answer: list[bytes], blue_extra: bytes) -> bool:
+    """Whether blue answered what the client got, with a 2xx."""
+    raw = answer[0] if len(answer) == 1 else b"".join(answer)
+    end = raw.find(b"\r\n\r\n")
+    return end >= 0 and raw.startswith(b"HTTP/1.1 2") and blue_extra in raw[: end + 4]
+
+
+def _blue_answer(answer: list[bytes]) -> bytes:
+    """Blue's body from what the client got (checked by :func:`_blue_answered`)."""
+    raw = b"".join(answer)
+    reader = ResponseReader()
+    # A capture cut at its bound fails to parse: the body so far is what the pair keeps.
+    with contextlib.suppress(ProxyError):
+        reader.feed(raw)
+    return b"".join(reader.take_body())
+
+
+def _text(data: bytes, cap: int) -> str:
+    return data[:cap].decode("utf-8", errors="replace")

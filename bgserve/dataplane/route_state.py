@@ -1,0 +1,145 @@
+"""The router's route state: one table per deployment, the slots marked down, the counters.
+
+Any thread may change it. One lock serialises the writers; each change builds new
+tables and swaps the whole mapping, so the event loop reads :attr:`RouteState.tables`
+without a lock and a request keeps the table it picked even if it is replaced meanwhile.
+A table's counters are lists shared with the tables that replace it, incremented in
+place on the router's loop only.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TypedDict
+
+from bgserve.dataplane.route_table import RouteTarget, Table
+from bgserve.domain.latency import BUCKETS
+
+FIRST_BUCKET = 3
+"""A slot's counters: requests, errors, retries, then the latency histogram's buckets."""
+
+Address = tuple[str, int]
+
+
+class SlotStats(TypedDict):
+    """Counters of one (deployment, slot role, release) since the router started."""
+
+    deployment: str
+    role: str
+    release_id: int
+    requests: int
+    errors: int
+    retries: int
+    latency_buckets: list[int]  # answered requests per bucket of domain.latency
+
+
+class RouterStats(TypedDict):
+    """A snapshot of :meth:`Router.stats`; ``unrouted`` counts unknown deployments and paths."""
+
+    slots: list[SlotStats]
+    unrouted: int
+
+
+class RouteState:
+    """Route tables by encoded deployment name, the down set and the per-slot counters.
+
+    Every method is safe from any thread. ``unrouted`` is a one-element list the router's
+    loop increments in place for requests it cannot route.
+    """
+
+    def __init__(self) -> None:
+        self.tables: dict[bytes, Table] = {}
+        self.unrouted = [0]
+        self._counters: dict[tuple[str, str, int], list[int]] = {}
+        self._down: set[Address] = set()
+        self._lock = threading.Lock()
+
+    def set_routes(self, deployment: str, routes: list[RouteTarget]) -> None:
+        """Replace the deployment's routes atomically. Raises ValueError on a negative weight."""
+        if any(r.weight < 0 for r in routes):
+            raise ValueError(f"negative weight in routes of {deployment}: {routes}")
+        with self._lock:
+            counters = [self._counter(deployment, r) for r in routes]
+            table = Table(deployment, tuple(routes), counters, self._down)
+            self.tables = {**self.tables, deployment.encode(): table}
+
+    def remove_routes(self, deployment: str) -> None:
+        """Stop routing ``deployment``. Idempotent."""
+        with self._lock:
+            tables = dict(self.tables)
+            tables.pop(deployment.encode(), None)
+            self.tables = tables
+
+    def mark_down(self, host: str, port: int) -> bool:
+        """Exclude the slot at ``host:port`` from every schedule; True if it was up.
+
+        Idempotent. Stored weights are not touched: the schedule of every deployment
+        using the slot is rebuilt from the healthy targets' weights.
+        """
+        with self._lock:
+            if (host, port) in self._down:
+                return False
+            self._down.add((host, port))
+            self._rebuild_locked((host, port))
+        return True
+
+    def mark_up(self, host: str, port: int) -> None:
+        """Schedule the slot at ``host:port`` by its weights again. Idempotent."""
+        with self._lock:
+            if (host, port) in self._down:
+                self._down.discard((host, port))
+                self._rebuild_locked((host, port))
+
+    def is_down(self, host: str, port: int) -> bool:
+        """Whether the slot at ``host:port`` is excluded from routing now."""
+        return (host, port) in self._down
+
+    def others_healthy(self, address: Address) -> bool:
+        """Whether every deployment routed to ``address`` has another healthy weighted slot."""
+        for table in self.tables.values():
+            for index, target in enumerate(table.targets):
+                if target.address == address and table.alternative(index) is None:
+                    return False
+        return True
+
+    def routes(self, deployment: str) -> list[RouteTarget]:
+        """The deployment's current routes (empty if it is not routed)."""
+        table = self.tables.get(deployment.encode())
+        return list(table.targets) if table else []
+
+    def addresses(self) -> set[Address]:
+        """The address of every slot some table routes to."""
+        return {t.address for table in self.tables.values() for t in table.targets}
+
+    def forget_down(self, keep: set[Address]) -> None:
+        """Drop from the down set every address not in ``keep`` (slots no longer routed)."""
+        with self._lock:
+            self._down &= keep
+
+    def stats(self) -> RouterStats:
+        """Request, error and retry counts per (deployment, role, release) since start."""
+        with self._lock:
+            items = list(self._counters.items())
+        slots: list[SlotStats] = [
+            SlotStats(
+                deployment=d,
+                role=r,
+                release_id=rel,
+                requests=c[0],
+                errors=c[1],
+                retries=c[2],
+                latency_buckets=c[FIRST_BUCKET:],
+            )
+            for (d, r, rel), c in items
+        ]
+        return RouterStats(slots=slots, unrouted=self.unrouted[0])
+
+    def _counter(self, deployment: str, route: RouteTarget) -> list[int]:
+        key = (deployment, route.role, route.release_id)
+        return self._counters.setdefault(key, [0] * (FIRST_BUCKET + BUCKETS))
+
+    def _rebuild_locked(self, address: Address) -> None:
+        self.tables = {
+            key: table.with_down(self._down) if address in table.addresses() else table
+            for key, table in self.tables.items()
+        }

@@ -1,0 +1,362 @@
+"""The weighted data plane: a lean HTTP/1.1 reverse proxy in front of a deployment's slots.
+
+The hot path is bare asyncio streams on uvloop: the request head is split by hand, the
+body is passed through unparsed, and upstream connections are kept alive in a small
+pool per slot. No framework and no per-request client object: every added microsecond
+here is added to every inference.
+
+``POST /v2/models/{deployment}/infer`` goes to the slot the weights pick (smooth
+weighted round-robin: exact shares, deterministic order) and the response carries
+``x-bgserve-slot`` and ``x-bgserve-release``. Other ``/v2/models/{deployment}...``
+requests (ready, metadata) go to the deployment's heaviest slot. The route table is one
+immutable object per deployment, swapped whole by :meth:`Router.set_routes` from any
+thread; a request keeps the slot it picked even if the table changes under it.
+
+With a ``data_token``, every request but ``/v2/health/*`` needs ``Authorization: Bearer
+<token>`` (compared in constant time) or gets a 401. In production the router runs in a
+process of its own (:mod:`bgserve.dataplane.main`), so nothing the control
+plane does can hold its GIL.
+
+Where the rest lives: HTTP/1.1 parsing and relaying in :mod:`~bgserve.dataplane.http1`;
+route tables, down set and counters in :mod:`~bgserve.dataplane.route_state`;
+forwarding to a slot (one retry on a refused connect or a first-byte timeout, keep-alive
+pools) in :mod:`~bgserve.dataplane.forwarder`; ejecting failing slots in
+:mod:`~bgserve.dataplane.outliers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import socket
+import threading
+from typing import Any
+
+import uvloop
+
+from bgserve.dataplane.forwarder import Forwarder
+from bgserve.dataplane.http1 import (
+    HEAD_LIMIT,
+    BadRequest,
+    Request,
+    error_response,
+    json_response,
+    read_request,
+)
+from bgserve.dataplane.mirror import Mirror
+from bgserve.dataplane.outliers import EventCallback, Outliers
+from bgserve.dataplane.route_state import RouterStats, RouteState, SlotStats
+from bgserve.dataplane.route_table import RouteTarget, Table, weighted_schedule
+
+__all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
+
+
+class Router:
+    """The weighted OIP v2 reverse proxy, on its own thread and uvloop event loop.
+
+    ``start`` binds and returns the port; ``set_routes``, ``mark_down`` and ``mark_up``
+    may be called from any thread at any time; ``stop`` closes every connection and joins
+    the thread.
+
+    With ``breaker`` on, passive outlier detection runs: a slot that refuses a connection,
+    or fails ``outlier_failures`` times in a row, is marked down at once (its share goes
+    to the healthy slots), reported to ``on_event`` and probed every ``probe_interval``
+    seconds until it answers ready again or leaves the route table.
+
+    An infer request carrying ``sticky_header`` (None turns it off) goes to its key's slot:
+    green iff the key's stable bucket 0..99 is below green's weight, so a key only ever
+    moves blue to green as that weight rises. ``shadows`` (``{deployment: [percent,
+    max_queue]}``) starts mirroring as :meth:`set_shadow` would
+    (:mod:`~bgserve.dataplane.mirror`).
+    """
+
+    def __init__(
+        self,
+        *,
+        upstream_timeout: float = 300.0,
+        connect_timeout: float = 1.0,
+        first_byte_timeout: float | None = 10.0,
+        max_body_bytes: int = 64 * 1024 * 1024,
+        idle_timeout: float = 75.0,
+        breaker: bool = False,
+        probe_interval: float = 0.1,
+        outlier_failures: int = 3,
+        data_token: str | None = None,
+        on_event: EventCallback | None = None,
+        sticky_header: str | None = "x-bgserve-key",
+        shadows: dict[str, list[int]] | None = None,
+    ) -> None:
+        self._idle_timeout = idle_timeout
+        self._max_body = max_body_bytes
+        self._token = data_token.encode() if data_token else None
+        self._state = state = RouteState()
+        self._unrouted = state.unrouted  # the same list, never replaced
+        self._outliers = Outliers(
+            threshold=outlier_failures if breaker else 0,
+            probe_interval=probe_interval,
+            mark_down=state.mark_down,
+            mark_up=state.mark_up,
+            is_down=state.is_down,
+            spare=state.others_healthy,
+            on_event=on_event,
+        )
+        self._forwarder = Forwarder(
+            self._outliers,
+            upstream_timeout=upstream_timeout,
+            connect_timeout=connect_timeout,
+            first_byte_timeout=first_byte_timeout,
+            breaker=breaker,
+        )
+        self._forward = self._forwarder.forward  # bound once: no lookup per request
+        self._mirror = Mirror(
+            state,
+            self._forwarder.pool,
+            connect_timeout=connect_timeout,
+            first_byte_timeout=first_byte_timeout,
+            upstream_timeout=upstream_timeout,
+        )
+        for deployment, (percent, max_queue) in (shadows or {}).items():
+            self._mirror.configure(deployment, percent, max_queue)
+        self._sticky = b"\r\n%s:" % sticky_header.lower().encode() if sticky_header else None
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    # ----- control, from any thread -----
+
+    def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+    ) -> int:
+        """Bind ``host:port`` (0 picks a free port), or serve the listening ``sock`` given;
+        return the bound port.
+
+        Raises OSError if the address cannot be bound, RuntimeError if already started.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the router is already running")
+        bound: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(host, port, sock, bound), name="bgserve-router", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.port = bound.result(timeout=30)
+        except BaseException:
+            self._thread.join(5)
+            self._thread = None
+            raise
+        return self.port
+
+    def stop(self) -> None:
+        """Close the listener, every client and upstream connection; join the thread.
+
+        Idempotent.
+        """
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+        self._thread = None
+        self._loop = None
+
+    def set_routes(self, deployment: str, routes: list[RouteTarget]) -> None:
+        """Replace the deployment's routes atomically. Raises ValueError on a negative weight."""
+        self._state.set_routes(deployment, routes)
+        self._schedule_prune()
+
+    def remove_routes(self, deployment: str) -> None:
+        """Stop routing ``deployment`` (its requests get 404). Idempotent."""
+        self._state.remove_routes(deployment)
+        self._schedule_prune()
+
+    def mark_down(self, host: str, port: int) -> bool:
+        """Stop routing to the slot at ``host:port`` until :meth:`mark_up`. Idempotent.
+
+        Returns True if it was up. Stored weights are not touched: the schedule of every
+        deployment using the slot is rebuilt from the healthy targets' weights.
+        """
+        return self._state.mark_down(host, port)
+
+    def mark_up(self, host: str, port: int) -> None:
+        """Route to the slot at ``host:port`` again by its weights. Idempotent."""
+        self._state.mark_up(host, port)
+
+    def probe_back(self, host: str, port: int) -> None:
+        """Mark the slot down and probe it until it answers ready (an ejection handed over
+        from an earlier data-plane process). Call after :meth:`start`."""
+        self.mark_down(host, port)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._outliers.probe, (host, port))
+
+    def is_down(self, host: str, port: int) -> bool:
+        """Whether the slot at ``host:port`` is excluded from routing now."""
+        return self._state.is_down(host, port)
+
+    def routes(self, deployment: str) -> list[RouteTarget]:
+        """The deployment's current routes (empty if it is not routed)."""
+        return self._state.routes(deployment)
+
+    def stats(self) -> RouterStats:
+        """Request, error and retry counts per (deployment, role, release) since start."""
+        return self._state.stats()
+
+    def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
+        """Mirror ``percent`` (0-100; 0 stops) of the infer requests blue answers to the
+        green slot, through a queue of at most ``max_queue`` copies. Idempotent.
+
+        Raises ValueError for a percent outside 0-100, a queue below 1, or (mirroring) a
+        deployment with no green route.
+        """
+        if percent and not any(t.role == "green" for t in self.routes(deployment)):
+            raise ValueError(f"deployment {deployment!r} has no green route to mirror to")
+        self._mirror.configure(deployment, percent, max_queue)
+
+    def shadow_pairs(self, deployment: str, limit: int = 100) -> dict[str, Any]:
+        """Up to ``limit`` collected pairs and the counters since the previous call, as
+        JSON-ready data (``pairs``, ``dropped``, ``green_errors``, ``more``)."""
+        return self._mirror.drain(deployment, limit)
+
+    def _schedule_prune(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed after the check
+                loop.call_soon_threadsafe(self._prune_pools)
+
+    # ----- the event loop thread -----
+
+    def _run(
+        self,
+        host: str,
+        port: int,
+        sock: socket.socket | None,
+        bound: concurrent.futures.Future[int],
+    ) -> None:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        where = {"sock": sock} if sock is not None else {"host": host, "port": port}
+        try:
+            server = loop.run_until_complete(
+                asyncio.start_server(self._serve_client, limit=HEAD_LIMIT, backlog=1024, **where)
+            )
+        except BaseException as exc:
+            loop.close()
+            bound.set_exception(exc)
+            return
+        self._loop = loop
+        bound.set_result(int(server.sockets[0].getsockname()[1]))
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._shutdown(server))
+            loop.close()
+
+    async def _shutdown(self, server: asyncio.Server) -> None:
+        server.close()
+        for writer in list(self._clients):
+            writer.close()
+        self._forwarder.close()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _prune_pools(self) -> None:
+        live = self._state.addresses()
+        self._forwarder.prune(live)
+        self._state.forget_down(live)
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._clients.add(writer)
+        try:
+            keep = True
+            while keep:
+                async with asyncio.timeout(self._idle_timeout):
+                    request = await read_request(reader, writer, self._max_body)
+                if request is None:
+                    break
+                keep = await self._dispatch(request, writer)
+                await writer.drain()
+        except BadRequest as exc:
+            writer.write(error_response(exc.status, exc.message, keep=False))
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+
+    async def _dispatch(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        path = request.target.partition(b"?")[0]
+        keep = request.keep_alive
+        if self._token is not None and not self._authorized(path, request):
+            message = "this data plane needs its token: send Authorization: Bearer <token>"
+            writer.write(json_response(401, "Unauthorized", {"error": message}, keep))
+            return keep
+        if path.startswith(b"/v2/models/"):
+            name, _, tail = path[11:].partition(b"/")
+            table = self._state.tables.get(name)
+            if table is None:
+                self._unrouted[0] += 1
+                message = f"deployment {name.decode(errors='replace')!r} is not served here"
+                writer.write(error_response(404, message, keep))
+                return keep
+            infer = tail.endswith(b"infer")
+            index = self._pick(request, table) if infer else table.primary
+            if index is None:
+                message = f"deployment {table.deployment!r} has no slot with traffic weight"
+                if table.all_down:
+                    message = f"every slot of {table.deployment!r} with traffic weight is down"
+                writer.write(error_response(503, message, keep))
+                return keep
+            shadows = self._mirror.active
+            if shadows and infer and table.targets[index].role == "blue":
+                shadow = shadows.get(name)
+                if shadow is not None and shadow.select():
+                    return await self._mirror.forward(
+                        shadow, self._forward, request, writer, table, index
+                    )
+            return await self._forward(request, writer, table, index, count=infer)
+        if path in (b"/v2/health/ready", b"/v2/health/live"):
+            writer.write(json_response(200, "OK", {"ready": True, "live": True}, keep))
+            return keep
+        self._unrouted[0] += 1
+        writer.write(error_response(404, f"no route for {path.decode(errors='replace')}", keep))
+        return keep
+
+    def _pick(self, request: Request, table: Table) -> int | None:
+        """The sticky key's slot if the request carries the sticky header, else the next
+        one in the weighted round-robin."""
+        needle = self._sticky
+        if needle is not None:
+            head = request.upstream_head
+            at = head.lower().find(needle)
+            if at >= 0:
+                start = at + len(needle)
+                key = head[start : head.find(b"\r\n", start)].strip()
+                if key:
+                    return table.pick_sticky(key)
+        return table.pick()
+
+    def _authorized(self, path: bytes, request: Request) -> bool:
+        if path.startswith(b"/v2/health/"):
+            return True
+        return self._token is not None and _bearer_matches(request.upstream_head, self._token)
+
+
+def _bearer_matches(head: bytes, token: bytes) -> bool:
+    """Whether the head carries exactly one ``Authorization: Bearer <token>``."""
+    found = [
+        value
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+        if name.strip().lower() == b"authorization"
+    ]
+    if len(found) != 1:
+        return False
+    scheme, _, credential = found[0].strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), token)

@@ -1,0 +1,332 @@
+"""The slot process: one MLflow pyfunc bundle served over the Open Inference Protocol v2.
+
+Run as ``python -m bgserve.slot.server --model-uri URI --deployment NAME
+--release-id N --host 127.0.0.1 --port P`` (or with ``--socket-fd`` to serve on a
+listening socket inherited from the parent). The model answers under the deployment's
+name: ``POST /v2/models/{deployment}/infer`` takes one BYTES input per template
+variable and returns one BYTES output named ``output``. The process exits cleanly on
+SIGTERM or SIGINT.
+
+With ``--model-repository ROOT`` (and optionally ``--grpc-port``) the slot also serves the
+Open Inference Protocol's model repository extension: bundles in folders under ``ROOT``
+are loaded and unloaded by name (:mod:`bgserve.slot.repository`), which
+is how Seldon Core 2's agent drives a server. ``--model-uri`` is then optional.
+
+Once the model is loaded and the server built, everything alive is frozen out of the
+garbage collector's reach (:func:`bgserve.gcpause.freeze_long_lived`): otherwise every
+full collection walks the model's few hundred thousand objects while requests wait. The
+slot's own ``GET /metrics`` reports the pauses that remain (``bgserve_gc_*``, with
+``process="slot"``) and how many objects were frozen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from bgserve import gcpause
+from bgserve.slot.infer_body import JsonInferBody
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+OUTPUT_NAME = "output"
+log = logging.getLogger("bgserve.slot")
+
+
+def _decode(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _flatten(data: object) -> list[object]:
+    if isinstance(data, list | tuple):
+        return [item for part in data for item in _flatten(part)]
+    if hasattr(data, "tolist"):
+        return _flatten(data.tolist())
+    return [data]
+
+
+def input_columns(inputs: Sequence[InferInput], variables: Sequence[str]) -> dict[str, list[str]]:
+    """Turn OIP v2 BYTES inputs into equally long string columns, one per variable.
+
+    ``variables`` empty means the model declares none, so any input names are taken.
+
+    Raises:
+        kserve.errors.InvalidInput: naming the input that is missing, unknown, not
+            BYTES or of a different length than the others.
+    """
+    from kserve.errors import InvalidInput
+
+    columns: dict[str, list[str]] = {}
+    for item in inputs:
+        if variables and item.name not in variables:
+            raise InvalidInput(f"unknown input {item.name!r}: this model takes {list(variables)}")
+        if item.datatype != "BYTES":
+            raise InvalidInput(
+                f"input {item.name!r} has datatype {item.datatype}: send strings as BYTES"
+            )
+        columns[item.name] = [_decode(v) for v in _flatten(item.data)]
+    for name in variables:
+        if name not in columns:
+            raise InvalidInput(f"missing input {name!r}: this model takes {list(variables)}")
+    if not columns:
+        raise InvalidInput("the request has no inputs: send one BYTES input per variable")
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise InvalidInput(f"inputs differ in length: {lengths}; send one value per row each")
+    return columns
+
+
+def output_strings(prediction: object) -> list[str]:
+    """Normalise a pyfunc prediction (list, array, Series or DataFrame) to one string a row."""
+    import pandas as pd
+
+    if isinstance(prediction, pd.DataFrame):
+        column = OUTPUT_NAME if OUTPUT_NAME in prediction.columns else prediction.columns[0]
+        prediction = prediction[column]
+    if isinstance(prediction, str):
+        return [prediction]
+    return [_decode(v) for v in _flatten(prediction)]
+
+
+def _model_class() -> type[Any]:
+    """Build the kserve Model subclass lazily: importing kserve is slow and parses argv."""
+    import kserve
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+
+    class BundleModel(kserve.Model):
+        """One MLflow pyfunc bundle served under the deployment's name."""
+
+        def __init__(self, name: str, model_uri: str) -> None:
+            super().__init__(name)
+            self.model_uri = model_uri
+            self.variables: list[str] = []
+            self._pyfunc: Any = None
+
+        def load(self) -> bool:
+            import mlflow.pyfunc
+
+            self._pyfunc = mlflow.pyfunc.load_model(self.model_uri)
+            schema = self._pyfunc.metadata.get_input_schema()
+            if schema is not None and schema.has_input_names():
+                self.variables = list(schema.input_names())
+            self.ready = True
+            return True
+
+        async def predict(
+            self,
+            payload: InferRequest,
+            headers: dict[str, str] | None = None,
+            response_headers: dict[str, str] | None = None,
+        ) -> InferResponse:
+            import pandas as pd
+
+            frame = pd.DataFrame(input_columns(payload.inputs, self.variables))
+            # A bundle may call a remote model: keep the event loop free for probes.
+            outputs = await asyncio.to_thread(self._predict, frame)
+            if len(outputs) != len(frame):
+                raise kserve.errors.InferenceError(
+                    f"the model returned {len(outputs)} outputs for {len(frame)} rows"
+                )
+            out = InferOutput(OUTPUT_NAME, [len(outputs)], "BYTES", outputs)
+            return InferResponse(payload.id or "", self.name, [out])
+
+        def _predict(self, frame: pd.DataFrame) -> list[str]:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                return output_strings(self._pyfunc.predict(frame))
+            except MlflowException as exc:
+                if exc.error_code == "INVALID_PARAMETER_VALUE":
+                    raise InvalidInput(exc.message) from exc
+                raise
+
+    return BundleModel
+
+
+def _import_kserve_quietly() -> None:
+    # kserve parses sys.argv when first imported; keep our own flags away from it.
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        import kserve  # noqa: F401
+    finally:
+        sys.argv = saved
+
+
+def _quiet_per_request_logs() -> None:
+    # One log line per request costs more than the proxy hop it is measured against.
+    for name in ("uvicorn.access", "kserve.trace"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = False
+        logger.disabled = True
+
+
+def _watch_gc(freeze: bool) -> None:
+    """Freeze start-up's objects (unless told not to), then time every later collection
+    for ``/metrics``."""
+    from prometheus_client import REGISTRY
+
+    from bgserve.gcmetrics import PauseCollector
+
+    if freeze:
+        tracker = gcpause.settle_after_start()
+        log.info("froze %d start-up objects out of the collector's reach", gc.get_freeze_count())
+    else:
+        tracker = gcpause.install()
+    REGISTRY.register(PauseCollector(lambda: {"slot": tracker.snapshot()}))
+
+
+def _no_repository() -> None:
+    """Nothing to stop: the slot serves no model repository."""
+
+
+def _exit_on_signal(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(0)
+
+
+def serve(
+    model_uri: str | None,
+    deployment: str,
+    release_id: int,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    socket_fd: int | None = None,
+    gc_freeze: bool = True,
+    model_repository: Path | None = None,
+    grpc_port: int | None = None,
+) -> None:
+    """Load ``model_uri`` and serve it as ``deployment`` until SIGTERM/SIGINT. Blocks.
+
+    ``socket_fd`` is an already listening socket to serve on (``host``/``port`` are
+    then ignored). ``gc_freeze=False`` leaves start-up's objects to the collector (only
+    to measure what freezing them saves). ``model_repository`` serves the repository
+    extension over that folder (REST, and gRPC on ``grpc_port`` when given); with it,
+    ``model_uri`` may be None. Raises whatever loading the model raises.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    started = time.monotonic()
+    _import_kserve_quietly()
+    import kserve
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.rest.server import RESTServer
+
+    model = _model_class()(deployment, model_uri) if model_uri is not None else None
+    if model is not None:
+        model.load()
+    server = kserve.ModelServer(
+        http_port=port, workers=1, enable_grpc=False, enable_latency_logging=False
+    )
+    if model is not None:
+        server.register_model(model)
+    rest = RESTServer(
+        FASTAPI_APP_IMPORT_STRING,
+        server.dataplane,
+        server.model_repository_extension,
+        port,
+        workers=1,
+        event_loop="uvloop",
+    )
+    rest.config.host = host  # kserve binds 0.0.0.0; a slot only answers the router
+    # uvicorn loads this same app object by its import string.
+    from kserve.model_server import app
+
+    stop_repository: Callable[[], None] = _no_repository
+    if model_repository is not None:
+        from bgserve.slot.repository_serving import attach_repository
+
+        stop_repository = attach_repository(
+            app,
+            server.dataplane.model_registry,
+            model_repository,
+            _model_class(),
+            host=host,
+            grpc_port=grpc_port,
+            dataplane=server.dataplane,
+        )
+    app.add_middleware(JsonInferBody, variables=lambda: model.variables if model else [])
+    _quiet_per_request_logs()
+    _watch_gc(gc_freeze)
+    sockets = [socket.socket(fileno=socket_fd)] if socket_fd is not None else None
+    log.info(
+        "slot %s release %s serving %s (loaded in %.2fs)",
+        deployment,
+        release_id,
+        model_uri or f"the model repository {model_repository}",
+        time.monotonic() - started,
+    )
+    try:
+        rest.run(sockets=sockets)
+    finally:
+        stop_repository()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bgserve slot",
+        description="Serve one release's bundle, or bundles by name from a folder, over OIP v2.",
+    )
+    parser.add_argument("--model-uri", help="models:/name/version or a path")
+    parser.add_argument("--deployment", default="", help="name the model answers under")
+    parser.add_argument("--release-id", default=0, type=int)
+    parser.add_argument(
+        "--model-repository", type=Path, help="serve the OIP model repository API over this folder"
+    )
+    parser.add_argument("--grpc-port", type=int, help="also serve the repository API over gRPC")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--socket-fd", type=int, default=None, help="inherited listening socket")
+    parser.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="leave the loaded model to the garbage collector (for benchmarks only)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The slot's command line, checked; exits with a usage message if it does not hold."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.model_uri is None and args.model_repository is None:
+        parser.error("give --model-uri (one bundle) or --model-repository (bundles by name)")
+    if args.model_uri is not None and not args.deployment:
+        parser.error("--model-uri needs --deployment, the name the model answers under")
+    if args.grpc_port is not None and args.model_repository is None:
+        parser.error("--grpc-port serves the model repository API: give --model-repository")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (``bgserve slot`` calls this with its own arguments)."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    serve(
+        args.model_uri,
+        args.deployment,
+        args.release_id,
+        host=args.host,
+        port=args.port,
+        socket_fd=args.socket_fd,
+        gc_freeze=args.gc_freeze,
+        model_repository=args.model_repository,
+        grpc_port=args.grpc_port,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""``render``: the objects the backend would apply, as YAML, without a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bgserve.domain.rollout import DeploymentState
+from bgserve.errors import InvalidInput
+from bgserve.manifests import render_deployment, render_yaml, write_objects
+from bgserve.settings import Settings
+from tests.support.crd_schema import Crd, validate_object
+from tests.support.kube import RELEASES, promoted, shifting
+from tests.support.kube_namespace import KubeNamespace
+
+
+def route_weights(obj: dict[str, object]) -> list[int]:
+    spec = obj["spec"]
+    assert isinstance(spec, dict)
+    if obj["kind"] == "HTTPRoute":
+        return [r["weight"] for r in spec["rules"][0]["backendRefs"]]
+    return [d["weight"] for d in spec["http"][0]["route"]]
+
+
+@pytest.mark.parametrize("router", ["gateway", "istio"])
+@pytest.mark.parametrize("state", [shifting(), promoted()], ids=["shifting", "promoted"])
+def test_render_output_validates_and_matches_the_deployment(
+    crds: Mapping[str, Crd], router: str, state: DeploymentState
+) -> None:
+    settings = Settings(kserve_router=router)
+    text = render_yaml(render_deployment(state, RELEASES, settings, "kserve"))
+    docs = list(yaml.safe_load_all(text))
+    for doc in docs:
+        assert validate_object(crds, doc) == [], doc
+    *services, route = docs
+    assert [s["metadata"]["labels"]["bgserve.io/release"] for s in services] == [
+        str(r.release_id) for r in state.routes()
+    ]
+    weights = route_weights(route)
+    assert sum(weights) == 100
+    assert weights == [r.weight for r in state.routes()]
+
+
+def test_write_objects_writes_one_file_per_object(tmp_path: Path) -> None:
+    objects = render_deployment(shifting(), RELEASES, Settings(), "kserve")
+    paths = write_objects(objects, tmp_path / "out")
+    assert [p.name for p in paths] == [
+        "inferenceservice-chat-r1.yaml",
+        "inferenceservice-chat-r2.yaml",
+        "httproute-bgserve-chat.yaml",
+    ]
+    assert [yaml.safe_load(p.read_text()) for p in paths] == objects
+    assert write_objects(objects, tmp_path / "out") == paths
+
+
+def test_render_needs_a_kubernetes_backend() -> None:
+    with pytest.raises(InvalidInput, match="local"):
+        render_deployment(shifting(), RELEASES, Settings(), "local")
+
+
+def test_render_needs_every_routed_release() -> None:
+    with pytest.raises(InvalidInput, match="unknown releases"):
+        render_deployment(shifting(), {1: RELEASES[1]}, Settings(), "kserve")
+
+
+def stored_deployment(tmp_path: Path) -> str:
+    """A state database holding deployment ``chat`` on release 1; its URL."""
+    from datetime import UTC, datetime
+
+    from bgserve.compose import build_store
+    from bgserve.domain import rollout
+    from bgserve.domain.release import ResolvedRelease
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = build_store(Settings(home=tmp_path, state_url=url))
+    now = datetime.now(UTC)
+    resolved = ResolvedRelease("llm", 1, "greeting", 1, "bgserve.chat", 1)
+    release = store.add_release("chat-v1", resolved, "models:/llm/1", "prompts:/greeting/1", now)
+    store.create_deployment(rollout.create("chat", release.id).state, now, "test", "test")
+    store.close()
+    return url
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "kinds"),
+    [
+        ({"BGSERVE_BACKEND": "seldon"}, [], ["Model", "Experiment"]),
+        ({"BGSERVE_BACKEND": "seldon", "BGSERVE_SELDON_FLAVOUR": "v1"}, [], ["SeldonDeployment"]),
+        ({"BGSERVE_BACKEND": "kserve"}, [], ["InferenceService", "HTTPRoute"]),
+        ({"BGSERVE_BACKEND": "local"}, [], ["InferenceService", "HTTPRoute"]),
+        ({"BGSERVE_BACKEND": "seldon"}, ["--backend", "kserve"], ["InferenceService", "HTTPRoute"]),
+    ],
+)
+def test_render_cli_follows_bgserve_backend_unless_told(
+    tmp_path: Path, env: dict[str, str], args: list[str], kinds: list[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from bgserve.cli.app import app
+
+    url = stored_deployment(tmp_path)
+    env = {
+        **env,
+        "BGSERVE_HOME": str(tmp_path),
+        "BGSERVE_KUBE_BUNDLE_STORAGE_URI": "s3://b/{bundle_name}",
+    }
+    result = CliRunner().invoke(app, ["render", "-d", "chat", "--state-url", url, *args], env=env)
+    assert result.exit_code == 0, result.output
+    assert [d["kind"] for d in yaml.safe_load_all(result.output)] == kinds
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("backend", "extra"),
+    [
+        ("kserve", {"kserve_router": "gateway"}),
+        ("kserve", {"kserve_router": "istio"}),
+        ("seldon", {"seldon_flavour": "v2", "kube_bundle_storage_uri": "s3://b/{bundle_name}"}),
+        ("seldon", {"seldon_flavour": "v1"}),
+    ],
+)
+def test_rendered_objects_are_stored_unchanged_by_a_real_api_server(
+    kube_ns: KubeNamespace, backend: str, extra: dict[str, str]
+) -> None:
+    """Applied with strict field validation, every rendered object is accepted and
+    stored as rendered: nothing pruned, nothing defaulted into the spec."""
+    settings = Settings.model_validate({"kube_namespace": kube_ns.namespace, **extra})
+    for obj in render_deployment(shifting(), RELEASES, settings, backend):
+        plural = obj["kind"].lower() + "s"
+        kube_ns.apply_strict(plural, obj)
+        stored = kube_ns.get(plural, obj["metadata"]["name"])
+        assert stored is not None
+        assert stored["spec"] == obj["spec"], obj["kind"]
+        assert stored["metadata"]["labels"] == obj["metadata"]["labels"]
