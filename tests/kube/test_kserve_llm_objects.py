@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 
+from bgserve.backends.kube.kserve.hf_runtime import (
+    hf_openai_url,
+    hf_runtime_inference_service,
+    hf_server_name,
+)
 from bgserve.backends.kube.kserve.llm_objects import (
     WEIGHTS_DIR_ENV,
     LlmServing,
     SecretKeyRef,
-    hf_openai_url,
-    hf_runtime_inference_service,
-    hf_server_name,
     kserve_llm_objects,
     llm_inference_service,
     llm_weighted_route,

@@ -5,8 +5,8 @@ release's prompt (messages, ``model_config``) and serves KServe's OpenAI routes
 (``/openai/v1/chat/completions``) under the deployment's name, running the model itself
 (kind ``gguf``: llama.cpp in the slot) or calling an OpenAI-compatible endpoint (kind
 ``openai``). The base model of an ``openai`` release may itself run in the cluster on
-KServe's Hugging Face runtime (:func:`hf_runtime_inference_service`), which knows
-nothing of prompts: the release's slot is what puts the prompt in front of it.
+KServe's Hugging Face runtime (:mod:`~bgserve.backends.kube.kserve.hf_runtime`), which
+knows nothing of prompts: the release's slot is what puts the prompt in front of it.
 
 The input is :class:`LlmServing`, the few facts a rendering needs, so the renderings do
 not depend on how the registry stores an LLM model version.
@@ -19,10 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bgserve.backends.kube.client import MANAGED_BY, MANAGER, Obj, dns_label
+from bgserve.backends.kube.client import Obj
 from bgserve.backends.kube.kserve.objects import (
-    INFERENCE_SERVICE,
-    ISVC_NAME_MAX,
     inference_service,
     weighted_route,
 )
@@ -37,8 +35,6 @@ LLM_KINDS: tuple[LlmKind, ...] = ("gguf", "openai")
 OPENAI_PREFIX = "/openai/v1"
 # Where the slot finds weights a storage initializer downloaded (kind gguf, weights_uri set).
 WEIGHTS_DIR_ENV = "BGSERVE_LLM_WEIGHTS_DIR"
-HF_MODEL_FORMAT = "huggingface"
-HF_SERVER_LABEL = "bgserve.io/llm-server"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -93,7 +89,7 @@ class LlmServing:
         if self.kind == "openai" and self.weights_uri:
             raise InvalidInput(
                 "an openai LLM is served by its endpoint: drop weights_uri (render the "
-                "endpoint with hf_runtime_inference_service)",
+                "endpoint with hf_runtime.hf_runtime_inference_service)",
                 field="weights_uri",
             )
         self._check_key_reference()
@@ -179,61 +175,6 @@ def llm_inference_service(
     return isvc
 
 
-def hf_server_name(model: str, version: int) -> str:
-    """Name of the InferenceService serving base model ``model`` version ``version``."""
-    return dns_label(
-        model.lower().replace("_", "-").replace(".", "-"), f"-v{version}", ISVC_NAME_MAX
-    )
-
-
-def hf_openai_url(name: str, namespace: str) -> str:
-    """The in-cluster OpenAI base URL of the Hugging Face runtime InferenceService ``name``:
-    what an ``openai`` model version registers as its URL."""
-    return f"http://{name}-predictor.{namespace}.svc.cluster.local{OPENAI_PREFIX}"
-
-
-def hf_runtime_inference_service(
-    name: str,
-    weights_uri: str,
-    served_model_name: str,
-    settings: Settings,
-    *,
-    extra_args: Sequence[str] = (),
-) -> Obj:
-    """A base model on KServe's Hugging Face runtime (``kserve-huggingfaceserver``), serving
-    ``/openai/v1/chat/completions`` for ``served_model_name``; no prompt is applied there.
-
-    Raises:
-        InvalidInput: an empty weights URI or model name.
-    """
-    if not weights_uri:
-        raise InvalidInput("weights_uri must name the model's storage", field="weights_uri")
-    if not served_model_name:
-        raise InvalidInput("served_model_name must not be empty", field="served_model_name")
-    resources = {"cpu": settings.kube_slot_cpu, "memory": settings.kube_slot_memory}
-    model: Obj = {
-        "modelFormat": {"name": HF_MODEL_FORMAT},
-        "storageUri": weights_uri,
-        # The runtime's own --model_name={{.Name}} comes first; the last one wins.
-        "args": [f"--model_name={served_model_name}", *extra_args],
-        "resources": {"requests": resources, "limits": dict(resources)},
-    }
-    predictor: Obj = {"minReplicas": 1, "model": model}
-    if settings.kube_slot_service_account:
-        predictor["serviceAccountName"] = settings.kube_slot_service_account
-    return {
-        "apiVersion": INFERENCE_SERVICE.api_version,
-        "kind": INFERENCE_SERVICE.kind,
-        "metadata": {
-            "name": name,
-            "namespace": settings.kube_namespace,
-            "labels": {MANAGED_BY: MANAGER, HF_SERVER_LABEL: name},
-            "annotations": {f"{ANNOTATION_PREFIX}llm-weights-uri": weights_uri},
-        },
-        "spec": {"predictor": predictor},
-    }
-
-
 def openai_path(deployment: str) -> str:
     """The gateway path prefix of the deployment's OpenAI routes (rewritten to
     ``/openai/v1`` on the way to a slot): the ``base_url`` an OpenAI client is given."""
@@ -276,8 +217,8 @@ def _openai_http(deployment: str, destinations: list[Obj]) -> Obj:
         "name": "openai",
         "match": [{"uri": {"prefix": prefix + "/"}}],
         "rewrite": {"uri": OPENAI_PREFIX + "/"},
+        # No timeout: Istio's default is none (its CRD refuses "0s").
         "route": [dict(d) for d in destinations],
-        "timeout": "0s",
     }
 
 
