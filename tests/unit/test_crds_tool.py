@@ -6,9 +6,10 @@ The download path needs the network and is not run here; what it does to a downl
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,24 @@ import pytest
 from tests.support.crd_schema import require_crd_dir
 from tools import crds
 
-TOOL = Path(crds.__file__)
 SELDON_V1 = "seldon/machinelearning.seldon.io_seldondeployments.v1.18.2.small.yaml"
 
 
-def _run(env_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"BGSERVE_CRD_DIR": str(env_dir), "PATH": "/usr/bin:/bin"}
-    return subprocess.run(
-        [sys.executable, str(TOOL), *args], env=env, capture_output=True, text=True, timeout=60
-    )
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run(env_dir: Path, *args: str) -> Run:
+    """``python3 tools/crds.py ARGS`` with ``BGSERVE_CRD_DIR=env_dir``, in this process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BGSERVE_CRD_DIR", str(env_dir))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = crds.main(list(args))
+    return Run(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
