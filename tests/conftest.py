@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +16,7 @@ from tests.support.kube import SlotProcesses
 from tests.support.kube_fake_apiserver import FakeApiServer
 from tests.support.kube_namespace import kube_ns  # noqa: F401  (a namespace on it per test)
 from tests.support.kube_real_apiserver import kube_cluster  # noqa: F401  (the session fixture)
+from tests.support.postgres import PostgresServer, postgres_server
 
 
 def _mlflow_env(root: Path) -> dict[str, str]:
@@ -63,6 +65,29 @@ def client(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Itera
 
 
 @pytest.fixture(scope="module")
+def app_settings() -> dict[str, Any]:
+    """Settings the module's :func:`app` changes from :func:`tests.support.flow.make_settings`'s;
+    a module that needs others defines its own ``app_settings``."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def app(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_store: str, app_settings: dict[str, Any]
+) -> Iterator[TestClient]:
+    """A running bgserve of the module's own with ``app_settings`` applied, the demo registered
+    in the shared MLflow store and its three releases created (ids in ``app.app.state.ids``)."""
+    from bgserve.api.app import create_app
+    from tests.support.flow import create_releases, make_settings, register_demo
+
+    register_demo(mlflow_store)
+    settings = make_settings(tmp_path_factory.mktemp("app"), mlflow_store)
+    with TestClient(create_app(settings.model_copy(update=app_settings))) as client:
+        client.app.state.ids = create_releases(client)  # type: ignore[attr-defined]
+        yield client
+
+
+@pytest.fixture(scope="module")
 def rel(client: TestClient) -> dict[str, int]:
     """Release ids of the demo releases v1, v2 and reworded (v1 model, v2 prompt)."""
     from tests.support.flow import create_releases
@@ -70,13 +95,41 @@ def rel(client: TestClient) -> dict[str, int]:
     return create_releases(client)
 
 
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Echo model bundles v1, v2 and v3 on disk (read-only), by version: their path URIs."""
+    from tests.support.models import build_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    return {v: build_bundle(root, v) for v in ("v1", "v2", "v3")}
+
+
+# The state store on PostgreSQL as well as SQLite.
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the module (fails under CI when missing, skips elsewhere)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh state database URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    server: PostgresServer = request.getfixturevalue("pg")
+    return server.new_database()
+
+
 # Kubernetes backends: the official CRDs, loaded once, and a loopback API server per test.
 
 
 @pytest.fixture(scope="session")
 def crds() -> Mapping[str, Crd]:
-    """The official CRDs from ``$BGSERVE_CRD_DIR`` or ../shared/crds (fails under CI when
-    missing, skips elsewhere with a reason saying how to provide them)."""
+    """The official CRDs from ``$BGSERVE_CRD_DIR`` or the ``tools/crds.py`` cache (fails under
+    CI when missing, skips elsewhere with a reason saying how to provide them)."""
     return load_crds(require_crd_dir())
 
 

@@ -28,19 +28,13 @@ from bgserve.dataplane.router import Router
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError
 from bgserve.settings import Settings
-from tests.support.models import build_bundle, infer_body, local_release, pid_gone, wait_until
+from tests.support.models import infer_body, local_release, pid_gone, wait_until
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:.*type hints:UserWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("bundles")
-    return {v: build_bundle(root, v) for v in ("v1", "v2")}
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from bgserve.api.app import create_app
 from bgserve.backends.local.backend import LocalBackend
 from bgserve.dataplane.router import Router, RouteTarget
-from tests.support.flow import create_releases, deploy, infer_body, make_settings, ok
+from tests.support.flow import deploy, infer_body, ok
 from tests.support.load import Load
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -191,16 +190,12 @@ def test_no_second_retry_a_request_gets_504_after_two_first_byte_timeouts(
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
-    from tests.support.flow import register_demo
-
-    register_demo(mlflow_store)
-    settings = make_settings(tmp_path_factory.mktemp("outliers"), mlflow_store)
-    settings.upstream_first_byte_timeout_seconds = FIRST_BYTE_S
-    settings.upstream_connect_timeout_seconds = CONNECT_S
-    with TestClient(create_app(settings)) as client:
-        client.app.state.ids = create_releases(client)  # type: ignore[attr-defined]
-        yield client
+def app_settings() -> dict[str, Any]:
+    """What this module's ``app`` (tests/conftest.py) changes."""
+    return {
+        "upstream_first_byte_timeout_seconds": FIRST_BYTE_S,
+        "upstream_connect_timeout_seconds": CONNECT_S,
+    }
 
 
 def test_sigstopped_green_at_50_is_ejected_reverted_and_back_only_after_a_probe(

@@ -13,19 +13,13 @@ import httpx
 import pytest
 
 from bgserve.dataplane.router import Router, RouteTarget, weighted_schedule
-from tests.support.models import SlotProcess, build_bundle, infer_body, wait_until
+from tests.support.models import SlotProcess, infer_body, wait_until
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:.*type hints:UserWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("bundles")
-    return {v: build_bundle(root, v) for v in ("v1", "v2", "v3")}
 
 
 @pytest.fixture(scope="module")

@@ -25,19 +25,13 @@ from bgserve.dataplane.router import Router
 from bgserve.dataplane.shadow_state import Exchange, Job, Shadow
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, InvalidInput
-from tests.support.models import SlotProcess, build_bundle, infer_body, local_release, wait_until
+from tests.support.models import SlotProcess, infer_body, local_release, wait_until
 from tests.support.stub_slot import StubSlot, stub_slot
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:.*type hints:UserWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("bundles")
-    return {v: build_bundle(root, v) for v in ("v1", "v2")}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Benchmarks run with tiny sizes so they do not rot (their figures live in the README)."""
+"""Benchmarks run with tiny sizes so they do not rot (their figures live in docs/performance.md)."""
 
 from __future__ import annotations
 

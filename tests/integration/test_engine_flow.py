@@ -4,33 +4,27 @@ bake, are analysed against blue, and move on, hold or revert on their own."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from bgserve.api.app import create_app
 from bgserve.demo.traffic import TrafficClient
-from tests.support.flow import create_releases, deploy, make_settings, ok, poll, register_demo
+from tests.support.flow import deploy, ok, poll
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
-    register_demo(mlflow_store)
-    settings = make_settings(tmp_path_factory.mktemp("engine"), mlflow_store)
-    settings = settings.model_copy(
-        update={"plan_bake_s": 1.0, "plan_min_requests": 10, "engine_interval_seconds": 0.1}
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
+def app_settings() -> dict[str, Any]:
+    """What this module's ``app`` (tests/conftest.py) changes."""
+    return {"plan_bake_s": 1.0, "plan_min_requests": 10, "engine_interval_seconds": 0.1}
 
 
 @pytest.fixture(scope="module")
 def ids(app: TestClient) -> dict[str, int]:
-    return create_releases(app)
+    ids: dict[str, int] = app.app.state.ids  # type: ignore[attr-defined]
+    return ids
 
 
 def test_a_healthy_green_goes_10_50_100_without_another_call(

@@ -48,15 +48,9 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> floa
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
-    from tests.support.flow import register_demo
-
-    register_demo(mlflow_store)
-    settings = make_settings(tmp_path_factory.mktemp("faults"), mlflow_store)
-    settings.plan_bake_s = 2.0
-    with TestClient(create_app(settings)) as client:
-        client.app.state.ids = create_releases(client)  # type: ignore[attr-defined]
-        yield client
+def app_settings() -> dict[str, Any]:
+    """What this module's ``app`` (tests/conftest.py) changes."""
+    return {"plan_bake_s": 2.0}
 
 
 def parts(client: TestClient) -> tuple[LocalBackend, dict[str, int]]:

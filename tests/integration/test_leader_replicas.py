@@ -29,7 +29,7 @@ from bgserve.compose import build_components
 from bgserve.settings import Settings
 from bgserve.store.advisory_lock import PostgresLease
 from tests.support.flow import create_releases, make_settings, ok, poll, register_demo
-from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +38,6 @@ PLAN = {
     "bake_s": 1.0,
     "analysis": {"max_bake_s": 1.0, "on_inconclusive": "continue"},
 }
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
 
 def replica_settings(home: Path, mlflow_uri: str, state_url: str, name: str) -> Settings:

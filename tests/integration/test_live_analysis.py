@@ -4,19 +4,16 @@ or answers three times slower, is reverted on its own at its first bake."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from bgserve.api.app import create_app
 from bgserve.demo.models import register_flaky_model, register_variant
 from bgserve.demo.run import LIVE_TEXTS
 from bgserve.demo.traffic import TrafficClient
-from tests.support.flow import deploy, make_settings, ok, register_demo
+from tests.support.flow import deploy, ok
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,12 +21,9 @@ BAKE_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
-    register_demo(mlflow_store)
-    settings = make_settings(Path(tmp_path_factory.mktemp("live")), mlflow_store)
-    settings = settings.model_copy(update={"engine_interval_seconds": 0.05})
-    with TestClient(create_app(settings)) as client:
-        yield client
+def app_settings() -> dict[str, Any]:
+    """What this module's ``app`` (tests/conftest.py) changes."""
+    return {"engine_interval_seconds": 0.05}
 
 
 def release(app: TestClient, name: str, model_version: int, model: str = "summarizer") -> int:

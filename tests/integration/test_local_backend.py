@@ -18,19 +18,13 @@ from bgserve.backends.base import Backend
 from bgserve.backends.local.backend import LocalBackend
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
-from tests.support.models import build_bundle, infer_body, local_release, pid_gone, wait_until
+from tests.support.models import infer_body, local_release, pid_gone, wait_until
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:.*type hints:UserWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("bundles")
-    return {v: build_bundle(root, v) for v in ("v1", "v2")}
 
 
 @pytest.fixture

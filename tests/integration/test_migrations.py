@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from bgserve.errors import Unavailable
 from bgserve.store import Store
 from bgserve.store.migrate import BASELINE, VERSION_TABLE, head_revision
 from bgserve.store.tables import metadata
-from tests.support.postgres import PostgresServer, postgres_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -94,20 +92,6 @@ INSERT INTO events (deployment, at, principal, action, reason, weights_before, w
     details) VALUES ('chat', {now}, 'alice', 'shift', 'step', '{{"1": 100, "2": 0}}',
     '{{"1": 70, "2": 30}}', '{{"force": false}}')
 """
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    server: PostgresServer = request.getfixturevalue("pg")
-    return server.new_database()
 
 
 def run_sql(url: str, script: str) -> None:

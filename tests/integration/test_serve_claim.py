@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,8 @@ from bgserve.election import build_lease
 from bgserve.errors import Conflict, InvalidInput
 from bgserve.settings import Settings
 from bgserve.store.serve_claim import claim_state
-from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.postgres import PostgresServer
 from tests.support.processes import free_port, start_serve
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
 
 def test_a_sqlite_state_is_claimed_once_until_released(tmp_path: Path) -> None:

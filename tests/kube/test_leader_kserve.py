@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from tests.kube.test_leader_lease import leader_rules
 from tests.support.flow import RELEASES, poll, register_demo
 from tests.support.kube import READY_TIMEOUT, SlotProcesses
 from tests.support.kube_namespace import KubeNamespace
-from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.postgres import PostgresServer
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,12 +35,6 @@ PLAN = {
     "bake_s": 4.0,
     "analysis": {"max_bake_s": 4.0, "on_inconclusive": "continue"},
 }
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
 
 def start_replica(name: str, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:

@@ -1,6 +1,7 @@
 """Strict validation of objects against the official CRDs (test helper, not package code).
 
-The CRDs live outside the repository, in ``../shared/crds`` or ``$BGSERVE_CRD_DIR``.
+The CRDs live outside the repository: ``tools/crds.py`` fetches them into a cache, or
+``$BGSERVE_CRD_DIR`` points at a copy; either way each file is checked by SHA-256.
 Beyond the CRD's OpenAPI schema (checked with jsonschema), this rejects what the
 API server would silently prune or what jsonschema ignores: unknown fields, duplicate
 keys of ``x-kubernetes-list-type`` map/set lists, int32/int64 overflow, and
@@ -11,7 +12,6 @@ metadata that is not a valid name or label set. CEL rules
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,8 +22,8 @@ import jsonschema
 import yaml
 
 from tests.support.missing import missing
+from tools import crds
 
-REPO = Path(__file__).resolve().parents[2]
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -32,21 +32,29 @@ INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 LABEL_NAMED_KINDS = {"InferenceService"}
 
 
+@functools.cache
 def crd_dir() -> Path | None:
-    """The CRD directory, or None if it is not there."""
-    path = Path(os.environ.get("BGSERVE_CRD_DIR") or REPO.parent / "shared" / "crds")
-    return path if path.is_dir() else None
+    """The verified CRD directory (``$BGSERVE_CRD_DIR``, else the ``tools/crds.py`` cache), or
+    None if it is missing or a file does not match its pinned SHA-256."""
+    return None if crd_problems() else crds.crd_dir()
+
+
+@functools.cache
+def crd_problems() -> tuple[str, ...]:
+    """What is wrong with the CRD directory; empty when every pinned file is there and good."""
+    return tuple(crds.problems(crds.crd_dir()))
 
 
 def require_crd_dir() -> Path:
-    """The CRD directory; fails the test under CI=true if missing, else skips it."""
+    """The CRD directory; fails the test under CI=true if missing or wrong, else skips it."""
     path = crd_dir()
     if path is None:
-        reason = (
-            "official CRDs not found: set BGSERVE_CRD_DIR to a directory holding them "
-            "or provide ../shared/crds"
+        wrong = crd_problems()
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        missing(
+            f"official CRDs not usable: {wrong[0]}{more}; run `python3 tools/crds.py` to fetch "
+            "them, or set BGSERVE_CRD_DIR to a directory holding them"
         )
-        missing(reason)
     return path
 
 

@@ -18,14 +18,15 @@ Use the session fixture ``kube_cluster`` (registered in ``tests/conftest.py``)::
 What it runs: etcd (no fsync) and kube-apiserver on free loopback ports, with an own CA
 and serving certificate, static token authentication (an admin, ``kube_cluster.token``,
 and a user ``bgserve`` with only what :meth:`KubeCluster.grant` gives it), RBAC
-authorization, and every official CRD from ``$BGSERVE_CRD_DIR`` (default
-``../shared/crds``) installed and Established. There are no nodes and no controllers:
-objects are stored, validated, defaulted and pruned as in a cluster, and tests write
-the status a controller would. Both processes die with the test process (SIGKILL
-included: ``PR_SET_PDEATHSIG``); state lives in a temp dir removed at the end.
+authorization, and every official CRD (``$BGSERVE_CRD_DIR``, else the ``tools/crds.py``
+cache; see :func:`tests.support.crd_schema.require_crd_dir`) installed and Established.
+There are no nodes and no controllers: objects are stored, validated, defaulted and pruned
+as in a cluster, and tests write the status a controller would. Both processes die with
+the test process (SIGKILL included: ``PR_SET_PDEATHSIG``); state lives in a temp dir
+removed at the end.
 
 Missing Go, a failed build or missing CRDs fail the test under ``CI=true`` and skip it
-elsewhere (``tests/missing.py``).
+elsewhere (``tests/support/missing.py``).
 """
 
 from __future__ import annotations

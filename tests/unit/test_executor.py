@@ -3,10 +3,9 @@ compensation when a step fails, stale writes, follow-ups, and recovery's decisio
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,7 @@ from bgserve.app.service import Service
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain import rollout
 from bgserve.domain.analysis import AnalysisSettings, SideWindow, histogram
-from bgserve.domain.release import Release, ResolvedRelease
+from bgserve.domain.release import Release
 from bgserve.domain.rollout import Gate, Route
 from bgserve.errors import BackendError, Conflict, RegistryUnavailable, StaleWrite
 from bgserve.store import Store
@@ -59,16 +58,6 @@ class FlakyRoutes(MemoryBackend):
             self.route_failures -= 1
             raise BackendError("the route object belongs to someone else (injected)")
         super().set_routes(deployment, routes)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    for n in (1, 2, 3):
-        resolved = ResolvedRelease("m", n, "p", n, "bundle", n)
-        store.add_release(f"r{n}", resolved, f"models:/m/{n}", f"prompts:/p/{n}", Clock()())
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ API on the in-memory backend and a real SQLite store."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,16 +139,6 @@ def push(backend: MemoryBackend, name: str, n: int, blue: str, green: str | None
     body = None if green is None else oip_answer(green)
     request = oip_request(f"in {n}")
     backend.push_pair(name, ShadowPair(f"q{n}", request, oip_answer(blue), body, error, 5.0, 6.0))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    for n in (1, 2, 3):
-        resolved = ResolvedRelease("m", n, "p", n, "bundle", n)
-        store.add_release(f"r{n}", resolved, f"models:/m/{n}", f"prompts:/p/{n}", datetime.now(UTC))
-    yield store
-    store.close()
 
 
 class NoAliases:

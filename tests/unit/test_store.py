@@ -23,23 +23,9 @@ from bgserve.domain.release import ResolvedRelease
 from bgserve.domain.rollout import Gate
 from bgserve.errors import Conflict, InvalidInput, NotFound, StaleWrite, Unavailable
 from bgserve.store import Store
-from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.postgres import PostgresServer
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    server: PostgresServer = request.getfixturevalue("pg")
-    return server.new_database()
 
 
 def add(store: Store, n: int, name: str | None = None) -> None:
