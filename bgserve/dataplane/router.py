@@ -17,7 +17,9 @@ With a ``data_token``, every request but ``/v2/health/*`` needs ``Authorization:
 process of its own (:mod:`bgserve.dataplane.main`), so nothing the control
 plane does can hold its GIL.
 
-Where the rest lives: HTTP/1.1 parsing and relaying in :mod:`~bgserve.dataplane.http1`;
+Where the rest lives: the control methods (:class:`~bgserve.dataplane.wire.DataPlaneControl`)
+and the types they carry in :mod:`~bgserve.dataplane.wire`; HTTP/1.1 parsing in
+:mod:`~bgserve.dataplane.http1` and relaying in :mod:`~bgserve.dataplane.http1_relay`;
 route tables, down set and counters in :mod:`~bgserve.dataplane.route_state`;
 forwarding to a slot (one retry on a refused connect or a first-byte timeout, keep-alive
 pools) in :mod:`~bgserve.dataplane.forwarder`; ejecting failing slots in
