@@ -237,7 +237,7 @@ def slot_children() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children():
         try:
-            if "slot_server" in " ".join(child.cmdline()):
+            if "bgserve.slot.server" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.Error:
             pass  # exited meanwhile
