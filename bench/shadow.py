@@ -222,7 +222,7 @@ class Switch:
 
 def measure(requests: int, block: int) -> dict[str, Any]:
     from bgserve.backends.local.backend import LocalBackend
-    from bgserve.dataplane.route_table import RouteTarget
+    from bgserve.dataplane.wire import RouteTarget
     from bgserve.domain.release import Release
     from bgserve.domain.rollout import Route
 

@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from bgserve.dataplane.wire import BODY_CAP as BODY_CAP
+from bgserve.dataplane.wire import ShadowBatch as ShadowBatch
+from bgserve.dataplane.wire import ShadowPair as ShadowPair
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
@@ -97,43 +100,6 @@ class SlotWatcher(Protocol):
         call replaces the callback. Raises nothing.
         """
         ...
-
-
-BODY_CAP = 64 * 1024
-"""Bytes of a request or answer body a :class:`ShadowPair` keeps; longer ones are cut."""
-
-
-@dataclass(frozen=True)
-class ShadowPair:
-    """One mirrored request with blue's answer (what the client got) and green's.
-
-    Bodies are UTF-8 text (undecodable bytes replaced), each cut at :data:`BODY_CAP`
-    bytes; ``truncated`` says one was cut. ``green_body`` is None when green failed:
-    ``green_error`` then says how (a refused connection, a timeout, an error status).
-    """
-
-    request_id: str
-    request_body: str
-    blue_body: str
-    green_body: str | None
-    green_error: str | None
-    blue_ms: float
-    green_ms: float | None
-    truncated: bool = False
-
-
-@dataclass(frozen=True)
-class ShadowBatch:
-    """What mirroring collected since the previous drain.
-
-    ``dropped`` counts copies never sent (the queue in front of green was full, or green
-    had no route) and pairs pushed out of the full buffer before a drain;
-    ``green_errors`` counts copies green failed or did not answer in time.
-    """
-
-    pairs: list[ShadowPair]
-    dropped: int
-    green_errors: int
 
 
 def check_shadow(percent: int, max_queue: int) -> None:

@@ -4,7 +4,8 @@ One ``AF_UNIX`` socket pair, created by the backend and inherited by the data-pl
 (no path in the file system, so no other process can connect). Each message is a 4-byte
 big-endian length followed by that many bytes of JSON:
 
-- control to data plane: ``{"id": n, "op": "...", ...}``, answered by
+- control to data plane: ``{"id": n, "op": "...", ...}`` (the operations and their
+  arguments: :class:`bgserve.dataplane.wire.Op`), answered by
   ``{"id": n, "ok": true, "result": ...}`` or ``{"id": n, "ok": false, "error": "..."}``;
 - data plane to control, unprompted: ``{"event": "ejected" | "readmitted", "host", "port",
   "reason"}``.

@@ -13,17 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bgserve.dataplane.http1 import (
-    ProxyError,
-    Request,
-    UpstreamTimeout,
-    error_response,
-    relay_response,
-)
+from bgserve.dataplane.http1 import ProxyError, Request, UpstreamTimeout, error_response
+from bgserve.dataplane.http1_relay import relay_response
 from bgserve.dataplane.outliers import Outliers
-from bgserve.dataplane.route_state import FIRST_BUCKET
-from bgserve.dataplane.route_table import RouteTarget, Table
+from bgserve.dataplane.route_table import Table
 from bgserve.dataplane.upstream import Conn, Pool
+from bgserve.dataplane.wire import RouteTarget
 from bgserve.domain.latency import bucket_of
 
 
@@ -70,12 +65,12 @@ class Forwarder:
                 index, conn, pool, retry = await self._connect(table, index, retry)
             except ProxyError as exc:
                 if count:
-                    table.counters[index][1] += 1
+                    table.counters[index].errors += 1
                 writer.write(error_response(exc.status, exc.message, request.keep_alive))
                 return request.keep_alive
             counters = table.counters[index]
             if count:
-                counters[0] += 1
+                counters.requests += 1
             target = table.targets[index]
             try:
                 async with asyncio.timeout(self._upstream_timeout):
@@ -87,18 +82,18 @@ class Forwarder:
                         head_timeout=self._first_byte_timeout,
                     )
             except UpstreamTimeout as exc:
-                counters[1] += 1
+                counters.errors += 1
                 conn.close()
                 self._outliers.failed(target.address, exc.message)
                 other = table.alternative(index) if retry and not exc.response_started else None
                 if other is None:
                     writer.write(error_response(504, f"{target.role} slot: {exc.message}", False))
                     return False
-                counters[2] += 1
+                counters.retries += 1
                 index, retry = other, False
                 continue
             except (ProxyError, TimeoutError) as exc:
-                counters[1] += 1
+                counters.errors += 1
                 conn.close()
                 self._answer_failure(exc, target, writer)
                 return False
@@ -108,9 +103,9 @@ class Forwarder:
             self._outliers.succeeded(target.address)
             if count:
                 latency_ms = (time.perf_counter() - started) * 1000.0
-                counters[FIRST_BUCKET + bucket_of(latency_ms)] += 1
+                counters.latency_buckets[bucket_of(latency_ms)] += 1
                 if status >= 500:
-                    counters[1] += 1
+                    counters.errors += 1
             pool.release(conn, reusable)
             return keep
 
@@ -147,7 +142,7 @@ class Forwarder:
             pool = self._pool(table.targets[index])
             return index, await pool.acquire(self._connect_timeout), pool, retry
         except OSError as first:
-            table.counters[index][2] += 1
+            table.counters[index].retries += 1
             self._connect_failed(table.targets[index], first)
             other = table.alternative(index) if retry else None
             if other is None:

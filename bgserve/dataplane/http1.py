@@ -1,4 +1,5 @@
-"""HTTP/1.1 on bare asyncio streams: the router's request parsing and response relaying.
+"""HTTP/1.1 on bare asyncio streams: the router's request parsing (the answer's relaying
+is in :mod:`bgserve.dataplane.http1_relay`).
 
 Requests and upstream responses are parsed by llhttp (through ``httptools``, the parser
 uvicorn uses), in its strict mode: conflicting or duplicate Content-Length,
@@ -28,7 +29,6 @@ from bgserve.dataplane.http1_errors import (
     ProxyError,
     UpstreamTimeout,
 )
-from bgserve.dataplane.http1_relay import ResponseReader, UpstreamConn, relay_response
 
 __all__ = [
     "HEAD_LIMIT",
@@ -36,13 +36,10 @@ __all__ = [
     "ProxyError",
     "Request",
     "RequestReader",
-    "ResponseReader",
-    "UpstreamConn",
     "UpstreamTimeout",
     "error_response",
     "json_response",
     "read_request",
-    "relay_response",
 ]
 
 # Hop-by-hop headers, and content-length which the router always writes itself.

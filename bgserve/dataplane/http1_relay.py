@@ -9,19 +9,17 @@ after a complete, unambiguous response with nothing after it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import httptools
 
+from bgserve.dataplane.http1 import Request
 from bgserve.dataplane.http1_errors import (
     HEAD_LIMIT,
     READ_SIZE,
     ProxyError,
     UpstreamTimeout,
 )
-
-if TYPE_CHECKING:
-    from bgserve.dataplane.http1 import Request
 
 _DROPPED = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}

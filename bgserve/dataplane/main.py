@@ -9,8 +9,10 @@ message is the configuration, with every route, version and down slot to start f
 the router serves only after applying it. The process exits when the channel closes
 (bgserve stopped it or died) and, on Linux, when bgserve's spawning thread goes away.
 
-Route updates are versioned per deployment: one older than the last applied is ignored,
-so a late update can never undo a newer one.
+Each control message names one operation of :class:`bgserve.dataplane.wire.Op`;
+:class:`ControlDispatcher` hands it to the router through its table of handlers. Route
+updates are versioned per deployment: one older than the last applied is ignored, so a
+late update can never undo a newer one.
 
 Once the router is started, everything alive is frozen out of the garbage collector's
 reach and every later collection is timed; the ``stats`` reply carries those pauses
@@ -24,12 +26,13 @@ import queue
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from bgserve import gcpause
 from bgserve.dataplane.channel import ChannelClosed, Message, recv_message, send_message
-from bgserve.dataplane.route_table import RouteTarget
 from bgserve.dataplane.router import Router
+from bgserve.dataplane.wire import DataPlaneControl, Op, RouterStats, RouteTarget
 
 ROUTER_OPTIONS = (
     "upstream_timeout",
@@ -67,18 +70,35 @@ class Events:
                 return
 
 
-def targets(rows: list[list[Any]]) -> list[RouteTarget]:
-    """Route targets from their JSON form ``[role, release_id, host, port, weight]``."""
-    return [RouteTarget(str(r[0]), int(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows]
+Handler = Callable[[Message], Any]
 
 
-class Plane:
-    """Applies control messages to the router; one instance per process."""
+class ControlDispatcher:
+    """Applies control messages to a router through one handler per :class:`Op`; one
+    instance per process.
 
-    def __init__(self, router: Router, pauses: gcpause.PauseTracker | None = None) -> None:
+    Route updates are versioned per deployment: :meth:`set_routes` ignores one older than
+    the last applied.
+    """
+
+    def __init__(
+        self, router: DataPlaneControl, pauses: gcpause.PauseTracker | None = None
+    ) -> None:
         self.router = router
         self.pauses = pauses
         self.versions: dict[str, int] = {}
+        self.handlers: dict[Op, Handler] = {
+            Op.SET_ROUTES: lambda m: self.set_routes(m["deployment"], m["version"], m["routes"]),
+            Op.MARK_DOWN: lambda m: router.mark_down(m["host"], m["port"]),
+            Op.MARK_UP: lambda m: router.mark_up(m["host"], m["port"]),
+            Op.IS_DOWN: lambda m: router.is_down(m["host"], m["port"]),
+            Op.STATS: lambda m: self.stats(),
+            Op.SET_SHADOW: lambda m: router.set_shadow(
+                m["deployment"], m["percent"], m["max_queue"]
+            ),
+            Op.SHADOW_PAIRS: lambda m: router.shadow_pairs(m["deployment"], m["limit"]),
+            Op.PING: lambda m: "pong",
+        }
 
     def restore(self, config: Message) -> None:
         """Apply the routes and down slots bgserve handed over at start."""
@@ -87,46 +107,32 @@ class Plane:
         for host, port in config.get("down", []):
             self.router.mark_down(host, port)
 
-    def set_routes(self, deployment: str, version: int, routes: list[list[Any]] | None) -> bool:
-        """Apply the update unless a newer one was applied; True if applied."""
+    def set_routes(self, deployment: str, version: int, rows: list[list[Any]] | None) -> bool:
+        """Apply the update (route rows, or None to stop routing) unless a newer one was
+        applied; True if applied. Raises ValueError or TypeError on a malformed row."""
         if version <= self.versions.get(deployment, -1):
             return False
-        self.versions[deployment] = version
-        if routes is None:
+        if rows is None:
             self.router.remove_routes(deployment)
         else:
-            self.router.set_routes(deployment, targets(routes))
+            self.router.set_routes(deployment, [RouteTarget.from_row(row) for row in rows])
+        self.versions[deployment] = version
         return True
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> RouterStats:
         """The router's counters, and this process's collector pauses if they are timed."""
-        stats: dict[str, Any] = dict(self.router.stats())
+        stats = self.router.stats()
         if self.pauses is not None:
             stats["gc"] = self.pauses.snapshot()
         return stats
 
     def handle(self, message: Message) -> Any:
-        """The result of one control operation. Raises ValueError for an unknown one."""
-        op = message["op"]
-        if op == "set_routes":
-            return self.set_routes(message["deployment"], message["version"], message["routes"])
-        if op == "mark_down":
-            return self.router.mark_down(message["host"], message["port"])
-        if op == "mark_up":
-            self.router.mark_up(message["host"], message["port"])
-            return None
-        if op == "is_down":
-            return self.router.is_down(message["host"], message["port"])
-        if op == "stats":
-            return self.stats()
-        if op == "set_shadow":
-            m = message
-            return self.router.set_shadow(m["deployment"], m["percent"], m["max_queue"])
-        if op == "shadow_pairs":
-            return self.router.shadow_pairs(message["deployment"], message["limit"])
-        if op == "ping":
-            return "pong"
-        raise ValueError(f"unknown data-plane operation {op!r}")
+        """The result of one control operation. Raises ValueError for an unknown one, and
+        what its handler raises (KeyError for a missing argument, ValueError)."""
+        handler = self.handlers.get(message["op"])
+        if handler is None:
+            raise ValueError(f"unknown data-plane operation {message['op']!r}")
+        return handler(message)
 
 
 def serve(control: socket.socket, listener: socket.socket) -> None:
@@ -135,19 +141,19 @@ def serve(control: socket.socket, listener: socket.socket) -> None:
     config = recv_message(control)
     options = {k: config[k] for k in ROUTER_OPTIONS if k in config}
     router = Router(on_event=Events(control, send_lock), **options)
-    plane = Plane(router)
-    plane.restore(config)
+    dispatcher = ControlDispatcher(router)
+    dispatcher.restore(config)
     port = router.start(sock=listener)
     for host, slot_port in config.get("ejected", []):
         router.probe_back(host, slot_port)
-    plane.pauses = gcpause.settle_after_start()
+    dispatcher.pauses = gcpause.settle_after_start()
     try:
         with send_lock:
             send_message(control, {"id": config.get("id", 0), "ok": True, "result": port})
         while True:
             message = recv_message(control)
             try:
-                reply = {"id": message["id"], "ok": True, "result": plane.handle(message)}
+                reply = {"id": message["id"], "ok": True, "result": dispatcher.handle(message)}
             except (KeyError, TypeError, ValueError) as exc:
                 reply = {"id": message.get("id"), "ok": False, "error": repr(exc)}
             with send_lock:

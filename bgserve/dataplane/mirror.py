@@ -29,13 +29,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bgserve.backends.base import BODY_CAP
-from bgserve.dataplane.http1 import HEAD_LIMIT, ProxyError, Request, ResponseReader
+from bgserve.dataplane.http1 import HEAD_LIMIT, ProxyError, Request
 from bgserve.dataplane.http1_errors import READ_SIZE
+from bgserve.dataplane.http1_relay import ResponseReader
 from bgserve.dataplane.route_state import RouteState
-from bgserve.dataplane.route_table import RouteTarget, Table
+from bgserve.dataplane.route_table import Table
 from bgserve.dataplane.shadow_state import Capture, Exchange, Job, Shadow
 from bgserve.dataplane.upstream import Conn, Pool
+from bgserve.dataplane.wire import BODY_CAP, RouteTarget, ShadowPage
 
 MAX_PAIRS = 1000
 SHADOW_HEADER = b"x-bgserve-shadow: 1\r\n"
@@ -94,19 +95,19 @@ class Mirror:
                 active.pop(shadow.key, None)
             self.active = active
 
-    def drain(self, deployment: str, limit: int) -> dict[str, Any]:
+    def drain(self, deployment: str, limit: int) -> ShadowPage:
         """Up to ``limit`` pairs and the counters collected since the previous drain, as
         JSON-ready data; ``more`` says pairs remain."""
         with self._lock:
             shadow = self._shadows.get(deployment)
         if shadow is None:
             return {"pairs": [], "dropped": 0, "green_errors": 0, "more": False}
-        batch = shadow.take(limit)
-        batch["pairs"] = [self._pair(exchange) for exchange in batch["pairs"]]
+        exchanges, page = shadow.take(limit)
+        page["pairs"] = [self._pair(exchange) for exchange in exchanges]
         with self._lock:
             if shadow.idle() and self._shadows.get(deployment) is shadow:
                 del self._shadows[deployment]
-        return batch
+        return page
 
     # ----- the router's loop -----
 

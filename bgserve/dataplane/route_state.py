@@ -10,34 +10,10 @@ place on the router's loop only.
 from __future__ import annotations
 
 import threading
-from typing import TypedDict
+from collections.abc import Sequence
 
-from bgserve.dataplane.route_table import RouteTarget, Table
-from bgserve.domain.latency import BUCKETS
-
-FIRST_BUCKET = 3
-"""A slot's counters: requests, errors, retries, then the latency histogram's buckets."""
-
-Address = tuple[str, int]
-
-
-class SlotStats(TypedDict):
-    """Counters of one (deployment, slot role, release) since the router started."""
-
-    deployment: str
-    role: str
-    release_id: int
-    requests: int
-    errors: int
-    retries: int
-    latency_buckets: list[int]  # answered requests per bucket of domain.latency
-
-
-class RouterStats(TypedDict):
-    """A snapshot of :meth:`Router.stats`; ``unrouted`` counts unknown deployments and paths."""
-
-    slots: list[SlotStats]
-    unrouted: int
+from bgserve.dataplane.route_table import SlotCounters, Table
+from bgserve.dataplane.wire import Address, RouterStats, RouteTarget, SlotStats
 
 
 class RouteState:
@@ -50,11 +26,11 @@ class RouteState:
     def __init__(self) -> None:
         self.tables: dict[bytes, Table] = {}
         self.unrouted = [0]
-        self._counters: dict[tuple[str, str, int], list[int]] = {}
+        self._counters: dict[tuple[str, str, int], SlotCounters] = {}
         self._down: set[Address] = set()
         self._lock = threading.Lock()
 
-    def set_routes(self, deployment: str, routes: list[RouteTarget]) -> None:
+    def set_routes(self, deployment: str, routes: Sequence[RouteTarget]) -> None:
         """Replace the deployment's routes atomically. Raises ValueError on a negative weight."""
         if any(r.weight < 0 for r in routes):
             raise ValueError(f"negative weight in routes of {deployment}: {routes}")
@@ -125,18 +101,21 @@ class RouteState:
                 deployment=d,
                 role=r,
                 release_id=rel,
-                requests=c[0],
-                errors=c[1],
-                retries=c[2],
-                latency_buckets=c[FIRST_BUCKET:],
+                requests=c.requests,
+                errors=c.errors,
+                retries=c.retries,
+                latency_buckets=list(c.latency_buckets),
             )
             for (d, r, rel), c in items
         ]
         return RouterStats(slots=slots, unrouted=self.unrouted[0])
 
-    def _counter(self, deployment: str, route: RouteTarget) -> list[int]:
+    def _counter(self, deployment: str, route: RouteTarget) -> SlotCounters:
         key = (deployment, route.role, route.release_id)
-        return self._counters.setdefault(key, [0] * (FIRST_BUCKET + BUCKETS))
+        counters = self._counters.get(key)
+        if counters is None:
+            counters = self._counters[key] = SlotCounters()
+        return counters
 
     def _rebuild_locked(self, address: Address) -> None:
         self.tables = {

@@ -12,24 +12,28 @@ Sticky keys use a second, precomputed map: 100 buckets, green's share first
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from hashlib import blake2b
 from math import gcd
 
+from bgserve.dataplane.wire import RouteTarget
+from bgserve.domain.latency import BUCKETS
 
-@dataclass(frozen=True)
-class RouteTarget:
-    """One slot behind a deployment and its share of the traffic (any non-negative int)."""
 
-    role: str
-    release_id: int
-    host: str
-    port: int
-    weight: int
+class SlotCounters:
+    """What the router counted for one (deployment, role, release) since it started.
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
+    Shared by every table of the deployment that routes to the release, and incremented
+    in place on the router's loop only: ``latency_buckets`` holds the answered requests
+    per bucket of :mod:`bgserve.domain.latency`.
+    """
+
+    __slots__ = ("errors", "latency_buckets", "requests", "retries")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.retries = 0
+        self.latency_buckets = [0] * BUCKETS
 
 
 def weighted_schedule(weights: list[int]) -> tuple[int, ...]:
@@ -100,7 +104,7 @@ class Table:
         self,
         deployment: str,
         targets: tuple[RouteTarget, ...],
-        counters: list[list[int]],
+        counters: list[SlotCounters],
         down: Collection[tuple[str, int]] = (),
     ) -> None:
         self.deployment = deployment

@@ -17,7 +17,9 @@ With a ``data_token``, every request but ``/v2/health/*`` needs ``Authorization:
 process of its own (:mod:`bgserve.dataplane.main`), so nothing the control
 plane does can hold its GIL.
 
-Where the rest lives: HTTP/1.1 parsing and relaying in :mod:`~bgserve.dataplane.http1`;
+Where the rest lives: the control methods (:class:`~bgserve.dataplane.wire.DataPlaneControl`)
+and the types they carry in :mod:`~bgserve.dataplane.wire`; HTTP/1.1 parsing in
+:mod:`~bgserve.dataplane.http1` and relaying in :mod:`~bgserve.dataplane.http1_relay`;
 route tables, down set and counters in :mod:`~bgserve.dataplane.route_state`;
 forwarding to a slot (one retry on a refused connect or a first-byte timeout, keep-alive
 pools) in :mod:`~bgserve.dataplane.forwarder`; ejecting failing slots in
@@ -32,7 +34,8 @@ import contextlib
 import hmac
 import socket
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import uvloop
 
@@ -47,8 +50,15 @@ from bgserve.dataplane.http1 import (
 )
 from bgserve.dataplane.mirror import Mirror
 from bgserve.dataplane.outliers import EventCallback, Outliers
-from bgserve.dataplane.route_state import RouterStats, RouteState, SlotStats
-from bgserve.dataplane.route_table import RouteTarget, Table, weighted_schedule
+from bgserve.dataplane.route_state import RouteState
+from bgserve.dataplane.route_table import Table, weighted_schedule
+from bgserve.dataplane.wire import (
+    DataPlaneControl,
+    RouterStats,
+    RouteTarget,
+    ShadowPage,
+    SlotStats,
+)
 
 __all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
 
@@ -162,7 +172,7 @@ class Router:
         self._thread = None
         self._loop = None
 
-    def set_routes(self, deployment: str, routes: list[RouteTarget]) -> None:
+    def set_routes(self, deployment: str, routes: Sequence[RouteTarget]) -> None:
         """Replace the deployment's routes atomically. Raises ValueError on a negative weight."""
         self._state.set_routes(deployment, routes)
         self._schedule_prune()
@@ -215,9 +225,9 @@ class Router:
             raise ValueError(f"deployment {deployment!r} has no green route to mirror to")
         self._mirror.configure(deployment, percent, max_queue)
 
-    def shadow_pairs(self, deployment: str, limit: int = 100) -> dict[str, Any]:
+    def shadow_pairs(self, deployment: str, limit: int = 100) -> ShadowPage:
         """Up to ``limit`` collected pairs and the counters since the previous call, as
-        JSON-ready data (``pairs``, ``dropped``, ``green_errors``, ``more``)."""
+        JSON-ready data."""
         return self._mirror.drain(deployment, limit)
 
     def _schedule_prune(self) -> None:
@@ -360,3 +370,7 @@ def _bearer_matches(head: bytes, token: bytes) -> bool:
         return False
     scheme, _, credential = found[0].strip().partition(b" ")
     return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), token)
+
+
+if TYPE_CHECKING:
+    _control: type[DataPlaneControl] = Router

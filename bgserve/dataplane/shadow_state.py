@@ -9,9 +9,10 @@ import asyncio
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from bgserve.dataplane.http1 import Request
+from bgserve.dataplane.wire import ShadowPage
 
 
 class Capture:
@@ -102,20 +103,20 @@ class Shadow:
                 self._dropped += 1
             self._pairs.append(pair)
 
-    def take(self, limit: int) -> dict[str, Any]:
-        """Up to ``limit`` oldest exchanges (``pairs``) and the counters since the previous
-        take."""
+    def take(self, limit: int) -> tuple[list[Exchange], ShadowPage]:
+        """Up to ``limit`` oldest exchanges, and a page with the counters since the previous
+        take (its ``pairs`` left empty for the caller to fill from the exchanges)."""
         with self._lock:
             count = min(limit, len(self._pairs))
-            pairs = [self._pairs.popleft() for _ in range(count)]
-            batch = {
-                "pairs": pairs,
-                "dropped": self._dropped,
-                "green_errors": self._green_errors,
-                "more": bool(self._pairs),
-            }
+            exchanges = [self._pairs.popleft() for _ in range(count)]
+            page = ShadowPage(
+                pairs=[],
+                dropped=self._dropped,
+                green_errors=self._green_errors,
+                more=bool(self._pairs),
+            )
             self._dropped = self._green_errors = 0
-        return batch
+        return exchanges, page
 
     def idle(self) -> bool:
         with self._lock:

@@ -6,7 +6,8 @@ import asyncio
 import select
 import time
 
-from bgserve.dataplane.http1 import HEAD_LIMIT, ResponseReader
+from bgserve.dataplane.http1_errors import HEAD_LIMIT
+from bgserve.dataplane.http1_relay import ResponseReader
 
 
 class Conn:

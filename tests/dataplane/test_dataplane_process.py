@@ -23,7 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from bgserve.backends.local.backend import LocalBackend
-from bgserve.dataplane.main import Plane
+from bgserve.dataplane.main import ControlDispatcher
 from bgserve.dataplane.router import Router
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError
@@ -96,7 +96,7 @@ def test_a_killed_data_plane_is_restarted_with_its_routes_and_no_slot_loss(
 
 
 def test_stale_route_versions_are_ignored() -> None:
-    plane = Plane(Router())
+    plane = ControlDispatcher(Router())
     newer = [["green", 2, "127.0.0.1", 9, 100]]
     older = [["blue", 1, "127.0.0.1", 8, 100]]
 
@@ -231,7 +231,7 @@ def slot_children() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children():
         try:
-            if "slot_server" in " ".join(child.cmdline()):
+            if "bgserve.slot.server" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.Error:
             pass  # exited meanwhile

@@ -20,9 +20,9 @@ from bgserve.backends.base import ShadowBatch, ShadowPair, ShadowTraffic
 from bgserve.backends.local.backend import LocalBackend
 from bgserve.backends.memory import MemoryBackend
 from bgserve.dataplane.http1 import Request
-from bgserve.dataplane.route_table import RouteTarget
 from bgserve.dataplane.router import Router
 from bgserve.dataplane.shadow_state import Exchange, Job, Shadow
+from bgserve.dataplane.wire import RouteTarget
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, InvalidInput
 from tests.support.models import SlotProcess, infer_body, local_release, wait_until
@@ -201,12 +201,12 @@ def test_the_pair_buffer_keeps_the_newest_and_counts_the_oldest_as_dropped() -> 
     for n in range(5):
         shadow.add(Exchange(job, str(n).encode(), "boom" if n == 4 else None, 1.0))
 
-    batch = shadow.take(limit=2)
-    assert [p.green for p in batch["pairs"]] == [b"2", b"3"]
-    assert (batch["dropped"], batch["green_errors"], batch["more"]) == (2, 1, True)
-    rest = shadow.take(limit=10)
-    assert [p.green for p in rest["pairs"]] == [b"4"]
-    assert (rest["dropped"], rest["green_errors"], rest["more"]) == (0, 0, False)
+    exchanges, page = shadow.take(limit=2)
+    assert [p.green for p in exchanges] == [b"2", b"3"]
+    assert (page["dropped"], page["green_errors"], page["more"]) == (2, 1, True)
+    exchanges, page = shadow.take(limit=10)
+    assert [p.green for p in exchanges] == [b"4"]
+    assert (page["dropped"], page["green_errors"], page["more"]) == (0, 0, False)
 
 
 def test_bad_settings_are_refused(blue: SlotProcess, demo_router: tuple[Router, str]) -> None:

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bgserve.dataplane.route_table import RouteTarget, sticky_bucket, sticky_slots
+from bgserve.dataplane.route_table import sticky_bucket, sticky_slots
 from bgserve.dataplane.router import Router
+from bgserve.dataplane.wire import RouteTarget
 from tests.support.models import SlotProcess, build_bundle, infer_body
 
 pytestmark = [

@@ -16,7 +16,8 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from bgserve.dataplane.http1 import Request, UpstreamTimeout, relay_response
+from bgserve.dataplane.http1 import Request, UpstreamTimeout
+from bgserve.dataplane.http1_relay import relay_response
 from bgserve.dataplane.upstream import Pool
 from tests.support.http_harness import (
     Answer,

@@ -106,7 +106,7 @@ def test_readiness_timeout_kills_the_slot(tmp_path: Path, bundles: dict[str, str
             backend.ensure_slot("demo", local_release(1, bundles["v1"]))
         assert backend.slot_info("demo", 1) is None
         children = [c for c in _children() if c.pid not in others]
-        assert all("slot_server" not in " ".join(c.cmdline()) for c in children)
+        assert all("bgserve.slot.server" not in " ".join(c.cmdline()) for c in children)
     finally:
         backend.close()
 

@@ -14,8 +14,13 @@ from pydantic import ValidationError
 
 from bgserve.backends.local import slot_priority
 from bgserve.backends.local.backend import LocalBackend
-from bgserve.backends.local.slot_priority import QuietGreens, SlotPriority, restorable, set_nice
-from bgserve.dataplane.route_table import RouteTarget
+from bgserve.backends.local.slot_priority import (
+    ShadowGreenPriority,
+    SlotPriority,
+    restorable,
+    set_nice,
+)
+from bgserve.dataplane.wire import RouteTarget
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError
 from bgserve.settings import Settings
@@ -136,7 +141,7 @@ def test_green_is_in_the_background_only_while_it_mirrors_without_traffic(
 def test_routes_that_would_give_traffic_to_a_green_stuck_in_the_background_are_refused(
     threaded_child: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    greens = QuietGreens(19, lambda key: threaded_child if key == ("demo", 2) else None)
+    greens = ShadowGreenPriority(19, lambda key: threaded_child if key == ("demo", 2) else None)
     quiet = [RouteTarget("blue", 1, "127.0.0.1", 1, 100), RouteTarget("green", 2, "x", 2, 0)]
     applied: list[str] = []
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import h11
 import pytest
 
-from bgserve.dataplane.route_table import RouteTarget
 from bgserve.dataplane.router import Router
+from bgserve.dataplane.wire import RouteTarget
 
 DEPLOYMENT = "demo"
 INFER = b"/v2/models/demo/infer"

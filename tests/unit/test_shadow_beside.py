@@ -7,8 +7,8 @@ import time
 
 import httpx
 
-from bgserve.dataplane.route_table import RouteTarget
 from bgserve.dataplane.router import Router
+from bgserve.dataplane.wire import RouteTarget
 from tests.support.models import infer_body, wait_until
 from tests.support.stub_slot import StubSlot, stub_slot
 

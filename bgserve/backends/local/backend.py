@@ -24,20 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bgserve.backends.base import (
-    ShadowBatch,
-    ShadowPair,
-    ShadowTraffic,
-    SlotInfo,
-    SlotLostCallback,
-    check_shadow,
-)
-from bgserve.backends.local.dataplane_client import DataPlane
+from bgserve.backends.base import ShadowTraffic, SlotInfo, SlotLostCallback, check_shadow
+from bgserve.backends.local.dataplane_client import DataPlaneClient
 from bgserve.backends.local.slot_launcher import SlotLauncher
-from bgserve.backends.local.slot_priority import QuietGreens, SlotKey
+from bgserve.backends.local.slot_priority import ShadowGreenPriority, SlotKey
 from bgserve.backends.local.slot_process import LOOPBACK, Slot
-from bgserve.dataplane.route_state import SlotStats
-from bgserve.dataplane.route_table import RouteTarget
+from bgserve.dataplane.wire import RouteTarget, ShadowBatch, SlotStats
 from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
@@ -93,7 +85,7 @@ class LocalBackend:
         self._key_locks: dict[tuple[str, int], threading.Lock] = {}
         self._on_lost: SlotLostCallback | None = None
         self._watch_interval = watch_interval
-        self._greens = QuietGreens(shadow_green_nice, self._live_pid)
+        self._green_priority = ShadowGreenPriority(shadow_green_nice, self._live_pid)
         self._watch_stop = threading.Event()
         options: dict[str, object] = {
             "breaker": True,
@@ -131,7 +123,7 @@ class LocalBackend:
         return self._launcher.stop_grace
 
     @property
-    def router(self) -> DataPlane:
+    def router(self) -> DataPlaneClient:
         """The data plane's control handle (``routes``, ``is_down``, ``stats``, ``pid``)."""
         return self._plane
 
@@ -148,7 +140,7 @@ class LocalBackend:
             if slot is not None and slot.alive():
                 return SlotInfo(release.id, slot.endpoint, slot.ready and not slot.ejected)
             if slot is not None:  # its process died: replace it
-                self._greens.retire(key, lambda: self._forget_slot(key))
+                self._green_priority.retire(key, lambda: self._forget_slot(key))
                 self._launcher.stop(slot)
             slot = self._launcher.start(deployment, release)
             self._register(key, slot)
@@ -190,7 +182,9 @@ class LocalBackend:
             targets.append(
                 RouteTarget(route.role, route.release_id, LOOPBACK, slot.port, route.weight)
             )
-        self._greens.route(deployment, targets, lambda: self._plane.set_routes(deployment, targets))
+        self._green_priority.route(
+            deployment, targets, lambda: self._plane.set_routes(deployment, targets)
+        )
 
     def retire_slot(self, deployment: str, release_id: int) -> None:
         """Stop the slot's process (SIGTERM, SIGKILL after ``stop_grace``) and forget it.
@@ -212,7 +206,7 @@ class LocalBackend:
                     self._plane.set_routes(deployment, remaining)
                 return self._forget_slot(key)
 
-            slot = self._greens.retire(key, unroute)
+            slot = self._green_priority.retire(key, unroute)
             if slot is not None:
                 self._launcher.stop(slot)
 
@@ -265,7 +259,7 @@ class LocalBackend:
             self._plane.set_shadow(deployment, percent, max_queue)
             return routes
 
-        self._greens.mirror(deployment, bool(percent), apply)
+        self._green_priority.mirror(deployment, bool(percent), apply)
 
     def _live_pid(self, key: SlotKey) -> int | None:
         slot = self._slots.get(key)
@@ -280,9 +274,7 @@ class LocalBackend:
 
         Raises BackendError if the data plane cannot be asked.
         """
-        batch = self._plane.shadow_pairs(deployment)
-        pairs = [ShadowPair(**pair) for pair in batch["pairs"]]
-        return ShadowBatch(pairs, int(batch["dropped"]), int(batch["green_errors"]))
+        return self._plane.drain_shadow(deployment)
 
     def slot_pid(self, deployment: str, release_id: int) -> int | None:
         """The slot's process id, for diagnostics; None if there is no slot."""

@@ -1,11 +1,12 @@
 """The data-plane process seen from bgserve: the router's control API, over the channel.
 
-:class:`DataPlane` binds the data-plane socket itself (so a bind error surfaces at once,
+:class:`DataPlaneClient` binds the data-plane socket itself (so a bind error surfaces at once,
 and the port and its backlog outlive a restart of the child), spawns
 ``python -m bgserve.dataplane.main`` and keeps everything the child was told:
 routes with their versions, slots bgserve marked down, slots the child ejected. A child
 that dies (or stops answering) is replaced by a fresh one started from that state before
-it serves a single request.
+it serves a single request. It speaks :mod:`bgserve.dataplane.wire`: the operations,
+the route rows and the replies are defined there, for both sides.
 """
 
 from __future__ import annotations
@@ -19,12 +20,19 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.local.slot_process import tail
 from bgserve.dataplane.channel import Channel, ChannelClosed, ChannelError, Message
-from bgserve.dataplane.route_table import RouteTarget
-from bgserve.dataplane.router import RouterStats
+from bgserve.dataplane.wire import (
+    DataPlaneControl,
+    Op,
+    RouterStats,
+    RouteTarget,
+    ShadowBatch,
+    ShadowPage,
+    shadow_batch,
+)
 from bgserve.errors import BackendError
 
 log = logging.getLogger("bgserve.backends.local.dataplane_client")
@@ -42,9 +50,10 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=1024)
 
 
-class DataPlane:
-    """A supervised data-plane process with :class:`~bgserve.dataplane.router.Router`'s
-    control methods; every method is safe from any thread.
+class DataPlaneClient:
+    """The control side's client of a supervised data-plane process: the control methods
+    of :class:`~bgserve.dataplane.wire.DataPlaneControl`, each one message over the
+    channel; every method is safe from any thread.
 
     ``popen(args, pass_fds)`` starts the child (the backend forks from one long-lived
     thread, for ``PR_SET_PDEATHSIG``); ``on_event(kind, (host, port), reason)`` hears the
@@ -84,7 +93,7 @@ class DataPlane:
         with self._lock:
             self._start()
 
-    # ----- the router's control API -----
+    # ----- the control methods (DataPlaneControl) -----
 
     def set_routes(self, deployment: str, routes: Sequence[RouteTarget]) -> None:
         """Replace the deployment's routes atomically; returns once the data plane applied
@@ -107,47 +116,47 @@ class DataPlane:
         """Stop routing to the slot until :meth:`mark_up`; True if it was up."""
         with self._health_lock:
             self._down.add((host, port))
-        return bool(self._call("mark_down", host=host, port=port))
+        return bool(self._call(Op.MARK_DOWN, host=host, port=port))
 
     def mark_up(self, host: str, port: int) -> None:
         """Route to the slot again by its weights. Idempotent."""
         with self._health_lock:
             self._down.discard((host, port))
             self._ejected.discard((host, port))
-        self._call("mark_up", host=host, port=port)
+        self._call(Op.MARK_UP, host=host, port=port)
 
     def is_down(self, host: str, port: int) -> bool:
         """Whether the data plane excludes the slot from routing now."""
-        return bool(self._call("is_down", host=host, port=port))
+        return bool(self._call(Op.IS_DOWN, host=host, port=port))
 
     def stats(self) -> RouterStats:
         """The data plane's counters (since the current data-plane process started)."""
-        result: RouterStats = self._call("stats")
+        result: RouterStats = self._call(Op.STATS)
         return result
 
     def set_shadow(self, deployment: str, percent: int, max_queue: int) -> None:
         """Mirror ``percent`` of blue's infer requests to green (0 stops); kept across a
         restart of the data plane. Raises BackendError if the data plane refuses it."""
         with self._lock:
-            self._call("set_shadow", deployment=deployment, percent=percent, max_queue=max_queue)
+            self._call(Op.SET_SHADOW, deployment=deployment, percent=percent, max_queue=max_queue)
             if percent:
                 self._shadows[deployment] = (percent, max_queue)
             else:
                 self._shadows.pop(deployment, None)
 
-    def shadow_pairs(self, deployment: str) -> dict[str, Any]:
-        """Drain the data plane's pairs and counters for the deployment, a page at a time:
-        ``{"pairs": [...], "dropped": n, "green_errors": n}`` (pairs as plain dicts)."""
-        pairs: list[dict[str, Any]] = []
-        dropped = errors = 0
-        more = True
-        while more:
-            page = self._call("shadow_pairs", deployment=deployment, limit=SHADOW_PAGE)
-            pairs.extend(page["pairs"])
-            dropped += int(page["dropped"])
-            errors += int(page["green_errors"])
-            more = bool(page["more"])
-        return {"pairs": pairs, "dropped": dropped, "green_errors": errors}
+    def shadow_pairs(self, deployment: str, limit: int = SHADOW_PAGE) -> ShadowPage:
+        """Take one page of the deployment's pairs and counters from the data plane."""
+        page: ShadowPage = self._call(Op.SHADOW_PAIRS, deployment=deployment, limit=limit)
+        return page
+
+    def drain_shadow(self, deployment: str) -> ShadowBatch:
+        """Every pair and the counters the data plane collected for the deployment since
+        the previous drain, taken a page at a time. Raises BackendError if the data plane
+        cannot be asked."""
+        pages = [self.shadow_pairs(deployment)]
+        while pages[-1]["more"]:
+            pages.append(self.shadow_pairs(deployment))
+        return shadow_batch(pages)
 
     # ----- the process -----
 
@@ -177,10 +186,9 @@ class DataPlane:
         with self._lock:
             self._version += 1
             self._routes[deployment] = (self._version, routes)
-            rows = None if routes is None else [_row(r) for r in routes]
-            self._call("set_routes", deployment=deployment, version=self._version, routes=rows)
+            self._call(Op.SET_ROUTES, deployment=deployment, version=self._version, routes=routes)
 
-    def _call(self, op: str, **args: Any) -> Any:
+    def _call(self, op: Op, **args: Any) -> Any:
         with self._lock:
             if self._closed:
                 raise BackendError("the local backend is closed")
@@ -193,7 +201,7 @@ class DataPlane:
             except ChannelClosed as exc:
                 raise BackendError(f"the data plane is not answering: {exc}") from exc
 
-    def _channel_call(self, op: str, **args: Any) -> Any:
+    def _channel_call(self, op: Op, **args: Any) -> Any:
         assert self._channel is not None
         try:
             return self._channel.call(op, **args)
@@ -220,7 +228,7 @@ class DataPlane:
             theirs.close()  # the child holds its own copy
         self._channel = Channel(ours, self._event)
         try:
-            self._channel.call("configure", timeout=START_TIMEOUT_S, **self._config())
+            self._channel.call(Op.CONFIGURE, timeout=START_TIMEOUT_S, **self._config())
         except (ChannelClosed, ChannelError) as exc:
             self._terminate(grace=0)
             raise BackendError(
@@ -230,8 +238,8 @@ class DataPlane:
 
     def _config(self) -> dict[str, Any]:
         routes = {
-            name: {"version": version, "routes": None if rs is None else [_row(r) for r in rs]}
-            for name, (version, rs) in self._routes.items()
+            name: {"version": version, "routes": rows}
+            for name, (version, rows) in self._routes.items()
         }
         with self._health_lock:
             down, ejected = sorted(self._down - self._ejected), sorted(self._ejected)
@@ -281,5 +289,5 @@ class DataPlane:
         self._on_event(kind, address, str(message.get("reason", "")))
 
 
-def _row(route: RouteTarget) -> list[Any]:
-    return [route.role, route.release_id, route.host, route.port, route.weight]
+if TYPE_CHECKING:
+    _control: type[DataPlaneControl] = DataPlaneClient

@@ -23,7 +23,7 @@ from typing import IO
 
 import httpx
 
-from bgserve.backends.local.dataplane_client import DataPlane, bind
+from bgserve.backends.local.dataplane_client import DataPlaneClient, bind
 from bgserve.backends.local.slot_process import LOOPBACK, Slot, death_signal_preexec, tail
 from bgserve.domain.release import Release
 from bgserve.errors import BackendError, ReadinessTimeout
@@ -71,10 +71,10 @@ class SlotLauncher:
 
     def start_plane(
         self, host: str, port: int, options: dict[str, object], on_event: PlaneEvent
-    ) -> DataPlane:
+    ) -> DataPlaneClient:
         """Bind ``host:port`` and start the data-plane process serving it, logging to
         ``data-plane.log``. Raises BackendError if the address cannot be bound, and
-        whatever :class:`DataPlane` raises if the process does not start."""
+        whatever :class:`DataPlaneClient` raises if the process does not start."""
         try:
             listener = bind(host, port)
         except OSError as exc:
@@ -85,7 +85,7 @@ class SlotLauncher:
         log_path = self._log_dir / "data-plane.log"
         plane_log = self._plane_log = log_path.open("ab")
         try:
-            return DataPlane(
+            return DataPlaneClient(
                 listener,
                 options=options,
                 popen=lambda args, fds: self._spawner.submit(

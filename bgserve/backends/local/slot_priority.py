@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from bgserve.dataplane.route_table import RouteTarget
+from bgserve.dataplane.wire import RouteTarget
 from bgserve.errors import BackendError
 
 log = logging.getLogger("bgserve.backends.local")
@@ -148,15 +148,16 @@ class SlotPriority:
             return set(self._lowered)
 
 
-def quiet_green(targets: Sequence[RouteTarget]) -> int | None:
+def shadow_only_green(targets: Sequence[RouteTarget]) -> int | None:
     """The release of the green route that takes no traffic, if there is one: the slot a
     mirroring deployment puts in the background."""
     return next((t.release_id for t in targets if t.role == "green" and t.weight == 0), None)
 
 
-class QuietGreens:
-    """Which deployments mirror, and the priority of each one's green slot that takes no
-    traffic, kept in step with the route changes that decide it.
+class ShadowGreenPriority:
+    """The CPU priority of each mirroring deployment's shadow-only green (its green slot
+    that takes no traffic): background while it only answers copies, its own before it
+    takes traffic; kept in step with the route and mirroring changes that decide it.
 
     ``pid_of(key)`` is the live process of slot ``key`` (None if there is none). Each
     change runs under one lock with the priority moves around it: a slot gets its
@@ -177,7 +178,7 @@ class QuietGreens:
         moves around it. Raises BackendError (nothing applied) if a slot cannot get its
         priority back."""
         with self._lock:
-            self._restore(deployment, but=self._quiet(deployment, targets))
+            self._restore(deployment, but=self._shadow_only_green(deployment, targets))
             apply()
             self._lower(deployment, targets)
 
@@ -208,11 +209,11 @@ class QuietGreens:
             self.priority.forget(key)
             return result
 
-    def _quiet(self, deployment: str, targets: Sequence[RouteTarget]) -> int | None:
-        return quiet_green(targets) if deployment in self._mirroring else None
+    def _shadow_only_green(self, deployment: str, targets: Sequence[RouteTarget]) -> int | None:
+        return shadow_only_green(targets) if deployment in self._mirroring else None
 
     def _lower(self, deployment: str, targets: Sequence[RouteTarget]) -> None:
-        release_id = self._quiet(deployment, targets)
+        release_id = self._shadow_only_green(deployment, targets)
         if release_id is None:
             return
         pid = self._pid_of((deployment, release_id))
