@@ -35,7 +35,7 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
         standby=None if state.standby is None else _slot(service, state.name, state.standby, 0),
         plan=PlanOut.of(state.plan),
         gate=_gate(state),
-        data_plane_url=service.backend.data_plane_url(state.name),
+        data_plane_url=service.data_plane_url(state.name),
         last_comparison=_summary(stored.last_comparison, state),
         created_at=stored.created_at,
         updated_at=stored.updated_at,

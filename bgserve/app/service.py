@@ -14,13 +14,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from bgserve.app.executor import Executor
-from bgserve.app.ports import Registry
+from bgserve.app.ports import Registry, TrafficReading, TrafficStats
 from bgserve.backends.base import Backend, SlotInfo
 from bgserve.domain import promotion, rollout, slots
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 from bgserve.domain.release import Release, validate_name
 from bgserve.domain.state import DeploymentState
+from bgserve.errors import InvalidInput
 from bgserve.store import Event, Store, StoredDeployment
 
 log = logging.getLogger("bgserve.service")
@@ -99,6 +100,15 @@ class Service:
         """The weighted entry point clients call for ``name``, if the backend has one."""
         return self.backend.data_plane_url(name)
 
+    def traffic(self) -> TrafficReading | None:
+        """The data plane's per-slot counters and collector pauses; None when the backend
+        keeps none (the Kubernetes backends: Prometheus has theirs). Raises BackendError
+        when the data plane cannot be asked."""
+        if not isinstance(self.backend, TrafficStats):
+            return None
+        slots, pauses = self.backend.traffic_reading()
+        return TrafficReading(slots, pauses)
+
     def history(self, name: str) -> list[Event]:
         """The deployment's audit events, oldest first."""
         return self.store.history(name)
@@ -127,6 +137,25 @@ class Service:
             return rollout.shift(state, weight, force=force)
 
         return self.executor.run(name, principal, decide)
+
+    def promote(
+        self,
+        name: str,
+        principal: str,
+        *,
+        weight: int | None = None,
+        plan: Plan | None = None,
+        force: bool = False,
+    ) -> StoredDeployment:
+        """One step to ``weight`` (see :meth:`shift`), else the plan (see :meth:`start_plan`).
+
+        Raises InvalidInput when both are given, and what those two raise.
+        """
+        if weight is None:
+            return self.start_plan(name, principal, plan, force=force)
+        if plan is not None:
+            raise InvalidInput("give weight or plan, not both", field="plan")
+        return self.shift(name, weight, principal, force=force)
 
     def revert(self, name: str, principal: str) -> StoredDeployment:
         """All traffic back to the last good release. Idempotent."""
