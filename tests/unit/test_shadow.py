@@ -184,7 +184,7 @@ def parts(store: Store) -> tuple[Service, ShadowCollector, MemoryBackend]:
         plan_steps=(10, 100),
         plan_bake_s=1.0,
         analysis=analysis,
-        shadow_gate=collector.gate,
+        shadow_gate=collector.gate_report,
     )
     service.create_deployment("chat", 1, "alice")
     return service, collector, backend
