@@ -25,7 +25,7 @@ from bgserve.domain.shadow import PairInput, ShadowReport, score_pair
 from bgserve.domain.shadow_aggregate import ShadowAggregate
 from bgserve.domain.state import DeploymentState
 from bgserve.domain.verdict import Thresholds
-from bgserve.errors import BgserveError, IllegalTransition, InvalidInput, NotFound
+from bgserve.errors import BgserveError, IllegalTransition, NotFound
 
 log = logging.getLogger("bgserve.shadow")
 
@@ -113,11 +113,10 @@ class ShadowCollector:
         """Mirror ``percent`` of blue's requests to green and score the pairs.
 
         A new blue/green pair starts a new report; the same pair keeps its report and only
-        changes the percent. Raises InvalidInput (percent), IllegalTransition (no green, or
-        a backend that cannot mirror), NotFound, BackendError.
+        changes the percent, which is checked where it enters
+        (:data:`~bgserve.domain.shadow.ShadowPercent`). Raises IllegalTransition (no green,
+        or a backend that cannot mirror), NotFound, BackendError.
         """
-        if not 0 <= percent <= 100:
-            raise InvalidInput(f"percent {percent} is out of range: use 0 to 100", field="percent")
         source = self._source(name)
         state = self.deployments.get_deployment(name).state
         if state.green is None:

@@ -15,9 +15,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bgserve.domain.assertions import Answer, Assertion, check_assertion, clamp_score
 from bgserve.domain.scorers import Scorer
@@ -161,6 +161,12 @@ class SideOut(BaseModel):
     assertions_passed: int
     assertions_total: int
     latency_p50_ms: float | None
+
+
+ShadowPercent = Annotated[
+    int, Field(ge=0, le=100, description="Share of blue's requests mirrored to green (0 stops)")
+]
+"""The mirrored share: the one rule for it, checked where the value enters (the API)."""
 
 
 class ShadowReport(BaseModel):

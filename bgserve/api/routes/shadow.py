@@ -11,7 +11,7 @@ from bgserve.api.deps import DeployerDep, ShadowDep, ViewerDep
 from bgserve.api.guard import GuardedRoute
 from bgserve.api.schemas import READ_ONE, WRITE, DeploymentName, Strict
 from bgserve.domain.assertions import Assertion
-from bgserve.domain.shadow import ShadowReport, shadow_assertions
+from bgserve.domain.shadow import ShadowPercent, ShadowReport, shadow_assertions
 from bgserve.errors import InvalidInput
 
 router = APIRouter(prefix="/deployments", tags=["shadow"], route_class=GuardedRoute)
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/deployments", tags=["shadow"], route_class=GuardedRo
 class ShadowRequest(Strict):
     """Mirror a share of blue's requests to green and score green's answers against blue's."""
 
-    percent: int = Field(ge=0, le=100, description="Share of blue's requests mirrored to green")
+    percent: ShadowPercent
     max_pairs: int | None = Field(
         None, ge=1, description="Stop mirroring after this many pairs (default: never)"
     )
