@@ -208,7 +208,7 @@ def build_components(
         plan_steps=settings.plan_steps,
         plan_bake_s=settings.plan_bake_s,
         analysis=analysis_settings_of(settings),
-        shadow_gate=shadow.gate,
+        shadow_gate=shadow.gate_report,
     )
     compare_settings = compare_settings_of(settings)
     comparer_parts = comparer_parts_of(settings, registry)

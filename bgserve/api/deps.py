@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the service and the caller's principal, per request.
+"""FastAPI dependencies: the application's parts and the caller's principal, per request.
+
+Handlers name the part they use (the service, the comparer, the shadow collector, the
+prompt validator) and get it here, from the components the app's lifespan built; none
+reads the components from ``app.state`` itself.
 
 The role dependencies do two things: they name the role a route needs (the
 :class:`~bgserve.api.guard.AuthGate` reads them to authorize before the body is parsed)
@@ -8,13 +12,17 @@ schema.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from bgserve.api.auth import Authenticator, Principal, Role, require
+from bgserve.app.comparer import Comparer
+from bgserve.app.prompt_validation import PromptValidator
 from bgserve.app.service import Service
+from bgserve.app.shadow import ShadowCollector
 from bgserve.compose import Components
 
 bearer_scheme = HTTPBearer(
@@ -34,6 +42,26 @@ def components(request: Request) -> Components:
 def service(request: Request) -> Service:
     """The service of this app."""
     return components(request).service
+
+
+def comparer(request: Request) -> Comparer:
+    """The comparer of this app (golden comparisons of blue and green)."""
+    return components(request).comparer
+
+
+def shadow_collector(request: Request) -> ShadowCollector:
+    """The shadow collector of this app (mirrored traffic, scored)."""
+    return components(request).shadow
+
+
+def prompt_validator(request: Request) -> PromptValidator:
+    """The prompt validator of this app (a candidate prompt against the live one)."""
+    return components(request).validator
+
+
+def prompts_dir(request: Request) -> Path:
+    """Where golden sets are looked up by name (``<prompts_dir>/<name>/golden.jsonl``)."""
+    return components(request).settings.prompts_dir
 
 
 def principal_of(request: Request) -> Principal:
@@ -61,6 +89,10 @@ def admin(request: Request, _token: Bearer) -> Principal:
 
 
 ServiceDep = Annotated[Service, Depends(service)]
+ComparerDep = Annotated[Comparer, Depends(comparer)]
+ShadowDep = Annotated[ShadowCollector, Depends(shadow_collector)]
+ValidatorDep = Annotated[PromptValidator, Depends(prompt_validator)]
+PromptsDirDep = Annotated[Path, Depends(prompts_dir)]
 ViewerDep = Annotated[Principal, Depends(viewer)]
 DeployerDep = Annotated[Principal, Depends(deployer)]
 AdminDep = Annotated[Principal, Depends(admin)]

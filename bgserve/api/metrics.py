@@ -1,4 +1,5 @@
-"""Prometheus metrics, read at scrape time from the store and the data plane.
+"""Prometheus metrics, read at scrape time through the service: the store, and the data
+plane's counters (:meth:`~bgserve.app.service.Service.traffic`).
 
 Garbage-collector pauses (``bgserve_gc_*``) are reported for this process
 (``process="bgserve"``) and, with the local backend, for the data-plane process
@@ -9,7 +10,7 @@ own ``/metrics``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -21,29 +22,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from bgserve import gcpause
+from bgserve.app.ports import SlotCounters, TrafficReading
 from bgserve.app.service import Service
 from bgserve.domain.latency import LATENCY_BUCKETS_MS
 from bgserve.gcmetrics import metric_families
 from bgserve.store import StoredDeployment
-
-
-@runtime_checkable
-class TrafficSource(Protocol):
-    """A backend whose data plane counts requests (the local router does)."""
-
-    def traffic_stats(self) -> Sequence[Mapping[str, Any]]:
-        """Rows with keys deployment, role, release_id, requests, errors."""
-        ...
-
-
-@runtime_checkable
-class DataPlaneSource(Protocol):
-    """A backend with a data-plane process of its own (the local backend)."""
-
-    @property
-    def router(self) -> Any:
-        """The data plane; its ``stats()`` mapping may carry ``"gc"`` pause stats."""
-        ...
 
 
 class BgserveCollector(Collector):
@@ -67,23 +50,20 @@ class BgserveCollector(Collector):
                 )
         yield weight
         yield from _plans(deployments)
-        backend = self.service.backend
-        # One stats call to the data plane a scrape: its slots' counters and its GC pauses.
-        plane = backend.router.stats() if isinstance(backend, DataPlaneSource) else None
-        if plane is not None:
-            yield from self._traffic(plane["slots"], labels)
-        elif isinstance(backend, TrafficSource):
-            yield from self._traffic(backend.traffic_stats(), labels)
-        yield from metric_families(self._pauses(plane))
+        # One reading of the data plane a scrape: its slots' counters and its GC pauses.
+        traffic = self.service.traffic()
+        if traffic is not None:
+            yield from self._traffic(traffic.slots, labels)
+        yield from metric_families(self._pauses(traffic))
 
-    def _pauses(self, plane: Mapping[str, Any] | None) -> dict[str, gcpause.PauseStats]:
+    def _pauses(self, traffic: TrafficReading | None) -> dict[str, gcpause.PauseStats]:
         found = {"bgserve": self.pauses.snapshot()} if self.pauses is not None else {}
-        if plane is not None and plane.get("gc") is not None:
-            found["data plane"] = plane["gc"]
+        if traffic is not None and traffic.pauses is not None:
+            found["data plane"] = traffic.pauses
         return found
 
     @staticmethod
-    def _traffic(rows: Sequence[Mapping[str, Any]], labels: list[str]) -> Iterator[Metric]:
+    def _traffic(rows: Sequence[SlotCounters], labels: list[str]) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "bgserve_requests", "Requests answered per slot", labels=labels
         )

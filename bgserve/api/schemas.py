@@ -116,6 +116,10 @@ class GateOut(BaseModel):
 class DeploymentOut(BaseModel):
     name: str
     phase: str
+    phase_reason: str = Field(
+        description="Why the deployment is in this phase, in one sentence",
+        examples=["green release 7 takes 25% of the traffic"],
+    )
     version: int
     blue: SlotOut
     green: SlotOut | None

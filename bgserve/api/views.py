@@ -7,7 +7,7 @@ from typing import Any
 from bgserve.api.plan_schemas import PlanOut
 from bgserve.api.schemas import DeploymentOut, GateOut, ReleaseOut, SlotOut
 from bgserve.app.service import Service
-from bgserve.domain.rollout import DeploymentState, Gate
+from bgserve.domain.rollout import DeploymentState
 from bgserve.store import StoredDeployment
 
 
@@ -27,6 +27,7 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
     return DeploymentOut(
         name=state.name,
         phase=state.phase.value,
+        phase_reason=state.phase_reason,
         version=state.version,
         blue=_slot(service, state.name, state.blue, state.blue_weight),
         green=None
@@ -35,22 +36,18 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
         standby=None if state.standby is None else _slot(service, state.name, state.standby, 0),
         plan=PlanOut.of(state.plan),
         gate=_gate(state),
-        data_plane_url=service.backend.data_plane_url(state.name),
+        data_plane_url=service.data_plane_url(state.name),
         last_comparison=_summary(stored.last_comparison, state),
         created_at=stored.created_at,
         updated_at=stored.updated_at,
     )
 
 
-def _is_current(state: DeploymentState, gate: Gate | None) -> bool:
-    return gate is not None and (gate.blue, gate.green) == (state.blue, state.green)
-
-
 def _gate(state: DeploymentState) -> GateOut | None:
     if state.gate is None:
         return None
     gate = GateOut.model_validate(state.gate, from_attributes=True)
-    return gate.model_copy(update={"stale": not _is_current(state, state.gate)})
+    return gate.model_copy(update={"stale": state.gate_is_stale})
 
 
 def _summary(report: dict[str, Any] | None, state: DeploymentState) -> dict[str, Any] | None:
@@ -62,5 +59,5 @@ def _summary(report: dict[str, Any] | None, state: DeploymentState) -> dict[str,
     if report is None:
         return None
     summary = {k: v for k, v in report.items() if k != "cases"}
-    summary["stale"] = not _is_current(state, state.gate)
+    summary["stale"] = state.gate_for_current_pair() is None
     return summary

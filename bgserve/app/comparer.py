@@ -38,12 +38,13 @@ from bgserve.domain.template import variables as template_variables
 from bgserve.errors import IllegalTransition, InvalidInput, Unavailable
 from bgserve.store import StoredDeployment
 
-__all__ = ["CompareOptions", "CompareSettings", "Comparer", "output_text"]
+__all__ = ["CompareOptions", "CompareSettings", "Comparer", "ComparerConfig", "output_text"]
 
 
 @dataclass(frozen=True)
-class CompareSettings:
-    """How comparisons run and judge: from settings, per process."""
+class ComparerConfig:
+    """How the comparer runs and judges, per process: built from the settings group
+    :class:`bgserve.compare_settings.ComparisonSettings` (the environment's view of it)."""
 
     concurrency: int
     timeout_seconds: float
@@ -53,6 +54,10 @@ class CompareSettings:
     latency_repeats: int = 3
     latency_cases: int = 20
     price_per_1k_tokens: float | None = None
+
+
+CompareSettings = ComparerConfig
+"""The former name, until the composition root builds :class:`ComparerConfig` by name."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class Comparer:
 
     def __init__(
         self,
-        settings: CompareSettings,
+        settings: ComparerConfig,
         deployments: DeploymentReader,
         releases: Releases,
         templates: Templates,

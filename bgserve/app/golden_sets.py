@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
-from bgserve.domain.golden import GoldenCase, parse_golden_jsonl
+from bgserve.domain.golden import GoldenCase, parse_cases, parse_golden_jsonl
 from bgserve.errors import InvalidInput, NotFound
 
 PACKAGED = Path(__file__).parent.parent / "demo" / "prompts"
@@ -35,3 +36,19 @@ def golden_path(name: str, prompts_dir: Path) -> Path:
 def load_golden_set(name: str, prompts_dir: Path) -> list[GoldenCase]:
     """Parse the golden set called ``name``. Raises InvalidInput, PayloadTooLarge, NotFound."""
     return parse_golden_jsonl(golden_path(name, prompts_dir).read_text(encoding="utf-8"))
+
+
+def golden_cases(
+    golden_set: str | None, cases: list[dict[str, Any]] | None, prompts_dir: Path
+) -> list[GoldenCase]:
+    """The cases given inline, else those of the golden set called ``golden_set``.
+
+    Raises InvalidInput (no or empty cases, a bad case or name), PayloadTooLarge, NotFound.
+    """
+    if cases is not None:
+        if not cases:
+            raise InvalidInput("cases is empty: give at least one golden case", field="cases")
+        return parse_cases(cases)
+    if golden_set is None:
+        raise InvalidInput("give golden_set (a name) or cases (a list)", field="golden_set")
+    return load_golden_set(golden_set, prompts_dir)

@@ -6,13 +6,15 @@ so a test can hand it a small fake and a reader can see its reach from its const
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from bgserve.backends.base import SlotInfo
 from bgserve.domain.analysis import Check, SideWindow
 from bgserve.domain.release import Release, ResolvedRelease
 from bgserve.domain.state import DeploymentState
+from bgserve.gcpause import PauseStats
 from bgserve.store import StoredDeployment
 
 
@@ -102,3 +104,29 @@ class ShadowChecks(Protocol):
     def check(self, deployment: str, state: DeploymentState) -> Check | None:
         """The shadow check of ``state``'s current pair, None when no shadow runs for it."""
         ...
+
+
+SlotCounters = Mapping[str, Any]
+"""One slot's counters since the data plane started: ``deployment``, ``role``,
+``release_id``, ``requests``, ``errors`` and ``latency_buckets`` (per bucket of
+:data:`bgserve.domain.latency.LATENCY_BUCKETS_MS`)."""
+
+
+@runtime_checkable
+class TrafficStats(Protocol):
+    """The counters a data plane of bgserve's own keeps (the local backend): what
+    ``/metrics`` and the dashboard show."""
+
+    def traffic_reading(self) -> tuple[Sequence[SlotCounters], PauseStats | None]:
+        """One reading of the data plane: its per-slot counters and its garbage-collector
+        pauses (None when it does not report them). No side effects; raises BackendError
+        when the data plane cannot be asked."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrafficReading:
+    """One reading of the data plane's counters (see :class:`TrafficStats`)."""
+
+    slots: Sequence[SlotCounters]
+    pauses: PauseStats | None = None

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from bgserve.app.comparer import CompareSettings
+from bgserve.app.comparer import ComparerConfig
 from bgserve.app.mlflow_log import ComparisonLogger, RunContext, golden_set_hash
 from bgserve.app.ports import DeploymentReader, Releases
 from bgserve.domain.comparison import ComparisonReport, SlotResult, Thresholds, compare
@@ -45,7 +45,7 @@ class PromptValidator:
 
     def __init__(
         self,
-        settings: CompareSettings,
+        settings: ComparerConfig,
         deployments: DeploymentReader,
         releases: Releases,
         registry: MlflowRegistry,

@@ -14,13 +14,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from bgserve.app.executor import Executor
-from bgserve.app.ports import Registry
+from bgserve.app.ports import Registry, TrafficReading, TrafficStats
 from bgserve.backends.base import Backend, SlotInfo
 from bgserve.domain import promotion, rollout, slots
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 from bgserve.domain.release import Release, validate_name
+from bgserve.domain.shadow import ShadowReport, check_shadow_gate
 from bgserve.domain.state import DeploymentState
+from bgserve.errors import InvalidInput
 from bgserve.store import Event, Store, StoredDeployment
 
 log = logging.getLogger("bgserve.service")
@@ -46,7 +48,7 @@ class Service:
         analysis: AnalysisSettings,
         clock: Callable[[], datetime] = utc_now,
         wall_clock: Callable[[], float] = time.time,
-        shadow_gate: Callable[[str, DeploymentState], None] | None = None,
+        shadow_gate: Callable[[str], ShadowReport | None] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -99,6 +101,15 @@ class Service:
         """The weighted entry point clients call for ``name``, if the backend has one."""
         return self.backend.data_plane_url(name)
 
+    def traffic(self) -> TrafficReading | None:
+        """The data plane's per-slot counters and collector pauses; None when the backend
+        keeps none (the Kubernetes backends: Prometheus has theirs). Raises BackendError
+        when the data plane cannot be asked."""
+        if not isinstance(self.backend, TrafficStats):
+            return None
+        slots, pauses = self.backend.traffic_reading()
+        return TrafficReading(slots, pauses)
+
     def history(self, name: str) -> list[Event]:
         """The deployment's audit events, oldest first."""
         return self.store.history(name)
@@ -121,12 +132,33 @@ class Service:
     ) -> StoredDeployment:
         """Move green to ``weight`` percent in one step (100 cuts over)."""
 
+        report = self._shadow_report(name, skip=force)
+
         def decide(state: DeploymentState) -> rollout.Transition:
             if weight > state.green_weight and not force:
-                self._check_shadow(name, state)
+                check_shadow_gate(state, report)
             return rollout.shift(state, weight, force=force)
 
         return self.executor.run(name, principal, decide)
+
+    def promote(
+        self,
+        name: str,
+        principal: str,
+        *,
+        weight: int | None = None,
+        plan: Plan | None = None,
+        force: bool = False,
+    ) -> StoredDeployment:
+        """One step to ``weight`` (see :meth:`shift`), else the plan (see :meth:`start_plan`).
+
+        Raises InvalidInput when both are given, and what those two raise.
+        """
+        if weight is None:
+            return self.start_plan(name, principal, plan, force=force)
+        if plan is not None:
+            raise InvalidInput("give weight or plan, not both", field="plan")
+        return self.shift(name, weight, principal, force=force)
 
     def revert(self, name: str, principal: str) -> StoredDeployment:
         """All traffic back to the last good release. Idempotent."""
@@ -150,18 +182,22 @@ class Service:
         if force:
             chosen = replace(chosen, force=True)
         now = self.wall_clock()
+        report = self._shadow_report(name, skip=chosen.force)
 
         def decide(state: DeploymentState) -> rollout.Transition:
-            if state.plan is None and not chosen.force:
-                self._check_shadow(name, state)
+            if not chosen.force:
+                check_shadow_gate(state, report)
             return promotion.start(state, chosen, now)
 
         return self.executor.run(name, principal, decide)
 
-    def _check_shadow(self, name: str, state: DeploymentState) -> None:
-        """The live-traffic gate: GateClosed when a conclusive shadow report fails."""
-        if self.shadow_gate is not None and state.green is not None and state.plan is None:
-            self.shadow_gate(name, state)
+    def _shadow_report(self, name: str, *, skip: bool) -> ShadowReport | None:
+        """The shadow report the live-traffic gate decides on, read (and the mirrored
+        pairs drained) before the executor's locked step, so the step's decision is a
+        pure function of the state and this report."""
+        if skip or self.shadow_gate is None:
+            return None
+        return self.shadow_gate(name)
 
     def default_plan(self) -> Plan:
         """The plan ``promote {}`` runs: steps, bake and analysis from settings."""

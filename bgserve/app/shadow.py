@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from bgserve.app.comparer import output_text
 from bgserve.app.ports import DeploymentReader
@@ -26,7 +25,7 @@ from bgserve.domain.shadow import PairInput, ShadowReport, score_pair
 from bgserve.domain.shadow_aggregate import ShadowAggregate
 from bgserve.domain.state import DeploymentState
 from bgserve.domain.verdict import Thresholds
-from bgserve.errors import BgserveError, GateClosed, IllegalTransition, InvalidInput, NotFound
+from bgserve.errors import BgserveError, IllegalTransition, NotFound
 
 log = logging.getLogger("bgserve.shadow")
 
@@ -114,11 +113,10 @@ class ShadowCollector:
         """Mirror ``percent`` of blue's requests to green and score the pairs.
 
         A new blue/green pair starts a new report; the same pair keeps its report and only
-        changes the percent. Raises InvalidInput (percent), IllegalTransition (no green, or
-        a backend that cannot mirror), NotFound, BackendError.
+        changes the percent, which is checked where it enters
+        (:data:`~bgserve.domain.shadow.ShadowPercent`). Raises IllegalTransition (no green,
+        or a backend that cannot mirror), NotFound, BackendError.
         """
-        if not 0 <= percent <= 100:
-            raise InvalidInput(f"percent {percent} is out of range: use 0 to 100", field="percent")
         source = self._source(name)
         state = self.deployments.get_deployment(name).state
         if state.green is None:
@@ -167,24 +165,17 @@ class ShadowCollector:
                 found[name] = shadow.aggregate.report()
         return found
 
-    def gate(self, name: str, state: DeploymentState) -> None:
-        """Raise GateClosed (hint: force) when a conclusive shadow report of ``state``'s
-        current pair fails its thresholds; no report, or too few pairs, passes."""
+    def gate_report(self, name: str) -> ShadowReport | None:
+        """The report the promotion gate decides on, with the pairs mirrored so far
+        drained and scored first; None when no shadow runs for ``name``'s current pair.
+        The decision is :func:`bgserve.domain.shadow.check_shadow_gate`'s. Raises
+        BackendError when the data plane cannot be drained."""
         shadow = self._shadows.get(name)
-        if shadow is None or not _same_pair(shadow.aggregate, state):
-            return
+        if shadow is None or not self._check_pair(name, shadow):
+            return None
         with shadow.lock:
             self._collect_locked(name, shadow)
-            report = shadow.aggregate.report()
-        if not report.conclusive or report.verdict.passed:
-            return
-        raise GateClosed(
-            f"the shadow comparison of {name} on {report.pairs} mirrored requests failed: "
-            + "; ".join(report.verdict.reasons)
-            + " (fix green, or force the step)",
-            details=_gate_details(report),
-            hint="force",
-        )
+            return shadow.aggregate.report()
 
     def check(self, name: str, state: DeploymentState) -> Check | None:
         """The shadow comparison as a plan's analysis check: None when no shadow runs for
@@ -308,17 +299,4 @@ class ShadowCollector:
 
 
 def _same_pair(aggregate: ShadowAggregate, state: DeploymentState) -> bool:
-    return aggregate.blue == state.blue and aggregate.green == state.green
-
-
-def _gate_details(report: ShadowReport) -> dict[str, Any]:
-    numbers: Mapping[str, Any] = {
-        "pairs": report.pairs,
-        "dropped": report.dropped,
-        "green_errors": report.green_errors,
-        "differing": report.differing,
-        "similarity_mean": report.similarity.mean,
-        "similarity_p10": report.similarity.p10,
-        "latency_ratio_p50": report.latency_ratio_p50,
-    }
-    return {"reasons": list(report.verdict.reasons), "shadow": dict(numbers)}
+    return aggregate.pair == state.pair

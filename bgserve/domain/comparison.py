@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from bgserve.domain.assertions import Answer, AssertionResult, check_assertion, clamp_score
+from bgserve.domain.case_report import CaseReport, SlotReport, SlotResult
 from bgserve.domain.golden import GoldenCase
 from bgserve.domain.golden_summary import JudgeSetup, summarize
 from bgserve.domain.judging import Judgement
@@ -63,62 +64,6 @@ __all__ = [
 ]
 
 # --- per case --------------------------------------------------------------------------
-
-
-class SlotResult(BaseModel):
-    """What one slot answered to one case; ``error`` set means no usable answer.
-
-    ``output_tokens`` is the model's own count when the slot reported it; ``probe_ms``
-    holds the latencies of repeated calls of the case (the first answer's included),
-    whose median stands for the case in the latency check; ``scores`` are the MLflow
-    scorers' values on this answer (None for a scorer that failed).
-    """
-
-    output: str | None = None
-    latency_ms: float = Field(ge=0)
-    error: str | None = None
-    output_tokens: int | None = Field(None, ge=0)
-    probe_ms: tuple[float, ...] = ()
-    scores: dict[str, float | None] = Field(default_factory=dict)
-
-
-class SlotReport(BaseModel):
-    """One slot's answer to a case and its assertion results."""
-
-    output: str | None
-    latency_ms: float
-    error: str | None
-    assertions: list[AssertionResult]
-    output_tokens: int | None = None
-    tokens_reported: bool = False
-    probe_ms: list[float] = Field(default_factory=list)
-    scores: dict[str, float | None] = Field(default_factory=dict)
-
-    @property
-    def answered(self) -> bool:
-        """True when the slot gave an output (an empty one counts) without error."""
-        return self.error is None
-
-
-class CaseReport(BaseModel):
-    """One case, both answers, how they compare, and what is wrong (``problems``)."""
-
-    id: str
-    inputs: dict[str, str]
-    expected: str | None
-    blue: SlotReport
-    green: SlotReport
-    exact_match: bool
-    similarity: float | None
-    differs: bool
-    regressed: bool
-    problems: list[str]
-    judge: Judgement | None = None
-
-    @property
-    def failing(self) -> bool:
-        """True when the case has at least one problem; such cases are shown first."""
-        return bool(self.problems)
 
 
 def _slot_report(case: GoldenCase, result: SlotResult, scorer: Scorer) -> SlotReport:

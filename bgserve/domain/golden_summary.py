@@ -11,16 +11,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from bgserve.domain.case_report import CaseReport, SlotReport
 from bgserve.domain.confidence import difference_interval, wilson_interval
 from bgserve.domain.judging import summarize_judgements
 from bgserve.domain.scorer_values import summarize_scorers
 from bgserve.domain.tokens import TokenSummary, summarize_tokens
 from bgserve.domain.verdict import SlotSummary, Summary, Thresholds, percentile
-
-if TYPE_CHECKING:
-    from bgserve.domain.comparison import CaseReport, SlotReport
 
 __all__ = ["JudgeSetup", "case_latency", "summarize"]
 

@@ -84,22 +84,34 @@ def make_plan(
     steps: Sequence[int], bake_s: float, analysis: AnalysisSettings, *, force: bool = False
 ) -> Plan:
     """A validated plan. Raises InvalidInput naming the field at fault."""
-    if not steps:
-        raise InvalidInput(
-            "plan.steps is empty: give increasing weights ending at 100", field="plan.steps"
-        )
-    if any(not 0 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
-        raise InvalidInput(
-            f"plan.steps {list(steps)} must be strictly increasing weights from 0 to 100 "
-            "(a first step of 0 bakes on shadow traffic alone)",
-            field="plan.steps",
-        )
-    if steps[-1] != 100:
-        raise InvalidInput(f"plan.steps {list(steps)} must end at 100", field="plan.steps")
+    checked = parse_steps(steps)
     if bake_s < 0:
         raise InvalidInput(f"plan.bake_s {bake_s} must be 0 or more", field="plan.bake_s")
     check_analysis(analysis, bake_s)
-    return Plan(tuple(steps), float(bake_s), analysis, force=force)
+    return Plan(checked, float(bake_s), analysis, force=force)
+
+
+def parse_steps(steps: Sequence[int], field: str = "plan.steps") -> tuple[int, ...]:
+    """A plan's steps, checked: strictly increasing weights from 0 to 100, ending at 100.
+
+    The one rule for steps, wherever they come from (a request's plan, the settings'
+    default plan; ``field`` names where, e.g. ``BGSERVE_PLAN_STEPS``). A first step of 0 is
+    allowed: green then bakes on shadow traffic alone before it takes live requests.
+    Raises InvalidInput naming ``field``.
+    """
+    if not steps:
+        raise InvalidInput(f"{field} is empty: give increasing weights ending at 100", field=field)
+    if any(not 0 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+        raise InvalidInput(
+            f"{field} {list(steps)} must be strictly increasing weights from 0 to 100 "
+            "(a first step of 0 bakes on shadow traffic alone)",
+            field=field,
+        )
+    if steps[-1] != 100:
+        raise InvalidInput(
+            f"{field} {list(steps)} must end at 100, e.g. [10, 50, 100]", field=field
+        )
+    return tuple(steps)
 
 
 def check_analysis(analysis: AnalysisSettings, bake_s: float) -> None:

@@ -235,7 +235,7 @@ def record_gate(state: DeploymentState, gate: Gate, report: Mapping[str, Any]) -
     Refused (Conflict) when blue or green changed while the comparison ran: its verdict
     would concern a pair that no longer exists.
     """
-    if (state.blue, state.green) != (gate.blue, gate.green):
+    if state.pair != gate.pair:
         raise Conflict(
             f"{state.name} changed during the comparison (blue {state.blue}, green "
             f"{state.green}): compare again",

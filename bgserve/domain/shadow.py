@@ -15,12 +15,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bgserve.domain.assertions import Answer, Assertion, check_assertion, clamp_score
 from bgserve.domain.scorers import Scorer
+from bgserve.domain.state import DeploymentState, ReleasePair
 from bgserve.domain.verdict import Thresholds, Verdict
+from bgserve.errors import GateClosed
 
 __all__ = [
     "SHADOW_ASSERTION_TYPES",
@@ -160,6 +163,12 @@ class SideOut(BaseModel):
     latency_p50_ms: float | None
 
 
+ShadowPercent = Annotated[
+    int, Field(ge=0, le=100, description="Share of blue's requests mirrored to green (0 stops)")
+]
+"""The mirrored share: the one rule for it, checked where the value enters (the API)."""
+
+
 class ShadowReport(BaseModel):
     """The live comparison: the same verdict shape as a golden comparison report."""
 
@@ -182,3 +191,39 @@ class ShadowReport(BaseModel):
     recent: list[ScoredPair]
     thresholds: Thresholds
     verdict: Verdict
+
+    @property
+    def pair(self) -> ReleasePair:
+        """The blue/green pair this report compares."""
+        return ReleasePair(self.blue, self.green)
+
+
+def check_shadow_gate(state: DeploymentState, report: ShadowReport | None) -> None:
+    """Raise GateClosed (hint: force) when ``report`` is a conclusive, failing shadow
+    comparison of ``state``'s current pair, before green's first step or plan. No report,
+    a report on another pair, too few pairs, or a plan already under way: nothing to say.
+    """
+    if report is None or state.plan is not None or report.pair != state.pair:
+        return
+    if not report.conclusive or report.verdict.passed:
+        return
+    raise GateClosed(
+        f"the shadow comparison of {state.name} on {report.pairs} mirrored requests failed: "
+        + "; ".join(report.verdict.reasons)
+        + " (fix green, or force the step)",
+        details=_gate_details(report),
+        hint="force",
+    )
+
+
+def _gate_details(report: ShadowReport) -> dict[str, Any]:
+    numbers = {
+        "pairs": report.pairs,
+        "dropped": report.dropped,
+        "green_errors": report.green_errors,
+        "differing": report.differing,
+        "similarity_mean": report.similarity.mean,
+        "similarity_p10": report.similarity.p10,
+        "latency_ratio_p50": report.latency_ratio_p50,
+    }
+    return {"reasons": list(report.verdict.reasons), "shadow": numbers}

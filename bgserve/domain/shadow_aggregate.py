@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from bgserve.domain.shadow import ScoredPair, ShadowReport, SideOut, SimilarityOut
+from bgserve.domain.state import ReleasePair
 from bgserve.domain.verdict import Thresholds, Verdict, format_pair, percentile
 
 _BINS = 1000  # similarity histogram resolution: 0.001
@@ -104,6 +105,11 @@ class ShadowAggregate:
         floor = self.thresholds.min_latency_ms_for_ratio
         low = max(blue, floor)
         return max(green, floor) / low if low > 0 else None
+
+    @property
+    def pair(self) -> ReleasePair:
+        """The blue/green pair this aggregate compares."""
+        return ReleasePair(self.blue, self.green)
 
     def report(self) -> ShadowReport:
         """The report as it stands, with its verdict."""

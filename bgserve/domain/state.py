@@ -26,6 +26,15 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True)
+class ReleasePair:
+    """A deployment's blue and green release ids: what a comparison or a shadow report is
+    about. A verdict on one pair says nothing about another."""
+
+    blue: int
+    green: int
+
+
+@dataclass(frozen=True)
 class Gate:
     """Outcome of the last comparison, valid only for the blue/green pair it compared."""
 
@@ -33,6 +42,11 @@ class Gate:
     green: int
     passed: bool
     reasons: tuple[str, ...] = ()
+
+    @property
+    def pair(self) -> ReleasePair:
+        """The pair this comparison compared."""
+        return ReleasePair(self.blue, self.green)
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,28 @@ class DeploymentState:
             return Phase.SHIFTING
         return Phase.REVERTED if self.reverted else Phase.STAGED
 
+    @property
+    def phase_reason(self) -> str:
+        """Why the deployment is in its :attr:`phase`, in one sentence."""
+        plan, green = self.plan, self.green
+        if plan is not None:
+            step = f"step {plan.step_index + 1} of {len(plan.steps)} at {plan.weight}%"
+            if plan.held:
+                return f"the plan waits for an operator at {step}: {plan.held}"
+            return f"a promotion plan is under way: {step}"
+        if green is None:
+            return f"blue release {self.blue} takes all traffic; no green is staged"
+        if self.green_weight > 0:
+            return f"green release {green} takes {self.green_weight}% of the traffic"
+        if self.reverted:
+            return f"reverted: green release {green} is kept at 0% after a revert"
+        return f"green release {green} is staged at 0%, waiting for a comparison or a promotion"
+
+    @property
+    def pair(self) -> ReleasePair | None:
+        """The current blue/green pair; None without a green."""
+        return None if self.green is None else ReleasePair(self.blue, self.green)
+
     def routes(self) -> tuple[Route, ...]:
         """The weighted routes that realise this state (blue first)."""
         routes = [Route("blue", self.blue, self.blue_weight)]
@@ -78,10 +114,15 @@ class DeploymentState:
         return tuple(routes)
 
     def gate_for_current_pair(self) -> Gate | None:
+        """The last comparison's gate if it compared the current pair; else None (there
+        is none, or it is stale: blue or green changed since)."""
         gate = self.gate
-        if gate and gate.blue == self.blue and gate.green == self.green:
-            return gate
-        return None
+        return gate if gate is not None and gate.pair == self.pair else None
+
+    @property
+    def gate_is_stale(self) -> bool:
+        """True when a gate is stored but compared another pair than the current one."""
+        return self.gate is not None and self.gate_for_current_pair() is None
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ def _summary(data: PageData) -> str:
     return (
         f"<p class='summary'>{badge(state.phase.value, 'idle')} "
         f"{weight_bar(state.blue_weight, green)} gate: {gate_cell(state)}</p>"
+        f"<p class='muted'>{e(state.phase_reason)}</p>"
     )
 
 
@@ -132,10 +133,7 @@ def live_fragment(data: PageData) -> str:
     view = data.view
     selected = at(data.timeline, data.moment) if data.moment else None
     answer = live_at(data.moment, selected, data.releases) if data.moment else ""
-    stale = view.stored.state.gate is not None and (
-        (view.stored.state.gate.blue, view.stored.state.gate.green)
-        != (view.stored.state.blue, view.stored.state.green)
-    )
+    stale = view.stored.state.gate_is_stale
     return (
         _summary(data)
         + "<div class='cols'><section aria-labelledby='h-slots'><h2 id='h-slots'>Slots</h2>"

@@ -50,7 +50,7 @@ def gate_cell(state: DeploymentState) -> str:
     gate = state.gate
     if gate is None:
         return "<span class='muted'>no comparison</span>"
-    if (gate.blue, gate.green) != (state.blue, state.green):
+    if state.gate_is_stale:
         return badge("stale", "idle")
     return badge("passed", "pass") if gate.passed else badge("failed", "fail")
 

@@ -1,5 +1,6 @@
 """The dashboard at ``/ui``: pages, the live fragments the script polls, sign-in, and the
-actions, which call the same route functions as the JSON API.
+actions, which call the same application parts as the JSON API (the service, the comparer,
+the shadow collector), never the API's handlers or a backend.
 
 The auth gate leaves ``/ui`` to this module: every route here but sign-in and the static
 assets reads the session cookie, and every change also needs the CSRF header.
@@ -15,12 +16,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import Field
 
 from bgserve.api.auth import Principal, Role, require
-from bgserve.api.deps import ServiceDep
-from bgserve.api.routes import compare, deployments
-from bgserve.api.schemas import DeploymentName, DeploymentOut, GreenCreate, PromoteRequest, Strict
+from bgserve.api.compare_schemas import CompareRequest
+from bgserve.api.deps import ComparerDep, PromptsDirDep, ServiceDep, ShadowDep
+from bgserve.api.schemas import DeploymentName, GreenCreate, PromoteRequest, Strict
+from bgserve.app.golden_sets import golden_cases
 from bgserve.app.service import Service
-from bgserve.compose import Components
+from bgserve.app.shadow import ShadowCollector
 from bgserve.errors import InvalidInput, NotFound, Unauthorized
+from bgserve.store import StoredDeployment
 from bgserve.ui import snapshot
 from bgserve.ui.actions import actions_panel
 from bgserve.ui.assets import ASSETS
@@ -138,12 +141,13 @@ def _moment(at: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _page_data(request: Request, service: Service, name: str, at: str | None) -> PageData:
+def _page_data(
+    request: Request, service: Service, shadows: ShadowCollector, name: str, at: str | None
+) -> PageData:
     stored = service.get_deployment(name)
     releases = snapshot.releases_by_id(service)
-    parts: Components = request.app.state.components
     try:
-        shadow = parts.shadow.report(name)
+        shadow = shadows.report(name)
     except NotFound:
         shadow = None
     return PageData(
@@ -152,27 +156,27 @@ def _page_data(request: Request, service: Service, name: str, at: str | None) ->
         timeline=segments(service.history(name)),
         traffic=_slot_rows(request, service, name),
         shadow=shadow,
-        shadow_percent=parts.shadow.percent(name),
+        shadow_percent=shadows.percent(name),
         now=service.clock(),
         moment=_moment(at),
     )
 
 
 def _slot_rows(request: Request, service: Service, name: str) -> list[dict[str, Any]] | None:
-    rows = _traffic(request).rows(service.backend)
+    rows = _traffic(request).rows(service)
     return None if rows is None else [dict(r) for r in snapshot.slot_counts(rows, name)]
 
 
 @router.get("/d/{name}")
 def deployment_page(
-    name: DeploymentName, request: Request, service: ServiceDep, at: At = None
+    name: DeploymentName, request: Request, service: ServiceDep, shadows: ShadowDep, at: At = None
 ) -> Response:
     """One deployment; ``?at=`` answers what was live at that time."""
     try:
         who = reader(request)
     except Unauthorized:
         return _to_login()
-    data = _page_data(request, service, name, at)
+    data = _page_data(request, service, shadows, name, at)
     green = data.view.stored.state.green
     body = (
         f"<h1>{e(name)}</h1>"
@@ -186,10 +190,15 @@ def deployment_page(
 
 @router.get("/d/{name}/live")
 def deployment_live(
-    name: DeploymentName, request: Request, service: ServiceDep, _who: Reader, at: At = None
+    name: DeploymentName,
+    request: Request,
+    service: ServiceDep,
+    shadows: ShadowDep,
+    _who: Reader,
+    at: At = None,
 ) -> HTMLResponse:
     """The live part of a deployment page, for the script's refresh."""
-    return _html(live_fragment(_page_data(request, service, name, at)))
+    return _html(live_fragment(_page_data(request, service, shadows, name, at)))
 
 
 # --- sign-in ------------------------------------------------------------------------
@@ -233,12 +242,13 @@ def logout(_who: SessionChange) -> JSONResponse:
     return response
 
 
-# --- actions: the API's own route functions, behind the cookie and the CSRF header -------
+# --- actions: the application's own operations, behind the cookie and the CSRF header ---
 
 
-def _done(out: DeploymentOut, what: str) -> dict[str, str]:
-    green = f", green at {out.green.weight}%" if out.green else ""
-    return {"message": f"{what}: {out.name} is {out.phase}{green}"}
+def _done(stored: StoredDeployment, what: str) -> dict[str, str]:
+    state = stored.state
+    green = f", green at {state.green_weight}%" if state.green is not None else ""
+    return {"message": f"{what}: {state.name} is {state.phase.value}{green}"}
 
 
 @router.post("/d/{name}/stage")
@@ -246,17 +256,22 @@ def stage(
     name: DeploymentName, body: GreenCreate, service: ServiceDep, who: Changer
 ) -> dict[str, str]:
     """Stage a release as green at weight 0."""
-    return _done(deployments.stage_green(name, body, service, who), "staged")
+    return _done(service.stage_green(name, body.release_id, who.name), "staged")
 
 
 @router.post("/d/{name}/compare")
 def run_compare(
-    name: DeploymentName, body: compare.CompareRequest, request: Request, who: Changer
+    name: DeploymentName,
+    body: CompareRequest,
+    comparer: ComparerDep,
+    prompts_dir: PromptsDirDep,
+    who: Changer,
 ) -> dict[str, str]:
     """Run a golden set on blue and green; its verdict gates promotion."""
-    report = compare.compare(name, body, request, who)
-    verdict = report["verdict"]
-    outcome = "passed" if verdict["passed"] else "failed: " + " ".join(verdict["reasons"])
+    cases = golden_cases(body.golden_set, body.cases, prompts_dir)
+    _, report = comparer.compare(name, cases, who.name, options=body.options())
+    verdict = report.verdict
+    outcome = "passed" if verdict.passed else "failed: " + " ".join(verdict.reasons)
     return {"message": f"comparison {outcome}"}
 
 
@@ -269,14 +284,17 @@ def promote(
     response: Response,
 ) -> dict[str, str]:
     """One step to ``weight``, or the plan."""
-    out = deployments.promote(name, body, service, who, response)
-    return _done(out, "promoted" if body.weight is not None else "plan started")
+    plan = body.plan.to_plan(service.default_plan()) if body.plan else None
+    stored = service.promote(name, who.name, weight=body.weight, plan=plan, force=body.force)
+    if body.weight is None:
+        response.status_code = 202
+    return _done(stored, "promoted" if body.weight is not None else "plan started")
 
 
 @router.post("/d/{name}/revert")
 def revert(name: DeploymentName, service: ServiceDep, who: Changer) -> dict[str, str]:
     """All traffic back to the last good release."""
-    return _done(deployments.revert(name, service, who), "reverted")
+    return _done(service.revert(name, who.name), "reverted")
 
 
 @router.get("/static/{asset}")

@@ -1,5 +1,5 @@
-"""What a page reads, once per request: the store, the backend's slot table and (at most
-once a second, however many pages poll) the data plane's per-slot counters.
+"""What a page reads through the service, once per request: the store, the slot table and
+(at most once a second, however many pages poll) the data plane's per-slot counters.
 
 Nothing here sends a request through the data plane: counters come over its control
 channel, as ``/metrics`` reads them.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bgserve.api.metrics import TrafficSource
+from bgserve.app.ports import SlotCounters
 from bgserve.app.service import Service
 from bgserve.domain.release import Release
 from bgserve.errors import BgserveError
@@ -23,7 +23,7 @@ from bgserve.store import StoredDeployment
 
 log = logging.getLogger("bgserve.ui")
 
-TrafficRows = Sequence[Mapping[str, Any]]
+TrafficRows = Sequence[SlotCounters]
 
 
 @dataclass(frozen=True)
@@ -59,23 +59,22 @@ class TrafficCache:
         self._rows: TrafficRows | None = None
         self._read_at = float("-inf")
 
-    def rows(self, backend: object) -> TrafficRows | None:
-        """The counters (None when the backend has none or cannot be asked now)."""
-        if not isinstance(backend, TrafficSource):
-            return None
+    def rows(self, service: Service) -> TrafficRows | None:
+        """The counters (None when the backend keeps none or cannot be asked now)."""
         with self._lock:
             if self.clock() - self._read_at >= self.ttl_s:
-                self._rows = _read(backend)
+                self._rows = _read(service)
                 self._read_at = self.clock()
             return self._rows
 
 
-def _read(backend: TrafficSource) -> TrafficRows | None:
+def _read(service: Service) -> TrafficRows | None:
     try:
-        return list(backend.traffic_stats())
+        traffic = service.traffic()
     except (BgserveError, OSError) as exc:
         log.warning("the data plane's counters cannot be read: %s", exc)
         return None
+    return None if traffic is None else list(traffic.slots)
 
 
 def releases_by_id(service: Service) -> dict[int, Release]:

@@ -122,13 +122,13 @@ def test_pages_read_the_data_planes_counters_at_most_once_a_second(
 ) -> None:
     backend: Any = client.app.state.components.service.backend  # type: ignore[attr-defined]
     calls: list[int] = []
-    real = backend.traffic_stats
+    real = backend.traffic_reading
 
     def counted() -> Any:
         calls.append(1)
         return real()
 
-    monkeypatch.setattr(backend, "traffic_stats", counted)
+    monkeypatch.setattr(backend, "traffic_reading", counted)
     monkeypatch.setattr(client.app.state, "ui_traffic", TrafficCache())  # type: ignore[attr-defined]
     started = datetime.now(UTC)
     for _ in range(10):

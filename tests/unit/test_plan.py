@@ -15,7 +15,7 @@ from bgserve.domain.analysis import (
     analyse,
     histogram,
 )
-from bgserve.domain.plan import make_plan, plan_json, plan_of
+from bgserve.domain.plan import make_plan, parse_steps, plan_json, plan_of
 from bgserve.domain.state import DeploymentState, Gate, Phase
 from bgserve.errors import GateClosed, IllegalTransition, InvalidInput
 
@@ -153,6 +153,19 @@ def test_bad_plans_name_the_field(steps: list[int], bake: float, field: str) -> 
     with pytest.raises(InvalidInput) as caught:
         make_plan(steps, bake, FAST)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("steps", [[], [0], [50, 10, 100], [10, 50], [10, 10, 100], [-5, 100]])
+def test_the_one_steps_rule_names_the_field_it_is_given(steps: list[int]) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_steps(steps, field="BGSERVE_PLAN_STEPS")
+    assert caught.value.field == "BGSERVE_PLAN_STEPS"
+    assert caught.value.message.startswith("BGSERVE_PLAN_STEPS")
+
+
+def test_a_first_step_of_zero_bakes_before_any_live_traffic() -> None:
+    assert parse_steps([0, 50, 100]) == (0, 50, 100)
+    assert make_plan([0, 100], 1.0, FAST).steps == (0, 100)
 
 
 def test_bad_analysis_settings_name_the_field() -> None:

@@ -140,3 +140,25 @@ def test_revert_after_cutover_restores_standby_as_blue() -> None:
     assert (s.blue, s.green, s.green_weight, s.standby) == (1, 2, 0, None)
     assert MoveAliases(1, 2) in t.actions
     assert not rollout.revert(s).changed
+
+
+def test_the_pair_and_the_gate_of_the_current_pair_follow_blue_and_green() -> None:
+    state = staged(1, 2)
+    assert state.pair is not None and (state.pair.blue, state.pair.green) == (1, 2)
+    assert state.gate is not None and state.gate.pair == state.pair
+    assert state.gate_for_current_pair() is state.gate and not state.gate_is_stale
+    restaged = rollout.stage_green(state, 3).state
+    assert restaged.pair is not None and restaged.pair != state.pair
+    assert restaged.gate_for_current_pair() is None and restaged.gate_is_stale
+    assert rollout.create("chat", 1).state.pair is None
+
+
+def test_each_phase_says_why() -> None:
+    stable = rollout.create("chat", 1).state
+    assert "blue release 1 takes all traffic" in stable.phase_reason
+    state = staged(1, 2)
+    assert "green release 2 is staged at 0%" in state.phase_reason
+    shifted = rollout.shift(state, 30).state
+    assert shifted.phase is Phase.SHIFTING and "takes 30%" in shifted.phase_reason
+    reverted = rollout.revert(shifted).state
+    assert reverted.phase is Phase.REVERTED and "after a revert" in reverted.phase_reason

@@ -19,12 +19,13 @@ from bgserve.backends.base import ShadowPair, ShadowTraffic
 from bgserve.backends.memory import MemoryBackend
 from bgserve.cli.app import app
 from bgserve.compose import Components, build_components
+from bgserve.domain import rollout
 from bgserve.domain.analysis import AnalysisSettings, Outcome
 from bgserve.domain.assertions import Assertion
 from bgserve.domain.comparison import TextScorer
 from bgserve.domain.release import ResolvedRelease
 from bgserve.domain.rollout import Gate, record_gate
-from bgserve.domain.shadow import PairInput, score_pair, shadow_assertions
+from bgserve.domain.shadow import PairInput, check_shadow_gate, score_pair, shadow_assertions
 from bgserve.domain.shadow_aggregate import ShadowAggregate
 from bgserve.domain.verdict import Thresholds
 from bgserve.errors import GateClosed, IllegalTransition, NotFound
@@ -173,7 +174,7 @@ def parts(store: Store) -> tuple[Service, ShadowCollector, MemoryBackend]:
         plan_steps=(10, 100),
         plan_bake_s=1.0,
         analysis=analysis,
-        shadow_gate=collector.gate,
+        shadow_gate=collector.gate_report,
     )
     service.create_deployment("chat", 1, "alice")
     return service, collector, backend
@@ -224,6 +225,45 @@ def test_a_failing_shadow_report_closes_the_gate_until_forced(
     assert service.shift("chat", 0, "alice").state.green_weight == 0  # down is never gated
     assert service.shift("chat", 50, "alice", force=True).state.green_weight == 50
     service.revert("chat", "alice")
+
+
+def test_the_gate_drains_mirrored_pairs_outside_the_executors_lock(
+    parts: tuple[Service, ShadowCollector, MemoryBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, collector, backend = parts
+    service.stage_green("chat", 2, "alice")
+    pass_golden_gate(service)
+    collector.start_shadow("chat", 100)
+    drains: list[str] = []
+    real = backend.shadow_pairs
+
+    def drain(name: str) -> Any:
+        with service.executor.locked(name):  # Conflict if the step held it while draining
+            drains.append(name)
+        return real(name)
+
+    monkeypatch.setattr(backend, "shadow_pairs", drain)
+    for n in range(20):
+        push(backend, "chat", n, "yes", "completely unrelated answer")
+    with pytest.raises(GateClosed):
+        service.shift("chat", 10, "alice")
+    assert drains == ["chat"]
+    assert service.shift("chat", 10, "alice", force=True).state.green_weight == 10
+    assert drains == ["chat"]  # a forced step reads no report
+
+
+def test_the_shadow_gate_decides_on_the_state_and_report_alone() -> None:
+    failing = aggregate_of([pair(n, ANSWER, "something else entirely") for n in range(20)])
+    report = failing.report()
+    assert report.conclusive and not report.verdict.passed and report.pair == failing.pair
+    state = rollout.stage_green(rollout.create("chat", 1).state, 2).state
+    with pytest.raises(GateClosed, match="20 mirrored requests"):
+        check_shadow_gate(state, report)
+    check_shadow_gate(state, None)  # no shadow runs: nothing to say
+    other = rollout.stage_green(rollout.create("chat", 1).state, 3).state
+    check_shadow_gate(other, report)  # a report on another pair says nothing of this one
+    passing = aggregate_of([pair(n, ANSWER, ANSWER) for n in range(20)]).report()
+    check_shadow_gate(state, passing)
 
 
 def test_the_shadow_report_is_a_plan_check_inconclusive_then_its_verdict(

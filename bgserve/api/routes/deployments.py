@@ -19,7 +19,6 @@ from bgserve.api.schemas import (
     RevertRequest,
 )
 from bgserve.api.views import deployment_out
-from bgserve.errors import InvalidInput
 
 router = APIRouter(prefix="/deployments", tags=["deployments"], route_class=GuardedRoute)
 
@@ -71,14 +70,10 @@ def promote(
     """One step to ``weight`` (200, done), or a promotion plan (202: stored, its first step
     applied; the rollout engine bakes, analyses and advances it). On a held plan, ``{}``
     is the operator's go-ahead to the next step."""
-    if body.weight is not None:
-        if body.plan is not None:
-            raise InvalidInput("give weight or plan, not both", field="plan")
-        stored = service.shift(name, body.weight, who.name, force=body.force)
-        return deployment_out(service, stored)
     plan = body.plan.to_plan(service.default_plan()) if body.plan else None
-    stored = service.start_plan(name, who.name, plan, force=body.force)
-    response.status_code = status.HTTP_202_ACCEPTED
+    stored = service.promote(name, who.name, weight=body.weight, plan=plan, force=body.force)
+    if body.weight is None:
+        response.status_code = status.HTTP_202_ACCEPTED
     return deployment_out(service, stored)
 
 

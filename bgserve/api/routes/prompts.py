@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import Field
 
-from bgserve.api.deps import DeployerDep
+from bgserve.api.compare_schemas import GoldenSource
+from bgserve.api.deps import DeployerDep, PromptsDirDep, ValidatorDep
 from bgserve.api.guard import GuardedRoute
-from bgserve.api.routes.compare import GoldenSource, cases_of
 from bgserve.api.schemas import WRITE
-from bgserve.compose import Components
+from bgserve.app.golden_sets import golden_cases
 
 router = APIRouter(prefix="/prompts", tags=["prompts"], route_class=GuardedRoute)
 
@@ -23,12 +23,13 @@ class ValidateRequest(GoldenSource):
 
 
 @router.post("/validate", responses=WRITE)
-def validate(body: ValidateRequest, request: Request, _who: DeployerDep) -> dict[str, Any]:
+def validate(
+    body: ValidateRequest, validator: ValidatorDep, prompts_dir: PromptsDirDep, _who: DeployerDep
+) -> dict[str, Any]:
     """Lint the candidate and compare it with the live prompt; nothing is deployed."""
-    parts: Components = request.app.state.components
-    result = parts.validator.validate(
+    result = validator.validate(
         body.deployment,
-        cases_of(body, parts.settings.prompts_dir),
+        golden_cases(body.golden_set, body.cases, prompts_dir),
         prompt_uri=body.prompt_uri,
         template=body.template,
         thresholds=body.thresholds,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import Field, ValidationError
 
-from bgserve.api.deps import DeployerDep, ViewerDep
+from bgserve.api.deps import DeployerDep, ShadowDep, ViewerDep
 from bgserve.api.guard import GuardedRoute
 from bgserve.api.schemas import READ_ONE, WRITE, DeploymentName, Strict
-from bgserve.app.shadow import ShadowCollector
 from bgserve.domain.assertions import Assertion
-from bgserve.domain.shadow import ShadowReport, shadow_assertions
+from bgserve.domain.shadow import ShadowPercent, ShadowReport, shadow_assertions
 from bgserve.errors import InvalidInput
 
 router = APIRouter(prefix="/deployments", tags=["shadow"], route_class=GuardedRoute)
@@ -21,7 +20,7 @@ router = APIRouter(prefix="/deployments", tags=["shadow"], route_class=GuardedRo
 class ShadowRequest(Strict):
     """Mirror a share of blue's requests to green and score green's answers against blue's."""
 
-    percent: int = Field(ge=0, le=100, description="Share of blue's requests mirrored to green")
+    percent: ShadowPercent
     max_pairs: int | None = Field(
         None, ge=1, description="Stop mirroring after this many pairs (default: never)"
     )
@@ -31,11 +30,6 @@ class ShadowRequest(Strict):
         description="Checks run on both answers of each pair, as in golden.jsonl; only types "
         "that need no expected answer: contains, icontains, is_json, max_latency_ms, regex",
     )
-
-
-def _collector(request: Request) -> ShadowCollector:
-    collector: ShadowCollector = request.app.state.components.shadow
-    return collector
 
 
 def _assertions(raw: list[dict[str, Any]] | None) -> list[Assertion]:
@@ -54,11 +48,10 @@ def shadow_body(percent: int, report: ShadowReport) -> dict[str, Any]:
 
 @router.put("/{name}/shadow", responses=WRITE)
 def start_shadow(
-    name: DeploymentName, body: ShadowRequest, request: Request, _who: DeployerDep
+    name: DeploymentName, body: ShadowRequest, collector: ShadowDep, _who: DeployerDep
 ) -> dict[str, Any]:
     """Mirror ``percent`` of the requests blue answers to green; clients only ever get
     blue's answer. A new blue/green pair starts a new report."""
-    collector = _collector(request)
     report = collector.start_shadow(
         name, body.percent, body.max_pairs, _assertions(body.assertions)
     )
@@ -66,9 +59,8 @@ def start_shadow(
 
 
 @router.delete("/{name}/shadow", responses=WRITE)
-def stop_shadow(name: DeploymentName, request: Request, _who: DeployerDep) -> dict[str, Any]:
+def stop_shadow(name: DeploymentName, collector: ShadowDep, _who: DeployerDep) -> dict[str, Any]:
     """Stop mirroring; the report stays readable until the blue/green pair changes."""
-    collector = _collector(request)
     report = collector.stop_shadow(name)
     if report is None:
         return {"percent": 0, "pairs": 0}
@@ -76,7 +68,6 @@ def stop_shadow(name: DeploymentName, request: Request, _who: DeployerDep) -> di
 
 
 @router.get("/{name}/shadow", responses=READ_ONE)
-def shadow_report(name: DeploymentName, request: Request, _who: ViewerDep) -> dict[str, Any]:
+def shadow_report(name: DeploymentName, collector: ShadowDep, _who: ViewerDep) -> dict[str, Any]:
     """The live comparison of green against blue on mirrored traffic."""
-    collector = _collector(request)
     return shadow_body(collector.percent(name), collector.report(name))

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import ShadowTraffic, SlotInfo, SlotLostCallback, check_shadow
 from bgserve.backends.local.dataplane_client import DataPlaneClient
@@ -34,6 +34,7 @@ from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError
+from bgserve.gcpause import PauseStats
 
 log = logging.getLogger("bgserve.backends.local")
 READY_PROBE_INTERVAL_S = 1.0
@@ -226,6 +227,12 @@ class LocalBackend:
     def traffic_stats(self) -> list[SlotStats]:
         """Requests, errors and retries per (deployment, slot role, release) since start."""
         return self._plane.stats()["slots"]
+
+    def traffic_reading(self) -> tuple[list[SlotStats], PauseStats | None]:
+        """Per-slot counters and the data plane's collector pauses, in one call to it (the
+        application's ``TrafficStats``). Raises BackendError if it cannot be asked."""
+        stats: Mapping[str, Any] = self._plane.stats()
+        return stats["slots"], stats.get("gc")
 
     def windows(self, deployment: str) -> dict[int, SideWindow]:
         """Requests, errors and latency histogram per release since the data-plane process
