@@ -12,17 +12,12 @@ import sys
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2] / "bgserve"
 MAX_PACKAGE_SHARE = 0.16
 
 DATAPLANE_THIRD_PARTY = frozenset({"httptools", "uvloop"})
 DATAPLANE_BGSERVE = frozenset({"bgserve", "bgserve.domain", "bgserve.domain.latency"})
 STDLIB_IF_STDLIB_ONLY = "bgserve.gcpause"
-
-# Being broken by a parallel change; drop it here and the xfail below once merged.
-KNOWN_CYCLE = frozenset({"bgserve.domain.comparison", "bgserve.domain.golden_summary"})
 
 Graph = dict[str, set[str]]
 
@@ -83,10 +78,6 @@ def find_cycle(graph: Graph) -> list[str] | None:
     return None
 
 
-def without_pair(graph: Graph, pair: frozenset[str]) -> Graph:
-    return {a: {b for b in targets if {a, b} != pair} for a, targets in graph.items()}
-
-
 def parent_packages(name: str) -> list[str]:
     """``a.b.c`` -> ``["a", "a.b"]``: the packages Python initialises before the module."""
     parts = name.split(".")
@@ -108,16 +99,8 @@ def test_find_cycle_reports_the_cycle_and_accepts_a_dag() -> None:
 
 
 def test_no_import_cycle_anywhere() -> None:
-    graph = without_pair(bgserve_edges(all_modules()), KNOWN_CYCLE)
-    cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
-
-
-@pytest.mark.xfail(strict=True, reason="comparison <-> golden_summary is being untangled")
-def test_no_cycle_between_comparison_and_golden_summary() -> None:
     graph = bgserve_edges(all_modules())
-    subgraph = {m: graph[m] & KNOWN_CYCLE for m in KNOWN_CYCLE}
-    cycle = find_cycle(subgraph)
+    cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
