@@ -7,11 +7,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support.flow import deploy, ok
+from tests.support.flow import Answer, deploy, ok
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,9 +34,9 @@ def test_twenty_operators_at_once_lose_no_update(client: TestClient, rel: dict[s
         + [("promote", {"weight": 100, "force": True})] * 2
     )
 
-    def call(op: tuple[str, dict[str, Any]]) -> httpx.Response:
+    def call(op: tuple[str, dict[str, Any]]) -> Answer:
         start.wait(30)
-        response: httpx.Response = client.post(f"/deployments/race/{op[0]}", json=op[1])
+        response: Answer = client.post(f"/deployments/race/{op[0]}", json=op[1])
         return response
 
     with ThreadPoolExecutor(OPERATORS) as pool:

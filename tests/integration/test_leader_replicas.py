@@ -18,7 +18,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -28,7 +27,7 @@ from bgserve.backends.memory import MemoryBackend
 from bgserve.compose import build_components
 from bgserve.settings import Settings
 from bgserve.store.advisory_lock import PostgresLease
-from tests.support.flow import create_releases, make_settings, ok, poll, register_demo
+from tests.support.flow import Answer, create_releases, make_settings, ok, poll, register_demo
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -217,11 +216,11 @@ def test_twenty_operators_split_across_both_replicas_lose_no_update(
         + [("promote", {"weight": 100, "force": True})] * 3
     )
 
-    def call(numbered: tuple[int, tuple[str, dict[str, Any]]]) -> httpx.Response:
+    def call(numbered: tuple[int, tuple[str, dict[str, Any]]]) -> Answer:
         index, (verb, body) = numbered
         replica = a if index % 2 else b
         start.wait(30)
-        response: httpx.Response = replica.post(f"/deployments/race/{verb}", json=body)
+        response: Answer = replica.post(f"/deployments/race/{verb}", json=body)
         return response
 
     with ThreadPoolExecutor(OPERATORS) as pool:

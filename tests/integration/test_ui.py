@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from bgserve.api.app import create_app
 from bgserve.ui.assets import VERSION
 from bgserve.ui.snapshot import TrafficCache
-from tests.support.flow import create_releases, deploy, infer_body, make_settings, ok, poll
+from tests.support.flow import Answer, create_releases, deploy, infer_body, make_settings, ok, poll
 
 ADMIN, DEPLOYER, VIEWER = "admin-tok", "deployer-tok", "viewer-tok"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -160,10 +160,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iter
         yield app
 
 
-def sign_in(app: TestClient, token: str) -> httpx.Response:
-    response: httpx.Response = app.post(
-        "/ui/login", json={"token": token}, headers={"x-bgserve-ui": "1"}
-    )
+def sign_in(app: TestClient, token: str) -> Answer:
+    response: Answer = app.post("/ui/login", json={"token": token}, headers={"x-bgserve-ui": "1"})
     return response
 
 

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from fastapi.testclient import TestClient
@@ -39,7 +39,23 @@ def create_releases(client: TestClient) -> dict[str, int]:
     return ids
 
 
-def ok(response: httpx.Response, status: int = 200) -> Any:
+class Answer(Protocol):
+    """What tests read of an HTTP answer: from httpx, or from the test client (which uses
+    httpx2 when that is installed, as the openai SDK's dependencies do)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+    def json(self, **kwargs: Any) -> Any: ...
+
+
+def ok(response: Answer, status: int = 200) -> Any:
     """The JSON body, after checking the status."""
     assert response.status_code == status, response.text
     return response.json()
