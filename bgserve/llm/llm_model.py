@@ -33,8 +33,16 @@ import pandas as pd
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 PROMPT_COLUMN = "prompt"
-LLAMA_PARAMS = ("temperature", "max_tokens", "top_p", "stop", "seed", "response_format")
-LLAMA_PARAMS += ("presence_penalty", "frequency_penalty")
+LLAMA_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "stop",
+    "seed",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+)
 
 
 class LlmError(Exception):
@@ -73,7 +81,7 @@ class _Gguf:
         from llama_cpp import Llama
 
         threads = n_threads or None
-        self.llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
+        self.llm: Any = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
         self.lock = threading.Lock()
 
     def _kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +97,9 @@ class _Gguf:
             )
             return result
 
-    def stream(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Iterator[dict]:
+    def stream(
+        self, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
         with self.lock:
             chunks = self.llm.create_chat_completion(
                 messages=messages, stream=True, **self._kwargs(params)
@@ -134,7 +144,7 @@ class _OpenAI:
         self.api_key_env = api_key_env
         self.client = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0))
 
-    def _request(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict:
+    def _request(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         body = {**params, "model": self.model, "messages": messages}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -146,7 +156,9 @@ class _OpenAI:
         result: dict[str, Any] = response.json()
         return result
 
-    def stream(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Iterator[dict]:
+    def stream(
+        self, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
         request = self._request(messages, params)
         request["json"] |= {"stream": True, "stream_options": {"include_usage": True}}
         with self._call(lambda: self.client.stream("POST", **request)) as response:
@@ -178,7 +190,9 @@ def _raise_for_status(status: int, text: str) -> None:
     except (ValueError, KeyError, TypeError):
         message = text[:500]
     # The client's mistakes stay theirs; the endpoint's own failures are a bad gateway.
-    raise LlmError(f"the LLM endpoint answered {status}: {message}", status if status < 500 else 502)
+    raise LlmError(
+        f"the LLM endpoint answered {status}: {message}", status if status < 500 else 502
+    )
 
 
 class LlmModel(PythonModel):

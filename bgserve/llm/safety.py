@@ -51,7 +51,7 @@ def library_key() -> str:
     """The installed llama.cpp shared library's path and mtime: one build, one key."""
     import llama_cpp.llama_cpp as native
 
-    path = Path(native._lib._name)  # noqa: SLF001 - the loaded library is the build checked
+    path = Path(native._lib._name)  # the library loaded here is the build that will run
     return f"{path.resolve()}@{path.stat().st_mtime_ns}"
 
 
