@@ -93,8 +93,9 @@ class LlmSpec:
             )
         if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
             raise InvalidInput(
-                f"api_key_env {self.api_key_env!r} is not an environment variable name: give "
-                "the NAME of the variable holding the key, never the key itself",
+                # The value is not echoed back: it may be the key itself, given by mistake.
+                "api_key_env is not an environment variable name: give the NAME of the "
+                "variable holding the key (letters, digits, '_'), never the key itself",
                 field="api_key_env",
             )
 
