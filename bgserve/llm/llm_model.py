@@ -12,7 +12,8 @@ model name) and ``api_key_env`` (the NAME of the environment variable holding th
 read at every call; the key itself is never stored).
 
 :meth:`LlmModel.chat` answers OpenAI chat.completion dicts (or an iterator of
-chat.completion.chunk dicts, the last one carrying ``usage`` and no choices);
+chat.completion.chunk dicts, the last one carrying ``usage`` and no choices; an endpoint
+that streams no usage gets one content chunk counted as one token and ``prompt_tokens`` 0);
 ``response_format`` is taken in OpenAI's form (``json_schema`` or ``json_object``).
 :meth:`LlmModel.predict` answers one string per row of a ``prompt`` column, each row
 sent as one user message.
@@ -164,12 +165,20 @@ class _OpenAI:
         with self._call(lambda: self.client.stream("POST", **request)) as response:
             if response.status_code >= 400:
                 _raise_for_status(response.status_code, response.read().decode(errors="replace"))
+            produced, usage, last = 0, False, None
             for line in response.iter_lines():
                 data = line[5:].strip() if line.startswith("data:") else ""
                 if data == "[DONE]":
-                    return
+                    break
                 if data:
-                    yield json.loads(data)
+                    last = json.loads(data)
+                    usage = usage or bool(last.get("usage"))
+                    produced += any((c.get("delta") or {}).get("content") for c in last["choices"])
+                    yield last
+        if not usage:
+            # Some servers (llama.cpp's own) report no usage in streams: count one token a
+            # content chunk, as they stream; the prompt's size is unknown here (0).
+            yield _usage_chunk(last, 0, produced)
 
     def _call(self, send: Any) -> Any:
         import httpx

@@ -321,8 +321,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``bgserve slot`` calls this with its own arguments)."""
+    from bgserve.llm.safety import UnsafeLlamaBuild
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        _serve(args)
+    except UnsafeLlamaBuild as exc:
+        log.error("slot %s refuses to start: %s", args.deployment, exc.message)
+        raise SystemExit(3) from None
+
+
+def _serve(args: argparse.Namespace) -> None:
     serve(
         args.model_uri,
         args.deployment,

@@ -99,7 +99,10 @@ def test_an_endpoint_pins_url_model_and_key_name_never_the_key(
         ({}, "openai_url"),  # neither kind
         ({"openai_url": "ftp://h/v1", "openai_model": "m"}, "openai_url"),
         ({"openai_url": "http://h:1/v1"}, "openai_model"),
-        ({"openai_url": "http://h:1/v1", "openai_model": "m", "api_key_env": SECRET}, "api_key_env"),
+        (
+            {"openai_url": "http://h:1/v1", "openai_model": "m", "api_key_env": SECRET},
+            "api_key_env",
+        ),
         ({"gguf": "GGUF", "openai_url": "http://h:1/v1", "openai_model": "m"}, "gguf"),
         ({"gguf": 3}, "gguf"),
         ({"gguf": "x", "temperature": 1}, "temperature"),
