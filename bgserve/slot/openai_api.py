@@ -1,6 +1,6 @@
 """The slot's OpenAI routes, for a bundle whose base model is an LLM.
 
-``POST /openai/v1/chat/completions`` (also ``/v1/chat/completions``) answers a chat
+``POST /openai/v1/chat/completions`` (KServe's prefix) answers a chat
 completion, or with ``stream: true`` server-sent events ``data: {chunk}`` ... ``data:
 [DONE]`` (the last chunk before ``[DONE]`` carries ``usage`` when
 ``stream_options.include_usage`` is set). ``GET /openai/v1/models`` lists the one model,
@@ -26,7 +26,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bgserve.slot.openai_request import ChatCall, OpenAIRefusal, parse_chat
 
-PREFIXES = ("/openai/v1", "/v1")
+# Not /v1 as well: kserve's own v1 protocol answers GET /v1/models on the same app.
+PREFIX = "/openai/v1"
 log = logging.getLogger("bgserve.slot.openai")
 
 
@@ -163,9 +164,8 @@ def openai_router(bundle: Any, deployment: str) -> APIRouter:
         model = Model(id=deployment, created=created, object="model", owned_by="bgserve")
         return {"object": "list", "data": [model.model_dump(mode="json", exclude_none=True)]}
 
-    for prefix in PREFIXES:
-        router.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
-        router.add_api_route(f"{prefix}/models", models, methods=["GET"])
+    router.add_api_route(f"{PREFIX}/chat/completions", chat_completions, methods=["POST"])
+    router.add_api_route(f"{PREFIX}/models", models, methods=["GET"])
     return router
 
 
