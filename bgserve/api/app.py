@@ -18,7 +18,7 @@ from bgserve.api.deps import ServiceDep
 from bgserve.api.guard import AuthGate, GuardedRoute, RequestContext, open_paths
 from bgserve.api.limits import BodyLimit
 from bgserve.api.metrics import build_registry
-from bgserve.api.routes import compare, deployments, prompts, releases, shadow
+from bgserve.api.routes import compare, deployments, models, prompts, releases, shadow
 from bgserve.api.schemas import error_responses
 from bgserve.compose import Components, build_components
 from bgserve.registry.mlflow_registry import bound_mlflow_http
@@ -81,6 +81,7 @@ def create_app(
     app.include_router(compare.router)
     app.include_router(prompts.router)
     app.include_router(shadow.router)
+    app.include_router(models.router)
     app.include_router(ui.router)  # the dashboard: its own cookie sign-in and CSRF check
     _add_probes(app)
     return app

@@ -19,6 +19,7 @@ from bgserve.cli.client import (
 )
 from bgserve.cli.db import db_app
 from bgserve.cli.manifests import render
+from bgserve.cli.models import models_app
 from bgserve.cli.plan_view import watch
 from bgserve.cli.prompts import compare, prompts_app
 from bgserve.cli.shadow import shadow
@@ -294,6 +295,7 @@ app.command()(compare)
 app.command()(shadow)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 app.command()(render)
 app.command(name="export-bundle")(export_bundle)
 

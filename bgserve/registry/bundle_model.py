@@ -1,17 +1,29 @@
-"""The release bundle: render the prompt template, then call the base model.
+"""The release bundle: render the prompt, then call the base model.
 
 Logged as an MLflow "model from code", so this file is copied into every bundle and
 loaded wherever the bundle is served. It must stay self-contained: it imports only
 MLflow, pandas and the standard library, never bgserve.
 
-Model config (``model_config``): ``template`` (the prompt text) and ``variables``
-(the input columns, in order). Artifact ``base_model``: the base model, copied in.
+Model config (``model_config``): ``template`` (a text prompt) or ``messages`` (a chat
+prompt: ``[{"role", "content"}, ...]``), ``variables`` (the input columns, in order),
+and when the prompt has them ``model_config`` (temperature, max_tokens, top_p, stop,
+seed) and ``response_format`` (a JSON schema). Artifact ``base_model``: the base model,
+copied in.
+
+When the base model is an LLM (its python model has ``chat``), :meth:`BundleModel.chat`
+answers OpenAI chat calls: the prompt's rendered messages (a text prompt is one user
+message), then the client's. The prompt's ``model_config`` is applied to every call and
+wins over the request's values for the keys it sets: what was compared on the golden set
+is what takes traffic; the request fills only the keys the prompt leaves open. The
+prompt's ``response_format`` is requested as OpenAI's ``json_schema`` (the LLM model
+turns it into what its engine takes). ``predict`` goes through the same path for an LLM,
+so the OIP v2 answer is the assistant's text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import mlflow
@@ -35,7 +47,8 @@ def render(template: str, values: Mapping[str, Any]) -> str:
     for name in VARIABLE.findall(template):
         if name not in values:
             raise MlflowException.invalid_parameter_value(
-                f"template variable {name!r} has no value: provide an input column {name!r}"
+                f"template variable {name!r} has no value: provide an input {name!r} "
+                "(an OIP input, or a key of the OpenAI request's 'variables')"
             )
     return VARIABLE.sub(lambda m: _text(values[m.group(1)]), template)
 
@@ -65,14 +78,84 @@ def as_strings(output: Any) -> list[str]:
     return [item.decode() if isinstance(item, bytes) else _text(item) for item in list(output)]
 
 
+def chat_model(base: Any) -> Any:
+    """The base model's python model when it answers chat calls (an LLM), else None."""
+    try:
+        python_model = base.unwrap_python_model()
+    except MlflowException:
+        return None
+    return python_model if callable(getattr(python_model, "chat", None)) else None
+
+
+def schema_format(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON schema as OpenAI's ``response_format``."""
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": dict(schema)}}
+
+
 class BundleModel(PythonModel):
-    """Renders each input row with the release's template and asks the base model."""
+    """Renders each input row with the release's prompt and asks the base model."""
 
     def load_context(self, context: PythonModelContext) -> None:
         config = context.model_config or {}
-        self._template: str = config["template"]
+        self._template: str | None = config.get("template")
+        self._messages: list[dict[str, str]] | None = config.get("messages")
+        self._generation: dict[str, Any] = dict(config.get("model_config") or {})
+        self._response_format: dict[str, Any] | None = config.get("response_format")
         self._base = mlflow.pyfunc.load_model(context.artifacts["base_model"])
         self._column = input_column(self._base)
+        self.llm = chat_model(self._base)
+
+    def prompt_messages(self, variables: Mapping[str, Any]) -> list[dict[str, str]]:
+        """The prompt's messages rendered with ``variables`` (a text prompt: one user message).
+
+        Raises:
+            MlflowException: INVALID_PARAMETER_VALUE naming a variable without a value.
+        """
+        if self._messages is None:
+            return [{"role": "user", "content": render(self._template or "", variables)}]
+        return [
+            {"role": m["role"], "content": render(m["content"], variables)} for m in self._messages
+        ]
+
+    def generation_params(self, request_params: Mapping[str, Any]) -> dict[str, Any]:
+        """The request's params under the prompt's model_config and response_format."""
+        params = {**request_params, **self._generation}
+        if self._response_format:
+            params["response_format"] = schema_format(self._response_format)
+        return params
+
+    def chat(
+        self,
+        variables: Mapping[str, Any],
+        messages: list[dict[str, Any]],
+        request_params: Mapping[str, Any],
+        stream: bool = False,
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """An OpenAI chat.completion dict (or chunk dicts when ``stream``) from the LLM.
+
+        Raises:
+            MlflowException: INVALID_PARAMETER_VALUE: a variable has no value, or the base
+                model is not an LLM.
+        """
+        if self.llm is None:
+            raise MlflowException.invalid_parameter_value(
+                "this release's base model is not an LLM: it answers OIP v2 infer only"
+            )
+        rendered = self.prompt_messages(variables) + list(messages)
+        result: dict[str, Any] | Iterator[dict[str, Any]] = self.llm.chat(
+            rendered, self.generation_params(request_params), stream
+        )
+        return result
+
+    def _prompt_text(self, row: Mapping[str, Any]) -> str:
+        # A base model that is not an LLM takes one string: a chat prompt's contents, joined.
+        return "\n\n".join(m["content"] for m in self.prompt_messages(row))
+
+    def _llm_answer(self, row: Mapping[str, Any]) -> str:
+        completion = self.chat(row, [], {})
+        assert isinstance(completion, dict)
+        choices = completion.get("choices") or [{}]
+        return _text((choices[0].get("message") or {}).get("content"))
 
     def predict(
         self,
@@ -85,7 +168,10 @@ class BundleModel(PythonModel):
         Raises:
             MlflowException: INVALID_PARAMETER_VALUE when a template variable has no column.
         """
-        prompts = [render(self._template, row) for row in model_input.to_dict(orient="records")]
+        rows = model_input.to_dict(orient="records")
+        if self.llm is not None:
+            return [self._llm_answer(row) for row in rows]
+        prompts = [self._prompt_text(row) for row in rows]
         answer = self._base.predict(pd.DataFrame({self._column: prompts}))
         return as_strings(answer)
 

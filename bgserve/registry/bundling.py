@@ -55,11 +55,14 @@ def log_bundle(
     bundle: str,
     model: RegistryRef,
     prompt: RegistryRef,
-    template: str,
+    prompt_config: dict[str, Any],
     columns: list[str],
     tags: dict[str, str],
 ) -> int:
     """Log the bundle of pinned ``model`` and ``prompt`` and register it as ``bundle``.
+
+    ``prompt_config`` is the prompt's part of the bundle's model_config
+    (:meth:`bgserve.domain.release.PromptContent.bundle_config`).
 
     ``uris`` is entered around the fluent MLflow calls (see
     :func:`bgserve.registry.session.mlflow_uris`). Returns the new bundle version.
@@ -80,7 +83,7 @@ def log_bundle(
                 name="bundle",
                 python_model=str(BUNDLE_CODE),
                 artifacts={"base_model": model.uri},
-                model_config={"template": template, "variables": columns},
+                model_config={**prompt_config, "variables": columns},
                 signature=bundle_signature(columns),
                 pip_requirements=requirements,
                 prompts=[prompt.uri],

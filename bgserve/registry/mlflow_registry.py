@@ -15,8 +15,13 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from bgserve.domain.release import RegistryRef, ResolvedRelease, parse_uri, validate_name
-from bgserve.domain.template import variables
+from bgserve.domain.release import (
+    PromptContent,
+    RegistryRef,
+    ResolvedRelease,
+    parse_uri,
+    validate_name,
+)
 from bgserve.errors import InvalidInput, NotFound
 from bgserve.registry.aliases import (
     PARTS,
@@ -166,6 +171,24 @@ class MlflowRegistry:
             raise InvalidInput(f"prompts:/{name}/{version} is a chat prompt: use a text template")
         return prompt.template
 
+    def get_prompt_content(self, name: str, version: int) -> PromptContent:
+        """Prompt ``name`` at ``version``: text or chat, with model_config and response_format.
+
+        Raises:
+            NotFound: no such prompt or version.
+            InvalidInput: a chat message without a string role and content.
+            RegistryUnavailable: MLflow cannot be reached.
+        """
+        with translate_errors(f"reading prompts:/{name}/{version}"):
+            require_prompt(self.client, name)
+            prompt = prompt_version(self.client, name, version)
+        return PromptContent.of(
+            prompt.template,
+            prompt.model_config,
+            prompt.response_format,
+            f"prompts:/{name}/{version}",
+        )
+
     # --- releases ----------------------------------------------------------------
 
     def bundle_name(self, release: str) -> str:
@@ -176,7 +199,7 @@ class MlflowRegistry:
         """Resolve both URIs to fixed versions, then build and register the release bundle.
 
         Raises:
-            InvalidInput: a malformed name or URI, or a template without variables.
+            InvalidInput: a malformed name or URI, or a prompt (text or chat) without variables.
             NotFound: the model, prompt, version or alias does not exist.
             RegistryUnavailable: MLflow cannot be reached or failed to store the bundle.
         """
@@ -185,8 +208,8 @@ class MlflowRegistry:
         prompt = parse_uri(prompt_uri, "prompts", "prompt_uri")
         model = model.pinned(self.resolve_model(model))
         prompt = prompt.pinned(self.resolve_prompt(prompt))
-        template = self.get_prompt_template(prompt.name, prompt.version or 0)
-        columns = variables(template)
+        content = self.get_prompt_content(prompt.name, prompt.version or 0)
+        columns = content.variables()
         if not columns:
             raise InvalidInput(
                 f"{prompt.uri} has no {{{{variable}}}}: a bundle needs at least one input",
@@ -208,7 +231,7 @@ class MlflowRegistry:
                 bundle,
                 model,
                 prompt,
-                template,
+                content.bundle_config(),
                 columns,
                 tags,
             )

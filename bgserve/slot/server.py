@@ -105,6 +105,8 @@ def _model_class() -> type[Any]:
     from kserve.errors import InvalidInput
     from kserve.protocol.infer_type import InferOutput, InferResponse
 
+    from bgserve.slot.openai_api import chat_bundle
+
     class BundleModel(kserve.Model):
         """One MLflow pyfunc bundle served under the deployment's name."""
 
@@ -113,6 +115,7 @@ def _model_class() -> type[Any]:
             self.model_uri = model_uri
             self.variables: list[str] = []
             self._pyfunc: Any = None
+            self.chat_bundle: Any = None
 
         def load(self) -> bool:
             import mlflow.pyfunc
@@ -121,6 +124,7 @@ def _model_class() -> type[Any]:
             schema = self._pyfunc.metadata.get_input_schema()
             if schema is not None and schema.has_input_names():
                 self.variables = list(schema.input_names())
+            self.chat_bundle = chat_bundle(self._pyfunc)
             self.ready = True
             return True
 
@@ -257,6 +261,10 @@ def serve(
             grpc_port=grpc_port,
             dataplane=server.dataplane,
         )
+    if model is not None and model.chat_bundle is not None:
+        from bgserve.slot.openai_api import attach_openai
+
+        attach_openai(app, model.chat_bundle, deployment)
     app.add_middleware(JsonInferBody, variables=lambda: model.variables if model else [])
     _quiet_per_request_logs()
     _watch_gc(gc_freeze)
@@ -313,8 +321,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``bgserve slot`` calls this with its own arguments)."""
+    from bgserve.llm.safety import UnsafeLlamaBuild
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        _serve(args)
+    except UnsafeLlamaBuild as exc:
+        log.error("slot %s refuses to start: %s", args.deployment, exc.message)
+        raise SystemExit(3) from None
+
+
+def _serve(args: argparse.Namespace) -> None:
     serve(
         args.model_uri,
         args.deployment,

@@ -1,0 +1,52 @@
+"""POST /models/llm: register an LLM base model (a GGUF file or an OpenAI-compatible endpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request, status
+from pydantic import BaseModel, Field
+
+from bgserve.api.deps import DeployerDep
+from bgserve.api.guard import GuardedRoute
+from bgserve.api.schemas import WRITE, Strict
+from bgserve.compose import Components
+from bgserve.registry.llm_models import LlmKind, LlmSpec, register_llm
+
+router = APIRouter(prefix="/models", tags=["models"], route_class=GuardedRoute)
+
+
+class LlmCreate(Strict):
+    name: str = Field(description="MLflow registered model name", examples=["smollm2"])
+    gguf: str | None = Field(
+        None, description="Path of a GGUF file on the server's machine (kind gguf)"
+    )
+    openai_url: str | None = Field(
+        None, description="OpenAI base URL of an endpoint, ending in /v1 (kind openai)"
+    )
+    openai_model: str | None = Field(None, description="The model name the endpoint serves")
+    api_key_env: str | None = Field(
+        None, description="NAME of the environment variable holding the endpoint's key"
+    )
+
+
+class LlmOut(BaseModel):
+    model_uri: str = Field(examples=["models:/smollm2/1"])
+    name: str
+    version: int
+    kind: LlmKind
+
+
+@router.post("/llm", status_code=status.HTTP_201_CREATED, response_model=LlmOut, responses=WRITE)
+def register(body: LlmCreate, request: Request, _who: DeployerDep) -> LlmOut:
+    """Register an LLM as a new MLflow model version that a release can pin."""
+    parts: Components = request.app.state.components
+    spec = LlmSpec(
+        body.name,
+        gguf=Path(body.gguf) if body.gguf is not None else None,
+        openai_url=body.openai_url,
+        openai_model=body.openai_model,
+        api_key_env=body.api_key_env,
+    )
+    done = register_llm(parts.registry, spec)
+    return LlmOut(model_uri=done.model_uri, name=done.name, version=done.version, kind=done.kind)

@@ -1,0 +1,1 @@
+"""LLM base models: GGUF files run by llama.cpp and OpenAI-compatible endpoints."""

@@ -1,0 +1,249 @@
+"""An LLM base model: a GGUF file run by llama.cpp, or an OpenAI-compatible endpoint.
+
+Logged as an MLflow "model from code", so this file is copied into every LLM model
+version and loaded wherever it is served (a slot, a KServe or Seldon server). It must
+stay self-contained: it imports MLflow, pandas and the standard library, plus
+``llama_cpp`` (kind ``gguf``) or ``httpx`` (kind ``openai``) when loaded.
+
+Model config: ``kind`` (``gguf`` or ``openai``); for ``gguf`` ``n_ctx`` and
+``n_threads`` (0 = llama.cpp's choice), with the file as artifact ``gguf``; for
+``openai`` ``base_url`` (the OpenAI base URL, ending in ``/v1``), ``model`` (the served
+model name) and ``api_key_env`` (the NAME of the environment variable holding the key,
+read at every call; the key itself is never stored).
+
+:meth:`LlmModel.chat` answers OpenAI chat.completion dicts (or an iterator of
+chat.completion.chunk dicts, the last one carrying ``usage`` and no choices; an endpoint
+that streams no usage gets one content chunk counted as one token and ``prompt_tokens`` 0);
+``response_format`` is taken in OpenAI's form (``json_schema`` or ``json_object``).
+:meth:`LlmModel.predict` answers one string per row of a ``prompt`` column, each row
+sent as one user message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
+
+PROMPT_COLUMN = "prompt"
+LLAMA_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "stop",
+    "seed",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+class LlmError(Exception):
+    """The LLM refused or failed a call; ``status_code`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status_code: int = 502, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.param = param
+
+
+def llama_response_format(response_format: Any) -> dict[str, Any] | None:
+    """OpenAI's ``response_format`` in the form llama.cpp takes (``json_object`` + schema)."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return {"type": "json_object", "schema": schema} if schema else {"type": "json_object"}
+    if kind == "json_object":
+        return dict(response_format)
+    return None
+
+
+def answer_text(completion: dict[str, Any]) -> str:
+    """The assistant text of a chat.completion dict ("" when it has none)."""
+    choices = completion.get("choices") or [{}]
+    return str((choices[0].get("message") or {}).get("content") or "")
+
+
+class _Gguf:
+    """One llama.cpp model; calls are serialised (a context serves one generation)."""
+
+    def __init__(self, path: str, n_ctx: int, n_threads: int) -> None:
+        from llama_cpp import Llama
+
+        threads = n_threads or None
+        self.llm: Any = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
+        self.lock = threading.Lock()
+
+    def _kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        kwargs = {key: params[key] for key in LLAMA_PARAMS if params.get(key) is not None}
+        if "response_format" in kwargs:
+            kwargs["response_format"] = llama_response_format(kwargs["response_format"])
+        return kwargs
+
+    def complete(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            result: dict[str, Any] = self.llm.create_chat_completion(
+                messages=messages, **self._kwargs(params)
+            )
+            return result
+
+    def stream(
+        self, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        with self.lock:
+            chunks = self.llm.create_chat_completion(
+                messages=messages, stream=True, **self._kwargs(params)
+            )
+            produced, finish, last = 0, None, None
+            for chunk in chunks:
+                choice = chunk["choices"][0] if chunk["choices"] else {}
+                produced += bool((choice.get("delta") or {}).get("content"))
+                finish = choice.get("finish_reason") or finish
+                last = chunk
+                yield chunk
+            # llama.cpp streams one token a chunk but reports no usage; the context holds
+            # prompt and answer, less the last sampled token when the length limit hit.
+            prompt = max(0, self.llm.n_tokens - produced + (finish == "length"))
+            yield _usage_chunk(last, prompt, produced)
+
+
+def _usage_chunk(last: dict[str, Any] | None, prompt: int, completion: int) -> dict[str, Any]:
+    base = last or {"id": f"chatcmpl-{uuid.uuid4()}", "created": int(time.time()), "model": ""}
+    return {
+        "id": base["id"],
+        "object": "chat.completion.chunk",
+        "created": base["created"],
+        "model": base["model"],
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+class _OpenAI:
+    """An OpenAI-compatible endpoint called with httpx; the key is read from the env."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None) -> None:
+        import httpx
+
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.client = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0))
+
+    def _request(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+        body = {**params, "model": self.model, "messages": messages}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return {"url": self.url, "json": body, "headers": headers}
+
+    def complete(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+        response = self._call(lambda: self.client.post(**self._request(messages, params)))
+        _raise_for_status(response.status_code, response.text)
+        result: dict[str, Any] = response.json()
+        return result
+
+    def stream(
+        self, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        request = self._request(messages, params)
+        request["json"] |= {"stream": True, "stream_options": {"include_usage": True}}
+        with self._call(lambda: self.client.stream("POST", **request)) as response:
+            if response.status_code >= 400:
+                _raise_for_status(response.status_code, response.read().decode(errors="replace"))
+            produced, usage, last = 0, False, None
+            for line in response.iter_lines():
+                data = line[5:].strip() if line.startswith("data:") else ""
+                if data == "[DONE]":
+                    break
+                if data:
+                    last = json.loads(data)
+                    usage = usage or bool(last.get("usage"))
+                    produced += any((c.get("delta") or {}).get("content") for c in last["choices"])
+                    yield last
+        if not usage:
+            # Some servers (llama.cpp's own) report no usage in streams: count one token a
+            # content chunk, as they stream; the prompt's size is unknown here (0).
+            yield _usage_chunk(last, 0, produced)
+
+    def _call(self, send: Any) -> Any:
+        import httpx
+
+        try:
+            return send()
+        except httpx.TimeoutException as exc:
+            raise LlmError(f"the LLM endpoint {self.url} timed out: {exc}", 504) from exc
+        except httpx.HTTPError as exc:
+            raise LlmError(f"the LLM endpoint {self.url} failed: {exc}", 502) from exc
+
+
+def _raise_for_status(status: int, text: str) -> None:
+    if status < 400:
+        return
+    try:
+        message = json.loads(text)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = text[:500]
+    # The client's mistakes stay theirs; the endpoint's own failures are a bad gateway.
+    raise LlmError(
+        f"the LLM endpoint answered {status}: {message}", status if status < 500 else 502
+    )
+
+
+class LlmModel(PythonModel):
+    """An LLM answering OpenAI chat calls; see the module docstring for its config."""
+
+    gguf_path: str | None = None
+
+    def load_context(self, context: PythonModelContext) -> None:
+        config = context.model_config or {}
+        self.kind: str = config["kind"]
+        if self.kind == "gguf":
+            self.gguf_path = context.artifacts["gguf"]
+            n_ctx, n_threads = int(config.get("n_ctx", 2048)), int(config.get("n_threads", 0))
+            self._engine: Any = _Gguf(self.gguf_path, n_ctx, n_threads)
+        else:
+            self._engine = _OpenAI(config["base_url"], config["model"], config.get("api_key_env"))
+
+    def chat(
+        self, messages: list[dict[str, Any]], params: dict[str, Any], stream: bool = False
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """Answer ``messages`` with generation ``params`` (OpenAI names).
+
+        Raises:
+            LlmError: the endpoint refused or failed the call (its status kept for 4xx).
+        """
+        if stream:
+            return self._engine.stream(messages, params)  # type: ignore[no-any-return]
+        return self._engine.complete(messages, params)  # type: ignore[no-any-return]
+
+    def predict(
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """One answer per row of the ``prompt`` column (or the only column)."""
+        column = PROMPT_COLUMN if PROMPT_COLUMN in model_input.columns else model_input.columns[0]
+        replies = []
+        for prompt in model_input[column]:
+            reply = self.chat([{"role": "user", "content": str(prompt)}], dict(params or {}))
+            replies.append(answer_text(reply))  # type: ignore[arg-type]
+        return replies
+
+
+mlflow.models.set_model(LlmModel())

@@ -1,0 +1,174 @@
+"""The slot's OpenAI routes, for a bundle whose base model is an LLM.
+
+``POST /openai/v1/chat/completions`` (KServe's prefix) answers a chat
+completion, or with ``stream: true`` server-sent events ``data: {chunk}`` ... ``data:
+[DONE]`` (the last chunk before ``[DONE]`` carries ``usage`` when
+``stream_options.include_usage`` is set). ``GET /openai/v1/models`` lists the one model,
+named after the deployment. Answers and chunks are checked against the official
+``openai`` SDK's types; errors are in OpenAI's shape (:mod:`bgserve.slot.openai_request`).
+
+kserve 0.21 ships OpenAI model classes (``kserve.protocol.rest.openai``) but they import
+their types from vLLM, which a slot does not install; the SDK's types are used instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from bgserve.slot.openai_request import ChatCall, OpenAIRefusal, parse_chat
+
+# Not /v1 as well: kserve's own v1 protocol answers GET /v1/models on the same app.
+PREFIX = "/openai/v1"
+log = logging.getLogger("bgserve.slot.openai")
+
+
+def chat_bundle(pyfunc: Any) -> Any | None:
+    """The bundle's python model when its base is an LLM, else None.
+
+    A GGUF base is checked first (:func:`bgserve.llm.safety.ensure_llama_works`).
+
+    Raises:
+        UnsafeLlamaBuild: the installed llama.cpp crashes on this machine.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        bundle = pyfunc.unwrap_python_model()
+    except MlflowException:
+        return None
+    llm = getattr(bundle, "llm", None)
+    if llm is None or not callable(getattr(bundle, "chat", None)):
+        return None
+    gguf = getattr(llm, "gguf_path", None)
+    if gguf:
+        from bgserve.llm.safety import ensure_llama_works
+
+        ensure_llama_works(Path(gguf))
+    return bundle
+
+
+def refusal_of(exc: Exception) -> OpenAIRefusal:
+    """An exception met while answering, as an OpenAI-shaped refusal."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, OpenAIRefusal):
+        return exc
+    if isinstance(exc, MlflowException) and exc.error_code == "INVALID_PARAMETER_VALUE":
+        param = "variables" if "variable" in exc.message else None
+        return OpenAIRefusal(400, exc.message, param=param)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 600:
+        return OpenAIRefusal(status, str(exc), param=getattr(exc, "param", None))
+    log.exception("chat completion failed")
+    return OpenAIRefusal(500, f"the model failed: {type(exc).__name__}: {exc}")
+
+
+def _error(refusal: OpenAIRefusal) -> JSONResponse:
+    return JSONResponse(refusal.payload(), status_code=refusal.status)
+
+
+def completion_json(result: dict[str, Any], deployment: str) -> dict[str, Any]:
+    """A chat.completion dict under the deployment's name, checked by the SDK's type."""
+    from openai.types.chat import ChatCompletion
+
+    checked = ChatCompletion.model_validate({**result, "model": deployment})
+    return checked.model_dump(mode="json", exclude_unset=True)
+
+
+def chunk_event(chunk: dict[str, Any], deployment: str) -> bytes:
+    """One SSE event for a chat.completion.chunk dict, checked by the SDK's type."""
+    from openai.types.chat import ChatCompletionChunk
+
+    checked = ChatCompletionChunk.model_validate({**chunk, "model": deployment})
+    data = json.dumps(checked.model_dump(mode="json", exclude_unset=True), separators=(",", ":"))
+    return b"data: " + data.encode() + b"\n\n"
+
+
+def _without_usage(chunk: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in chunk.items() if key != "usage"}
+
+
+async def _next(chunks: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
+    return await asyncio.to_thread(next, chunks, None)
+
+
+async def _events(
+    first: dict[str, Any] | None, chunks: Iterator[dict[str, Any]], call: ChatCall, name: str
+) -> AsyncIterator[bytes]:
+    chunk = first
+    try:
+        while chunk is not None:
+            if chunk.get("choices") or (call.include_usage and chunk.get("usage")):
+                shown = chunk if call.include_usage else _without_usage(chunk)
+                yield chunk_event(shown, name)
+            chunk = await _next(chunks)
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:  # the status line is gone: the error becomes the last event
+        yield b"data: " + json.dumps(refusal_of(exc).payload()).encode() + b"\n\n"
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            try:
+                close()  # frees the model for the next call
+            except ValueError:
+                log.warning("a cancelled stream's generation is still running")
+
+
+async def _stream(bundle: Any, call: ChatCall, name: str) -> Response:
+    try:
+        chunks = await asyncio.to_thread(
+            bundle.chat, call.variables, call.messages, call.params, True
+        )
+        first = await _next(chunks)  # a refusal before the first chunk keeps its status
+    except Exception as exc:
+        return _error(refusal_of(exc))
+    return StreamingResponse(
+        _events(first, chunks, call, name),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache"},
+    )
+
+
+def openai_router(bundle: Any, deployment: str) -> APIRouter:
+    """The OpenAI routes answering for ``bundle`` under the name ``deployment``."""
+    router = APIRouter(tags=["OpenAI"])
+    created = int(time.time())
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            call = parse_chat(await request.body(), deployment)
+        except OpenAIRefusal as refusal:
+            return _error(refusal)
+        if call.stream:
+            return await _stream(bundle, call, deployment)
+        try:
+            result = await asyncio.to_thread(
+                bundle.chat, call.variables, call.messages, call.params, False
+            )
+            return JSONResponse(completion_json(result, deployment))
+        except Exception as exc:
+            return _error(refusal_of(exc))
+
+    async def models() -> dict[str, Any]:
+        from openai.types import Model
+
+        model = Model(id=deployment, created=created, object="model", owned_by="bgserve")
+        return {"object": "list", "data": [model.model_dump(mode="json", exclude_none=True)]}
+
+    router.add_api_route(f"{PREFIX}/chat/completions", chat_completions, methods=["POST"])
+    router.add_api_route(f"{PREFIX}/models", models, methods=["GET"])
+    return router
+
+
+def attach_openai(app: FastAPI, bundle: Any, deployment: str) -> None:
+    """Serve the OpenAI routes for ``bundle`` on ``app`` (before it starts)."""
+    app.include_router(openai_router(bundle, deployment))

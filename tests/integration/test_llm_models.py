@@ -1,0 +1,195 @@
+"""Registering LLM base models (POST /models/llm, `bgserve models register-llm`), chat
+prompts in releases, and the llama.cpp start-up check, on a real MLflow store."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from bgserve.api.app import create_app
+from bgserve.cli.app import app as cli
+from bgserve.llm.safety import (
+    SAFE_CMAKE_ARGS,
+    UnsafeLlamaBuild,
+    ensure_llama_works,
+    evaluate_in_child,
+    library_key,
+)
+from bgserve.llm.smollm2 import smollm2_path
+from bgserve.registry.mlflow_registry import MlflowRegistry
+from tests.support.flow import make_settings
+from tests.support.inprocess_api import build_in_process
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SECRET = "sk-never-stored-0123456789"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
+    settings = make_settings(Path(tmp_path_factory.mktemp("llm-api")), mlflow_store)
+    with TestClient(create_app(settings, build=build_in_process)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def registry(mlflow_store: str, tmp_path_factory: pytest.TempPathFactory) -> MlflowRegistry:
+    artifacts = str(tmp_path_factory.mktemp("llm-artifacts"))
+    return MlflowRegistry(mlflow_store, mlflow_store, artifact_location=artifacts)
+
+
+def mlmodel_of(model_uri: str) -> dict[str, Any]:
+    local = Path(mlflow.artifacts.download_artifacts(f"{model_uri}/MLmodel"))
+    loaded: dict[str, Any] = yaml.safe_load(local.read_text())
+    return loaded
+
+
+def test_a_gguf_file_registers_as_a_model_version_holding_the_file(api: TestClient) -> None:
+    response = api.post("/models/llm", json={"name": "smol-api", "gguf": str(smollm2_path())})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["kind"] == "gguf" and body["name"] == "smol-api"
+    assert body["model_uri"] == f"models:/smol-api/{body['version']}"
+    stored = Path(mlflow.artifacts.download_artifacts(f"{body['model_uri']}/artifacts"))
+    (copied,) = list(stored.iterdir())
+    assert copied.stat().st_size == smollm2_path().stat().st_size
+    config = mlmodel_of(body["model_uri"])["flavors"]["python_function"]["config"]
+    assert config["kind"] == "gguf"
+
+
+def test_an_endpoint_pins_url_model_and_key_name_never_the_key(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLM_TEST_KEY", SECRET)
+    body = {
+        "name": "remote-llm",
+        "openai_url": "http://127.0.0.1:9/v1",
+        "openai_model": "smollm2",
+        "api_key_env": "LLM_TEST_KEY",
+    }
+    response = api.post("/models/llm", json=body)
+    assert response.status_code == 201, response.text
+    uri = response.json()["model_uri"]
+    config = mlmodel_of(uri)["flavors"]["python_function"]["config"]
+    assert config == {
+        "kind": "openai",
+        "base_url": "http://127.0.0.1:9/v1",
+        "model": "smollm2",
+        "api_key_env": "LLM_TEST_KEY",
+    }
+    folder = Path(mlflow.artifacts.download_artifacts(uri))
+    stored = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    assert SECRET.encode() not in stored
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"gguf": "/nonexistent/model.gguf"}, "gguf"),
+        ({"gguf": sys.executable}, "gguf"),  # a file, but not GGUF
+        ({"gguf": "/tmp"}, "gguf"),
+        ({}, "openai_url"),  # neither kind
+        ({"openai_url": "ftp://h/v1", "openai_model": "m"}, "openai_url"),
+        ({"openai_url": "http://h:1/v1"}, "openai_model"),
+        (
+            {"openai_url": "http://h:1/v1", "openai_model": "m", "api_key_env": SECRET},
+            "api_key_env",
+        ),
+        ({"gguf": "GGUF", "openai_url": "http://h:1/v1", "openai_model": "m"}, "gguf"),
+        ({"gguf": 3}, "gguf"),
+        ({"gguf": "x", "temperature": 1}, "temperature"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(
+    api: TestClient, body: dict[str, Any], field: str
+) -> None:
+    response = api.post("/models/llm", json={"name": "bad", **body})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field, response.text
+    assert SECRET not in response.text  # a key given by mistake is not echoed back
+
+
+def test_a_bad_name_and_a_prompt_name_are_refused(api: TestClient, mlflow_store: str) -> None:
+    gguf = str(smollm2_path())
+    assert api.post("/models/llm", json={"name": "a b", "gguf": gguf}).json()["field"] == "name"
+    mlflow.genai.register_prompt(name="taken-by-a-prompt", template="{{x}}")
+    response = api.post("/models/llm", json={"name": "taken-by-a-prompt", "gguf": gguf})
+    assert response.status_code == 422 and response.json()["field"] == "name", response.text
+
+
+def test_the_cli_prints_the_new_model_uri(mlflow_store: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"MLFLOW_TRACKING_URI": mlflow_store, "BGSERVE_HOME": str(tmp_path)}
+    args = ["models", "register-llm", "smol-cli", "--gguf", str(smollm2_path())]
+    first = runner.invoke(cli, args, env=env)
+    second = runner.invoke(cli, args, env=env)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert first.output.strip() == "models:/smol-cli/1"
+    assert second.output.strip() == "models:/smol-cli/2"
+    bad = runner.invoke(cli, ["models", "register-llm", "x", "--gguf", sys.executable], env=env)
+    assert bad.exit_code == 1 and "not a GGUF model file" in bad.output
+
+
+def test_a_chat_prompt_release_carries_messages_model_config_and_schema(
+    registry: MlflowRegistry, mlflow_store: str
+) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    messages = [
+        {"role": "system", "content": "You are a {{style}} assistant."},
+        {"role": "user", "content": "{{question}}"},
+    ]
+    with registry.uris():
+        mlflow.genai.register_prompt(
+            name="chat-release",
+            template=messages,
+            model_config={"temperature": 0.0, "max_tokens": 7, "top_k": 3},
+            response_format=schema,
+        )
+    llm = api_free_llm(registry)
+    resolved = registry.register_release("chat-rel", llm, "prompts:/chat-release/1")
+    mlmodel = mlmodel_of(f"models:/{resolved.bundle_name}/{resolved.bundle_version}")
+    config = mlmodel["flavors"]["python_function"]["config"]
+    assert config["messages"] == messages and "template" not in config
+    assert config["model_config"] == {"temperature": 0.0, "max_tokens": 7}  # top_k is not ours
+    assert config["response_format"] == schema
+    assert config["variables"] == ["style", "question"]
+
+
+def api_free_llm(registry: MlflowRegistry) -> str:
+    from bgserve.registry.llm_models import LlmSpec, register_llm
+
+    spec = LlmSpec("chat-base", openai_url="http://127.0.0.1:9/v1", openai_model="m")
+    return register_llm(registry, spec).model_uri
+
+
+def test_the_llama_check_passes_this_build_and_caches_the_verdict(tmp_path: Path) -> None:
+    cache = tmp_path / "llama-check.json"
+    assert evaluate_in_child(smollm2_path()) == "ok"
+    ensure_llama_works(smollm2_path(), cache)
+    assert library_key() in cache.read_text()
+
+
+def test_a_build_that_crashed_is_refused_with_the_safe_flags(tmp_path: Path) -> None:
+    cache = tmp_path / "llama-check.json"
+    cache.write_text(f'{{"{library_key()}": "signal SIGSEGV"}}')
+    with pytest.raises(UnsafeLlamaBuild) as refused:
+        ensure_llama_works(smollm2_path(), cache)
+    assert "SIGSEGV" in refused.value.message and SAFE_CMAKE_ARGS in refused.value.message
+
+
+def test_a_child_killed_by_a_signal_is_reported_as_that_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A "model" that makes the child die the way a bad build does: by a signal.
+    import bgserve.llm.safety as safety
+
+    monkeypatch.setattr(safety, "_CHILD", "import os, signal; os.kill(os.getpid(), 11)")
+    assert evaluate_in_child(smollm2_path()) == "signal SIGSEGV"
