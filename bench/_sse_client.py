@@ -1,15 +1,16 @@
 """The streaming client of bench/sse.py, run as its own process on raw keep-alive sockets.
 
 ``python bench/_sse_client.py SPEC OUT``: SPEC names paths (``name``, ``host``, ``port``,
-the whole request as text), ``streams`` per path and ``warmup``. Path by path, request by
+the whole request as text, where ``#####`` becomes the call's number so that no two
+prompts are alike and a model's prompt cache cannot answer), ``streams`` per path and
+``warmup``. Path by path, request by
 request (the order turns each round, so no path always follows the same one), it sends
 the request and reads the chunked SSE answer, stamping every ``recv`` with
 ``time.monotonic_ns()`` (CLOCK_MONOTONIC, shared with the upstream's process on Linux).
 For each stream it keeps: its round, the send time, the receive time of each content
 chunk (an event whose delta has text), the ``bench_sent_ns`` stamp the upstream put in
 it, if any, and the first one's ``bench_request_ns`` (when the upstream had read the
-request). OUT
-gets ``{"streams": {path: [stream, ...]}, "failures": {path: n}}``.
+request). OUT gets ``{"streams": {path: [stream, ...]}, "failures": {path: n}}``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ class Failed(Exception):
     """The answer was not a 200 chunked event stream."""
 
 
+MARK = b"#####"  # in a request: replaced by a call number, so no two prompts are the same
+
+
 class Stream:
     """One keep-alive connection that sends one request and reads SSE answers."""
+
+    calls = 0  # over every connection: each call's number
 
     def __init__(self, host: str, port: int, request: bytes) -> None:
         self.address, self.request = (host, port), request
@@ -53,8 +59,10 @@ class Stream:
         """Send the request, read the whole stream; its timings."""
         if self.sock is None:
             self.sock = self._connect()
+        Stream.calls += 1
+        request = self.request.replace(MARK, b"%05d" % (Stream.calls % 100_000))
         sent = time.monotonic_ns()
-        self.sock.sendall(self.request)
+        self.sock.sendall(request)
         try:
             return {"sent_ns": sent, **self._answer()}
         except BaseException:

@@ -16,7 +16,8 @@ from _stack import Serve, spawn_serve, wait_ready
 
 DEPLOYMENT = "smol"
 PROMPT = "bench-chat"
-SYSTEM = "You are a storyteller. Tell long, detailed stories."
+SYSTEM = "You are a {{style}} storyteller. Tell long, detailed stories."
+STYLE = "patient (story #####)"  # the client numbers each call: no prompt cache hit
 QUESTION = "Tell me a story about a lighthouse keeper and a storm."
 
 
@@ -27,6 +28,7 @@ def chat_request(host: str, port: int, max_tokens: int) -> str:
         {
             "model": DEPLOYMENT,
             "messages": [{"role": "user", "content": QUESTION}],
+            "variables": {"style": STYLE},
             "stream": True,
             "temperature": 0,
             "seed": 7,
