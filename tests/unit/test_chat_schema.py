@@ -124,3 +124,17 @@ def test_only_sides_with_a_schema_are_checked_and_blue_never_gates() -> None:
     plain = compare(CASES, answers(0), answers(0), loose())
     assert plain.summary.schema_valid is None and plain.verdict.passed
     assert Thresholds().min_schema_valid_rate == 0.9
+
+
+def test_the_html_report_and_the_json_show_the_rates_and_each_answers_check() -> None:
+    from bgserve.report_html import render_html
+
+    sides = SchemaSides(ResponseSchema(SCHEMA), ResponseSchema(SCHEMA))
+    report = compare(CASES, answers(10), answers(8), loose(), schemas=sides)
+    page = render_html(report, "qa")
+    assert "schema-valid blue" in page and "10 of 10 valid" in page
+    assert "schema-valid green" in page and "8 of 10 valid" in page and "invalid: c9, c10" in page
+    assert "response_format: at $.answer: 42 is not of type" in page
+    body = json.loads(report.model_dump_json())
+    assert body["summary"]["schema_valid"]["green"]["invalid_cases"] == ["c9", "c10"]
+    assert body["thresholds"]["min_schema_valid_rate"] == 0.9
