@@ -86,7 +86,7 @@ def test_a_chat_prompt_is_registered_with_its_messages_config_and_schema(
 def test_bad_chat_prompts_are_refused_naming_the_key_and_nothing_is_registered(
     tmp_path: Path, store: str, changes: dict[str, object], words: str
 ) -> None:
-    directory = chat_dir(tmp_path, **changes)
+    directory = chat_dir(tmp_path, "qa", **changes)
     for verb in ("push", "validate"):
         code, output = run("prompts", verb, str(directory), store=store)
         assert code == 1, output
