@@ -150,10 +150,10 @@ class Comparer:
         limits = Thresholds().with_overrides(dict(self.settings.thresholds))
         limits = limits.with_overrides(dict(options.thresholds or thresholds or {}))
         self._check_request(cases, options)
-        (blue_target, blue_spec), (green_target, green_spec) = (
+        (blue_target, blue_schema), (green_target, green_schema) = (
             self._target(name, release, cases) for release in (before.blue, before.green)
         )
-        schemas = SchemaSides(_schema(blue_spec), _schema(green_spec))
+        schemas = SchemaSides(blue_schema, green_schema)
         blue, green = query_slots([blue_target, green_target], cases, self._plan())
         if options.scorers or any(case.scorers for case in cases):
             blue, green = self.scorers.score_all(
@@ -254,18 +254,19 @@ class Comparer:
 
     def _target(
         self, name: str, release_id: int, cases: list[GoldenCase]
-    ) -> tuple[SlotTarget, PromptSpec]:
+    ) -> tuple[SlotTarget, ResponseSchema | None]:
         release = self.releases.get_release(release_id)
         spec = self.prompts.get_prompt_spec(release.prompt_name, release.prompt_version)
         check_inputs(cases, spec.variables)
         if not spec.is_chat:
             _refuse_messages(cases, release.prompt_uri)
+        schema = _schema(spec, release.prompt_uri)
         info = self.slots.slot_info(name, release_id)
         if info is None or not info.ready:
             raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
         infer = f"{info.endpoint}/v2/models/{name}/infer"
         chat = f"{info.endpoint}/openai/v1/chat/completions" if spec.is_chat else None
-        return SlotTarget(infer, spec.variables, chat_url=chat, model=name), spec
+        return SlotTarget(infer, spec.variables, chat_url=chat, model=name), schema
 
 
 def _refuse_messages(cases: Sequence[GoldenCase], prompt_uri: str) -> None:
@@ -279,8 +280,15 @@ def _refuse_messages(cases: Sequence[GoldenCase], prompt_uri: str) -> None:
             )
 
 
-def _schema(spec: PromptSpec) -> ResponseSchema | None:
-    return None if spec.response_format is None else ResponseSchema(spec.response_format)
+def _schema(spec: PromptSpec, prompt_uri: str) -> ResponseSchema | None:
+    """The prompt's response schema; InvalidInput naming the prompt when it is broken
+    (registered outside bgserve, unchecked)."""
+    if spec.response_format is None:
+        return None
+    try:
+        return ResponseSchema(spec.response_format)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{prompt_uri}: {exc.message}", field="response_format") from exc
 
 
 def _log_details(report: ComparisonReport) -> dict[str, object]:

@@ -141,3 +141,19 @@ def test_model_config_refuses_unknown_keys_and_values_out_of_range_naming_the_ke
     err = error_of(check_model_config, config)
     assert err.field == f"model_config.{key}"
     assert f"model_config.{key}" in err.message
+
+
+def test_a_text_prompt_validation_refuses_cases_with_messages_before_anything_runs() -> None:
+    from bgserve.app.comparer import CompareSettings
+    from bgserve.app.prompt_validation import PromptValidator
+
+    settings = CompareSettings(concurrency=1, timeout_seconds=1, thresholds={}, scorer="text")
+    validator = PromptValidator(settings, None, None, None)  # type: ignore[arg-type]
+    cases = parse_cases(
+        [
+            {"id": "plain", "inputs": {"text": "x"}},
+            {"id": "chatty", "inputs": {}, "messages": [{"role": "user", "content": "hi"}]},
+        ]
+    )
+    err = error_of(validator.validate, "chat", cases)
+    assert err.field == "cases[1].messages" and "'chatty'" in err.message
