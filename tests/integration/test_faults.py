@@ -53,7 +53,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator
 
     register_demo(mlflow_store)
     settings = make_settings(tmp_path_factory.mktemp("faults"), mlflow_store)
-    settings.plan_bake_s = 2.0
+    settings.plan.bake_s = 2.0
     with TestClient(create_app(settings)) as client:
         client.app.state.ids = create_releases(client)  # type: ignore[attr-defined]
         yield client
