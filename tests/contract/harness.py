@@ -133,7 +133,11 @@ Build = Callable[..., Backend]
 KUBE: dict[str, tuple[str, Build, Rules, Reader, dict[str, Any]]] = {
     "kserve": ("kserve", kserve_backend, kserve_rbac("gateway"), _route_weights, {}),
     "seldon-v2": (
-        "seldon", seldon_backend_of, seldon_rbac("v2"), _experiment_weights, {"seldon_flavour": "v2"}
+        "seldon",
+        seldon_backend_of,
+        seldon_rbac("v2"),
+        _experiment_weights,
+        {"seldon_flavour": "v2"},
     ),
     "seldon-v1": (
         "seldon", seldon_backend_of, seldon_rbac("v1"), _sdep_weights, {"seldon_flavour": "v1"}
