@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bgserve.settings.groups import Group
+from bgserve.settings.groups import Group, spelt_flat
 
 
 class JudgeGroup(Group):
     """The pairwise LLM judge a comparison may ask (``BGSERVE_COMPARE_JUDGE_*``)."""
 
-    prefix = "compare_judge_"
+    model_config = spelt_flat("compare_judge_")
 
     url: str | None = Field(
         None, description="OpenAI-compatible API base of the pairwise judge (e.g. .../v1)."
@@ -35,7 +35,7 @@ class CompareGroup(Group):
     """How blue and green are compared on a golden set, and where comparisons are logged
     (``BGSERVE_COMPARE_*``)."""
 
-    prefix = "compare_"
+    model_config = spelt_flat("compare_")
 
     concurrency: int = Field(
         8, ge=1, le=256, description="Golden cases in flight at once during a comparison."

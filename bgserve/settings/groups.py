@@ -2,8 +2,8 @@
 
 Settings are grouped by topic (``settings.kube.namespace``), while the environment keeps
 its flat names (``BGSERVE_KUBE_NAMESPACE``): those names are the public contract. A
-:class:`Group` says how its fields are spelt flat (its ``prefix`` before the field name,
-plus older spellings in ``legacy``); :func:`nest` moves flat keys into their groups before
+:class:`Group` says how its fields are spelt flat (:func:`spelt_flat`: a prefix before the
+field name, plus older spellings); :func:`nest` moves flat keys into their groups before
 validation, and :class:`FlatEnvSource` reads the flat variables from the environment.
 """
 
@@ -11,23 +11,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 ENV_PREFIX = "BGSERVE_"
 
 
+def spelt_flat(prefix: str) -> ConfigDict:
+    """The config of a group whose field ``f`` is also spelt ``<prefix>f`` (its flat name,
+    which validation errors then show)."""
+    return ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=AliasGenerator(
+            validation_alias=lambda name: AliasChoices(prefix + name, name)
+        ),
+    )
+
+
 class Group(BaseModel):
-    """Settings on one topic; field ``f`` is spelt ``<prefix>f`` flat."""
+    """Settings on one topic, read from flat names (see :func:`spelt_flat`; a field may add
+    older spellings as further ``validation_alias`` choices)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    prefix: ClassVar[str] = ""
-    legacy: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    """Older flat spellings of a field, still read (e.g. ``steps``: ``promote_steps``)."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 def _group_type(field: FieldInfo) -> type[Group] | None:
@@ -35,6 +44,13 @@ def _group_type(field: FieldInfo) -> type[Group] | None:
     if isinstance(annotation, type) and issubclass(annotation, Group):
         return annotation
     return None
+
+
+def _flat_names(name: str, field: FieldInfo) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [c for c in alias.choices if isinstance(c, str) and c != name]
+    return [alias] if isinstance(alias, str) and alias != name else []
 
 
 def flat_fields(model: type[BaseModel]) -> Iterator[tuple[str, tuple[str, ...], FieldInfo]]:
@@ -56,41 +72,31 @@ def _group_fields(
         if inner is not None:
             yield from _group_fields(inner, (*path, name))
             continue
-        for flat in (group.prefix + name, *group.legacy.get(name, ())):
+        for flat in _flat_names(name, field):
             yield flat, (*path, name), field
 
 
 def nest(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` with flat keys moved into their groups (``kube_namespace`` ->
-    ``kube.namespace``). A value given nested wins over the same value given flat; a group
-    given as a model is taken whole."""
+    ``kube: {kube_namespace: ...}``, which the group reads as ``namespace``). A value given
+    nested wins over the same value given flat; a group given as a model is taken whole."""
     out = dict(data)
-    nested: dict[str, Any] = {}
+    found: dict[tuple[str, ...], tuple[str, Any]] = {}
     for flat, path, _ in flat_fields(model):
-        if flat not in out:
-            continue
-        value = out.pop(flat)
-        if isinstance(data.get(path[0]), BaseModel):
-            continue
-        node = nested
+        if flat in out:
+            value = out.pop(flat)
+            found.setdefault(path, (flat, value))  # the first spelling wins
+    for path, (flat, value) in found.items():
+        node: Any = out
         for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node.setdefault(path[-1], value)
-    for key, values in nested.items():
-        given = out.get(key)
-        if isinstance(given, BaseModel):
-            continue
-        out[key] = _merged(values, given if isinstance(given, Mapping) else {})
-    return out
-
-
-def _merged(flat: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(flat)
-    for key, value in given.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
+            child = node.get(key)
+            if isinstance(child, BaseModel):
+                break
+            node[key] = child = dict(child) if isinstance(child, Mapping) else {}
+            node = child
         else:
-            out[key] = value
+            if path[-1] not in node and flat not in node:
+                node[flat] = value
     return out
 
 

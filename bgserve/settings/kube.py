@@ -12,13 +12,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from bgserve.settings.groups import Group
+from bgserve.settings.groups import Group, spelt_flat
 
 
 class KServeGroup(Group):
     """How the KServe backend routes between InferenceServices (``BGSERVE_KSERVE_*``)."""
 
-    prefix = "kserve_"
+    model_config = spelt_flat("kserve_")
 
     router: Literal["gateway", "istio"] = Field(
         "gateway",
@@ -37,7 +37,7 @@ class SeldonGroup(Group):
     """Which Seldon Core generation and Server the Seldon backend uses
     (``BGSERVE_SELDON_*``)."""
 
-    prefix = "seldon_"
+    model_config = spelt_flat("seldon_")
 
     flavour: Literal["v1", "v2"] = Field(
         "v2",
@@ -73,7 +73,7 @@ class PrometheusGroup(Group):
     """Where the live analysis reads per-release counts on KServe and Seldon
     (``BGSERVE_PROMETHEUS_*``)."""
 
-    prefix = "prometheus_"
+    model_config = spelt_flat("prometheus_")
 
     url: str = Field(
         "",
@@ -124,7 +124,7 @@ class KubeGroup(Group):
     """Where bgserve writes its Kubernetes objects and how it reads them back
     (``BGSERVE_KUBE_*``)."""
 
-    prefix = "kube_"
+    model_config = spelt_flat("kube_")
 
     api_url: str = Field(
         "",

@@ -10,13 +10,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bgserve.settings.groups import Group
+from bgserve.settings.groups import Group, spelt_flat
 
 
 class LeaderGroup(Group):
     """How replicas of one bgserve agree on a leader (``BGSERVE_LEADER_*``)."""
 
-    prefix = "leader_"
+    model_config = spelt_flat("leader_")
 
     election: Literal["auto", "lease", "postgres", "off"] = Field(
         "auto",

@@ -8,26 +8,28 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import make_plan
 from bgserve.errors import InvalidInput
-from bgserve.settings.groups import ENV_PREFIX, Group
+from bgserve.settings.groups import ENV_PREFIX, Group, spelt_flat
 
 
 class PlanGroup(Group):
     """The default promotion plan and its live analysis (a request may override them)."""
 
-    prefix = "plan_"
-    legacy = {"steps": ("promote_steps",), "bake_s": ("promote_step_pause_seconds",)}
+    model_config = spelt_flat("plan_")
 
     steps: list[int] = Field(
         default_factory=lambda: [10, 50, 100],
+        validation_alias=AliasChoices("plan_steps", "steps", "promote_steps"),
         description="Green weights a plan walks through, ending at 100 (the cutover).",
     )
     bake_s: float = Field(
-        30.0, description="How long each step bakes before green is analysed against blue."
+        30.0,
+        validation_alias=AliasChoices("plan_bake_s", "bake_s", "promote_step_pause_seconds"),
+        description="How long each step bakes before green is analysed against blue."
     )
     min_requests: int = Field(
         50, description="Requests each side needs in a bake before a check can decide."
@@ -73,7 +75,7 @@ class PlanGroup(Group):
 class ShadowGroup(Group):
     """How mirrored traffic is collected, scored and kept (``BGSERVE_SHADOW_*``)."""
 
-    prefix = "shadow_"
+    model_config = spelt_flat("shadow_")
 
     store_inputs: bool = Field(
         True,
