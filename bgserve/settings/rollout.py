@@ -29,7 +29,7 @@ class PlanGroup(Group):
     bake_s: float = Field(
         30.0,
         validation_alias=AliasChoices("plan_bake_s", "bake_s", "promote_step_pause_seconds"),
-        description="How long each step bakes before green is analysed against blue."
+        description="How long each step bakes before green is analysed against blue.",
     )
     min_requests: int = Field(
         50, description="Requests each side needs in a bake before a check can decide."
