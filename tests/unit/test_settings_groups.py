@@ -86,10 +86,11 @@ def test_bounding_mlflow_http_leaves_the_environment_alone_and_reaches_slots(
 
     assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 1
     assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 33  # the user's variable wins
-    env = slot_env(Settings(home=tmp_path), bounds)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = slot_env(Settings(home=tmp_path, mlflow_tracking_uri=uri), bounds)
     assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
     assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "33"
-    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert env["MLFLOW_TRACKING_URI"] == uri
 
 
 def _environ_writes(tree: ast.AST) -> list[int]:
