@@ -74,15 +74,18 @@ def test_plan_steps_follow_the_domains_rule_a_first_step_of_zero_is_a_plan() -> 
 def test_bounding_mlflow_http_leaves_the_environment_alone_and_reaches_slots(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mlflow import environment_variables as mlflow_env
+
+    for name in ("MAX_RETRIES", "TIMEOUT", "BACKOFF_FACTOR", "BACKOFF_JITTER"):
+        variable = getattr(mlflow_env, f"MLFLOW_HTTP_REQUEST_{name}")
+        monkeypatch.setattr(variable, "default", variable.default)  # restored afterwards
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "33")
     before = dict(os.environ)
     bounds = bound_mlflow_http(1, 4, 0)
     assert dict(os.environ) == before
-    from mlflow.environment_variables import (
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
-        MLFLOW_HTTP_REQUEST_TIMEOUT,
-    )
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES = mlflow_env.MLFLOW_HTTP_REQUEST_MAX_RETRIES
+    MLFLOW_HTTP_REQUEST_TIMEOUT = mlflow_env.MLFLOW_HTTP_REQUEST_TIMEOUT
 
     assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 1
     assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 33  # the user's variable wins
