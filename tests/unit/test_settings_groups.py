@@ -99,12 +99,14 @@ def test_bounding_mlflow_http_leaves_the_environment_alone_and_reaches_slots(
 def _environ_writes(tree: ast.AST) -> list[int]:
     lines = []
     for node in ast.walk(tree):
-        target = node.value if isinstance(node, ast.Subscript) else None
-        if isinstance(node, ast.Attribute) and node.attr in ("setdefault", "update", "pop"):
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+            target: ast.expr | None = node.value
+        elif isinstance(node, ast.Attribute) and node.attr in ("setdefault", "update", "pop"):
             target = node.value
-        if isinstance(node, ast.Attribute) and node.attr in ("putenv", "unsetenv"):
+        elif isinstance(node, ast.Attribute) and node.attr in ("putenv", "unsetenv"):
             lines.append(node.lineno)
-        if isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Store | ast.Del):
+            continue
+        else:
             continue
         if isinstance(target, ast.Attribute) and target.attr == "environ":
             lines.append(node.lineno)
