@@ -64,12 +64,14 @@ def fake_kserve(server: Cluster, ready: Callable[[str], bool] = lambda _: True) 
 
 def settings_for(server: FakeApiServer, router: str = "gateway", **extra: Any) -> Settings:
     """Settings for the fake server (the tests that need it)."""
-    return Settings(
-        kube_api_url=server.url,
-        kube_namespace=NS,
-        kserve_router=router,
-        **{"kube_poll_interval_seconds": 0.002, "slot_ready_timeout_seconds": 10, **extra},
-    )
+    values: dict[str, Any] = {
+        "kube_api_url": server.url,
+        "kube_namespace": NS,
+        "kserve_router": router,
+        "kube_poll_interval_seconds": 0.002,
+        "slot_ready_timeout_seconds": 10,
+    }
+    return Settings(**{**values, **extra})
 
 
 def make_backend(ns: KubeNamespace, router: str = "gateway", **extra: Any) -> KServeBackend:
@@ -402,7 +404,7 @@ def test_schema_invalid_object_surfaces_as_backend_error(kube_ns: KubeNamespace)
 
 
 def test_unreachable_api_server_is_a_backend_error(server: FakeApiServer) -> None:
-    settings = settings_for(server).model_copy(update={"kube_api_url": "http://127.0.0.1:9"})
+    settings = settings_for(server, kube_api_url="http://127.0.0.1:9")
     backend = kserve_backend(settings)
     backend.services.api.api_client.configuration.retries = 0
     with pytest.raises(BackendError, match="unreachable"):
