@@ -7,10 +7,11 @@ An unsafe or inconsistent configuration stops bgserve before it binds a port.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bgserve.settings.compare import CompareGroup, JudgeGroup
@@ -34,6 +35,17 @@ __all__ = [
 ]
 
 DEFAULT_HOME = Path.home() / ".bgserve"
+
+
+def _set_path(model: BaseModel, path: tuple[str, ...], value: Any) -> None:
+    # Groups are copied on the way down, so the original settings never change.
+    head, *rest = path
+    if not rest:
+        setattr(model, head, value)
+        return
+    group = getattr(model, head).model_copy()
+    _set_path(group, tuple(rest), value)
+    setattr(model, head, group)
 
 
 def _is_group(annotation: Any) -> bool:
@@ -221,6 +233,18 @@ class Settings(BaseSettings):
     @classmethod
     def _nest_flat_names(cls, data: Any) -> Any:
         return nest(cls, data) if isinstance(data, dict) else data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied (not validated, as pydantic's); flat names
+        (``kube_namespace``) reach their groups."""
+        if not update:
+            return super().model_copy(deep=deep)
+        plain = dict(update)
+        copy = super().model_copy(deep=deep)
+        for flat, path, _ in flat_fields(type(self)):
+            if flat in plain:
+                _set_path(copy, path, plain.pop(flat))
+        return super(Settings, copy).model_copy(update=plain)
 
     @classmethod
     def env_names(cls) -> set[str]:

@@ -125,3 +125,14 @@ def test_bgserve_never_writes_its_own_environment() -> None:
         if (lines := _environ_writes(ast.parse(path.read_text())))
     }
     assert found == {}
+
+
+def test_a_copy_takes_flat_names_and_leaves_the_original_alone() -> None:
+    original = Settings(kube_namespace="a", leader_identity="x")
+    copy = original.model_copy(update={"kube_namespace": "b", "seldon_server": "s", "port": 9})
+    assert (copy.kube.namespace, copy.kube.seldon.server, copy.port) == ("b", "s", 9)
+    assert (copy.leader.identity, original.kube.namespace, original.kube.seldon.server) == (
+        "x",
+        "a",
+        "",
+    )
