@@ -35,6 +35,7 @@ ROUTER_OPTIONS = (
     "upstream_timeout",
     "connect_timeout",
     "first_byte_timeout",
+    "stream_idle_timeout",
     "breaker",
     "probe_interval",
     "outlier_failures",
@@ -86,6 +87,8 @@ class Plane:
             self.set_routes(deployment, entry["version"], entry["routes"])
         for host, port in config.get("down", []):
             self.router.mark_down(host, port)
+        for deployment, (first_byte_s, idle_s) in config.get("timeouts", {}).items():
+            self.router.set_timeouts(deployment, first_byte_s, idle_s)
 
     def set_routes(self, deployment: str, version: int, routes: list[list[Any]] | None) -> bool:
         """Apply the update unless a newer one was applied; True if applied."""
@@ -119,6 +122,9 @@ class Plane:
             return self.router.is_down(message["host"], message["port"])
         if op == "stats":
             return self.stats()
+        if op == "set_timeouts":
+            m = message
+            return self.router.set_timeouts(m["deployment"], m["first_byte_s"], m["idle_s"])
         if op == "set_shadow":
             m = message
             return self.router.set_shadow(m["deployment"], m["percent"], m["max_queue"])
