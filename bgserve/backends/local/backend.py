@@ -264,15 +264,7 @@ class LocalBackend:
         for stats in self.traffic_stats():
             if stats["deployment"] != deployment:
                 continue
-            side = SideWindow(
-                stats["requests"],
-                stats["errors"],
-                tuple(stats["latency_buckets"]),
-                tuple(stats["ttft_buckets"]),
-                tuple(stats["tpot_buckets"]),
-                tuple(stats["output_token_buckets"]),
-                stats["output_tokens"],
-            )
+            side = side_window(stats)
             before = out.get(stats["release_id"])
             out[stats["release_id"]] = side if before is None else before.plus(side)
         return out
@@ -392,6 +384,19 @@ class LocalBackend:
     def _key_lock(self, key: tuple[str, int]) -> threading.Lock:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
+
+
+def side_window(stats: SlotStats) -> SideWindow:
+    """The analysis window of one slot's data-plane counters."""
+    return SideWindow(
+        stats["requests"],
+        stats["errors"],
+        tuple(stats["latency_buckets"]),
+        tuple(stats["ttft_buckets"]),
+        tuple(stats["tpot_buckets"]),
+        tuple(stats["output_token_buckets"]),
+        stats["output_tokens"],
+    )
 
 
 if TYPE_CHECKING:
