@@ -18,12 +18,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from bgserve.backends.local.backend import side_window
 from bgserve.backends.local.dataplane_client import DataPlane
 from bgserve.backends.local.slot_launcher import SlotLauncher
 from bgserve.dataplane.route_state import SlotStats
 from bgserve.dataplane.route_table import RouteTarget
+from bgserve.dataplane.router import Router
 from bgserve.domain.analysis import AnalysisSettings, Outcome
 from bgserve.domain.latency import LATENCY_BUCKETS_MS
 from bgserve.domain.streaming import run
@@ -32,7 +34,7 @@ from tests.support.openai_stub import OpenAIStub, openai_stub
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
         ready_timeout=30,
         stop_grace=5,
     )
-    options = {
+    options: dict[str, object] = {
         "breaker": True,
         "connect_timeout": 1.0,
         "first_byte_timeout": 5.0,
@@ -149,12 +151,12 @@ def test_the_openai_sdk_gets_a_completion_a_stream_with_usage_and_the_models(
     blue, green = pair
     route(plane, "sdk", blue, green, 0)
     client = openai.OpenAI(base_url=base(plane), api_key="unused", max_retries=0)
-    completion = client.chat.completions.create(model="sdk", messages=MESSAGES)  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model="sdk", messages=MESSAGES)
     assert completion.choices[0].message.content == blue.answer_text()
     assert completion.usage is not None and completion.usage.completion_tokens == blue.tokens
     stream = client.chat.completions.create(
         model="sdk",
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         stream=True,
         stream_options={"include_usage": True},
         extra_body={"variables": {"question": "why"}},
@@ -177,11 +179,13 @@ def test_weights_are_honoured_for_streamed_chat_completions(
     for _ in range(300):
         raw = client.chat.completions.with_raw_response.create(
             model="weights",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
         )
         roles[raw.headers["x-bgserve-slot"]] += 1
-        assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        chunks = raw.parse()
+        assert isinstance(chunks, openai.Stream)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     share = 100 * roles["green"] / 300
     assert 23 <= share <= 37, roles
     stats = slot_stats(plane, "weights")
@@ -242,7 +246,7 @@ def test_errors_on_the_openai_paths_are_in_openais_shape(
     assert none["type"] == "server_error"
     client = openai.OpenAI(base_url=base(plane), api_key="unused", max_retries=0)
     with pytest.raises(openai.NotFoundError, match="nowhere"):
-        client.chat.completions.create(model="nowhere", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="nowhere", messages=MESSAGES)
     assert blue.paths == []
 
 
@@ -316,12 +320,12 @@ def test_time_to_first_token_tokens_and_time_per_token_are_measured_per_slot(
             options: dict[str, Any] = {"stream_options": {"include_usage": True}} if n % 2 else {}
             stream = client.chat.completions.create(
                 model="ttft",
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 stream=True,
                 **options,
             )
             list(stream)
-        client.chat.completions.create(model="ttft", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="ttft", messages=MESSAGES)
     stats = slot_stats(plane, "ttft")
     windows = {role: side_window(s) for role, s in stats.items()}
     for role, stub, expected in (("blue", blue, fast), ("green", green, slow)):
@@ -360,13 +364,14 @@ def test_shadow_pairs_streamed_answers_assembled(
     try:
         client = openai.OpenAI(base_url=base(plane), api_key="unused", max_retries=0)
         for _ in range(3):
-            list(client.chat.completions.create(model="mirror", messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+            list(client.chat.completions.create(model="mirror", messages=MESSAGES, stream=True))
         pairs: list[dict[str, Any]] = []
-        wait_until(
-            lambda: pairs.extend(plane.shadow_pairs("mirror")["pairs"]) or len(pairs) >= 3,
-            20,
-            "three shadow pairs",
-        )
+
+        def three() -> bool:
+            pairs.extend(plane.shadow_pairs("mirror")["pairs"])
+            return len(pairs) >= 3
+
+        wait_until(three, 20, "three shadow pairs")
     finally:
         plane.set_shadow("mirror", 0, 16)
     for shadow in pairs:
@@ -379,3 +384,22 @@ def test_shadow_pairs_streamed_answers_assembled(
         assert green_answer["choices"][0]["finish_reason"] == "stop"
         assert shadow["green_error"] is None
     assert green.headers[-1]["x-bgserve-shadow"] == "1"
+
+
+def test_a_data_token_guards_the_openai_paths_in_openais_shape() -> None:
+    router = Router(data_token="s3cret")
+    port = router.start("127.0.0.1", 0)
+    try:
+        router.set_routes("chat", [RouteTarget("blue", 1, "127.0.0.1", 9, 100)])
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0
+        )
+        with pytest.raises(openai.AuthenticationError) as refused:
+            client.models.list()
+        assert refused.value.code == "invalid_api_key"
+        allowed = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="s3cret", max_retries=0
+        )
+        assert [m.id for m in allowed.models.list()] == ["chat"]
+    finally:
+        router.stop()

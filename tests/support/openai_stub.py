@@ -122,8 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
             stub.sent += 1
         self._write(_chunk(stub, {}, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
-            event = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "choices": []}
-            event["usage"] = _usage(stub)
+            event: dict[str, Any] = {"id": "chatcmpl-stub", "object": "chat.completion.chunk"}
+            event |= {"choices": [], "usage": _usage(stub)}
             self._write(b"data: " + json.dumps(event).encode() + b"\n\n")
         self._write(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
