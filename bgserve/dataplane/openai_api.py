@@ -113,7 +113,8 @@ def assembled(body: bytes) -> bytes:
     """A streamed chat completion (server-sent events) as the one ``chat.completion``
     JSON body the same answer would have had unstreamed; any other body as it is.
 
-    For shadow pairs, off the router's loop. A stream cut short gives what arrived.
+    For shadow pairs, off the router's loop. A stream cut short gives what arrived; an
+    ``error`` event (a slot that failed mid-stream) is kept as the answer's ``error``.
     """
     if not body.lstrip().startswith(b"data:"):
         return body
@@ -126,7 +127,7 @@ def assembled(body: bytes) -> bytes:
         event = _event(line[5:].strip())
         if event is None:
             continue
-        for key in ("id", "model", "created", "usage"):
+        for key in ("id", "model", "created", "usage", "error"):
             if event.get(key) is not None:
                 answer[key] = event[key]
         for choice in event.get("choices") or ():
