@@ -58,7 +58,10 @@ def plane(tmp_path: Path) -> Iterator[DataPlaneClient]:
         launcher.close()
 
 
-def scrape(tmp_path: Path, plane: DataPlaneClient) -> dict[str, Any]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(tmp_path: Path, plane: DataPlaneClient) -> Samples:
     """``/metrics`` of an app whose backend reads ``plane``: samples by (name, labels)."""
     settings: Settings = make_settings(tmp_path / "home", f"sqlite:///{tmp_path}/mlflow.db")
 
@@ -106,7 +109,7 @@ def test_streaming_figures_are_exported_per_slot(tmp_path: Path, plane: DataPlan
 
     def buckets(name: str, key: tuple[tuple[str, str], ...]) -> dict[float, float]:
         """The cumulative ``le`` buckets of ``key``'s series of histogram ``name``."""
-        found = {}
+        found: dict[float, float] = {}
         for (sample, labels), value in samples.items():
             rest = tuple(pair for pair in labels if pair[0] != "le")
             if sample == f"{name}_bucket" and rest == key:
