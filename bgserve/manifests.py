@@ -9,14 +9,15 @@ from typing import Any
 import yaml
 
 from bgserve.backends.kube.kserve.objects import kserve_objects
+from bgserve.backends.kube.objects import SlotMlflow
 from bgserve.backends.kube.seldon.objects import seldon_objects
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Route
 from bgserve.errors import InvalidInput
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup, Settings
 
 Obj = dict[str, Any]
-Builder = Callable[[str, Sequence[Route], Mapping[int, Release], Settings], list[Obj]]
+Builder = Callable[[str, Sequence[Route], Mapping[int, Release], KubeGroup, SlotMlflow], list[Obj]]
 
 # Kubernetes backends whose objects can be rendered; another backend adds itself here.
 BUILDERS: dict[str, Builder] = {"kserve": kserve_objects, "seldon": seldon_objects}
@@ -49,7 +50,8 @@ def render_deployment(
             f"{sorted(BUILDERS)}",
             field="backend",
         )
-    return build(state.name, state.routes(), releases, settings)
+    mlflow = SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
+    return build(state.name, state.routes(), releases, settings.kube, mlflow)
 
 
 def render_yaml(objects: Sequence[Mapping[str, Any]]) -> str:

@@ -21,7 +21,6 @@ from bgserve.api.metrics import build_registry
 from bgserve.api.routes import compare, deployments, models, prompts, releases, shadow
 from bgserve.api.schemas import error_responses
 from bgserve.compose import Components, build_components
-from bgserve.registry.mlflow_registry import bound_mlflow_http
 from bgserve.settings import Settings
 from bgserve.ui import routes as ui
 
@@ -37,11 +36,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        bound_mlflow_http(
-            settings.mlflow_http_max_retries,
-            settings.mlflow_http_timeout_seconds,
-            settings.mlflow_http_backoff_factor,
-        )
         built = await run_in_threadpool(build, settings)
         app.state.components = built
         app.state.metrics = build_registry(

@@ -30,8 +30,8 @@ from bgserve.store import StoredDeployment
 
 
 class BgserveCollector(Collector):
-    """Weights per slot and the plan's state from the store; requests, errors and the
-    latency histogram per slot from the data plane."""
+    """Weights per slot and the plan's state from the store; requests, errors, the latency
+    histogram and the chat completions' streaming figures per slot from the data plane."""
 
     def __init__(self, service: Service, pauses: gcpause.PauseTracker | None = None) -> None:
         self.service = service
@@ -85,6 +85,38 @@ class BgserveCollector(Collector):
         yield requests
         yield failures
         yield latency
+        yield from _streams(rows, labels)
+
+
+def _streams(rows: Sequence[SlotCounters], labels: list[str]) -> Iterator[Metric]:
+    """The chat completions' figures per slot: time to first token and per output token
+    of streamed answers (a slot that streamed none has no series), output tokens."""
+    first = HistogramMetricFamily(
+        "bgserve_time_to_first_token_seconds",
+        "Time from picking the slot to the first content event of a streamed chat answer",
+        labels=labels,
+    )
+    per_token = HistogramMetricFamily(
+        "bgserve_time_per_output_token_seconds",
+        "Time per output token after the first, per streamed chat answer",
+        labels=labels,
+    )
+    tokens = CounterMetricFamily(
+        "bgserve_output_tokens",
+        "Output tokens of chat answers (as the slot reported them, else content events)",
+        labels=labels,
+    )
+    for row in rows:
+        key = [row["deployment"], row["role"], str(row["release_id"])]
+        for family, name in ((first, "ttft_buckets"), (per_token, "tpot_buckets")):
+            counts = row.get(name)
+            if counts and any(counts):
+                family.add_metric(key, _cumulative(counts), sum_value=None)
+        if row.get("output_tokens") is not None:
+            tokens.add_metric(key, row["output_tokens"])
+    yield first
+    yield per_token
+    yield tokens
 
 
 def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:

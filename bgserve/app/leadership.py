@@ -128,7 +128,7 @@ class Leadership:
             self._thread.join(self.timing.retry_period + 5)
             self._thread = None
         if self._leading:
-            self._lose("shutting down")
+            self._lose("shutting down", expected=True)
         self.lease.release()
 
     def step(self, background: bool = True) -> None:
@@ -175,8 +175,10 @@ class Leadership:
             self._lose("the leader's work failed to start")
             self.lease.release()
 
-    def _lose(self, why: str) -> None:
-        log.warning("%s stops leading: %s", self.lease.identity, why)
+    def _lose(self, why: str, *, expected: bool = False) -> None:
+        # Stopping on shutdown is the normal end, not something an operator must look at.
+        level = logging.INFO if expected else logging.WARNING
+        log.log(level, "%s stops leading: %s", self.lease.identity, why)
         self._leading = False
         starting, self._starting = self._starting, None
         if starting is not None and starting is not threading.current_thread():

@@ -109,7 +109,9 @@ class ShadowChecks(Protocol):
 SlotCounters = Mapping[str, Any]
 """One slot's counters since the data plane started: ``deployment``, ``role``,
 ``release_id``, ``requests``, ``errors`` and ``latency_buckets`` (per bucket of
-:data:`bgserve.domain.latency.LATENCY_BUCKETS_MS`)."""
+:data:`bgserve.domain.latency.LATENCY_BUCKETS_MS`); from a data plane that serves chat
+completions also ``ttft_buckets`` and ``tpot_buckets`` (ms, the same buckets) and
+``output_tokens`` (their sum)."""
 
 
 @runtime_checkable

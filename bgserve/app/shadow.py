@@ -9,23 +9,29 @@ report, which was about another pair. Pairs are never logged: they are live user
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bgserve.app.comparer import output_text
 from bgserve.app.ports import DeploymentReader
-from bgserve.backends.base import ShadowPair, ShadowTraffic
+from bgserve.app.shadow_bodies import parse_inputs, parse_pair
+from bgserve.backends.base import ShadowTraffic
 from bgserve.domain.analysis import Check, Outcome
 from bgserve.domain.assertions import Assertion
 from bgserve.domain.scorers import Scorer
-from bgserve.domain.shadow import PairInput, ShadowReport, score_pair
+from bgserve.domain.shadow import ShadowReport, score_pair
 from bgserve.domain.shadow_aggregate import ShadowAggregate
 from bgserve.domain.state import DeploymentState
 from bgserve.domain.verdict import Thresholds
 from bgserve.errors import BgserveError, IllegalTransition, NotFound
+
+__all__ = [
+    "ShadowCollector",
+    "ShadowSettings",
+    "parse_inputs",
+    "parse_pair",
+]
 
 log = logging.getLogger("bgserve.shadow")
 
@@ -50,41 +56,6 @@ class _Shadow:
     aggregate: ShadowAggregate
     assertions: tuple[Assertion, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def parse_inputs(body: str) -> dict[str, str] | None:
-    """The BYTES inputs of an OIP v2 request body by name, or None if it is not one."""
-    try:
-        tensors = json.loads(body).get("inputs")
-        return {str(t["name"]): str(t["data"][0]) for t in tensors}
-    except (ValueError, AttributeError, TypeError, KeyError, IndexError):
-        return None
-
-
-def parse_pair(pair: ShadowPair) -> PairInput | None:
-    """The pair with both answers read from their OIP bodies; None when blue's cannot be
-    read (nothing to compare with). An unreadable green answer counts as green's error."""
-    try:
-        blue = output_text(json.loads(pair.blue_body))
-    except ValueError:
-        return None
-    green, error = None, pair.green_error
-    if error is None and pair.green_body is not None:
-        try:
-            green = output_text(json.loads(pair.green_body))
-        except ValueError as exc:
-            error = f"green's answer is unreadable: {exc}"
-    elif error is None:
-        error = "green gave no answer"
-    return PairInput(
-        pair.request_id,
-        parse_inputs(pair.request_body),
-        blue,
-        green,
-        error,
-        pair.blue_ms,
-        pair.green_ms if green is not None else None,
-    )
 
 
 class ShadowCollector:

@@ -72,7 +72,7 @@ def serve(
     from bgserve.api.app import create_app
     from bgserve.cli.logs import configure_logging
     from bgserve.compose import build_components
-    from bgserve.election import claim_local_state
+    from bgserve.compose.election import claim_local_state
 
     given = {"host": host, "port": port, "data_port": data_port, "state_url": state_url}
     settings = load_settings(given)

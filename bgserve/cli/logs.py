@@ -9,7 +9,6 @@ lines through bgserve's own format and silence its prints, unless the level is `
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 
@@ -19,8 +18,6 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def configure_logging(level: str = "info") -> None:
     """Set bgserve's log level and quiet MLflow (imported here, after its own set-up)."""
     debug = level.lower() == "debug"
-    # Slot processes inherit this and configure MLflow from it when they import it.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
     own = logging.getLogger("bgserve")

@@ -52,7 +52,7 @@ def render(
             store.close()
         objects = render_deployment(state, releases, settings, render_backend(backend, settings))
         if shadow is not None:
-            namespace = settings.kube_namespace
+            namespace = settings.kube.namespace
             objects = mirror_route(objects, deployment, state.green, shadow, namespace)
     except BgserveError as exc:
         say_error(exc.message)

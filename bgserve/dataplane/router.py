@@ -12,15 +12,22 @@ requests (ready, metadata) go to the deployment's heaviest slot. The route table
 immutable object per deployment, swapped whole by :meth:`Router.set_routes` from any
 thread; a request keeps the slot it picked even if the table changes under it.
 
+Chat completions (``POST /openai/v1/chat/completions``, ``/v1/chat/completions``) go to
+their slot exactly as infer requests do (:mod:`~bgserve.dataplane.openai_routes` handles
+the OpenAI paths). How long the router waits for a deployment's
+slots is set per deployment (:meth:`Router.set_timeouts`).
+
 With a ``data_token``, every request but ``/v2/health/*`` needs ``Authorization: Bearer
 <token>`` (compared in constant time) or gets a 401. In production the router runs in a
 process of its own (:mod:`bgserve.dataplane.main`), so nothing the control
 plane does can hold its GIL.
 
 Where the rest lives: the control methods (:class:`~bgserve.dataplane.wire.DataPlaneControl`)
-and the types they carry in :mod:`~bgserve.dataplane.wire`; HTTP/1.1 parsing in
+and the types they carry in :mod:`~bgserve.dataplane.wire`, their implementation in
+:mod:`~bgserve.dataplane.router_control`; HTTP/1.1 parsing in
 :mod:`~bgserve.dataplane.http1` and relaying in :mod:`~bgserve.dataplane.http1_relay`;
-route tables, down set and counters in :mod:`~bgserve.dataplane.route_state`;
+route tables, down set and counters in :mod:`~bgserve.dataplane.route_state`; sticky keys
+and the bearer token in :mod:`~bgserve.dataplane.request_head`;
 forwarding to a slot (one retry on a refused connect or a first-byte timeout, keep-alive
 pools) in :mod:`~bgserve.dataplane.forwarder`; ejecting failing slots in
 :mod:`~bgserve.dataplane.outliers`.
@@ -30,11 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import hmac
 import socket
 import threading
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import uvloop
@@ -49,21 +53,23 @@ from bgserve.dataplane.http1 import (
     read_request,
 )
 from bgserve.dataplane.mirror import Mirror
+from bgserve.dataplane.openai_routes import OpenAIRoutes, serves, unauthorized
 from bgserve.dataplane.outliers import EventCallback, Outliers
+from bgserve.dataplane.request_head import SlotPicker, bearer_matches
 from bgserve.dataplane.route_state import RouteState
-from bgserve.dataplane.route_table import Table, weighted_schedule
+from bgserve.dataplane.route_table import Timeouts, weighted_schedule
+from bgserve.dataplane.router_control import RouterControl
 from bgserve.dataplane.wire import (
     DataPlaneControl,
     RouterStats,
     RouteTarget,
-    ShadowPage,
     SlotStats,
 )
 
-__all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
+__all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "Timeouts", "weighted_schedule"]
 
 
-class Router:
+class Router(RouterControl):
     """The weighted OIP v2 reverse proxy, on its own thread and uvloop event loop.
 
     ``start`` binds and returns the port; ``set_routes``, ``mark_down`` and ``mark_up``
@@ -79,7 +85,8 @@ class Router:
     green iff the key's stable bucket 0..99 is below green's weight, so a key only ever
     moves blue to green as that weight rises. ``shadows`` (``{deployment: [percent,
     max_queue]}``) starts mirroring as :meth:`set_shadow` would
-    (:mod:`~bgserve.dataplane.mirror`).
+    (:mod:`~bgserve.dataplane.mirror`). ``first_byte_timeout`` and ``stream_idle_timeout``
+    are every deployment's timeouts until :meth:`set_timeouts` gives it its own.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class Router:
         upstream_timeout: float = 300.0,
         connect_timeout: float = 1.0,
         first_byte_timeout: float | None = 10.0,
+        stream_idle_timeout: float | None = None,
         max_body_bytes: int = 64 * 1024 * 1024,
         idle_timeout: float = 75.0,
         breaker: bool = False,
@@ -101,7 +109,7 @@ class Router:
         self._idle_timeout = idle_timeout
         self._max_body = max_body_bytes
         self._token = data_token.encode() if data_token else None
-        self._state = state = RouteState()
+        self._state = state = RouteState(Timeouts(first_byte_timeout, stream_idle_timeout))
         self._unrouted = state.unrouted  # the same list, never replaced
         self._outliers = Outliers(
             threshold=outlier_failures if breaker else 0,
@@ -116,7 +124,6 @@ class Router:
             self._outliers,
             upstream_timeout=upstream_timeout,
             connect_timeout=connect_timeout,
-            first_byte_timeout=first_byte_timeout,
             breaker=breaker,
         )
         self._forward = self._forwarder.forward  # bound once: no lookup per request
@@ -124,12 +131,12 @@ class Router:
             state,
             self._forwarder.pool,
             connect_timeout=connect_timeout,
-            first_byte_timeout=first_byte_timeout,
             upstream_timeout=upstream_timeout,
         )
         for deployment, (percent, max_queue) in (shadows or {}).items():
             self._mirror.configure(deployment, percent, max_queue)
-        self._sticky = b"\r\n%s:" % sticky_header.lower().encode() if sticky_header else None
+        self._picker = SlotPicker(sticky_header)
+        self._openai = OpenAIRoutes(state, self._picker, self._forward, self._mirror)
         self._clients: set[asyncio.StreamWriter] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -172,70 +179,6 @@ class Router:
         self._thread = None
         self._loop = None
 
-    def set_routes(self, deployment: str, routes: Sequence[RouteTarget]) -> None:
-        """Replace the deployment's routes atomically. Raises ValueError on a negative weight."""
-        self._state.set_routes(deployment, routes)
-        self._schedule_prune()
-
-    def remove_routes(self, deployment: str) -> None:
-        """Stop routing ``deployment`` (its requests get 404). Idempotent."""
-        self._state.remove_routes(deployment)
-        self._schedule_prune()
-
-    def mark_down(self, host: str, port: int) -> bool:
-        """Stop routing to the slot at ``host:port`` until :meth:`mark_up`. Idempotent.
-
-        Returns True if it was up. Stored weights are not touched: the schedule of every
-        deployment using the slot is rebuilt from the healthy targets' weights.
-        """
-        return self._state.mark_down(host, port)
-
-    def mark_up(self, host: str, port: int) -> None:
-        """Route to the slot at ``host:port`` again by its weights. Idempotent."""
-        self._state.mark_up(host, port)
-
-    def probe_back(self, host: str, port: int) -> None:
-        """Mark the slot down and probe it until it answers ready (an ejection handed over
-        from an earlier data-plane process). Call after :meth:`start`."""
-        self.mark_down(host, port)
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._outliers.probe, (host, port))
-
-    def is_down(self, host: str, port: int) -> bool:
-        """Whether the slot at ``host:port`` is excluded from routing now."""
-        return self._state.is_down(host, port)
-
-    def routes(self, deployment: str) -> list[RouteTarget]:
-        """The deployment's current routes (empty if it is not routed)."""
-        return self._state.routes(deployment)
-
-    def stats(self) -> RouterStats:
-        """Request, error and retry counts per (deployment, role, release) since start."""
-        return self._state.stats()
-
-    def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
-        """Mirror ``percent`` (0-100; 0 stops) of the infer requests blue answers to the
-        green slot, through a queue of at most ``max_queue`` copies. Idempotent.
-
-        Raises ValueError for a percent outside 0-100, a queue below 1, or (mirroring) a
-        deployment with no green route.
-        """
-        if percent and not any(t.role == "green" for t in self.routes(deployment)):
-            raise ValueError(f"deployment {deployment!r} has no green route to mirror to")
-        self._mirror.configure(deployment, percent, max_queue)
-
-    def shadow_pairs(self, deployment: str, limit: int = 100) -> ShadowPage:
-        """Up to ``limit`` collected pairs and the counters since the previous call, as
-        JSON-ready data."""
-        return self._mirror.drain(deployment, limit)
-
-    def _schedule_prune(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed after the check
-                loop.call_soon_threadsafe(self._prune_pools)
-
     # ----- the event loop thread -----
 
     def _run(
@@ -275,11 +218,6 @@ class Router:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _prune_pools(self) -> None:
-        live = self._state.addresses()
-        self._forwarder.prune(live)
-        self._state.forget_down(live)
-
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -306,7 +244,7 @@ class Router:
         keep = request.keep_alive
         if self._token is not None and not self._authorized(path, request):
             message = "this data plane needs its token: send Authorization: Bearer <token>"
-            writer.write(json_response(401, "Unauthorized", {"error": message}, keep))
+            writer.write(unauthorized(path, message, keep))
             return keep
         if path.startswith(b"/v2/models/"):
             name, _, tail = path[11:].partition(b"/")
@@ -317,7 +255,7 @@ class Router:
                 writer.write(error_response(404, message, keep))
                 return keep
             infer = tail.endswith(b"infer")
-            index = self._pick(request, table) if infer else table.primary
+            index = self._picker.pick(request, table) if infer else table.primary
             if index is None:
                 message = f"deployment {table.deployment!r} has no slot with traffic weight"
                 if table.all_down:
@@ -335,41 +273,16 @@ class Router:
         if path in (b"/v2/health/ready", b"/v2/health/live"):
             writer.write(json_response(200, "OK", {"ready": True, "live": True}, keep))
             return keep
+        if serves(path, request):
+            return await self._openai.serve(request, writer, path)
         self._unrouted[0] += 1
         writer.write(error_response(404, f"no route for {path.decode(errors='replace')}", keep))
         return keep
 
-    def _pick(self, request: Request, table: Table) -> int | None:
-        """The sticky key's slot if the request carries the sticky header, else the next
-        one in the weighted round-robin."""
-        needle = self._sticky
-        if needle is not None:
-            head = request.upstream_head
-            at = head.lower().find(needle)
-            if at >= 0:
-                start = at + len(needle)
-                key = head[start : head.find(b"\r\n", start)].strip()
-                if key:
-                    return table.pick_sticky(key)
-        return table.pick()
-
     def _authorized(self, path: bytes, request: Request) -> bool:
         if path.startswith(b"/v2/health/"):
             return True
-        return self._token is not None and _bearer_matches(request.upstream_head, self._token)
-
-
-def _bearer_matches(head: bytes, token: bytes) -> bool:
-    """Whether the head carries exactly one ``Authorization: Bearer <token>``."""
-    found = [
-        value
-        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
-        if name.strip().lower() == b"authorization"
-    ]
-    if len(found) != 1:
-        return False
-    scheme, _, credential = found[0].strip().partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), token)
+        return self._token is not None and bearer_matches(request.upstream_head, self._token)
 
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from bgserve.errors import BgserveError
 
-SAFE_CMAKE_ARGS = (
-    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
-    "-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-)
+# With -march=native off, ggml's own defaults build SSE4.2, AVX, AVX2, BMI2, FMA and F16C
+# and leave AVX-512 and AMX off: those are what a CPU may advertise by CPUID while the kernel
+# has not enabled their register state (as in some VMs), so native builds crash there.
+SAFE_CMAKE_ARGS = "-DGGML_NATIVE=OFF"
 REINSTALL = (
     f'CMAKE_ARGS="{SAFE_CMAKE_ARGS}" pip install --force-reinstall --no-binary '
     "llama-cpp-python --no-cache-dir llama-cpp-python==0.3.36"

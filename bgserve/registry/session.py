@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.environment_variables import (
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+    MLFLOW_HTTP_REQUEST_BACKOFF_JITTER,
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    MLFLOW_HTTP_REQUEST_TIMEOUT,
+)
 from mlflow.exceptions import MlflowException
 
 __all__ = ["beside_sqlite", "bound_mlflow_http", "ensure_experiment", "mlflow_uris"]
 
-_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 # MLflow's fluent API reads process-wide URIs; one swap at a time keeps them consistent.
 _URI_LOCK = threading.RLock()
 
@@ -24,17 +28,19 @@ def bound_mlflow_http(max_retries: int, timeout: int, backoff_factor: int) -> di
 
     MLflow retries a failed request 7 times with exponential backoff by default, so an
     unreachable server blocks a call for minutes; bgserve answers 503 within seconds
-    instead. Variables already set in the environment are left alone. Returns what was set.
+    instead. MLflow's defaults change (the environment is left alone, so a variable set
+    there still wins). Returns the variables a child process needs for the same bounds:
+    those not set in the environment. Idempotent.
     """
-    defaults = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries),
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(backoff_factor),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+    bounds = {
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES: max_retries,
+        MLFLOW_HTTP_REQUEST_TIMEOUT: timeout,
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR: backoff_factor,
+        MLFLOW_HTTP_REQUEST_BACKOFF_JITTER: 0.2,
     }
-    applied = {k: v for k, v in defaults.items() if k not in os.environ}
-    os.environ.update(applied)
-    return applied
+    for variable, value in bounds.items():
+        variable.default = value
+    return {v.name: str(value) for v, value in bounds.items() if not v.is_set()}
 
 
 @contextmanager
@@ -42,27 +48,21 @@ def mlflow_uris(tracking_uri: str | None, registry_uri: str | None) -> Iterator[
     """Point MLflow's process-wide URIs at these stores for the block, then restore them.
 
     Only for MLflow calls that have no client form (``log_model``); holds a lock meanwhile.
+    MLflow's module state is swapped directly: its setters would also write the URIs into
+    the environment, which every child process would then inherit.
     """
-    tracking_utils = mlflow.tracking._tracking_service.utils
-    registry_utils = mlflow.tracking._model_registry.utils
+    tracking_utils: Any = mlflow.tracking._tracking_service.utils
+    registry_utils: Any = mlflow.tracking._model_registry.utils
     with _URI_LOCK:
-        saved_env = {key: os.environ.get(key) for key in _URI_ENV}
         saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
         try:
             if tracking_uri:
-                mlflow.set_tracking_uri(tracking_uri)
+                tracking_utils._tracking_uri = tracking_uri
             if registry_uri:
-                mlflow.set_registry_uri(registry_uri)
+                registry_utils._registry_uri = registry_uri
             yield
         finally:
-            # None is how MLflow itself is told "no URI set" (it also unsets the env var).
-            mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]
-            registry_utils._registry_uri = saved[1]
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            tracking_utils._tracking_uri, registry_utils._registry_uri = saved
 
 
 def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> str:

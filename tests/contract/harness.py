@@ -13,15 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from bgserve.backends.base import Backend
-from bgserve.backends.kube.kserve.backend import KServeBackend
 from bgserve.backends.kube.kserve.backend import required_rbac as kserve_rbac
 from bgserve.backends.kube.kserve.objects import route_name
-from bgserve.backends.kube.seldon import seldon_backend
 from bgserve.backends.kube.seldon.base import required_rbac as seldon_rbac
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain.release import Release
 from bgserve.settings import Settings
-from tests.support.kube import RELEASES, Cluster, PlatformStatus
+from tests.support.kube import (
+    RELEASES,
+    Cluster,
+    PlatformStatus,
+    kserve_backend,
+    seldon_backend_of,
+)
 from tests.support.kube_namespace import KubeNamespace, Rules
 from tests.support.kube_real_apiserver import KubeCluster
 from tests.support.models import local_release, wait_until
@@ -127,12 +131,16 @@ def _release_of(name: str) -> int:
 Reader = Callable[[Cluster, str], dict[int, int]]
 Build = Callable[..., Backend]
 KUBE: dict[str, tuple[str, Build, Rules, Reader, dict[str, Any]]] = {
-    "kserve": ("kserve", KServeBackend, kserve_rbac("gateway"), _route_weights, {}),
+    "kserve": ("kserve", kserve_backend, kserve_rbac("gateway"), _route_weights, {}),
     "seldon-v2": (
-        "seldon", seldon_backend, seldon_rbac("v2"), _experiment_weights, {"seldon_flavour": "v2"}
+        "seldon",
+        seldon_backend_of,
+        seldon_rbac("v2"),
+        _experiment_weights,
+        {"seldon_flavour": "v2"},
     ),
     "seldon-v1": (
-        "seldon", seldon_backend, seldon_rbac("v1"), _sdep_weights, {"seldon_flavour": "v1"}
+        "seldon", seldon_backend_of, seldon_rbac("v1"), _sdep_weights, {"seldon_flavour": "v1"}
     ),
 }  # fmt: skip
 

@@ -43,6 +43,8 @@ def test_piped_demo_tells_its_story_without_mlflow_noise_and_leaves_no_process()
     for noise in NOISE:
         assert noise not in output, f"{noise!r} in the demo's output:\n{output}"
     assert " INFO " not in output, output
+    # No log record of bgserve's own at all: a normal run warns about nothing.
+    assert not re.search(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL) bgserve[\w.]*: ", output), output
     # Every table ends its own line: nothing follows a table's bottom edge on that line.
     assert all(line.endswith("┘") for line in output.splitlines() if "┘" in line), output
     assert output.endswith("\n")

@@ -34,7 +34,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator
 
     register_demo(mlflow_store)
     settings = make_settings(Path(tmp_path_factory.mktemp("fuzz")), mlflow_store)
-    settings.plan_bake_s = 0
+    settings.plan.bake_s = 0
     app = create_app(settings, build=build_in_process)
     with TestClient(app) as client:  # runs the lifespan: components stay built
         ids = create_releases(client)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bgserve.election import build_lease
+from bgserve.compose.election import build_lease
 from bgserve.errors import Conflict, InvalidInput
 from bgserve.settings import Settings
 from bgserve.store.serve_claim import claim_state

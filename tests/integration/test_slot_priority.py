@@ -97,7 +97,7 @@ def test_a_background_at_or_below_the_own_priority_turns_it_off(threaded_child: 
 
 
 def test_the_setting_accepts_only_nice_values_that_lower() -> None:
-    assert Settings(shadow_green_nice=0).shadow_green_nice == 0
+    assert Settings(shadow_green_nice=0).shadow.green_nice == 0
     with pytest.raises(ValidationError, match="shadow_green_nice"):
         Settings(shadow_green_nice=20)
 

@@ -28,6 +28,7 @@ from tests.support.kube import (
     Cluster,
     Controller,
     FakeClock,
+    kserve_backend,
     perform,
     wait_until,
 )
@@ -63,19 +64,21 @@ def fake_kserve(server: Cluster, ready: Callable[[str], bool] = lambda _: True) 
 
 def settings_for(server: FakeApiServer, router: str = "gateway", **extra: Any) -> Settings:
     """Settings for the fake server (the tests that need it)."""
-    return Settings(
-        kube_api_url=server.url,
-        kube_namespace=NS,
-        kserve_router=router,
-        **{"kube_poll_interval_seconds": 0.002, "slot_ready_timeout_seconds": 10, **extra},
-    )
+    values: dict[str, Any] = {
+        "kube_api_url": server.url,
+        "kube_namespace": NS,
+        "kserve_router": router,
+        "kube_poll_interval_seconds": 0.002,
+        "slot_ready_timeout_seconds": 10,
+    }
+    return Settings(**{**values, **extra})
 
 
 def make_backend(ns: KubeNamespace, router: str = "gateway", **extra: Any) -> KServeBackend:
     """The backend on the real server, as user bgserve with its declared Role."""
     values = {"kserve_router": router, "slot_ready_timeout_seconds": 10, **extra}
     settings = ns.settings(required_rbac(router), **values)
-    return KServeBackend(settings, api=ns.api_for(settings))
+    return kserve_backend(settings, api=ns.api_for(settings))
 
 
 @pytest.fixture
@@ -157,7 +160,7 @@ def test_rbac_rules_are_exactly_what_a_cycle_and_retire_use(
         perform(backend, rollout.stage_green(rollout.promote(state).state, 3))
         backend.retire_slot("chat", 3)
         # A new slot image updates the live InferenceService and waits for its generation.
-        backend.settings = backend.settings.model_copy(update={"kube_slot_image": "bgserve:0.2.0"})
+        backend.kube = backend.kube.model_copy(update={"slot_image": "bgserve:0.2.0"})
         slot = backend.ensure_slot("chat", RELEASES[2])  # blue after the promotion
     isvc = kube_ns.get("inferenceservices", "chat-r2")
     assert isvc is not None and isvc["metadata"]["generation"] == 2 and slot.ready
@@ -196,7 +199,7 @@ def test_a_users_labels_and_another_managers_fields_survive_bgserves_writes(
         kube_ns.merge_patch("inferenceservices", "chat-r1", scaled, manager="autoscaler")
         wait_until(lambda: observed(kube_ns.get("inferenceservices", "chat-r1")), "KServe")
         backend.set_routes("chat", [rollout.Route("blue", 1, 60), rollout.Route("green", 2, 40)])
-        backend.settings = backend.settings.model_copy(update={"kube_slot_image": "bgserve:0.2.0"})
+        backend.kube = backend.kube.model_copy(update={"slot_image": "bgserve:0.2.0"})
         backend.ensure_slot("chat", RELEASES[1])
     route, isvc = (
         kube_ns.get("httproutes", route_name("chat")),
@@ -239,7 +242,7 @@ def test_wire_format_is_the_camel_case_dict(kube_ns: KubeNamespace, backend: KSe
         backend.ensure_slot("chat", RELEASES[1])
     (create,) = [r for r in kube_ns.requests if r.verb == "create"]
     sent = json.dumps(create.body)
-    assert create.body == inference_service("chat", RELEASES[1], backend.settings)
+    assert create.body == inference_service("chat", RELEASES[1], backend.kube, backend.mlflow)
     assert '"minReplicas": 1' in sent and '"containerPort": 8080' in sent
     assert "min_replicas" not in sent and "container_port" not in sent
 
@@ -297,7 +300,7 @@ def test_timeout_on_a_server_without_watches_polls_with_the_injected_clock(
     server: FakeApiServer,
 ) -> None:
     clock = FakeClock()
-    backend = KServeBackend(
+    backend = kserve_backend(
         settings_for(server, kube_poll_interval_seconds=0.5), clock=clock, sleep=clock.sleep
     )
     with pytest.raises(ReadinessTimeout):
@@ -322,7 +325,9 @@ def test_set_routes_refuses_missing_or_unready_slots(
 ) -> None:
     with fake_kserve(kube_ns):
         state = perform(backend, rollout.create("chat", 1))
-    kube_ns.put_object(*KSERVE, inference_service("chat", RELEASES[2], backend.settings))
+    kube_ns.put_object(
+        *KSERVE, inference_service("chat", RELEASES[2], backend.kube, backend.mlflow)
+    )
     staged = rollout.stage_green(state, 2).state
     with pytest.raises(BackendError, match="not ready"):
         backend.set_routes("chat", rollout.shift(staged, 10, force=True).state.routes())
@@ -336,7 +341,7 @@ def test_set_routes_refuses_missing_or_unready_slots(
 def test_stale_resource_version_is_retried_after_a_fresh_read(server: FakeApiServer) -> None:
     """A write racing bgserve's between its read and its apply (the fake server injects
     it on cue): the apply carries the resourceVersion read, gets 409, reads again."""
-    backend = KServeBackend(settings_for(server))
+    backend = kserve_backend(settings_for(server))
     with fake_kserve(server):
         state = perform(backend, rollout.create("chat", 1))
         state = perform(backend, rollout.stage_green(state, 2))
@@ -366,7 +371,7 @@ def test_retire_deletes_only_managed_objects(
 ) -> None:
     with fake_kserve(kube_ns):
         backend.ensure_slot("chat", RELEASES[2])
-    by_hand = inference_service("chat", RELEASES[2], backend.settings)
+    by_hand = inference_service("chat", RELEASES[2], backend.kube, backend.mlflow)
     labels = {k: v for k, v in managed_labels("chat", 2).items() if k != MANAGED_BY}
     by_hand["metadata"] = {**by_hand["metadata"], "name": "chat-by-hand", "labels": labels}
     kube_ns.put_object(*KSERVE, by_hand)
@@ -379,7 +384,7 @@ def test_retire_deletes_only_managed_objects(
 def test_unmanaged_object_in_the_way_is_not_overwritten(
     kube_ns: KubeNamespace, backend: KServeBackend
 ) -> None:
-    squatter = inference_service("chat", RELEASES[1], backend.settings)
+    squatter = inference_service("chat", RELEASES[1], backend.kube, backend.mlflow)
     squatter["metadata"] = {**squatter["metadata"], "labels": {"team": "other"}}
     kube_ns.put_object(*KSERVE, squatter)
     with pytest.raises(BackendError, match="not managed by bgserve"):
@@ -399,8 +404,8 @@ def test_schema_invalid_object_surfaces_as_backend_error(kube_ns: KubeNamespace)
 
 
 def test_unreachable_api_server_is_a_backend_error(server: FakeApiServer) -> None:
-    settings = settings_for(server).model_copy(update={"kube_api_url": "http://127.0.0.1:9"})
-    backend = KServeBackend(settings)
+    settings = settings_for(server, kube_api_url="http://127.0.0.1:9")
+    backend = kserve_backend(settings)
     backend.services.api.api_client.configuration.retries = 0
     with pytest.raises(BackendError, match="unreachable"):
         backend.slot_info("chat", 1)

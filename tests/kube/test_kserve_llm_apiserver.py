@@ -89,9 +89,11 @@ def test_every_llm_object_is_stored_as_sent(
     ns = kube_cluster.fresh_namespace()
     settings = Settings(kube_namespace=ns, kserve_router=router)
     objects = [
-        *kserve_llm_objects("chat", SPLIT, RELEASES, LLMS, settings),
-        *llmisvc_objects("chat", SPLIT, RELEASES, {1: LLMS[1], 2: LLMS[2]}, settings),
-        hf_runtime_inference_service("llama-v1", "hf://meta-llama/Llama-3.1-8B", "llama", settings),
+        *kserve_llm_objects("chat", SPLIT, RELEASES, LLMS, settings.kube),
+        *llmisvc_objects("chat", SPLIT, RELEASES, {1: LLMS[1], 2: LLMS[2]}, settings.kube),
+        hf_runtime_inference_service(
+            "llama-v1", "hf://meta-llama/Llama-3.1-8B", "llama", settings.kube
+        ),
     ]
     for obj in objects:
         stored = _apply(api, ns, obj)
@@ -102,7 +104,7 @@ def test_the_server_evaluates_the_llm_crd_rules(
     kube_cluster: KubeCluster, api: client.CustomObjectsApi
 ) -> None:
     ns = kube_cluster.fresh_namespace()
-    obj = llm_inference_service("chat", RELEASES[1], LLMS[1], 100, Settings(kube_namespace=ns))
+    obj = llm_inference_service("chat", RELEASES[1], LLMS[1], 100, Settings(kube_namespace=ns).kube)
     both = copy.deepcopy(obj)
     both["spec"]["scaling"] = {"minReplicas": 1, "maxReplicas": 2}
     with pytest.raises(client.ApiException) as cel:
@@ -144,12 +146,14 @@ def test_a_split_moves_member_by_member_and_reverts(
         routes = [Route(role, release, weight) for role, release, weight in split]
         by_name = {
             o["metadata"]["name"]: o
-            for o in llmisvc_objects("chat", routes, RELEASES, llms, settings)
+            for o in llmisvc_objects("chat", routes, RELEASES, llms, settings.kube)
         }
         desired = {llmisvc_name("chat", x.release_id): x.weight for x in routes}
         for x in routes:  # ensure_slot: a new member joins at 0, weights are set_routes' job
             if llmisvc_name("chat", x.release_id) not in current:
-                member = llm_inference_service("chat", RELEASES[x.release_id], LLMS[1], 0, settings)
+                member = llm_inference_service(
+                    "chat", RELEASES[x.release_id], LLMS[1], 0, settings.kube
+                )
                 _apply(api, ns, member)
         for name, _weight in weight_writes(current, desired):
             _apply(api, ns, by_name[name])

@@ -69,7 +69,7 @@ def test_every_step_of_a_rollout_validates_and_declares_its_weights(
     steps = _route_steps()
     assert len(steps) >= 5
     for routes in steps:
-        objects = llmisvc_objects("chat", routes, RELEASES, LLMS, SETTINGS)
+        objects = llmisvc_objects("chat", routes, RELEASES, LLMS, SETTINGS.kube)
         for obj, r in zip(objects, routes, strict=True):
             assert validate_object(crds, obj) == [], obj
             assert member_weight(obj, "chat") == r.weight
@@ -89,7 +89,7 @@ def test_every_step_of_a_rollout_validates_and_declares_its_weights(
 )
 def test_members_follow_kserve_group_rules(crds: Mapping[str, Crd], settings: Settings) -> None:
     routes = [Route("blue", 1, 70), Route("green", 2, 30), Route("standby", 3, 0)]
-    objects = llmisvc_objects("chat", routes, RELEASES, LLMS, settings)
+    objects = llmisvc_objects("chat", routes, RELEASES, LLMS, settings.kube)
     for obj in objects:
         assert validate_object(crds, obj) == [], obj
         spec = obj["spec"]
@@ -109,19 +109,19 @@ def test_members_follow_kserve_group_rules(crds: Mapping[str, Crd], settings: Se
 
 
 def test_the_model_uri_is_what_the_slot_loads() -> None:
-    registry = llm_inference_service("chat", RELEASES[1], LLMS[1], 100, SETTINGS)
+    registry = llm_inference_service("chat", RELEASES[1], LLMS[1], 100, SETTINGS.kube)
     assert registry["spec"]["model"]["uri"] == RELEASES[1].bundle_uri
     assert registry["spec"]["storageInitializer"] == {"enabled": False}
-    weights = llm_inference_service("chat", RELEASES[2], LLMS[2], 0, SETTINGS)
+    weights = llm_inference_service("chat", RELEASES[2], LLMS[2], 0, SETTINGS.kube)
     assert weights["spec"]["model"]["uri"] == LLMS[2].weights_uri
     assert weights["spec"]["storageInitializer"] == {"enabled": True}
     stored = Settings(kube_bundle_storage_uri="gs://b/{release}")
-    bundle = llm_inference_service("chat", RELEASES[1], LLMS[1], 100, stored)
+    bundle = llm_inference_service("chat", RELEASES[1], LLMS[1], 100, stored.kube)
     assert bundle["spec"]["model"]["uri"] == "gs://b/chat-v1"
     (main,) = bundle["spec"]["template"]["containers"]
     assert main["args"][main["args"].index("--model-uri") + 1] == "/mnt/models"
     assert all(e["name"] != "STORAGE_URI" for e in main["env"])
-    openai = llm_inference_service("chat", RELEASES[3], LLMS[3], 0, SETTINGS)
+    openai = llm_inference_service("chat", RELEASES[3], LLMS[3], 0, SETTINGS.kube)
     (main,) = openai["spec"]["template"]["containers"]
     key = next(e for e in main["env"] if e["name"] == "LLM_API_KEY")
     assert key == {
@@ -131,7 +131,7 @@ def test_the_model_uri_is_what_the_slot_loads() -> None:
 
 
 def test_the_validator_refuses_what_kserve_refuses(crds: Mapping[str, Crd]) -> None:
-    obj = llm_inference_service("chat", RELEASES[1], LLMS[1], 100, SETTINGS)
+    obj = llm_inference_service("chat", RELEASES[1], LLMS[1], 100, SETTINGS.kube)
     heavy = copy.deepcopy(obj)
     heavy["spec"]["router"]["route"]["weight"] = 1_000_001
     assert validate_object(crds, heavy)
@@ -144,7 +144,7 @@ def test_the_validator_refuses_what_kserve_refuses(crds: Mapping[str, Crd]) -> N
 
 
 def test_member_weight_ignores_what_does_not_route_for_bgserve() -> None:
-    obj = llm_inference_service("chat", RELEASES[1], LLMS[1], 40, SETTINGS)
+    obj = llm_inference_service("chat", RELEASES[1], LLMS[1], 40, SETTINGS.kube)
     assert member_weight(obj, "chat") == 40
     assert member_weight(obj, "other") == 0
     assert member_weight(None, "chat") == 0
@@ -159,11 +159,11 @@ def test_member_weight_ignores_what_does_not_route_for_bgserve() -> None:
 def test_non_llm_and_unknown_releases_are_refused() -> None:
     routes = [Route("blue", 1, 100)]
     with pytest.raises(InvalidInput, match="pin no LLM"):
-        llmisvc_objects("chat", routes, RELEASES, {}, SETTINGS)
+        llmisvc_objects("chat", routes, RELEASES, {}, SETTINGS.kube)
     with pytest.raises(InvalidInput, match=r"unknown releases \[9\]"):
-        llmisvc_objects("chat", [Route("blue", 9, 100)], RELEASES, LLMS, SETTINGS)
+        llmisvc_objects("chat", [Route("blue", 9, 100)], RELEASES, LLMS, SETTINGS.kube)
     with pytest.raises(InvalidInput, match="summing to 100"):
-        llmisvc_objects("chat", [Route("blue", 1, 90)], RELEASES, LLMS, SETTINGS)
+        llmisvc_objects("chat", [Route("blue", 1, 90)], RELEASES, LLMS, SETTINGS.kube)
 
 
 def _shares(weights: Mapping[str, int]) -> dict[str, Fraction] | None:

@@ -25,6 +25,7 @@ from bgserve.backends.kube.kserve.llm_objects import (
     openai_path,
 )
 from bgserve.backends.kube.kserve.objects import ISVC_NAME_MAX, inference_service, routed_weight
+from bgserve.backends.kube.objects import SlotMlflow
 from bgserve.domain.release import DNS1123_LABEL
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
@@ -71,14 +72,14 @@ def test_every_llm_object_validates_strictly(
     crds: Mapping[str, Crd], variant: dict[str, Any], llms: dict[int, LlmServing]
 ) -> None:
     settings = Settings(kube_namespace="models", **variant)
-    objects = kserve_llm_objects("chat", SPLIT, RELEASES, llms, settings)
+    objects = kserve_llm_objects("chat", SPLIT, RELEASES, llms, settings.kube)
     assert [o["kind"] for o in objects[:2]] == ["InferenceService"] * 2
     for obj in objects:
         assert validate_object(crds, obj) == [], obj
 
 
 def test_the_validator_sees_a_misspelt_llm_field(crds: Mapping[str, Crd]) -> None:
-    isvc = llm_inference_service("chat", RELEASES[2], OPENAI, Settings())
+    isvc = llm_inference_service("chat", RELEASES[2], OPENAI, Settings().kube)
     env = _container(isvc)["env"]
     bad = copy.deepcopy(isvc)
     bad["spec"]["predictor"]["containers"][0]["env"][-1]["valueFrom"]["secretKeyRef"] = {
@@ -89,7 +90,9 @@ def test_the_validator_sees_a_misspelt_llm_field(crds: Mapping[str, Crd]) -> Non
 
 
 def test_an_openai_release_reads_its_key_from_the_secret_never_the_value() -> None:
-    isvc = llm_inference_service("chat", RELEASES[2], OPENAI, Settings(kube_namespace="models"))
+    isvc = llm_inference_service(
+        "chat", RELEASES[2], OPENAI, Settings(kube_namespace="models").kube
+    )
     env = _env(_container(isvc))
     assert env["LLM_API_KEY"] == {"secretKeyRef": {"name": "llm-endpoint", "key": "token"}}
     api_entry = next(e for e in _container(isvc)["env"] if e["name"] == "LLM_API_KEY")
@@ -103,8 +106,8 @@ def test_an_openai_release_reads_its_key_from_the_secret_never_the_value() -> No
 def test_an_llm_release_is_the_same_slot_as_any_release_plus_its_llm() -> None:
     """The prompt reaches the model through the bgserve slot: same command, same bundle."""
     settings = Settings(kube_namespace="models")
-    plain = _container(inference_service("chat", RELEASES[1], settings))
-    llm = _container(llm_inference_service("chat", RELEASES[1], GGUF, settings))
+    plain = _container(inference_service("chat", RELEASES[1], settings.kube))
+    llm = _container(llm_inference_service("chat", RELEASES[1], GGUF, settings.kube))
     assert llm["command"] == plain["command"] and llm["args"] == plain["args"]
     assert llm["image"] == plain["image"] and llm["readinessProbe"] == plain["readinessProbe"]
 
@@ -116,7 +119,8 @@ def test_a_gguf_from_storage_is_mounted_and_the_bundle_read_from_the_registry() 
         mlflow_registry_uri=None,
     )
     llm = LlmServing("gguf", "smollm2", weights_uri="s3://weights/smollm2.Q4_1.gguf")
-    container = _container(llm_inference_service("chat", RELEASES[1], llm, settings))
+    mlflow = SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
+    container = _container(llm_inference_service("chat", RELEASES[1], llm, settings.kube, mlflow))
     env = _env(container)
     assert env["STORAGE_URI"] == "s3://weights/smollm2.Q4_1.gguf"
     assert env[WEIGHTS_DIR_ENV] == "/mnt/models"
@@ -128,7 +132,7 @@ def test_a_gguf_from_storage_is_mounted_and_the_bundle_read_from_the_registry() 
 @pytest.mark.parametrize("router", ["gateway", "istio"])
 def test_openai_routes_follow_the_same_weights(router: str) -> None:
     settings = Settings(kserve_router=router, kube_namespace="models")
-    route = llm_weighted_route("chat", SPLIT, settings)
+    route = llm_weighted_route("chat", SPLIT, settings.kube)
     for r in SPLIT:
         assert routed_weight(route, "chat", r.release_id) == r.weight
     spec = route["spec"]
@@ -154,7 +158,7 @@ def test_the_hugging_face_runtime_serves_the_base_model_by_its_served_name(
         name,
         "hf://meta-llama/Llama-3.1-8B-Instruct",
         "llama",
-        settings,
+        settings.kube,
         extra_args=["--max_model_len=4096"],
     )
     assert validate_object(crds, isvc) == []
@@ -219,4 +223,4 @@ def test_bad_llm_inputs_name_their_field(fields: dict[str, Any], field: str) -> 
 
 def test_unknown_release_is_refused() -> None:
     with pytest.raises(InvalidInput, match=r"unknown releases \[9\]"):
-        kserve_llm_objects("chat", [Route("blue", 9, 100)], RELEASES, {}, Settings())
+        kserve_llm_objects("chat", [Route("blue", 9, 100)], RELEASES, {}, Settings().kube)

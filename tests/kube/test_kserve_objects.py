@@ -16,6 +16,7 @@ from bgserve.backends.kube.kserve.objects import (
     kserve_objects,
     weighted_route,
 )
+from bgserve.compose.backends import slot_mlflow
 from bgserve.domain.release import DNS1123_LABEL
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
@@ -41,21 +42,21 @@ VARIANTS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_object_validates_strictly(crds: Mapping[str, Crd], variant: dict[str, Any]) -> None:
     settings = Settings(kube_namespace="models", **variant)
-    objects = kserve_objects("chat", SPLIT, RELEASES, settings)
+    objects = kserve_objects("chat", SPLIT, RELEASES, settings.kube)
     assert [o["kind"] for o in objects][:2] == ["InferenceService", "InferenceService"]
     for obj in objects:
         assert validate_object(crds, obj) == [], obj
 
 
 def test_the_validator_is_strict(crds: Mapping[str, Crd]) -> None:
-    isvc = inference_service("chat", RELEASES[1], Settings())
+    isvc = inference_service("chat", RELEASES[1], Settings().kube)
     snake = copy.deepcopy(isvc)
     snake["spec"]["predictor"]["min_replicas"] = snake["spec"]["predictor"].pop("minReplicas")
     assert any("min_replicas: unknown field" in e for e in validate_object(crds, snake))
     big = copy.deepcopy(isvc)
     big["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] = 2**40
     assert any("int32" in e for e in validate_object(crds, big))
-    route = weighted_route("chat", SPLIT, Settings())
+    route = weighted_route("chat", SPLIT, Settings().kube)
     header = {"name": "x-team", "value": "a"}
     route["spec"]["rules"][0]["matches"][0]["headers"] = [header, dict(header)]
     assert any("duplicate keys" in e for e in validate_object(crds, route))
@@ -65,7 +66,7 @@ def test_the_validator_is_strict(crds: Mapping[str, Crd]) -> None:
 
 
 def test_inference_service_labels_annotations_and_slot_command() -> None:
-    isvc = inference_service("chat", RELEASES[2], Settings(kube_namespace="models"))
+    isvc = inference_service("chat", RELEASES[2], Settings(kube_namespace="models").kube)
     meta = isvc["metadata"]
     assert meta["name"] == "chat-r2" and meta["namespace"] == "models"
     assert meta["labels"] == {MANAGED_BY: "bgserve", DEPLOYMENT_LABEL: "chat", RELEASE_LABEL: "2"}
@@ -83,7 +84,7 @@ def test_inference_service_labels_annotations_and_slot_command() -> None:
 
 def test_storage_uri_mounts_the_bundle_for_the_slot() -> None:
     settings = Settings(kube_bundle_storage_uri="gs://bundles/{release}/{bundle_version}")
-    (container,) = inference_service("chat", RELEASES[1], settings)["spec"]["predictor"][
+    (container,) = inference_service("chat", RELEASES[1], settings.kube)["spec"]["predictor"][
         "containers"
     ]
     assert container["env"] == [{"name": "STORAGE_URI", "value": "gs://bundles/chat-v1/1"}]
@@ -93,9 +94,10 @@ def test_storage_uri_mounts_the_bundle_for_the_slot() -> None:
 def test_without_storage_uri_the_slot_reads_the_registry() -> None:
     # explicit None: the session's MLflow fixture sets MLFLOW_REGISTRY_URI in the environment
     settings = Settings(mlflow_tracking_uri="http://mlflow.mlops:5000", mlflow_registry_uri=None)
-    (container,) = inference_service("chat", RELEASES[1], settings)["spec"]["predictor"][
-        "containers"
-    ]
+    mlflow = slot_mlflow(settings)
+    (container,) = inference_service("chat", RELEASES[1], settings.kube, mlflow)["spec"][
+        "predictor"
+    ]["containers"]
     assert container["env"] == [
         {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.mlops:5000"}
     ]
@@ -113,13 +115,13 @@ def test_long_names_stay_distinct() -> None:
 
 
 def test_route_weights_match_and_sum_to_100() -> None:
-    route = weighted_route("chat", SPLIT, Settings())
+    route = weighted_route("chat", SPLIT, Settings().kube)
     refs = route["spec"]["rules"][0]["backendRefs"]
     assert [(r["name"], r["weight"]) for r in refs] == [
         ("chat-r1-predictor", 90),
         ("chat-r2-predictor", 10),
     ]
-    istio = weighted_route("chat", SPLIT, Settings(kserve_router="istio", kube_namespace="ml"))
+    istio = weighted_route("chat", SPLIT, Settings(kserve_router="istio", kube_namespace="ml").kube)
     dests = istio["spec"]["http"][0]["route"]
     assert [d["weight"] for d in dests] == [90, 10]
     assert dests[0]["destination"]["host"] == "chat-r1-predictor.ml.svc.cluster.local"
@@ -132,9 +134,9 @@ def test_route_weights_match_and_sum_to_100() -> None:
 )
 def test_bad_weights_are_refused(routes: list[Route]) -> None:
     with pytest.raises(InvalidInput):
-        weighted_route("chat", routes, Settings())
+        weighted_route("chat", routes, Settings().kube)
 
 
 def test_unknown_release_is_refused() -> None:
     with pytest.raises(InvalidInput, match=r"unknown releases \[9\]"):
-        kserve_objects("chat", [Route("blue", 9, 100)], RELEASES, Settings())
+        kserve_objects("chat", [Route("blue", 9, 100)], RELEASES, Settings().kube)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bgserve.backends.kube.client import MANAGED_BY
-from bgserve.backends.kube.kserve.backend import KServeBackend, required_rbac
+from bgserve.backends.kube.kserve.backend import required_rbac
 from bgserve.backends.kube.kserve.objects import HTTP_ROUTE, isvc_name, route_name, weighted_route
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
@@ -29,6 +29,7 @@ from tests.support.kube import (
     SlotProcesses,
     assert_requests_validate,
     bundle_uri,
+    kserve_backend,
     make_components,
     register,
     run_cycle,
@@ -72,7 +73,7 @@ def test_kserve_cycle_through_the_service_with_real_slots(
 ) -> None:
     server = kube_ns
     settings = kube_ns.settings(required_rbac("gateway"), slot_ready_timeout_seconds=READY_TIMEOUT)
-    backend = KServeBackend(settings, api=kube_ns.api_for(settings))
+    backend = kserve_backend(settings, api=kube_ns.api_for(settings))
     parts = make_components(tmp_path, mlflow_store, backend)
     service = parts.service
     ids = register(service, "kcycle")
@@ -108,11 +109,11 @@ def test_a_failed_deploy_or_stage_leaves_no_object_and_no_slot(
     a message, and the InferenceService it had started is gone, its slot stopped. Staging
     fails the same way once a user takes the route over (drops bgserve's label)."""
     settings = kube_ns.settings(required_rbac("gateway"), slot_ready_timeout_seconds=READY_TIMEOUT)
-    backend = KServeBackend(settings, api=kube_ns.api_for(settings))
+    backend = kserve_backend(settings, api=kube_ns.api_for(settings))
     parts = make_components(tmp_path, mlflow_store, backend)
     service = parts.service
     ids = register(service, "kfail")
-    squatter = weighted_route("taken", [Route("blue", ids["v1"], 100)], settings)
+    squatter = weighted_route("taken", [Route("blue", ids["v1"], 100)], settings.kube)
     squatter["metadata"]["labels"] = {"team": "web"}
     kube_ns.put_object(HTTP_ROUTE.group, HTTP_ROUTE.plural, squatter)
     with kserve_controller(kube_ns, slots) as controller:

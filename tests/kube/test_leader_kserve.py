@@ -81,8 +81,8 @@ def test_b_finishes_the_plan_a_was_running_when_a_was_killed(
     env = {
         "BGSERVE_HOME": str(tmp_path),
         "BGSERVE_BACKEND": "kserve",
-        "BGSERVE_KUBE_CONFIG": str(settings.kube_config),
-        "BGSERVE_KUBE_NAMESPACE": settings.kube_namespace,
+        "BGSERVE_KUBE_CONFIG": str(settings.kube.config),
+        "BGSERVE_KUBE_NAMESPACE": settings.kube.namespace,
         "BGSERVE_STATE_URL": pg.new_database(),
         "BGSERVE_SLOT_READY_TIMEOUT_SECONDS": str(READY_TIMEOUT),
         "BGSERVE_LEADER_LEASE_DURATION_SECONDS": str(LEASE_S),

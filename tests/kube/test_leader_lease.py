@@ -52,7 +52,7 @@ def lease_of(
     kube_cluster: KubeCluster, ns: str, identity: str, clock: Clock | None = None
 ) -> KubeLease:
     settings = kube_cluster.settings(ns, as_bgserve=True)
-    api = api_client(settings)
+    api = api_client(settings.kube)
     return KubeLease(api, ns, LEASE, identity, lease_duration=15, clock=clock or time.monotonic)
 
 
@@ -143,7 +143,7 @@ from bgserve.backends.kube.lease import KubeLease
 from bgserve.settings import Settings
 
 settings = Settings(kube_config=sys.argv[1], kube_namespace=sys.argv[2])
-lease = KubeLease(api_client(settings), sys.argv[2], "bgserve-leader", "doomed", 2.0)
+lease = KubeLease(api_client(settings.kube), sys.argv[2], "bgserve-leader", "doomed", 2.0)
 timing = Timing(lease_duration=2.0, renew_deadline=1.5, retry_period=0.25)
 leadership = Leadership(lease, timing, lambda: print("leading", flush=True), lambda: None)
 leadership.start()
@@ -159,7 +159,7 @@ def test_a_sigkilled_leader_is_replaced_within_the_lease_duration_and_one_retry(
 
     from bgserve.app.leadership import Leadership, Timing
 
-    kubeconfig = str(kube_cluster.settings(namespace, as_bgserve=True).kube_config)
+    kubeconfig = str(kube_cluster.settings(namespace, as_bgserve=True).kube.config)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, kubeconfig, namespace], stdout=subprocess.PIPE, text=True
     )

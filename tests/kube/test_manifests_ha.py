@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bgserve.election import leader_election_mode
+from bgserve.compose.election import leader_election_mode
 from bgserve.settings import Settings
 from tests.kube.test_manifests import BUILDS, MANIFESTS, Obj, build, one, rule_set
 
@@ -65,7 +65,7 @@ def test_each_replica_names_itself_and_elects_on_a_lease(
     monkeypatch.setenv("POD_NAME", "bgserve-7d9f-abcde")
     settings = Settings()
     assert leader_election_mode(settings) == "lease"
-    assert settings.resolved_leader_identity.startswith("bgserve-7d9f-abcde_")
+    assert settings.leader.resolved_identity.startswith("bgserve-7d9f-abcde_")
 
 
 def test_the_external_postgres_overlay_reads_the_operators_secret() -> None:

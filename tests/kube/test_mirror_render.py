@@ -36,7 +36,7 @@ def test_mirror_to_green_validates_against_the_crds(
     state = shifting()
     assert state.green is not None
     plain = render_deployment(state, RELEASES, settings, backend)
-    objects = mirror_route(plain, state.name, state.green, 25, settings.kube_namespace)
+    objects = mirror_route(plain, state.name, state.green, 25, settings.kube.namespace)
     for obj in objects:
         assert validate_object(crds, obj) == [], obj
     route = route_of(objects, kind)

@@ -22,7 +22,7 @@ from bgserve.domain.analysis import (
 )
 from bgserve.domain.latency import LATENCY_BUCKETS_MS, bucket_of
 from bgserve.errors import InvalidInput, Unavailable
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup, Settings
 from tests.support.prometheus import Exporter, PrometheusServer, prometheus_with_exporter
 
 pytestmark = pytest.mark.integration
@@ -48,6 +48,11 @@ def _settings(tmp_path: Path, url: str, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(**fields)
+
+
+def _on(settings: Settings) -> tuple[KubeGroup, str]:
+    """PrometheusTraffic's arguments, as the composition root passes them."""
+    return settings.kube, settings.backend
 
 
 def _predictor(deployment: str, release_id: int) -> str:
@@ -83,7 +88,7 @@ def test_istio_counts_come_back_per_release(
     # Neither another namespace nor a deployment whose name extends "shop" may count.
     exporter.istio("staging", blue, 5000, 0, latency_ms=1.0)
     exporter.istio(NAMESPACE, _predictor("shopx", 1), 700, 700, latency_ms=1.0)
-    traffic = PrometheusTraffic(_settings(tmp_path, server.url))
+    traffic = PrometheusTraffic(*_on(_settings(tmp_path, server.url)))
 
     reading = _read_until(traffic, "shop", lambda r: _requests(r) == {1: 1000, 2: 200})
 
@@ -109,7 +114,7 @@ def test_two_readings_give_the_window_and_analysis_fails_green_on_errors(
     blue, green = _predictor(deployment, 11), _predictor(deployment, 12)
     exporter.istio(NAMESPACE, blue, 300, 1, latency_ms=20.0)
     exporter.istio(NAMESPACE, green, 60, 1, latency_ms=20.0)
-    traffic = PrometheusTraffic(_settings(tmp_path, server.url))
+    traffic = PrometheusTraffic(*_on(_settings(tmp_path, server.url)))
     before = _read_until(traffic, deployment, lambda r: _requests(r) == {11: 300, 12: 60})
     assert _requests(before) == {11: 300, 12: 60}
 
@@ -143,7 +148,7 @@ def test_seldon_counts_errors_by_status_code(
     ]:
         exporter.seldon(model, code, count)
     settings = _settings(tmp_path, server.url, backend="seldon", prometheus_router="seldon")
-    traffic = PrometheusTraffic(settings)
+    traffic = PrometheusTraffic(*_on(settings))
 
     reading = _read_until(traffic, "infer", lambda r: _requests(r) == {1: 300, 2: 105})
 
@@ -156,7 +161,7 @@ def test_prometheus_down_is_unavailable(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    traffic = PrometheusTraffic(_settings(tmp_path, f"http://127.0.0.1:{port}"))
+    traffic = PrometheusTraffic(*_on(_settings(tmp_path, f"http://127.0.0.1:{port}")))
 
     with pytest.raises(Unavailable, match="cannot be reached for prometheus_requests_query"):
         traffic.windows("shop")
@@ -167,7 +172,7 @@ def test_a_promql_error_is_unavailable_with_prometheus_message(
 ) -> None:
     server, _ = prom
     bad = 'rate(istio_requests_total{destination_workload=~"{workload}"})'
-    traffic = PrometheusTraffic(_settings(tmp_path, server.url, prometheus_errors_query=bad))
+    traffic = PrometheusTraffic(*_on(_settings(tmp_path, server.url, prometheus_errors_query=bad)))
 
     with pytest.raises(Unavailable) as caught:
         traffic.windows("shop")
@@ -197,7 +202,7 @@ def test_bad_settings_are_refused_at_start(
     settings = _settings(tmp_path, "http://127.0.0.1:9", **overrides)
 
     with pytest.raises(InvalidInput) as caught:
-        PrometheusTraffic(settings)
+        PrometheusTraffic(*_on(settings))
 
     assert caught.value.field == (field or "prometheus_latency_bucket_query")
     assert words in caught.value.message

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from bgserve.backends.kube.seldon import seldon_backend
 from bgserve.backends.kube.seldon.base import required_rbac
 from bgserve.backends.kube.seldon.objects import (
     EXPERIMENT,
@@ -45,6 +44,7 @@ from tests.support.kube import (
     perform,
     register,
     run_cycle,
+    seldon_backend_of,
     slot_key,
     wait_until,
 )
@@ -73,7 +73,7 @@ def settings_for(server: FakeApiServer, flavour: str, **extra: Any) -> Settings:
 
 
 def fake_backend(server: FakeApiServer, flavour: str, **extra: Any) -> Backendish:
-    backend = seldon_backend(settings_for(server, flavour, **extra))
+    backend = seldon_backend_of(settings_for(server, flavour, **extra))
     assert isinstance(backend, SeldonV2Backend | SeldonV1Backend)
     return backend
 
@@ -87,7 +87,7 @@ def make_backend(ns: KubeNamespace, flavour: str, **extra: Any) -> Backendish:
         **extra,
     }
     settings = ns.settings(required_rbac(flavour), **values)
-    backend = seldon_backend(settings, api=ns.api_for(settings))
+    backend = seldon_backend_of(settings, api=ns.api_for(settings))
     assert isinstance(backend, SeldonV2Backend | SeldonV1Backend)
     return backend
 
@@ -305,7 +305,7 @@ def test_unmanaged_object_in_the_way_is_left_alone(kube_ns: KubeNamespace, flavo
     from bgserve.backends.kube.seldon.objects import seldon_objects
 
     (squatter, *_) = seldon_objects(
-        "chat", rollout.create("chat", 1).state.routes(), RELEASES, backend.settings
+        "chat", rollout.create("chat", 1).state.routes(), RELEASES, backend.kube
     )
     squatter["metadata"] = {**squatter["metadata"], "name": name, "labels": {"team": "x"}}
     kube_ns.put_object(resource.group, resource.plural, squatter)
@@ -504,7 +504,7 @@ def test_v2_a_failed_deploy_leaves_no_model(
     parts = make_components(tmp_path, mlflow_store, backend)
     service = parts.service
     ids = register(service, "sfail")
-    squatter = experiment("taken", [rollout.Route("blue", ids["v1"], 100)], backend.settings)
+    squatter = experiment("taken", [rollout.Route("blue", ids["v1"], 100)], backend.kube)
     squatter["metadata"]["labels"] = {"team": "web"}
     kube_ns.put_object(EXPERIMENT.group, EXPERIMENT.plural, squatter)
     refused = pytest.raises(BackendError, match="not managed by bgserve")

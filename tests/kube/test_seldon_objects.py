@@ -53,7 +53,7 @@ def test_render_validates_and_matches_the_deployment(
 
 
 def test_v2_objects_carry_storage_requirements_and_names() -> None:
-    s = settings("v2", seldon_server="bgserve-server")
+    s = settings("v2", seldon_server="bgserve-server").kube
     obj = model("chat", RELEASES[2], s)
     assert obj["metadata"]["name"] == "chat-r2"
     assert obj["spec"]["storageUri"] == "s3://bundles/bgserve.chat/2"
@@ -64,11 +64,11 @@ def test_v2_objects_carry_storage_requirements_and_names() -> None:
 
 def test_v2_needs_a_bundle_storage_uri() -> None:
     with pytest.raises(InvalidInput, match="BGSERVE_KUBE_BUNDLE_STORAGE_URI"):
-        model("chat", RELEASES[1], Settings(seldon_flavour="v2"))
+        model("chat", RELEASES[1], Settings(seldon_flavour="v2").kube)
 
 
 def test_v1_predictors_are_named_after_releases_and_run_the_slot() -> None:
-    (sdep,) = seldon_objects("chat", promoted().routes(), RELEASES, settings("v1"))
+    (sdep,) = seldon_objects("chat", promoted().routes(), RELEASES, settings("v1").kube)
     preds = sdep["spec"]["predictors"]
     assert [p["name"] for p in preds] == ["r2", "r1"] and sdep["spec"]["protocol"] == "v2"
     container = preds[0]["componentSpecs"][0]["spec"]["containers"][0]
@@ -89,7 +89,7 @@ def test_write_objects_one_file_per_object(tmp_path: Path) -> None:
 
 def test_bad_weights_are_refused() -> None:
     with pytest.raises(InvalidInput):
-        experiment("chat", [rollout.Route("blue", 1, 90)], settings("v2"))
+        experiment("chat", [rollout.Route("blue", 1, 90)], settings("v2").kube)
 
 
 def sdep_crd_as_generated() -> dict[str, Any]:

@@ -82,7 +82,7 @@ def test_the_server_uses_the_config_and_lives_with_the_models(objects: list[Obj]
 def test_the_agent_advertises_what_the_models_require(pod: Obj) -> None:
     agent = env(container(pod, "agent"))
     capabilities = set(agent["SELDON_SERVER_CAPABILITIES"]["value"].split(","))
-    assert set(Settings().seldon_requirements) <= capabilities
+    assert set(Settings().kube.seldon.requirements) <= capabilities
     # no stock capability: Models meant for MLServer must never land on this Server
     assert capabilities == {"bgserve"}
 
@@ -125,7 +125,7 @@ def quantity_bytes(quantity: str) -> int:
 
 def test_the_server_has_room_for_blue_green_and_the_standby(pod: Obj) -> None:
     server = quantity_bytes(container(pod, "bgserve")["resources"]["requests"]["memory"])
-    assert server >= 3 * quantity_bytes(Settings().kube_slot_memory)
+    assert server >= 3 * quantity_bytes(Settings().kube.slot_memory)
 
 
 def test_the_slot_runs_the_bgserve_image_as_its_deployment_does(

@@ -25,8 +25,10 @@ from bgserve.backends.kube.client import (
     RELEASE_LABEL,
 )
 from bgserve.backends.kube.kserve.backend import KServeBackend
+from bgserve.backends.kube.seldon import seldon_backend
 from bgserve.backends.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 from bgserve.compose import Components, build_components
+from bgserve.compose.backends import slot_mlflow
 from bgserve.domain import rollout
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Transition
@@ -401,3 +403,25 @@ _STATUS: dict[str, Callable[[Mapping[str, Any], set[tuple[str, int]]], dict[str,
     "Experiment": _experiment_status,
     "SeldonDeployment": _sdep_status,
 }
+
+
+def kserve_backend(settings: Settings, **injected: Any) -> KServeBackend:
+    """The KServe backend as the composition root builds it from ``settings``, with
+    ``injected`` test parts (``api``, ``clock``, ``sleep``)."""
+    return KServeBackend(
+        settings.kube,
+        ready_timeout=settings.slot_ready_timeout_seconds,
+        mlflow=slot_mlflow(settings),
+        **injected,
+    )
+
+
+def seldon_backend_of(settings: Settings, **injected: Any) -> Backend:
+    """The Seldon backend as the composition root builds it from ``settings``, with
+    ``injected`` test parts (``api``, ``clock``, ``sleep``)."""
+    return seldon_backend(
+        settings.kube,
+        ready_timeout=settings.slot_ready_timeout_seconds,
+        mlflow=slot_mlflow(settings),
+        **injected,
+    )

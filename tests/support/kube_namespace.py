@@ -105,7 +105,7 @@ class KubeNamespace:
 
     def api_for(self, settings: Settings) -> client.ApiClient:
         """bgserve's own API client for ``settings``, its requests logged in :attr:`log`."""
-        return self.log.instrument(api_client(settings))
+        return self.log.instrument(api_client(settings.kube))
 
     @property
     def requests(self) -> list[Recorded]:

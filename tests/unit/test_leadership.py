@@ -7,6 +7,7 @@ Lease) have their own tests against real servers.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -97,6 +98,23 @@ def test_closing_stops_the_leaders_work_and_releases_the_lease() -> None:
     leadership.close()
     assert events == ["lead", "lose"] and lease.released == 1
     assert not leadership.is_leader
+
+
+def test_stopping_on_shutdown_is_no_warning_but_losing_the_lease_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bgserve.leader")
+    leadership, _, _, _ = election([HELD, HELD])
+    leadership.start()
+    leadership.close()
+    closed = [r for r in caplog.records if "stops leading" in r.getMessage()]
+    assert [r.levelno for r in closed] == [logging.INFO], caplog.text
+    caplog.clear()
+    taken, _, _, _ = election([HELD, OTHER])
+    taken.step(background=False)
+    taken.step(background=False)
+    lost = [r for r in caplog.records if "stops leading" in r.getMessage()]
+    assert [r.levelno for r in lost] == [logging.WARNING], caplog.text
 
 
 def test_a_leader_whose_work_fails_to_start_gives_the_lease_up() -> None:

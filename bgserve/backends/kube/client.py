@@ -18,7 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from bgserve.errors import BackendError
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 Obj = dict[str, Any]
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -79,26 +79,26 @@ def dns_label(base: str, suffix: str, max_length: int) -> str:
     return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
 
 
-def api_client(settings: Settings) -> client.ApiClient:
+def api_client(kube: KubeGroup) -> client.ApiClient:
     """An API client from settings: explicit URL, else in-cluster, else kubeconfig.
 
     Raises:
         BackendError: no usable configuration was found.
     """
     configuration = client.Configuration()
-    if settings.kube_api_url:
-        configuration.host = settings.kube_api_url
+    if kube.api_url:
+        configuration.host = kube.api_url
         return client.ApiClient(configuration)
     try:
-        if settings.kube_config is None:
+        if kube.config is None:
             try:
                 config.load_incluster_config(client_configuration=configuration)
                 return client.ApiClient(configuration)
             except config.ConfigException:
                 pass
         config.load_kube_config(
-            config_file=str(settings.kube_config) if settings.kube_config else None,
-            context=settings.kube_context or None,
+            config_file=str(kube.config) if kube.config else None,
+            context=kube.context or None,
             client_configuration=configuration,
             persist_config=False,
         )

@@ -1,24 +1,36 @@
 """Object helpers both Kubernetes backends share: the slot container of the bgserve image,
-where a bundle is fetched from, the weight check and the data-plane URL from settings."""
+where a bundle is fetched from, the weight check and the data-plane URL from kube."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bgserve.backends.kube.client import Obj
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError, InvalidInput
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 SLOT_PORT = 8080
 MOUNT_PATH = "/mnt/models"
 ANNOTATION_PREFIX = "bgserve.io/"
 
 
-def bundle_storage_uri(release: Release, settings: Settings) -> str | None:
+@dataclass(frozen=True)
+class SlotMlflow:
+    """The MLflow stores a slot pod loads its bundle from (None: the image's own)."""
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+
+
+NO_MLFLOW = SlotMlflow()
+
+
+def bundle_storage_uri(release: Release, kube: KubeGroup) -> str | None:
     """Where the storage initializer fetches the bundle from, if configured."""
-    template = settings.kube_bundle_storage_uri
+    template = kube.bundle_storage_uri
     if not template:
         return None
     return template.format(
@@ -29,13 +41,13 @@ def bundle_storage_uri(release: Release, settings: Settings) -> str | None:
     )
 
 
-def _slot_env(release: Release, settings: Settings) -> list[Obj]:
-    storage = bundle_storage_uri(release, settings)
+def _slot_env(release: Release, kube: KubeGroup, mlflow: SlotMlflow) -> list[Obj]:
+    storage = bundle_storage_uri(release, kube)
     if storage:
         return [{"name": "STORAGE_URI", "value": storage}]
     env = [
-        {"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
-        {"name": "MLFLOW_REGISTRY_URI", "value": settings.mlflow_registry_uri},
+        {"name": "MLFLOW_TRACKING_URI", "value": mlflow.tracking_uri},
+        {"name": "MLFLOW_REGISTRY_URI", "value": mlflow.registry_uri},
     ]
     return [e for e in env if e["value"]]
 
@@ -43,17 +55,18 @@ def _slot_env(release: Release, settings: Settings) -> list[Obj]:
 def slot_container(
     deployment: str,
     release: Release,
-    settings: Settings,
+    kube: KubeGroup,
     *,
+    mlflow: SlotMlflow = NO_MLFLOW,
     name: str = "kserve-container",
     port: int = SLOT_PORT,
 ) -> Obj:
     """The predictor container: the bgserve image running ``bgserve slot`` on ``port``."""
-    model_uri = MOUNT_PATH if bundle_storage_uri(release, settings) else release.bundle_uri
-    resources = {"cpu": settings.kube_slot_cpu, "memory": settings.kube_slot_memory}
+    model_uri = MOUNT_PATH if bundle_storage_uri(release, kube) else release.bundle_uri
+    resources = {"cpu": kube.slot_cpu, "memory": kube.slot_memory}
     return {
         "name": name,
-        "image": settings.kube_slot_image,
+        "image": kube.slot_image,
         "command": ["bgserve"],
         "args": [
             "slot",
@@ -69,7 +82,7 @@ def slot_container(
             "--port",
             str(port),
         ],
-        "env": _slot_env(release, settings),
+        "env": _slot_env(release, kube, mlflow),
         "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": f"/v2/models/{deployment}/ready", "port": port},
@@ -99,20 +112,18 @@ def check_weights(
         raise error(f"routes of {deployment} name a release twice: {list(routes)}")
 
 
-def route_hostname(deployment: str, settings: Settings) -> str | None:
-    template = settings.kube_route_hostname
-    return template.format(deployment=deployment, namespace=settings.kube_namespace) or None
+def route_hostname(deployment: str, kube: KubeGroup) -> str | None:
+    template = kube.route_hostname
+    return template.format(deployment=deployment, namespace=kube.namespace) or None
 
 
-def data_plane_url(deployment: str, settings: Settings) -> str | None:
+def data_plane_url(deployment: str, kube: KubeGroup) -> str | None:
     """The deployment's infer URL on the weighted route (``{base}/v2/models/<deployment>/
     infer``, as the local backend answers), from settings; None without a gateway address.
     No cluster needed."""
-    if settings.kube_data_plane_url:
-        base = settings.kube_data_plane_url.format(
-            deployment=deployment, namespace=settings.kube_namespace
-        )
-    elif host := route_hostname(deployment, settings):
+    if kube.data_plane_url:
+        base = kube.data_plane_url.format(deployment=deployment, namespace=kube.namespace)
+    elif host := route_hostname(deployment, kube):
         base = f"http://{host}"
     else:
         return None

@@ -29,7 +29,7 @@ from bgserve.backends.kube.prometheus_queries import (
 )
 from bgserve.domain.analysis import SideWindow
 from bgserve.errors import InvalidInput, Unavailable
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 _UNIT_MS = {"ms": 1.0, "s": 1000.0}
 
@@ -43,23 +43,23 @@ class _Queries:
     unit_ms: float
 
 
-def _queries(settings: Settings) -> _Queries:
-    defaults = ROUTERS[settings.prometheus_router]
+def _queries(kube: KubeGroup) -> _Queries:
+    defaults = ROUTERS[kube.prometheus.router]
     chosen = {
-        "prometheus_requests_query": settings.prometheus_requests_query or defaults.requests,
-        "prometheus_errors_query": settings.prometheus_errors_query or defaults.errors,
-        "prometheus_latency_bucket_query": settings.prometheus_latency_bucket_query
+        "prometheus_requests_query": kube.prometheus.requests_query or defaults.requests,
+        "prometheus_errors_query": kube.prometheus.errors_query or defaults.errors,
+        "prometheus_latency_bucket_query": kube.prometheus.latency_bucket_query
         or defaults.latency_buckets,
     }
     for setting, template in chosen.items():
         check_template(setting, template)
-    label = settings.prometheus_workload_label or defaults.workload_label
+    label = kube.prometheus.workload_label or defaults.workload_label
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", label):
         raise InvalidInput(
             f"prometheus_workload_label {label!r} is not a Prometheus label name",
             field="prometheus_workload_label",
         )
-    unit = settings.prometheus_latency_unit
+    unit = kube.prometheus.latency_unit
     return _Queries(
         chosen["prometheus_requests_query"],
         chosen["prometheus_errors_query"],
@@ -77,20 +77,20 @@ class PrometheusTraffic:
     template is set: the windows then carry no histogram).
     """
 
-    def __init__(self, settings: Settings, http: httpx.Client | None = None) -> None:
-        if not settings.prometheus_url:
+    def __init__(self, kube: KubeGroup, backend: str, http: httpx.Client | None = None) -> None:
+        if not kube.prometheus.url:
             raise InvalidInput(
                 "prometheus_url is empty: set BGSERVE_PROMETHEUS_URL to the Prometheus that "
                 "scrapes the router's metrics",
                 field="prometheus_url",
             )
-        self._queries = _queries(settings)
-        self._names = workload_names(settings)
-        self._namespace = settings.kube_namespace
-        self._url = settings.prometheus_url.rstrip("/")
-        self._timeout = settings.prometheus_timeout_seconds
+        self._queries = _queries(kube)
+        self._names = workload_names(kube, backend)
+        self._namespace = kube.namespace
+        self._url = kube.prometheus.url.rstrip("/")
+        self._timeout = kube.prometheus.timeout_seconds
         self._own_http = http is None
-        self._http = http or httpx.Client(timeout=settings.prometheus_timeout_seconds)
+        self._http = http or httpx.Client(timeout=kube.prometheus.timeout_seconds)
 
     def close(self) -> None:
         """Close the HTTP client if this object created it."""

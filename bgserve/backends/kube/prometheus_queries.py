@@ -20,7 +20,7 @@ from bgserve.backends.kube.kserve.objects import isvc_name
 from bgserve.backends.kube.seldon.objects import model_name, sdep_name
 from bgserve.domain.latency import LATENCY_BUCKETS_MS, bucket_of
 from bgserve.errors import InvalidInput
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 PLACEHOLDERS = frozenset({"namespace", "deployment", "release_id", "workload"})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -178,18 +178,18 @@ class WorkloadNames:
         return None
 
 
-def workload_names(settings: Settings) -> WorkloadNames:
+def workload_names(kube: KubeGroup, backend: str) -> WorkloadNames:
     """The workload naming of the configured Kubernetes backend.
 
     Raises:
         InvalidInput: the backend is not a Kubernetes one, or Seldon v1 with the seldon router.
     """
-    if settings.backend == "kserve":
+    if backend == "kserve":
         return WorkloadNames(lambda d, r: f"{isvc_name(d, r)}-predictor")
-    if settings.backend == "seldon" and settings.seldon_flavour == "v2":
+    if backend == "seldon" and kube.seldon.flavour == "v2":
         return WorkloadNames(model_name)
-    if settings.backend == "seldon":
-        if settings.prometheus_router == "seldon":
+    if backend == "seldon":
+        if kube.prometheus.router == "seldon":
             raise InvalidInput(
                 "prometheus_router `seldon` reads Seldon Core 2 metrics; with seldon_flavour "
                 "v1 choose istio or gateway, or give your own query templates",
@@ -197,6 +197,6 @@ def workload_names(settings: Settings) -> WorkloadNames:
             )
         return WorkloadNames(lambda d, r: f"{sdep_name(d)}-r{r}")
     raise InvalidInput(
-        f"Prometheus traffic serves the kserve and seldon backends, not {settings.backend}",
+        f"Prometheus traffic serves the kserve and seldon backends, not {backend}",
         field="backend",
     )

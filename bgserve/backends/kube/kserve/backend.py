@@ -36,6 +36,8 @@ from bgserve.backends.kube.kserve.objects import (
     weighted_route,
 )
 from bgserve.backends.kube.objects import (
+    NO_MLFLOW,
+    SlotMlflow,
     check_weights,
     needs_availability,
     refuse_retiring_routed,
@@ -44,7 +46,7 @@ from bgserve.backends.kube.readiness import Check
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 # KServe's model transition states that will not resolve by waiting.
 _FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
@@ -78,15 +80,19 @@ class KServeBackend(KubeBackend):
 
     def __init__(
         self,
-        settings: Settings,
+        kube: KubeGroup,
         *,
+        ready_timeout: float = 120.0,
+        mlflow: SlotMlflow = NO_MLFLOW,
         api: client.ApiClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(settings, api=api, clock=clock, sleep=sleep)
+        super().__init__(
+            kube, ready_timeout=ready_timeout, mlflow=mlflow, api=api, clock=clock, sleep=sleep
+        )
         self.services = self._objects(INFERENCE_SERVICE)
-        self.routes = self._objects(ROUTERS[settings.kserve_router])
+        self.routes = self._objects(ROUTERS[kube.kserve.router])
 
     def ensure_slot(self, deployment: str, release: Release) -> SlotInfo:
         """Apply the release's InferenceService and wait for Ready at its current generation.
@@ -96,7 +102,7 @@ class KServeBackend(KubeBackend):
         ``slot_ready_timeout_seconds``, BackendError when KServe reports a failed load or
         the API server refuses; an InferenceService this call created is then removed.
         """
-        desired = inference_service(deployment, release, self.settings)
+        desired = inference_service(deployment, release, self.kube, self.mlflow)
         name = desired["metadata"]["name"]
         written, created = self.services.ensure(desired)
         try:
@@ -147,7 +153,7 @@ class KServeBackend(KubeBackend):
             for route in routes:
                 now = routed_weight(current, deployment, route.release_id)
                 self._check_routable(deployment, route, slots, now)
-            return weighted_route(deployment, routes, self.settings)
+            return weighted_route(deployment, routes, self.kube)
 
         self.routes.apply_with(route_name(deployment), build)
 
@@ -192,7 +198,7 @@ class KServeBackend(KubeBackend):
         endpoint = (
             (status.get("address") or {}).get("url")
             or status.get("url")
-            or f"http://{predictor_host(deployment, release_id, self.settings.kube_namespace)}"
+            or f"http://{predictor_host(deployment, release_id, self.kube.namespace)}"
         )
         return SlotInfo(release_id=release_id, endpoint=endpoint, ready=is_ready(obj))
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from bgserve.backends.kube.client import MANAGED_BY, MANAGER, Obj, dns_label
 from bgserve.backends.kube.kserve.llm_objects import OPENAI_PREFIX
 from bgserve.backends.kube.kserve.objects import INFERENCE_SERVICE, ISVC_NAME_MAX
-from bgserve.backends.kube.objects import ANNOTATION_PREFIX
+from bgserve.backends.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow
 from bgserve.errors import InvalidInput
-from bgserve.settings import Settings
+from bgserve.settings.kube import KubeGroup
 
 HF_MODEL_FORMAT = "huggingface"
 HF_SERVER_LABEL = "bgserve.io/llm-server"
@@ -39,7 +39,8 @@ def hf_runtime_inference_service(
     name: str,
     weights_uri: str,
     served_model_name: str,
-    settings: Settings,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
     *,
     extra_args: Sequence[str] = (),
 ) -> Obj:
@@ -53,7 +54,7 @@ def hf_runtime_inference_service(
         raise InvalidInput("weights_uri must name the model's storage", field="weights_uri")
     if not served_model_name:
         raise InvalidInput("served_model_name must not be empty", field="served_model_name")
-    resources = {"cpu": settings.kube_slot_cpu, "memory": settings.kube_slot_memory}
+    resources = {"cpu": kube.slot_cpu, "memory": kube.slot_memory}
     model: Obj = {
         "modelFormat": {"name": HF_MODEL_FORMAT},
         "storageUri": weights_uri,
@@ -62,14 +63,14 @@ def hf_runtime_inference_service(
         "resources": {"requests": resources, "limits": dict(resources)},
     }
     predictor: Obj = {"minReplicas": 1, "model": model}
-    if settings.kube_slot_service_account:
-        predictor["serviceAccountName"] = settings.kube_slot_service_account
+    if kube.slot_service_account:
+        predictor["serviceAccountName"] = kube.slot_service_account
     return {
         "apiVersion": INFERENCE_SERVICE.api_version,
         "kind": INFERENCE_SERVICE.kind,
         "metadata": {
             "name": name,
-            "namespace": settings.kube_namespace,
+            "namespace": kube.namespace,
             "labels": {MANAGED_BY: MANAGER, HF_SERVER_LABEL: name},
             "annotations": {f"{ANNOTATION_PREFIX}llm-weights-uri": weights_uri},
         },

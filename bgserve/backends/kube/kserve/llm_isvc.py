@@ -24,11 +24,17 @@ from typing import Any
 from bgserve.backends.kube.client import Obj, Resource, dns_label, is_managed, managed_labels
 from bgserve.backends.kube.kserve.llm_objects import LlmServing, llm_annotations, llm_slot_container
 from bgserve.backends.kube.kserve.objects import ISVC_NAME_MAX
-from bgserve.backends.kube.objects import ANNOTATION_PREFIX, check_weights, slot_container
+from bgserve.backends.kube.objects import (
+    ANNOTATION_PREFIX,
+    NO_MLFLOW,
+    SlotMlflow,
+    check_weights,
+    slot_container,
+)
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
-from bgserve.settings import Settings
+from bgserve.settings.kube import KubeGroup
 
 LLM_INFERENCE_SERVICE = Resource(
     "serving.kserve.io", "v1alpha2", "llminferenceservices", "LLMInferenceService"
@@ -66,11 +72,15 @@ def _probe(deployment: str) -> Obj:
 
 
 def _main_container(
-    deployment: str, release: Release, llm: LlmServing, settings: Settings
+    deployment: str,
+    release: Release,
+    llm: LlmServing,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
 ) -> tuple[Obj, str, bool]:
     """The slot as the ``main`` container, with ``spec.model.uri`` and whether to fetch it."""
-    base = slot_container(deployment, release, settings, name="main", port=LLM_PORT)
-    container = llm_slot_container(base, release, llm, settings)
+    base = slot_container(deployment, release, kube, mlflow=mlflow, name="main", port=LLM_PORT)
+    container = llm_slot_container(base, release, llm, kube, mlflow)
     uri, fetch = _model_source(release, container)
     # STORAGE_URI is the InferenceService way; here spec.model.uri carries it.
     container["env"] = [e for e in container["env"] if e["name"] != "STORAGE_URI"]
@@ -82,17 +92,22 @@ def _main_container(
 
 
 def llm_inference_service(
-    deployment: str, release: Release, llm: LlmServing, weight: int, settings: Settings
+    deployment: str,
+    release: Release,
+    llm: LlmServing,
+    weight: int,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
 ) -> Obj:
     """The LLMInferenceService of ``release``: a member of the deployment's routing group
     with ``weight``, serving the model name ``deployment`` from the bgserve slot."""
-    container, uri, fetch = _main_container(deployment, release, llm, settings)
+    container, uri, fetch = _main_container(deployment, release, llm, kube, mlflow)
     template: Obj = {"containers": [container]}
-    if settings.kube_slot_service_account:
-        template["serviceAccountName"] = settings.kube_slot_service_account
-    gateway: Obj = {"name": settings.kube_gateway_name}
-    if settings.kube_gateway_namespace:
-        gateway["namespace"] = settings.kube_gateway_namespace
+    if kube.slot_service_account:
+        template["serviceAccountName"] = kube.slot_service_account
+    gateway: Obj = {"name": kube.gateway_name}
+    if kube.gateway_namespace:
+        gateway["namespace"] = kube.gateway_namespace
     annotations = {
         f"{ANNOTATION_PREFIX}model-uri": release.model_uri,
         f"{ANNOTATION_PREFIX}prompt-uri": release.prompt_uri,
@@ -104,7 +119,7 @@ def llm_inference_service(
         "kind": LLM_INFERENCE_SERVICE.kind,
         "metadata": {
             "name": llmisvc_name(deployment, release.id),
-            "namespace": settings.kube_namespace,
+            "namespace": kube.namespace,
             "labels": managed_labels(deployment, release.id),
             "annotations": annotations,
         },
@@ -126,7 +141,8 @@ def llmisvc_objects(
     routes: Sequence[Route],
     releases: Mapping[int, Release],
     llms: Mapping[int, LlmServing],
-    settings: Settings,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
 ) -> list[Obj]:
     """One LLMInferenceService per routed release, in route order, weighted as routed.
 
@@ -147,7 +163,7 @@ def llmisvc_objects(
         )
     return [
         llm_inference_service(
-            deployment, releases[r.release_id], llms[r.release_id], r.weight, settings
+            deployment, releases[r.release_id], llms[r.release_id], r.weight, kube, mlflow
         )
         for r in routes
     ]

@@ -24,11 +24,11 @@ from bgserve.backends.kube.kserve.objects import (
     inference_service,
     weighted_route,
 )
-from bgserve.backends.kube.objects import ANNOTATION_PREFIX, MOUNT_PATH
+from bgserve.backends.kube.objects import ANNOTATION_PREFIX, MOUNT_PATH, NO_MLFLOW, SlotMlflow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
-from bgserve.settings import Settings
+from bgserve.settings.kube import KubeGroup
 
 LlmKind = Literal["gguf", "openai"]
 LLM_KINDS: tuple[LlmKind, ...] = ("gguf", "openai")
@@ -140,7 +140,11 @@ def api_key_env(llm: LlmServing) -> list[Obj]:
 
 
 def llm_slot_container(
-    container: Obj, release: Release, llm: LlmServing, settings: Settings
+    container: Obj,
+    release: Release,
+    llm: LlmServing,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
 ) -> Obj:
     """``container`` (the bgserve slot container) adapted to ``llm``: the API key from its
     Secret, and for a GGUF fetched by the storage initializer, that file in ``/mnt/models``
@@ -150,8 +154,8 @@ def llm_slot_container(
     if llm.weights_uri:
         args[args.index("--model-uri") + 1] = release.bundle_uri
         registry = [
-            {"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
-            {"name": "MLFLOW_REGISTRY_URI", "value": settings.mlflow_registry_uri},
+            {"name": "MLFLOW_TRACKING_URI", "value": mlflow.tracking_uri},
+            {"name": "MLFLOW_REGISTRY_URI", "value": mlflow.registry_uri},
         ]
         env = [e for e in registry if e["value"]]
         env += [
@@ -162,14 +166,18 @@ def llm_slot_container(
 
 
 def llm_inference_service(
-    deployment: str, release: Release, llm: LlmServing, settings: Settings
+    deployment: str,
+    release: Release,
+    llm: LlmServing,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
 ) -> Obj:
     """The InferenceService of an LLM release: the bgserve slot as custom predictor,
     serving the release under the deployment's name on OIP and on KServe's OpenAI routes."""
-    isvc = inference_service(deployment, release, settings)
+    isvc = inference_service(deployment, release, kube, mlflow)
     predictor = isvc["spec"]["predictor"]
     (container,) = predictor["containers"]
-    predictor["containers"] = [llm_slot_container(container, release, llm, settings)]
+    predictor["containers"] = [llm_slot_container(container, release, llm, kube, mlflow)]
     metadata = isvc["metadata"]
     metadata["annotations"] = {**metadata["annotations"], **llm_annotations(llm)}
     return isvc
@@ -181,14 +189,16 @@ def openai_path(deployment: str) -> str:
     return f"/{deployment}{OPENAI_PREFIX}"
 
 
-def llm_weighted_route(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
+def llm_weighted_route(
+    deployment: str, routes: Sequence[Route], kube: KubeGroup, mlflow: SlotMlflow = NO_MLFLOW
+) -> Obj:
     """The deployment's weighted route with the OpenAI routes beside ``/v2/models/...``:
     ``/<deployment>/openai/v1/...`` goes, by the same weights, to a slot's ``/openai/v1/...``.
 
     Raises:
         InvalidInput: the weights do not sum to 100 or a release appears twice.
     """
-    route = weighted_route(deployment, routes, settings)
+    route = weighted_route(deployment, routes, kube)
     spec = route["spec"]
     if "rules" in spec:
         (oip,) = spec["rules"]
@@ -227,7 +237,8 @@ def kserve_llm_objects(
     routes: Sequence[Route],
     releases: Mapping[int, Release],
     llms: Mapping[int, LlmServing],
-    settings: Settings,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
 ) -> list[Obj]:
     """Every object the KServe backend applies for an LLM deployment: one InferenceService
     per routed release (LLM releases as :func:`llm_inference_service`), then the weighted
@@ -243,8 +254,8 @@ def kserve_llm_objects(
     for r in routes:
         release, llm = releases[r.release_id], llms.get(r.release_id)
         services.append(
-            inference_service(deployment, release, settings)
+            inference_service(deployment, release, kube, mlflow)
             if llm is None
-            else llm_inference_service(deployment, release, llm, settings)
+            else llm_inference_service(deployment, release, llm, kube, mlflow)
         )
-    return [*services, llm_weighted_route(deployment, routes, settings)]
+    return [*services, llm_weighted_route(deployment, routes, kube)]

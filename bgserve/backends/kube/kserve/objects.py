@@ -18,6 +18,8 @@ from typing import Any
 from bgserve.backends.kube.client import Obj, Resource, dns_label, managed_labels
 from bgserve.backends.kube.objects import (
     ANNOTATION_PREFIX,
+    NO_MLFLOW,
+    SlotMlflow,
     check_weights,
     route_hostname,
     slot_container,
@@ -25,7 +27,7 @@ from bgserve.backends.kube.objects import (
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 INFERENCE_SERVICE = Resource(
     "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
@@ -56,28 +58,30 @@ def predictor_host(deployment: str, release_id: int, namespace: str) -> str:
     return f"{isvc_name(deployment, release_id)}-predictor.{namespace}.svc.cluster.local"
 
 
-def _metadata(name: str, settings: Settings, labels: dict[str, str]) -> Obj:
-    return {"name": name, "namespace": settings.kube_namespace, "labels": labels}
+def _metadata(name: str, kube: KubeGroup, labels: dict[str, str]) -> Obj:
+    return {"name": name, "namespace": kube.namespace, "labels": labels}
 
 
-def inference_service(deployment: str, release: Release, settings: Settings) -> Obj:
+def inference_service(
+    deployment: str, release: Release, kube: KubeGroup, mlflow: SlotMlflow = NO_MLFLOW
+) -> Obj:
     """The InferenceService that serves ``release``'s bundle for ``deployment``."""
     annotations = {
         f"{ANNOTATION_PREFIX}model-uri": release.model_uri,
         f"{ANNOTATION_PREFIX}prompt-uri": release.prompt_uri,
         f"{ANNOTATION_PREFIX}bundle-uri": release.bundle_uri,
     }
-    if settings.kserve_deployment_mode:
-        annotations[DEPLOYMENT_MODE] = settings.kserve_deployment_mode
+    if kube.kserve.deployment_mode:
+        annotations[DEPLOYMENT_MODE] = kube.kserve.deployment_mode
     metadata = _metadata(
-        isvc_name(deployment, release.id), settings, managed_labels(deployment, release.id)
+        isvc_name(deployment, release.id), kube, managed_labels(deployment, release.id)
     )
     predictor: Obj = {
         "minReplicas": 1,
-        "containers": [slot_container(deployment, release, settings)],
+        "containers": [slot_container(deployment, release, kube, mlflow=mlflow)],
     }
-    if settings.kube_slot_service_account:
-        predictor["serviceAccountName"] = settings.kube_slot_service_account
+    if kube.slot_service_account:
+        predictor["serviceAccountName"] = kube.slot_service_account
     return {
         "apiVersion": INFERENCE_SERVICE.api_version,
         "kind": INFERENCE_SERVICE.kind,
@@ -86,15 +90,15 @@ def inference_service(deployment: str, release: Release, settings: Settings) -> 
     }
 
 
-def http_route(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
+def http_route(deployment: str, routes: Sequence[Route], kube: KubeGroup) -> Obj:
     """A Gateway API HTTPRoute splitting ``/v2/models/<deployment>`` by the routes' weights."""
     parent = {
         "group": "gateway.networking.k8s.io",
         "kind": "Gateway",
-        "name": settings.kube_gateway_name,
+        "name": kube.gateway_name,
     }
-    if settings.kube_gateway_namespace:
-        parent["namespace"] = settings.kube_gateway_namespace
+    if kube.gateway_namespace:
+        parent["namespace"] = kube.gateway_namespace
     backends = [
         {
             "group": "",
@@ -110,20 +114,20 @@ def http_route(deployment: str, routes: Sequence[Route], settings: Settings) -> 
         "backendRefs": backends,
     }
     spec: Obj = {"parentRefs": [parent], "rules": [rule]}
-    host = route_hostname(deployment, settings)
+    host = route_hostname(deployment, kube)
     if host:
         spec["hostnames"] = [host]
     return {
         "apiVersion": HTTP_ROUTE.api_version,
         "kind": HTTP_ROUTE.kind,
-        "metadata": _metadata(route_name(deployment), settings, managed_labels(deployment)),
+        "metadata": _metadata(route_name(deployment), kube, managed_labels(deployment)),
         "spec": spec,
     }
 
 
-def virtual_service(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
+def virtual_service(deployment: str, routes: Sequence[Route], kube: KubeGroup) -> Obj:
     """An Istio VirtualService splitting ``/v2/models/<deployment>`` by the routes' weights."""
-    namespace = settings.kube_namespace
+    namespace = kube.namespace
     destinations = [
         {
             "destination": {
@@ -140,7 +144,7 @@ def virtual_service(deployment: str, routes: Sequence[Route], settings: Settings
         for r in routes
     ]
     path = f"/v2/models/{deployment}"
-    gateway = f"{settings.kube_gateway_namespace or namespace}/{settings.kube_gateway_name}"
+    gateway = f"{kube.gateway_namespace or namespace}/{kube.gateway_name}"
     http = {
         "name": "weighted",
         "match": [{"uri": {"exact": path}}, {"uri": {"prefix": path + "/"}}],
@@ -149,31 +153,32 @@ def virtual_service(deployment: str, routes: Sequence[Route], settings: Settings
     return {
         "apiVersion": VIRTUAL_SERVICE.api_version,
         "kind": VIRTUAL_SERVICE.kind,
-        "metadata": _metadata(route_name(deployment), settings, managed_labels(deployment)),
+        "metadata": _metadata(route_name(deployment), kube, managed_labels(deployment)),
         "spec": {
-            "hosts": [route_hostname(deployment, settings) or "*"],
+            "hosts": [route_hostname(deployment, kube) or "*"],
             "gateways": [gateway],
             "http": [http],
         },
     }
 
 
-def weighted_route(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
+def weighted_route(deployment: str, routes: Sequence[Route], kube: KubeGroup) -> Obj:
     """The route object of the configured router (``BGSERVE_KSERVE_ROUTER``).
 
     Raises:
         InvalidInput: the weights do not sum to 100 or a release appears twice.
     """
     check_weights(deployment, routes)
-    build = http_route if settings.kserve_router == "gateway" else virtual_service
-    return build(deployment, routes, settings)
+    build = http_route if kube.kserve.router == "gateway" else virtual_service
+    return build(deployment, routes, kube)
 
 
 def kserve_objects(
     deployment: str,
     routes: Sequence[Route],
     releases: Mapping[int, Release],
-    settings: Settings,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
 ) -> list[Obj]:
     """Every object the KServe backend applies for a deployment: one InferenceService
     per routed release (in route order), then the weighted route.
@@ -184,8 +189,8 @@ def kserve_objects(
     missing = [r.release_id for r in routes if r.release_id not in releases]
     if missing:
         raise InvalidInput(f"routes of {deployment} name unknown releases {missing}")
-    services = [inference_service(deployment, releases[r.release_id], settings) for r in routes]
-    return [*services, weighted_route(deployment, routes, settings)]
+    services = [inference_service(deployment, releases[r.release_id], kube, mlflow) for r in routes]
+    return [*services, weighted_route(deployment, routes, kube)]
 
 
 def routed_weight(route: Mapping[str, Any] | None, deployment: str, release_id: int) -> int:

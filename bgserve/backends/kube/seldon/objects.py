@@ -21,6 +21,8 @@ from typing import Any
 from bgserve.backends.kube.client import RELEASE_LABEL, Resource, dns_label, managed_labels
 from bgserve.backends.kube.objects import (
     ANNOTATION_PREFIX,
+    NO_MLFLOW,
+    SlotMlflow,
     bundle_storage_uri,
     check_weights,
     slot_container,
@@ -28,7 +30,7 @@ from bgserve.backends.kube.objects import (
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 Obj = dict[str, Any]
 
@@ -73,18 +75,18 @@ def _release_annotations(release: Release) -> dict[str, str]:
     }
 
 
-def _metadata(name: str, settings: Settings, labels: dict[str, str]) -> Obj:
-    return {"name": name, "namespace": settings.kube_namespace, "labels": labels}
+def _metadata(name: str, kube: KubeGroup, labels: dict[str, str]) -> Obj:
+    return {"name": name, "namespace": kube.namespace, "labels": labels}
 
 
-def model(deployment: str, release: Release, settings: Settings) -> Obj:
+def model(deployment: str, release: Release, kube: KubeGroup) -> Obj:
     """The Seldon v2 Model that serves ``release``'s bundle.
 
     Raises:
         InvalidInput: no bundle storage URI is configured (Seldon v2 Servers load
             models from storage, never from the MLflow registry).
     """
-    storage = bundle_storage_uri(release, settings)
+    storage = bundle_storage_uri(release, kube)
     if not storage:
         raise InvalidInput(
             "Seldon Core v2 loads models from storage: set BGSERVE_KUBE_BUNDLE_STORAGE_URI "
@@ -93,14 +95,14 @@ def model(deployment: str, release: Release, settings: Settings) -> Obj:
         )
     spec: Obj = {
         "storageUri": storage,
-        "requirements": list(settings.seldon_requirements),
-        "memory": settings.kube_slot_memory,
+        "requirements": list(kube.seldon.requirements),
+        "memory": kube.slot_memory,
         "replicas": 1,
     }
-    if settings.seldon_server:
-        spec["server"] = settings.seldon_server
+    if kube.seldon.server:
+        spec["server"] = kube.seldon.server
     metadata = _metadata(
-        model_name(deployment, release.id), settings, managed_labels(deployment, release.id)
+        model_name(deployment, release.id), kube, managed_labels(deployment, release.id)
     )
     return {
         "apiVersion": MODEL.api_version,
@@ -110,7 +112,7 @@ def model(deployment: str, release: Release, settings: Settings) -> Obj:
     }
 
 
-def experiment(deployment: str, routes: Sequence[Route], settings: Settings) -> Obj:
+def experiment(deployment: str, routes: Sequence[Route], kube: KubeGroup) -> Obj:
     """The deployment's Experiment: one candidate per routed release, weights as given.
 
     Raises:
@@ -121,20 +123,28 @@ def experiment(deployment: str, routes: Sequence[Route], settings: Settings) -> 
         {"name": model_name(deployment, r.release_id), "weight": r.weight} for r in routes
     ]
     spec: Obj = {"candidates": candidates}
-    if settings.seldon_experiment_default:
+    if kube.seldon.experiment_default:
         live = next((r for r in routes if r.role == "blue"), routes[0])
         spec["default"] = model_name(deployment, live.release_id)
     return {
         "apiVersion": EXPERIMENT.api_version,
         "kind": EXPERIMENT.kind,
-        "metadata": _metadata(experiment_name(deployment), settings, managed_labels(deployment)),
+        "metadata": _metadata(experiment_name(deployment), kube, managed_labels(deployment)),
         "spec": spec,
     }
 
 
-def predictor(deployment: str, release: Release, traffic: int, settings: Settings) -> Obj:
+def predictor(
+    deployment: str,
+    release: Release,
+    traffic: int,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
+) -> Obj:
     """The Seldon v1 predictor running ``release`` in the bgserve image."""
-    container = slot_container(deployment, release, settings, name=V1_CONTAINER, port=V1_MODEL_PORT)
+    container = slot_container(
+        deployment, release, kube, mlflow=mlflow, name=V1_CONTAINER, port=V1_MODEL_PORT
+    )
     container.pop("ports")  # Seldon adds the model port itself, named after the protocol
     graph: Obj = {
         "name": V1_CONTAINER,
@@ -142,12 +152,12 @@ def predictor(deployment: str, release: Release, traffic: int, settings: Setting
         "endpoint": {"type": "REST", "httpPort": V1_MODEL_PORT},
         "children": [],
     }
-    storage = bundle_storage_uri(release, settings)
+    storage = bundle_storage_uri(release, kube)
     if storage:
         graph["modelUri"] = storage  # Seldon's storage initializer fills /mnt/models
     pod: Obj = {"containers": [container]}
-    if settings.kube_slot_service_account:
-        pod["serviceAccountName"] = settings.kube_slot_service_account
+    if kube.slot_service_account:
+        pod["serviceAccountName"] = kube.slot_service_account
     return {
         "name": predictor_name(release.id),
         "traffic": traffic,
@@ -159,12 +169,12 @@ def predictor(deployment: str, release: Release, traffic: int, settings: Setting
     }
 
 
-def seldon_deployment(deployment: str, predictors: Sequence[Obj], settings: Settings) -> Obj:
+def seldon_deployment(deployment: str, predictors: Sequence[Obj], kube: KubeGroup) -> Obj:
     """The deployment's SeldonDeployment holding ``predictors`` (OIP v2 protocol)."""
     return {
         "apiVersion": SELDON_DEPLOYMENT.api_version,
         "kind": SELDON_DEPLOYMENT.kind,
-        "metadata": _metadata(sdep_name(deployment), settings, managed_labels(deployment)),
+        "metadata": _metadata(sdep_name(deployment), kube, managed_labels(deployment)),
         "spec": {"protocol": "v2", "predictors": list(predictors)},
     }
 
@@ -208,7 +218,8 @@ def seldon_objects(
     deployment: str,
     routes: Sequence[Route],
     releases: Mapping[int, Release],
-    settings: Settings,
+    kube: KubeGroup,
+    mlflow: SlotMlflow = NO_MLFLOW,
 ) -> list[Obj]:
     """Every object the Seldon backend applies for a deployment, by flavour: v2, one
     Model per routed release then the Experiment; v1, the one SeldonDeployment.
@@ -218,9 +229,11 @@ def seldon_objects(
             no bundle storage URI.
     """
     _known(deployment, routes, releases)
-    if settings.seldon_flavour == "v1":
+    if kube.seldon.flavour == "v1":
         check_weights(deployment, routes)
-        preds = [predictor(deployment, releases[r.release_id], r.weight, settings) for r in routes]
-        return [seldon_deployment(deployment, preds, settings)]
-    models = [model(deployment, releases[r.release_id], settings) for r in routes]
-    return [*models, experiment(deployment, routes, settings)]
+        preds = [
+            predictor(deployment, releases[r.release_id], r.weight, kube, mlflow) for r in routes
+        ]
+        return [seldon_deployment(deployment, preds, kube)]
+    models = [model(deployment, releases[r.release_id], kube) for r in routes]
+    return [*models, experiment(deployment, routes, kube)]

@@ -30,14 +30,14 @@ from bgserve.backends.kube.seldon.status import predictor_available
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 
 class SeldonV1Backend(SeldonBase):
     """Slots as predictors of one Seldon Core v1 SeldonDeployment per deployment."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(settings, **kwargs)
+    def __init__(self, kube: KubeGroup, **kwargs: Any) -> None:
+        super().__init__(kube, **kwargs)
         self.sdeps = self._objects(SELDON_DEPLOYMENT)
 
     def ensure_slot(self, deployment: str, release: Release) -> SlotInfo:
@@ -69,8 +69,8 @@ class SeldonV1Backend(SeldonBase):
         preds = predictors_of(current)
         same = [p for p in preds if p["name"] == predictor_name(release.id)]
         traffic = same[0].get("traffic", 0) if same else (0 if preds else 100)
-        new = predictor(deployment, release, traffic, self.settings)
-        return seldon_deployment(deployment, with_predictor(preds, new), self.settings)
+        new = predictor(deployment, release, traffic, self.kube, self.mlflow)
+        return seldon_deployment(deployment, with_predictor(preds, new), self.kube)
 
     def _ready_or_none(self, name: str, release_id: int) -> Check[Obj]:
         def check(obj: Obj | None) -> Obj | None:
@@ -113,7 +113,7 @@ class SeldonV1Backend(SeldonBase):
         self.sdeps.apply_with(
             name,
             lambda cur: seldon_deployment(
-                deployment, with_traffic(deployment, predictors_of(cur), routes), self.settings
+                deployment, with_traffic(deployment, predictors_of(cur), routes), self.kube
             ),
         )
 
@@ -139,7 +139,7 @@ class SeldonV1Backend(SeldonBase):
 
     def _without(self, deployment: str, pred: str, current: Obj | None) -> Obj:
         kept = [p for p in predictors_of(current) if p["name"] != pred]
-        return seldon_deployment(deployment, kept, self.settings)
+        return seldon_deployment(deployment, kept, self.kube)
 
     def slot_info(self, deployment: str, release_id: int) -> SlotInfo | None:
         """The predictor's own Service (bypassing the traffic split) and readiness, or
@@ -155,7 +155,7 @@ class SeldonV1Backend(SeldonBase):
         reported = ((obj.get("status", {}).get("serviceStatus") or {}).get(service) or {}).get(
             "httpEndpoint"
         )
-        host = reported or f"{service}.{self.settings.kube_namespace}:{V1_EXECUTOR_PORT}"
+        host = reported or f"{service}.{self.kube.namespace}:{V1_EXECUTOR_PORT}"
         return SlotInfo(release_id, f"http://{host}", predictor_available(obj, release_id))
 
 

@@ -42,7 +42,7 @@ from bgserve.backends.kube.seldon.objects import (
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
-from bgserve.settings import Settings
+from bgserve.settings import KubeGroup
 
 # Seldon v2 model states (the ModelReady condition's reason) that waiting will not fix.
 _FAILED_MODEL_STATES = {"ModelFailed", "ScheduleFailed", "LoadFailed"}
@@ -57,8 +57,8 @@ def candidate_weights(experiment: Obj | None) -> dict[str, int]:
 class SeldonV2Backend(SeldonBase):
     """Slots as Seldon Core v2 Models, weighted by one Experiment per deployment."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(settings, **kwargs)
+    def __init__(self, kube: KubeGroup, **kwargs: Any) -> None:
+        super().__init__(kube, **kwargs)
         self.models = self._objects(MODEL)
         self.experiments = self._objects(EXPERIMENT)
 
@@ -70,7 +70,7 @@ class SeldonV2Backend(SeldonBase):
         schedule or the API server refuses, InvalidInput without a bundle storage URI;
         a Model this call created is then removed.
         """
-        desired = model(deployment, release, self.settings)
+        desired = model(deployment, release, self.kube)
         name = desired["metadata"]["name"]
         written, created = self.models.ensure(desired)
         try:
@@ -116,7 +116,7 @@ class SeldonV2Backend(SeldonBase):
             for route in routes:
                 name = model_name(deployment, route.release_id)
                 check_routable(slots.get(name), route, f"Model {name}", weights.get(name, 0))
-            return experiment(deployment, routes, self.settings)
+            return experiment(deployment, routes, self.kube)
 
         self.experiments.apply_with(experiment_name(deployment), build)
 
@@ -140,13 +140,13 @@ class SeldonV2Backend(SeldonBase):
         return None if obj is None else self._info(deployment, release_id, obj)
 
     def _info(self, deployment: str, release_id: int, obj: Mapping[str, Any]) -> SlotInfo:
-        s = self.settings
-        template = s.seldon_slot_endpoint or "http://seldon-mesh.{namespace}"
+        s = self.kube
+        template = s.seldon.slot_endpoint or "http://seldon-mesh.{namespace}"
         endpoint = template.format(
             model=obj["metadata"]["name"],
             deployment=deployment,
             release_id=release_id,
-            namespace=s.kube_namespace,
+            namespace=s.namespace,
         )
         ready = generation_seen(obj) and ready_true(obj)
         return SlotInfo(release_id=release_id, endpoint=endpoint.rstrip("/"), ready=ready)

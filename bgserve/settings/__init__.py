@@ -7,17 +7,56 @@ An unsafe or inconsistent configuration stops bgserve before it binds a port.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    PositiveFloat,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bgserve.compare_settings import ComparisonSettings
-from bgserve.kube_settings import KubeSettings
-from bgserve.leader_settings import LeaderSettings
+from bgserve.settings.compare import CompareGroup, JudgeGroup
+from bgserve.settings.groups import ENV_PREFIX, FlatEnvSource, Group, flat_fields, nest
+from bgserve.settings.kube import KServeGroup, KubeGroup, PrometheusGroup, SeldonGroup
+from bgserve.settings.leader import LeaderGroup
+from bgserve.settings.rollout import PlanGroup, ShadowGroup
+
+__all__ = [
+    "CompareGroup",
+    "Group",
+    "JudgeGroup",
+    "KServeGroup",
+    "KubeGroup",
+    "LeaderGroup",
+    "PlanGroup",
+    "PrometheusGroup",
+    "SeldonGroup",
+    "Settings",
+    "ShadowGroup",
+]
 
 DEFAULT_HOME = Path.home() / ".bgserve"
+
+
+def _set_path(model: BaseModel, path: tuple[str, ...], value: Any) -> None:
+    # Groups are copied on the way down, so the original settings never change.
+    head, *rest = path
+    if not rest:
+        setattr(model, head, value)
+        return
+    group = getattr(model, head).model_copy()
+    _set_path(group, tuple(rest), value)
+    setattr(model, head, group)
+
+
+def _is_group(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Group)
 
 
 def _is_loopback(host: str) -> bool:
@@ -29,10 +68,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class Settings(KubeSettings, LeaderSettings, ComparisonSettings, BaseSettings):
-    """Every knob bgserve has. Each field documents itself; ``bgserve serve --help`` shows a few."""
+class Settings(BaseSettings):
+    """Every knob bgserve has, grouped by topic (``settings.kube``, ``settings.leader``,
+    ``settings.compare``, ``settings.plan``, ``settings.shadow``). Each field documents
+    itself; ``bgserve serve --help`` shows a few.
 
-    model_config = SettingsConfigDict(env_prefix="BGSERVE_", extra="ignore", populate_by_name=True)
+    Every variable keeps its flat name (``BGSERVE_KUBE_NAMESPACE`` is
+    ``settings.kube.namespace``), and the constructor takes flat names too
+    (``Settings(kube_namespace="ml")``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
     home: Path = Field(DEFAULT_HOME, description="Directory for bgserve's own files.")
     state_url: str = Field(
@@ -93,6 +139,19 @@ class Settings(KubeSettings, LeaderSettings, ComparisonSettings, BaseSettings):
     upstream_timeout_seconds: float = Field(
         300.0, gt=0, description="How long the data plane waits for a slot's whole answer."
     )
+    upstream_stream_idle_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long the data plane waits between two pieces of an answer that "
+        "has begun (a streamed chat completion's chunks); a slot silent for longer has its "
+        "answer cut, and the failure counts towards its ejection.",
+    )
+    deployment_timeouts: dict[str, tuple[PositiveFloat | None, PositiveFloat | None]] = Field(
+        default_factory=dict,
+        description="Per-deployment `[first_byte_s, idle_s]` for the local data plane "
+        '(null keeps the default), e.g. `{"chat": [120, 30]}` for an LLM whose unstreamed '
+        "answer takes longer than `upstream_first_byte_timeout_seconds`.",
+    )
     outlier_consecutive_failures: int = Field(
         3,
         ge=1,
@@ -105,40 +164,9 @@ class Settings(KubeSettings, LeaderSettings, ComparisonSettings, BaseSettings):
         description="Where slots run: embedded processes, KServe or Seldon; `memory` keeps "
         "slots as in-memory records that serve nothing (for tests and trying the API).",
     )
-    # --- promotion plans and their live analysis (defaults, overridable per request) ---
-    plan_steps: list[int] = Field(
-        default_factory=lambda: [10, 50, 100],
-        validation_alias=AliasChoices("BGSERVE_PLAN_STEPS", "BGSERVE_PROMOTE_STEPS"),
-        description="Green weights a plan walks through, ending at 100 (the cutover).",
-    )
-    plan_bake_s: float = Field(
-        30.0,
-        ge=0,
-        validation_alias=AliasChoices("BGSERVE_PLAN_BAKE_S", "BGSERVE_PROMOTE_STEP_PAUSE_SECONDS"),
-        description="How long each step bakes before green is analysed against blue.",
-    )
-    plan_min_requests: int = Field(
-        50, ge=1, description="Requests each side needs in a bake before a check can decide."
-    )
-    plan_max_error_rate_delta: float = Field(
-        0.01, ge=0, le=1, description="How much higher green's error rate may be than blue's."
-    )
-    plan_significance: float = Field(
-        0.05, gt=0, lt=1, description="p-value below which a worse error rate is believed."
-    )
-    plan_max_latency_p95_ratio: float = Field(
-        1.5, gt=0, description="How many times blue's p95 latency green's may reach."
-    )
-    plan_max_bake_s: float = Field(
-        300.0, ge=0, description="How long a step may bake while the analysis is inconclusive."
-    )
-    plan_on_inconclusive: Literal["hold", "revert", "continue"] = Field(
-        "hold", description="What a step still inconclusive at `plan_max_bake_s` does."
-    )
     engine_interval_seconds: float = Field(
         0.25, gt=0, le=10, description="How often the rollout engine looks at running plans."
     )
-    # --- end promotion plans ---
     slot_ready_timeout_seconds: float = Field(
         120.0, gt=0, description="How long a new slot may take to report ready."
     )
@@ -171,31 +199,11 @@ class Settings(KubeSettings, LeaderSettings, ComparisonSettings, BaseSettings):
         description="Where golden sets live: `<prompts_dir>/<name>/golden.jsonl` (the demo's "
         "own sets are found too).",
     )
-    shadow_store_inputs: bool = Field(
-        True,
-        description="Keep the inputs and both answers of the most different and most recent "
-        "mirrored pairs in the shadow report; false keeps scores only (sensitive traffic).",
-    )
-    shadow_min_pairs: int = Field(
-        50, ge=1, description="Mirrored pairs a shadow report needs before it gates promotion."
-    )
-    shadow_keep_pairs: int = Field(
-        10, ge=0, le=1000, description="Most different and most recent pairs a shadow report keeps."
-    )
-    shadow_queue: int = Field(
-        256, ge=1, description="Mirror copies waiting for green before new ones are dropped."
-    )
-    shadow_green_nice: int = Field(
-        19,
-        ge=0,
-        le=19,
-        description="Nice value of a local green slot while it only answers mirrored copies, "
-        "so they never take CPU time from the answers clients wait for; 0 keeps green's "
-        "priority (its shadow latencies are then comparable with blue's on a busy machine).",
-    )
-    shadow_interval_seconds: float = Field(
-        0.5, gt=0, le=10, description="How often mirrored pairs are collected and scored."
-    )
+    kube: KubeGroup = Field(default_factory=KubeGroup)
+    leader: LeaderGroup = Field(default_factory=LeaderGroup)
+    compare: CompareGroup = Field(default_factory=CompareGroup)
+    plan: PlanGroup = Field(default_factory=PlanGroup)
+    shadow: ShadowGroup = Field(default_factory=ShadowGroup)
 
     # --- reliability ---
     slot_restart_limit: int = Field(
@@ -228,14 +236,57 @@ class Settings(KubeSettings, LeaderSettings, ComparisonSettings, BaseSettings):
         "is 2, growing exponentially); MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR wins when set.",
     )
 
-    @field_validator("plan_steps")
     @classmethod
-    def _steps_climb_to_100(cls, steps: list[int]) -> list[int]:
-        if not steps or steps[-1] != 100:
-            raise ValueError("BGSERVE_PLAN_STEPS must end at 100, e.g. [10, 50, 100]")
-        if any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
-            raise ValueError("BGSERVE_PLAN_STEPS must be strictly increasing weights in 1..100")
-        return steps
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment's flat group variables are read after the plain ones."""
+        flat = FlatEnvSource(settings_cls)
+        return init_settings, env_settings, flat, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_names(cls, data: Any) -> Any:
+        return nest(cls, data) if isinstance(data, dict) else data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied (not validated, as pydantic's); flat names
+        (``kube_namespace``) reach their groups."""
+        if not update:
+            return super().model_copy(deep=deep)
+        plain = dict(update)
+        copy = super().model_copy(deep=deep)
+        for flat, path, _ in flat_fields(type(self)):
+            if flat in plain:
+                _set_path(copy, path, plain.pop(flat))
+        return super(Settings, copy).model_copy(update=plain)
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every ``BGSERVE_`` variable bgserve reads (older spellings included)."""
+        plain = {name for name, f in cls.model_fields.items() if not _is_group(f.annotation)}
+        flat = {name for name, _, _ in flat_fields(cls)}
+        return {f"{ENV_PREFIX}{name.upper()}" for name in plain | flat}
+
+    def flat(self, name: str) -> Any:
+        """The value of the setting spelt ``name`` flat (``kube_namespace``).
+        Raises KeyError for a name bgserve does not know."""
+        if name in type(self).model_fields and not _is_group(
+            type(self).model_fields[name].annotation
+        ):
+            return getattr(self, name)
+        for flat, path, _ in flat_fields(type(self)):
+            if flat == name:
+                value: Any = self
+                for key in path:
+                    value = getattr(value, key)
+                return value
+        raise KeyError(name)
 
     @field_validator("auth_tokens")
     @classmethod

@@ -1,0 +1,95 @@
+"""The backend ``settings.backend`` names, and where the rollout engine reads traffic."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from bgserve.app.ports import TrafficSource
+from bgserve.backends.base import Backend
+from bgserve.errors import InvalidInput
+from bgserve.settings import Settings
+
+if TYPE_CHECKING:
+    from bgserve.backends.kube.objects import SlotMlflow
+
+
+def build_backend(settings: Settings, mlflow_http: Mapping[str, str] | None = None) -> Backend:
+    """The backend ``settings.backend`` names; ``mlflow_http`` are the MLflow HTTP bounds
+    local slot processes get (see :func:`bgserve.registry.session.bound_mlflow_http`).
+    Raises InvalidInput for an unknown backend, BackendError for a Kubernetes backend
+    without a Kubernetes configuration."""
+    if settings.backend == "local":
+        from bgserve.backends.local.backend import LocalBackend
+
+        return LocalBackend(
+            settings.data_host,
+            settings.data_port,
+            settings.slot_ready_timeout_seconds,
+            env=slot_env(settings, mlflow_http or {}),
+            log_dir=settings.home / "slot-logs",
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+            first_byte_timeout=settings.upstream_first_byte_timeout_seconds,
+            upstream_timeout=settings.upstream_timeout_seconds,
+            stream_idle_timeout=settings.upstream_stream_idle_timeout_seconds,
+            deployment_timeouts=settings.deployment_timeouts,
+            outlier_failures=settings.outlier_consecutive_failures,
+            data_token=settings.data_token or None,
+            sticky_header=settings.sticky_header,
+            shadow_green_nice=settings.shadow.green_nice,
+        )
+    if settings.backend == "kserve":
+        from bgserve.backends.kube.kserve.backend import KServeBackend
+
+        return KServeBackend(
+            settings.kube,
+            ready_timeout=settings.slot_ready_timeout_seconds,
+            mlflow=slot_mlflow(settings),
+        )
+    if settings.backend == "seldon":
+        from bgserve.backends.kube.seldon import seldon_backend
+
+        return seldon_backend(
+            settings.kube,
+            ready_timeout=settings.slot_ready_timeout_seconds,
+            mlflow=slot_mlflow(settings),
+        )
+    if settings.backend == "memory":
+        from bgserve.backends.memory import MemoryBackend
+
+        return MemoryBackend()
+    raise InvalidInput(f"backend {settings.backend!r} is not available yet", field="backend")
+
+
+def slot_mlflow(settings: Settings) -> SlotMlflow:
+    """The MLflow stores a Kubernetes slot loads its bundle from (as configured, unresolved:
+    a pod cannot reach this machine's SQLite file)."""
+    from bgserve.backends.kube.objects import SlotMlflow
+
+    return SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
+
+
+def slot_env(settings: Settings, mlflow_http: Mapping[str, str]) -> dict[str, str]:
+    """The MLflow variables local slot processes need: the same registry, the same HTTP
+    bounds and MLflow's log level (variables the user set win)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = settings.resolved_mlflow_tracking_uri
+    if settings.mlflow_registry_uri:
+        env["MLFLOW_REGISTRY_URI"] = settings.mlflow_registry_uri
+    env.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if settings.log_level == "debug" else "WARNING")
+    for key, value in mlflow_http.items():
+        env.setdefault(key, value)
+    return env
+
+
+def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource | None:
+    """Where the rollout engine reads live traffic: the backend's own counts if it keeps
+    them (the local data plane, the memory backend), else Prometheus when configured."""
+    if isinstance(backend, TrafficSource):
+        return backend
+    if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
+        from bgserve.backends.kube.prometheus import PrometheusTraffic
+
+        return PrometheusTraffic(settings.kube, settings.backend)
+    return None

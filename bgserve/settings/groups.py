@@ -1,0 +1,124 @@
+"""Setting groups read from flat environment variables.
+
+Settings are grouped by topic (``settings.kube.namespace``), while the environment keeps
+its flat names (``BGSERVE_KUBE_NAMESPACE``): those names are the public contract. A
+:class:`Group` says how its fields are spelt flat (:func:`spelt_flat`: a prefix before the
+field name, plus older spellings); :func:`nest` moves flat keys into their groups before
+validation, and :class:`FlatEnvSource` reads the flat variables from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+ENV_PREFIX = "BGSERVE_"
+
+
+def spelt_flat(prefix: str) -> ConfigDict:
+    """The config of a group whose field ``f`` is also spelt ``<prefix>f`` (its flat name,
+    which validation errors then show)."""
+    return ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=AliasGenerator(
+            validation_alias=lambda name: AliasChoices(prefix + name, name)
+        ),
+    )
+
+
+class Group(BaseModel):
+    """Settings on one topic, read from flat names (see :func:`spelt_flat`; a field may add
+    older spellings as further ``validation_alias`` choices)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _group_type(field: FieldInfo) -> type[Group] | None:
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, Group):
+        return annotation
+    return None
+
+
+def _flat_names(name: str, field: FieldInfo) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [c for c in alias.choices if isinstance(c, str) and c != name]
+    return [alias] if isinstance(alias, str) and alias != name else []
+
+
+def flat_fields(model: type[BaseModel]) -> Iterator[tuple[str, tuple[str, ...], FieldInfo]]:
+    """Every flat name in ``model``'s groups: (flat name, path in the groups, field).
+
+    Fields of ``model`` itself that are not groups are left out (they are flat already).
+    """
+    for name, field in model.model_fields.items():
+        group = _group_type(field)
+        if group is not None:
+            yield from _group_fields(group, (name,))
+
+
+def _group_fields(
+    group: type[Group], path: tuple[str, ...]
+) -> Iterator[tuple[str, tuple[str, ...], FieldInfo]]:
+    for name, field in group.model_fields.items():
+        inner = _group_type(field)
+        if inner is not None:
+            yield from _group_fields(inner, (*path, name))
+            continue
+        for flat in _flat_names(name, field):
+            yield flat, (*path, name), field
+
+
+def nest(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with flat keys moved into their groups (``kube_namespace`` ->
+    ``kube: {kube_namespace: ...}``, which the group reads as ``namespace``). A value given
+    nested wins over the same value given flat; a group given as a model is taken whole."""
+    out = dict(data)
+    found: dict[tuple[str, ...], tuple[str, Any]] = {}
+    for flat, path, _ in flat_fields(model):
+        if flat in out:
+            value = out.pop(flat)
+            found.setdefault(path, (flat, value))  # the first spelling wins
+    for path, (flat, value) in found.items():
+        node: Any = out
+        for key in path[:-1]:
+            child = node.get(key)
+            if isinstance(child, BaseModel):
+                break
+            node[key] = child = dict(child) if isinstance(child, Mapping) else {}
+            node = child
+        else:
+            if path[-1] not in node and flat not in node:
+                node[flat] = value
+    return out
+
+
+class FlatEnvSource(PydanticBaseSettingsSource):
+    """Reads the groups' flat variables (``BGSERVE_KUBE_NAMESPACE``) from the environment,
+    case-insensitively, decoding JSON for list and dict fields as pydantic-settings does."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._environ = {k.lower(): v for k, v in os.environ.items()}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads the flat names itself."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for flat, _, field in flat_fields(self.settings_cls):
+            raw = self._environ.get((ENV_PREFIX + flat).lower())
+            if raw is None or flat in values:
+                continue
+            values[flat] = (
+                self.decode_complex_value(flat, field, raw) if self.field_is_complex(field) else raw
+            )
+        return values
