@@ -10,7 +10,8 @@ the request and reads the chunked SSE answer, stamping every ``recv`` with
 For each stream it keeps: its round, the send time, the receive time of each content
 chunk (an event whose delta has text), the ``bench_sent_ns`` stamp the upstream put in
 it, if any, and the first one's ``bench_request_ns`` (when the upstream had read the
-request). OUT gets ``{"streams": {path: [stream, ...]}, "failures": {path: n}}``.
+request). OUT gets ``{"streams": {path: [stream, ...]}, "failures": {path: n},
+"errors": {path: {kind: n}}}``.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     names = list(conns)
     streams: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     failures = dict.fromkeys(names, 0)
+    errors: dict[str, dict[str, int]] = {name: {} for name in names}
     for index in range(spec["warmup"] + spec["streams"]):
         turn = index % len(names)
         for name in names[turn:] + names[:turn]:
@@ -133,11 +135,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 timings = conns[name].call()
             except (Failed, OSError) as exc:
                 failures[name] += 1
-                print(f"{name}: {exc}", file=sys.stderr)
+                kind = str(exc)[:80]
+                errors[name][kind] = errors[name].get(kind, 0) + 1
                 continue
             if index >= spec["warmup"]:
                 streams[name].append({**timings, "round": index})
-    return {"streams": streams, "failures": failures}
+    return {"streams": streams, "failures": failures, "errors": errors}
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ class LlmStack:
         from bgserve.llm.smollm2 import smollm2_path
 
         prompt = self._push_prompt()
+        # A busy machine can hold back a first token past the default 10 s first-byte
+        # timeout: give the deployment an LLM's timeouts, as an operator would.
+        os.environ.setdefault("BGSERVE_DEPLOYMENT_TIMEOUTS", json.dumps({DEPLOYMENT: [120, 60]}))
         self.serve = serve = spawn_serve(self.tmp / "home", self.mlflow_uri)
         wait_ready(serve)
         model = serve.api("POST", "/models/llm", {"name": "smollm2", "gguf": str(smollm2_path())})

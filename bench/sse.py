@@ -128,6 +128,7 @@ def measure_relay(args: argparse.Namespace) -> dict[str, Any]:
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "failures": raw["failures"],
+        "errors": raw["errors"],
         "paths": relay_figures(raw["streams"]),
     }
 
@@ -146,6 +147,7 @@ def measure_llm(args: argparse.Namespace) -> dict[str, Any]:
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "failures": raw["failures"],
+        "errors": raw["errors"],
         **llm_figures(raw["streams"]),
     }
 
@@ -218,6 +220,7 @@ def render(result: dict[str, Any]) -> str:
             f"tokens/s router / direct, round by round: median {ratio['median']:.3f}, 95% CI "
             f"{_ci(ratio['ci'])} over {ratio['pairs']} pairs",
             "",
+            *_failed(relay["errors"] | {f"SmolLM2 {k}": v for k, v in llm["errors"].items()}),
             table(["goal", "measured", "limit", "met"], goal_rows(result["goals"])),
             f"machine: {result['machine']}",
         ]
@@ -246,6 +249,14 @@ LLM_HEADERS = [
     "tokens/s p50",
     "decode tokens/s p50",
 ]
+
+
+def _failed(errors: dict[str, dict[str, int]]) -> list[str]:
+    """A line per path and kind of failed stream, and a blank line after any."""
+    lines = [
+        f"{path}: {n} failed: {kind}" for path, kinds in errors.items() for kind, n in kinds.items()
+    ]
+    return [*lines, ""] if lines else []
 
 
 def _load(values: tuple[float, float, float] | list[float]) -> str:
