@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bgserve.backends.kube.kserve.backend import KServeBackend, required_rbac
+from bgserve.kube.kserve.backend import KServeBackend, required_rbac
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from tests.support.crd_schema import crd_dir

@@ -12,7 +12,7 @@ from bgserve.errors import InvalidInput
 from bgserve.settings import Settings
 
 if TYPE_CHECKING:
-    from bgserve.backends.kube.objects import SlotMlflow
+    from bgserve.kube.objects import SlotMlflow
 
 
 def build_backend(settings: Settings, mlflow_http: Mapping[str, str] | None = None) -> Backend:
@@ -38,7 +38,7 @@ def build_backend(settings: Settings, mlflow_http: Mapping[str, str] | None = No
             shadow_green_nice=settings.shadow.green_nice,
         )
     if settings.backend == "kserve":
-        from bgserve.backends.kube.kserve.backend import KServeBackend
+        from bgserve.kube.kserve.backend import KServeBackend
 
         return KServeBackend(
             settings.kube,
@@ -46,7 +46,7 @@ def build_backend(settings: Settings, mlflow_http: Mapping[str, str] | None = No
             mlflow=slot_mlflow(settings),
         )
     if settings.backend == "seldon":
-        from bgserve.backends.kube.seldon import seldon_backend
+        from bgserve.kube.seldon import seldon_backend
 
         return seldon_backend(
             settings.kube,
@@ -63,7 +63,7 @@ def build_backend(settings: Settings, mlflow_http: Mapping[str, str] | None = No
 def slot_mlflow(settings: Settings) -> SlotMlflow:
     """The MLflow stores a Kubernetes slot loads its bundle from (as configured, unresolved:
     a pod cannot reach this machine's SQLite file)."""
-    from bgserve.backends.kube.objects import SlotMlflow
+    from bgserve.kube.objects import SlotMlflow
 
     return SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
 
@@ -87,7 +87,7 @@ def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource 
     if isinstance(backend, TrafficSource):
         return backend
     if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
-        from bgserve.backends.kube.prometheus import PrometheusTraffic
+        from bgserve.kube.prometheus import PrometheusTraffic
 
         return PrometheusTraffic(settings.kube, settings.backend)
     return None

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.client import DEPLOYMENT_LABEL, MANAGED_BY, RELEASE_LABEL, dns_label
-from bgserve.backends.kube.kserve.objects import (
+from bgserve.kube.client import DEPLOYMENT_LABEL, MANAGED_BY, RELEASE_LABEL, dns_label
+from bgserve.kube.kserve.objects import (
     ISVC_NAME_MAX,
     inference_service,
     isvc_name,

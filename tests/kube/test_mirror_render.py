@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.mirror import mirror_route
+from bgserve.kube.mirror import mirror_route
 from bgserve.errors import InvalidInput
 from bgserve.manifests import render_deployment
 from bgserve.settings import Settings

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.kserve.objects import isvc_name
-from bgserve.backends.kube.prometheus import PrometheusTraffic
-from bgserve.backends.kube.prometheus_queries import WorkloadNames, cumulative_to_buckets
+from bgserve.kube.kserve.objects import isvc_name
+from bgserve.kube.prometheus import PrometheusTraffic
+from bgserve.kube.prometheus_queries import WorkloadNames, cumulative_to_buckets
 from bgserve.domain.analysis import (
     AnalysisSettings,
     Outcome,

@@ -11,7 +11,7 @@ import yaml
 from kubernetes.client import ApiextensionsV1Api
 from kubernetes.client.exceptions import ApiException
 
-from bgserve.backends.kube.seldon.objects import experiment, model, seldon_objects
+from bgserve.kube.seldon.objects import experiment, model, seldon_objects
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 
 from bgserve.backends.base import Backend, SlotInfo
-from bgserve.backends.kube.base import KubeBackend
-from bgserve.backends.kube.client import (
+from bgserve.kube.base import KubeBackend
+from bgserve.kube.client import (
     Obj,
     is_managed,
     is_ready,
     managed_labels,
     observed_current,
 )
-from bgserve.backends.kube.kserve.objects import (
+from bgserve.kube.kserve.objects import (
     INFERENCE_SERVICE,
     ROUTERS,
     inference_service,
@@ -35,14 +35,14 @@ from bgserve.backends.kube.kserve.objects import (
     routed_weight,
     weighted_route,
 )
-from bgserve.backends.kube.objects import (
+from bgserve.kube.objects import (
     NO_MLFLOW,
     SlotMlflow,
     check_weights,
     needs_availability,
     refuse_retiring_routed,
 )
-from bgserve.backends.kube.readiness import Check
+from bgserve.kube.readiness import Check
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError

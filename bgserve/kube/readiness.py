@@ -19,7 +19,7 @@ import urllib3
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from bgserve.backends.kube.client import KubeObjects, Obj
+from bgserve.kube.client import KubeObjects, Obj
 from bgserve.errors import ReadinessTimeout
 
 T = TypeVar("T")
