@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from bgserve.domain.analysis import SideWindow
+from bgserve.errors import InvalidInput, Unavailable
 from bgserve.kube.prometheus_queries import (
     ROUTERS,
     check_template,
@@ -27,8 +29,6 @@ from bgserve.kube.prometheus_queries import (
     render,
     workload_names,
 )
-from bgserve.domain.analysis import SideWindow
-from bgserve.errors import InvalidInput, Unavailable
 from bgserve.settings import KubeGroup
 
 _UNIT_MS = {"ms": 1.0, "s": 1000.0}

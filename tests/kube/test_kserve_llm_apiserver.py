@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from bgserve.domain.rollout import Route
 from bgserve.kube.client import Obj, Resource
 from bgserve.kube.kserve.hf_runtime import hf_runtime_inference_service
 from bgserve.kube.kserve.llm_isvc import (
@@ -27,7 +28,6 @@ from bgserve.kube.kserve.llm_objects import (
     kserve_llm_objects,
 )
 from bgserve.kube.kserve.objects import HTTP_ROUTE, INFERENCE_SERVICE, VIRTUAL_SERVICE
-from bgserve.domain.rollout import Route
 from bgserve.settings import Settings
 from tests.support.kube import RELEASES
 from tests.support.kube_real_apiserver import KubeCluster

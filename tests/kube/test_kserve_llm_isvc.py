@@ -9,6 +9,9 @@ from fractions import Fraction
 
 import pytest
 
+from bgserve.domain import rollout
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
 from bgserve.kube.client import MANAGED_BY
 from bgserve.kube.kserve.llm_isvc import (
     STOP_ANNOTATION,
@@ -19,9 +22,6 @@ from bgserve.kube.kserve.llm_isvc import (
     weight_writes,
 )
 from bgserve.kube.kserve.llm_objects import LlmServing, SecretKeyRef
-from bgserve.domain import rollout
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
 from tests.support.kube import RELEASES

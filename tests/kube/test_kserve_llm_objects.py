@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from bgserve.domain.release import DNS1123_LABEL
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
 from bgserve.kube.kserve.hf_runtime import (
     hf_openai_url,
     hf_runtime_inference_service,
@@ -26,9 +29,6 @@ from bgserve.kube.kserve.llm_objects import (
 )
 from bgserve.kube.kserve.objects import ISVC_NAME_MAX, inference_service, routed_weight
 from bgserve.kube.objects import SlotMlflow
-from bgserve.domain.release import DNS1123_LABEL
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
 from tests.support.kube import RELEASES

@@ -15,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bgserve.domain import rollout
+from bgserve.domain.rollout import DeploymentState
+from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.kube.seldon.base import required_rbac
 from bgserve.kube.seldon.objects import (
     EXPERIMENT,
@@ -27,9 +30,6 @@ from bgserve.kube.seldon.objects import (
 )
 from bgserve.kube.seldon.v1 import SeldonV1Backend
 from bgserve.kube.seldon.v2 import SeldonV2Backend
-from bgserve.domain import rollout
-from bgserve.domain.rollout import DeploymentState
-from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd
 from tests.support.kube import (

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 
 from bgserve.backends.base import Backend, SlotInfo
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
 from bgserve.kube.base import KubeBackend
 from bgserve.kube.client import (
     Obj,
@@ -43,9 +46,6 @@ from bgserve.kube.objects import (
     refuse_retiring_routed,
 )
 from bgserve.kube.readiness import Check
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError
 from bgserve.settings import KubeGroup
 
 # KServe's model transition states that will not resolve by waiting.

@@ -21,6 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
 from bgserve.kube.client import Obj, Resource, dns_label, is_managed, managed_labels
 from bgserve.kube.kserve.llm_objects import LlmServing, llm_annotations, llm_slot_container
 from bgserve.kube.kserve.objects import ISVC_NAME_MAX
@@ -31,9 +34,6 @@ from bgserve.kube.objects import (
     check_weights,
     slot_container,
 )
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings.kube import KubeGroup
 
 LLM_INFERENCE_SERVICE = Resource(

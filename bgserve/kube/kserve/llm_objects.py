@@ -19,15 +19,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
 from bgserve.kube.client import Obj
 from bgserve.kube.kserve.objects import (
     inference_service,
     weighted_route,
 )
 from bgserve.kube.objects import ANNOTATION_PREFIX, MOUNT_PATH, NO_MLFLOW, SlotMlflow
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings.kube import KubeGroup
 
 LlmKind = Literal["gguf", "openai"]

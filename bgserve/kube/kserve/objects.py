@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
 from bgserve.kube.client import Obj, Resource, dns_label, managed_labels
 from bgserve.kube.objects import (
     ANNOTATION_PREFIX,
@@ -24,9 +27,6 @@ from bgserve.kube.objects import (
     route_hostname,
     slot_container,
 )
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings import KubeGroup
 
 INFERENCE_SERVICE = Resource(

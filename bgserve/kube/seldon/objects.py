@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
 from bgserve.kube.client import RELEASE_LABEL, Resource, dns_label, managed_labels
 from bgserve.kube.objects import (
     ANNOTATION_PREFIX,
@@ -27,9 +30,6 @@ from bgserve.kube.objects import (
     check_weights,
     slot_container,
 )
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings import KubeGroup
 
 Obj = dict[str, Any]

@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
 from bgserve.kube.client import Obj, is_managed
 from bgserve.kube.objects import check_weights, needs_availability
 from bgserve.kube.readiness import Check
@@ -27,9 +30,6 @@ from bgserve.kube.seldon.objects import (
     with_traffic,
 )
 from bgserve.kube.seldon.status import predictor_available
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError
 from bgserve.settings import KubeGroup
 
 

@@ -17,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
 from bgserve.kube.client import (
     Obj,
     condition,
@@ -39,9 +42,6 @@ from bgserve.kube.seldon.objects import (
     model,
     model_name,
 )
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError
 from bgserve.settings import KubeGroup
 
 # Seldon v2 model states (the ModelReady condition's reason) that waiting will not fix.
