@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,14 @@ import mlflow
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from mlflow.pyfunc.model import PythonModel
 from typer.testing import CliRunner
 
 from bgserve.api.app import create_app
 from bgserve.cli.app import app as cli
+from bgserve.compose.backends import llm_lookup
+from bgserve.domain.release import Release
+from bgserve.kube.kserve.llm_objects import LlmServing
 from bgserve.llm.safety import (
     SAFE_CMAKE_ARGS,
     UnsafeLlamaBuild,
@@ -24,6 +29,7 @@ from bgserve.llm.safety import (
     library_key,
 )
 from bgserve.llm.smollm2 import smollm2_path
+from bgserve.registry.llm_models import LlmSpec, register_llm
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from tests.support.flow import make_settings
 from tests.support.inprocess_api import build_in_process
@@ -248,3 +254,41 @@ def test_a_child_killed_by_a_signal_is_reported_as_that_signal(
 
     monkeypatch.setattr(safety, "_CHILD", "import os, signal; os.kill(os.getpid(), 11)")
     assert evaluate_in_child(smollm2_path()) == "signal SIGSEGV"
+
+
+class _Echo(PythonModel):
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        return model_input
+
+
+def test_the_kserve_backend_learns_an_llm_base_model_from_the_registry(
+    registry: MlflowRegistry,
+) -> None:
+    endpoint = LlmSpec(
+        "lookup-llm", openai_url="http://llm:8080/v1", openai_model="smol", api_key_env="K"
+    )
+    done = register_llm(registry, endpoint)
+    with registry.uris():
+        mlflow.pyfunc.log_model(
+            name="echo", python_model=_Echo(), registered_model_name="lookup-classic"
+        )
+    lookup = llm_lookup(registry)
+    llm = lookup(release_of("lookup-llm", done.version))
+    assert llm == LlmServing(
+        "openai", served_model_name="smol", openai_url="http://llm:8080/v1", api_key_env="K"
+    )
+    assert lookup(release_of("lookup-classic", 1)) is None
+
+
+def release_of(model: str, version: int) -> Release:
+    return Release(
+        id=version,
+        name="r",
+        model_name=model,
+        model_version=version,
+        prompt_name="p",
+        prompt_version=1,
+        bundle_name="b",
+        bundle_version=1,
+        created_at=datetime.now(UTC),
+    )
