@@ -20,9 +20,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bgserve.backends.kube.kserve.backend import KServeBackend, required_rbac
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
+from bgserve.kube.kserve.backend import KServeBackend, required_rbac
 from tests.support.crd_schema import crd_dir
 from tests.support.kube import KSERVE, NS, Controller, perform
 from tests.support.kube_namespace import KubeNamespace

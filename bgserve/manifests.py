@@ -8,12 +8,12 @@ from typing import Any
 
 import yaml
 
-from bgserve.backends.kube.kserve.objects import kserve_objects
-from bgserve.backends.kube.objects import SlotMlflow
-from bgserve.backends.kube.seldon.objects import seldon_objects
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Route
 from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.objects import kserve_objects
+from bgserve.kube.objects import SlotMlflow
+from bgserve.kube.seldon.objects import seldon_objects
 from bgserve.settings import KubeGroup, Settings
 
 Obj = dict[str, Any]

@@ -55,8 +55,8 @@ __all__ = [
 
 
 class PromptSpecs(Protocol):
-    """Prompt versions, text or chat (the registry, through
-    :class:`bgserve.registry.chat_prompts.PromptSpecReader`)."""
+    """Prompt versions, text or chat (the registry:
+    :meth:`bgserve.registry.mlflow_registry.MlflowRegistry.get_prompt_spec`)."""
 
     def get_prompt_spec(self, name: str, version: int) -> PromptSpec:
         """One prompt version. Raises NotFound, RegistryUnavailable."""

@@ -36,8 +36,8 @@ def render(
 
     Reads the state database directly; contacts no cluster and no running bgserve.
     """
-    from bgserve.backends.kube.mirror import mirror_route
     from bgserve.compose import build_store
+    from bgserve.kube.mirror import mirror_route
     from bgserve.manifests import render_backend, render_deployment, render_yaml, write_objects
 
     if flavour not in (None, "v1", "v2"):

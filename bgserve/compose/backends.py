@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from bgserve.app.ports import TrafficSource
@@ -12,12 +13,20 @@ from bgserve.errors import InvalidInput
 from bgserve.settings import Settings
 
 if TYPE_CHECKING:
-    from bgserve.backends.kube.objects import SlotMlflow
+    from bgserve.domain.release import Release
+    from bgserve.kube.kserve.llm_objects import LlmServing
+    from bgserve.kube.objects import SlotMlflow
+    from bgserve.registry.mlflow_registry import MlflowRegistry
 
 
-def build_backend(settings: Settings, mlflow_http: Mapping[str, str] | None = None) -> Backend:
+def build_backend(
+    settings: Settings,
+    mlflow_http: Mapping[str, str] | None = None,
+    registry: MlflowRegistry | None = None,
+) -> Backend:
     """The backend ``settings.backend`` names; ``mlflow_http`` are the MLflow HTTP bounds
-    local slot processes get (see :func:`bgserve.registry.session.bound_mlflow_http`).
+    local slot processes get (see :func:`bgserve.registry.session.bound_mlflow_http`);
+    ``registry`` tells the KServe backend which releases pin an LLM.
     Raises InvalidInput for an unknown backend, BackendError for a Kubernetes backend
     without a Kubernetes configuration."""
     if settings.backend == "local":
@@ -40,15 +49,16 @@ def build_backend(settings: Settings, mlflow_http: Mapping[str, str] | None = No
             shadow_green_nice=settings.shadow.green_nice,
         )
     if settings.backend == "kserve":
-        from bgserve.backends.kube.kserve.backend import KServeBackend
+        from bgserve.kube.kserve.backend import KServeBackend
 
         return KServeBackend(
             settings.kube,
             ready_timeout=settings.slot_ready_timeout_seconds,
             mlflow=slot_mlflow(settings),
+            llms=llm_lookup(registry) if registry is not None else None,
         )
     if settings.backend == "seldon":
-        from bgserve.backends.kube.seldon import seldon_backend
+        from bgserve.kube.seldon import seldon_backend
 
         return seldon_backend(
             settings.kube,
@@ -62,10 +72,33 @@ def build_backend(settings: Settings, mlflow_http: Mapping[str, str] | None = No
     raise InvalidInput(f"backend {settings.backend!r} is not available yet", field="backend")
 
 
+def llm_lookup(registry: MlflowRegistry) -> Callable[[Release], LlmServing | None]:
+    """The KServe backend's view of a release's base model, read from ``registry`` once per
+    model version (versions never change)."""
+    from bgserve.kube.kserve.llm_objects import LlmServing
+    from bgserve.registry.llm_models import read_llm
+
+    @functools.cache
+    def serving(name: str, version: int) -> LlmServing | None:
+        base = read_llm(registry, name, version)
+        if base is None:
+            return None
+        if base.kind == "gguf":
+            return LlmServing("gguf", served_model_name=name)
+        return LlmServing(
+            "openai",
+            served_model_name=base.openai_model or name,
+            openai_url=base.openai_url,
+            api_key_env=base.api_key_env,
+        )
+
+    return lambda release: serving(release.model_name, release.model_version)
+
+
 def slot_mlflow(settings: Settings) -> SlotMlflow:
     """The MLflow stores a Kubernetes slot loads its bundle from (as configured, unresolved:
     a pod cannot reach this machine's SQLite file)."""
-    from bgserve.backends.kube.objects import SlotMlflow
+    from bgserve.kube.objects import SlotMlflow
 
     return SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
 
@@ -89,7 +122,7 @@ def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource 
     if isinstance(backend, TrafficSource):
         return backend
     if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
-        from bgserve.backends.kube.prometheus import PrometheusTraffic
+        from bgserve.kube.prometheus import PrometheusTraffic
 
         return PrometheusTraffic(settings.kube, settings.backend)
     return None

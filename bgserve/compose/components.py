@@ -110,7 +110,7 @@ def build_components(
     )
     registry = build_registry(settings)
     try:
-        backend = backend or build_backend(settings, mlflow_http)
+        backend = backend or build_backend(settings, mlflow_http, registry)
         lease = build_lease(settings)
     except Exception:
         store.close()

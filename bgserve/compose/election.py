@@ -57,8 +57,8 @@ def build_lease(settings: Settings) -> Lease:
         from bgserve.store.advisory_lock import PostgresLease
 
         return PostgresLease(settings.resolved_state_url, leader.lease_name, identity)
-    from bgserve.backends.kube.client import api_client
-    from bgserve.backends.kube.lease import KubeLease
+    from bgserve.kube.client import api_client
+    from bgserve.kube.lease import KubeLease
 
     return KubeLease(
         api_client(settings.kube),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bgserve.app.comparer import CompareSettings
+from bgserve.app.comparer import CompareSettings, PromptSpecs
 from bgserve.app.shadow import ShadowSettings
 from bgserve.domain.comparison import Thresholds, default_registry
 from bgserve.registry.mlflow_registry import MlflowRegistry
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from bgserve.app.judge import PairwiseJudge
     from bgserve.app.mlflow_log import ComparisonLogger
     from bgserve.app.scorers import ScorerSet
-    from bgserve.registry.chat_prompts import PromptSpecReader
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class ComparerParts:
     logger: ComparisonLogger | None
     judge: PairwiseJudge | None
     scorers: ScorerSet
-    prompts: PromptSpecReader
+    prompts: PromptSpecs
 
 
 def compare_settings_of(compare: CompareGroup) -> CompareSettings:
@@ -50,7 +49,6 @@ def comparer_parts_of(compare: CompareGroup, registry: MlflowRegistry) -> Compar
     from bgserve.app.mlflow_log import ComparisonLogger
     from bgserve.app.scorers import ScorerSet, load_scorer_modules
     from bgserve.domain.judging import DEFAULT_RUBRIC
-    from bgserve.registry.chat_prompts import PromptSpecReader
 
     logger = None
     if compare.log_to_mlflow:
@@ -74,9 +72,7 @@ def comparer_parts_of(compare: CompareGroup, registry: MlflowRegistry) -> Compar
             )
         )
     scorers = ScorerSet(load_scorer_modules(compare.scorer_modules))
-    return ComparerParts(
-        logger=logger, judge=judge, scorers=scorers, prompts=PromptSpecReader(registry)
-    )
+    return ComparerParts(logger=logger, judge=judge, scorers=scorers, prompts=registry)
 
 
 def shadow_settings_of(shadow: ShadowGroup, compare: CompareGroup) -> ShadowSettings:

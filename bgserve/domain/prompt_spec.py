@@ -1,5 +1,5 @@
-"""What a release's prompt version is, as comparisons need it: a text template or chat
-messages, the model settings and the response schema. Pure."""
+"""What a release's prompt version is: a text template or chat messages, the model settings
+and the response schema. Read by the registry (releases, bundles) and by comparisons. Pure."""
 
 from __future__ import annotations
 
@@ -9,18 +9,42 @@ from typing import Any
 
 from bgserve.domain.chat_prompt import chat_variables
 from bgserve.domain.template import variables
+from bgserve.errors import InvalidInput
 
-__all__ = ["PromptSpec"]
+__all__ = ["GENERATION_KEYS", "PromptSpec"]
+
+GENERATION_KEYS = ("temperature", "max_tokens", "top_p", "stop", "seed")
+"""The settings of a prompt's ``model_config`` that a release applies to every call."""
 
 
 @dataclass(frozen=True)
 class PromptSpec:
-    """One prompt version: ``template`` for a text prompt, ``messages`` for a chat prompt."""
+    """One prompt version: ``template`` for a text prompt, ``messages`` for a chat prompt
+    (exactly one), plus its ``model_config`` and ``response_format``."""
 
     template: str | None = None
     messages: tuple[Mapping[str, str], ...] | None = None
     model_config: Mapping[str, Any] = field(default_factory=dict)
     response_format: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        template: str | list[dict[str, Any]],
+        model_config: Mapping[str, Any] | None,
+        response_format: Mapping[str, Any] | None,
+        where: str,
+    ) -> PromptSpec:
+        """Check the parts MLflow holds for one prompt version (``where`` names it).
+
+        Raises:
+            InvalidInput: a chat message without a string role and content.
+        """
+        config = dict(model_config or {})
+        if isinstance(template, str):
+            return cls(template=template, model_config=config, response_format=response_format)
+        messages = tuple(_message(item, where) for item in template)
+        return cls(messages=messages, model_config=config, response_format=response_format)
 
     @property
     def is_chat(self) -> bool:
@@ -29,7 +53,35 @@ class PromptSpec:
 
     @property
     def variables(self) -> list[str]:
-        """The template variables, in order of first use."""
+        """The distinct ``{{variable}}`` names, in order of first use across the messages."""
         if self.messages is not None:
             return chat_variables(self.messages)
         return variables(self.template or "")
+
+    def bundle_config(self) -> dict[str, Any]:
+        """The bundle's model_config entries for this prompt (see ``bundle_model.py``):
+        the messages or template, the generation settings, the response schema."""
+        config: dict[str, Any] = (
+            {"messages": [dict(m) for m in self.messages]}
+            if self.messages is not None
+            else {"template": self.template}
+        )
+        generation = {k: v for k, v in self.model_config.items() if k in GENERATION_KEYS}
+        if generation:
+            config["model_config"] = generation
+        if self.response_format:
+            config["response_format"] = dict(self.response_format)
+        return config
+
+
+def _message(item: object, where: str) -> dict[str, str]:
+    if (
+        not isinstance(item, dict)
+        or not isinstance(item.get("role"), str)
+        or not isinstance(item.get("content"), str)
+    ):
+        raise InvalidInput(
+            f"{where} has a chat message that is not {{'role': str, 'content': str}}: {item!r}",
+            field="prompt_uri",
+        )
+    return {"role": item["role"], "content": item["content"]}

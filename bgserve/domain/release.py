@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from bgserve.domain.template import variables
 from bgserve.errors import InvalidInput
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -113,72 +112,3 @@ class ResolvedRelease:
     prompt_version: int
     bundle_name: str
     bundle_version: int
-
-
-# The generation settings of a prompt's ``model_config`` that a release applies to every call.
-GENERATION_KEYS = ("temperature", "max_tokens", "top_p", "stop", "seed")
-
-
-@dataclass(frozen=True)
-class PromptContent:
-    """What a prompt version contributes to a release: a text ``template`` or chat
-    ``messages`` (exactly one), plus its ``model_config`` and ``response_format``."""
-
-    template: str | None = None
-    messages: tuple[dict[str, str], ...] | None = None
-    model_config: dict[str, Any] = field(default_factory=dict)
-    response_format: dict[str, Any] | None = None
-
-    @classmethod
-    def of(
-        cls,
-        template: str | list[dict[str, Any]],
-        model_config: dict[str, Any] | None,
-        response_format: dict[str, Any] | None,
-        where: str,
-    ) -> PromptContent:
-        """Check the parts MLflow holds for one prompt version (``where`` names it).
-
-        Raises:
-            InvalidInput: a chat message without a string role and content.
-        """
-        config = {k: v for k, v in (model_config or {}).items() if k in GENERATION_KEYS}
-        if isinstance(template, str):
-            return cls(template=template, model_config=config, response_format=response_format)
-        messages = tuple(_message(item, where) for item in template)
-        return cls(messages=messages, model_config=config, response_format=response_format)
-
-    @property
-    def is_chat(self) -> bool:
-        return self.messages is not None
-
-    def variables(self) -> list[str]:
-        """The distinct ``{{variable}}`` names, in order of first use across the messages."""
-        texts = [m["content"] for m in self.messages] if self.messages else [self.template or ""]
-        return list(dict.fromkeys(name for text in texts for name in variables(text)))
-
-    def bundle_config(self) -> dict[str, Any]:
-        """The bundle's model_config entries for this prompt (see ``bundle_model.py``)."""
-        config: dict[str, Any] = (
-            {"messages": [dict(m) for m in self.messages]}
-            if self.messages is not None
-            else {"template": self.template}
-        )
-        if self.model_config:
-            config["model_config"] = dict(self.model_config)
-        if self.response_format:
-            config["response_format"] = self.response_format
-        return config
-
-
-def _message(item: object, where: str) -> dict[str, str]:
-    if (
-        not isinstance(item, dict)
-        or not isinstance(item.get("role"), str)
-        or not isinstance(item.get("content"), str)
-    ):
-        raise InvalidInput(
-            f"{where} has a chat message that is not {{'role': str, 'content': str}}: {item!r}",
-            field="prompt_uri",
-        )
-    return {"role": item["role"], "content": item["content"]}

@@ -1,5 +1,6 @@
 """Chat prompts in the MLflow registry: push a chat prompt version (messages, model_config,
-response_format) and read any prompt version as a :class:`PromptSpec`.
+response_format). Any prompt version is read back with
+:meth:`bgserve.registry.mlflow_registry.MlflowRegistry.get_prompt_spec`.
 
 MLflow 3 keeps a chat prompt's messages as its template and stores ``model_config`` and
 ``response_format`` beside it (``mlflow.genai.register_prompt``); failures are translated
@@ -11,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bgserve.domain.prompt_spec import PromptSpec
 from bgserve.errors import InvalidInput
 from bgserve.registry.errors import translate_errors
-from bgserve.registry.lookup import is_model, is_prompt, prompt_version, require_prompt
+from bgserve.registry.lookup import is_model, is_prompt
 from bgserve.registry.mlflow_registry import MlflowRegistry
 
-__all__ = ["PromptSpecReader", "push_chat_prompt", "read_prompt_spec"]
+__all__ = ["push_chat_prompt"]
 
 
 def push_chat_prompt(
@@ -62,34 +62,3 @@ def push_chat_prompt(
             response_format=schema,
         )
         return int(created.version), True
-
-
-def read_prompt_spec(registry: MlflowRegistry, name: str, version: int) -> PromptSpec:
-    """Prompt ``name`` at ``version``, text or chat.
-
-    Raises:
-        NotFound: no such prompt or version.
-        RegistryUnavailable: MLflow cannot be reached.
-    """
-    with translate_errors(f"reading prompts:/{name}/{version}"):
-        require_prompt(registry.client, name)
-        prompt = prompt_version(registry.client, name, version)
-    config = dict(prompt.model_config or {})
-    schema = prompt.response_format
-    if isinstance(prompt.template, str):
-        return PromptSpec(template=prompt.template, model_config=config, response_format=schema)
-    messages = tuple(
-        {"role": str(m.get("role")), "content": str(m.get("content"))} for m in prompt.template
-    )
-    return PromptSpec(messages=messages, model_config=config, response_format=schema)
-
-
-class PromptSpecReader:
-    """The comparer's view of prompt versions, read from ``registry``."""
-
-    def __init__(self, registry: MlflowRegistry) -> None:
-        self.registry = registry
-
-    def get_prompt_spec(self, name: str, version: int) -> PromptSpec:
-        """See :func:`read_prompt_spec`."""
-        return read_prompt_spec(self.registry, name, version)

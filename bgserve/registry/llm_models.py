@@ -16,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import mlflow
+import yaml
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 
@@ -179,3 +180,39 @@ def _log(spec: LlmSpec) -> Any:
             registered_model_name=spec.name,
             tags={"bgserve.llm.kind": spec.kind},
         )
+
+
+@dataclass(frozen=True)
+class LlmBase:
+    """What the registry records of an LLM model version: its kind, the model name an
+    endpoint serves (``openai``), the endpoint's base URL and its key's variable *name*."""
+
+    kind: LlmKind
+    openai_model: str | None = None
+    openai_url: str | None = None
+    api_key_env: str | None = None
+
+
+def read_llm(registry: Any, name: str, version: int) -> LlmBase | None:
+    """The LLM base of model ``name`` at ``version``, or None for a model that is not an
+    LLM registered by :func:`register_llm`. Reads only the version's ``MLmodel`` (never the
+    weights).
+
+    Raises:
+        NotFound: no such model version.
+        RegistryUnavailable: MLflow cannot be reached.
+    """
+    with translate_errors(f"reading models:/{name}/{version}"), registry.uris():
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/MLmodel")
+    mlmodel = yaml.safe_load(Path(local).read_text()) or {}
+    pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
+    config = pyfunc.get("config") or {}
+    if Path(str(pyfunc.get("model_code_path", ""))).name != LLM_CODE.name:
+        return None
+    if config.get("kind") == "gguf":
+        return LlmBase("gguf")
+    if config.get("kind") == "openai":
+        return LlmBase(
+            "openai", config.get("model"), config.get("base_url"), config.get("api_key_env")
+        )
+    return None

@@ -15,8 +15,8 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from bgserve.domain.prompt_spec import PromptSpec
 from bgserve.domain.release import (
-    PromptContent,
     RegistryRef,
     ResolvedRelease,
     parse_uri,
@@ -171,8 +171,9 @@ class MlflowRegistry:
             raise InvalidInput(f"prompts:/{name}/{version} is a chat prompt: use a text template")
         return prompt.template
 
-    def get_prompt_content(self, name: str, version: int) -> PromptContent:
+    def get_prompt_spec(self, name: str, version: int) -> PromptSpec:
         """Prompt ``name`` at ``version``: text or chat, with model_config and response_format.
+        The one reader of prompt versions (releases, bundles and comparisons).
 
         Raises:
             NotFound: no such prompt or version.
@@ -182,7 +183,7 @@ class MlflowRegistry:
         with translate_errors(f"reading prompts:/{name}/{version}"):
             require_prompt(self.client, name)
             prompt = prompt_version(self.client, name, version)
-        return PromptContent.of(
+        return PromptSpec.of(
             prompt.template,
             prompt.model_config,
             prompt.response_format,
@@ -208,8 +209,8 @@ class MlflowRegistry:
         prompt = parse_uri(prompt_uri, "prompts", "prompt_uri")
         model = model.pinned(self.resolve_model(model))
         prompt = prompt.pinned(self.resolve_prompt(prompt))
-        content = self.get_prompt_content(prompt.name, prompt.version or 0)
-        columns = content.variables()
+        spec = self.get_prompt_spec(prompt.name, prompt.version or 0)
+        columns = spec.variables
         if not columns:
             raise InvalidInput(
                 f"{prompt.uri} has no {{{{variable}}}}: a bundle needs at least one input",
@@ -231,7 +232,7 @@ class MlflowRegistry:
                 bundle,
                 model,
                 prompt,
-                content.bundle_config(),
+                spec.bundle_config(),
                 columns,
                 tags,
             )

@@ -199,6 +199,12 @@ class Settings(BaseSettings):
         description="Where golden sets live: `<prompts_dir>/<name>/golden.jsonl` (the demo's "
         "own sets are found too).",
     )
+    llm_gguf_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Directories (a JSON list) under which `POST /models/llm` accepts a GGUF "
+        "path on this machine, symlinks and `..` resolved; empty means the API refuses GGUF "
+        "paths (the CLI, running with the user's own rights, is not limited).",
+    )
     kube: KubeGroup = Field(default_factory=KubeGroup)
     leader: LeaderGroup = Field(default_factory=LeaderGroup)
     compare: CompareGroup = Field(default_factory=CompareGroup)

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from bgserve.backends.base import Backend
-from bgserve.backends.kube.kserve.backend import required_rbac as kserve_rbac
-from bgserve.backends.kube.kserve.objects import route_name
-from bgserve.backends.kube.seldon.base import required_rbac as seldon_rbac
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain.release import Release
+from bgserve.kube.kserve.backend import required_rbac as kserve_rbac
+from bgserve.kube.kserve.objects import route_name
+from bgserve.kube.seldon.base import required_rbac as seldon_rbac
 from bgserve.settings import Settings
 from tests.support.kube import (
     RELEASES,

@@ -30,7 +30,7 @@ from bgserve.domain.chat_prompt import render_messages
 from bgserve.domain.golden import parse_cases
 from bgserve.domain.release import ResolvedRelease
 from bgserve.errors import InvalidInput
-from bgserve.registry.chat_prompts import PromptSpecReader, push_chat_prompt, read_prompt_spec
+from bgserve.registry.chat_prompts import push_chat_prompt
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.store import Store
 
@@ -115,7 +115,7 @@ def chat_slots(registry: MlflowRegistry) -> Iterator[tuple[ChatSlot, dict[int, M
                 return self._send(404, {"error": {"message": f"no route {route}"}})
             if body.get("model") != DEPLOYMENT:
                 return self._send(404, {"error": {"message": "unknown model", "code": 404}})
-            spec = read_prompt_spec(registry, "qa", int(release))
+            spec = registry.get_prompt_spec("qa", int(release))
             conversation = [
                 *render_messages(spec.messages or (), body["variables"]),
                 *body["messages"],
@@ -189,9 +189,7 @@ def comparer(
         concurrency=4, timeout_seconds=10, thresholds={}, scorer="text", warmup_calls=1,
         latency_repeats=1,
     )  # fmt: skip
-    yield Comparer(
-        settings, store, store, registry, backend, executor, prompts=PromptSpecReader(registry)
-    )
+    yield Comparer(settings, store, store, registry, backend, executor, prompts=registry)
     store.close()
 
 

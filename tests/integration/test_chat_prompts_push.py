@@ -14,7 +14,6 @@ import yaml
 from typer.testing import CliRunner
 
 from bgserve.cli.app import app
-from bgserve.registry.chat_prompts import read_prompt_spec
 from bgserve.registry.mlflow_registry import MlflowRegistry
 
 pytestmark = pytest.mark.integration
@@ -61,7 +60,7 @@ def test_a_chat_prompt_is_registered_with_its_messages_config_and_schema(
     assert version.response_format == meta["response_format"]
     assert version.commit_message == meta["commit_message"]
     assert version.tags["task"] == "question-answering"
-    spec = read_prompt_spec(MlflowRegistry(store, store), "qa", 1)
+    spec = MlflowRegistry(store, store).get_prompt_spec("qa", 1)
     assert spec.is_chat and spec.variables == ["audience", "question"]
     assert spec.response_format == meta["response_format"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,14 @@ import mlflow
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from mlflow.pyfunc.model import PythonModel
 from typer.testing import CliRunner
 
 from bgserve.api.app import create_app
 from bgserve.cli.app import app as cli
+from bgserve.compose.backends import llm_lookup
+from bgserve.domain.release import Release
+from bgserve.kube.kserve.llm_objects import LlmServing
 from bgserve.llm.safety import (
     SAFE_CMAKE_ARGS,
     UnsafeLlamaBuild,
@@ -24,6 +29,7 @@ from bgserve.llm.safety import (
     library_key,
 )
 from bgserve.llm.smollm2 import smollm2_path
+from bgserve.registry.llm_models import LlmSpec, register_llm
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from tests.support.flow import make_settings
 from tests.support.inprocess_api import build_in_process
@@ -34,8 +40,28 @@ SECRET = "sk-never-stored-0123456789"
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
+def allowed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory the API may read GGUF files from, with a file that is not GGUF."""
+    folder = tmp_path_factory.mktemp("gguf-allowed")
+    (folder / "not-gguf.gguf").write_bytes(b"ELF not a model")
+    (folder / "a-directory").mkdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GGUF-looking file in a directory the API must not read from."""
+    folder = tmp_path_factory.mktemp("gguf-outside")
+    (folder / "secret.gguf").write_bytes(b"GGUF private bytes")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def api(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_store: str, allowed: Path
+) -> Iterator[TestClient]:
     settings = make_settings(Path(tmp_path_factory.mktemp("llm-api")), mlflow_store)
+    settings = settings.model_copy(update={"llm_gguf_dirs": [smollm2_path().parent, allowed]})
     with TestClient(create_app(settings, build=build_in_process)) as client:
         yield client
 
@@ -93,9 +119,10 @@ def test_an_endpoint_pins_url_model_and_key_name_never_the_key(
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"gguf": "/nonexistent/model.gguf"}, "gguf"),
-        ({"gguf": sys.executable}, "gguf"),  # a file, but not GGUF
-        ({"gguf": "/tmp"}, "gguf"),
+        ({"gguf": "{allowed}/nonexistent.gguf"}, "gguf"),
+        ({"gguf": "{allowed}/not-gguf.gguf"}, "gguf"),  # a file, but not GGUF
+        ({"gguf": "{allowed}/a-directory"}, "gguf"),
+        ({"gguf": "model.gguf"}, "gguf"),  # relative
         ({}, "openai_url"),  # neither kind
         ({"openai_url": "ftp://h/v1", "openai_model": "m"}, "openai_url"),
         ({"openai_url": "http://h:1/v1"}, "openai_model"),
@@ -109,12 +136,46 @@ def test_an_endpoint_pins_url_model_and_key_name_never_the_key(
     ],
 )
 def test_bad_input_is_a_422_naming_the_field(
-    api: TestClient, body: dict[str, Any], field: str
+    api: TestClient, allowed: Path, body: dict[str, Any], field: str
 ) -> None:
+    if isinstance(body.get("gguf"), str):
+        body = {**body, "gguf": body["gguf"].replace("{allowed}", str(allowed))}
     response = api.post("/models/llm", json={"name": "bad", **body})
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field, response.text
     assert SECRET not in response.text  # a key given by mistake is not echoed back
+
+
+def test_by_default_the_api_refuses_gguf_paths_naming_the_setting(
+    tmp_path: Path, mlflow_store: str
+) -> None:
+    settings = make_settings(tmp_path, mlflow_store)
+    with TestClient(create_app(settings, build=build_in_process)) as client:
+        response = client.post("/models/llm", json={"name": "m", "gguf": str(smollm2_path())})
+    assert response.status_code == 403, response.text
+    assert "BGSERVE_LLM_GGUF_DIRS" in response.json()["message"]
+    assert (
+        MlflowRegistry(mlflow_store, mlflow_store).client.search_registered_models("name = 'm'")
+        == []
+    )
+
+
+@pytest.mark.parametrize("escape", ["dot-dot", "symlinked-file", "symlinked-directory"])
+def test_a_path_escaping_the_allowed_directories_is_refused(
+    api: TestClient, allowed: Path, outside: Path, escape: str
+) -> None:
+    if escape == "dot-dot":
+        path = allowed / ".." / outside.name / "secret.gguf"
+    elif escape == "symlinked-file":
+        path = allowed / "link.gguf"
+        path.symlink_to(outside / "secret.gguf")
+    else:
+        (allowed / "sub").symlink_to(outside, target_is_directory=True)
+        path = allowed / "sub" / "secret.gguf"
+    response = api.post("/models/llm", json={"name": f"escape-{escape}", "gguf": str(path)})
+    assert response.status_code == 403, response.text
+    assert "BGSERVE_LLM_GGUF_DIRS" in response.json()["message"]
+    assert str(outside) not in response.text  # where the link leads stays untold
 
 
 def test_a_bad_name_and_a_prompt_name_are_refused(api: TestClient, mlflow_store: str) -> None:
@@ -193,3 +254,41 @@ def test_a_child_killed_by_a_signal_is_reported_as_that_signal(
 
     monkeypatch.setattr(safety, "_CHILD", "import os, signal; os.kill(os.getpid(), 11)")
     assert evaluate_in_child(smollm2_path()) == "signal SIGSEGV"
+
+
+class _Echo(PythonModel):
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        return model_input
+
+
+def test_the_kserve_backend_learns_an_llm_base_model_from_the_registry(
+    registry: MlflowRegistry,
+) -> None:
+    endpoint = LlmSpec(
+        "lookup-llm", openai_url="http://llm:8080/v1", openai_model="smol", api_key_env="K"
+    )
+    done = register_llm(registry, endpoint)
+    with registry.uris():
+        mlflow.pyfunc.log_model(
+            name="echo", python_model=_Echo(), registered_model_name="lookup-classic"
+        )
+    lookup = llm_lookup(registry)
+    llm = lookup(release_of("lookup-llm", done.version))
+    assert llm == LlmServing(
+        "openai", served_model_name="smol", openai_url="http://llm:8080/v1", api_key_env="K"
+    )
+    assert lookup(release_of("lookup-classic", 1)) is None
+
+
+def release_of(model: str, version: int) -> Release:
+    return Release(
+        id=version,
+        name="r",
+        model_name=model,
+        model_version=version,
+        prompt_name="p",
+        prompt_version=1,
+        bundle_name="b",
+        bundle_version=1,
+        created_at=datetime.now(UTC),
+    )

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.client import MANAGED_BY, MANAGER, is_ready, managed_labels
-from bgserve.backends.kube.kserve.backend import KServeBackend, required_rbac
-from bgserve.backends.kube.kserve.objects import inference_service, isvc_name, route_name
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BackendError, ReadinessTimeout
+from bgserve.kube.client import MANAGED_BY, MANAGER, is_ready, managed_labels
+from bgserve.kube.kserve.backend import KServeBackend, required_rbac
+from bgserve.kube.kserve.objects import inference_service, isvc_name, route_name
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
 from tests.support.kube import (

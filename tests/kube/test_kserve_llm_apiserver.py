@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from bgserve.backends.kube.client import Obj, Resource
-from bgserve.backends.kube.kserve.hf_runtime import hf_runtime_inference_service
-from bgserve.backends.kube.kserve.llm_isvc import (
+from bgserve.domain.rollout import Route
+from bgserve.kube.client import Obj, Resource
+from bgserve.kube.kserve.hf_runtime import hf_runtime_inference_service
+from bgserve.kube.kserve.llm_isvc import (
     LLM_INFERENCE_SERVICE,
     llm_inference_service,
     llmisvc_name,
@@ -21,13 +22,12 @@ from bgserve.backends.kube.kserve.llm_isvc import (
     member_weight,
     weight_writes,
 )
-from bgserve.backends.kube.kserve.llm_objects import (
+from bgserve.kube.kserve.llm_objects import (
     LlmServing,
     SecretKeyRef,
     kserve_llm_objects,
 )
-from bgserve.backends.kube.kserve.objects import HTTP_ROUTE, INFERENCE_SERVICE, VIRTUAL_SERVICE
-from bgserve.domain.rollout import Route
+from bgserve.kube.kserve.objects import HTTP_ROUTE, INFERENCE_SERVICE, VIRTUAL_SERVICE
 from bgserve.settings import Settings
 from tests.support.kube import RELEASES
 from tests.support.kube_real_apiserver import KubeCluster

@@ -9,8 +9,11 @@ from fractions import Fraction
 
 import pytest
 
-from bgserve.backends.kube.client import MANAGED_BY
-from bgserve.backends.kube.kserve.llm_isvc import (
+from bgserve.domain import rollout
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
+from bgserve.kube.client import MANAGED_BY
+from bgserve.kube.kserve.llm_isvc import (
     STOP_ANNOTATION,
     llm_inference_service,
     llmisvc_name,
@@ -18,10 +21,7 @@ from bgserve.backends.kube.kserve.llm_isvc import (
     member_weight,
     weight_writes,
 )
-from bgserve.backends.kube.kserve.llm_objects import LlmServing, SecretKeyRef
-from bgserve.domain import rollout
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.llm_objects import LlmServing, SecretKeyRef
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
 from tests.support.kube import RELEASES

@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.kserve.hf_runtime import (
+from bgserve.domain.release import DNS1123_LABEL
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.hf_runtime import (
     hf_openai_url,
     hf_runtime_inference_service,
     hf_server_name,
 )
-from bgserve.backends.kube.kserve.llm_objects import (
+from bgserve.kube.kserve.llm_objects import (
     WEIGHTS_DIR_ENV,
     LlmServing,
     SecretKeyRef,
@@ -24,11 +27,8 @@ from bgserve.backends.kube.kserve.llm_objects import (
     llm_weighted_route,
     openai_path,
 )
-from bgserve.backends.kube.kserve.objects import ISVC_NAME_MAX, inference_service, routed_weight
-from bgserve.backends.kube.objects import SlotMlflow
-from bgserve.domain.release import DNS1123_LABEL
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.objects import ISVC_NAME_MAX, inference_service, routed_weight
+from bgserve.kube.objects import SlotMlflow
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
 from tests.support.kube import RELEASES

@@ -8,18 +8,18 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.client import DEPLOYMENT_LABEL, MANAGED_BY, RELEASE_LABEL, dns_label
-from bgserve.backends.kube.kserve.objects import (
+from bgserve.compose.backends import slot_mlflow
+from bgserve.domain.release import DNS1123_LABEL
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
+from bgserve.kube.client import DEPLOYMENT_LABEL, MANAGED_BY, RELEASE_LABEL, dns_label
+from bgserve.kube.kserve.objects import (
     ISVC_NAME_MAX,
     inference_service,
     isvc_name,
     kserve_objects,
     weighted_route,
 )
-from bgserve.compose.backends import slot_mlflow
-from bgserve.domain.release import DNS1123_LABEL
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
 from tests.support.kube import RELEASES

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.client import MANAGED_BY
-from bgserve.backends.kube.kserve.backend import required_rbac
-from bgserve.backends.kube.kserve.objects import HTTP_ROUTE, isvc_name, route_name, weighted_route
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
+from bgserve.kube.client import MANAGED_BY
+from bgserve.kube.kserve.backend import required_rbac
+from bgserve.kube.kserve.objects import HTTP_ROUTE, isvc_name, route_name, weighted_route
 from tests.support.crd_schema import Crd
 from tests.support.kube import (
     KSERVE,

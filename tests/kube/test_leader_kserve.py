@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bgserve.backends.kube.kserve.backend import required_rbac
+from bgserve.kube.kserve.backend import required_rbac
 from tests.kube.test_kserve_service_cycle import kserve_controller
 from tests.kube.test_leader_lease import leader_rules
 from tests.support.flow import RELEASES, poll, register_demo

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from bgserve.backends.kube.client import api_client
-from bgserve.backends.kube.lease import KubeLease
+from bgserve.kube.client import api_client
+from bgserve.kube.lease import KubeLease
 from tests.support.kube_real_apiserver import KubeCluster
 
 pytestmark = pytest.mark.integration
@@ -138,8 +138,8 @@ def test_without_the_lease_rights_renewing_fails_with_a_backend_error(
 HOLDER = """
 import sys, time
 from bgserve.app.leadership import Leadership, Timing
-from bgserve.backends.kube.client import api_client
-from bgserve.backends.kube.lease import KubeLease
+from bgserve.kube.client import api_client
+from bgserve.kube.lease import KubeLease
 from bgserve.settings import Settings
 
 settings = Settings(kube_config=sys.argv[1], kube_namespace=sys.argv[2])

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bgserve.backends.kube.kserve.backend import required_rbac as kserve_rbac
-from bgserve.backends.kube.seldon.base import required_rbac as seldon_rbac
+from bgserve.kube.kserve.backend import required_rbac as kserve_rbac
+from bgserve.kube.seldon.base import required_rbac as seldon_rbac
 from bgserve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.mirror import mirror_route
 from bgserve.errors import InvalidInput
+from bgserve.kube.mirror import mirror_route
 from bgserve.manifests import render_deployment
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object

@@ -10,9 +10,6 @@ from typing import Any
 
 import pytest
 
-from bgserve.backends.kube.kserve.objects import isvc_name
-from bgserve.backends.kube.prometheus import PrometheusTraffic
-from bgserve.backends.kube.prometheus_queries import WorkloadNames, cumulative_to_buckets
 from bgserve.domain.analysis import (
     AnalysisSettings,
     Outcome,
@@ -22,6 +19,9 @@ from bgserve.domain.analysis import (
 )
 from bgserve.domain.latency import LATENCY_BUCKETS_MS, bucket_of
 from bgserve.errors import InvalidInput, Unavailable
+from bgserve.kube.kserve.objects import isvc_name
+from bgserve.kube.prometheus import PrometheusTraffic
+from bgserve.kube.prometheus_queries import WorkloadNames, cumulative_to_buckets
 from bgserve.settings import KubeGroup, Settings
 from tests.support.prometheus import Exporter, PrometheusServer, prometheus_with_exporter
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from bgserve.backends.kube.kserve.objects import INFERENCE_SERVICE
+from bgserve.kube.kserve.objects import INFERENCE_SERVICE
 from tests.support.kube_real_apiserver import KubeCluster
 
 pytestmark = [pytest.mark.integration]

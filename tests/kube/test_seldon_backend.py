@@ -15,8 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bgserve.backends.kube.seldon.base import required_rbac
-from bgserve.backends.kube.seldon.objects import (
+from bgserve.domain import rollout
+from bgserve.domain.rollout import DeploymentState
+from bgserve.errors import BackendError, ReadinessTimeout
+from bgserve.kube.seldon.base import required_rbac
+from bgserve.kube.seldon.objects import (
     EXPERIMENT,
     MODEL,
     SELDON_DEPLOYMENT,
@@ -25,11 +28,8 @@ from bgserve.backends.kube.seldon.objects import (
     predictor_name,
     sdep_name,
 )
-from bgserve.backends.kube.seldon.v1 import SeldonV1Backend
-from bgserve.backends.kube.seldon.v2 import SeldonV2Backend
-from bgserve.domain import rollout
-from bgserve.domain.rollout import DeploymentState
-from bgserve.errors import BackendError, ReadinessTimeout
+from bgserve.kube.seldon.v1 import SeldonV1Backend
+from bgserve.kube.seldon.v2 import SeldonV2Backend
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd
 from tests.support.kube import (
@@ -302,7 +302,7 @@ def test_unmanaged_object_in_the_way_is_left_alone(kube_ns: KubeNamespace, flavo
     backend = make_backend(kube_ns, flavour)
     resource = MODEL if flavour == "v2" else SELDON_DEPLOYMENT
     name = model_name("chat", 1) if flavour == "v2" else sdep_name("chat")
-    from bgserve.backends.kube.seldon.objects import seldon_objects
+    from bgserve.kube.seldon.objects import seldon_objects
 
     (squatter, *_) = seldon_objects(
         "chat", rollout.create("chat", 1).state.routes(), RELEASES, backend.kube

@@ -11,10 +11,10 @@ import yaml
 from kubernetes.client import ApiextensionsV1Api
 from kubernetes.client.exceptions import ApiException
 
-from bgserve.backends.kube.seldon.objects import experiment, model, seldon_objects
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput
+from bgserve.kube.seldon.objects import experiment, model, seldon_objects
 from bgserve.manifests import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, require_crd_dir, validate_object

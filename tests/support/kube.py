@@ -20,18 +20,18 @@ from kubernetes.client.exceptions import ApiException
 from bgserve.app.golden_sets import load_golden_set
 from bgserve.app.service import Service
 from bgserve.backends.base import Backend
-from bgserve.backends.kube.client import (
-    DEPLOYMENT_LABEL,
-    RELEASE_LABEL,
-)
-from bgserve.backends.kube.kserve.backend import KServeBackend
-from bgserve.backends.kube.seldon import seldon_backend
-from bgserve.backends.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 from bgserve.compose import Components, build_components
 from bgserve.compose.backends import slot_mlflow
 from bgserve.domain import rollout
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Transition
+from bgserve.kube.client import (
+    DEPLOYMENT_LABEL,
+    RELEASE_LABEL,
+)
+from bgserve.kube.kserve.backend import KServeBackend
+from bgserve.kube.seldon import seldon_backend
+from bgserve.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
 from tests.support.flow import RELEASES as DEMO_RELEASES

@@ -17,9 +17,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from bgserve.backends.kube.client import Resource, api_client
-from bgserve.backends.kube.kserve.objects import HTTP_ROUTE, INFERENCE_SERVICE, VIRTUAL_SERVICE
-from bgserve.backends.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
+from bgserve.kube.client import Resource, api_client
+from bgserve.kube.kserve.objects import HTTP_ROUTE, INFERENCE_SERVICE, VIRTUAL_SERVICE
+from bgserve.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 from bgserve.settings import Settings
 from tests.support.kube_fake_apiserver import Recorded
 from tests.support.kube_real_apiserver import KubeCluster, set_status

@@ -49,8 +49,8 @@ import httpx
 import pytest
 from kubernetes import client, config
 
-from bgserve.backends.kube.client import Resource
 from bgserve.backends.local.slot_process import death_signal_preexec
+from bgserve.kube.client import Resource
 from bgserve.settings import Settings
 from tests.support.crd_schema import require_crd_dir
 from tests.support.kube_pki import install_crds, kubeconfig_text, write_pki

@@ -1,4 +1,4 @@
-"""Chat prompt content of a release, and the slot's check of OpenAI chat requests."""
+"""A release's chat prompt spec, and the slot's check of OpenAI chat requests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bgserve.domain.release import PromptContent
+from bgserve.domain.prompt_spec import PromptSpec
 from bgserve.errors import InvalidInput
 from bgserve.slot.openai_request import OpenAIRefusal, parse_chat
 
@@ -18,10 +18,10 @@ MESSAGES = [
 
 
 def test_chat_content_lists_variables_across_messages_and_keeps_generation_keys() -> None:
-    content = PromptContent.of(
+    content = PromptSpec.of(
         MESSAGES, {"temperature": 0.2, "max_tokens": 5, "top_k": 3}, {"type": "object"}, "p"
     )
-    assert content.is_chat and content.variables() == ["style", "question"]
+    assert content.is_chat and content.variables == ["style", "question"]
     assert content.bundle_config() == {
         "messages": MESSAGES,
         "model_config": {"temperature": 0.2, "max_tokens": 5},
@@ -30,14 +30,14 @@ def test_chat_content_lists_variables_across_messages_and_keeps_generation_keys(
 
 
 def test_text_content_keeps_the_bundle_config_it_always_had() -> None:
-    content = PromptContent.of("Sum up {{text}}", None, None, "p")
+    content = PromptSpec.of("Sum up {{text}}", None, None, "p")
     assert not content.is_chat and content.bundle_config() == {"template": "Sum up {{text}}"}
 
 
 @pytest.mark.parametrize("message", [{"role": "user"}, {"role": 1, "content": "x"}, "hi"])
 def test_a_malformed_chat_message_is_refused_naming_the_prompt(message: Any) -> None:
     with pytest.raises(InvalidInput) as refused:
-        PromptContent.of([message], None, None, "prompts:/p/3")
+        PromptSpec.of([message], None, None, "prompts:/p/3")
     assert "prompts:/p/3" in refused.value.message and refused.value.field == "prompt_uri"
 
 

@@ -11,6 +11,7 @@ from bgserve.api.deps import DeployerDep
 from bgserve.api.guard import GuardedRoute
 from bgserve.api.schemas import WRITE, Strict
 from bgserve.compose import Components
+from bgserve.llm.gguf import confine_gguf
 from bgserve.registry.llm_models import LlmKind, LlmSpec, register_llm
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=GuardedRoute)
@@ -19,7 +20,9 @@ router = APIRouter(prefix="/models", tags=["models"], route_class=GuardedRoute)
 class LlmCreate(Strict):
     name: str = Field(description="MLflow registered model name", examples=["smollm2"])
     gguf: str | None = Field(
-        None, description="Path of a GGUF file on the server's machine (kind gguf)"
+        None,
+        description="Absolute path of a GGUF file on the server's machine (kind gguf), under "
+        "a directory listed in BGSERVE_LLM_GGUF_DIRS (none by default: refused with a 403)",
     )
     openai_url: str | None = Field(
         None, description="OpenAI base URL of an endpoint, ending in /v1 (kind openai)"
@@ -39,11 +42,16 @@ class LlmOut(BaseModel):
 
 @router.post("/llm", status_code=status.HTTP_201_CREATED, response_model=LlmOut, responses=WRITE)
 def register(body: LlmCreate, request: Request, _who: DeployerDep) -> LlmOut:
-    """Register an LLM as a new MLflow model version that a release can pin."""
+    """Register an LLM as a new MLflow model version that a release can pin. A GGUF path
+    must lie under a directory of ``BGSERVE_LLM_GGUF_DIRS`` (403 otherwise)."""
     parts: Components = request.app.state.components
+    gguf = None
+    if body.gguf is not None:
+        # The caller is remote: only files under the operator's allowed directories.
+        gguf = confine_gguf(Path(body.gguf), parts.settings.llm_gguf_dirs)
     spec = LlmSpec(
         body.name,
-        gguf=Path(body.gguf) if body.gguf is not None else None,
+        gguf=gguf,
         openai_url=body.openai_url,
         openai_model=body.openai_model,
         api_key_env=body.api_key_env,

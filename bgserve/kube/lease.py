@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from bgserve.backends.kube.client import backend_error
+from bgserve.kube.client import backend_error
 
 log = logging.getLogger("bgserve.leader")
 

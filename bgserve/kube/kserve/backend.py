@@ -17,15 +17,23 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 
 from bgserve.backends.base import Backend, SlotInfo
-from bgserve.backends.kube.base import KubeBackend
-from bgserve.backends.kube.client import (
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
+from bgserve.kube.base import KubeBackend
+from bgserve.kube.client import (
     Obj,
     is_managed,
     is_ready,
     managed_labels,
     observed_current,
 )
-from bgserve.backends.kube.kserve.objects import (
+from bgserve.kube.kserve.llm_objects import (
+    LlmServing,
+    llm_inference_service,
+    llm_weighted_route,
+)
+from bgserve.kube.kserve.objects import (
     INFERENCE_SERVICE,
     ROUTERS,
     inference_service,
@@ -35,17 +43,15 @@ from bgserve.backends.kube.kserve.objects import (
     routed_weight,
     weighted_route,
 )
-from bgserve.backends.kube.objects import (
+from bgserve.kube.objects import (
+    ANNOTATION_PREFIX,
     NO_MLFLOW,
     SlotMlflow,
     check_weights,
     needs_availability,
     refuse_retiring_routed,
 )
-from bgserve.backends.kube.readiness import Check
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError
+from bgserve.kube.readiness import Check
 from bgserve.settings import KubeGroup
 
 # KServe's model transition states that will not resolve by waiting.
@@ -69,8 +75,16 @@ def required_rbac(router: str) -> list[dict[str, list[str]]]:
     ]
 
 
+LlmLookup = Callable[[Release], LlmServing | None]
+"""The base model of a release if it is an LLM (None for a classic model)."""
+LLM_KIND_ANNOTATION = f"{ANNOTATION_PREFIX}llm-kind"
+
+
 class KServeBackend(KubeBackend):
     """Slots as KServe InferenceServices behind a weighted HTTPRoute or VirtualService.
+    Given ``llms``, an LLM release's slot is rendered with its base model
+    (:func:`~bgserve.kube.kserve.llm_objects.llm_inference_service`) and a deployment
+    with an LLM slot gets KServe's OpenAI routes beside the OIP ones.
 
     Every object it writes is labelled ``app.kubernetes.io/managed-by: bgserve`` and
     it never modifies or deletes an object without that label.
@@ -87,10 +101,12 @@ class KServeBackend(KubeBackend):
         api: client.ApiClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        llms: LlmLookup | None = None,
     ) -> None:
         super().__init__(
             kube, ready_timeout=ready_timeout, mlflow=mlflow, api=api, clock=clock, sleep=sleep
         )
+        self.llms = llms
         self.services = self._objects(INFERENCE_SERVICE)
         self.routes = self._objects(ROUTERS[kube.kserve.router])
 
@@ -102,7 +118,7 @@ class KServeBackend(KubeBackend):
         ``slot_ready_timeout_seconds``, BackendError when KServe reports a failed load or
         the API server refuses; an InferenceService this call created is then removed.
         """
-        desired = inference_service(deployment, release, self.kube, self.mlflow)
+        desired = self._desired_service(deployment, release)
         name = desired["metadata"]["name"]
         written, created = self.services.ensure(desired)
         try:
@@ -118,6 +134,12 @@ class KServeBackend(KubeBackend):
                 self.services.delete(name)
             raise
         return self._info(deployment, release.id, obj)
+
+    def _desired_service(self, deployment: str, release: Release) -> Obj:
+        llm = self.llms(release) if self.llms is not None else None
+        if llm is None:
+            return inference_service(deployment, release, self.kube, self.mlflow)
+        return llm_inference_service(deployment, release, llm, self.kube, self.mlflow)
 
     @staticmethod
     def _ready_or_none(name: str) -> Check[Obj]:
@@ -153,6 +175,8 @@ class KServeBackend(KubeBackend):
             for route in routes:
                 now = routed_weight(current, deployment, route.release_id)
                 self._check_routable(deployment, route, slots, now)
+            if any(_is_llm(slots.get(isvc_name(deployment, r.release_id))) for r in routes):
+                return llm_weighted_route(deployment, routes, self.kube)
             return weighted_route(deployment, routes, self.kube)
 
         self.routes.apply_with(route_name(deployment), build)
@@ -201,6 +225,11 @@ class KServeBackend(KubeBackend):
             or f"http://{predictor_host(deployment, release_id, self.kube.namespace)}"
         )
         return SlotInfo(release_id=release_id, endpoint=endpoint, ready=is_ready(obj))
+
+
+def _is_llm(obj: Mapping[str, Any] | None) -> bool:
+    """True for an InferenceService rendered for an LLM release (its annotation says so)."""
+    return obj is not None and LLM_KIND_ANNOTATION in obj["metadata"].get("annotations", {})
 
 
 if TYPE_CHECKING:

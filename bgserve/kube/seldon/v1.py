@@ -1,8 +1,8 @@
 """The Seldon Core v1 flavour: one SeldonDeployment per deployment, a predictor per release.
 
 Selected with ``BGSERVE_SELDON_FLAVOUR=v1``; the objects are built by
-:mod:`bgserve.backends.kube.seldon.objects`, the shared rules live in
-:mod:`bgserve.backends.kube.seldon.base`.
+:mod:`bgserve.kube.seldon.objects`, the shared rules live in
+:mod:`bgserve.kube.seldon.base`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
-from bgserve.backends.kube.client import Obj, is_managed
-from bgserve.backends.kube.objects import check_weights, needs_availability
-from bgserve.backends.kube.readiness import Check
-from bgserve.backends.kube.seldon.base import SeldonBase, check_routable, generation_seen
-from bgserve.backends.kube.seldon.objects import (
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
+from bgserve.kube.client import Obj, is_managed
+from bgserve.kube.objects import check_weights, needs_availability
+from bgserve.kube.readiness import Check
+from bgserve.kube.seldon.base import SeldonBase, check_routable, generation_seen
+from bgserve.kube.seldon.objects import (
     SELDON_DEPLOYMENT,
     V1_EXECUTOR_PORT,
     predictor,
@@ -26,10 +29,7 @@ from bgserve.backends.kube.seldon.objects import (
     with_predictor,
     with_traffic,
 )
-from bgserve.backends.kube.seldon.status import predictor_available
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError
+from bgserve.kube.seldon.status import predictor_available
 from bgserve.settings import KubeGroup
 
 

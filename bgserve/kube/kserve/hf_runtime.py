@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bgserve.backends.kube.client import MANAGED_BY, MANAGER, Obj, dns_label
-from bgserve.backends.kube.kserve.llm_objects import OPENAI_PREFIX
-from bgserve.backends.kube.kserve.objects import INFERENCE_SERVICE, ISVC_NAME_MAX
-from bgserve.backends.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow
 from bgserve.errors import InvalidInput
+from bgserve.kube.client import MANAGED_BY, MANAGER, Obj, dns_label
+from bgserve.kube.kserve.llm_objects import OPENAI_PREFIX
+from bgserve.kube.kserve.objects import INFERENCE_SERVICE, ISVC_NAME_MAX
+from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow
 from bgserve.settings.kube import KubeGroup
 
 HF_MODEL_FORMAT = "huggingface"

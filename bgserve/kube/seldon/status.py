@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bgserve.backends.kube.seldon.objects import predictor_name, predictors_of
+from bgserve.kube.seldon.objects import predictor_name, predictors_of
 
 
 def predictor_deployments(obj: Mapping[str, Any], predictor: str) -> list[Mapping[str, Any]]:

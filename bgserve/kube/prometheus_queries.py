@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bgserve.backends.kube.kserve.objects import isvc_name
-from bgserve.backends.kube.seldon.objects import model_name, sdep_name
 from bgserve.domain.latency import LATENCY_BUCKETS_MS, bucket_of
 from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.objects import isvc_name
+from bgserve.kube.seldon.objects import model_name, sdep_name
 from bgserve.settings import KubeGroup
 
 PLACEHOLDERS = frozenset({"namespace", "deployment", "release_id", "workload"})

@@ -16,9 +16,9 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from bgserve.backends.kube.kserve.objects import SERVICE_PORT, isvc_name, predictor_host
-from bgserve.backends.kube.seldon.objects import model_name
 from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.objects import SERVICE_PORT, isvc_name, predictor_host
+from bgserve.kube.seldon.objects import model_name
 
 Obj = dict[str, Any]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from kubernetes import client
 
 from bgserve.backends.base import Backend
-from bgserve.backends.kube.objects import NO_MLFLOW, SlotMlflow
+from bgserve.kube.objects import NO_MLFLOW, SlotMlflow
 from bgserve.settings import KubeGroup
 
 
@@ -23,15 +23,15 @@ def seldon_backend(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Backend:
     """The backend of ``kube.seldon.flavour`` (arguments as
-    :class:`~bgserve.backends.kube.base.KubeBackend`'s). Raises BackendError without a
+    :class:`~bgserve.kube.base.KubeBackend`'s). Raises BackendError without a
     Kubernetes config."""
     if kube.seldon.flavour == "v1":
-        from bgserve.backends.kube.seldon.v1 import SeldonV1Backend
+        from bgserve.kube.seldon.v1 import SeldonV1Backend
 
         return SeldonV1Backend(
             kube, ready_timeout=ready_timeout, mlflow=mlflow, api=api, clock=clock, sleep=sleep
         )
-    from bgserve.backends.kube.seldon.v2 import SeldonV2Backend
+    from bgserve.kube.seldon.v2 import SeldonV2Backend
 
     return SeldonV2Backend(
         kube, ready_timeout=ready_timeout, mlflow=mlflow, api=api, clock=clock, sleep=sleep

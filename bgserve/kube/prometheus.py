@@ -5,7 +5,7 @@ errors and a latency histogram (see :class:`bgserve.app.ports.TrafficSource`). O
 Kubernetes the router that splits the traffic (a mesh, a gateway, Knative, Seldon) already
 counts it and Prometheus scrapes it; :class:`PrometheusTraffic` asks Prometheus' HTTP API
 three instant queries per reading, each a configurable template (see
-:mod:`bgserve.backends.kube.prometheus_queries`) wrapped in ``sum by (<workload label>)``,
+:mod:`bgserve.kube.prometheus_queries`) wrapped in ``sum by (<workload label>)``,
 and reads the release id back from that label's value.
 """
 
@@ -19,7 +19,9 @@ from typing import Any
 
 import httpx
 
-from bgserve.backends.kube.prometheus_queries import (
+from bgserve.domain.analysis import SideWindow
+from bgserve.errors import InvalidInput, Unavailable
+from bgserve.kube.prometheus_queries import (
     ROUTERS,
     check_template,
     cumulative_to_buckets,
@@ -27,8 +29,6 @@ from bgserve.backends.kube.prometheus_queries import (
     render,
     workload_names,
 )
-from bgserve.domain.analysis import SideWindow
-from bgserve.errors import InvalidInput, Unavailable
 from bgserve.settings import KubeGroup
 
 _UNIT_MS = {"ms": 1.0, "s": 1000.0}

@@ -1,6 +1,6 @@
 """The Seldon backend: Seldon Core v2 Models + Experiment, or a v1 SeldonDeployment.
 
-``BGSERVE_SELDON_FLAVOUR`` picks the generation (see :mod:`bgserve.backends.kube.seldon.objects`
+``BGSERVE_SELDON_FLAVOUR`` picks the generation (see :mod:`bgserve.kube.seldon.objects`
 for the objects). Both flavours share the KServe backend's rules: every write reads
 first and carries the resourceVersion it read, only objects labelled
 ``app.kubernetes.io/managed-by: bgserve`` are touched, a slot counts as ready only
@@ -17,21 +17,24 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
-from bgserve.backends.kube.client import (
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, BgserveError
+from bgserve.kube.client import (
     Obj,
     condition,
     is_managed,
     managed_labels,
 )
-from bgserve.backends.kube.objects import check_weights, refuse_retiring_routed
-from bgserve.backends.kube.readiness import Check
-from bgserve.backends.kube.seldon.base import (
+from bgserve.kube.objects import check_weights, refuse_retiring_routed
+from bgserve.kube.readiness import Check
+from bgserve.kube.seldon.base import (
     SeldonBase,
     check_routable,
     generation_seen,
     ready_true,
 )
-from bgserve.backends.kube.seldon.objects import (
+from bgserve.kube.seldon.objects import (
     EXPERIMENT,
     MODEL,
     experiment,
@@ -39,9 +42,6 @@ from bgserve.backends.kube.seldon.objects import (
     model,
     model_name,
 )
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError
 from bgserve.settings import KubeGroup
 
 # Seldon v2 model states (the ModelReady condition's reason) that waiting will not fix.

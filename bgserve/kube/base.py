@@ -8,9 +8,9 @@ from typing import Any
 
 from kubernetes import client
 
-from bgserve.backends.kube.client import KubeObjects, api_client
-from bgserve.backends.kube.objects import NO_MLFLOW, SlotMlflow, data_plane_url
-from bgserve.backends.kube.readiness import Readiness
+from bgserve.kube.client import KubeObjects, api_client
+from bgserve.kube.objects import NO_MLFLOW, SlotMlflow, data_plane_url
+from bgserve.kube.readiness import Readiness
 from bgserve.settings import KubeGroup
 
 

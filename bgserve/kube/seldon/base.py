@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bgserve.backends.kube.base import KubeBackend
-from bgserve.backends.kube.client import condition
-from bgserve.backends.kube.objects import needs_availability
-from bgserve.backends.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError
+from bgserve.kube.base import KubeBackend
+from bgserve.kube.client import condition
+from bgserve.kube.objects import needs_availability
+from bgserve.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 
 
 def required_rbac(flavour: str) -> list[dict[str, list[str]]]:

@@ -2,7 +2,7 @@
 
 Client construction from settings, the labels that mark what bgserve owns, a
 conflict-safe server-side apply, and the one place where ``ApiException`` becomes a
-bgserve error. Readiness is followed in :mod:`bgserve.backends.kube.readiness`.
+bgserve error. Readiness is followed in :mod:`bgserve.kube.readiness`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Seldon Core v1 (``machinelearning.seldon.io/v1``): one SeldonDeployment per depl
 with one predictor per release (``r<id>``), each running the bgserve image as its
 model container; the predictors' ``traffic`` fields carry the weights. Predictors are
 named after releases, not roles, so a cutover changes numbers and restarts no pod.
-Used by :mod:`bgserve.backends.kube.seldon.v2` and by ``bgserve render``.
+Used by :mod:`bgserve.kube.seldon.v2` and by ``bgserve render``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bgserve.backends.kube.client import RELEASE_LABEL, Resource, dns_label, managed_labels
-from bgserve.backends.kube.objects import (
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
+from bgserve.kube.client import RELEASE_LABEL, Resource, dns_label, managed_labels
+from bgserve.kube.objects import (
     ANNOTATION_PREFIX,
     NO_MLFLOW,
     SlotMlflow,
@@ -27,9 +30,6 @@ from bgserve.backends.kube.objects import (
     check_weights,
     slot_container,
 )
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings import KubeGroup
 
 Obj = dict[str, Any]

@@ -5,7 +5,7 @@ release's prompt (messages, ``model_config``) and serves KServe's OpenAI routes
 (``/openai/v1/chat/completions``) under the deployment's name, running the model itself
 (kind ``gguf``: llama.cpp in the slot) or calling an OpenAI-compatible endpoint (kind
 ``openai``). The base model of an ``openai`` release may itself run in the cluster on
-KServe's Hugging Face runtime (:mod:`~bgserve.backends.kube.kserve.hf_runtime`), which
+KServe's Hugging Face runtime (:mod:`~bgserve.kube.kserve.hf_runtime`), which
 knows nothing of prompts: the release's slot is what puts the prompt in front of it.
 
 The input is :class:`LlmServing`, the few facts a rendering needs, so the renderings do
@@ -19,15 +19,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bgserve.backends.kube.client import Obj
-from bgserve.backends.kube.kserve.objects import (
-    inference_service,
-    weighted_route,
-)
-from bgserve.backends.kube.objects import ANNOTATION_PREFIX, MOUNT_PATH, NO_MLFLOW, SlotMlflow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
+from bgserve.kube.client import Obj
+from bgserve.kube.kserve.objects import (
+    inference_service,
+    weighted_route,
+)
+from bgserve.kube.objects import ANNOTATION_PREFIX, MOUNT_PATH, NO_MLFLOW, SlotMlflow
 from bgserve.settings.kube import KubeGroup
 
 LlmKind = Literal["gguf", "openai"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bgserve.backends.kube.client import Obj
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError, InvalidInput
+from bgserve.kube.client import Obj
 from bgserve.settings import KubeGroup
 
 SLOT_PORT = 8080

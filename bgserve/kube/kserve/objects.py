@@ -2,7 +2,7 @@
 
 Plain camelCase dicts, not the kserve SDK's model classes: those serialize to
 snake_case with newer kubernetes clients, which the API server silently prunes.
-Used by :class:`~bgserve.backends.kube.kserve.backend.KServeBackend` and by ``bgserve render``.
+Used by :class:`~bgserve.kube.kserve.backend.KServeBackend` and by ``bgserve render``.
 
 Serving path: each release runs in a custom predictor container of the bgserve image
 (``bgserve slot``), so the MLflow version that built the bundle is the one that loads
@@ -15,8 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bgserve.backends.kube.client import Obj, Resource, dns_label, managed_labels
-from bgserve.backends.kube.objects import (
+from bgserve.domain.release import Release
+from bgserve.domain.rollout import Route
+from bgserve.errors import InvalidInput
+from bgserve.kube.client import Obj, Resource, dns_label, managed_labels
+from bgserve.kube.objects import (
     ANNOTATION_PREFIX,
     NO_MLFLOW,
     SlotMlflow,
@@ -24,9 +27,6 @@ from bgserve.backends.kube.objects import (
     route_hostname,
     slot_container,
 )
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Route
-from bgserve.errors import InvalidInput
 from bgserve.settings import KubeGroup
 
 INFERENCE_SERVICE = Resource(

@@ -19,8 +19,8 @@ import urllib3
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from bgserve.backends.kube.client import KubeObjects, Obj
 from bgserve.errors import ReadinessTimeout
+from bgserve.kube.client import KubeObjects, Obj
 
 T = TypeVar("T")
 # A Check sees the object as it now is (None once deleted) and returns a result when
