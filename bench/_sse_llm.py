@@ -75,6 +75,8 @@ class LlmStack:
         # A busy machine can hold back a first token past the default 10 s first-byte
         # timeout: give the deployment an LLM's timeouts, as an operator would.
         os.environ.setdefault("BGSERVE_DEPLOYMENT_TIMEOUTS", json.dumps({DEPLOYMENT: [120, 60]}))
+        # The server registers GGUF files from allowed directories only: allow the wheel's.
+        os.environ.setdefault("BGSERVE_LLM_GGUF_DIRS", json.dumps([str(smollm2_path().parent)]))
         self.serve = serve = spawn_serve(self.tmp / "home", self.mlflow_uri)
         wait_ready(serve)
         model = serve.api("POST", "/models/llm", {"name": "smollm2", "gguf": str(smollm2_path())})
