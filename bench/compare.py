@@ -24,7 +24,7 @@ from pathlib import Path
 from bgserve.compose import build_components
 from bgserve.demo.models import push_demo_prompts, register_demo_models, register_variant
 from bgserve.demo.run import demo_settings
-from bgserve.domain.golden import GoldenCase, parse_cases
+from bgserve.evaluation.golden import GoldenCase, parse_cases
 
 RESULTS = Path(__file__).parent / "results"
 WORDS = [

@@ -12,8 +12,8 @@ import re
 from difflib import SequenceMatcher
 from html import escape
 
-from bgserve.domain.comparison import CaseReport, ComparisonReport, SlotReport, SlotSummary
 from bgserve.domain.shadow import ScoredPair, ShadowReport
+from bgserve.evaluation.comparison import CaseReport, ComparisonReport, SlotReport, SlotSummary
 from bgserve.report_quality import mlflow_line, quality_rows
 
 MAX_SHOWN_CHARS = 20_000

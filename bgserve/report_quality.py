@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from html import escape
 
-from bgserve.domain.comparison import ComparisonReport
-from bgserve.domain.confidence import Interval
-from bgserve.domain.schema_rates import SchemaSummary, SideSchema
-from bgserve.domain.verdict import Summary
+from bgserve.evaluation.comparison import ComparisonReport
+from bgserve.evaluation.confidence import Interval
+from bgserve.evaluation.schema_rates import SchemaSummary, SideSchema
+from bgserve.evaluation.verdict import Summary
 
 __all__ = ["mlflow_line", "quality_rows", "schema_rows"]
 

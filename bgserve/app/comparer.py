@@ -3,7 +3,7 @@ score the answers, log the comparison to MLflow, and record the verdict as the g
 
 Bounded concurrency (requests in flight, blue's and green's of a case sent next to each
 other so both sides see the same load) and a per-request timeout; each answer becomes a
-:class:`~bgserve.domain.comparison.SlotResult` for the pure scorer. Each slot is warmed up
+:class:`~bgserve.evaluation.comparison.SlotResult` for the pure scorer. Each slot is warmed up
 before anything is measured, and the first cases are called again so the latency check
 rests on per-case medians. Nothing here goes through the weighted router, so a
 comparison never moves or counts live traffic.
@@ -27,7 +27,9 @@ from bgserve.app.ports import DeploymentReader, Releases, SlotLocator, Templates
 from bgserve.app.scorers import ScorerSet
 from bgserve.app.slot_calls import QueryPlan, SlotTarget, output_text, query_slots
 from bgserve.domain import rollout
-from bgserve.domain.comparison import (
+from bgserve.domain.rollout import Gate
+from bgserve.errors import IllegalTransition, InvalidInput, Unavailable
+from bgserve.evaluation.comparison import (
     ComparisonReport,
     JudgeSetup,
     LoggedRun,
@@ -36,12 +38,10 @@ from bgserve.domain.comparison import (
     compare,
     default_registry,
 )
-from bgserve.domain.golden import GoldenCase, check_inputs
-from bgserve.domain.judging import Judgement
-from bgserve.domain.prompt_spec import PromptSpec
-from bgserve.domain.response_schema import ResponseSchema, SchemaSides
-from bgserve.domain.rollout import Gate
-from bgserve.errors import IllegalTransition, InvalidInput, Unavailable
+from bgserve.evaluation.golden import GoldenCase, check_inputs
+from bgserve.evaluation.judging import Judgement
+from bgserve.evaluation.prompt_spec import PromptSpec
+from bgserve.evaluation.response_schema import ResponseSchema, SchemaSides
 from bgserve.store import StoredDeployment
 
 __all__ = [

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bgserve.domain.golden import GoldenCase, parse_cases, parse_golden_jsonl
 from bgserve.errors import InvalidInput, NotFound
+from bgserve.evaluation.golden import GoldenCase, parse_cases, parse_golden_jsonl
 
 PACKAGED = Path(__file__).parent.parent / "demo" / "prompts"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -5,7 +5,7 @@ Any OpenAI-compatible API works, a bgserve deployment included: its base URL is 
 router's ``/openai/v1`` and its model the deployment's name (its prompt's messages then
 come before the judge's; ``variables`` fills that prompt's template variables, if any).
 
-Temperature 0, the order drawn per case (:func:`bgserve.domain.judging.green_first`) and,
+Temperature 0, the order drawn per case (:func:`bgserve.evaluation.judging.green_first`) and,
 with ``both_orders``, asked both ways. A failed call or an unreadable reply makes that
 case's outcome ``error``; it never fails the comparison by itself.
 """
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from bgserve.domain.comparison import SlotResult
-from bgserve.domain.golden import GoldenCase
-from bgserve.domain.judging import (
+from bgserve.evaluation.comparison import SlotResult
+from bgserve.evaluation.golden import GoldenCase
+from bgserve.evaluation.judging import (
     DEFAULT_RUBRIC,
     Choice,
     Judgement,

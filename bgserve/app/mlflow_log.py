@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bgserve.domain.comparison import ComparisonReport, LoggedRun
-from bgserve.domain.golden import GoldenCase
-from bgserve.domain.verdict import percentile
+from bgserve.evaluation.comparison import ComparisonReport, LoggedRun
+from bgserve.evaluation.golden import GoldenCase
+from bgserve.evaluation.verdict import percentile
 from bgserve.registry.session import beside_sqlite, ensure_experiment
 
 __all__ = ["ComparisonLogger", "RunContext", "golden_set_hash"]

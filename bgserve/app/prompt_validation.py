@@ -19,12 +19,12 @@ from pydantic import BaseModel
 from bgserve.app.comparer import ComparerConfig
 from bgserve.app.mlflow_log import ComparisonLogger, RunContext, golden_set_hash
 from bgserve.app.ports import DeploymentReader, Releases
-from bgserve.domain.comparison import ComparisonReport, SlotResult, Thresholds, compare
-from bgserve.domain.golden import GoldenCase, LintReport, lint_template
 from bgserve.domain.release import Release, parse_uri
-from bgserve.domain.scorers import default_registry
-from bgserve.domain.template import render, variables
 from bgserve.errors import BgserveError, InvalidInput, RegistryUnavailable
+from bgserve.evaluation.comparison import ComparisonReport, SlotResult, Thresholds, compare
+from bgserve.evaluation.golden import GoldenCase, LintReport, lint_template
+from bgserve.evaluation.scorers import default_registry
+from bgserve.evaluation.template import render, variables
 from bgserve.registry.bundle_model import as_strings, input_column
 from bgserve.registry.mlflow_registry import MlflowRegistry, translate_errors
 

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bgserve.domain.comparison import SlotResult
-from bgserve.domain.golden import GoldenCase
-from bgserve.domain.scorer_values import as_number
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.comparison import SlotResult
+from bgserve.evaluation.golden import GoldenCase
+from bgserve.evaluation.scorer_values import as_number
 
 __all__ = ["ScorerSet", "load_scorer_modules"]
 

@@ -18,13 +18,13 @@ from bgserve.app.ports import DeploymentReader
 from bgserve.app.shadow_bodies import parse_inputs, parse_pair
 from bgserve.backends.base import ShadowTraffic
 from bgserve.domain.analysis import Check, Outcome
-from bgserve.domain.assertions import Assertion
-from bgserve.domain.scorers import Scorer
 from bgserve.domain.shadow import ShadowReport, score_pair
 from bgserve.domain.shadow_aggregate import ShadowAggregate
 from bgserve.domain.state import DeploymentState
-from bgserve.domain.verdict import Thresholds
 from bgserve.errors import BgserveError, IllegalTransition, NotFound
+from bgserve.evaluation.assertions import Assertion
+from bgserve.evaluation.scorers import Scorer
+from bgserve.evaluation.verdict import Thresholds
 
 __all__ = [
     "ShadowCollector",

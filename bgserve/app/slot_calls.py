@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bgserve.domain.comparison import SlotResult
-from bgserve.domain.golden import GoldenCase
+from bgserve.evaluation.comparison import SlotResult
+from bgserve.evaluation.golden import GoldenCase
 
 __all__ = [
     "QueryPlan",

@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
-from bgserve.domain.chat_prompt import check_messages, lint_chat
-from bgserve.domain.golden import GoldenCase, LintReport, lint_template, parse_golden_jsonl
-from bgserve.domain.model_config import check_model_config
-from bgserve.domain.response_schema import check_response_schema
-from bgserve.domain.template import variables
 from bgserve.errors import InvalidInput, PayloadTooLarge
+from bgserve.evaluation.chat_prompt import check_messages, lint_chat
+from bgserve.evaluation.golden import GoldenCase, LintReport, lint_template, parse_golden_jsonl
+from bgserve.evaluation.model_config import check_model_config
+from bgserve.evaluation.response_schema import check_response_schema
+from bgserve.evaluation.template import variables
 
 TEMPLATE_LIMIT = 64 * 1024
 META_LIMIT = 16 * 1024

@@ -10,8 +10,8 @@ import typer
 from bgserve.cli.client import Remote, console, load_settings, remote_verb, say_error
 from bgserve.cli.prompt_files import PromptDir, read_prompt_dir
 from bgserve.cli.tables import comparison_table
-from bgserve.domain.comparison import ComparisonReport
 from bgserve.errors import BgserveError
+from bgserve.evaluation.comparison import ComparisonReport
 
 if TYPE_CHECKING:
     from bgserve.registry.mlflow_registry import MlflowRegistry

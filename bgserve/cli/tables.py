@@ -6,7 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from bgserve.domain.comparison import CaseReport, ComparisonReport, SlotReport
+from bgserve.evaluation.comparison import CaseReport, ComparisonReport, SlotReport
 
 MAX_CELL = 60
 MAX_ROWS = 20

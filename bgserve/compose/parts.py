@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from bgserve.app.comparer import CompareSettings, PromptSpecs
 from bgserve.app.shadow import ShadowSettings
-from bgserve.domain.comparison import Thresholds, default_registry
+from bgserve.evaluation.comparison import Thresholds, default_registry
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.settings import CompareGroup, ShadowGroup
 
@@ -48,7 +48,7 @@ def comparer_parts_of(compare: CompareGroup, registry: MlflowRegistry) -> Compar
     from bgserve.app.judge import JudgeSettings, PairwiseJudge
     from bgserve.app.mlflow_log import ComparisonLogger
     from bgserve.app.scorers import ScorerSet, load_scorer_modules
-    from bgserve.domain.judging import DEFAULT_RUBRIC
+    from bgserve.evaluation.judging import DEFAULT_RUBRIC
 
     logger = None
     if compare.log_to_mlflow:

@@ -2,7 +2,7 @@
 aggregated with bounded memory. Pure.
 
 Each pair is scored with the scorer and the assertion checks of the golden comparison
-(:mod:`bgserve.domain.comparison`); only assertions that need no expected answer apply
+(:mod:`bgserve.evaluation.comparison`); only assertions that need no expected answer apply
 (``is_json``, ``regex``, ``contains``, ``icontains``, ``max_latency_ms``). The aggregate
 keeps counts, a similarity histogram (for the mean and p10), a window of recent latencies,
 the ``keep`` most different pairs and the ``keep`` most recent ones, nothing else: memory
@@ -19,11 +19,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from bgserve.domain.assertions import Answer, Assertion, check_assertion, clamp_score
-from bgserve.domain.scorers import Scorer
 from bgserve.domain.state import DeploymentState, ReleasePair
-from bgserve.domain.verdict import Thresholds, Verdict
 from bgserve.errors import GateClosed
+from bgserve.evaluation.assertions import Answer, Assertion, check_assertion, clamp_score
+from bgserve.evaluation.scorers import Scorer
+from bgserve.evaluation.verdict import Thresholds, Verdict
 
 __all__ = [
     "SHADOW_ASSERTION_TYPES",

@@ -10,7 +10,7 @@ from itertools import count
 
 from bgserve.domain.shadow import ScoredPair, ShadowReport, SideOut, SimilarityOut
 from bgserve.domain.state import ReleasePair
-from bgserve.domain.verdict import Thresholds, Verdict, format_pair, percentile
+from bgserve.evaluation.verdict import Thresholds, Verdict, format_pair, percentile
 
 _BINS = 1000  # similarity histogram resolution: 0.001
 _LATENCY_WINDOW = 4096

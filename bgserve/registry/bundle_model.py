@@ -31,7 +31,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
-# Must equal bgserve.domain.template.VARIABLE; a test holds the two in step.
+# Must equal bgserve.evaluation.template.VARIABLE; a test holds the two in step.
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 DEFAULT_INPUT_COLUMN = "prompt"
 

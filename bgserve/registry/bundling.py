@@ -62,7 +62,7 @@ def log_bundle(
     """Log the bundle of pinned ``model`` and ``prompt`` and register it as ``bundle``.
 
     ``prompt_config`` is the prompt's part of the bundle's model_config
-    (:meth:`bgserve.domain.prompt_spec.PromptSpec.bundle_config`).
+    (:meth:`bgserve.evaluation.prompt_spec.PromptSpec.bundle_config`).
 
     ``uris`` is entered around the fluent MLflow calls (see
     :func:`bgserve.registry.session.mlflow_uris`). Returns the new bundle version.

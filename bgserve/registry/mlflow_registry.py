@@ -15,7 +15,6 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from bgserve.domain.prompt_spec import PromptSpec
 from bgserve.domain.release import (
     RegistryRef,
     ResolvedRelease,
@@ -23,6 +22,7 @@ from bgserve.domain.release import (
     validate_name,
 )
 from bgserve.errors import InvalidInput, NotFound
+from bgserve.evaluation.prompt_spec import PromptSpec
 from bgserve.registry.aliases import (
     PARTS,
     Part,

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bgserve.domain.comparison import CaseReport, ComparisonReport, SlotReport
 from bgserve.domain.shadow import ScoredPair, ShadowReport
+from bgserve.evaluation.comparison import CaseReport, ComparisonReport, SlotReport
 from bgserve.report_html import word_diff
 from bgserve.ui.html import badge, e, key_values, num
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bgserve.api.app import create_app
-from bgserve.domain.template import render
+from bgserve.evaluation.template import render
 from tests.support.flow import make_settings
 from tests.support.inprocess_api import build_in_process
 

@@ -18,10 +18,10 @@ from bgserve.backends.base import ShadowBatch
 from bgserve.backends.local.dataplane_client import DataPlaneClient
 from bgserve.backends.local.slot_launcher import SlotLauncher
 from bgserve.dataplane.wire import RouteTarget
-from bgserve.domain.comparison import TextScorer
 from bgserve.domain.state import DeploymentState
-from bgserve.domain.verdict import Thresholds
 from bgserve.errors import NotFound
+from bgserve.evaluation.comparison import TextScorer
+from bgserve.evaluation.verdict import Thresholds
 from bgserve.store import StoredDeployment
 from tests.support.models import wait_until
 from tests.support.openai_stub import OpenAIStub, openai_stub

@@ -26,10 +26,10 @@ from bgserve.app.comparer import CompareOptions, Comparer, CompareSettings
 from bgserve.app.executor import Executor
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain import rollout
-from bgserve.domain.chat_prompt import render_messages
-from bgserve.domain.golden import parse_cases
 from bgserve.domain.release import ResolvedRelease
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.chat_prompt import render_messages
+from bgserve.evaluation.golden import parse_cases
 from bgserve.registry.chat_prompts import push_chat_prompt
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.store import Store

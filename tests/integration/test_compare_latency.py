@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bgserve.app.slot_calls import QueryPlan, SlotTarget, query_slots
-from bgserve.domain.golden import GoldenCase
+from bgserve.evaluation.golden import GoldenCase
 from tests.support.flow import deploy, ok
 
 # make_settings loosens the latency limits for other flows; this test uses the defaults.

@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bgserve.api.app import create_app
-from bgserve.domain.assertions import MAX_REGEX_LENGTH, Answer, check_assertion
-from bgserve.domain.golden import parse_cases
-from bgserve.domain.scorers import ExactScorer
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.assertions import MAX_REGEX_LENGTH, Answer, check_assertion
+from bgserve.evaluation.golden import parse_cases
+from bgserve.evaluation.scorers import ExactScorer
 from tests.support.flow import make_settings
 from tests.support.inprocess_api import build_in_process
 

@@ -18,8 +18,8 @@ from mlflow.types import ColSpec, DataType, Schema
 from bgserve.demo.models import demo_templates, push_demo_prompts, register_demo_models
 from bgserve.demo.text_model import summarize
 from bgserve.domain.release import RegistryRef, ResolvedRelease
-from bgserve.domain.template import render
 from bgserve.errors import InvalidInput, NotFound, RegistryUnavailable
+from bgserve.evaluation.template import render
 from bgserve.registry.mlflow_registry import MlflowRegistry, mlflow_uris
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 
 from bgserve.app.slot_calls import reported_tokens
 from bgserve.demo.models import register_variant
-from bgserve.domain.comparison import SlotResult, Thresholds, compare
-from bgserve.domain.golden import GoldenCase
-from bgserve.domain.tokens import approximate_tokens
+from bgserve.evaluation.comparison import SlotResult, Thresholds, compare
+from bgserve.evaluation.golden import GoldenCase
+from bgserve.evaluation.tokens import approximate_tokens
 from tests.support.flow import deploy, ok
 
 CASES = [GoldenCase(id=f"c{i}", inputs={}) for i in range(5)]

@@ -15,8 +15,8 @@ from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
 from bgserve.demo.models import demo_templates, prompt_dir
 from bgserve.demo.text_model import first_sentence, summarize, text_part
-from bgserve.domain import template as domain
-from bgserve.domain.golden import GoldenCase, parse_golden_jsonl
+from bgserve.evaluation import template as domain
+from bgserve.evaluation.golden import GoldenCase, parse_golden_jsonl
 from bgserve.registry import bundle_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from bgserve.app.judge import JudgeSettings, PairwiseJudge
-from bgserve.domain.chat_prompt import chat_variables, render_messages
-from bgserve.domain.comparison import SlotResult
-from bgserve.domain.golden import GoldenCase, parse_cases
-from bgserve.domain.judging import Judgement
+from bgserve.evaluation.chat_prompt import chat_variables, render_messages
+from bgserve.evaluation.comparison import SlotResult
+from bgserve.evaluation.golden import GoldenCase, parse_cases
+from bgserve.evaluation.judging import Judgement
 
 DEPLOYMENT = "judge"
 PROMPT = [{"role": "system", "content": "You judge answers about {{domain}} fairly."}]

@@ -7,10 +7,15 @@ import json
 
 import pytest
 
-from bgserve.domain.chat_prompt import chat_variables, check_messages, lint_chat, render_messages
-from bgserve.domain.golden import parse_cases, parse_golden_jsonl
-from bgserve.domain.model_config import MODEL_CONFIG_KEYS, check_model_config
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.chat_prompt import (
+    chat_variables,
+    check_messages,
+    lint_chat,
+    render_messages,
+)
+from bgserve.evaluation.golden import parse_cases, parse_golden_jsonl
+from bgserve.evaluation.model_config import MODEL_CONFIG_KEYS, check_model_config
 
 MESSAGES = [
     {"role": "system", "content": "You answer in the style of {{ persona }}."},

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from bgserve.domain.comparison import SlotResult, Thresholds, compare
-from bgserve.domain.golden import parse_cases
-from bgserve.domain.response_schema import ResponseSchema, SchemaSides, check_response_schema
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.comparison import SlotResult, Thresholds, compare
+from bgserve.evaluation.golden import parse_cases
+from bgserve.evaluation.response_schema import ResponseSchema, SchemaSides, check_response_schema
 
 SCHEMA = {
     "type": "object",

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bgserve.domain.comparison import (
+from bgserve.errors import InvalidInput
+from bgserve.evaluation.comparison import (
     ComparisonReport,
     ExactScorer,
     Scorer,
@@ -18,8 +19,7 @@ from bgserve.domain.comparison import (
     default_registry,
     percentile,
 )
-from bgserve.domain.golden import GoldenCase, parse_cases
-from bgserve.errors import InvalidInput
+from bgserve.evaluation.golden import GoldenCase, parse_cases
 
 
 def ok(output: str, latency_ms: float) -> SlotResult:
@@ -301,7 +301,7 @@ def test_mlflow_scorer_values_are_read_and_a_failing_scorer_gives_no_value() -> 
     from mlflow.genai.scorers import scorer
 
     from bgserve.app.scorers import ScorerSet
-    from bgserve.domain.scorer_values import as_number
+    from bgserve.evaluation.scorer_values import as_number
 
     @scorer
     def verdict_word(outputs: str) -> Feedback:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bgserve.domain.comparison import SlotResult, Thresholds, compare
-from bgserve.domain.confidence import difference_interval, wilson_interval, z_value
-from bgserve.domain.golden import GoldenCase, parse_cases
+from bgserve.evaluation.comparison import SlotResult, Thresholds, compare
+from bgserve.evaluation.confidence import difference_interval, wilson_interval, z_value
+from bgserve.evaluation.golden import GoldenCase, parse_cases
 
 
 def test_wilson_matches_published_values() -> None:
@@ -83,8 +83,8 @@ def test_without_confidence_the_point_estimate_decides() -> None:
 
 
 def test_judge_win_rate_gates_on_its_lower_bound_with_confidence() -> None:
-    from bgserve.domain.comparison import JudgeSetup
-    from bgserve.domain.judging import combine
+    from bgserve.evaluation.comparison import JudgeSetup
+    from bgserve.evaluation.judging import combine
 
     cases = [GoldenCase(id=f"c{i}", inputs={}) for i in range(10)]
     wins = {c.id: combine([(True, "A")]) for c in cases[:7]}

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bgserve.domain.golden import (
+from bgserve.errors import InvalidInput, PayloadTooLarge
+from bgserve.evaluation.golden import (
     KNOWN_ASSERTION_TYPES,
     GoldenCase,
     check_inputs,
@@ -14,7 +15,6 @@ from bgserve.domain.golden import (
     parse_cases,
     parse_golden_jsonl,
 )
-from bgserve.errors import InvalidInput, PayloadTooLarge
 
 
 def line(case_id: str = "c1", **fields: object) -> str:

@@ -162,3 +162,45 @@ def test_no_top_level_package_holds_more_than_its_share_of_the_code() -> None:
     shares = {p.name: sum(code_lines(f) for f in p.rglob("*.py")) / total for p in packages}
     too_big = {name: f"{share:.1%}" for name, share in shares.items() if share > MAX_PACKAGE_SHARE}
     assert not too_big, f"packages above {MAX_PACKAGE_SHARE:.0%} of {total} lines: {too_big}"
+
+
+PURE_PACKAGES = ("bgserve.domain", "bgserve.evaluation")
+PURE_BGSERVE = frozenset({"bgserve", "bgserve.errors", "__future__"})  # the one error tree
+# Computation only: validation, statistics, text similarity, safe regexes, JSON schemas.
+PURE_THIRD_PARTY = frozenset(
+    {"pydantic", "pydantic_core", "scipy", "rapidfuzz", "re2", "jsonschema", "typing_extensions"}
+)
+IO_STDLIB = frozenset(
+    {"os", "io", "socket", "subprocess", "pathlib", "shutil", "asyncio", "threading", "time"}
+)
+
+
+def test_the_pure_packages_do_no_io_and_import_no_outer_layer() -> None:
+    """domain/ and evaluation/ import only each other, the error tree, computation
+    libraries and the standard library less its I/O, process and clock modules."""
+    modules = all_modules()
+    found: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        if not name.startswith(PURE_PACKAGES):
+            continue
+        for imported in imported_names(path, name, modules):
+            top = top_level(imported)
+            if imported.startswith(PURE_PACKAGES) or imported in PURE_BGSERVE:
+                continue
+            if top in PURE_THIRD_PARTY or (is_stdlib(imported) and top not in IO_STDLIB):
+                continue
+            found.setdefault(name, set()).add(imported)
+    assert not found, f"pure modules importing I/O or outer layers: {found}"
+
+
+def test_the_comparison_never_imports_the_rollout_domain() -> None:
+    """evaluation/ stands below domain/: the rollout may use verdicts, never the reverse."""
+    modules = all_modules()
+    reaching = {
+        name: sorted(
+            i for i in imported_names(path, name, modules) if i.startswith("bgserve.domain")
+        )
+        for name, path in modules.items()
+        if name.startswith("bgserve.evaluation")
+    }
+    assert not {k: v for k, v in reaching.items() if v}

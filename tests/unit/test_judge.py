@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from bgserve.app.judge import JudgeSettings, PairwiseJudge
-from bgserve.domain.comparison import SlotResult
-from bgserve.domain.golden import GoldenCase
-from bgserve.domain.judging import combine, green_first, parse_choice, summarize_judgements
+from bgserve.evaluation.comparison import SlotResult
+from bgserve.evaluation.golden import GoldenCase
+from bgserve.evaluation.judging import combine, green_first, parse_choice, summarize_judgements
 
 _ANSWERS = re.compile(r"Answer A:\n(.*)\n\nAnswer B:\n(.*)\n\nWhich answer", re.S)
 
@@ -161,8 +161,8 @@ def test_win_rate_counts_ties_half_and_has_an_interval() -> None:
 
 
 def test_a_judge_that_answered_nothing_fails_the_verdict_and_names_the_case() -> None:
-    from bgserve.domain.comparison import JudgeSetup, compare
-    from bgserve.domain.judging import Judgement
+    from bgserve.evaluation.comparison import JudgeSetup, compare
+    from bgserve.evaluation.judging import Judgement
 
     failed = {c.id: Judgement(outcome="error", orders=[], error="HTTP 500") for c in CASES}
     report = compare(CASES, answers(3), answers(3), judgements=failed, judge=JudgeSetup("m", False))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bgserve.domain.prompt_spec import PromptSpec
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.prompt_spec import PromptSpec
 from bgserve.slot.openai_request import OpenAIRefusal, parse_chat
 
 MESSAGES = [

@@ -8,8 +8,8 @@ import pytest
 from rich.console import Console
 
 from bgserve.cli.tables import comparison_table
-from bgserve.domain.comparison import ComparisonReport, SlotResult, compare
-from bgserve.domain.golden import parse_cases
+from bgserve.evaluation.comparison import ComparisonReport, SlotResult, compare
+from bgserve.evaluation.golden import parse_cases
 from bgserve.report_html import render_html, word_diff
 
 
@@ -89,7 +89,7 @@ def test_terminal_rendering_shows_verdict_reasons_and_failing_cases() -> None:
 
 
 def test_the_report_shows_the_mlflow_run_intervals_and_an_escaped_run_error() -> None:
-    from bgserve.domain.comparison import LoggedRun
+    from bgserve.evaluation.comparison import LoggedRun
 
     logged = sample().model_copy(
         update={
@@ -112,7 +112,7 @@ def test_the_compare_command_prints_the_run_and_its_link(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from bgserve.cli import prompts
-    from bgserve.domain.comparison import LoggedRun
+    from bgserve.evaluation.comparison import LoggedRun
 
     console = Console(record=True, width=200, color_system=None)
     monkeypatch.setattr(prompts, "console", console)

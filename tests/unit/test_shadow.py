@@ -21,14 +21,14 @@ from bgserve.cli.app import app
 from bgserve.compose import Components, build_components
 from bgserve.domain import rollout
 from bgserve.domain.analysis import AnalysisSettings, Outcome
-from bgserve.domain.assertions import Assertion
-from bgserve.domain.comparison import TextScorer
 from bgserve.domain.release import ResolvedRelease
 from bgserve.domain.rollout import Gate, record_gate
 from bgserve.domain.shadow import PairInput, check_shadow_gate, score_pair, shadow_assertions
 from bgserve.domain.shadow_aggregate import ShadowAggregate
-from bgserve.domain.verdict import Thresholds
 from bgserve.errors import GateClosed, IllegalTransition, NotFound
+from bgserve.evaluation.assertions import Assertion
+from bgserve.evaluation.comparison import TextScorer
+from bgserve.evaluation.verdict import Thresholds
 from bgserve.settings import Settings
 from bgserve.store import Store
 

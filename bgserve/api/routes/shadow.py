@@ -10,9 +10,9 @@ from pydantic import Field, ValidationError
 from bgserve.api.deps import DeployerDep, ShadowDep, ViewerDep
 from bgserve.api.guard import GuardedRoute
 from bgserve.api.schemas import READ_ONE, WRITE, DeploymentName, Strict
-from bgserve.domain.assertions import Assertion
 from bgserve.domain.shadow import ShadowPercent, ShadowReport, shadow_assertions
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.assertions import Assertion
 
 router = APIRouter(prefix="/deployments", tags=["shadow"], route_class=GuardedRoute)
 

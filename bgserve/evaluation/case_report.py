@@ -1,15 +1,15 @@
 """One golden case as compared: what each slot answered, and the case's report. Pure data.
 
-Kept apart from :mod:`bgserve.domain.comparison` (which scores and decides) so the summary
-(:mod:`bgserve.domain.golden_summary`) can read reports without importing the comparison.
+Kept apart from :mod:`bgserve.evaluation.comparison` (which scores and decides) so the summary
+(:mod:`bgserve.evaluation.golden_summary`) can read reports without importing the comparison.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from bgserve.domain.assertions import AssertionResult
-from bgserve.domain.judging import Judgement
+from bgserve.evaluation.assertions import AssertionResult
+from bgserve.evaluation.judging import Judgement
 
 
 class SlotResult(BaseModel):

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bgserve.domain.assertions import KNOWN_ASSERTION_TYPES, VALUE_RULES, Assertion, invalid
-from bgserve.domain.chat_message import ChatMessage
 from bgserve.errors import InvalidInput, PayloadTooLarge
+from bgserve.evaluation.assertions import KNOWN_ASSERTION_TYPES, VALUE_RULES, Assertion, invalid
+from bgserve.evaluation.chat_message import ChatMessage
 
 __all__ = [
     "KNOWN_ASSERTION_TYPES",

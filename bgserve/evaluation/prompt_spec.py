@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgserve.domain.chat_prompt import chat_variables
-from bgserve.domain.template import variables
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.chat_prompt import chat_variables
+from bgserve.evaluation.template import variables
 
 __all__ = ["GENERATION_KEYS", "PromptSpec"]
 

@@ -7,12 +7,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bgserve.domain.confidence import Interval
-from bgserve.domain.judging import JudgeSummary
-from bgserve.domain.schema_rates import SchemaSummary
-from bgserve.domain.scorer_values import ScorerSummary
-from bgserve.domain.tokens import TokenSummary
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.confidence import Interval
+from bgserve.evaluation.judging import JudgeSummary
+from bgserve.evaluation.schema_rates import SchemaSummary
+from bgserve.evaluation.scorer_values import ScorerSummary
+from bgserve.evaluation.tokens import TokenSummary
 
 __all__ = [
     "Rate",
@@ -223,7 +223,7 @@ def _latency_reason(s: Summary, t: Thresholds, name: str) -> str | None:
 
 def verdict_reasons(s: Summary, t: Thresholds) -> list[str]:
     """Why green fails on similarity, agreement, errors and latency (the quality checks
-    with intervals are :func:`bgserve.domain.verdict_quality.quality_reasons`)."""
+    with intervals are :func:`bgserve.evaluation.verdict_quality.quality_reasons`)."""
     if s.cases == 0:
         return ["the golden set has no cases, so nothing was compared"]
     found = [

@@ -1,5 +1,5 @@
 """Schema-valid rates: how many of each side's answers match its prompt's response_format
-(see :mod:`bgserve.domain.response_schema`). Pure."""
+(see :mod:`bgserve.evaluation.response_schema`). Pure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from bgserve.domain.confidence import Interval, wilson_interval
+from bgserve.evaluation.confidence import Interval, wilson_interval
 
 __all__ = ["SchemaSummary", "SideSchema", "summarize_schema"]
 

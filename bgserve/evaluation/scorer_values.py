@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel
 
-from bgserve.domain.confidence import Interval, difference_interval, wilson_interval
+from bgserve.evaluation.confidence import Interval, difference_interval, wilson_interval
 
 __all__ = ["ScorerSummary", "as_number", "summarize_scorers"]
 

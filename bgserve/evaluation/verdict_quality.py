@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bgserve.domain.confidence import Interval
-from bgserve.domain.scorer_values import ScorerSummary
-from bgserve.domain.verdict import Summary, Thresholds, format_pair
+from bgserve.evaluation.confidence import Interval
+from bgserve.evaluation.scorer_values import ScorerSummary
+from bgserve.evaluation.verdict import Summary, Thresholds, format_pair
 
 __all__ = ["INCONCLUSIVE", "outcome_of", "quality_reasons"]
 

@@ -12,12 +12,12 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bgserve.domain.case_report import CaseReport, SlotReport
-from bgserve.domain.confidence import difference_interval, wilson_interval
-from bgserve.domain.judging import summarize_judgements
-from bgserve.domain.scorer_values import summarize_scorers
-from bgserve.domain.tokens import TokenSummary, summarize_tokens
-from bgserve.domain.verdict import SlotSummary, Summary, Thresholds, percentile
+from bgserve.evaluation.case_report import CaseReport, SlotReport
+from bgserve.evaluation.confidence import difference_interval, wilson_interval
+from bgserve.evaluation.judging import summarize_judgements
+from bgserve.evaluation.scorer_values import summarize_scorers
+from bgserve.evaluation.tokens import TokenSummary, summarize_tokens
+from bgserve.evaluation.verdict import SlotSummary, Summary, Thresholds, percentile
 
 __all__ = ["JudgeSetup", "case_latency", "summarize"]
 

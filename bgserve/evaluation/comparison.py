@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel
 
-from bgserve.domain.assertions import Answer, AssertionResult, check_assertion, clamp_score
-from bgserve.domain.case_report import CaseReport, SlotReport, SlotResult
-from bgserve.domain.golden import GoldenCase
-from bgserve.domain.golden_summary import JudgeSetup, summarize
-from bgserve.domain.judging import Judgement
-from bgserve.domain.response_schema import SchemaSides, check_schemas, schema_reason
-from bgserve.domain.scorers import (
+from bgserve.evaluation.assertions import Answer, AssertionResult, check_assertion, clamp_score
+from bgserve.evaluation.case_report import CaseReport, SlotReport, SlotResult
+from bgserve.evaluation.golden import GoldenCase
+from bgserve.evaluation.golden_summary import JudgeSetup, summarize
+from bgserve.evaluation.judging import Judgement
+from bgserve.evaluation.response_schema import SchemaSides, check_schemas, schema_reason
+from bgserve.evaluation.scorers import (
     ExactScorer,
     Scorer,
     ScorerRegistry,
@@ -26,8 +26,8 @@ from bgserve.domain.scorers import (
     default_registry,
     normalize_text,
 )
-from bgserve.domain.tokens import approximate_tokens
-from bgserve.domain.verdict import (
+from bgserve.evaluation.tokens import approximate_tokens
+from bgserve.evaluation.verdict import (
     Rate,
     Ratio,
     SlotSummary,
@@ -38,7 +38,7 @@ from bgserve.domain.verdict import (
     percentile,
     verdict_reasons,
 )
-from bgserve.domain.verdict_quality import outcome_of, quality_reasons
+from bgserve.evaluation.verdict_quality import outcome_of, quality_reasons
 
 __all__ = [
     "AssertionResult",

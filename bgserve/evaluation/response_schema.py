@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import jsonschema
 from jsonschema.exceptions import SchemaError, best_match
 
-from bgserve.domain.schema_rates import SchemaSummary, summarize_schema
-from bgserve.domain.verdict_quality import INCONCLUSIVE
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.schema_rates import SchemaSummary, summarize_schema
+from bgserve.evaluation.verdict_quality import INCONCLUSIVE
 
 Check = tuple[str, bool | None]
 """A case id and whether its answer is schema-valid (None: not checked)."""
@@ -123,7 +123,7 @@ def schema_reason(summary: SchemaSummary | None, min_rate: float, confidence: fl
 
 
 class _Side(Protocol):
-    """One side of a case report (:class:`bgserve.domain.comparison.SlotReport`)."""
+    """One side of a case report (:class:`bgserve.evaluation.comparison.SlotReport`)."""
 
     output: str | None
     schema_checked: bool
@@ -134,7 +134,7 @@ class _Side(Protocol):
 
 
 class _Case(Protocol):
-    """One case report (:class:`bgserve.domain.comparison.CaseReport`)."""
+    """One case report (:class:`bgserve.evaluation.comparison.CaseReport`)."""
 
     id: str
     problems: list[str]

@@ -1,7 +1,7 @@
 """Assertions: what each type takes, how it is validated, and how it is checked. Pure.
 
-Validation runs when a golden set is parsed (:mod:`bgserve.domain.golden`); checking runs
-on each slot's answer during a comparison (:mod:`bgserve.domain.comparison`).
+Validation runs when a golden set is parsed (:mod:`bgserve.evaluation.golden`); checking runs
+on each slot's answer during a comparison (:mod:`bgserve.evaluation.comparison`).
 
 ``regex`` patterns come from whoever wrote the golden set, so they run on RE2, whose
 matching time is linear in the pattern and the text: no pattern can stall bgserve the
@@ -22,10 +22,10 @@ import re2
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from bgserve.domain.verdict import format_pair
+from bgserve.evaluation.verdict import format_pair
 
 if TYPE_CHECKING:
-    from bgserve.domain.scorers import Scorer
+    from bgserve.evaluation.scorers import Scorer
 
 __all__ = [
     "KNOWN_ASSERTION_TYPES",

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bgserve.domain.golden import GoldenCase, LintIssue, LintReport, lint_template
-from bgserve.domain.template import render, variables
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.golden import GoldenCase, LintIssue, LintReport, lint_template
+from bgserve.evaluation.template import render, variables
 
 __all__ = [
     "MAX_MESSAGES",

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from bgserve.domain.confidence import Interval, wilson_interval
+from bgserve.evaluation.confidence import Interval, wilson_interval
 
 __all__ = [
     "DEFAULT_RUBRIC",
