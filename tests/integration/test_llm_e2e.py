@@ -25,6 +25,7 @@ import httpx
 import mlflow
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bgserve.llm.smollm2 import smollm2_path
 from tests.support.flow import ok, poll
@@ -43,6 +44,7 @@ QUESTIONS = ("What is the sea?", "Why is the sky blue?", "What do cats eat?")
 GREEN_WEIGHT = 30
 SHARE_REQUESTS = 50
 SHARE_TOLERANCE = 7.0  # percentage points
+COUNTERS = ("bgserve_requests_total", "bgserve_request_errors_total")
 STREAMERS = 2  # clients streaming continuously through the plan and the revert
 
 
@@ -231,8 +233,12 @@ class Streamers:
 
     def since(self, moment: float) -> list[Stream]:
         """The complete streams that began at ``moment`` or later."""
+        return self.between(moment, float("inf"))
+
+    def between(self, start: float, end: float) -> list[Stream]:
+        """The complete streams that began from ``start`` and before ``end``."""
         with self._lock:
-            return [s for at, s in self.streams if at >= moment]
+            return [s for at, s in self.streams if start <= at < end]
 
 
 def test_the_sdk_gets_a_completion_and_a_stream_with_the_prompt_and_its_model_config(
@@ -263,6 +269,14 @@ def test_the_sdk_gets_a_completion_and_a_stream_with_the_prompt_and_its_model_co
     assert_complete(stream)
     assert (stream.slot, stream.release) == ("blue", blue_release)
     assert stream.text == completion.choices[0].message.content
+    # On the wire the stream ends with OpenAI's terminator (the SDK hides it).
+    body = {"model": NAME, "messages": [], "stream": True, **variables(QUESTIONS[1])}
+    with httpx.stream("POST", stack.router + "/v1/chat/completions", json=body, timeout=60) as sse:
+        assert sse.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in sse.iter_lines() if line.startswith("data:")]
+    assert (
+        events[-1] == "data: [DONE]" and json.loads(events[-2][5:])["choices"][0]["finish_reason"]
+    )
     # The variables are required by the template, and the refusal has OpenAI's shape.
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model=NAME, messages=[])
@@ -279,7 +293,7 @@ def test_green_at_30_percent_answers_its_share_with_the_reworded_prompt(stack: S
         ok(http.post(f"/deployments/{NAME}/promote", json=body))
     client = sdk(stack.router)
 
-    def ask(i: int) -> tuple[str, str, str, int]:
+    def ask(i: int) -> tuple[str, str, str, str]:
         question = QUESTIONS[i % len(QUESTIONS)]
         raw = client.chat.completions.with_raw_response.create(
             model=NAME, messages=[], extra_body=variables(question)
@@ -300,13 +314,13 @@ def test_green_at_30_percent_answers_its_share_with_the_reworded_prompt(stack: S
     releases = {slot: {release for s, release, *_ in answers if s == slot} for slot in slots}
     assert releases == {"blue": {str(stack.releases[1])}, "green": {str(stack.releases[2])}}
     # Temperature 0: one answer per (slot, question); the reworded system prompt changes some.
-    by_slot = {
-        (slot, q): {a for s, _, q2, a in answers if (s, q2) == (slot, q)}
-        for slot, _, q, _ in answers
-    }
-    assert all(len(texts) == 1 for texts in by_slot.values()), by_slot
-    differing = [q for q in QUESTIONS if by_slot.get(("blue", q)) != by_slot.get(("green", q))]
-    assert differing, by_slot
+    texts: dict[tuple[str, str], set[str]] = {}
+    for slot, _, question, text in answers:
+        texts.setdefault((slot, question), set()).add(text)
+    assert all(len(seen) == 1 for seen in texts.values()), texts
+    both = [q for q in QUESTIONS if ("blue", q) in texts and ("green", q) in texts]
+    assert both, texts
+    assert any(texts["blue", q] != texts["green", q] for q in both), texts
     stack.timings["30% share"] = time.monotonic() - started
 
 
@@ -350,6 +364,7 @@ def test_a_plan_with_the_ttft_check_runs_to_100_under_streams_then_a_revert(
         assert state["phase"] != "reverted", plan_events(http, before)
         assert state["blue"]["release"]["id"] == int(green_release), state
         poll(lambda: len(streamers.since(cut_over)) >= 3, 60, "streams after the cutover")
+        revert_sent = time.monotonic()
         reverted = ok(http.post(f"/deployments/{NAME}/revert", json={}))
         revert_at = time.monotonic()
         poll(lambda: len(streamers.since(revert_at)) >= 3, 60, "streams after the revert")
@@ -370,12 +385,27 @@ def test_a_plan_with_the_ttft_check_runs_to_100_under_streams_then_a_revert(
     assert reverted["blue"]["release"]["id"] == int(blue_release), reverted
     streams = [s for _, s in streamers.streams]
     after_revert = streamers.since(revert_at)
-    between = [s for s in streamers.since(cut_over) if s not in after_revert]
-    # After the cutover the new blue (prompt v2) answers everything, after the revert v1.
+    between = streamers.between(cut_over, revert_sent)
+    # After the cutover the new blue (prompt v2) answers everything, after the revert v1
+    # (streams begun while the revert was under way may get either).
     assert {(s.slot, s.release) for s in between} == {("blue", green_release)}
     assert {(s.slot, s.release) for s in after_revert} == {("blue", blue_release)}
     report(streams)
+    assert_no_failure_counted(stack.control)
     stack.timings["plan + revert"] = time.monotonic() - started
+
+
+def assert_no_failure_counted(control: str) -> None:
+    """The data plane counted requests on both releases and not one failure."""
+    families = text_string_to_metric_families(httpx.get(control + "/metrics").text)
+    counted: Counter[str] = Counter()
+    for family in families:
+        for sample in family.samples:
+            if sample.labels.get("deployment") == NAME and sample.name in COUNTERS:
+                counted[sample.name] += int(sample.value)
+    print(f"data plane counters for {NAME}: {dict(counted)}")
+    assert counted["bgserve_requests_total"] > 0
+    assert counted["bgserve_request_errors_total"] == 0, counted
 
 
 def report(streams: list[Stream]) -> None:
