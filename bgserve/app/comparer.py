@@ -46,7 +46,6 @@ from bgserve.store import StoredDeployment
 
 __all__ = [
     "CompareOptions",
-    "CompareSettings",
     "Comparer",
     "ComparerConfig",
     "PromptSpecs",
@@ -86,10 +85,6 @@ class ComparerConfig:
     latency_repeats: int = 3
     latency_cases: int = 20
     price_per_1k_tokens: float | None = None
-
-
-CompareSettings = ComparerConfig
-"""The former name, until the composition root builds :class:`ComparerConfig` by name."""
 
 
 @dataclass(frozen=True)

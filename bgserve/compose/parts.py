@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bgserve.app.comparer import CompareSettings, PromptSpecs
+from bgserve.app.comparer import ComparerConfig, PromptSpecs
 from bgserve.app.shadow import ShadowSettings
 from bgserve.evaluation.comparison import Thresholds, default_registry
 from bgserve.registry.mlflow_registry import MlflowRegistry
@@ -28,9 +28,9 @@ class ComparerParts:
     prompts: PromptSpecs
 
 
-def compare_settings_of(compare: CompareGroup) -> CompareSettings:
+def compare_settings_of(compare: CompareGroup) -> ComparerConfig:
     """The comparison's settings."""
-    return CompareSettings(
+    return ComparerConfig(
         concurrency=compare.concurrency,
         timeout_seconds=compare.timeout_seconds,
         thresholds=dict(compare.thresholds),

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bgserve.app.comparer import CompareOptions, Comparer, CompareSettings
+from bgserve.app.comparer import CompareOptions, Comparer, ComparerConfig
 from bgserve.app.executor import Executor
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain import rollout
@@ -185,7 +185,7 @@ def comparer(
     executor = Executor(store, backend, registry, clock=lambda: datetime.now(UTC), lock_timeout=5)
     executor.create(rollout.create(DEPLOYMENT, 1), "alice")
     executor.run(DEPLOYMENT, "alice", lambda s: rollout.stage_green(s, 2))
-    settings = CompareSettings(
+    settings = ComparerConfig(
         concurrency=4, timeout_seconds=10, thresholds={}, scorer="text", warmup_calls=1,
         latency_repeats=1,
     )  # fmt: skip

@@ -149,10 +149,10 @@ def test_model_config_refuses_unknown_keys_and_values_out_of_range_naming_the_ke
 
 
 def test_a_text_prompt_validation_refuses_cases_with_messages_before_anything_runs() -> None:
-    from bgserve.app.comparer import CompareSettings
+    from bgserve.app.comparer import ComparerConfig
     from bgserve.app.prompt_validation import PromptValidator
 
-    settings = CompareSettings(concurrency=1, timeout_seconds=1, thresholds={}, scorer="text")
+    settings = ComparerConfig(concurrency=1, timeout_seconds=1, thresholds={}, scorer="text")
     validator = PromptValidator(settings, None, None, None)  # type: ignore[arg-type]
     cases = parse_cases(
         [
