@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from bgserve.api.auth import Authenticator, Principal, Role, require
 from bgserve.app.comparer import Comparer
+from bgserve.app.llm_models import LlmModels
 from bgserve.app.prompt_validation import PromptValidator
 from bgserve.app.service import Service
 from bgserve.app.shadow import ShadowCollector
@@ -59,6 +60,12 @@ def prompt_validator(request: Request) -> PromptValidator:
     return components(request).validator
 
 
+def llm_models(request: Request) -> LlmModels:
+    """LLM registration for API callers (GGUF paths confined to the allowed directories)."""
+    built = components(request)
+    return LlmModels(built.registry, built.settings.llm_gguf_dirs)
+
+
 def prompts_dir(request: Request) -> Path:
     """Where golden sets are looked up by name (``<prompts_dir>/<name>/golden.jsonl``)."""
     return components(request).settings.prompts_dir
@@ -93,6 +100,7 @@ ComparerDep = Annotated[Comparer, Depends(comparer)]
 ShadowDep = Annotated[ShadowCollector, Depends(shadow_collector)]
 ValidatorDep = Annotated[PromptValidator, Depends(prompt_validator)]
 PromptsDirDep = Annotated[Path, Depends(prompts_dir)]
+LlmModelsDep = Annotated[LlmModels, Depends(llm_models)]
 ViewerDep = Annotated[Principal, Depends(viewer)]
 DeployerDep = Annotated[Principal, Depends(deployer)]
 AdminDep = Annotated[Principal, Depends(admin)]

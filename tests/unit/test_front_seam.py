@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+import bgserve
 from bgserve.api.app import create_app
 from bgserve.app.ports import SlotCounters, TrafficStats
 from bgserve.backends.memory import MemoryBackend
@@ -142,3 +143,17 @@ def test_counters_come_through_the_traffic_stats_port(tmp_path: Path) -> None:
         live = client.get("/ui/d/chat/live").text
         assert plane.readings == before + 1
         assert "<td>8</td>" in live and "has no counters" not in live
+
+
+def test_handlers_take_their_parts_through_dependencies() -> None:
+    """Only the dependency functions (api/deps.py) and the lifespan that stores them
+    (api/app.py) touch the app's components; every route and page asks ``Depends``."""
+    package = Path(bgserve.__file__).parent
+    allowed = {package / "api" / "deps.py", package / "api" / "app.py"}
+    reaching = [
+        str(path.relative_to(package))
+        for folder in ("api", "ui")
+        for path in sorted((package / folder).rglob("*.py"))
+        if path not in allowed and "state.components" in path.read_text(encoding="utf-8")
+    ]
+    assert reaching == []

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from bgserve.api.deps import DeployerDep
+from bgserve.api.deps import DeployerDep, LlmModelsDep
 from bgserve.api.guard import GuardedRoute
 from bgserve.api.schemas import WRITE, Strict
-from bgserve.compose import Components
-from bgserve.llm.gguf import confine_gguf
-from bgserve.registry.llm_models import LlmKind, LlmSpec, register_llm
+from bgserve.registry.llm_models import LlmKind
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=GuardedRoute)
 
@@ -41,20 +37,14 @@ class LlmOut(BaseModel):
 
 
 @router.post("/llm", status_code=status.HTTP_201_CREATED, response_model=LlmOut, responses=WRITE)
-def register(body: LlmCreate, request: Request, _who: DeployerDep) -> LlmOut:
+def register(body: LlmCreate, models: LlmModelsDep, _who: DeployerDep) -> LlmOut:
     """Register an LLM as a new MLflow model version that a release can pin. A GGUF path
     must lie under a directory of ``BGSERVE_LLM_GGUF_DIRS`` (403 otherwise)."""
-    parts: Components = request.app.state.components
-    gguf = None
-    if body.gguf is not None:
-        # The caller is remote: only files under the operator's allowed directories.
-        gguf = confine_gguf(Path(body.gguf), parts.settings.llm_gguf_dirs)
-    spec = LlmSpec(
+    done = models.register(
         body.name,
-        gguf=gguf,
+        gguf=body.gguf,
         openai_url=body.openai_url,
         openai_model=body.openai_model,
         api_key_env=body.api_key_env,
     )
-    done = register_llm(parts.registry, spec)
     return LlmOut(model_uri=done.model_uri, name=done.name, version=done.version, kind=done.kind)
