@@ -108,6 +108,8 @@ def build_backend(settings: Settings) -> Backend:
             connect_timeout=settings.upstream_connect_timeout_seconds,
             first_byte_timeout=settings.upstream_first_byte_timeout_seconds,
             upstream_timeout=settings.upstream_timeout_seconds,
+            stream_idle_timeout=settings.upstream_stream_idle_timeout_seconds,
+            deployment_timeouts=settings.deployment_timeouts,
             outlier_failures=settings.outlier_consecutive_failures,
             data_token=settings.data_token or None,
             sticky_header=settings.sticky_header,

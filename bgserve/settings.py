@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, PositiveFloat, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bgserve.compare_settings import ComparisonSettings
@@ -92,6 +92,19 @@ class Settings(KubeSettings, LeaderSettings, ComparisonSettings, BaseSettings):
     )
     upstream_timeout_seconds: float = Field(
         300.0, gt=0, description="How long the data plane waits for a slot's whole answer."
+    )
+    upstream_stream_idle_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long the data plane waits between two pieces of an answer that "
+        "has begun (a streamed chat completion's chunks); a slot silent for longer has its "
+        "answer cut, and the failure counts towards its ejection.",
+    )
+    deployment_timeouts: dict[str, tuple[PositiveFloat | None, PositiveFloat | None]] = Field(
+        default_factory=dict,
+        description="Per-deployment `[first_byte_s, idle_s]` for the local data plane "
+        '(null keeps the default), e.g. `{"chat": [120, 30]}` for an LLM whose unstreamed '
+        "answer takes longer than `upstream_first_byte_timeout_seconds`.",
     )
     outlier_consecutive_failures: int = Field(
         3,

@@ -11,6 +11,7 @@ from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 
 Number = float  # strict: ints are taken, strings and booleans refused
+CheckName = Literal["error_rate", "latency_p95", "ttft_p95", "tpot", "output_tokens"]
 
 
 class StrictBody(BaseModel):
@@ -39,6 +40,26 @@ class AnalysisRequest(StrictBody):
     )
     on_inconclusive: Literal["hold", "revert", "continue"] | None = Field(
         None, description="What a step still inconclusive at max_bake_s does"
+    )
+    checks: list[CheckName] | None = Field(
+        None,
+        min_length=1,
+        description="The checks each bake runs (default error_rate and latency_p95); "
+        "ttft_p95, tpot and output_tokens judge streamed chat completions",
+        examples=[["error_rate", "ttft_p95", "tpot", "output_tokens"]],
+    )
+    max_ttft_p95_ratio: Number | None = Field(
+        None, gt=0, description="How many times blue's p95 time to first token green's may reach"
+    )
+    max_tpot_ratio: Number | None = Field(
+        None,
+        gt=0,
+        description="How many times blue's median time per output token green's may reach",
+    )
+    max_output_tokens_ratio: Number | None = Field(
+        None,
+        gt=0,
+        description="How many times blue's mean output tokens per answer green's may reach",
     )
 
 

@@ -1,25 +1,34 @@
 """Forwarding one request to a slot: the router's upstream side, on its event loop.
 
 A new upstream connection must open within ``connect_timeout`` and the answer's head
-must arrive within ``first_byte_timeout``. A refused connection, or a first-byte timeout
-(nothing has reached the client yet), is retried once on another weighted slot, so a
-client waits at most ``2 * (connect_timeout + first_byte_timeout)`` before its first
-byte. Every outcome is counted on the table's counters and reported to
-:class:`~bgserve.dataplane.outliers.Outliers`.
+must arrive within the deployment's first-byte timeout (its table's
+:class:`~bgserve.dataplane.route_table.Timeouts`); once the answer began, its body may
+pause at most the deployment's idle timeout between two pieces. A refused connection,
+or a first-byte timeout (nothing has reached the client yet), is retried once on
+another weighted slot, so a client waits at most ``2 * (connect_timeout + first byte)``
+before its first byte; a body that stalls is cut (the client sees an incomplete answer)
+and counts as a failure of the slot. Every outcome is counted on the table's counters
+and reported to :class:`~bgserve.dataplane.outliers.Outliers`; a chat completion's
+:class:`~bgserve.dataplane.stream_meter.StreamMeter` figures go to its stream counters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from bgserve.dataplane.http1 import ProxyError, Request, UpstreamTimeout, error_response
 from bgserve.dataplane.http1_relay import relay_response
 from bgserve.dataplane.outliers import Outliers
 from bgserve.dataplane.route_table import Table
+from bgserve.dataplane.stream_meter import StreamMeter, record
 from bgserve.dataplane.upstream import Conn, Pool
 from bgserve.dataplane.wire import RouteTarget
 from bgserve.domain.latency import bucket_of
+
+ErrorAnswer = Callable[[int, str, bool], bytes]
+"""``(status, message, keep) -> response bytes``: the error shape of the request's API."""
 
 
 class Forwarder:
@@ -34,13 +43,11 @@ class Forwarder:
         *,
         upstream_timeout: float,
         connect_timeout: float,
-        first_byte_timeout: float | None,
         breaker: bool,
     ) -> None:
         self._outliers = outliers
         self._upstream_timeout = upstream_timeout
         self._connect_timeout = connect_timeout
-        self._first_byte_timeout = first_byte_timeout
         self._breaker = breaker
         self._pools: dict[tuple[str, int], Pool] = {}
 
@@ -52,26 +59,33 @@ class Forwarder:
         index: int,
         *,
         count: bool,
+        meter: StreamMeter | None = None,
+        errors: ErrorAnswer = error_response,
     ) -> bool:
         """Relay ``request`` to slot ``index`` of ``table`` and its answer to ``writer``.
 
-        Writes an error answer itself when no slot answers; returns whether the client
-        connection may be kept alive. Raises only what writing to the client raises.
+        Writes an error answer itself (shaped by ``errors``) when no slot answers; with a
+        ``meter``, the answer's streaming figures are added to the slot's stream counters.
+        Returns whether the client connection may be kept alive. Raises only what writing
+        to the client raises.
         """
         retry = True  # one retry per request, on a refused connect or a first-byte timeout
         started = time.perf_counter()
+        timeouts = table.timeouts
         while True:
             try:
                 index, conn, pool, retry = await self._connect(table, index, retry)
             except ProxyError as exc:
                 if count:
                     table.counters[index].errors += 1
-                writer.write(error_response(exc.status, exc.message, request.keep_alive))
+                writer.write(errors(exc.status, exc.message, request.keep_alive))
                 return request.keep_alive
             counters = table.counters[index]
             if count:
                 counters.requests += 1
             target = table.targets[index]
+            if meter is not None:
+                meter.started = started
             try:
                 async with asyncio.timeout(self._upstream_timeout):
                     status, keep, reusable = await relay_response(
@@ -79,7 +93,9 @@ class Forwarder:
                         conn,
                         writer,
                         table.extra_headers[index],
-                        head_timeout=self._first_byte_timeout,
+                        head_timeout=timeouts.first_byte,
+                        idle_timeout=timeouts.idle,
+                        meter=meter,
                     )
             except UpstreamTimeout as exc:
                 counters.errors += 1
@@ -87,7 +103,7 @@ class Forwarder:
                 self._outliers.failed(target.address, exc.message)
                 other = table.alternative(index) if retry and not exc.response_started else None
                 if other is None:
-                    writer.write(error_response(504, f"{target.role} slot: {exc.message}", False))
+                    writer.write(errors(504, f"{target.role} slot: {exc.message}", False))
                     return False
                 counters.retries += 1
                 index, retry = other, False
@@ -95,7 +111,7 @@ class Forwarder:
             except (ProxyError, TimeoutError) as exc:
                 counters.errors += 1
                 conn.close()
-                self._answer_failure(exc, target, writer)
+                self._answer_failure(exc, target, writer, errors)
                 return False
             except BaseException:
                 conn.close()  # the client went away mid-answer
@@ -106,6 +122,8 @@ class Forwarder:
                 counters.latency_buckets[bucket_of(latency_ms)] += 1
                 if status >= 500:
                     counters.errors += 1
+                elif meter is not None and status < 300:
+                    record(table.streams[index], meter)
             pool.release(conn, reusable)
             return keep
 
@@ -121,16 +139,20 @@ class Forwarder:
         self._pools.clear()
 
     def _answer_failure(
-        self, exc: ProxyError | TimeoutError, target: RouteTarget, writer: asyncio.StreamWriter
+        self,
+        exc: ProxyError | TimeoutError,
+        target: RouteTarget,
+        writer: asyncio.StreamWriter,
+        errors: ErrorAnswer,
     ) -> None:
         if isinstance(exc, TimeoutError):
             message = f"did not answer within {self._upstream_timeout}s"
             self._outliers.failed(target.address, message)
-            writer.write(error_response(504, f"{target.role} slot {message}", False))
+            writer.write(errors(504, f"{target.role} slot {message}", False))
             return
         self._outliers.failed(target.address, exc.message)
         if not exc.response_started:
-            writer.write(error_response(exc.status, f"{target.role} slot: {exc.message}", False))
+            writer.write(errors(exc.status, f"{target.role} slot: {exc.message}", False))
 
     async def _connect(self, table: Table, index: int, retry: bool) -> tuple[int, Conn, Pool, bool]:
         """A connection to the picked slot, or to one other weighted slot if it fails.

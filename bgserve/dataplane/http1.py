@@ -39,6 +39,7 @@ __all__ = [
     "UpstreamTimeout",
     "error_response",
     "json_response",
+    "openai_error_response",
     "read_request",
 ]
 
@@ -294,6 +295,7 @@ def json_response(status: int, reason: str, payload: dict[str, object], keep: bo
 
 _REASONS = {
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
@@ -309,3 +311,22 @@ _REASONS = {
 def error_response(status: int, message: str, keep: bool) -> bytes:
     """A JSON ``{"error": message}`` response with ``status``, ready to write."""
     return json_response(status, _REASONS[status], {"error": message}, keep)
+
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+}
+
+
+def openai_error_response(
+    status: int, message: str, keep: bool, *, param: str | None = None, code: str | None = None
+) -> bytes:
+    """An error in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``)
+    with ``status``, ready to write: what the ``openai`` SDK reads from any endpoint."""
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return json_response(status, _REASONS[status], {"error": error}, keep)

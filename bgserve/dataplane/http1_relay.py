@@ -9,7 +9,7 @@ after a complete, unambiguous response with nothing after it.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
@@ -20,6 +20,9 @@ from bgserve.dataplane.http1_errors import (
     ProxyError,
     UpstreamTimeout,
 )
+
+if TYPE_CHECKING:
+    from bgserve.dataplane.stream_meter import StreamMeter
 
 _DROPPED = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
@@ -208,13 +211,17 @@ async def relay_response(
     extra: bytes,
     *,
     head_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    meter: StreamMeter | None = None,
 ) -> tuple[int, bool, bool]:
     """Send ``request`` upstream and pass the answer to the client with ``extra`` headers.
 
-    Returns (status, keep the client connection, reuse the upstream connection). Raises
-    UpstreamTimeout (a ProxyError) when the response head does not arrive within
-    ``head_timeout`` seconds, ProxyError if the upstream fails or answers something
-    malformed; the upstream connection must then be closed.
+    Each piece of the body is written to the client as soon as it arrives, then shown to
+    ``meter`` (if any). Returns (status, keep the client connection, reuse the upstream
+    connection). Raises UpstreamTimeout (a ProxyError) when the response head does not
+    arrive within ``head_timeout`` seconds, ProxyError (504, ``response_started``) when the
+    body pauses longer than ``idle_timeout`` seconds, ProxyError if the upstream fails or
+    answers something malformed; the upstream connection must then be closed.
     """
     conn.writer.write(request.upstream_head + request.body)
     response = conn.response
@@ -233,7 +240,16 @@ async def relay_response(
         writer.write(head)
         reusable = response.keep and response.done and not response.extra and not head_request
         return response.status, keep, reusable
-    await _relay_body(response, conn.reader, writer, head, rechunk=rechunk, until_eof=until_eof)
+    await _relay_body(
+        response,
+        conn.reader,
+        writer,
+        head,
+        rechunk=rechunk,
+        until_eof=until_eof,
+        idle_timeout=idle_timeout,
+        meter=meter,
+    )
     return response.status, keep, response.keep and not response.extra and not until_eof
 
 
@@ -245,21 +261,28 @@ async def _relay_body(
     *,
     rechunk: bool,
     until_eof: bool,
+    idle_timeout: float | None,
+    meter: StreamMeter | None,
 ) -> None:
     out = [head]
     while True:
-        for piece in response.take_body():
+        pieces = response.take_body()
+        for piece in pieces:
             out.append(b"%x\r\n%s\r\n" % (len(piece), piece) if rechunk else piece)
         if response.done:
             if rechunk:
                 out.append(b"0\r\n\r\n")
             writer.write(b"".join(out))
+            if meter is not None:
+                meter.feed(pieces)
             return
         writer.write(b"".join(out))
+        if meter is not None:
+            meter.feed(pieces)  # after the write: measuring never delays a chunk
         out = []
         await writer.drain()  # a client that went away raises here, not as a ProxyError
         try:
-            data = await reader.read(READ_SIZE)
+            data = await _read_body(reader, idle_timeout)
         except OSError as exc:
             raise ProxyError(502, f"response body cut ({exc!r})", response_started=True) from exc
         if not data:
@@ -271,3 +294,18 @@ async def _relay_body(
         except ProxyError as exc:
             exc.response_started = True
             raise
+
+
+async def _read_body(reader: asyncio.StreamReader, idle_timeout: float | None) -> bytes:
+    """The next bytes of a body; ProxyError(504) after ``idle_timeout`` seconds of silence."""
+    if idle_timeout is None:
+        return await reader.read(READ_SIZE)
+    scope = asyncio.timeout(idle_timeout)
+    try:
+        async with scope:
+            return await reader.read(READ_SIZE)
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        message = f"sent nothing for {idle_timeout}s in the middle of its answer"
+        raise ProxyError(504, message, response_started=True) from None

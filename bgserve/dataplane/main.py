@@ -38,6 +38,7 @@ ROUTER_OPTIONS = (
     "upstream_timeout",
     "connect_timeout",
     "first_byte_timeout",
+    "stream_idle_timeout",
     "breaker",
     "probe_interval",
     "outlier_failures",
@@ -93,6 +94,9 @@ class ControlDispatcher:
             Op.MARK_UP: lambda m: router.mark_up(m["host"], m["port"]),
             Op.IS_DOWN: lambda m: router.is_down(m["host"], m["port"]),
             Op.STATS: lambda m: self.stats(),
+            Op.SET_TIMEOUTS: lambda m: router.set_timeouts(
+                m["deployment"], m["first_byte_s"], m["idle_s"]
+            ),
             Op.SET_SHADOW: lambda m: router.set_shadow(
                 m["deployment"], m["percent"], m["max_queue"]
             ),
@@ -106,6 +110,8 @@ class ControlDispatcher:
             self.set_routes(deployment, entry["version"], entry["routes"])
         for host, port in config.get("down", []):
             self.router.mark_down(host, port)
+        for deployment, (first_byte_s, idle_s) in config.get("timeouts", {}).items():
+            self.router.set_timeouts(deployment, first_byte_s, idle_s)
 
     def set_routes(self, deployment: str, version: int, rows: list[list[Any]] | None) -> bool:
         """Apply the update (route rows, or None to stop routing) unless a newer one was

@@ -32,6 +32,7 @@ from typing import Any
 from bgserve.dataplane.http1 import HEAD_LIMIT, ProxyError, Request
 from bgserve.dataplane.http1_errors import READ_SIZE
 from bgserve.dataplane.http1_relay import ResponseReader
+from bgserve.dataplane.openai_api import assembled
 from bgserve.dataplane.route_state import RouteState
 from bgserve.dataplane.route_table import Table
 from bgserve.dataplane.shadow_state import Capture, Exchange, Job, Shadow
@@ -57,7 +58,6 @@ class Mirror:
         pool: Callable[[RouteTarget], Pool],
         *,
         connect_timeout: float,
-        first_byte_timeout: float | None,
         upstream_timeout: float,
         max_pairs: int = MAX_PAIRS,
         body_cap: int = BODY_CAP,
@@ -65,7 +65,6 @@ class Mirror:
         self._state = state
         self._pool = pool
         self._connect_timeout = connect_timeout
-        self._first_byte_timeout = first_byte_timeout
         self._upstream_timeout = upstream_timeout
         self._max_pairs = max_pairs
         self._body_cap = body_cap
@@ -119,13 +118,15 @@ class Mirror:
         writer: asyncio.StreamWriter,
         table: Table,
         index: int,
+        **options: Any,
     ) -> bool:
         """Forward ``request`` to blue through a capture, its copy queued for green beside
-        it: the copy leaves once blue has the request, while the loop waits for blue."""
+        it: the copy leaves once blue has the request, while the loop waits for blue.
+        ``options`` go to ``forward`` as they are."""
         capture = Capture(writer, self._body_cap + HEAD_LIMIT)
         if len(shadow.queue) >= shadow.max_queue:
             shadow.drop()
-            return bool(await forward(request, capture, table, index, count=True))
+            return bool(await forward(request, capture, table, index, count=True, **options))
         loop = asyncio.get_running_loop()
         job = Job(request, capture.chunks, table.extra_headers[index], loop.create_future())
         shadow.queue.append(job)
@@ -133,7 +134,7 @@ class Mirror:
             shadow.task = loop.create_task(self._work(shadow))
         started = time.perf_counter()
         try:
-            keep: bool = await forward(request, capture, table, index, count=True)
+            keep: bool = await forward(request, capture, table, index, count=True, **options)
             job.relayed = True
         finally:
             job.blue_ms = (time.perf_counter() - started) * 1000.0
@@ -158,7 +159,8 @@ class Mirror:
         body: bytes | None = None
         error: str | None = None
         try:
-            status, body = await self._call(green, _shadow_request(job.request))
+            first_byte = table.timeouts.first_byte if table is not None else None
+            status, body = await self._call(green, _shadow_request(job.request), first_byte)
             if status >= 400:
                 error = f"green answered HTTP {status}"
         except TimeoutError:
@@ -181,34 +183,38 @@ class Mirror:
         return {
             "request_id": uuid.uuid4().hex,
             "request_body": _text(job.request.body, cap),
-            "blue_body": _text(blue, cap),
-            "green_body": None if green is None else _text(green, cap),
+            "blue_body": _text(assembled(blue), cap),
+            "green_body": None if green is None else _text(assembled(green), cap),
             "green_error": error,
             "blue_ms": job.blue_ms,
             "green_ms": None if error is not None and green is None else green_ms,
             "truncated": cut,
         }
 
-    async def _call(self, target: RouteTarget, data: bytes) -> tuple[int, bytes]:
+    async def _call(
+        self, target: RouteTarget, data: bytes, first_byte: float | None
+    ) -> tuple[int, bytes]:
         """Send ``data`` to the slot and read its whole answer (the body cut at the cap)."""
         pool = self._pool(target)
         async with asyncio.timeout(self._upstream_timeout):
             conn = await pool.acquire(self._connect_timeout)
             reusable = False
             try:
-                status, body, reusable = await self._exchange(conn, data)
+                status, body, reusable = await self._exchange(conn, data, first_byte)
             finally:
                 pool.release(conn, reusable)
         return status, body
 
-    async def _exchange(self, conn: Conn, data: bytes) -> tuple[int, bytes, bool]:
+    async def _exchange(
+        self, conn: Conn, data: bytes, first_byte: float | None
+    ) -> tuple[int, bytes, bool]:
         conn.writer.write(data)
         response = conn.response
         if response is None:
             response = conn.response = ResponseReader()
         else:
             response.start()
-        async with asyncio.timeout(self._first_byte_timeout):
+        async with asyncio.timeout(first_byte):
             while not response.head_done:
                 await _feed(conn, response)
         until_eof = response.length is None and not response.chunked

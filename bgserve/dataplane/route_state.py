@@ -12,7 +12,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from bgserve.dataplane.route_table import SlotCounters, Table
+from bgserve.dataplane.route_table import SlotCounters, Table, Timeouts
+from bgserve.dataplane.stream_meter import (
+    STREAM_COUNTERS,
+    TOKEN_SUM_AT,
+    TOKENS_AT,
+    TPOT_AT,
+    TTFT_AT,
+)
 from bgserve.dataplane.wire import Address, RouterStats, RouteTarget, SlotStats
 
 
@@ -23,10 +30,13 @@ class RouteState:
     loop increments in place for requests it cannot route.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
         self.tables: dict[bytes, Table] = {}
         self.unrouted = [0]
+        self.default_timeouts = timeouts or Timeouts()
+        self._timeouts: dict[str, Timeouts] = {}
         self._counters: dict[tuple[str, str, int], SlotCounters] = {}
+        self._streams: dict[tuple[str, str, int], list[int]] = {}
         self._down: set[Address] = set()
         self._lock = threading.Lock()
 
@@ -36,8 +46,39 @@ class RouteState:
             raise ValueError(f"negative weight in routes of {deployment}: {routes}")
         with self._lock:
             counters = [self._counter(deployment, r) for r in routes]
-            table = Table(deployment, tuple(routes), counters, self._down)
+            streams = [self._stream_counter(deployment, r) for r in routes]
+            timeouts = self._timeouts.get(deployment, self.default_timeouts)
+            table = Table(
+                deployment, tuple(routes), counters, self._down, streams=streams, timeouts=timeouts
+            )
             self.tables = {**self.tables, deployment.encode(): table}
+
+    def set_timeouts(
+        self, deployment: str, first_byte: float | None, idle: float | None
+    ) -> Timeouts:
+        """Wait at most ``first_byte`` seconds for an answer of the deployment's slots to
+        begin and ``idle`` seconds between two pieces of its body (None: the router's
+        default); kept for later routes too. Idempotent. Raises ValueError for a value
+        that is not above 0."""
+        for name, value in (("first_byte_s", first_byte), ("idle_s", idle)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} of {deployment} must be above 0, got {value!r}")
+        default = self.default_timeouts
+        timeouts = Timeouts(
+            default.first_byte if first_byte is None else float(first_byte),
+            default.idle if idle is None else float(idle),
+        )
+        with self._lock:
+            self._timeouts[deployment] = timeouts
+            key = deployment.encode()
+            table = self.tables.get(key)
+            if table is not None:
+                self.tables = {**self.tables, key: table.with_timeouts(timeouts, self._down)}
+        return timeouts
+
+    def timeouts(self, deployment: str) -> Timeouts:
+        """The deployment's timeouts (the default unless :meth:`set_timeouts` changed them)."""
+        return self._timeouts.get(deployment, self.default_timeouts)
 
     def remove_routes(self, deployment: str) -> None:
         """Stop routing ``deployment``. Idempotent."""
@@ -95,7 +136,7 @@ class RouteState:
     def stats(self) -> RouterStats:
         """Request, error and retry counts per (deployment, role, release) since start."""
         with self._lock:
-            items = list(self._counters.items())
+            items = [(key, c, self._streams[key]) for key, c in self._counters.items()]
         slots: list[SlotStats] = [
             SlotStats(
                 deployment=d,
@@ -105,8 +146,12 @@ class RouteState:
                 errors=c.errors,
                 retries=c.retries,
                 latency_buckets=list(c.latency_buckets),
+                ttft_buckets=s[TTFT_AT:TPOT_AT],
+                tpot_buckets=s[TPOT_AT:TOKENS_AT],
+                output_token_buckets=s[TOKENS_AT:TOKEN_SUM_AT],
+                output_tokens=s[TOKEN_SUM_AT],
             )
-            for (d, r, rel), c in items
+            for (d, r, rel), c, s in items
         ]
         return RouterStats(slots=slots, unrouted=self.unrouted[0])
 
@@ -116,6 +161,10 @@ class RouteState:
         if counters is None:
             counters = self._counters[key] = SlotCounters()
         return counters
+
+    def _stream_counter(self, deployment: str, route: RouteTarget) -> list[int]:
+        key = (deployment, route.role, route.release_id)
+        return self._streams.setdefault(key, [0] * STREAM_COUNTERS)
 
     def _rebuild_locked(self, address: Address) -> None:
         self.tables = {

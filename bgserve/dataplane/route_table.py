@@ -12,6 +12,7 @@ Sticky keys use a second, precomputed map: 100 buckets, green's share first
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from hashlib import blake2b
 from math import gcd
 
@@ -84,8 +85,23 @@ def sticky_bucket(key: bytes) -> int:
     return int.from_bytes(blake2b(key, digest_size=8).digest(), "big") % 100
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long the router waits for a deployment's slots: for an answer to begin
+    (``first_byte``) and, once it has, between two pieces of its body (``idle``).
+    None means no limit."""
+
+    first_byte: float | None = 10.0
+    idle: float | None = None
+
+
 class Table:
-    """A deployment's routes; only ``_next`` changes, and only on the router's loop."""
+    """A deployment's routes; only ``_next`` changes, and only on the router's loop.
+
+    ``counters`` and ``streams`` hold one list per target (requests, errors, retries and
+    latency; the streaming checks of :mod:`~bgserve.dataplane.stream_meter`), shared with
+    the tables that replace this one.
+    """
 
     __slots__ = (
         "_next",
@@ -97,7 +113,9 @@ class Table:
         "primary",
         "schedule",
         "sticky",
+        "streams",
         "targets",
+        "timeouts",
     )
 
     def __init__(
@@ -106,10 +124,15 @@ class Table:
         targets: tuple[RouteTarget, ...],
         counters: list[SlotCounters],
         down: Collection[tuple[str, int]] = (),
+        *,
+        streams: list[list[int]] | None = None,
+        timeouts: Timeouts = Timeouts(),
     ) -> None:
         self.deployment = deployment
         self.targets = targets
         self.counters = counters
+        self.streams = streams if streams is not None else [[] for _ in targets]
+        self.timeouts = timeouts
         self.effective = [0 if t.address in down else t.weight for t in targets]
         self.all_down = any(t.weight for t in targets) and not any(self.effective)
         self.schedule = weighted_schedule(self.effective)
@@ -142,7 +165,25 @@ class Table:
 
     def with_down(self, down: Collection[tuple[str, int]]) -> Table:
         """The same routes and counters, with the health of ``down`` applied."""
-        return Table(self.deployment, self.targets, self.counters, down)
+        return Table(
+            self.deployment,
+            self.targets,
+            self.counters,
+            down,
+            streams=self.streams,
+            timeouts=self.timeouts,
+        )
+
+    def with_timeouts(self, timeouts: Timeouts, down: Collection[tuple[str, int]]) -> Table:
+        """The same routes and counters with other timeouts."""
+        return Table(
+            self.deployment,
+            self.targets,
+            self.counters,
+            down,
+            streams=self.streams,
+            timeouts=timeouts,
+        )
 
     def addresses(self) -> set[tuple[str, int]]:
         return {t.address for t in self.targets}

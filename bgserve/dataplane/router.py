@@ -12,6 +12,16 @@ requests (ready, metadata) go to the deployment's heaviest slot. The route table
 immutable object per deployment, swapped whole by :meth:`Router.set_routes` from any
 thread; a request keeps the slot it picked even if the table changes under it.
 
+``POST /openai/v1/chat/completions`` and ``POST /v1/chat/completions`` (KServe's and
+OpenAI's paths) go to the slot's ``/openai/v1/chat/completions`` exactly as an infer
+request goes to its slot: ``model`` in the JSON body names the deployment, the OpenAI
+``user`` field is the sticky key when the sticky header is absent, and the answer,
+streamed or not, is relayed as it arrives and measured on the way
+(:mod:`~bgserve.dataplane.stream_meter`). ``GET /openai/v1/models`` lists the
+deployments; errors on these paths are in OpenAI's shape
+(:mod:`~bgserve.dataplane.openai_api`). How long the router waits for a deployment's
+slots is set per deployment (:meth:`Router.set_timeouts`).
+
 With a ``data_token``, every request but ``/v2/health/*`` needs ``Authorization: Bearer
 <token>`` (compared in constant time) or gets a 401. In production the router runs in a
 process of its own (:mod:`bgserve.dataplane.main`), so nothing the control
@@ -46,12 +56,23 @@ from bgserve.dataplane.http1 import (
     Request,
     error_response,
     json_response,
+    openai_error_response,
     read_request,
 )
 from bgserve.dataplane.mirror import Mirror
+from bgserve.dataplane.openai_api import (
+    CHAT_PATHS,
+    MODELS_PATHS,
+    OpenAIError,
+    chat_call,
+    for_slot,
+    models_response,
+    unknown_model,
+)
 from bgserve.dataplane.outliers import EventCallback, Outliers
 from bgserve.dataplane.route_state import RouteState
-from bgserve.dataplane.route_table import Table, weighted_schedule
+from bgserve.dataplane.route_table import Table, Timeouts, weighted_schedule
+from bgserve.dataplane.stream_meter import StreamMeter
 from bgserve.dataplane.wire import (
     DataPlaneControl,
     RouterStats,
@@ -60,7 +81,7 @@ from bgserve.dataplane.wire import (
     SlotStats,
 )
 
-__all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "weighted_schedule"]
+__all__ = ["RouteTarget", "Router", "RouterStats", "SlotStats", "Timeouts", "weighted_schedule"]
 
 
 class Router:
@@ -79,7 +100,8 @@ class Router:
     green iff the key's stable bucket 0..99 is below green's weight, so a key only ever
     moves blue to green as that weight rises. ``shadows`` (``{deployment: [percent,
     max_queue]}``) starts mirroring as :meth:`set_shadow` would
-    (:mod:`~bgserve.dataplane.mirror`).
+    (:mod:`~bgserve.dataplane.mirror`). ``first_byte_timeout`` and ``stream_idle_timeout``
+    are every deployment's timeouts until :meth:`set_timeouts` gives it its own.
     """
 
     def __init__(
@@ -88,6 +110,7 @@ class Router:
         upstream_timeout: float = 300.0,
         connect_timeout: float = 1.0,
         first_byte_timeout: float | None = 10.0,
+        stream_idle_timeout: float | None = None,
         max_body_bytes: int = 64 * 1024 * 1024,
         idle_timeout: float = 75.0,
         breaker: bool = False,
@@ -101,7 +124,7 @@ class Router:
         self._idle_timeout = idle_timeout
         self._max_body = max_body_bytes
         self._token = data_token.encode() if data_token else None
-        self._state = state = RouteState()
+        self._state = state = RouteState(Timeouts(first_byte_timeout, stream_idle_timeout))
         self._unrouted = state.unrouted  # the same list, never replaced
         self._outliers = Outliers(
             threshold=outlier_failures if breaker else 0,
@@ -116,7 +139,6 @@ class Router:
             self._outliers,
             upstream_timeout=upstream_timeout,
             connect_timeout=connect_timeout,
-            first_byte_timeout=first_byte_timeout,
             breaker=breaker,
         )
         self._forward = self._forwarder.forward  # bound once: no lookup per request
@@ -124,7 +146,6 @@ class Router:
             state,
             self._forwarder.pool,
             connect_timeout=connect_timeout,
-            first_byte_timeout=first_byte_timeout,
             upstream_timeout=upstream_timeout,
         )
         for deployment, (percent, max_queue) in (shadows or {}).items():
@@ -181,6 +202,20 @@ class Router:
         """Stop routing ``deployment`` (its requests get 404). Idempotent."""
         self._state.remove_routes(deployment)
         self._schedule_prune()
+
+    def set_timeouts(
+        self, deployment: str, first_byte_s: float | None, idle_s: float | None
+    ) -> None:
+        """Wait at most ``first_byte_s`` seconds for an answer of the deployment's slots to
+        begin (then retry once elsewhere) and ``idle_s`` seconds between two pieces of an
+        answer's body (then cut it); None keeps the router's default. Applies to requests
+        picked from now on and to later routes. Idempotent. Raises ValueError for a
+        value that is not above 0."""
+        self._state.set_timeouts(deployment, first_byte_s, idle_s)
+
+    def timeouts(self, deployment: str) -> Timeouts:
+        """The deployment's timeouts now."""
+        return self._state.timeouts(deployment)
 
     def mark_down(self, host: str, port: int) -> bool:
         """Stop routing to the slot at ``host:port`` until :meth:`mark_up`. Idempotent.
@@ -306,7 +341,10 @@ class Router:
         keep = request.keep_alive
         if self._token is not None and not self._authorized(path, request):
             message = "this data plane needs its token: send Authorization: Bearer <token>"
-            writer.write(json_response(401, "Unauthorized", {"error": message}, keep))
+            if path in CHAT_PATHS or path in MODELS_PATHS:
+                writer.write(OpenAIError(401, message, code="invalid_api_key").response(keep))
+            else:
+                writer.write(json_response(401, "Unauthorized", {"error": message}, keep))
             return keep
         if path.startswith(b"/v2/models/"):
             name, _, tail = path[11:].partition(b"/")
@@ -335,13 +373,56 @@ class Router:
         if path in (b"/v2/health/ready", b"/v2/health/live"):
             writer.write(json_response(200, "OK", {"ready": True, "live": True}, keep))
             return keep
+        if path in CHAT_PATHS:
+            try:
+                return await self._chat(request, writer, path)
+            except OpenAIError as exc:
+                writer.write(exc.response(keep))
+                return keep
+        if path in MODELS_PATHS and request.method == b"GET":
+            names = [t.deployment for t in self._state.tables.values()]
+            writer.write(models_response(names, keep))
+            return keep
         self._unrouted[0] += 1
         writer.write(error_response(404, f"no route for {path.decode(errors='replace')}", keep))
         return keep
 
-    def _pick(self, request: Request, table: Table) -> int | None:
-        """The sticky key's slot if the request carries the sticky header, else the next
-        one in the weighted round-robin."""
+    async def _chat(self, request: Request, writer: asyncio.StreamWriter, path: bytes) -> bool:
+        """Route a chat completion as an infer request. Raises OpenAIError."""
+        call = chat_call(request)
+        table = self._state.tables.get(call.model)
+        if table is None:
+            self._unrouted[0] += 1
+            raise unknown_model(call.model)
+        index = self._pick(request, table, call.user if self._sticky is not None else None)
+        if index is None:
+            message = f"deployment {table.deployment!r} has no slot with traffic weight"
+            if table.all_down:
+                message = f"every slot of {table.deployment!r} with traffic weight is down"
+            raise OpenAIError(503, message)
+        upstream = for_slot(request, path)
+        meter = StreamMeter(call.stream)
+        shadows = self._mirror.active
+        if shadows and table.targets[index].role == "blue":
+            shadow = shadows.get(call.model)
+            if shadow is not None and shadow.select():
+                return await self._mirror.forward(
+                    shadow,
+                    self._forward,
+                    upstream,
+                    writer,
+                    table,
+                    index,
+                    meter=meter,
+                    errors=openai_error_response,
+                )
+        return await self._forward(
+            upstream, writer, table, index, count=True, meter=meter, errors=openai_error_response
+        )
+
+    def _pick(self, request: Request, table: Table, fallback: bytes | None = None) -> int | None:
+        """The sticky key's slot if the request carries the sticky header (else the
+        ``fallback`` key's, if given), else the next one in the weighted round-robin."""
         needle = self._sticky
         if needle is not None:
             head = request.upstream_head
@@ -351,6 +432,8 @@ class Router:
                 key = head[start : head.find(b"\r\n", start)].strip()
                 if key:
                     return table.pick_sticky(key)
+        if fallback is not None:
+            return table.pick_sticky(fallback)
         return table.pick()
 
     def _authorized(self, path: bytes, request: Request) -> bool:

@@ -36,6 +36,7 @@ class Op(StrEnum):
     MARK_UP = "mark_up"  # host, port
     IS_DOWN = "is_down"  # host, port
     STATS = "stats"
+    SET_TIMEOUTS = "set_timeouts"  # deployment, first_byte_s, idle_s (None: the default)
     SET_SHADOW = "set_shadow"  # deployment, percent, max_queue
     SHADOW_PAIRS = "shadow_pairs"  # deployment, limit
     PING = "ping"
@@ -75,6 +76,12 @@ class SlotStats(TypedDict):
     errors: int
     retries: int
     latency_buckets: list[int]  # answered requests per bucket of domain.latency
+    # Chat completions only (the same buckets): time to first token and per output token
+    # in ms, output tokens per answer, and their sum.
+    ttft_buckets: list[int]
+    tpot_buckets: list[int]
+    output_token_buckets: list[int]
+    output_tokens: int
 
 
 class RouterStats(TypedDict):
@@ -173,6 +180,14 @@ class DataPlaneControl(Protocol):
 
     def stats(self) -> RouterStats:
         """Requests, errors, retries and latencies per (deployment, role, release)."""
+        ...
+
+    def set_timeouts(
+        self, deployment: str, first_byte_s: float | None, idle_s: float | None
+    ) -> None:
+        """Give the deployment its own first-byte and between-chunks timeouts (None: the
+        data plane's default). Idempotent. Raises ValueError (the client: BackendError)
+        for a value not above 0."""
         ...
 
     def set_shadow(self, deployment: str, percent: int, max_queue: int) -> None:

@@ -43,34 +43,41 @@ class Outcome(StrEnum):
 @dataclass(frozen=True)
 class SideWindow:
     """One slot's traffic in the window: requests, errors, and the latency histogram
-    (counts per bucket of :data:`LATENCY_BUCKETS_MS`, plus +Inf)."""
+    (counts per bucket of :data:`LATENCY_BUCKETS_MS`, plus +Inf).
+
+    Streamed chat completions add histograms in the same buckets: time to first token
+    (``ttft``, ms), time per output token (``tpot``, ms) and output tokens per answer
+    (``tokens``), and the sum of those tokens (``output_tokens``); empty when the source
+    does not measure them (:mod:`bgserve.domain.streaming` checks them).
+    """
 
     requests: int = 0
     errors: int = 0
     buckets: tuple[int, ...] = ()
+    ttft: tuple[int, ...] = ()
+    tpot: tuple[int, ...] = ()
+    tokens: tuple[int, ...] = ()
+    output_tokens: int = 0
 
     def minus(self, earlier: SideWindow) -> SideWindow:
         """The traffic since ``earlier`` (counters only grow; a reset counts from zero)."""
         if self.requests < earlier.requests:
             return self
-        width = max(len(self.buckets), len(earlier.buckets))
-        mine = self.buckets + (0,) * (width - len(self.buckets))
-        theirs = earlier.buckets + (0,) * (width - len(earlier.buckets))
-        return SideWindow(
-            self.requests - earlier.requests,
-            self.errors - earlier.errors,
-            tuple(a - b for a, b in zip(mine, theirs, strict=True)),
-        )
+        return self._combine(earlier, -1)
 
     def plus(self, other: SideWindow) -> SideWindow:
         """Both windows' traffic together (one release counted under two roles)."""
-        width = max(len(self.buckets), len(other.buckets))
-        mine = self.buckets + (0,) * (width - len(self.buckets))
-        theirs = other.buckets + (0,) * (width - len(other.buckets))
+        return self._combine(other, 1)
+
+    def _combine(self, other: SideWindow, sign: int) -> SideWindow:
         return SideWindow(
-            self.requests + other.requests,
-            self.errors + other.errors,
-            tuple(a + b for a, b in zip(mine, theirs, strict=True)),
+            self.requests + sign * other.requests,
+            self.errors + sign * other.errors,
+            _add(self.buckets, other.buckets, sign),
+            _add(self.ttft, other.ttft, sign),
+            _add(self.tpot, other.tpot, sign),
+            _add(self.tokens, other.tokens, sign),
+            self.output_tokens + sign * other.output_tokens,
         )
 
     def quantile_ms(self, q: float) -> float | None:
@@ -89,6 +96,16 @@ class SideWindow:
         return LATENCY_BUCKETS_MS[-1]
 
 
+def _add(mine: tuple[int, ...], theirs: tuple[int, ...], sign: int) -> tuple[int, ...]:
+    width = max(len(mine), len(theirs))
+    mine = mine + (0,) * (width - len(mine))
+    theirs = theirs + (0,) * (width - len(theirs))
+    return tuple(a + sign * b for a, b in zip(mine, theirs, strict=True))
+
+
+DEFAULT_CHECKS = ("error_rate", "latency_p95")
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
     """The thresholds of one plan's analysis (defaults come from settings)."""
@@ -99,6 +116,16 @@ class AnalysisSettings:
     max_latency_p95_ratio: float = 1.5
     max_bake_s: float = 300.0
     on_inconclusive: str = "hold"
+    # Which checks run (names of bgserve.domain.streaming.CHECKS), and the streaming ones'
+    # limits: green's over blue's p95 time to first token, median time per output token,
+    # and mean output tokens per answer (the cost).
+    checks: tuple[str, ...] = DEFAULT_CHECKS
+    max_ttft_p95_ratio: float = 1.5
+    max_tpot_ratio: float = 1.5
+    max_output_tokens_ratio: float = 1.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checks", tuple(self.checks))  # a stored plan has a list
 
 
 @dataclass(frozen=True)
@@ -242,12 +269,28 @@ def side_of(counts: Mapping[str, Any]) -> SideWindow:
         int(counts.get("requests", 0)),
         int(counts.get("errors", 0)),
         tuple(int(b) for b in counts.get("buckets", ())),
+        tuple(int(b) for b in counts.get("ttft", ())),
+        tuple(int(b) for b in counts.get("tpot", ())),
+        tuple(int(b) for b in counts.get("tokens", ())),
+        int(counts.get("output_tokens", 0)),
     )
 
 
 def side_json(side: SideWindow) -> dict[str, Any]:
-    """The JSON form of a window."""
-    return {"requests": side.requests, "errors": side.errors, "buckets": list(side.buckets)}
+    """The JSON form of a window (the streaming histograms only when measured)."""
+    body: dict[str, Any] = {
+        "requests": side.requests,
+        "errors": side.errors,
+        "buckets": list(side.buckets),
+    }
+    if side.ttft or side.tpot or side.tokens:
+        body |= {
+            "ttft": list(side.ttft),
+            "tpot": list(side.tpot),
+            "tokens": list(side.tokens),
+            "output_tokens": side.output_tokens,
+        }
+    return body
 
 
 def analysis_json(analysis: Analysis) -> dict[str, Any]:

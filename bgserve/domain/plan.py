@@ -31,10 +31,10 @@ from bgserve.domain.analysis import (
     Check,
     Outcome,
     SideWindow,
-    analyse,
     analysis_json,
     combined,
 )
+from bgserve.domain.streaming import CHECKS, run
 from bgserve.errors import InvalidInput
 
 ON_INCONCLUSIVE = ("hold", "revert", "continue")
@@ -121,6 +121,14 @@ def check_analysis(analysis: AnalysisSettings, bake_s: float) -> None:
         ("max_error_rate_delta", not 0 <= analysis.max_error_rate_delta <= 1, "must be in 0..1"),
         ("significance", not 0 < analysis.significance < 1, "must be between 0 and 1"),
         ("max_latency_p95_ratio", analysis.max_latency_p95_ratio <= 0, "must be above 0"),
+        ("max_ttft_p95_ratio", analysis.max_ttft_p95_ratio <= 0, "must be above 0"),
+        ("max_tpot_ratio", analysis.max_tpot_ratio <= 0, "must be above 0"),
+        ("max_output_tokens_ratio", analysis.max_output_tokens_ratio <= 0, "must be above 0"),
+        (
+            "checks",
+            not analysis.checks or not set(analysis.checks) <= CHECKS.keys(),
+            f"must name one or more of {', '.join(CHECKS)}",
+        ),
         ("max_bake_s", analysis.max_bake_s < bake_s, f"must be at least bake_s ({bake_s:g})"),
         (
             "on_inconclusive",
@@ -184,7 +192,7 @@ def _analysis(
         return combined(extra)
     if blue is None or green is None:
         return combined(extra) if extra else Analysis(Outcome.INCONCLUSIVE, ())
-    return combined(analyse(blue, green, plan.analysis).checks + extra)
+    return combined(run(blue, green, plan.analysis) + extra)
 
 
 def _after_bake(plan: Plan, analysis: Analysis, now: float) -> Due:

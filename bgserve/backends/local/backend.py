@@ -45,7 +45,10 @@ class LocalBackend:
 
     The data-plane process starts with the backend; ``close()`` stops it and every slot.
     ``connect_timeout`` and ``first_byte_timeout`` bound how long the router waits for a
-    slot (``upstream_timeout`` for a whole answer); ``data_token``, when set, is required
+    slot (``upstream_timeout`` for a whole answer, ``stream_idle_timeout`` between two
+    pieces of an answer's body); ``deployment_timeouts`` (``{deployment: (first_byte_s,
+    idle_s)}``, None keeping the default) and :meth:`set_timeouts` give a deployment its
+    own, e.g. an LLM whose unstreamed answer takes a minute; ``data_token``, when set, is required
     on every data-plane request but ``/v2/health/*``. While a deployment mirrors, its
     green slot with no traffic runs at nice ``shadow_green_nice`` (0 keeps its priority;
     :mod:`~bgserve.backends.local.slot_priority`).
@@ -67,6 +70,8 @@ class LocalBackend:
         connect_timeout: float = 1.0,
         first_byte_timeout: float | None = 10.0,
         upstream_timeout: float = 300.0,
+        stream_idle_timeout: float | None = None,
+        deployment_timeouts: Mapping[str, tuple[float | None, float | None]] | None = None,
         outlier_failures: int = 3,
         probe_interval: float = 0.1,
         data_token: str | None = None,
@@ -92,6 +97,7 @@ class LocalBackend:
             "breaker": True,
             "connect_timeout": connect_timeout,
             "first_byte_timeout": first_byte_timeout,
+            "stream_idle_timeout": stream_idle_timeout,
             "upstream_timeout": upstream_timeout,
             "outlier_failures": outlier_failures,
             "probe_interval": probe_interval,
@@ -106,6 +112,13 @@ class LocalBackend:
             self._launcher.close()
             raise
         self.data_port = self._plane.port
+        try:
+            for deployment, (first_byte_s, idle_s) in (deployment_timeouts or {}).items():
+                self._plane.set_timeouts(deployment, first_byte_s, idle_s)
+        except BaseException:
+            self._plane.stop()
+            self._launcher.close()
+            raise
         self._threads = [
             threading.Thread(target=self._watch, name="bgserve-watch", daemon=True),
             threading.Thread(target=self._refresh_ready, name="bgserve-ready", daemon=True),
@@ -187,6 +200,16 @@ class LocalBackend:
             deployment, targets, lambda: self._plane.set_routes(deployment, targets)
         )
 
+    def set_timeouts(
+        self, deployment: str, first_byte_s: float | None, idle_s: float | None
+    ) -> None:
+        """How long the data plane waits for the deployment's slots: for an answer to begin
+        (``first_byte_s``, then one retry elsewhere) and between two pieces of its body
+        (``idle_s``, then the answer is cut and counts as the slot's failure); None keeps
+        the backend's default. Idempotent; kept across a restart of the data plane.
+        Raises BackendError for a value not above 0 or a data plane that is down."""
+        self._plane.set_timeouts(deployment, first_byte_s, idle_s)
+
     def retire_slot(self, deployment: str, release_id: int) -> None:
         """Stop the slot's process (SIGTERM, SIGKILL after ``stop_grace``) and forget it.
 
@@ -235,14 +258,14 @@ class LocalBackend:
         return stats["slots"], stats.get("gc")
 
     def windows(self, deployment: str) -> dict[int, SideWindow]:
-        """Requests, errors and latency histogram per release since the data-plane process
-        started: the rollout engine's live counts (a ``TrafficSource``). Raises
-        BackendError if the data plane cannot be asked."""
+        """Requests, errors, latency histogram and the streaming checks' histograms per
+        release since the data-plane process started: the rollout engine's live counts (a
+        ``TrafficSource``). Raises BackendError if the data plane cannot be asked."""
         out: dict[int, SideWindow] = {}
         for stats in self.traffic_stats():
             if stats["deployment"] != deployment:
                 continue
-            side = SideWindow(stats["requests"], stats["errors"], tuple(stats["latency_buckets"]))
+            side = side_window(stats)
             before = out.get(stats["release_id"])
             out[stats["release_id"]] = side if before is None else before.plus(side)
         return out
@@ -360,6 +383,19 @@ class LocalBackend:
     def _key_lock(self, key: tuple[str, int]) -> threading.Lock:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
+
+
+def side_window(stats: SlotStats) -> SideWindow:
+    """The analysis window of one slot's data-plane counters."""
+    return SideWindow(
+        stats["requests"],
+        stats["errors"],
+        tuple(stats["latency_buckets"]),
+        tuple(stats["ttft_buckets"]),
+        tuple(stats["tpot_buckets"]),
+        tuple(stats["output_token_buckets"]),
+        stats["output_tokens"],
+    )
 
 
 if TYPE_CHECKING:

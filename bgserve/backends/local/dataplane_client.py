@@ -85,6 +85,8 @@ class DataPlaneClient:
         self._down: set[Address] = set()
         self._ejected: set[Address] = set()
         self._shadows: dict[str, tuple[int, int]] = {}  # deployment -> (percent, max_queue)
+        # deployment -> (first_byte_s, idle_s)
+        self._timeouts: dict[str, tuple[float | None, float | None]] = {}
         self._version = 0
         self._closed = False
         self.restarts = 0
@@ -143,6 +145,18 @@ class DataPlaneClient:
                 self._shadows[deployment] = (percent, max_queue)
             else:
                 self._shadows.pop(deployment, None)
+
+    def set_timeouts(
+        self, deployment: str, first_byte_s: float | None, idle_s: float | None
+    ) -> None:
+        """Give the deployment its own first-byte and between-chunks timeouts (None: the
+        data plane's default); kept across a restart of the data plane. Idempotent.
+        Raises BackendError if the data plane refuses them (a value not above 0)."""
+        with self._lock:
+            self._call(
+                Op.SET_TIMEOUTS, deployment=deployment, first_byte_s=first_byte_s, idle_s=idle_s
+            )
+            self._timeouts[deployment] = (first_byte_s, idle_s)
 
     def shadow_pairs(self, deployment: str, limit: int = SHADOW_PAGE) -> ShadowPage:
         """Take one page of the deployment's pairs and counters from the data plane."""
@@ -244,12 +258,14 @@ class DataPlaneClient:
         with self._health_lock:
             down, ejected = sorted(self._down - self._ejected), sorted(self._ejected)
         shadows = {name: list(shadow) for name, shadow in self._shadows.items()}
+        timeouts = {name: list(pair) for name, pair in self._timeouts.items()}
         return {
             **self._options,
             "routes": routes,
             "down": down,
             "ejected": ejected,
             "shadows": shadows,
+            "timeouts": timeouts,
         }
 
     def _restart(self, why: str) -> None:

@@ -1,0 +1,151 @@
+"""The OpenAI-compatible side of the router: chat completion requests, the model list,
+and a streamed answer assembled into one for a shadow pair.
+
+Only these paths parse the request body (the OIP path never does): ``model`` names the
+deployment, ``stream: true`` asks for server-sent events, ``user`` is a sticky key when
+the sticky header is absent. Every error here is in OpenAI's shape
+(:func:`~bgserve.dataplane.http1.openai_error_response`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bgserve.dataplane.http1 import Request, json_response, openai_error_response
+
+CHAT_PATHS = (b"/openai/v1/chat/completions", b"/v1/chat/completions")
+MODELS_PATHS = (b"/openai/v1/models", b"/v1/models")
+SLOT_CHAT_PATH = b"/openai/v1/chat/completions"
+
+
+class OpenAIError(Exception):
+    """A request the router refuses, answered in OpenAI's error shape."""
+
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def response(self, keep: bool) -> bytes:
+        """The error as a complete response."""
+        return openai_error_response(
+            self.status, self.message, keep, param=self.param, code=self.code
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """What the router reads from a chat completion request."""
+
+    model: bytes
+    stream: bool
+    user: bytes | None
+
+
+def chat_call(request: Request) -> ChatCall:
+    """The routing fields of a chat completion request. Raises OpenAIError (400/405)."""
+    if request.method != b"POST":
+        raise OpenAIError(405, "chat completions are created with POST")
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OpenAIError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        message = "'model' is required: the name of the bgserve deployment to call"
+        raise OpenAIError(400, message, param="model")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise OpenAIError(400, "'stream' must be true or false", param="stream")
+    user = body.get("user")
+    return ChatCall(
+        model.encode(), stream, user.encode() if isinstance(user, str) and user else None
+    )
+
+
+def unknown_model(model: bytes) -> OpenAIError:
+    """The 404 of a model that names no deployment routed here."""
+    name = model.decode(errors="replace")
+    return OpenAIError(
+        404,
+        f"The model {name!r} does not exist: no deployment of that name is served here",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def for_slot(request: Request, path: bytes) -> Request:
+    """``request`` aimed at the slot's ``/openai/v1/chat/completions`` (the query kept)."""
+    if path == SLOT_CHAT_PATH:
+        return request
+    head = request.upstream_head
+    line_end = head.index(b"\r\n")
+    target = SLOT_CHAT_PATH + request.target[len(path) :]
+    first = b"%s %s HTTP/1.1" % (request.method, target)
+    return Request(
+        request.method,
+        target,
+        first + head[line_end:],
+        request.body,
+        request.keep_alive,
+        request.http10,
+    )
+
+
+def models_response(deployments: list[str], keep: bool) -> bytes:
+    """``GET /openai/v1/models``: the deployments routed here, in OpenAI's list shape."""
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "bgserve"}
+        for name in sorted(deployments)
+    ]
+    return json_response(200, "OK", {"object": "list", "data": data}, keep)
+
+
+def assembled(body: bytes) -> bytes:
+    """A streamed chat completion (server-sent events) as the one ``chat.completion``
+    JSON body the same answer would have had unstreamed; any other body as it is.
+
+    For shadow pairs, off the router's loop. A stream cut short gives what arrived.
+    """
+    if not body.lstrip().startswith(b"data:"):
+        return body
+    text: list[str] = []
+    answer: dict[str, Any] = {"object": "chat.completion"}
+    finish: str | None = None
+    for line in body.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        event = _event(line[5:].strip())
+        if event is None:
+            continue
+        for key in ("id", "model", "created", "usage"):
+            if event.get(key) is not None:
+                answer[key] = event[key]
+        for choice in event.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                text.append(delta["content"])
+            finish = choice.get("finish_reason") or finish
+    message = {"role": "assistant", "content": "".join(text)}
+    answer["choices"] = [{"index": 0, "message": message, "finish_reason": finish}]
+    return json.dumps(answer).encode()
+
+
+def _event(data: bytes) -> dict[str, Any] | None:
+    if data == b"[DONE]":
+        return None
+    try:
+        event = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return event if isinstance(event, dict) else None

@@ -1,0 +1,127 @@
+"""The streaming checks of live analysis, pure: time to first token, time per output
+token and output tokens per answer, and a plan naming the checks it runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import get_args
+
+import pytest
+
+from bgserve.api.plan_schemas import CheckName, PlanRequest
+from bgserve.domain import promotion, rollout
+from bgserve.domain.analysis import (
+    AnalysisSettings,
+    Outcome,
+    SideWindow,
+    histogram,
+    side_json,
+    side_of,
+)
+from bgserve.domain.plan import make_plan, plan_json, plan_of
+from bgserve.domain.state import Gate
+from bgserve.domain.streaming import CHECKS, output_tokens, run, tpot, ttft_p95
+from bgserve.errors import InvalidInput
+
+SETTINGS = AnalysisSettings(min_requests=20)
+
+
+def llm(
+    answers: int,
+    ttft_ms: list[float] | float = 200.0,
+    tpot_ms: float = 12.0,
+    tokens: int = 40,
+    errors: int = 0,
+) -> SideWindow:
+    ttfts = ttft_ms if isinstance(ttft_ms, list) else [ttft_ms] * answers
+    return SideWindow(
+        answers,
+        errors,
+        histogram([ttft + tokens * tpot_ms for ttft in ttfts]),
+        ttft=histogram(ttfts),
+        tpot=histogram([tpot_ms] * answers),
+        tokens=histogram([tokens] * answers),
+        output_tokens=tokens * answers,
+    )
+
+
+def test_the_checks_skip_a_source_that_measures_no_stream_and_wait_for_enough_answers() -> None:
+    plain = SideWindow(100, 0, histogram([10.0] * 100))
+    for check in (ttft_p95, tpot, output_tokens):
+        assert check(plain, plain, SETTINGS).outcome is Outcome.SKIPPED
+        few = check(llm(100), llm(5), SETTINGS)
+        assert few.outcome is Outcome.INCONCLUSIVE and "green 5" in few.reason
+
+
+def test_a_slower_first_token_fails_a_few_slow_answers_do_not() -> None:
+    slower = ttft_p95(llm(100), llm(100, ttft_ms=600.0), SETTINGS)
+    assert slower.outcome is Outcome.FAIL and slower.numbers["ratio"] > 1.5
+    assert slower.numbers["p_value"] < 0.05
+    # Six cold answers out of a hundred move the p95, not the distribution.
+    spread = [100.0 + 3 * i for i in range(100)]
+    cold = ttft_p95(
+        llm(100, ttft_ms=spread), llm(100, ttft_ms=spread[:94] + [1500.0] * 6), SETTINGS
+    )
+    assert cold.numbers["ratio"] > 1.5 and cold.outcome is Outcome.PASS
+    within = ttft_p95(llm(100), llm(100, ttft_ms=250.0), SETTINGS)
+    assert within.outcome is Outcome.PASS
+
+
+def test_time_per_token_and_cost_follow_their_own_limits() -> None:
+    assert tpot(llm(60), llm(60, tpot_ms=30.0), SETTINGS).outcome is Outcome.FAIL
+    assert tpot(llm(60), llm(60, tpot_ms=14.0), SETTINGS).outcome is Outcome.PASS
+    wordy = output_tokens(llm(60), llm(60, tokens=100), SETTINGS)
+    assert wordy.outcome is Outcome.FAIL and wordy.numbers["green_mean_tokens"] == 100
+    lenient = replace(SETTINGS, max_output_tokens_ratio=3.0)
+    assert output_tokens(llm(60), llm(60, tokens=100), lenient).outcome is Outcome.PASS
+    assert output_tokens(llm(60), llm(60, tokens=20), SETTINGS).outcome is Outcome.PASS
+
+
+def test_a_plan_runs_the_checks_it_names_in_order() -> None:
+    blue, green = llm(100), llm(100, ttft_ms=900.0, errors=1)
+    assert [c.name for c in run(blue, green, SETTINGS)] == ["error_rate", "latency_p95"]
+    named = replace(SETTINGS, checks=("ttft_p95", "error_rate"))
+    checks = run(blue, green, named)
+    assert [(c.name, c.outcome) for c in checks] == [
+        ("ttft_p95", Outcome.FAIL),
+        ("error_rate", Outcome.PASS),
+    ]
+
+
+def test_a_failing_ttft_check_reverts_the_plan_at_the_end_of_the_bake() -> None:
+    state = rollout.stage_green(rollout.create("chat", 1).state, 2).state
+    state = replace(state, gate=Gate(1, 2, True))
+    analysis = replace(SETTINGS, checks=("error_rate", "ttft_p95"))
+    state = promotion.start(state, make_plan([10, 100], 30.0, analysis), now=0.0).state
+    t = promotion.advance(state, llm(100), llm(100, ttft_ms=700.0), now=30.0)
+    assert t.action == "auto-revert" and t.state.green_weight == 0
+    checks = {c["name"]: c["outcome"] for c in t.details["analysis"]["checks"]}
+    assert checks == {"error_rate": "pass", "ttft_p95": "fail"}
+
+
+def test_plans_name_known_checks_and_keep_them_when_stored() -> None:
+    assert set(get_args(CheckName)) == set(CHECKS)
+    default = make_plan([10, 100], 30.0, AnalysisSettings())
+    request = PlanRequest.model_validate(
+        {"analysis": {"checks": ["error_rate", "ttft_p95"], "max_ttft_p95_ratio": 2.0}}
+    )
+    plan = request.to_plan(default)
+    assert plan.analysis.checks == ("error_rate", "ttft_p95")
+    assert plan.analysis.max_ttft_p95_ratio == 2.0
+    stored = plan_of(plan_json(plan))
+    assert stored is not None and stored.analysis == plan.analysis
+    with pytest.raises(InvalidInput, match=r"plan\.analysis\.checks") as caught:
+        make_plan([100], 0.0, AnalysisSettings(checks=("ttft_p99",)))
+    assert caught.value.field == "plan.analysis.checks"
+    with pytest.raises(InvalidInput, match="max_tpot_ratio"):
+        make_plan([100], 0.0, AnalysisSettings(max_tpot_ratio=0))
+
+
+def test_a_window_with_streaming_counts_survives_json_and_subtraction() -> None:
+    later, earlier = llm(100), llm(40)
+    assert side_of(side_json(later)) == later
+    window = later.minus(earlier)
+    assert window.requests == 60 and sum(window.ttft) == 60
+    assert window.output_tokens == 40 * 60
+    plain = SideWindow(10, 1, (1, 2))
+    assert side_json(plain) == {"requests": 10, "errors": 1, "buckets": [1, 2]}
