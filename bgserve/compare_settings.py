@@ -57,9 +57,19 @@ class ComparisonSettings(BaseModel):
         'requests may name (JSON list, e.g. ["myteam.scorers"]).',
     )
     compare_judge_url: str | None = Field(
-        None, description="OpenAI-compatible API base of the pairwise judge (e.g. .../v1)."
+        None,
+        description="OpenAI-compatible API base of the pairwise judge (e.g. .../v1); "
+        "`/chat/completions` is appended. A bgserve deployment works: "
+        "`http://<router>/openai/v1` with the deployment's name as the model.",
     )
-    compare_judge_model: str = Field("", description="Model the judge endpoint runs.")
+    compare_judge_model: str = Field(
+        "", description="Model the judge endpoint runs (for a bgserve deployment, its name)."
+    )
+    compare_judge_variables: dict[str, str] | None = Field(
+        None,
+        description="JSON object sent as `variables` in each judge request: the template "
+        "variables of a bgserve judge deployment's prompt. Unset: not sent.",
+    )
     compare_judge_api_key_env: str = Field(
         "BGSERVE_JUDGE_API_KEY", description="Environment variable holding the judge's API key."
     )

@@ -42,11 +42,12 @@ def compare_settings_of(settings: Settings) -> CompareSettings:
 
 
 def comparer_parts_of(settings: Settings, registry: MlflowRegistry) -> dict[str, Any]:
-    """The comparer's MLflow logger, pairwise judge and MLflow scorers, as configured."""
+    """The comparer's MLflow logger, pairwise judge, MLflow scorers and prompt reader."""
     from bgserve.app.judge import JudgeSettings, PairwiseJudge
     from bgserve.app.mlflow_log import ComparisonLogger
     from bgserve.app.scorers import ScorerSet, load_scorer_modules
     from bgserve.domain.judging import DEFAULT_RUBRIC
+    from bgserve.registry.chat_prompts import PromptSpecReader
 
     tracking_uri = settings.compare_mlflow_tracking_uri or registry.tracking_uri
     logger = ComparisonLogger(
@@ -67,12 +68,14 @@ def comparer_parts_of(settings: Settings, registry: MlflowRegistry) -> dict[str,
                 rubric=settings.compare_judge_rubric or DEFAULT_RUBRIC,
                 both_orders=settings.compare_judge_both_orders,
                 timeout_seconds=settings.compare_timeout_seconds,
+                variables=settings.compare_judge_variables,
             )
         )
     return {
         "logger": logger if settings.compare_log_to_mlflow else None,
         "judge": judge,
         "scorers": ScorerSet(load_scorer_modules(settings.compare_scorer_modules)),
+        "prompts": PromptSpecReader(registry),
     }
 
 

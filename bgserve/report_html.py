@@ -164,6 +164,12 @@ def _side(role: str, slot: SlotReport, output_html: str) -> str:
         f"{escape(a.type)}: {escape(a.message)}</li>"
         for a in slot.assertions
     )
+    if slot.schema_checked:
+        ok = slot.schema_problem is None
+        mark, problem = ("&#10003;", "") if ok else ("&#10007;", f": {slot.schema_problem}")
+        checks += (
+            f"<li class='{'ok' if ok else 'error'}'>{mark} response_format{escape(problem)}</li>"
+        )
     return (
         f"<div><h4>{role} <span class='muted'>{slot.latency_ms:.1f} ms</span></h4>{shown}"
         + (f"<ul>{checks}</ul>" if checks else "")

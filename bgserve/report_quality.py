@@ -8,9 +8,10 @@ from html import escape
 
 from bgserve.domain.comparison import ComparisonReport
 from bgserve.domain.confidence import Interval
+from bgserve.domain.schema_rates import SchemaSummary, SideSchema
 from bgserve.domain.verdict import Summary
 
-__all__ = ["mlflow_line", "quality_rows"]
+__all__ = ["mlflow_line", "quality_rows", "schema_rows"]
 
 
 def _num(value: float | None, pattern: str = "{:.3f}") -> str:
@@ -67,6 +68,7 @@ def quality_rows(s: Summary) -> list[tuple[str, str]]:
                 f"win rate {_interval(j.interval)}",
             )
         )
+    rows += schema_rows(s.schema_valid)
     for scorer in s.scorers:
         rows.append(
             (
@@ -76,3 +78,24 @@ def quality_rows(s: Summary) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def _schema_side(side: SideSchema | None) -> str:
+    if side is None:
+        return "no response_format"
+    text = f"{side.valid} of {side.checked} valid, rate {_interval(side.interval)}"
+    if side.invalid_cases:
+        more = len(side.invalid_cases) - 10
+        text += "; invalid: " + ", ".join(side.invalid_cases[:10])
+        text += f" and {more} more" if more > 0 else ""
+    return text
+
+
+def schema_rows(schema: SchemaSummary | None) -> list[tuple[str, str]]:
+    """Rows for the schema-valid rate of each side, none when no prompt has a schema."""
+    if schema is None:
+        return []
+    return [
+        ("schema-valid blue", _schema_side(schema.blue)),
+        ("schema-valid green", _schema_side(schema.green)),
+    ]

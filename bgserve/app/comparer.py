@@ -7,6 +7,10 @@ other so both sides see the same load) and a per-request timeout; each answer be
 before anything is measured, and the first cases are called again so the latency check
 rests on per-case medians. Nothing here goes through the weighted router, so a
 comparison never moves or counts live traffic.
+
+A release with a chat prompt is asked on its slot's OpenAI route (cases may carry the
+client's ``messages``); when its prompt has a ``response_format``, that side's answers
+are checked against the schema.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from bgserve.app.executor import Executor
 from bgserve.app.judge import PairwiseJudge
@@ -33,12 +38,39 @@ from bgserve.domain.comparison import (
 )
 from bgserve.domain.golden import GoldenCase, check_inputs
 from bgserve.domain.judging import Judgement
+from bgserve.domain.prompt_spec import PromptSpec
+from bgserve.domain.response_schema import ResponseSchema, SchemaSides
 from bgserve.domain.rollout import Gate
-from bgserve.domain.template import variables as template_variables
 from bgserve.errors import IllegalTransition, InvalidInput, Unavailable
 from bgserve.store import StoredDeployment
 
-__all__ = ["CompareOptions", "CompareSettings", "Comparer", "ComparerConfig", "output_text"]
+__all__ = [
+    "CompareOptions",
+    "CompareSettings",
+    "Comparer",
+    "ComparerConfig",
+    "PromptSpecs",
+    "output_text",
+]
+
+
+class PromptSpecs(Protocol):
+    """Prompt versions, text or chat (the registry, through
+    :class:`bgserve.registry.chat_prompts.PromptSpecReader`)."""
+
+    def get_prompt_spec(self, name: str, version: int) -> PromptSpec:
+        """One prompt version. Raises NotFound, RegistryUnavailable."""
+        ...
+
+
+class _TextOnly:
+    """Prompt versions read as text templates, for a comparer given no :class:`PromptSpecs`."""
+
+    def __init__(self, templates: Templates) -> None:
+        self.templates = templates
+
+    def get_prompt_spec(self, name: str, version: int) -> PromptSpec:
+        return PromptSpec(template=self.templates.get_prompt_template(name, version))
 
 
 @dataclass(frozen=True)
@@ -93,6 +125,7 @@ class Comparer:
         logger: ComparisonLogger | None = None,
         judge: PairwiseJudge | None = None,
         scorers: ScorerSet | None = None,
+        prompts: PromptSpecs | None = None,
     ) -> None:
         self.settings = settings
         self.deployments = deployments
@@ -103,6 +136,7 @@ class Comparer:
         self.logger = logger
         self.judge = judge
         self.scorers = scorers or ScorerSet({})
+        self.prompts = prompts or _TextOnly(templates)
 
     def compare(
         self,
@@ -128,8 +162,11 @@ class Comparer:
         limits = Thresholds().with_overrides(dict(self.settings.thresholds))
         limits = limits.with_overrides(dict(options.thresholds or thresholds or {}))
         self._check_request(cases, options)
-        targets = [self._target(name, release, cases) for release in (before.blue, before.green)]
-        blue, green = query_slots(targets, cases, self._plan())
+        (blue_target, blue_schema), (green_target, green_schema) = (
+            self._target(name, release, cases) for release in (before.blue, before.green)
+        )
+        schemas = SchemaSides(blue_schema, green_schema)
+        blue, green = query_slots([blue_target, green_target], cases, self._plan())
         if options.scorers or any(case.scorers for case in cases):
             blue, green = self.scorers.score_all(
                 cases, [blue, green], options.scorers, self.settings.concurrency
@@ -144,6 +181,7 @@ class Comparer:
             judgements=judgements,
             judge=self._judge_setup() if judgements is not None else None,
             price_per_1k_tokens=self.settings.price_per_1k_tokens,
+            schemas=schemas,
         )
         report.mlflow = self._log(name, before.blue, before.green, cases, options, report)
         gate = Gate(before.blue, before.green, report.verdict.passed, tuple(report.verdict.reasons))
@@ -226,16 +264,43 @@ class Comparer:
             "prompt_uri": release.prompt_uri,
         }
 
-    def _target(self, name: str, release_id: int, cases: list[GoldenCase]) -> SlotTarget:
+    def _target(
+        self, name: str, release_id: int, cases: list[GoldenCase]
+    ) -> tuple[SlotTarget, ResponseSchema | None]:
         release = self.releases.get_release(release_id)
-        variables = template_variables(
-            self.templates.get_prompt_template(release.prompt_name, release.prompt_version)
-        )
-        check_inputs(cases, variables)
+        spec = self.prompts.get_prompt_spec(release.prompt_name, release.prompt_version)
+        check_inputs(cases, spec.variables)
+        if not spec.is_chat:
+            _refuse_messages(cases, release.prompt_uri)
+        schema = _schema(spec, release.prompt_uri)
         info = self.slots.slot_info(name, release_id)
         if info is None or not info.ready:
             raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
-        return SlotTarget(f"{info.endpoint}/v2/models/{name}/infer", variables)
+        infer = f"{info.endpoint}/v2/models/{name}/infer"
+        chat = f"{info.endpoint}/openai/v1/chat/completions" if spec.is_chat else None
+        return SlotTarget(infer, spec.variables, chat_url=chat, model=name), schema
+
+
+def _refuse_messages(cases: Sequence[GoldenCase], prompt_uri: str) -> None:
+    """Client messages need a chat prompt: a text release cannot take them."""
+    for index, case in enumerate(cases):
+        if case.messages:
+            raise InvalidInput(
+                f"case {case.id!r} carries messages but {prompt_uri} is a text template: "
+                "messages need a chat prompt; remove them or compare chat releases",
+                field=f"cases[{index}].messages",
+            )
+
+
+def _schema(spec: PromptSpec, prompt_uri: str) -> ResponseSchema | None:
+    """The prompt's response schema; InvalidInput naming the prompt when it is broken
+    (registered outside bgserve, unchecked)."""
+    if spec.response_format is None:
+        return None
+    try:
+        return ResponseSchema(spec.response_format)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{prompt_uri}: {exc.message}", field="response_format") from exc
 
 
 def _log_details(report: ComparisonReport) -> dict[str, object]:

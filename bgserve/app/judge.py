@@ -1,6 +1,10 @@
 """The pairwise LLM judge: an OpenAI-compatible chat-completions endpoint asked, case by
 case, which of blue's and green's answers better fulfils a rubric.
 
+Any OpenAI-compatible API works, a bgserve deployment included: its base URL is the
+router's ``/openai/v1`` and its model the deployment's name (its prompt's messages then
+come before the judge's; ``variables`` fills that prompt's template variables, if any).
+
 Temperature 0, the order drawn per case (:func:`bgserve.domain.judging.green_first`) and,
 with ``both_orders``, asked both ways. A failed call or an unreadable reply makes that
 case's outcome ``error``; it never fails the comparison by itself.
@@ -42,6 +46,9 @@ class JudgeSettings:
     both_orders: bool = False
     seed: str = "bgserve"
     timeout_seconds: float = 60.0
+    variables: Mapping[str, str] | None = None
+    """Sent as the top-level ``variables`` of each request (a bgserve deployment's prompt
+    variables); omitted when None, as other APIs may refuse unknown fields."""
 
 
 class PairwiseJudge:
@@ -108,11 +115,15 @@ class PairwiseJudge:
     async def _ask(
         self, client: httpx.AsyncClient, case: GoldenCase, a: str, b: str, rubric: str | None
     ) -> Choice:
-        body = {
+        conversation = [(m.role, m.content) for m in case.messages or ()]
+        messages = judge_messages(rubric or self.settings.rubric, case.inputs, a, b, conversation)
+        body: dict[str, object] = {
             "model": self.settings.model,
             "temperature": 0,
-            "messages": judge_messages(rubric or self.settings.rubric, case.inputs, a, b),
+            "messages": messages,
         }
+        if self.settings.variables is not None:
+            body["variables"] = dict(self.settings.variables)
         response = await client.post(self.endpoint, json=body)
         if response.status_code != 200:
             raise ValueError(f"HTTP {response.status_code} from the judge: {response.text[:200]}")

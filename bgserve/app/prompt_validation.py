@@ -73,9 +73,17 @@ class PromptValidator:
         comparison is logged to MLflow as the golden comparisons are (a logging failure is
         in the report, never raised).
 
-        Raises InvalidInput (no or two candidates, bad URI, a template without variables),
+        Raises InvalidInput (no or two candidates, bad URI, a template without variables,
+        a case with chat messages),
         NotFound (deployment, prompt), RegistryUnavailable.
         """
+        for index, case in enumerate(cases):
+            if case.messages:
+                raise InvalidInput(
+                    f"case {case.id!r} carries messages: a prompt validation renders text "
+                    "templates; compare chat prompts as releases",
+                    field=f"cases[{index}].messages",
+                )
         live = self.releases.get_release(self.deployments.get_deployment(deployment).state.blue)
         candidate, label = self._candidate(prompt_uri, template)
         live_template = self.registry.get_prompt_template(live.prompt_name, live.prompt_version)

@@ -1,6 +1,11 @@
 """Calls of golden cases to slots, directly: OIP v2 bodies, answers, tokens, and the
 measured rounds (warm-up, one call a case, repeated calls for the latency probe).
 
+A slot whose release has a chat prompt is asked on its OpenAI route
+(``/openai/v1/chat/completions``, ``model`` = the deployment): the case's ``messages``
+follow the prompt's rendered ones in the slot, its variables go in ``variables``, and the
+answer is ``choices[0].message.content``. Other slots get OIP v2 infer bodies.
+
 Concurrency bounds the requests in flight; blue's and green's calls of a case are queued
 side by side, so both slots see the same load while they are measured.
 """
@@ -21,6 +26,8 @@ from bgserve.domain.golden import GoldenCase
 __all__ = [
     "QueryPlan",
     "SlotTarget",
+    "chat_answer",
+    "chat_request",
     "oip_request",
     "output_text",
     "query_slots",
@@ -30,10 +37,50 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SlotTarget:
-    """One slot to query: its infer URL and the template variables it takes."""
+    """One slot to query: its infer URL and the template variables it takes; with
+    ``chat_url`` (a chat release) its OpenAI chat route, asked as ``model``."""
 
     infer_url: str
     variables: Sequence[str]
+    chat_url: str | None = None
+    model: str = ""
+
+
+def chat_request(model: str, case: GoldenCase, variables: Sequence[str]) -> dict[str, object]:
+    """An OpenAI chat completion body: the case's messages (the slot puts the prompt's
+    first) and the template variables in ``variables``."""
+    messages = [m.model_dump() for m in case.messages or ()]
+    return {
+        "model": model,
+        "messages": messages,
+        "variables": {v: case.inputs[v] for v in variables},
+    }
+
+
+def chat_answer(body: object) -> tuple[str, int | None]:
+    """``choices[0].message.content`` of an OpenAI chat completion and the reported
+    ``usage.completion_tokens`` (None when absent). Raises ValueError."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise ValueError("answer has no choices[0].message.content")
+    usage = body.get("usage") if isinstance(body, dict) else None
+    tokens = _count(usage.get("completion_tokens")) if isinstance(usage, dict) else None
+    return content, tokens
+
+
+def _call(target: SlotTarget, case: GoldenCase) -> tuple[str, dict[str, object]]:
+    if target.chat_url is not None:
+        return target.chat_url, chat_request(target.model, case, target.variables)
+    return target.infer_url, oip_request(case.inputs, target.variables)
+
+
+def _answer(target: SlotTarget, body: object) -> tuple[str, int | None]:
+    if target.chat_url is not None:
+        return chat_answer(body)
+    return output_text(body), reported_tokens(body)
 
 
 def oip_request(inputs: Mapping[str, str], variables: Sequence[str]) -> dict[str, object]:
@@ -86,20 +133,17 @@ async def _ask(
 ) -> SlotResult:
     async with gate:
         started = time.perf_counter()
+        url, request = _call(target, case)
         try:
-            async with session.post(
-                target.infer_url, json=oip_request(case.inputs, target.variables)
-            ) as response:
+            async with session.post(url, json=request) as response:
                 text = await response.text()
             latency = (time.perf_counter() - started) * 1000
             if response.status != 200:
                 return SlotResult(
                     output=None, latency_ms=latency, error=f"HTTP {response.status}: {text[:300]}"
                 )
-            body = json.loads(text)
-            return SlotResult(
-                output=output_text(body), latency_ms=latency, output_tokens=reported_tokens(body)
-            )
+            output, tokens = _answer(target, json.loads(text))
+            return SlotResult(output=output, latency_ms=latency, output_tokens=tokens)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             latency = (time.perf_counter() - started) * 1000
             return SlotResult(output=None, latency_ms=latency, error=f"{type(exc).__name__}: {exc}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +12,9 @@ from bgserve.cli.prompt_files import PromptDir, read_prompt_dir
 from bgserve.cli.tables import comparison_table
 from bgserve.domain.comparison import ComparisonReport
 from bgserve.errors import BgserveError
+
+if TYPE_CHECKING:
+    from bgserve.registry.mlflow_registry import MlflowRegistry
 
 prompts_app = typer.Typer(
     no_args_is_help=True,
@@ -136,11 +139,14 @@ def _prompt_dir(directory: Path, *, need_golden: bool = False) -> PromptDir:
 
 @prompts_app.command("push")
 def push(directory: Annotated[Path, typer.Argument(help="prompts/<name> directory")]) -> None:
-    """Register a new MLflow prompt version, only when the template changed.
+    """Register a new MLflow prompt version, only when the prompt changed.
 
-    Refuses symbolic links and files over their size limit (template 64 KiB, prompt.yaml
-    16 KiB, golden.jsonl 10 MiB), an invalid name, and a template that some golden case
-    cannot render. The registry is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME.
+    A text prompt is template.txt; a chat prompt is messages in prompt.yaml, with optional
+    model_config (temperature, max_tokens, top_p, stop, seed) and response_format (a JSON
+    schema). Refuses symbolic links and files over their size limit (template 64 KiB,
+    prompt.yaml 16 KiB, 80 KiB with messages, golden.jsonl 10 MiB), an invalid name, a bad
+    model_config or schema, and a prompt that some golden case cannot render. The registry
+    is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME.
     """
     from bgserve.cli.logs import configure_logging
     from bgserve.compose import build_registry
@@ -152,16 +158,31 @@ def push(directory: Annotated[Path, typer.Argument(help="prompts/<name> director
     registry = build_registry(settings)
     console.print(f"registering in MLflow at {registry.registry_uri}", markup=False)
     try:
-        version, created = registry.push_prompt(
-            prompt.name, prompt.template, prompt.meta.get("commit_message"), prompt.tags
-        )
+        version, created = _register(registry, prompt)
     except BgserveError as exc:
         say_error(exc.message)
         raise typer.Exit(1) from exc
     if created:
         console.print(f"registered prompts:/{prompt.name}/{version}", markup=False)
     else:
-        console.print(f"nothing changed: prompts:/{prompt.name}/{version} has this template")
+        console.print(f"nothing changed: prompts:/{prompt.name}/{version} has this prompt")
+
+
+def _register(registry: MlflowRegistry, prompt: PromptDir) -> tuple[int, bool]:
+    message = prompt.meta.get("commit_message")
+    if prompt.messages is None:
+        return registry.push_prompt(prompt.name, prompt.template or "", message, prompt.tags)
+    from bgserve.registry.chat_prompts import push_chat_prompt
+
+    return push_chat_prompt(
+        registry,
+        prompt.name,
+        prompt.messages,
+        model_config=prompt.model_config,
+        response_format=prompt.response_format,
+        commit_message=message,
+        tags=prompt.tags,
+    )
 
 
 def _print_lint(prompt: PromptDir) -> None:
@@ -181,17 +202,35 @@ def _print_lint(prompt: PromptDir) -> None:
 @remote_verb
 def validate(
     directory: Annotated[Path, typer.Argument(help="prompts/<name> directory")],
-    deployment: Annotated[str, typer.Option("--deployment", "-d", help="Live deployment")],
     remote: Remote,
+    deployment: Annotated[
+        str | None,
+        typer.Option(
+            "--deployment",
+            "-d",
+            help="Live deployment to compare on; without it only the files and the lint "
+            "are checked, nothing is contacted",
+        ),
+    ] = None,
     threshold: ThresholdOpt = None,
     html: HtmlOpt = None,
 ) -> None:
-    """Compare the template in DIRECTORY with the live prompt, on the live model.
+    """Check DIRECTORY and compare its template with the live prompt, on the live model.
 
     Exit status: 0 when the verdict passed and the lint found no error, 3 otherwise,
-    1 for an error answer, 2 when bgserve cannot be reached.
+    1 for an error answer or bad files, 2 when bgserve cannot be reached.
     """
     prompt = _prompt_dir(directory, need_golden=True)
+    if deployment is None:
+        _print_local(prompt)
+        return
+    if prompt.is_chat:
+        say_error(
+            "a chat prompt is compared on a deployment as a release: push it, stage a "
+            "release with it, and run `bgserve compare`; without --deployment, validate "
+            "checks the files and the lint"
+        )
+        raise typer.Exit(1)
     cases = [
         c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in prompt.cases or []
     ]
@@ -206,6 +245,27 @@ def validate(
     remote.show(payload, lambda p: _print_validation(p, report, html))
     if not report.verdict.passed or payload["lint"]["errors"]:
         raise typer.Exit(3)
+
+
+def _print_local(prompt: PromptDir) -> None:
+    """The checks of the files alone: what the prompt is, and the lint (exit 3 on an
+    error)."""
+    kind = "chat prompt" if prompt.is_chat else "text prompt"
+    lint = prompt.lint()
+    details = [f"{len(prompt.cases or [])} golden cases"]
+    if lint is not None:
+        details.insert(0, "variables " + (", ".join(lint.variables) or "none"))
+    if prompt.is_chat:
+        details.append(f"{len(prompt.messages or [])} messages")
+        details.append("model_config " + (", ".join(sorted(prompt.model_config)) or "none"))
+        schema = "a response_format schema" if prompt.response_format else "no response_format"
+        details.append(schema)
+    console.print(f"{prompt.name}: {kind}; " + "; ".join(details), markup=False)
+    try:
+        _print_lint(prompt)
+    except typer.Exit as exc:
+        raise typer.Exit(3) from exc
+    console.print("files and lint ok: pass --deployment to compare on the live model")
 
 
 def _print_validation(payload: dict[str, Any], report: ComparisonReport, html: Path | None) -> None:

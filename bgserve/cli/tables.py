@@ -46,6 +46,13 @@ def summary_table(report: ComparisonReport) -> Table:
             _num(s.green.latency_p95_ms, "{:.1f} ms"),
         ),
     ]
+    if s.schema_valid is not None:
+        sides = (s.schema_valid.blue, s.schema_valid.green)
+        shown = [
+            "-" if side is None else f"{side.valid} of {side.checked} ({_num(side.rate)})"
+            for side in sides
+        ]
+        rows.append(("schema-valid", shown[0], shown[1]))
     for row in rows:
         table.add_row(*row)
     return table

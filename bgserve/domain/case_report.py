@@ -40,6 +40,10 @@ class SlotReport(BaseModel):
     tokens_reported: bool = False
     probe_ms: list[float] = Field(default_factory=list)
     scores: dict[str, float | None] = Field(default_factory=dict)
+    schema_problem: str | None = None
+    """Why the answer does not match the prompt's response_format (None: it does, or
+    there is no schema; see ``schema_checked``)."""
+    schema_checked: bool = False
 
     @property
     def answered(self) -> bool:

@@ -17,6 +17,7 @@ from bgserve.domain.case_report import CaseReport, SlotReport, SlotResult
 from bgserve.domain.golden import GoldenCase
 from bgserve.domain.golden_summary import JudgeSetup, summarize
 from bgserve.domain.judging import Judgement
+from bgserve.domain.response_schema import SchemaSides, check_schemas, schema_reason
 from bgserve.domain.scorers import (
     ExactScorer,
     Scorer,
@@ -219,10 +220,12 @@ def compare(
     judgements: Mapping[str, Judgement] | None = None,
     judge: JudgeSetup | None = None,
     price_per_1k_tokens: float | None = None,
+    schemas: SchemaSides | None = None,
 ) -> ComparisonReport:
     """Score green against blue on ``cases``; the results are keyed by case id.
 
-    ``judgements`` are the pairwise judge's outcomes by case id, made by ``judge``.
+    ``judgements`` are the pairwise judge's outcomes by case id, made by ``judge``;
+    ``schemas`` the response_format of each side's prompt, its answers are checked on.
 
     Raises:
         ValueError: a case has no result for a slot (a bug in the caller).
@@ -241,7 +244,12 @@ def compare(
         for case in cases
     ]
     summary = summarize(reports, thresholds, judge, price_per_1k_tokens)
+    if schemas is not None:
+        summary.schema_valid = check_schemas(reports, schemas, thresholds.report_confidence)
     reasons = verdict_reasons(summary, thresholds) + quality_reasons(summary, thresholds)
+    limit = thresholds.min_schema_valid_rate
+    found = schema_reason(summary.schema_valid, limit, thresholds.confidence)
+    reasons += [found] if found is not None else []
     return ComparisonReport(
         scorer=scorer.name,
         thresholds=thresholds,

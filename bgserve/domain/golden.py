@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bgserve.domain.assertions import KNOWN_ASSERTION_TYPES, VALUE_RULES, Assertion, invalid
+from bgserve.domain.chat_message import ChatMessage
 from bgserve.errors import InvalidInput, PayloadTooLarge
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 MAX_CASES = 10_000
 MAX_CASE_BYTES = 65_536
 MAX_ID_LENGTH = 128
-_CASE_KEYS = ("id", "inputs", "expected", "assert", "scorers", "description")
+_CASE_KEYS = ("id", "inputs", "messages", "expected", "assert", "scorers", "description")
 _ASSERTION_KEYS = ("type", "value", "threshold")
 
 
@@ -48,13 +49,15 @@ class GoldenCase(BaseModel):
     """One golden case: the template inputs, the expected answer and the assertions.
 
     In JSON the assertions are under ``"assert"``; inputs are strings, because the
-    data plane sends each variable as one BYTES element.
+    data plane sends each variable as one BYTES element. ``messages`` (chat prompts only)
+    are the client's messages, sent after the prompt's rendered ones.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     id: str
-    inputs: dict[str, str]
+    inputs: dict[str, str] = Field(default_factory=dict)
+    messages: tuple[ChatMessage, ...] | None = None
     expected: str | None = None
     assertions: tuple[Assertion, ...] = Field(default=(), alias="assert")
     scorers: tuple[str, ...] = ()
@@ -186,7 +189,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     if err["type"] == "missing":
         return f"{loc!r} is required"
     if err["type"] == "extra_forbidden":
-        known = _ASSERTION_KEYS if len(err["loc"]) > 1 else _CASE_KEYS
+        known: tuple[str, ...] = _ASSERTION_KEYS if len(err["loc"]) > 1 else _CASE_KEYS
+        known = ("role", "content") if err["loc"][0] == "messages" else known
         return f"unknown field {loc!r}: use {', '.join(known)}"
     return f"{loc}: {err['msg']}" if loc else str(err["msg"])
 

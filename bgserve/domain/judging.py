@@ -49,10 +49,19 @@ def green_first(case_id: str, seed: str) -> bool:
 
 
 def judge_messages(
-    rubric: str, inputs: Mapping[str, str], answer_a: str, answer_b: str
+    rubric: str,
+    inputs: Mapping[str, str],
+    answer_a: str,
+    answer_b: str,
+    conversation: Sequence[tuple[str, str]] = (),
 ) -> list[dict[str, str]]:
-    """The chat messages asking which of two answers better fulfils ``rubric``."""
+    """The chat messages asking which of two answers better fulfils ``rubric``;
+    ``conversation`` is the case's client messages as ``(role, content)``, shown after
+    the inputs (the answers reply to its last message)."""
     shown_inputs = "\n".join(f"{name}: {value}" for name, value in inputs.items())
+    if conversation:
+        turns = "\n".join(f"{role}: {content}" for role, content in conversation)
+        shown_inputs += f"\n\nConversation (the answers reply to its last message):\n{turns}"
     return [
         {
             "role": "system",

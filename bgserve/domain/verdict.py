@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bgserve.domain.confidence import Interval
 from bgserve.domain.judging import JudgeSummary
+from bgserve.domain.schema_rates import SchemaSummary
 from bgserve.domain.scorer_values import ScorerSummary
 from bgserve.domain.tokens import TokenSummary
 from bgserve.errors import InvalidInput
@@ -68,6 +69,9 @@ class Thresholds(BaseModel):
     """Green's win rate in the pairwise judge (ties count half), when a judge is set."""
     max_scorer_regression: Annotated[float, Field(ge=0)] = 0.0
     """How far green's mean on each MLflow scorer may fall below blue's, in its units."""
+    min_schema_valid_rate: Rate = 0.9
+    """Share of green's answered cases whose answer is JSON matching green's prompt's
+    ``response_format`` schema; applies only when that prompt has one."""
 
     @property
     def report_confidence(self) -> float:
@@ -129,6 +133,8 @@ class Summary(BaseModel):
     tokens: TokenSummary | None = None
     judge: JudgeSummary | None = None
     scorers: list[ScorerSummary] = Field(default_factory=list)
+    schema_valid: SchemaSummary | None = None
+    """Schema-valid rates, when a side's prompt has a ``response_format``."""
 
 
 class Verdict(BaseModel):

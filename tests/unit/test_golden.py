@@ -119,7 +119,7 @@ def test_booleans_are_not_numbers() -> None:
 def test_unknown_and_missing_fields_are_named() -> None:
     assert error_of(line("u1", asserts=[])).message == (
         "golden set line 1 (case 'u1'): unknown field 'asserts': "
-        "use id, inputs, expected, assert, scorers, description"
+        "use id, inputs, messages, expected, assert, scorers, description"
     )
     assert error_of('{"inputs": {}}').message == "golden set line 1: 'id' is required"
     assert error_of(json.dumps({"id": "n1", "inputs": {"n": 3}})).message == (
