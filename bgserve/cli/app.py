@@ -119,17 +119,16 @@ def demo(
     """
     from bgserve.cli.logs import configure_logging
 
+    # Imported before the logging is set: some MLflow modules turn its prints back on
+    # when they are first imported (mlflow.types.responses does).
+    from bgserve.demo.llm_story import run_llm_demo
+    from bgserve.demo.run import run_demo
+
     settings = load_settings({})
     # The story is the output: bgserve's own INFO lines only when asked for.
     explicit = "log_level" in settings.model_fields_set
     configure_logging(settings.log_level if explicit else "warning")
-    if llm:
-        from bgserve.demo.llm_story import run_llm_demo
-
-        raise typer.Exit(run_llm_demo(keep=keep))
-    from bgserve.demo.run import run_demo
-
-    raise typer.Exit(run_demo(keep=keep))
+    raise typer.Exit(run_llm_demo(keep=keep) if llm else run_demo(keep=keep))
 
 
 @app.command()

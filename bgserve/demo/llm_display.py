@@ -43,14 +43,21 @@ class ChatLiveView:
         return table
 
 
-def print_checks(console: Console, history: Sequence[Event]) -> None:
-    """Each live analysis the rollout engine recorded: the step's action, then one line
-    per check with its outcome and its numbers in words."""
+def print_checks(console: Console, history: Sequence[Event], green: int) -> None:
+    """Each live analysis the rollout engine recorded (release ``green`` being promoted):
+    green's weight, the outcome and what follows, then one line per check with its
+    outcome and its numbers in words."""
     for event in history:
         analysis = (event.details or {}).get("analysis")
         if not analysis:
             continue
-        console.print(f"analysis ({event.action}): {analysis.get('outcome', '?')}", highlight=False)
+        weight = (event.weights_before or {}).get(str(green), "?")
+        outcome = analysis.get("outcome", "?")
+        then = {"inconclusive": "keep baking", "pass": "next step", "fail": "revert"}
+        console.print(
+            f"live analysis at green {weight}%: {outcome} ({then.get(outcome, event.action)})",
+            highlight=False,
+        )
         for check in analysis.get("checks", []):
             console.print(
                 f"  {check.get('name')}: {check.get('outcome')} — {check.get('reason', '')}",
