@@ -24,7 +24,7 @@ from rich.live import Live
 
 from bgserve.cli.tables import comparison_table
 from bgserve.compose import Components, build_components
-from bgserve.demo.display import Timeline
+from bgserve.demo.display import Timeline, print_kept
 from bgserve.demo.llm_display import ChatLiveView, chat_summary, print_checks
 from bgserve.demo.llm_models import (
     chat_golden_set,
@@ -56,13 +56,13 @@ def llm_settings(home: Path) -> Settings:
                 "max_latency_ratio_p50": 10.0,
                 "max_latency_ratio_p95": 10.0,
             },
-            # A slot answers one generation at a time: a stream may wait its turn behind
-            # another, longer than the router's 10 s default on a loaded machine.
             # Each golden answer is timed once, with one warm-up call a slot: a repeated
             # latency probe would triple the generations for a number this story does
             # not gate on.
             "compare_warmup_calls": 1,
             "compare_latency_cases": 0,
+            # A slot answers one generation at a time: a stream may wait its turn behind
+            # another, longer than the router's 10 s default on a loaded machine.
             "deployment_timeouts": {DEPLOYMENT: (60.0, 30.0)},
         }
     )
@@ -78,10 +78,11 @@ def demo_plan() -> Plan:
     next, so the limit is 3x (a regression that gross is still caught), and the
     Mann-Whitney rule needs the slowdown to be significant too. 50% first gives green as
     many answers as blue in the shortest time; 6 answers a side is the fewest a p95 is
-    worth reading on, and a bake of 4 s covers them at SmolLM2's speed. The whole-answer
-    latency check is left out on purpose: the pirate's answers are longer by design.
-    If the machine is too slow to reach 6 answers a side within 90 s, the plan goes on
-    (``continue``) rather than hold the demo forever.
+    worth reading on: a bake of 4 s is about what they take on a quiet machine, and on a
+    busy one the engine keeps baking until it has them. The whole-answer latency check
+    is left out on purpose: the pirate's answers are longer by design. If the machine is
+    too slow to reach 6 answers a side within 90 s, the plan goes on (``continue``)
+    rather than hold the demo forever.
     """
     analysis = AnalysisSettings(
         min_requests=6,
@@ -117,7 +118,10 @@ def run_llm_demo(keep: bool = False, console: Console | None = None) -> int:
             counts = _story(console, timeline, parts)
         finally:
             _timed(console, timeline, "stop slots and router", lambda: _close(parts))
-        return chat_summary(console, timeline, counts)
+        status = chat_summary(console, timeline, counts)
+        if keep:
+            print_kept(console, home)
+        return status
 
 
 def _close(parts: Components) -> None:
