@@ -11,8 +11,9 @@ kept only once blue answered with a 2xx. A full queue drops the copy; green's fa
 and timeouts (the first-byte timeout, then the whole-answer one) are counted, never
 raised. Answers wait as raw bytes in a bounded buffer until :meth:`Mirror.drain` parses
 them into pairs, so the loop that answers clients does no more per copy than send it
-and read green's answer; the oldest beyond the bound are dropped and counted. Pairs are
-never logged.
+and read green's answer; the oldest beyond the bound are dropped and counted. A streamed
+chat completion is paired as the one ``chat.completion`` body its events assemble into
+(:func:`~bgserve.dataplane.openai_api.assembled`). Pairs are never logged.
 
 Which requests are mirrored is deterministic: an accumulator adds ``percent`` per request
 blue is picked for and mirrors when it reaches 100, so 100% mirrors every one and 25%

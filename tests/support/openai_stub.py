@@ -40,7 +40,7 @@ class OpenAIStub:
     paths: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
-    sent: int = 0  # content chunks sent by the last streamed answer
+    sent: int = 0  # content chunks the last streamed answer wrote (or is writing)
     lockstep_timeouts: int = 0
     _released: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
 
@@ -118,8 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
             if stub.stall_after is not None and index >= stub.stall_after:
                 time.sleep(stub.stall_s)
                 return
+            stub.sent += 1  # before the write: a client may read the chunk before it returns
             self._write(_chunk(stub, {"content": word}))
-            stub.sent += 1
         self._write(_chunk(stub, {}, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
             event: dict[str, Any] = {"id": "chatcmpl-stub", "object": "chat.completion.chunk"}
