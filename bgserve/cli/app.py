@@ -119,16 +119,18 @@ def demo(
     """
     from bgserve.cli.logs import configure_logging
 
-    # Imported before the logging is set: some MLflow modules turn its prints back on
-    # when they are first imported (mlflow.types.responses does).
-    from bgserve.demo.llm_story import run_llm_demo
-    from bgserve.demo.run import run_demo
+    # The story is imported before the logging is set: some MLflow modules turn its
+    # prints back on when they are first imported (mlflow.types.responses does).
+    if llm:
+        from bgserve.demo.llm_story import run_llm_demo as story
+    else:
+        from bgserve.demo.run import run_demo as story
 
     settings = load_settings({})
     # The story is the output: bgserve's own INFO lines only when asked for.
     explicit = "log_level" in settings.model_fields_set
     configure_logging(settings.log_level if explicit else "warning")
-    raise typer.Exit(run_llm_demo(keep=keep) if llm else run_demo(keep=keep))
+    raise typer.Exit(story(keep=keep))
 
 
 @app.command()
