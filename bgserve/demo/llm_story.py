@@ -103,7 +103,7 @@ def run_llm_demo(keep: bool = False, console: Console | None = None) -> int:
         timeline = Timeline()
         console.rule("[bold]bgserve demo --llm[/bold]")
         console.print(f"working in {home}")
-        _timed(
+        model_uri, prompt_uris = _timed(
             console,
             timeline,
             "register SmolLM2-135M (GGUF, llama.cpp) and prompt chat v1, v2",
@@ -115,7 +115,7 @@ def run_llm_demo(keep: bool = False, console: Console | None = None) -> int:
         parts = build_components(settings)
         try:
             parts.start()
-            counts = _story(console, timeline, parts)
+            counts = _story(console, timeline, parts, model_uri, prompt_uris)
         finally:
             _timed(console, timeline, "stop slots and router", lambda: _close(parts))
         status = chat_summary(console, timeline, counts)
@@ -136,17 +136,25 @@ def _close(parts: Components) -> None:
         leader.setLevel(level)
 
 
-def _register(settings: Settings) -> None:
+def _register(settings: Settings) -> tuple[str, tuple[str, str]]:
+    """SmolLM2's model URI and the two chat prompt versions' URIs."""
     uri = settings.mlflow_tracking_uri
     assert uri is not None  # demo_settings sets it
-    register_smollm2(uri, settings.mlflow_registry_uri)
-    push_chat_prompts(uri, settings.mlflow_registry_uri)
+    model = register_smollm2(uri, settings.mlflow_registry_uri)
+    first, second = push_chat_prompts(uri, settings.mlflow_registry_uri)
+    return model.model_uri, (f"prompts:/chat/{first}", f"prompts:/chat/{second}")
 
 
-def _story(console: Console, timeline: Timeline, parts: Components) -> ChatCounts:
+def _story(
+    console: Console,
+    timeline: Timeline,
+    parts: Components,
+    model_uri: str,
+    prompt_uris: tuple[str, str],
+) -> ChatCounts:
     service = parts.service
-    terse = service.register_release("terse", "models:/smollm2/1", "prompts:/chat/1", PRINCIPAL)
-    pirate = service.register_release("pirate", "models:/smollm2/1", "prompts:/chat/2", PRINCIPAL)
+    terse = service.register_release("terse", model_uri, prompt_uris[0], PRINCIPAL)
+    pirate = service.register_release("pirate", model_uri, prompt_uris[1], PRINCIPAL)
     console.print(
         f"releases: {terse.id}=terse (SmolLM2 + chat v1), {pirate.id}=pirate (SmolLM2 + chat v2)"
     )
