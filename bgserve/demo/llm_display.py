@@ -31,7 +31,8 @@ class ChatLiveView:
 
     def __rich__(self) -> Table:
         counts = self.traffic.snapshot()
-        table = Table(title=f"streamed chat on {self.traffic.deployment} — {self.timeline.weights}")
+        title = f"streamed chat on {self.traffic.deployment} — {self.timeline.weights}"
+        table = Table(title=title, min_width=len(title))
         for column in ("slot", "answers", "TTFT p50", "tokens/s"):
             table.add_column(column, justify="left" if column == "slot" else "right")
         for slot in ("blue", "green"):
