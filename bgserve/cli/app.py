@@ -104,19 +104,33 @@ def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the temporary directory and print how to use it")
     ] = False,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            "--llm",
+            help="The LLM story instead: SmolLM2 with two chat prompts, streamed through "
+            "the router with the openai SDK, a plan with the time-to-first-token check",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole flow on this machine: register, deploy, stage, promote, revert.
 
     Exit status 0 when the live client saw no failed request, else 1.
     """
     from bgserve.cli.logs import configure_logging
-    from bgserve.demo.run import run_demo
+
+    # The story is imported before the logging is set: some MLflow modules turn its
+    # prints back on when they are first imported (mlflow.types.responses does).
+    if llm:
+        from bgserve.demo.llm_story import run_llm_demo as story
+    else:
+        from bgserve.demo.run import run_demo as story
 
     settings = load_settings({})
     # The story is the output: bgserve's own INFO lines only when asked for.
     explicit = "log_level" in settings.model_fields_set
     configure_logging(settings.log_level if explicit else "warning")
-    raise typer.Exit(run_demo(keep=keep))
+    raise typer.Exit(story(keep=keep))
 
 
 @app.command()

@@ -33,6 +33,7 @@ from bgserve.compose import Components, build_components
 from bgserve.demo.display import DEPLOYMENT, LiveView, Timeline, numbers, sides, summary
 from bgserve.demo.models import push_demo_prompts, register_demo_models, register_flaky_model
 from bgserve.demo.traffic import TrafficClient, TrafficCounts
+from bgserve.domain.plan import Plan
 from bgserve.errors import GateClosed
 from bgserve.settings import Settings
 from bgserve.store import StoredDeployment
@@ -225,14 +226,20 @@ def _promote_and_revert(
         console.line()
 
 
-def _follow_plan(service: Service, on_step: Callable[[StoredDeployment], None]) -> StoredDeployment:
-    """Start the plan and follow it while the rollout engine walks it, until it ends."""
-    stored = service.start_plan(DEPLOYMENT, PRINCIPAL)
+def _follow_plan(
+    service: Service,
+    on_step: Callable[[StoredDeployment], None],
+    plan: Plan | None = None,
+    deployment: str = DEPLOYMENT,
+) -> StoredDeployment:
+    """Start ``plan`` (the settings' default when None) and follow it while the rollout
+    engine walks it, until it ends."""
+    stored = service.start_plan(deployment, PRINCIPAL, plan)
     on_step(stored)
     seen = (stored.state.green, stored.state.green_weight)
     while stored.state.plan is not None:
         time.sleep(0.1)
-        stored = service.get_deployment(DEPLOYMENT)
+        stored = service.get_deployment(deployment)
         now = (stored.state.green, stored.state.green_weight)
         if now != seen:
             seen = now
