@@ -13,8 +13,8 @@ import yaml
 
 from bgserve.compose import registry_at
 from bgserve.demo.models import prompt_dir
-from bgserve.domain.golden import GoldenCase, parse_golden_jsonl
 from bgserve.errors import InvalidInput
+from bgserve.evaluation.golden import GoldenCase, parse_golden_jsonl
 from bgserve.llm.smollm2 import smollm2_path
 from bgserve.registry.llm_models import LlmSpec, RegisteredLlm, register_llm
 from bgserve.registry.mlflow_registry import translate_errors

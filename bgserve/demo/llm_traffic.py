@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import openai
 
-from bgserve.domain.verdict import percentile
+from bgserve.evaluation.verdict import percentile
 
 QUESTIONS = (
     "What is the capital of Italy?",
