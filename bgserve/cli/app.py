@@ -122,7 +122,15 @@ def demo(
     # The story is imported before the logging is set: some MLflow modules turn its
     # prints back on when they are first imported (mlflow.types.responses does).
     if llm:
-        from bgserve.demo.llm_story import run_llm_demo as story
+        try:
+            from bgserve.demo.llm_story import run_llm_demo as story
+        except ImportError as exc:
+            typer.echo(
+                f"bgserve demo --llm needs the llm extra ({exc.name} is missing): "
+                'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "bgserve[llm]"',
+                err=True,
+            )
+            raise typer.Exit(2) from exc
     else:
         from bgserve.demo.run import run_demo as story
 
