@@ -8,7 +8,7 @@ first sees its generation (a slot that takes a while to start, as in a cluster).
 
 Prints one JSON line: requests by verb (get, list, watch, create, patch, update,
 delete) and the flow's duration. Needs the binaries of ``tools/kube-apiserver.sh build``
-and the official CRDs (``$BGSERVE_CRD_DIR`` or ../shared/crds).
+and the official CRDs (``$BGSERVE_CRD_DIR``, else fetched by ``tools/crds.py``).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     crds = crd_dir()
     if crds is None:
-        raise SystemExit("official CRDs not found: set BGSERVE_CRD_DIR")
+        raise SystemExit("official CRDs not found: run tools/crds.py, or set BGSERVE_CRD_DIR")
     plane = ControlPlane(binaries(), Path(crds))
     try:
         cluster = plane.start()
