@@ -22,7 +22,12 @@ SLOT_LINE = re.compile(
 
 
 def run_demo() -> tuple[subprocess.CompletedProcess[str], list[int], float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("BGSERVE_LOG_LEVEL", "FORCE_COLOR")}
+    # The demo makes its own MLflow store: none of the session's MLflow variables.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("BGSERVE_LOG_LEVEL", "FORCE_COLOR") and not k.startswith("MLFLOW_")
+    }
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bgserve", "demo", "--llm"],

@@ -18,7 +18,12 @@ NOISE = ("input example", "Successfully registered", "Created version", "INFO ml
 
 
 def test_piped_demo_tells_its_story_without_mlflow_noise_and_leaves_no_process() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("BGSERVE_LOG_LEVEL", "FORCE_COLOR")}
+    # The demo makes its own MLflow store: none of the session's MLflow variables.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("BGSERVE_LOG_LEVEL", "FORCE_COLOR") and not k.startswith("MLFLOW_")
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bgserve", "demo"],
         stdout=subprocess.PIPE,
