@@ -20,9 +20,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from bgserve.backends.local.backend import side_window
 from bgserve.backends.local.dataplane_client import DataPlaneClient
 from bgserve.backends.local.slot_launcher import SlotLauncher
+from bgserve.backends.local.traffic import side_window
 from bgserve.dataplane.router import Router
 from bgserve.dataplane.wire import RouteTarget, SlotStats
 from bgserve.domain.analysis import AnalysisSettings, Outcome

@@ -29,6 +29,7 @@ from bgserve.backends.local.dataplane_client import DataPlaneClient
 from bgserve.backends.local.slot_launcher import SlotLauncher
 from bgserve.backends.local.slot_priority import ShadowGreenPriority, SlotKey
 from bgserve.backends.local.slot_process import LOOPBACK, Slot
+from bgserve.backends.local.traffic import windows_of
 from bgserve.dataplane.wire import RouteTarget, ShadowBatch, SlotStats
 from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
@@ -261,14 +262,7 @@ class LocalBackend:
         """Requests, errors, latency histogram and the streaming checks' histograms per
         release since the data-plane process started: the rollout engine's live counts (a
         ``TrafficSource``). Raises BackendError if the data plane cannot be asked."""
-        out: dict[int, SideWindow] = {}
-        for stats in self.traffic_stats():
-            if stats["deployment"] != deployment:
-                continue
-            side = side_window(stats)
-            before = out.get(stats["release_id"])
-            out[stats["release_id"]] = side if before is None else before.plus(side)
-        return out
+        return windows_of(self.traffic_stats(), deployment)
 
     def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
         """Mirror ``percent`` (0-100; 0 stops) of the infer requests blue answers to the
@@ -383,19 +377,6 @@ class LocalBackend:
     def _key_lock(self, key: tuple[str, int]) -> threading.Lock:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
-
-
-def side_window(stats: SlotStats) -> SideWindow:
-    """The analysis window of one slot's data-plane counters."""
-    return SideWindow(
-        stats["requests"],
-        stats["errors"],
-        tuple(stats["latency_buckets"]),
-        tuple(stats["ttft_buckets"]),
-        tuple(stats["tpot_buckets"]),
-        tuple(stats["output_token_buckets"]),
-        stats["output_tokens"],
-    )
 
 
 if TYPE_CHECKING:
