@@ -4,7 +4,6 @@ docs/performance.md): every path streams without a failure and every figure is r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.missing import missing
+from tests.support.processes import own_store_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,12 +25,6 @@ GOALS = (
     "chunk relay p50 added by bgserve (ms)",
     "SmolLM2 tokens/s: router / direct",
 )
-
-
-def own_environment() -> dict[str, str]:
-    """This process's environment less the session's MLflow store (``mlflow_store`` sets it
-    for the whole session): the benchmark registers its models in a store of its own."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +40,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
         capture_output=True,
         text=True,
         timeout=420,
-        env={**own_environment(), "BGSERVE_BENCH_RESULTS": str(results)},
+        env={**own_store_environment(), "BGSERVE_BENCH_RESULTS": str(results)},
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout, json.loads((results / "sse.json").read_text())

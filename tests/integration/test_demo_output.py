@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 
 import pytest
 
-from tests.support.processes import descendants, wait_gone
+from tests.support.processes import descendants, own_store_environment, wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -18,12 +17,7 @@ NOISE = ("input example", "Successfully registered", "Created version", "INFO ml
 
 
 def test_piped_demo_tells_its_story_without_mlflow_noise_and_leaves_no_process() -> None:
-    # The demo makes its own MLflow store: none of the session's MLflow variables.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("BGSERVE_LOG_LEVEL", "FORCE_COLOR") and not k.startswith("MLFLOW_")
-    }
+    env = own_store_environment("BGSERVE_LOG_LEVEL", "FORCE_COLOR")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bgserve", "demo"],
         stdout=subprocess.PIPE,

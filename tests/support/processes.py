@@ -14,6 +14,13 @@ import httpx
 import psutil
 
 
+def own_store_environment(*drop: str) -> dict[str, str]:
+    """This process's environment for a child that makes its own MLflow store: without the
+    session's ``MLFLOW_*`` variables (``mlflow_store`` sets them, and MLflow an experiment
+    id, for the whole session) and without ``drop``."""
+    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("MLFLOW_")}
+
+
 def free_port() -> int:
     """A loopback port free right now (for a server started in another process)."""
     with socket.socket() as s:
