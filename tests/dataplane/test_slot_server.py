@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bgserve.slot.server import input_columns, output_strings
+from bgserve.slot.oip import input_columns, output_strings
 from tests.support.models import SlotProcess, build_bundle, infer_body
 
 # The echo bundle has no type hints on predict; MLflow warns about it every time.
