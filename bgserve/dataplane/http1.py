@@ -32,6 +32,7 @@ from bgserve.dataplane.http1_errors import (
 
 __all__ = [
     "HEAD_LIMIT",
+    "REASONS",
     "BadRequest",
     "ProxyError",
     "Request",
@@ -39,7 +40,6 @@ __all__ = [
     "UpstreamTimeout",
     "error_response",
     "json_response",
-    "openai_error_response",
     "read_request",
 ]
 
@@ -293,7 +293,7 @@ def json_response(status: int, reason: str, payload: dict[str, object], keep: bo
     )
 
 
-_REASONS = {
+REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
     404: "Not Found",
@@ -310,23 +310,4 @@ _REASONS = {
 
 def error_response(status: int, message: str, keep: bool) -> bytes:
     """A JSON ``{"error": message}`` response with ``status``, ready to write."""
-    return json_response(status, _REASONS[status], {"error": message}, keep)
-
-
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-}
-
-
-def openai_error_response(
-    status: int, message: str, keep: bool, *, param: str | None = None, code: str | None = None
-) -> bytes:
-    """An error in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``)
-    with ``status``, ready to write: what the ``openai`` SDK reads from any endpoint."""
-    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    error = {"message": message, "type": kind, "param": param, "code": code}
-    return json_response(status, _REASONS[status], {"error": error}, keep)
+    return json_response(status, REASONS[status], {"error": message}, keep)

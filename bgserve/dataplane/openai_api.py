@@ -4,7 +4,7 @@ and a streamed answer assembled into one for a shadow pair.
 Only these paths parse the request body (the OIP path never does): ``model`` names the
 deployment, ``stream: true`` asks for server-sent events, ``user`` is a sticky key when
 the sticky header is absent. Every error here is in OpenAI's shape
-(:func:`~bgserve.dataplane.http1.openai_error_response`).
+(:func:`openai_error_response`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,30 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bgserve.dataplane.http1 import Request, json_response, openai_error_response
+from bgserve.dataplane.http1 import REASONS, Request, json_response
 
 CHAT_PATHS = (b"/openai/v1/chat/completions", b"/v1/chat/completions")
 MODELS_PATHS = (b"/openai/v1/models", b"/v1/models")
 SLOT_CHAT_PATH = b"/openai/v1/chat/completions"
+
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+}
+
+
+def openai_error_response(
+    status: int, message: str, keep: bool, *, param: str | None = None, code: str | None = None
+) -> bytes:
+    """An error in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``)
+    with ``status``, ready to write: what the ``openai`` SDK reads from any endpoint."""
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return json_response(status, REASONS[status], {"error": error}, keep)
 
 
 class OpenAIError(Exception):

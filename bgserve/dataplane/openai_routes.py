@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bgserve.dataplane.http1 import Request, json_response, openai_error_response
+from bgserve.dataplane.http1 import Request, json_response
 from bgserve.dataplane.mirror import Forward, Mirror
 from bgserve.dataplane.openai_api import (
     CHAT_PATHS,
@@ -23,6 +23,7 @@ from bgserve.dataplane.openai_api import (
     chat_call,
     for_slot,
     models_response,
+    openai_error_response,
     unknown_model,
 )
 from bgserve.dataplane.request_head import SlotPicker
