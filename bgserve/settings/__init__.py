@@ -13,7 +13,6 @@ from typing import Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
     Field,
     PositiveFloat,
     field_validator,
@@ -22,7 +21,15 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bgserve.settings.compare import CompareGroup, JudgeGroup
-from bgserve.settings.groups import ENV_PREFIX, FlatEnvSource, Group, flat_fields, nest
+from bgserve.settings.groups import (
+    ENV_PREFIX,
+    FlatEnvSource,
+    Group,
+    flat_fields,
+    is_group,
+    nest,
+    set_path,
+)
 from bgserve.settings.kube import KServeGroup, KubeGroup, PrometheusGroup, SeldonGroup
 from bgserve.settings.leader import LeaderGroup
 from bgserve.settings.rollout import PlanGroup, ShadowGroup
@@ -42,21 +49,6 @@ __all__ = [
 ]
 
 DEFAULT_HOME = Path.home() / ".bgserve"
-
-
-def _set_path(model: BaseModel, path: tuple[str, ...], value: Any) -> None:
-    # Groups are copied on the way down, so the original settings never change.
-    head, *rest = path
-    if not rest:
-        setattr(model, head, value)
-        return
-    group = getattr(model, head).model_copy()
-    _set_path(group, tuple(rest), value)
-    setattr(model, head, group)
-
-
-def _is_group(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, Group)
 
 
 def _is_loopback(host: str) -> bool:
@@ -269,20 +261,20 @@ class Settings(BaseSettings):
         copy = super().model_copy(deep=deep)
         for flat, path, _ in flat_fields(type(self)):
             if flat in plain:
-                _set_path(copy, path, plain.pop(flat))
+                set_path(copy, path, plain.pop(flat))
         return super(Settings, copy).model_copy(update=plain)
 
     @classmethod
     def env_names(cls) -> set[str]:
         """Every ``BGSERVE_`` variable bgserve reads (older spellings included)."""
-        plain = {name for name, f in cls.model_fields.items() if not _is_group(f.annotation)}
+        plain = {name for name, f in cls.model_fields.items() if not is_group(f.annotation)}
         flat = {name for name, _, _ in flat_fields(cls)}
         return {f"{ENV_PREFIX}{name.upper()}" for name in plain | flat}
 
     def flat(self, name: str) -> Any:
         """The value of the setting spelt ``name`` flat (``kube_namespace``).
         Raises KeyError for a name bgserve does not know."""
-        if name in type(self).model_fields and not _is_group(
+        if name in type(self).model_fields and not is_group(
             type(self).model_fields[name].annotation
         ):
             return getattr(self, name)

@@ -122,3 +122,20 @@ class FlatEnvSource(PydanticBaseSettingsSource):
                 self.decode_complex_value(flat, field, raw) if self.field_is_complex(field) else raw
             )
         return values
+
+
+def set_path(model: BaseModel, path: tuple[str, ...], value: Any) -> None:
+    """Set the field at ``path`` (group names, then the field) of ``model``."""
+    # Groups are copied on the way down, so the original settings never change.
+    head, *rest = path
+    if not rest:
+        setattr(model, head, value)
+        return
+    group = getattr(model, head).model_copy()
+    set_path(group, tuple(rest), value)
+    setattr(model, head, group)
+
+
+def is_group(annotation: Any) -> bool:
+    """Whether a field's annotation is a settings group."""
+    return isinstance(annotation, type) and issubclass(annotation, Group)
