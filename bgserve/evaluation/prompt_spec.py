@@ -9,11 +9,11 @@ from typing import Any
 
 from bgserve.errors import InvalidInput
 from bgserve.evaluation.chat_prompt import chat_variables
+from bgserve.evaluation.model_config import MODEL_CONFIG_KEYS
 from bgserve.evaluation.template import variables
 
-__all__ = ["GENERATION_KEYS", "PromptSpec"]
+__all__ = ["PromptSpec"]
 
-GENERATION_KEYS = ("temperature", "max_tokens", "top_p", "stop", "seed")
 """The settings of a prompt's ``model_config`` that a release applies to every call."""
 
 
@@ -66,7 +66,7 @@ class PromptSpec:
             if self.messages is not None
             else {"template": self.template}
         )
-        generation = {k: v for k, v in self.model_config.items() if k in GENERATION_KEYS}
+        generation = {k: v for k, v in self.model_config.items() if k in MODEL_CONFIG_KEYS}
         if generation:
             config["model_config"] = generation
         if self.response_format:
