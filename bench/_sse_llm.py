@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
-import tempfile
-from pathlib import Path
-from types import TracebackType
 
-from _stack import Serve, spawn_serve, wait_ready
+from _stack import ServeStack, spawn_serve, wait_ready
 
 DEPLOYMENT = "smol"
 PROMPT = "bench-chat"
@@ -41,27 +36,14 @@ def chat_request(host: str, port: int, max_tokens: int) -> str:
     )
 
 
-class LlmStack:
+class LlmStack(ServeStack):
     """`bgserve serve` with deployment ``smol`` on SmolLM2; the slot's and router's ports."""
 
+    prefix = "bgserve-bench-sse-"
+
     def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="bgserve-bench-sse-"))
-        self.mlflow_uri = f"sqlite:///{self.tmp / 'mlflow.db'}"
-        self.serve: Serve | None = None
+        super().__init__()
         self.slot: tuple[str, int] = ("", 0)
-
-    def __enter__(self) -> LlmStack:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def router(self) -> tuple[str, int]:
@@ -95,11 +77,3 @@ class LlmStack:
         template = [{"role": "system", "content": SYSTEM}]
         version = mlflow.genai.register_prompt(name=PROMPT, template=template).version
         return f"prompts:/{PROMPT}/{version}"
-
-    def close(self) -> None:
-        if self.serve is not None:
-            self.serve.stop()
-        if os.environ.get("BGSERVE_BENCH_KEEP"):
-            print(f"kept {self.tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -138,21 +138,19 @@ def wait_ready(serve: Serve, timeout: float = 180.0) -> float:
     return wait_until(ready, timeout, "bgserve /readyz")
 
 
-class Stack:
-    """MLflow with the demo models and prompts, `bgserve serve`, releases A and B deployed.
+class ServeStack:
+    """A ``bgserve serve`` in a temporary directory with its own MLflow store, started on
+    entry (whatever it started is stopped if starting fails) and removed on exit
+    (``BGSERVE_BENCH_KEEP`` keeps the directory). Subclasses start it in ``_start``."""
 
-    Release A (summarizer v1 + prompt v1) is blue, release B (summarizer v1 + prompt v2)
-    is staged green at 0 on deployment ``bench``; both slots are warmed up.
-    """
+    prefix = "bgserve-bench-"
 
     def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="bgserve-perf-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix=self.prefix))
         self.mlflow_uri = f"sqlite:///{self.tmp / 'mlflow.db'}"
         self.serve: Serve | None = None
-        self.releases: dict[str, int] = {}
-        self.endpoints: dict[int, str] = {}
 
-    def __enter__(self) -> Stack:
+    def __enter__(self) -> Self:
         try:
             self._start()
         except BaseException:
@@ -164,6 +162,32 @@ class Stack:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.serve is not None:
+            self.serve.stop()
+        if os.environ.get("BGSERVE_BENCH_KEEP"):
+            print(f"kept {self.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Stack(ServeStack):
+    """MLflow with the demo models and prompts, `bgserve serve`, releases A and B deployed.
+
+    Release A (summarizer v1 + prompt v1) is blue, release B (summarizer v1 + prompt v2)
+    is staged green at 0 on deployment ``bench``; both slots are warmed up.
+    """
+
+    prefix = "bgserve-perf-"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.releases: dict[str, int] = {}
+        self.endpoints: dict[int, str] = {}
 
     @property
     def api(self) -> Serve:
@@ -210,11 +234,3 @@ class Stack:
     def revert(self) -> dict[str, Any]:
         result: dict[str, Any] = self.api.api("POST", f"/deployments/{DEPLOYMENT}/revert", {})
         return result
-
-    def close(self) -> None:
-        if self.serve is not None:
-            self.serve.stop()
-        if os.environ.get("BGSERVE_BENCH_KEEP"):
-            print(f"kept {self.tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
