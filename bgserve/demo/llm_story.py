@@ -33,7 +33,7 @@ from bgserve.demo.llm_models import (
     register_smollm2,
 )
 from bgserve.demo.llm_traffic import ChatCounts, ChatTraffic
-from bgserve.demo.run import PRINCIPAL, _follow_plan, _timed, _workdir, demo_settings
+from bgserve.demo.run import PRINCIPAL, demo_settings, follow_plan, timed, workdir
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 from bgserve.settings import Settings
@@ -102,12 +102,12 @@ def demo_plan() -> Plan:
 def run_llm_demo(keep: bool = False, console: Console | None = None) -> int:
     """Run the LLM demo; 0 when the live client saw no failed request."""
     console = console or Console()
-    with _workdir(keep) as home:
+    with workdir(keep) as home:
         settings = llm_settings(home)
         timeline = Timeline()
         console.rule("[bold]bgserve demo --llm[/bold]")
         console.print(f"working in {home}")
-        model_uri, prompt_uris = _timed(
+        model_uri, prompt_uris = timed(
             console,
             timeline,
             "register SmolLM2-135M (GGUF, llama.cpp) and prompt chat v1, v2",
@@ -121,7 +121,7 @@ def run_llm_demo(keep: bool = False, console: Console | None = None) -> int:
             parts.start()
             counts = _story(console, timeline, parts, model_uri, prompt_uris)
         finally:
-            _timed(console, timeline, "stop slots and router", lambda: _close(parts))
+            timed(console, timeline, "stop slots and router", lambda: _close(parts))
         status = chat_summary(console, timeline, counts)
         if keep:
             print_kept(console, home)
@@ -162,7 +162,7 @@ def _story(
     console.print(
         f"releases: {terse.id}=terse (SmolLM2 + chat v1), {pirate.id}=pirate (SmolLM2 + chat v2)"
     )
-    _timed(
+    timed(
         console,
         timeline,
         f"deploy release {terse.id} as blue (slot process, llama.cpp)",
@@ -181,14 +181,14 @@ def _story(
 
 
 def _compare(console: Console, timeline: Timeline, parts: Components, release_id: int) -> None:
-    _timed(
+    timed(
         console,
         timeline,
         f"stage release {release_id} (system prompt reworded) as green at 0%",
         lambda: parts.service.stage_green(DEPLOYMENT, release_id, PRINCIPAL),
     )
     cases = chat_golden_set()
-    _, report = _timed(
+    _, report = timed(
         console,
         timeline,
         f"compare blue and green on {len(cases)} golden cases",
@@ -229,11 +229,11 @@ def _promote_and_revert(
 
     timeline.weights = "blue 100% / green 0%"
     with Live(Group(ChatLiveView(traffic, timeline)), console=console, refresh_per_second=2):
-        _timed(
+        timed(
             console,
             timeline,
             "promote 50 → 100 on live streamed traffic, analysis at each step",
-            lambda: _follow_plan(service, on_step, plan, DEPLOYMENT),
+            lambda: follow_plan(service, on_step, plan, DEPLOYMENT),
         )
     if not console.is_terminal:
         # Off a terminal, rich prints the live table's last frame without ending its line.
@@ -242,7 +242,7 @@ def _promote_and_revert(
         console.print(f"step: {weights}", highlight=False)
     print_checks(console, service.history(DEPLOYMENT), green)
     time.sleep(1.0)  # a few answers from the new blue before going back
-    _timed(
+    timed(
         console,
         timeline,
         "revert to the last good release",

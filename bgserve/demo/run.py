@@ -81,7 +81,8 @@ def demo_settings(home: Path) -> Settings:
     )
 
 
-def _timed(console: Console, timeline: Timeline, what: str, action: Callable[[], T]) -> T:
+def timed(console: Console, timeline: Timeline, what: str, action: Callable[[], T]) -> T:
+    """Run ``action`` under a spinner saying ``what``; its time goes on the timeline."""
     started = time.perf_counter()
     with console.status(what + " ..."):
         result = action()
@@ -92,7 +93,8 @@ def _timed(console: Console, timeline: Timeline, what: str, action: Callable[[],
 
 
 @contextmanager
-def _workdir(keep: bool) -> Iterator[Path]:
+def workdir(keep: bool) -> Iterator[Path]:
+    """A temporary directory for one demo, removed afterwards unless ``keep``."""
     path = Path(tempfile.mkdtemp(prefix="bgserve-demo-"))
     try:
         yield path
@@ -104,12 +106,12 @@ def _workdir(keep: bool) -> Iterator[Path]:
 def run_demo(keep: bool = False, console: Console | None = None) -> int:
     """Run the demo; 0 when the live client saw no failed request."""
     console = console or Console()
-    with _workdir(keep) as home:
+    with workdir(keep) as home:
         settings = demo_settings(home)
         timeline = Timeline()
         console.rule("[bold]bgserve demo[/bold]")
         console.print(f"working in {home}")
-        _timed(
+        timed(
             console,
             timeline,
             "register summarizer v1, v2, flaky v3 and prompt summarize v1, v2",
@@ -120,7 +122,7 @@ def run_demo(keep: bool = False, console: Console | None = None) -> int:
             parts.start()
             counts = _story(console, timeline, parts)
         finally:
-            _timed(console, timeline, "stop slots and router", parts.close)
+            timed(console, timeline, "stop slots and router", parts.close)
         return summary(console, timeline, counts, home if keep else None)
 
 
@@ -144,7 +146,7 @@ def _story(console: Console, timeline: Timeline, parts: Components) -> TrafficCo
     ]
     blue, bad, good, flaky = (r.id for r in releases)
     console.print(f"releases: {', '.join(f'{r.id}={r.name}' for r in releases)}")
-    _timed(
+    timed(
         console,
         timeline,
         f"deploy release {blue} as blue (slot process)",
@@ -165,14 +167,14 @@ def _compare(
     console: Console, timeline: Timeline, parts: Components, release_id: int, label: str
 ) -> bool:
     service = parts.service
-    _timed(
+    timed(
         console,
         timeline,
         label.format(id=release_id) + " as green at 0%",
         lambda: service.stage_green(DEPLOYMENT, release_id, PRINCIPAL),
     )
     cases = load_golden_set("summarize", parts.settings.prompts_dir)
-    _, report = _timed(
+    _, report = timed(
         console,
         timeline,
         f"compare blue and green on {len(cases)} golden cases",
@@ -206,14 +208,14 @@ def _promote_and_revert(
 
     timeline.weights = "blue 100% / green 0%"
     with Live(Group(LiveView(traffic, timeline)), console=console, refresh_per_second=4):
-        _timed(
+        timed(
             console,
             timeline,
             "promote 10 → 50 → 100, live analysis at each step",
-            lambda: _follow_plan(service, on_step),
+            lambda: follow_plan(service, on_step),
         )
         time.sleep(1.5)
-        _timed(
+        timed(
             console,
             timeline,
             "revert to the last good release",
@@ -226,7 +228,7 @@ def _promote_and_revert(
         console.line()
 
 
-def _follow_plan(
+def follow_plan(
     service: Service,
     on_step: Callable[[StoredDeployment], None],
     plan: Plan | None = None,
@@ -253,11 +255,11 @@ def _caught_live(
     service = parts.service
     timeline.weights = "blue 100% / green 0%"
     with Live(Group(LiveView(traffic, timeline)), console=console, refresh_per_second=4):
-        done = _timed(
+        done = timed(
             console,
             timeline,
             "promote the flaky release under live traffic",
-            lambda: _follow_plan(service, lambda s: None),
+            lambda: follow_plan(service, lambda s: None),
         )
     if not console.is_terminal:
         console.line()
