@@ -5,7 +5,6 @@ nothing downloaded) with a chat prompt at temperature 0."""
 from __future__ import annotations
 
 import json
-import os
 
 from _stack import ServeStack, spawn_serve, wait_ready
 
@@ -54,12 +53,14 @@ class LlmStack(ServeStack):
         from bgserve.llm.smollm2 import smollm2_path
 
         prompt = self._push_prompt()
-        # A busy machine can hold back a first token past the default 10 s first-byte
-        # timeout: give the deployment an LLM's timeouts, as an operator would.
-        os.environ.setdefault("BGSERVE_DEPLOYMENT_TIMEOUTS", json.dumps({DEPLOYMENT: [120, 60]}))
-        # The server registers GGUF files from allowed directories only: allow the wheel's.
-        os.environ.setdefault("BGSERVE_LLM_GGUF_DIRS", json.dumps([str(smollm2_path().parent)]))
-        self.serve = serve = spawn_serve(self.tmp / "home", self.mlflow_uri)
+        settings = {
+            # A busy machine can hold back a first token past the default 10 s first-byte
+            # timeout: give the deployment an LLM's timeouts, as an operator would.
+            "BGSERVE_DEPLOYMENT_TIMEOUTS": json.dumps({DEPLOYMENT: [120, 60]}),
+            # The server registers GGUF files from allowed directories only: allow the wheel's.
+            "BGSERVE_LLM_GGUF_DIRS": json.dumps([str(smollm2_path().parent)]),
+        }
+        self.serve = serve = spawn_serve(self.tmp / "home", self.mlflow_uri, settings)
         wait_ready(serve)
         model = serve.api("POST", "/models/llm", {"name": "smollm2", "gguf": str(smollm2_path())})
         body = {"name": "smol", "model_uri": model["model_uri"], "prompt_uri": prompt}

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -97,19 +98,21 @@ class Serve:
                 self.proc.wait()
 
 
-def serve_env(home: Path, mlflow_uri: str) -> dict[str, str]:
-    """The environment of a `bgserve serve` keeping its state under ``home``."""
+def serve_env(home: Path, mlflow_uri: str, extra: Mapping[str, str] = {}) -> dict[str, str]:
+    """The environment of a `bgserve serve` keeping its state under ``home``, with ``extra``
+    settings on top."""
     return {
         **os.environ,
         "BGSERVE_HOME": str(home),
         "MLFLOW_TRACKING_URI": mlflow_uri,
         "MLFLOW_REGISTRY_URI": mlflow_uri,
         "BGSERVE_PLAN_BAKE_S": "0",
+        **extra,
     }
 
 
-def spawn_serve(home: Path, mlflow_uri: str) -> Serve:
-    """Start `bgserve serve` on free ports (does not wait for it)."""
+def spawn_serve(home: Path, mlflow_uri: str, extra: Mapping[str, str] = {}) -> Serve:
+    """Start `bgserve serve` on free ports with ``extra`` settings (does not wait for it)."""
     home.mkdir(parents=True, exist_ok=True)
     port, data_port = free_port(), free_port()
     log_path = home / "serve.log"
@@ -118,7 +121,7 @@ def spawn_serve(home: Path, mlflow_uri: str) -> Serve:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             args,
-            env=serve_env(home, mlflow_uri),
+            env=serve_env(home, mlflow_uri, extra),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
