@@ -38,7 +38,7 @@ from bgserve.evaluation.comparison import (
     compare,
     default_registry,
 )
-from bgserve.evaluation.golden import GoldenCase, check_inputs
+from bgserve.evaluation.golden import GoldenCase, check_inputs, refuse_client_messages
 from bgserve.evaluation.judging import Judgement
 from bgserve.evaluation.prompt_spec import PromptSpec
 from bgserve.evaluation.response_schema import ResponseSchema, SchemaSides
@@ -266,7 +266,11 @@ class Comparer:
         spec = self.prompts.get_prompt_spec(release.prompt_name, release.prompt_version)
         check_inputs(cases, spec.variables)
         if not spec.is_chat:
-            _refuse_messages(cases, release.prompt_uri)
+            refuse_client_messages(
+                cases,
+                f"{release.prompt_uri} is a text template, and messages need a chat prompt: "
+                "remove them or compare chat releases",
+            )
         schema = _schema(spec, release.prompt_uri)
         info = self.slots.slot_info(name, release_id)
         if info is None or not info.ready:
@@ -274,17 +278,6 @@ class Comparer:
         infer = f"{info.endpoint}/v2/models/{name}/infer"
         chat = f"{info.endpoint}/openai/v1/chat/completions" if spec.is_chat else None
         return SlotTarget(infer, spec.variables, chat_url=chat, model=name), schema
-
-
-def _refuse_messages(cases: Sequence[GoldenCase], prompt_uri: str) -> None:
-    """Client messages need a chat prompt: a text release cannot take them."""
-    for index, case in enumerate(cases):
-        if case.messages:
-            raise InvalidInput(
-                f"case {case.id!r} carries messages but {prompt_uri} is a text template: "
-                "messages need a chat prompt; remove them or compare chat releases",
-                field=f"cases[{index}].messages",
-            )
 
 
 def _schema(spec: PromptSpec, prompt_uri: str) -> ResponseSchema | None:

@@ -22,7 +22,7 @@ from bgserve.app.ports import DeploymentReader, Releases
 from bgserve.domain.release import Release, parse_uri
 from bgserve.errors import BgserveError, InvalidInput, RegistryUnavailable
 from bgserve.evaluation.comparison import ComparisonReport, SlotResult, Thresholds, compare
-from bgserve.evaluation.golden import GoldenCase, LintReport, lint_template
+from bgserve.evaluation.golden import GoldenCase, LintReport, lint_template, refuse_client_messages
 from bgserve.evaluation.scorers import default_registry
 from bgserve.evaluation.template import render, variables
 from bgserve.registry.bundle_model import as_strings, input_column
@@ -77,13 +77,9 @@ class PromptValidator:
         a case with chat messages),
         NotFound (deployment, prompt), RegistryUnavailable.
         """
-        for index, case in enumerate(cases):
-            if case.messages:
-                raise InvalidInput(
-                    f"case {case.id!r} carries messages: a prompt validation renders text "
-                    "templates; compare chat prompts as releases",
-                    field=f"cases[{index}].messages",
-                )
+        refuse_client_messages(
+            cases, "a prompt validation renders text templates; compare chat prompts as releases"
+        )
         live = self.releases.get_release(self.deployments.get_deployment(deployment).state.blue)
         candidate, label = self._candidate(prompt_uri, template)
         live_template = self.registry.get_prompt_template(live.prompt_name, live.prompt_version)

@@ -118,6 +118,20 @@ def parse_cases(
     return _build([(f"cases[{index}]", item) for index, item in enumerate(raw)])
 
 
+def refuse_client_messages(cases: Sequence[GoldenCase], why: str) -> None:
+    """Refuse the first case carrying client messages, where only text templates are
+    rendered; ``why`` says what to do instead.
+
+    Raises:
+        InvalidInput: naming ``cases[i].messages``.
+    """
+    for index, case in enumerate(cases):
+        if case.messages:
+            raise InvalidInput(
+                f"case {case.id!r} carries messages: {why}", field=f"cases[{index}].messages"
+            )
+
+
 def _check_count(count: int, max_cases: int) -> None:
     if count == 0:
         raise InvalidInput("the golden set has no cases: add at least one", field="cases")
