@@ -70,6 +70,7 @@ def serve(
     import uvicorn
 
     from bgserve.api.app import create_app
+    from bgserve.api.connections import ConnectionLimits, guarded_protocol
     from bgserve.cli.logs import configure_logging
     from bgserve.compose import build_components
     from bgserve.compose.election import claim_local_state
@@ -82,12 +83,20 @@ def serve(
     except BgserveError as exc:
         say_error(exc.message)
         raise typer.Exit(1) from exc
+    control = settings.control
+    limits = ConnectionLimits(
+        control.header_timeout_seconds, control.max_connections, control.max_header_bytes
+    )
     uvicorn.run(
         create_app(settings, build=partial(build_components, claim=claim)),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        http=guarded_protocol(limits),
+        timeout_keep_alive=max(1, round(control.idle_timeout_seconds)),
+        proxy_headers=True,
+        forwarded_allow_ips=control.trusted_proxies,
     )
 
 

@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bgserve.settings.compare import CompareGroup, JudgeGroup
+from bgserve.settings.control import ControlGroup
 from bgserve.settings.groups import (
     ENV_PREFIX,
     FlatEnvSource,
@@ -36,6 +37,7 @@ from bgserve.settings.rollout import PlanGroup, ShadowGroup
 
 __all__ = [
     "CompareGroup",
+    "ControlGroup",
     "Group",
     "JudgeGroup",
     "KServeGroup",
@@ -62,8 +64,8 @@ def _is_loopback(host: str) -> bool:
 
 class Settings(BaseSettings):
     """Every knob bgserve has, grouped by topic (``settings.kube``, ``settings.leader``,
-    ``settings.compare``, ``settings.plan``, ``settings.shadow``). Each field documents
-    itself; ``bgserve serve --help`` shows a few.
+    ``settings.compare``, ``settings.plan``, ``settings.shadow``, ``settings.control``).
+    Each field documents itself; ``bgserve serve --help`` shows a few.
 
     Every variable keeps its flat name (``BGSERVE_KUBE_NAMESPACE`` is
     ``settings.kube.namespace``), and the constructor takes flat names too
@@ -197,6 +199,7 @@ class Settings(BaseSettings):
         "path on this machine, symlinks and `..` resolved; empty means the API refuses GGUF "
         "paths (the CLI, running with the user's own rights, is not limited).",
     )
+    control: ControlGroup = Field(default_factory=ControlGroup)
     kube: KubeGroup = Field(default_factory=KubeGroup)
     leader: LeaderGroup = Field(default_factory=LeaderGroup)
     compare: CompareGroup = Field(default_factory=CompareGroup)
