@@ -47,6 +47,7 @@ def build_backend(
             data_token=settings.data_token or None,
             sticky_header=settings.sticky_header,
             shadow_green_nice=settings.shadow.green_nice,
+            shadow_max_bytes=settings.shadow.max_bytes,
         )
     if settings.backend == "kserve":
         from bgserve.kube.kserve.backend import KServeBackend

@@ -44,7 +44,7 @@ ROUTER_OPTIONS = (
     "outlier_failures",
     "data_token",
     "sticky_header",
-    "shadows",
+    "shadow_max_bytes",
 )
 
 
@@ -105,13 +105,20 @@ class ControlDispatcher:
         }
 
     def restore(self, config: Message) -> None:
-        """Apply the routes and down slots bgserve handed over at start."""
+        """Apply the routes, down slots, timeouts and mirroring bgserve handed over at
+        start."""
         for deployment, entry in config.get("routes", {}).items():
             self.set_routes(deployment, entry["version"], entry["routes"])
         for host, port in config.get("down", []):
             self.router.mark_down(host, port)
         for deployment, (first_byte_s, idle_s) in config.get("timeouts", {}).items():
             self.router.set_timeouts(deployment, first_byte_s, idle_s)
+        # After the routes: mirroring is tied to the blue and green routed when it starts.
+        for deployment, (percent, max_queue) in config.get("shadows", {}).items():
+            try:
+                self.router.set_shadow(deployment, percent, max_queue)
+            except ValueError as exc:
+                print(f"mirroring of {deployment} not resumed: {exc}", file=sys.stderr)
 
     def set_routes(self, deployment: str, version: int, rows: list[list[Any]] | None) -> bool:
         """Apply the update (route rows, or None to stop routing) unless a newer one was

@@ -17,12 +17,23 @@ never logged.
 Which requests are mirrored is deterministic: an accumulator adds ``percent`` per request
 blue is picked for and mirrors when it reaches 100, so 100% mirrors every one and 25%
 exactly every fourth.
+
+Memory is bounded in bytes, across every deployment (:class:`ShadowBudget`): a queued copy
+counts its whole request body, a kept pair its bodies cut at the pair's cap; a copy that
+does not fit is dropped and counted. A large body goes to green a slice at a time, so the
+socket's buffer never holds a second copy of it.
+
+Each copy belongs to the blue/green pair routed when :meth:`Mirror.configure` started
+mirroring, and to that run of mirroring: stopping, or another pair, empties the queue and
+the pairs not drained yet and cancels the copy in flight; a copy is never sent to a green
+other than the one it was taken for, and the freed memory is handed back to the system.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import threading
 import time
 import uuid
@@ -35,12 +46,20 @@ from bgserve.dataplane.http1_relay import ResponseReader
 from bgserve.dataplane.openai_api import assembled
 from bgserve.dataplane.route_state import RouteState
 from bgserve.dataplane.route_table import Table
-from bgserve.dataplane.shadow_state import Capture, Exchange, Job, Shadow
+from bgserve.dataplane.shadow_state import Capture, Exchange, Job, Shadow, ShadowBudget
 from bgserve.dataplane.upstream import Conn, Pool
-from bgserve.dataplane.wire import BODY_CAP, RouteTarget, ShadowPage
+from bgserve.dataplane.wire import (
+    BODY_CAP,
+    SHADOW_MAX_BYTES,
+    RouteTarget,
+    ShadowPage,
+    ShadowUsage,
+)
 
 MAX_PAIRS = 1000
 SHADOW_HEADER = b"x-bgserve-shadow: 1\r\n"
+SEND_SLICE = 256 * 1024
+"""A body larger than this goes to green in slices of it, each sent before the next."""
 Forward = Callable[..., Awaitable[bool]]
 
 
@@ -61,6 +80,7 @@ class Mirror:
         upstream_timeout: float,
         max_pairs: int = MAX_PAIRS,
         body_cap: int = BODY_CAP,
+        max_bytes: int = SHADOW_MAX_BYTES,
     ) -> None:
         self._state = state
         self._pool = pool
@@ -68,6 +88,7 @@ class Mirror:
         self._upstream_timeout = upstream_timeout
         self._max_pairs = max_pairs
         self._body_cap = body_cap
+        self._budget = ShadowBudget(max_bytes)
         self._lock = threading.Lock()
         self._shadows: dict[str, Shadow] = {}
         self.active: dict[bytes, Shadow] = {}
@@ -75,24 +96,52 @@ class Mirror:
     # ----- control, from any thread -----
 
     def configure(self, deployment: str, percent: int, max_queue: int) -> None:
-        """Mirror ``percent`` of blue's infer requests through a queue of ``max_queue``.
+        """Mirror ``percent`` of blue's infer requests through a queue of ``max_queue``,
+        for the blue and green releases routed now.
 
-        Idempotent; 0 stops (pairs already collected wait for :meth:`drain`). Raises
-        ValueError for a percent outside 0-100 or a queue bound below 1.
+        Idempotent. 0 stops: the copies queued and the pairs not drained yet are
+        discarded, as they are when the routed pair is not the one mirrored so far.
+        Raises ValueError for a percent outside 0-100, a queue bound below 1, or (to
+        mirror) no blue and green route.
         """
         if not 0 <= percent <= 100 or max_queue < 1:
             raise ValueError(f"shadow percent must be 0-100 and max_queue 1 or more: {percent}")
+        pair = self._routed_pair(deployment) if percent else None
+        if percent and pair is None:
+            raise ValueError(f"deployment {deployment!r} has no blue and green route to mirror")
+        task = None
         with self._lock:
             shadow = self._shadows.get(deployment)
             if shadow is None:
-                shadow = self._shadows[deployment] = Shadow(deployment, self._max_pairs)
+                shadow = Shadow(deployment, self._max_pairs, self._budget)
+                self._shadows[deployment] = shadow
             shadow.percent, shadow.max_queue = percent, max_queue
+            if pair != shadow.pair or not percent:
+                task = shadow.reset(pair)
             active = dict(self.active)
             if percent:
                 active[shadow.key] = shadow
             else:
                 active.pop(shadow.key, None)
+                del self._shadows[deployment]
             self.active = active
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # its loop closed: nothing runs it
+                task.get_loop().call_soon_threadsafe(task.cancel)
+        elif not percent:
+            release_memory()
+
+    def usage(self) -> ShadowUsage:
+        """The bytes shadow traffic holds now, the most it held, and the bound."""
+        return self._budget.usage()
+
+    def _routed_pair(self, deployment: str) -> tuple[int, int] | None:
+        table = self._state.tables.get(deployment.encode())
+        if table is None:
+            return None
+        blue = next((t for t in table.targets if t.role == "blue"), None)
+        green = _green(table)
+        return None if blue is None or green is None else (blue.release_id, green.release_id)
 
     def drain(self, deployment: str, limit: int) -> ShadowPage:
         """Up to ``limit`` pairs and the counters collected since the previous drain, as
@@ -123,13 +172,23 @@ class Mirror:
         """Forward ``request`` to blue through a capture, its copy queued for green beside
         it: the copy leaves once blue has the request, while the loop waits for blue.
         ``options`` go to ``forward`` as they are."""
+        pair = shadow.pair
+        green = _green(table)
+        if (
+            pair is None
+            or green is None
+            or pair != (table.targets[index].release_id, green.release_id)
+        ):
+            # The routes moved on from the pair mirrored: its copies would be another's.
+            return bool(await forward(request, writer, table, index, count=True, **options))
         capture = Capture(writer, self._body_cap + HEAD_LIMIT)
-        if len(shadow.queue) >= shadow.max_queue:
-            shadow.drop()
-            return bool(await forward(request, capture, table, index, count=True, **options))
         loop = asyncio.get_running_loop()
-        job = Job(request, capture.chunks, table.extra_headers[index], loop.create_future())
-        shadow.queue.append(job)
+        cost = len(request.upstream_head) + len(request.body) + capture.cap
+        done = loop.create_future()
+        extra = table.extra_headers[index]
+        job = Job(request, capture.chunks, extra, done, *pair, shadow.generation, cost)
+        if not shadow.enqueue(job):
+            return bool(await forward(request, writer, table, index, count=True, **options))
         if shadow.task is None:
             shadow.task = loop.create_task(self._work(shadow))
         started = time.perf_counter()
@@ -144,23 +203,31 @@ class Mirror:
 
     async def _work(self, shadow: Shadow) -> None:
         try:
-            while shadow.queue:
-                await self._send(shadow, shadow.queue.popleft())
+            while (job := shadow.next_job()) is not None:
+                try:
+                    await self._send(shadow, job)
+                finally:
+                    shadow.release(job)
         finally:
-            shadow.task = None
+            if shadow.task is asyncio.current_task():
+                shadow.task = None
+            if not shadow.percent:
+                release_memory()
 
     async def _send(self, shadow: Shadow, job: Job) -> None:
         table = self._state.tables.get(shadow.key)
         green = _green(table)
-        if green is None:
-            shadow.drop()
+        if job.generation != shadow.generation:
+            return  # mirroring stopped or moved to another pair since it was queued
+        if green is None or green.release_id != job.green_release:
+            shadow.drop()  # its green is gone: another green never gets it
             return
         started = time.perf_counter()
         body: bytes | None = None
         error: str | None = None
         try:
             first_byte = table.timeouts.first_byte if table is not None else None
-            status, body = await self._call(green, _shadow_request(job.request), first_byte)
+            status, body = await self._call(green, job.request, first_byte)
             if status >= 400:
                 error = f"green answered HTTP {status}"
         except TimeoutError:
@@ -171,44 +238,59 @@ class Mirror:
         await job.blue_done
         if not job.relayed or not _blue_answered(job.answer, job.blue_extra):
             return  # blue did not answer it (a retry went elsewhere, an error, the client left)
-        shadow.add(Exchange(job, body, error, green_ms))
+        cap = self._body_cap
+        sent = job.request.body
+        cut = job.answer_capped or len(sent) > cap or (body is not None and len(body) > cap)
+        exchange = Exchange(
+            sent[:cap],
+            job.answer,
+            None if body is None else body[: cap + 1],
+            error,
+            job.blue_ms,
+            green_ms,
+            cut,
+            job.blue_release,
+            job.green_release,
+        )
+        shadow.add(job, exchange)
 
     def _pair(self, exchange: Exchange) -> dict[str, Any]:
-        job, green, error, green_ms = exchange
-        blue = _blue_answer(job.answer)
+        blue = _blue_answer(exchange.answer)
+        green, error = exchange.green, exchange.error
         cap = self._body_cap
-        cut = job.answer_capped or any(
-            b is not None and len(b) > cap for b in (job.request.body, blue, green)
-        )
+        cut = exchange.truncated or len(blue) > cap
         return {
             "request_id": uuid.uuid4().hex,
-            "request_body": _text(job.request.body, cap),
+            "request_body": _text(exchange.request_body, cap),
             "blue_body": _text(assembled(blue), cap),
             "green_body": None if green is None else _text(assembled(green), cap),
             "green_error": error,
-            "blue_ms": job.blue_ms,
-            "green_ms": None if error is not None and green is None else green_ms,
+            "blue_ms": exchange.blue_ms,
+            "green_ms": None if error is not None and green is None else exchange.green_ms,
             "truncated": cut,
+            "blue_release": exchange.blue_release,
+            "green_release": exchange.green_release,
         }
 
     async def _call(
-        self, target: RouteTarget, data: bytes, first_byte: float | None
+        self, target: RouteTarget, request: Request, first_byte: float | None
     ) -> tuple[int, bytes]:
-        """Send ``data`` to the slot and read its whole answer (the body cut at the cap)."""
+        """Send ``request`` to the slot, marked as a copy, and read its whole answer (the
+        body cut at the cap)."""
         pool = self._pool(target)
         async with asyncio.timeout(self._upstream_timeout):
             conn = await pool.acquire(self._connect_timeout)
             reusable = False
             try:
-                status, body, reusable = await self._exchange(conn, data, first_byte)
+                status, body, reusable = await self._exchange(conn, request, first_byte)
             finally:
                 pool.release(conn, reusable)
         return status, body
 
     async def _exchange(
-        self, conn: Conn, data: bytes, first_byte: float | None
+        self, conn: Conn, request: Request, first_byte: float | None
     ) -> tuple[int, bytes, bool]:
-        conn.writer.write(data)
+        await _send_request(conn.writer, request)
         response = conn.response
         if response is None:
             response = conn.response = ResponseReader()
@@ -246,9 +328,38 @@ def _green(table: Table | None) -> RouteTarget | None:
     return next((t for t in table.targets if t.role == "green"), None)
 
 
-def _shadow_request(request: Request) -> bytes:
-    """The request for green: its head ends with ``\\r\\n\\r\\n``; the marker goes before."""
-    return request.upstream_head[:-2] + SHADOW_HEADER + b"\r\n" + request.body
+async def _send_request(writer: asyncio.StreamWriter, request: Request) -> None:
+    """Write the request for green: its head ends with ``\\r\\n\\r\\n``, the marker goes
+    before. A large body goes a slice at a time, each once the socket took the one before,
+    so the transport's buffer never copies the whole body."""
+    head = request.upstream_head[:-2] + SHADOW_HEADER + b"\r\n"
+    body = request.body
+    if len(body) <= SEND_SLICE:
+        writer.write(head + body)
+        return
+    writer.write(head)
+    view = memoryview(body)
+    for start in range(0, len(body), SEND_SLICE):
+        writer.write(view[start : start + SEND_SLICE])
+        await writer.drain()
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``), so the
+    memory mirroring held is seen to go; a no-op where there is no such call."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 def _blue_answered(answer: list[bytes], blue_extra: bytes) -> bool:

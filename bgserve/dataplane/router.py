@@ -60,6 +60,7 @@ from bgserve.dataplane.route_state import RouteState
 from bgserve.dataplane.route_table import Timeouts, weighted_schedule
 from bgserve.dataplane.router_control import RouterControl
 from bgserve.dataplane.wire import (
+    SHADOW_MAX_BYTES,
     DataPlaneControl,
     RouterStats,
     RouteTarget,
@@ -85,8 +86,9 @@ class Router(RouterControl):
     green iff the key's stable bucket 0..99 is below green's weight, so a key only ever
     moves blue to green as that weight rises. ``shadows`` (``{deployment: [percent,
     max_queue]}``) starts mirroring as :meth:`set_shadow` would
-    (:mod:`~bgserve.dataplane.mirror`). ``first_byte_timeout`` and ``stream_idle_timeout``
-    are every deployment's timeouts until :meth:`set_timeouts` gives it its own.
+    (:mod:`~bgserve.dataplane.mirror`), holding at most ``shadow_max_bytes`` for it.
+    ``first_byte_timeout`` and ``stream_idle_timeout`` are every deployment's timeouts
+    until :meth:`set_timeouts` gives it its own.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Router(RouterControl):
         on_event: EventCallback | None = None,
         sticky_header: str | None = "x-bgserve-key",
         shadows: dict[str, list[int]] | None = None,
+        shadow_max_bytes: int = SHADOW_MAX_BYTES,
     ) -> None:
         self._idle_timeout = idle_timeout
         self._max_body = max_body_bytes
@@ -132,6 +135,7 @@ class Router(RouterControl):
             self._forwarder.pool,
             connect_timeout=connect_timeout,
             upstream_timeout=upstream_timeout,
+            max_bytes=shadow_max_bytes,
         )
         for deployment, (percent, max_queue) in (shadows or {}).items():
             self._mirror.configure(deployment, percent, max_queue)

@@ -81,12 +81,16 @@ class RouterControl:
         return self._state.routes(deployment)
 
     def stats(self) -> RouterStats:
-        """Request, error and retry counts per (deployment, role, release) since start."""
-        return self._state.stats()
+        """Request, error and retry counts per (deployment, role, release) since start,
+        and the bytes shadow traffic holds."""
+        stats = self._state.stats()
+        stats["shadow"] = self._mirror.usage()
+        return stats
 
     def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
         """Mirror ``percent`` (0-100; 0 stops) of the infer requests blue answers to the
-        green slot, through a queue of at most ``max_queue`` copies. Idempotent.
+        green slot, through a queue of at most ``max_queue`` copies, for the blue and green
+        releases routed now (see :meth:`Mirror.configure`). Idempotent.
 
         Raises ValueError for a percent outside 0-100, a queue below 1, or (mirroring) a
         deployment with no green route.

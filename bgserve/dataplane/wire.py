@@ -23,6 +23,8 @@ from bgserve.gcpause import PauseStats
 
 BODY_CAP = 64 * 1024
 """Bytes of a request or answer body a :class:`ShadowPair` keeps; longer ones are cut."""
+SHADOW_MAX_BYTES = 64 * 1024 * 1024
+"""The default bound on the bytes the data plane holds for shadow traffic."""
 
 Address = tuple[str, int]
 
@@ -84,12 +86,23 @@ class SlotStats(TypedDict):
     output_tokens: int
 
 
+class ShadowUsage(TypedDict):
+    """The bytes shadow traffic holds now across deployments (queued copies and pairs
+    waiting to be drained), the most it held since the router started, and the bound."""
+
+    bytes: int
+    peak_bytes: int
+    max_bytes: int
+
+
 class RouterStats(TypedDict):
-    """The ``stats`` reply; ``unrouted`` counts unknown deployments and paths, ``gc`` the
-    data-plane process's collector pauses (absent from an in-process router)."""
+    """The ``stats`` reply; ``unrouted`` counts unknown deployments and paths, ``shadow``
+    the bytes mirroring holds, ``gc`` the data-plane process's collector pauses (absent
+    from an in-process router)."""
 
     slots: list[SlotStats]
     unrouted: int
+    shadow: NotRequired[ShadowUsage]
     gc: NotRequired[PauseStats]
 
 
@@ -100,6 +113,8 @@ class ShadowPair:
     Bodies are UTF-8 text (undecodable bytes replaced), each cut at :data:`BODY_CAP`
     bytes; ``truncated`` says one was cut. ``green_body`` is None when green failed:
     ``green_error`` then says how (a refused connection, a timeout, an error status).
+    ``blue_release`` and ``green_release`` are the releases the copy was taken for and
+    sent to (None from a source that does not say).
     """
 
     request_id: str
@@ -110,20 +125,24 @@ class ShadowPair:
     blue_ms: float
     green_ms: float | None
     truncated: bool = False
+    blue_release: int | None = None
+    green_release: int | None = None
 
 
 @dataclass(frozen=True)
 class ShadowBatch:
     """What mirroring collected since the previous drain.
 
-    ``dropped`` counts copies never sent (the queue in front of green was full, or green
-    had no route) and pairs pushed out of the full buffer before a drain;
-    ``green_errors`` counts copies green failed or did not answer in time.
+    ``dropped`` counts copies never sent (the queue in front of green was full, the
+    shadow byte bound was reached, or green had no route) and pairs pushed out of the
+    full buffer before a drain; ``over_bytes`` is the part of ``dropped`` the byte bound
+    caused. ``green_errors`` counts copies green failed or did not answer in time.
     """
 
     pairs: list[ShadowPair]
     dropped: int
     green_errors: int
+    over_bytes: int = 0
 
 
 class ShadowPage(TypedDict):
@@ -134,18 +153,20 @@ class ShadowPage(TypedDict):
     dropped: int
     green_errors: int
     more: bool
+    over_bytes: NotRequired[int]
 
 
 def shadow_batch(pages: Iterable[ShadowPage]) -> ShadowBatch:
     """One batch of the pairs and summed counters of ``pages``. Raises TypeError on a pair
     whose fields are not :class:`ShadowPair`'s."""
     pairs: list[ShadowPair] = []
-    dropped = green_errors = 0
+    dropped = green_errors = over_bytes = 0
     for page in pages:
         pairs.extend(ShadowPair(**pair) for pair in page["pairs"])
         dropped += int(page["dropped"])
         green_errors += int(page["green_errors"])
-    return ShadowBatch(pairs, dropped, green_errors)
+        over_bytes += int(page.get("over_bytes", 0))
+    return ShadowBatch(pairs, dropped, green_errors, over_bytes)
 
 
 class DataPlaneControl(Protocol):
@@ -192,8 +213,10 @@ class DataPlaneControl(Protocol):
 
     def set_shadow(self, deployment: str, percent: int, max_queue: int) -> None:
         """Mirror ``percent`` (0-100; 0 stops) of blue's infer requests to green through a
-        queue of at most ``max_queue`` copies. Idempotent. Raises ValueError (the client:
-        BackendError) for a bad percent or queue, or no green route to mirror to."""
+        queue of at most ``max_queue`` copies, for the blue and green releases routed now.
+        Stopping, or the routed pair changing, discards the copies queued and the pairs
+        not drained yet. Idempotent. Raises ValueError (the client: BackendError) for a
+        bad percent or queue, or no green route to mirror to."""
         ...
 
     def shadow_pairs(self, deployment: str, limit: int) -> ShadowPage:

@@ -33,7 +33,8 @@ from bgserve.settings.groups import (
 )
 from bgserve.settings.kube import KServeGroup, KubeGroup, PrometheusGroup, SeldonGroup
 from bgserve.settings.leader import LeaderGroup
-from bgserve.settings.rollout import PlanGroup, ShadowGroup
+from bgserve.settings.rollout import PlanGroup
+from bgserve.settings.shadow import ShadowGroup
 
 __all__ = [
     "CompareGroup",

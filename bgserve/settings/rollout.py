@@ -1,7 +1,8 @@
-"""Promotion plan defaults (``settings.plan``) and shadow traffic (``settings.shadow``).
+"""Promotion plan defaults (``settings.plan``); shadow traffic's are in
+:mod:`bgserve.settings.shadow`.
 
 Flat variables as ever: ``BGSERVE_PLAN_<FIELD>`` (and the older ``BGSERVE_PROMOTE_STEPS``,
-``BGSERVE_PROMOTE_STEP_PAUSE_SECONDS``) and ``BGSERVE_SHADOW_<FIELD>``.
+``BGSERVE_PROMOTE_STEP_PAUSE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 
 from bgserve.domain.analysis import AnalysisSettings
-from bgserve.domain.plan import make_plan
+from bgserve.domain.plan import Plan, Warmup, make_plan
 from bgserve.errors import InvalidInput
 from bgserve.settings.groups import ENV_PREFIX, Group, spelt_flat
 
@@ -49,12 +50,36 @@ class PlanGroup(Group):
     on_inconclusive: Literal["hold", "revert", "continue"] = Field(
         "hold", description="What a step still inconclusive at `plan_max_bake_s` does."
     )
+    initial_delay_s: float = Field(
+        2.0,
+        description="Seconds at the start of each step that no analysis counts: "
+        "connections, caches and the new share settle first.",
+    )
+    min_latency_delta_ms: float = Field(
+        10.0,
+        description="The latency check fails only when green's p95 is also this many ms "
+        "above blue's (an absolute floor beside the ratio); raise it for LLMs (e.g. 250).",
+    )
+    min_ttft_delta_ms: float = Field(
+        50.0, description="The same floor for the p95 time to first token of streams."
+    )
+    min_tpot_delta_ms: float = Field(
+        2.0, description="The same floor for the median time per output token of streams."
+    )
+    warmup_requests: int = Field(
+        20,
+        description="Requests sent to green (the last comparison's inputs) before a plan's "
+        "first step, which no analysis counts; 0 turns the warm-up off.",
+    )
+    warmup_timeout_s: float = Field(
+        30.0, description="How long a warm-up may take at most before the first step goes on."
+    )
 
     @model_validator(mode="after")
     def _a_plan_the_domain_accepts(self) -> PlanGroup:
         # The domain's plan constructor is the one rule; its field names the variable.
         try:
-            make_plan(self.steps, self.bake_s, self.analysis())
+            self.plan()
         except InvalidInput as exc:
             name = (exc.field or "plan").replace("analysis.", "").replace(".", "_").upper()
             raise ValueError(f"{ENV_PREFIX}{name}: {exc.message}") from exc
@@ -69,36 +94,13 @@ class PlanGroup(Group):
             max_latency_p95_ratio=self.max_latency_p95_ratio,
             max_bake_s=self.max_bake_s,
             on_inconclusive=self.on_inconclusive,
+            initial_delay_s=self.initial_delay_s,
+            min_latency_delta_ms=self.min_latency_delta_ms,
+            min_ttft_delta_ms=self.min_ttft_delta_ms,
+            min_tpot_delta_ms=self.min_tpot_delta_ms,
         )
 
-
-class ShadowGroup(Group):
-    """How mirrored traffic is collected, scored and kept (``BGSERVE_SHADOW_*``)."""
-
-    model_config = spelt_flat("shadow_")
-
-    store_inputs: bool = Field(
-        True,
-        description="Keep the inputs and both answers of the most different and most recent "
-        "mirrored pairs in the shadow report; false keeps scores only (sensitive traffic).",
-    )
-    min_pairs: int = Field(
-        50, ge=1, description="Mirrored pairs a shadow report needs before it gates promotion."
-    )
-    keep_pairs: int = Field(
-        10, ge=0, le=1000, description="Most different and most recent pairs a shadow report keeps."
-    )
-    queue: int = Field(
-        256, ge=1, description="Mirror copies waiting for green before new ones are dropped."
-    )
-    green_nice: int = Field(
-        19,
-        ge=0,
-        le=19,
-        description="Nice value of a local green slot while it only answers mirrored copies, "
-        "so they never take CPU time from the answers clients wait for; 0 keeps green's "
-        "priority (its shadow latencies are then comparable with blue's on a busy machine).",
-    )
-    interval_seconds: float = Field(
-        0.5, gt=0, le=10, description="How often mirrored pairs are collected and scored."
-    )
+    def plan(self) -> Plan:
+        """The plan ``promote {}`` runs. Raises InvalidInput naming the field at fault."""
+        warmup = Warmup(self.warmup_requests, self.warmup_timeout_s)
+        return make_plan(self.steps, self.bake_s, self.analysis(), warmup=warmup)

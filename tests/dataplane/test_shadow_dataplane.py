@@ -21,7 +21,7 @@ from bgserve.backends.local.backend import LocalBackend
 from bgserve.backends.memory import MemoryBackend
 from bgserve.dataplane.http1 import Request
 from bgserve.dataplane.router import Router
-from bgserve.dataplane.shadow_state import Exchange, Job, Shadow
+from bgserve.dataplane.shadow_state import Exchange, Job, Shadow, ShadowBudget
 from bgserve.dataplane.wire import RouteTarget
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, InvalidInput
@@ -192,21 +192,59 @@ def test_a_full_queue_drops_copies_and_counts_them(
     assert all(h.get("x-bgserve-shadow") == "1" for h in slow_green.headers)
 
 
-def test_the_pair_buffer_keeps_the_newest_and_counts_the_oldest_as_dropped() -> None:
-    shadow = Shadow("demo", max_pairs=3)
+def job_and_exchange(
+    shadow: Shadow, green: bytes, error: str | None = None
+) -> tuple[Job, Exchange]:
     loop = asyncio.new_event_loop()
     request = Request(b"POST", b"/", b"", b"{}", True, False)
-    job = Job(request, [b""], b"", loop.create_future())
+    job = Job(request, [b""], b"", loop.create_future(), 1, 2, shadow.generation, 10)
     loop.close()
-    for n in range(5):
-        shadow.add(Exchange(job, str(n).encode(), "boom" if n == 4 else None, 1.0))
+    return job, Exchange(b"{}", [b""], green, error, 1.0, 1.0, False, 1, 2)
 
+
+def test_the_pair_buffer_keeps_the_newest_and_counts_the_oldest_as_dropped() -> None:
+    budget = ShadowBudget(1 << 20)
+    shadow = Shadow("demo", max_pairs=3, budget=budget)
+    shadow.max_queue = 1
+    for n in range(5):
+        job, exchange = job_and_exchange(shadow, str(n).encode(), "boom" if n == 4 else None)
+        assert shadow.enqueue(job)
+        assert shadow.next_job() is job
+        shadow.add(job, exchange)
+
+    assert budget.held == 3 * 3  # three pairs of 3 bytes each; the queued copy released
     exchanges, page = shadow.take(limit=2)
     assert [p.green for p in exchanges] == [b"2", b"3"]
     assert (page["dropped"], page["green_errors"], page["more"]) == (2, 1, True)
     exchanges, page = shadow.take(limit=10)
     assert [p.green for p in exchanges] == [b"4"]
     assert (page["dropped"], page["green_errors"], page["more"]) == (0, 0, False)
+    assert budget.held == 0
+
+
+def test_the_byte_budget_drops_copies_beyond_it_and_a_reset_frees_everything() -> None:
+    budget = ShadowBudget(25)
+    shadow = Shadow("demo", max_pairs=100, budget=budget)
+    shadow.max_queue = 100
+    jobs = [job_and_exchange(shadow, b"x")[0] for _ in range(3)]
+    assert [shadow.enqueue(job) for job in jobs] == [True, True, False]  # 10 + 10, not 30
+    _, page = shadow.take(0)
+    assert (page["dropped"], page["over_bytes"]) == (1, 1)
+    job = shadow.next_job()
+    assert job is jobs[0]
+    shadow.add(job, job_and_exchange(shadow, b"x" * 20)[1])  # 23 bytes beside 10 do not fit
+    _, page = shadow.take(0)
+    assert (page["dropped"], page["over_bytes"]) == (1, 1)
+
+    stale, exchange = job_and_exchange(shadow, b"y")
+    assert shadow.enqueue(stale)
+    assert shadow.next_job() is jobs[1]
+    shadow.reset((1, 3))  # the copy queued is freed; the one in flight is when it ends
+    assert (budget.held, len(shadow.queue)) == (10, 0)
+    shadow.add(jobs[1], exchange)  # taken for the previous run: discarded, not kept
+    assert shadow.take(10)[0] == []
+    assert budget.held == 0
+    assert budget.peak == 20
 
 
 def test_bad_settings_are_refused(blue: SlotProcess, demo_router: tuple[Router, str]) -> None:

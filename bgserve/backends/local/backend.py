@@ -30,7 +30,7 @@ from bgserve.backends.local.slot_launcher import SlotLauncher
 from bgserve.backends.local.slot_priority import ShadowGreenPriority, SlotKey
 from bgserve.backends.local.slot_process import LOOPBACK, Slot
 from bgserve.backends.local.traffic import windows_of
-from bgserve.dataplane.wire import RouteTarget, ShadowBatch, SlotStats
+from bgserve.dataplane.wire import SHADOW_MAX_BYTES, RouteTarget, ShadowBatch, SlotStats
 from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
@@ -52,7 +52,8 @@ class LocalBackend:
     own, e.g. an LLM whose unstreamed answer takes a minute; ``data_token``, when set, is required
     on every data-plane request but ``/v2/health/*``. While a deployment mirrors, its
     green slot with no traffic runs at nice ``shadow_green_nice`` (0 keeps its priority;
-    :mod:`~bgserve.backends.local.slot_priority`).
+    :mod:`~bgserve.backends.local.slot_priority`); the data plane holds at most
+    ``shadow_max_bytes`` of mirrored copies and pairs (:mod:`~bgserve.dataplane.mirror`).
     """
 
     name = "local"
@@ -78,6 +79,7 @@ class LocalBackend:
         data_token: str | None = None,
         sticky_header: str | None = "x-bgserve-key",
         shadow_green_nice: int = 19,
+        shadow_max_bytes: int = SHADOW_MAX_BYTES,
     ) -> None:
         self.data_host = data_host
         self._launcher = SlotLauncher(
@@ -104,6 +106,7 @@ class LocalBackend:
             "probe_interval": probe_interval,
             "data_token": data_token,
             "sticky_header": sticky_header,
+            "shadow_max_bytes": shadow_max_bytes,
         }
         try:
             self._plane = self._launcher.start_plane(
