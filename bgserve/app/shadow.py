@@ -1,18 +1,29 @@
 """The I/O half of shadow traffic: turn mirroring on and off, drain the mirrored pairs,
 score them, and gate promotion on the result.
 
-The shadow state (percent, report) lives in this process only: a restart forgets it and
-mirroring stops with the data plane. Staging a new green or a cutover changes the
-deployment's blue/green pair; the collector notices, turns mirroring off and drops the
-report, which was about another pair. Pairs are never logged: they are live user traffic.
+The shadow state is stored with the deployment (:class:`ShadowStore`): its configuration
+(percent, pair limit, assertions) whenever it changes, the report so far (with its
+thresholds) every ``save_interval`` seconds while pairs come in, and when mirroring stops
+or bgserve closes. Only the leader mirrors: it resumes every stored shadow when it starts
+leading (a restart, or a new leader after a failover), and follows configuration another
+replica stored by its revision. A follower stores what it is asked and reads reports from
+the store. Pairs in flight when the leader goes are lost; the configuration is not.
+
+Staging a new green or a cutover changes the deployment's blue/green pair; the collector
+notices, turns mirroring off and forgets the report, which was about another pair; pairs
+the data plane tags with another pair are never counted. Pairs are never logged: they are
+live user traffic.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from bgserve.app.ports import DeploymentReader
 from bgserve.app.shadow_bodies import parse_inputs, parse_pair
@@ -29,6 +40,7 @@ from bgserve.evaluation.verdict import Thresholds
 __all__ = [
     "ShadowCollector",
     "ShadowSettings",
+    "ShadowStore",
     "parse_inputs",
     "parse_pair",
 ]
@@ -47,6 +59,39 @@ class ShadowSettings:
     store_inputs: bool = True
     max_queue: int = 256
     interval: float = 0.5
+    save_interval: float = 2.0
+
+
+StoredShadow = tuple[dict[str, Any], dict[str, Any] | None, int]
+"""A stored shadow: its configuration, its report so far, its configuration's revision."""
+
+
+class ShadowStore(Protocol):
+    """Where each deployment's shadow state is kept (the state store)."""
+
+    def save_shadow(
+        self,
+        name: str,
+        now: datetime,
+        *,
+        config: dict[str, Any] | None = None,
+        report: dict[str, Any] | None = None,
+    ) -> int:
+        """Store ``config`` (a new revision) and/or ``report``; the revision stored.
+        Raises NotFound for an unknown deployment, BgserveError on a store failure."""
+        ...
+
+    def get_shadow(self, name: str) -> StoredShadow | None:
+        """The stored shadow of ``name``, None when there is none."""
+        ...
+
+    def shadow_revisions(self) -> dict[str, int]:
+        """Every stored shadow's configuration revision, by deployment."""
+        ...
+
+    def delete_shadow(self, name: str) -> None:
+        """Forget the shadow of ``name``. Idempotent."""
+        ...
 
 
 @dataclass
@@ -55,18 +100,36 @@ class _Shadow:
     max_pairs: int | None
     aggregate: ShadowAggregate
     assertions: tuple[Assertion, ...] = ()
+    revision: int = 0
+    saved: float = 0.0
+    dirty: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "percent": self.percent,
+            "max_pairs": self.max_pairs,
+            "assertions": [a.model_dump(mode="json") for a in self.assertions],
+        }
 
 
 class ShadowCollector:
     """Shadow traffic per deployment: start, stop, collect in the background, report, gate."""
 
     def __init__(
-        self, backend: object, deployments: DeploymentReader, settings: ShadowSettings
+        self,
+        backend: object,
+        deployments: DeploymentReader,
+        settings: ShadowSettings,
+        store: ShadowStore | None = None,
+        *,
+        leading: bool = True,
     ) -> None:
         self.backend = backend
         self.deployments = deployments
         self.settings = settings
+        self.store = store
+        self.leading = leading
         self._shadows: dict[str, _Shadow] = {}
         self._guard = threading.Lock()
         self._stop = threading.Event()
@@ -92,29 +155,37 @@ class ShadowCollector:
         state = self.deployments.get_deployment(name).state
         if state.green is None:
             raise IllegalTransition(f"{name} has no green release to mirror to", hint="stage")
-        source.set_shadow(name, percent, self.settings.max_queue)
+        if self.leading:
+            source.set_shadow(name, percent, self.settings.max_queue)
         with self._guard:
-            shadow = self._shadows.get(name)
-            if shadow is None or not _same_pair(shadow.aggregate, state):
+            shadow = self._current(name)
+            fresh = shadow is None or not _same_pair(shadow.aggregate, state)
+            if shadow is None or fresh:
                 shadow = _Shadow(percent, max_pairs, self._aggregate(state))
-                self._shadows[name] = shadow
             shadow.percent, shadow.max_pairs = percent, max_pairs
             shadow.assertions = tuple(assertions)
+            if self.leading:
+                self._shadows[name] = shadow
+            self._save(name, shadow, config=True, report=fresh or self.leading, quiet=False)
         return self.report(name)
 
     def stop_shadow(self, name: str) -> ShadowReport | None:
         """Stop mirroring; the report stays readable. Idempotent."""
         self.deployments.get_deployment(name)
-        shadow = self._shadows.get(name)
+        shadow = self._current(name)
         if shadow is None:
             return None
-        self._collect(name, shadow)  # the pairs already mirrored still count
-        self._turn_off(name, shadow)
+        if self.leading:
+            self._collect(name, shadow)  # the pairs already mirrored still count
+            self._turn_off(name, shadow)
+        else:
+            shadow.percent = 0
+            self._save(name, shadow, config=True, report=False, quiet=False)
         return shadow.aggregate.report()
 
     def report(self, name: str) -> ShadowReport:
         """The shadow report of ``name``'s current pair. Raises NotFound."""
-        shadow = self._shadows.get(name)
+        shadow = self._current(name)
         if shadow is None or not self._check_pair(name, shadow):
             raise NotFound(
                 f"{name} has no shadow report for its current blue and green: "
@@ -125,7 +196,7 @@ class ShadowCollector:
 
     def percent(self, name: str) -> int:
         """The mirrored share of ``name``'s traffic, 0 when off."""
-        shadow = self._shadows.get(name)
+        shadow = self._current(name)
         return 0 if shadow is None else shadow.percent
 
     def reports(self) -> dict[str, ShadowReport]:
@@ -141,11 +212,12 @@ class ShadowCollector:
         drained and scored first; None when no shadow runs for ``name``'s current pair.
         The decision is :func:`bgserve.domain.shadow.check_shadow_gate`'s. Raises
         BackendError when the data plane cannot be drained."""
-        shadow = self._shadows.get(name)
+        shadow = self._current(name)
         if shadow is None or not self._check_pair(name, shadow):
             return None
         with shadow.lock:
-            self._collect_locked(name, shadow)
+            if self.leading:
+                self._collect_locked(name, shadow)
             return shadow.aggregate.report()
 
     def check(self, name: str, state: DeploymentState) -> Check | None:
@@ -181,26 +253,128 @@ class ShadowCollector:
             self._thread.start()
 
     def close(self) -> None:
-        """Stop collecting and turn every mirror off. Idempotent."""
+        """Stop collecting and turn every mirror off, its state stored as it is (the next
+        leader resumes it). Idempotent."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for name, shadow in list(self._shadows.items()):
+        self.follow()
+
+    def lead(self) -> None:
+        """This replica leads: resume every stored shadow whose pair is still the
+        deployment's, mirroring again those that were on. Never raises."""
+        self.leading = True
+        self._sync()
+
+    def follow(self) -> None:
+        """This replica stops leading: store each report, turn mirroring off in the data
+        plane (the stored configuration keeps it on for the next leader), forget them
+        here. Idempotent."""
+        self.leading = False
+        with self._guard:
+            shadows, self._shadows = self._shadows, {}
+        for name, shadow in shadows.items():
+            if shadow.dirty:
+                self._save(name, shadow, config=False)
             if shadow.percent:
-                self._turn_off(name, shadow)
+                self._set_shadow(name, 0)
 
     def collect_once(self) -> None:
-        """Drain and score every active mirror; reset those whose pair changed."""
+        """Follow stored configuration, then drain and score every active mirror and
+        store the reports due; reset those whose pair changed. The leader's work only."""
+        if not self.leading:
+            return
+        self._sync()
         for name, shadow in list(self._shadows.items()):
             try:
                 if self._check_pair(name, shadow) and shadow.percent:
                     self._collect(name, shadow)
             except BgserveError as exc:
                 log.warning("shadow collection of %s failed: %s", name, exc.message)
+            if shadow.dirty and time.monotonic() - shadow.saved >= self.settings.save_interval:
+                self._save(name, shadow, config=False)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.interval):
             self.collect_once()
+
+    def _current(self, name: str) -> _Shadow | None:
+        """The leader's shadow of ``name`` (as it runs), a follower's as stored."""
+        if self.leading:
+            return self._shadows.get(name)
+        return self._load(name)
+
+    def _load(self, name: str) -> _Shadow | None:
+        """The stored shadow of ``name``; None when none is stored or it cannot be read."""
+        if self.store is None:
+            return None
+        stored = self.store.get_shadow(name)
+        if stored is None:
+            return None
+        config, report, revision = stored
+        if report is None:
+            return None
+        try:
+            aggregate = ShadowAggregate.from_state(report)
+            assertions = tuple(Assertion.model_validate(a) for a in config["assertions"])
+            return _Shadow(
+                int(config["percent"]),
+                None if config["max_pairs"] is None else int(config["max_pairs"]),
+                aggregate,
+                assertions,
+                revision,
+                saved=time.monotonic(),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("the stored shadow state of %s cannot be read (%s): ignored", name, exc)
+            return None
+
+    def _sync(self) -> None:
+        """Apply every stored shadow whose configuration changed since this replica last
+        applied it (all of them on taking the lead); drop those no longer stored."""
+        if self.store is None:
+            return
+        try:
+            revisions = self.store.shadow_revisions()
+        except BgserveError as exc:
+            log.warning("could not read the stored shadow state: %s", exc.message)
+            return
+        for name, revision in revisions.items():
+            current = self._shadows.get(name)
+            if current is None or current.revision != revision:
+                try:
+                    self._resume(name, current)
+                except BgserveError as exc:
+                    log.warning("shadow traffic of %s not resumed: %s", name, exc.message)
+        for name in set(self._shadows) - set(revisions):
+            with self._guard:
+                gone = self._shadows.pop(name, None)
+            if gone is not None and gone.percent:
+                self._set_shadow(name, 0)
+
+    def _resume(self, name: str, current: _Shadow | None) -> None:
+        stored = self._load(name)
+        if stored is None:
+            return
+        try:
+            state = self.deployments.get_deployment(name).state
+        except NotFound:
+            state = None
+        if state is None or not _same_pair(stored.aggregate, state):
+            log.info("%s: the stored shadow report is about another pair; forgotten", name)
+            if self.store is not None:
+                self.store.delete_shadow(name)
+            return
+        if current is not None and _same_pair(current.aggregate, state):
+            stored.aggregate, stored.dirty = current.aggregate, current.dirty
+        with self._guard:
+            self._shadows[name] = stored
+        applied = stored.revision
+        stored.revision = 0  # until the data plane took it: the next round tries again
+        self._source(name).set_shadow(name, stored.percent, self.settings.max_queue)
+        stored.revision = applied
+        if stored.percent:
+            log.info("%s: mirroring %d%% to green resumed", name, stored.percent)
 
     def _check_pair(self, name: str, shadow: _Shadow) -> bool:
         """True while the deployment still has the report's pair; else drop the report."""
@@ -211,10 +385,15 @@ class ShadowCollector:
         if state is not None and _same_pair(shadow.aggregate, state):
             return True
         log.info("%s: blue/green pair changed; shadow report reset, mirroring off", name)
-        if shadow.percent:
-            self._turn_off(name, shadow)
+        if shadow.percent and self.leading:
+            self._set_shadow(name, 0)
         with self._guard:
             self._shadows.pop(name, None)
+        if self.store is not None:
+            try:
+                self.store.delete_shadow(name)
+            except BgserveError as exc:
+                log.warning("could not forget the shadow state of %s: %s", name, exc.message)
         return False
 
     def _collect(self, name: str, shadow: _Shadow) -> None:
@@ -231,6 +410,11 @@ class ShadowCollector:
         aggregate, settings = shadow.aggregate, self.settings
         errors = 0
         for raw in batch.pairs:
+            if raw.blue_release is not None and (raw.blue_release, raw.green_release) != (
+                aggregate.blue,
+                aggregate.green,
+            ):
+                continue  # taken for another pair: it says nothing of this green
             pair = parse_pair(raw)
             if pair is None:
                 continue
@@ -240,14 +424,44 @@ class ShadowCollector:
             )
             aggregate.add(scored, blue, green)
         # The data plane's count covers the pairs above and the copies that sent none.
-        aggregate.add_counts(batch.dropped, max(batch.green_errors, errors))
+        aggregate.add_counts(batch.dropped, max(batch.green_errors, errors), batch.over_bytes)
+        shadow.dirty = shadow.dirty or bool(batch.pairs or batch.dropped or batch.green_errors)
 
     def _turn_off(self, name: str, shadow: _Shadow) -> None:
         shadow.percent = 0
+        self._set_shadow(name, 0)
+        self._save(name, shadow, config=True)
+
+    def _set_shadow(self, name: str, percent: int) -> None:
         try:
-            self._source(name).set_shadow(name, 0, self.settings.max_queue)
+            self._source(name).set_shadow(name, percent, self.settings.max_queue)
         except BgserveError as exc:
-            log.warning("could not turn mirroring of %s off: %s", name, exc.message)
+            log.warning("could not set mirroring of %s to %d%%: %s", name, percent, exc.message)
+
+    def _save(
+        self, name: str, shadow: _Shadow, *, config: bool, report: bool = True, quiet: bool = True
+    ) -> None:
+        """Store the shadow's configuration (a new revision) and/or its report. Raises
+        BgserveError unless ``quiet`` (then logged: the next save tries again)."""
+        if self.store is None:
+            return
+        try:
+            state = shadow.aggregate.to_state() if report else None
+            revision = self.store.save_shadow(
+                name,
+                datetime.now(UTC),
+                config=shadow.config() if config else None,
+                report=state,
+            )
+        except BgserveError as exc:
+            if not quiet:
+                raise
+            log.warning("could not store the shadow state of %s: %s", name, exc.message)
+            return
+        if config:
+            shadow.revision = revision
+        if report:
+            shadow.saved, shadow.dirty = time.monotonic(), False
 
     def _source(self, name: str) -> ShadowTraffic:
         if not isinstance(self.backend, ShadowTraffic):

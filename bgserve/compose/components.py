@@ -12,6 +12,7 @@ from bgserve.app.prompt_validation import PromptValidator
 from bgserve.app.recovery import Recovery
 from bgserve.app.service import Service, utc_now
 from bgserve.app.shadow import ShadowCollector
+from bgserve.app.warmup import GreenWarmer
 from bgserve.backends.base import Backend, SlotWatcher
 from bgserve.compose.backends import build_backend, build_traffic_source
 from bgserve.compose.election import build_lease, claim_local_state, timing_of
@@ -56,13 +57,16 @@ class Components:
         self.shadow.start()
 
     def lead(self) -> None:
-        """What the leader alone does: restore deployments and advance plans."""
+        """What the leader alone does: restore deployments, resume their shadow traffic
+        (once their routes are back) and advance plans."""
         self.recovery.reconcile()
+        self.shadow.lead()
         self.engine.start()
 
     def follow(self) -> None:
         """Stop the leader's work (the lease was lost or bgserve stops)."""
         self.engine.stop()
+        self.shadow.follow()
 
     def _slot_lost(self, deployment: str, release_id: int) -> None:
         # Every replica watches; the leader alone restarts (others would restart it twice).
@@ -119,15 +123,19 @@ def build_components(
     executor = Executor(
         store, backend, registry, clock=utc_now, lock_timeout=settings.lock_timeout_seconds
     )
-    shadow = ShadowCollector(backend, store, shadow_settings_of(settings.shadow, settings.compare))
+    shadow = ShadowCollector(
+        backend,
+        store,
+        shadow_settings_of(settings.shadow, settings.compare),
+        store,
+        leading=False,  # until this replica takes the lead
+    )
     service = Service(
         store,
         registry,
         backend,
         executor,
-        plan_steps=settings.plan.steps,
-        plan_bake_s=settings.plan.bake_s,
-        analysis=settings.plan.analysis(),
+        default_plan=settings.plan.plan(),
         shadow_gate=shadow.gate_report,
     )
     compare_settings = compare_settings_of(settings.compare)
@@ -159,6 +167,7 @@ def build_components(
         build_traffic_source(settings, backend),
         interval=settings.engine_interval_seconds,
         shadow=shadow,
+        warmer=GreenWarmer(store, comparer, concurrency=settings.compare.concurrency),
     )
     return Components(
         settings,

@@ -177,6 +177,9 @@ class ShadowReport(BaseModel):
     pairs: int
     compared: int
     dropped: int
+    dropped_over_bytes: int = Field(
+        0, description="Copies of ``dropped`` the data plane's shadow byte bound refused"
+    )
     green_errors: int
     differing: int
     exact_matches: int

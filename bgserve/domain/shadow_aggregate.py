@@ -7,6 +7,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Any
 
 from bgserve.domain.shadow import ScoredPair, ShadowReport, SideOut, SimilarityOut
 from bgserve.domain.state import ReleasePair
@@ -14,6 +15,20 @@ from bgserve.evaluation.verdict import Thresholds, Verdict, format_pair, percent
 
 _BINS = 1000  # similarity histogram resolution: 0.001
 _LATENCY_WINDOW = 4096
+_COUNTS = (
+    "pairs",
+    "compared",
+    "dropped",
+    "over_bytes",
+    "green_errors",
+    "differing",
+    "exact",
+    "below",
+    "regressed",
+    "blue_passed",
+    "green_passed",
+    "checks",
+)
 
 
 @dataclass
@@ -28,6 +43,7 @@ class ShadowAggregate:
     pairs: int = 0
     compared: int = 0
     dropped: int = 0
+    over_bytes: int = 0
     green_errors: int = 0
     differing: int = 0
     exact: int = 0
@@ -45,9 +61,11 @@ class ShadowAggregate:
     _worst: list[tuple[float, int, ScoredPair]] = field(default_factory=list)
     _order: count[int] = field(default_factory=count)
 
-    def add_counts(self, dropped: int, green_errors: int) -> None:
-        """Count copies the data plane dropped and green's errors and timeouts."""
+    def add_counts(self, dropped: int, green_errors: int, over_bytes: int = 0) -> None:
+        """Count copies the data plane dropped (``over_bytes`` of them for its byte bound)
+        and green's errors and timeouts."""
         self.dropped += dropped
+        self.over_bytes += over_bytes
         self.green_errors += green_errors
 
     def add(self, scored: ScoredPair, blue_checks: list[bool], green_checks: list[bool]) -> None:
@@ -111,6 +129,48 @@ class ShadowAggregate:
         """The blue/green pair this aggregate compares."""
         return ReleasePair(self.blue, self.green)
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything the report is made of, as JSON-ready data (see :meth:`from_state`)."""
+        return {
+            "blue": self.blue,
+            "green": self.green,
+            "thresholds": self.thresholds.model_dump(mode="json"),
+            "min_pairs": self.min_pairs,
+            "keep": self.keep,
+            "counts": {name: getattr(self, name) for name in _COUNTS},
+            "similarity_sum": self.similarity_sum,
+            "histogram": {str(i): n for i, n in enumerate(self.histogram) if n},
+            "latencies": [list(pair) for pair in self.latencies],
+            "recent": [pair.model_dump(mode="json") for pair in self.recent],
+            "worst": [
+                [key, order, pair.model_dump(mode="json")] for key, order, pair in self._worst
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ShadowAggregate:
+        """The aggregate :meth:`to_state` described. Raises ValueError (a pydantic
+        ValidationError among them), KeyError or TypeError on malformed data."""
+        aggregate = cls(
+            int(state["blue"]),
+            int(state["green"]),
+            thresholds=Thresholds.model_validate(state["thresholds"]),
+            min_pairs=int(state["min_pairs"]),
+            keep=int(state["keep"]),
+            similarity_sum=float(state["similarity_sum"]),
+        )
+        for name in _COUNTS:
+            setattr(aggregate, name, int(state["counts"][name]))
+        for index, hits in state["histogram"].items():
+            aggregate.histogram[int(index)] = int(hits)
+        aggregate.latencies.extend((float(b), float(g)) for b, g in state["latencies"])
+        aggregate.recent.extend(ScoredPair.model_validate(p) for p in state["recent"])
+        worst = [(float(k), int(o), ScoredPair.model_validate(p)) for k, o, p in state["worst"]]
+        heapq.heapify(worst)
+        aggregate._worst = worst
+        aggregate._order = count(max((o for _, o, _ in worst), default=-1) + 1)
+        return aggregate
+
     def report(self) -> ShadowReport:
         """The report as it stands, with its verdict."""
         mean = self.similarity_sum / self.compared if self.compared else None
@@ -122,6 +182,7 @@ class ShadowAggregate:
             pairs=self.pairs,
             compared=self.compared,
             dropped=self.dropped,
+            dropped_over_bytes=self.over_bytes,
             green_errors=self.green_errors,
             differing=self.differing,
             exact_matches=self.exact,

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from bgserve.domain.release import Release, ResolvedRelease
@@ -32,7 +32,7 @@ from bgserve.store.records import (
     state_columns,
     weights_of,
 )
-from bgserve.store.tables import deployments, events, releases
+from bgserve.store.tables import deployments, events, releases, shadows
 
 Refusal = Callable[[IntegrityError], BgserveError]
 """What to raise when the database refuses a write (a key or constraint violated)."""
@@ -42,8 +42,17 @@ def _driver_says(exc: SQLAlchemyError) -> str:
     return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
+class StoredShadow(NamedTuple):
+    """One deployment's stored shadow traffic: its configuration, which ``revision``
+    counts the changes of, and the report so far (None before one was saved)."""
+
+    config: dict[str, Any]
+    report: dict[str, Any] | None
+    revision: int
+
+
 class Store:
-    """Releases, deployments and history in one SQLAlchemy database.
+    """Releases, deployments, history and shadow traffic in one SQLAlchemy database.
 
     Opening a store migrates its database to the newest schema. Raises InvalidInput
     for a malformed URL and Unavailable when the database cannot be reached.
@@ -164,10 +173,15 @@ class Store:
             raise NotFound(f"deployment {name!r} does not exist")
         return deployment_from_row(row._mapping)
 
-    def list_deployments(self) -> list[StoredDeployment]:
-        """All deployments, by name."""
+    def list_deployments(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[StoredDeployment]:
+        """All deployments by name; or the first ``limit`` named after ``after``."""
+        query = select(deployments).order_by(deployments.c.name).limit(limit)
+        if after is not None:
+            query = query.where(deployments.c.name > after)
         with self._connect() as conn:
-            rows = conn.execute(select(deployments).order_by(deployments.c.name)).all()
+            rows = conn.execute(query).all()
         return [deployment_from_row(row._mapping) for row in rows]
 
     def save_deployment(
@@ -220,14 +234,85 @@ class Store:
         with self._begin() as conn:
             self._append(conn, state.name, now, principal, action, reason, state, state, details)
 
-    def history(self, name: str) -> list[Event]:
-        """The deployment's events, oldest first. Raises NotFound for an unknown deployment."""
+    def history(
+        self, name: str, *, after_id: int | None = None, limit: int | None = None
+    ) -> list[Event]:
+        """The deployment's events, oldest first; or the first ``limit`` of those with an id
+        above ``after_id``. Raises NotFound for an unknown deployment."""
         self.get_deployment(name)
+        query = select(events).where(events.c.deployment == name).order_by(events.c.id)
+        if after_id is not None:
+            query = query.where(events.c.id > after_id)
         with self._connect() as conn:
-            rows = conn.execute(
-                select(events).where(events.c.deployment == name).order_by(events.c.id)
-            ).all()
+            rows = conn.execute(query.limit(limit)).all()
         return [event_from_row(r._mapping) for r in rows]
+
+    # shadow traffic
+
+    def save_shadow(
+        self,
+        name: str,
+        now: datetime,
+        *,
+        config: dict[str, Any] | None = None,
+        report: dict[str, Any] | None = None,
+    ) -> int:
+        """Store the deployment's shadow ``config`` (a new revision) and/or ``report``,
+        keeping the stored one of whichever is None; return the revision now stored.
+        Raises NotFound for a deployment that does not exist (or, with no config given,
+        has none stored yet)."""
+        values: dict[str, Any] = {"updated_at": now}
+        if report is not None:
+            values["report"] = report
+        with self._begin(self._shadow_refused(name)) as conn:
+            row = conn.execute(
+                select(shadows.c.revision).where(shadows.c.deployment == name)
+            ).first()
+            if row is None:
+                if config is None:
+                    raise NotFound(f"deployment {name!r} has no stored shadow traffic")
+                conn.execute(
+                    insert(shadows).values(deployment=name, config=config, revision=1, **values)
+                )
+                return 1
+            revision = int(row.revision) + (config is not None)
+            if config is not None:
+                values |= {"config": config, "revision": revision}
+            conn.execute(update(shadows).where(shadows.c.deployment == name).values(**values))
+        return revision
+
+    def get_shadow(self, name: str) -> StoredShadow | None:
+        """The deployment's stored shadow traffic, None when there is none."""
+        with self._connect() as conn:
+            row = conn.execute(select(shadows).where(shadows.c.deployment == name)).first()
+        if row is None:
+            return None
+        return StoredShadow(dict(row.config), row.report, int(row.revision))
+
+    def shadow_revisions(self) -> dict[str, int]:
+        """Every deployment with stored shadow traffic and its configuration's revision."""
+        with self._connect() as conn:
+            rows = conn.execute(select(shadows.c.deployment, shadows.c.revision)).all()
+        return {str(row.deployment): int(row.revision) for row in rows}
+
+    def delete_shadow(self, name: str) -> None:
+        """Forget the deployment's shadow traffic. Idempotent."""
+        with self._begin() as conn:
+            conn.execute(delete(shadows).where(shadows.c.deployment == name))
+
+    def _shadow_refused(self, name: str) -> Refusal:
+        def refused(exc: IntegrityError) -> BgserveError:
+            try:
+                self.get_deployment(name)
+            except NotFound as missing:
+                return missing
+            return Conflict(
+                f"the shadow traffic of {name!r} was changed by another replica at the same "
+                "time: retry",
+                hint="retry",
+            )
+
+        return refused
 
     def _deployment_refused(self, state: DeploymentState, *, creating: bool) -> Refusal:
         """Why the database refused to write ``state``, found by reading it afterwards."""

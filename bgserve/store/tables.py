@@ -68,3 +68,15 @@ events = Table(
     Column("weights_after", JSON),
     Column("details", JSON),
 )
+
+shadows = Table(
+    "shadows",
+    metadata,
+    Column("deployment", String(63), ForeignKey("deployments.name"), primary_key=True),
+    Column("config", JSON, nullable=False),
+    Column("report", JSON),
+    Column("revision", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+"""One deployment's shadow traffic: its configuration (``revision`` counts its changes)
+and the report so far, so a restart or a new leader resumes it."""
