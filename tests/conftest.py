@@ -60,7 +60,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Itera
 
     register_demo(mlflow_store)
     settings = make_settings(tmp_path_factory.mktemp("bgserve"), mlflow_store)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         yield client
 
 
@@ -82,7 +82,9 @@ def app(
 
     register_demo(mlflow_store)
     settings = make_settings(tmp_path_factory.mktemp("app"), mlflow_store)
-    with TestClient(create_app(settings.model_copy(update=app_settings))) as client:
+    with TestClient(
+        create_app(settings.model_copy(update=app_settings)), base_url="http://127.0.0.1"
+    ) as client:
         client.app.state.ids = create_releases(client)  # type: ignore[attr-defined]
         yield client
 

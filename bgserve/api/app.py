@@ -18,6 +18,7 @@ from bgserve.api.deps import ServiceDep
 from bgserve.api.guard import AuthGate, GuardedRoute, RequestContext, open_paths
 from bgserve.api.limits import BodyLimit
 from bgserve.api.metrics import build_registry
+from bgserve.api.origin import LocalOriginGuard
 from bgserve.api.routes import compare, deployments, models, prompts, releases, shadow
 from bgserve.api.schemas import error_responses
 from bgserve.compose import Components, build_components
@@ -69,6 +70,10 @@ def create_app(
         open_paths=open_paths(app, settings.public_metrics_and_docs) | {"/ui"},
         own_auth=("/ui/",),
     )
+    if not authenticator.enabled:
+        app.add_middleware(
+            LocalOriginGuard, bind_host=settings.host, allowed_hosts=settings.control.allowed_hosts
+        )
     app.add_middleware(RequestContext)
     app.include_router(releases.router)
     app.include_router(deployments.router)

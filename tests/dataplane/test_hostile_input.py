@@ -22,7 +22,9 @@ LIMIT = 4096
 def small(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
     settings = make_settings(Path(tmp_path_factory.mktemp("hostile")), mlflow_store)
     settings.max_body_bytes = LIMIT
-    with TestClient(create_app(settings, build=build_in_process)) as client:
+    with TestClient(
+        create_app(settings, build=build_in_process), base_url="http://127.0.0.1"
+    ) as client:
         yield client
 
 

@@ -68,7 +68,7 @@ def scrape(tmp_path: Path, plane: DataPlaneClient) -> Samples:
     def build(s: Settings) -> Components:
         return build_components(s, backend=PlaneCounters(plane))
 
-    with TestClient(create_app(settings, build=build)) as client:
+    with TestClient(create_app(settings, build=build), base_url="http://127.0.0.1") as client:
         text = client.get("/metrics").text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -24,7 +24,9 @@ def api(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator
 
     register_demo(mlflow_store)
     settings = make_settings(Path(tmp_path_factory.mktemp("strict")), mlflow_store)
-    with TestClient(create_app(settings, build=build_in_process)) as client:
+    with TestClient(
+        create_app(settings, build=build_in_process), base_url="http://127.0.0.1"
+    ) as client:
         ids = create_releases(client)
         deploy(client, "strict", ids["v1"], ids["reworded"])
         client.app.state.ids = ids  # type: ignore[attr-defined]

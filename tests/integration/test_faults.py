@@ -347,7 +347,9 @@ def test_mlflow_down_refuses_registration_and_comparison_but_serves_and_reverts(
     finally:
         mlflow.set_tracking_uri(saved[0])
         mlflow.set_registry_uri(saved[1])
-    with TestClient(create_app(make_settings(tmp_path / "home", uri))) as client:
+    with TestClient(
+        create_app(make_settings(tmp_path / "home", uri)), base_url="http://127.0.0.1"
+    ) as client:
         ids = create_releases(client)
         url = deploy(client, "down", ids["v1"], ids["reworded"])
         os.killpg(proc.pid, signal.SIGKILL)

@@ -161,12 +161,12 @@ def test_restart_resumes_same_deployments_and_weights(
     tmp_path: Path, mlflow_store: str, client: TestClient, rel: dict[str, int]
 ) -> None:
     settings = make_settings(tmp_path, mlflow_store)
-    with TestClient(create_app(settings)) as first:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as first:
         ids = create_releases(first)
         deploy(first, "resume", ids["v1"], ids["v2"])
         ok(first.post("/deployments/resume/promote", json={"weight": 40, "force": True}))
         before = ok(first.get("/deployments/resume"))
-    with TestClient(create_app(settings)) as second:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as second:
         after = ok(second.get("/deployments/resume"))
         assert after["version"] == before["version"]
         for role in ("blue", "green"):

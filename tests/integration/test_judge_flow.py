@@ -66,7 +66,7 @@ def judged(
                 "compare_scorer_modules": ["tests.integration.test_judge_flow"],
             }
         )
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
             yield client, server
 
 

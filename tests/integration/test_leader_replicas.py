@@ -85,7 +85,7 @@ class Replicas:
             settings = replica_settings(tmp, mlflow_uri, state_url, name)
             app = create_app(settings, build=lambda s: build_components(s, self.backend))
             stack = ExitStack()
-            self.clients[name] = stack.enter_context(TestClient(app))
+            self.clients[name] = stack.enter_context(TestClient(app, base_url="http://127.0.0.1"))
             self.stacks[name] = stack
 
     def leads(self, name: str) -> bool:

@@ -62,7 +62,9 @@ def api(
 ) -> Iterator[TestClient]:
     settings = make_settings(Path(tmp_path_factory.mktemp("llm-api")), mlflow_store)
     settings = settings.model_copy(update={"llm_gguf_dirs": [smollm2_path().parent, allowed]})
-    with TestClient(create_app(settings, build=build_in_process)) as client:
+    with TestClient(
+        create_app(settings, build=build_in_process), base_url="http://127.0.0.1"
+    ) as client:
         yield client
 
 
@@ -150,7 +152,9 @@ def test_by_default_the_api_refuses_gguf_paths_naming_the_setting(
     tmp_path: Path, mlflow_store: str
 ) -> None:
     settings = make_settings(tmp_path, mlflow_store)
-    with TestClient(create_app(settings, build=build_in_process)) as client:
+    with TestClient(
+        create_app(settings, build=build_in_process), base_url="http://127.0.0.1"
+    ) as client:
         response = client.post("/models/llm", json={"name": "m", "gguf": str(smollm2_path())})
     assert response.status_code == 403, response.text
     assert "BGSERVE_LLM_GGUF_DIRS" in response.json()["message"]

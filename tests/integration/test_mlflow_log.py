@@ -122,7 +122,7 @@ def unlogged(
             "compare_mlflow_timeout_seconds": 10.0,
         }
     )
-    with TestClient(create_app(settings)) as app:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as app:
         yield app
 
 

@@ -33,7 +33,9 @@ def answer(output: str) -> Answer:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator[TestClient]:
     settings = make_settings(Path(tmp_path_factory.mktemp("regex")), mlflow_store)
-    with TestClient(create_app(settings, build=build_in_process)) as client:
+    with TestClient(
+        create_app(settings, build=build_in_process), base_url="http://127.0.0.1"
+    ) as client:
         yield client
 
 

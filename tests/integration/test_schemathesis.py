@@ -25,6 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EXAMPLES_PER_OPERATION = 40
 MIN_CASES = 500
+# A loopback name: without tokens bgserve refuses other hosts (schemathesis says testserver).
+LOCAL = "http://127.0.0.1"
 CALLS: list[tuple[str, str, int]] = []
 
 
@@ -36,10 +38,11 @@ def api(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterator
     settings = make_settings(Path(tmp_path_factory.mktemp("fuzz")), mlflow_store)
     settings.plan.bake_s = 0
     app = create_app(settings, build=build_in_process)
-    with TestClient(app) as client:  # runs the lifespan: components stay built
+    # Entering the client runs the lifespan: components stay built.
+    with TestClient(app, base_url=LOCAL) as client:
         ids = create_releases(client)
         deploy(client, "chat", ids["v1"], ids["reworded"])
-        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+        yield schemathesis.openapi.from_asgi("/openapi.json", app, headers={"host": "127.0.0.1"})
 
 
 def run_operation(operation: Any) -> None:
@@ -54,7 +57,7 @@ def run_operation(operation: Any) -> None:
         phases=[Phase.explicit, Phase.generate],
     )
     def call(case: Any) -> None:
-        response = case.call()
+        response = case.call(base_url=LOCAL)
         CALLS.append((case.method, case.path, response.status_code))
         assert response.status_code < 500, (
             f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"

@@ -72,7 +72,7 @@ def _app(tmp_path: Path, backend: MemoryBackend) -> Iterator[TestClient]:
             )
         return parts
 
-    with TestClient(create_app(settings, build=build)) as client:
+    with TestClient(create_app(settings, build=build), base_url="http://127.0.0.1") as client:
         assert client.post("/deployments", json={"name": "chat", "release_id": 1}).is_success
         yield client
 

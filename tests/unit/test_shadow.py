@@ -357,7 +357,9 @@ def test_the_shadow_routes_start_report_and_stop(
         data_port=0,
         shadow_interval_seconds=10,
     )
-    with TestClient(create_app(settings, build=build_mirroring)) as api:
+    with TestClient(
+        create_app(settings, build=build_mirroring), base_url="http://127.0.0.1"
+    ) as api:
         parts: Components = api.app.state.components  # type: ignore[attr-defined]
         parts.service.create_deployment("chat", 1, "alice")
         assert api.put("/deployments/chat/shadow", json={"percent": 50}).status_code == 409
