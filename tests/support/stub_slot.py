@@ -15,11 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class StubSlot:
-    """The stub's port, and each request's arrival (monotonic seconds) and headers."""
+    """The stub's port, and each request's arrival (monotonic seconds), headers and the
+    first 200 bytes of its body."""
 
     port: int
     arrivals: list[float] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
 
 
 @contextmanager
@@ -32,7 +34,8 @@ def stub_slot(label: str, status: int = 200, delay: float = 0.0) -> Iterator[Stu
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["content-length"]))
+            data = self.rfile.read(int(self.headers["content-length"]))
+            stub.bodies.append(data[:200])
             stub.arrivals.append(time.monotonic())
             stub.headers.append(dict(self.headers.items()))
             time.sleep(delay)
