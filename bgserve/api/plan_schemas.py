@@ -8,9 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from bgserve.domain.analysis import AnalysisSettings
-from bgserve.domain.plan import Plan, make_plan
+from bgserve.domain.plan import MAX_DURATION_S, MAX_WARMUP_REQUESTS, Plan, Warmup, make_plan
 
 Number = float  # strict: ints are taken, strings and booleans refused
+MAX_S = MAX_DURATION_S  # 30 days: longer durations are refused (422), not stored
 CheckName = Literal["error_rate", "latency_p95", "ttft_p95", "tpot", "output_tokens"]
 
 
@@ -36,7 +37,29 @@ class AnalysisRequest(StrictBody):
         None, gt=0, description="How many times blue's p95 latency green's may reach"
     )
     max_bake_s: Number | None = Field(
-        None, ge=0, description="How long an inconclusive step may bake before on_inconclusive"
+        None,
+        ge=0,
+        le=MAX_S,
+        description="How long an inconclusive step may bake before on_inconclusive",
+    )
+    initial_delay_s: Number | None = Field(
+        None, ge=0, le=MAX_S, description="Seconds at the start of each step no analysis counts"
+    )
+    min_latency_delta_ms: Number | None = Field(
+        None,
+        ge=0,
+        le=MAX_S * 1000,
+        description="The latency check fails only when green's p95 is also this many ms "
+        "above blue's",
+    )
+    min_ttft_delta_ms: Number | None = Field(
+        None, ge=0, le=MAX_S * 1000, description="The same floor for the p95 time to first token"
+    )
+    min_tpot_delta_ms: Number | None = Field(
+        None,
+        ge=0,
+        le=MAX_S * 1000,
+        description="The same floor for the median time per output token",
     )
     on_inconclusive: Literal["hold", "revert", "continue"] | None = Field(
         None, description="What a step still inconclusive at max_bake_s does"
@@ -63,14 +86,31 @@ class AnalysisRequest(StrictBody):
     )
 
 
+class WarmupRequest(StrictBody):
+    """Green's warm-up before the first step; what is left out comes from settings."""
+
+    requests: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=MAX_WARMUP_REQUESTS,
+        description="Requests sent to green (no analysis counts them); 0 turns it off",
+    )
+    timeout_s: Number | None = Field(
+        None, ge=0, le=MAX_S, description="How long the warm-up may take at most"
+    )
+
+
 class PlanRequest(StrictBody):
     """A promotion plan; what is left out comes from settings (``BGSERVE_PLAN_*``)."""
 
     steps: list[StrictInt] | None = Field(
         None, description="Increasing green weights ending at 100", examples=[[10, 50, 100]]
     )
-    bake_s: Number | None = Field(None, ge=0, description="Bake time of each step, seconds")
+    bake_s: Number | None = Field(
+        None, ge=0, le=MAX_S, description="Bake time of each step, seconds (at most 30 days)"
+    )
     analysis: AnalysisRequest | None = None
+    warmup: WarmupRequest | None = None
 
     def to_plan(self, default: Plan) -> Plan:
         """The plan this request asks for, over ``default``. Raises InvalidInput."""
@@ -78,7 +118,9 @@ class PlanRequest(StrictBody):
         analysis = AnalysisSettings(**{**default.analysis.__dict__, **overrides})
         steps = self.steps if self.steps is not None else list(default.steps)
         bake_s = float(self.bake_s) if self.bake_s is not None else default.bake_s
-        return make_plan(steps, bake_s, analysis)
+        warmup_overrides = self.warmup.model_dump(exclude_none=True) if self.warmup else {}
+        warmup = Warmup(**{**default.warmup.__dict__, **warmup_overrides})
+        return make_plan(steps, bake_s, analysis, warmup=warmup)
 
 
 class PlanOut(BaseModel):
@@ -90,6 +132,7 @@ class PlanOut(BaseModel):
     bake_s: float
     bake_until: datetime | None = Field(description="When the current step's bake ends")
     held: str | None = Field(description="Why the plan waits for an operator, if it does")
+    warming_up: bool = Field(description="True while green is warmed up before the first step")
     force: bool
     analysis: list[dict[str, Any]] = Field(description="The analyses so far, the latest last")
     settings: dict[str, Any] = Field(description="The plan's analysis thresholds")
@@ -99,15 +142,26 @@ class PlanOut(BaseModel):
         """The body of ``plan`` (None when no plan runs)."""
         if plan is None:
             return None
-        until = plan.bake_until
         return cls(
             steps=list(plan.steps),
             step_index=plan.step_index,
             weight=plan.weight,
             bake_s=plan.bake_s,
-            bake_until=None if until is None else datetime.fromtimestamp(until, UTC),
+            bake_until=_moment(plan.bake_until),
             held=plan.held or None,
+            warming_up=plan.needs_warmup,
             force=plan.force,
             analysis=[dict(a) for a in plan.analyses],
-            settings=dict(plan.analysis.__dict__),
+            settings={**plan.analysis.__dict__, "warmup": dict(plan.warmup.__dict__)},
         )
+
+
+def _moment(epoch: float | None) -> datetime | None:
+    """``epoch`` as a time; None when there is none or it cannot be one (a plan stored
+    before durations were capped must not break every listing)."""
+    if epoch is None:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None

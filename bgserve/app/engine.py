@@ -9,9 +9,15 @@ or the cutover. When shadow traffic runs for the current pair, its comparison is
 check (the only one at a 0% step). Nothing sleeps in a request and nothing else advances
 a plan.
 
-After a restart a plan resumes where it was, with the bake time it had left (the step's
-start is stored); its window then counts from the restart, since the counts of the
-data plane that served the first part of the bake died with it.
+A plan whose green needs a warm-up (before its first step) is handed to the
+:class:`~bgserve.app.warmup.GreenWarmer` on a thread of its own, so a slow warm-up never
+delays the other deployments' plans; when it is done the first step is applied.
+
+Each step's window starts at the engine's first reading of the counts after the step's
+initial delay. After a restart or a leader change the counts of the process that served
+the first part of the bake are gone, so the window starts at the new leader's first
+reading and the step bakes its full ``bake_s`` from there (the bake clock counts only
+watched time; :func:`bgserve.domain.plan.due`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from bgserve.app.executor import SYSTEM, Executor
 from bgserve.app.ports import DeploymentReader, ShadowChecks, TrafficSource
@@ -34,6 +43,24 @@ log = logging.getLogger("bgserve.engine")
 StepKey = tuple[int, float | None]
 
 
+class Warmer(Protocol):
+    """Warms a plan's green before its first step (:class:`bgserve.app.warmup.GreenWarmer`)."""
+
+    def warm(self, state: DeploymentState) -> dict[str, Any]:
+        """What the warm-up did, for the history. Never raises."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepWindow:
+    """Where one step's window starts: the first reading's time and its counts (None
+    when the traffic source could not be read then)."""
+
+    key: StepKey
+    since: float
+    counts: Mapping[int, SideWindow] | None
+
+
 class RolloutEngine:
     """Advances every plan that has something due, on a thread of its own."""
 
@@ -46,16 +73,20 @@ class RolloutEngine:
         interval: float,
         clock: Callable[[], float] = time.time,
         shadow: ShadowChecks | None = None,
+        warmer: Warmer | None = None,
     ) -> None:
         self.executor = executor
         self.deployments = deployments
         self.traffic = traffic
         self.shadow = shadow
+        self.warmer = warmer
         self.interval = interval
         self.clock = clock
-        self._baselines: dict[str, tuple[StepKey, Mapping[int, SideWindow]]] = {}
+        self._windows: dict[str, StepWindow] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._warming: dict[str, Future[None]] = {}
+        self._warm_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bgserve-warmup")
 
     def start(self) -> None:
         """Run the loop in the background until :meth:`stop`. Idempotent."""
@@ -75,6 +106,7 @@ class RolloutEngine:
     def close(self) -> None:
         """Stop the loop and release the traffic source (a Prometheus client). Idempotent."""
         self.stop()
+        self._warm_pool.shutdown(wait=False, cancel_futures=True)
         close = getattr(self.traffic, "close", None)
         if callable(close):
             close()
@@ -90,20 +122,51 @@ class RolloutEngine:
             self.advance(stored)
 
     def advance(self, stored: StoredDeployment) -> StoredDeployment | None:
-        """Advance one deployment's plan if something is due; None if it failed (logged)."""
+        """Advance one deployment's plan if something is due; None if it failed (logged).
+
+        A warm-up due is started in the background (once) and changes nothing here."""
         name = stored.state.name
+        plan = stored.state.plan
+        if plan is not None and plan.needs_warmup:
+            self._start_warmup(stored.state)
+            return stored
         counts = self._counts(name)
         now = self.clock()
 
         def decide(state: DeploymentState) -> Transition:
-            blue, green = self._window(state, counts)
-            return promotion.advance(state, blue, green, now, self._extra(name, state))
+            blue, green, since = self._window(state, counts, now)
+            extra = self._extra(name, state)
+            return promotion.advance(state, blue, green, now, extra, since)
 
         try:
             return self.executor.run(name, SYSTEM, decide)
         except BgserveError as exc:
             log.error("advancing the plan of %s failed: %s", name, exc.message)
             return None
+
+    def wait_warmups(self, timeout: float | None = None) -> None:
+        """Wait for the warm-ups under way (tests and shutdown). Idempotent."""
+        for future in list(self._warming.values()):
+            future.exception(timeout)
+
+    def _start_warmup(self, state: DeploymentState) -> None:
+        running = self._warming.get(state.name)
+        if running is not None and not running.done():
+            return
+        self._warming[state.name] = self._warm_pool.submit(self._warm, state)
+
+    def _warm(self, state: DeploymentState) -> None:
+        """Warm green, then apply the first step (if the plan still waits for it)."""
+        name = state.name
+        summary = (
+            {"requests": 0, "skipped": "no warmer on this backend"}
+            if self.warmer is None
+            else self.warmer.warm(state)
+        )
+        try:
+            self.executor.run(name, SYSTEM, lambda s: promotion.warmed_up(s, self.clock(), summary))
+        except BgserveError as exc:
+            log.error("the first step of %s after its warm-up failed: %s", name, exc.message)
 
     def _extra(self, name: str, state: DeploymentState) -> tuple[Check, ...]:
         """The shadow comparison's check, when shadow traffic runs for the current pair."""
@@ -124,23 +187,27 @@ class RolloutEngine:
             return None
 
     def _window(
-        self, state: DeploymentState, counts: Mapping[int, SideWindow] | None
-    ) -> tuple[SideWindow | None, SideWindow | None]:
-        """Blue's and green's traffic since the current step began (None if unknown).
+        self, state: DeploymentState, counts: Mapping[int, SideWindow] | None, now: float
+    ) -> tuple[SideWindow | None, SideWindow | None, float | None]:
+        """Blue's and green's traffic since the current step's window began (None if
+        unknown), and when this engine first read it (None before the initial delay).
 
-        The first reading of a step is its baseline, so the window starts within one
-        interval of the step's weight being applied.
+        The first reading at or after the initial delay is the window's baseline, so the
+        window starts within one interval of the delay's end (or of a restart).
         """
         plan = state.plan
-        if plan is None or counts is None or state.green is None:
-            return None, None
+        window_from = None if plan is None else plan.window_from
+        if plan is None or state.green is None or window_from is None or now < window_from:
+            return None, None, None
         key: StepKey = (plan.step_index, plan.step_started_at)
-        known = self._baselines.get(state.name)
-        if known is None or known[0] != key:
-            self._baselines[state.name] = (key, counts)
-            known = (key, counts)
-        baseline = known[1]
+        known = self._windows.get(state.name)
+        if known is None or known.key != key or (known.counts is None and counts is not None):
+            # A window first read without counts starts again once they can be read.
+            known = StepWindow(key, now, counts)
+            self._windows[state.name] = known
+        if counts is None or known.counts is None:
+            return None, None, known.since
         empty = SideWindow()
-        blue = counts.get(state.blue, empty).minus(baseline.get(state.blue, empty))
-        green = counts.get(state.green, empty).minus(baseline.get(state.green, empty))
-        return blue, green
+        blue = counts.get(state.blue, empty).minus(known.counts.get(state.blue, empty))
+        green = counts.get(state.green, empty).minus(known.counts.get(state.green, empty))
+        return blue, green, known.since

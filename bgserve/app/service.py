@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -17,8 +17,7 @@ from bgserve.app.executor import Executor
 from bgserve.app.ports import Registry, TrafficReading, TrafficStats
 from bgserve.backends.base import Backend, SlotInfo
 from bgserve.domain import promotion, rollout, slots
-from bgserve.domain.analysis import AnalysisSettings
-from bgserve.domain.plan import Plan, make_plan
+from bgserve.domain.plan import Plan
 from bgserve.domain.release import Release, validate_name
 from bgserve.domain.shadow import ShadowReport, check_shadow_gate
 from bgserve.domain.state import DeploymentState
@@ -43,9 +42,7 @@ class Service:
         backend: Backend,
         executor: Executor,
         *,
-        plan_steps: Sequence[int],
-        plan_bake_s: float,
-        analysis: AnalysisSettings,
+        default_plan: Plan,
         clock: Callable[[], datetime] = utc_now,
         wall_clock: Callable[[], float] = time.time,
         shadow_gate: Callable[[str], ShadowReport | None] | None = None,
@@ -54,9 +51,7 @@ class Service:
         self.registry = registry
         self.backend = backend
         self.executor = executor
-        self.plan_steps = tuple(plan_steps)
-        self.plan_bake_s = plan_bake_s
-        self.analysis = analysis
+        self._default_plan = default_plan
         self.clock = clock
         self.wall_clock = wall_clock
         self.shadow_gate = shadow_gate
@@ -200,5 +195,5 @@ class Service:
         return self.shadow_gate(name)
 
     def default_plan(self) -> Plan:
-        """The plan ``promote {}`` runs: steps, bake and analysis from settings."""
-        return make_plan(self.plan_steps, self.plan_bake_s, self.analysis)
+        """The plan ``promote {}`` runs: steps, bake, warm-up and analysis from settings."""
+        return self._default_plan

@@ -32,6 +32,7 @@ __all__ = [
     "output_text",
     "query_slots",
     "reported_tokens",
+    "warm_slot",
 ]
 
 
@@ -212,3 +213,55 @@ def query_slots(
 ) -> list[dict[str, SlotResult]]:
     """Each target's answer to every case, by case id (blocking; runs its own loop)."""
     return asyncio.run(_ask_all(targets, cases, plan))
+
+
+@dataclass(frozen=True)
+class WarmupResult:
+    """What a warm-up did to one slot: calls answered (failed ones included), failed,
+    how long it took, and whether it ran out of time first."""
+
+    answered: int
+    failed: int
+    seconds: float
+    timed_out: bool
+
+
+async def _warm(
+    target: SlotTarget,
+    cases: Sequence[GoldenCase],
+    requests: int,
+    concurrency: int,
+    answers: list[SlotResult],
+) -> None:
+    gate = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as client:
+
+        async def one(case: GoldenCase) -> None:
+            answers.append(await _ask(client, target, case, gate))
+
+        await asyncio.gather(*(one(cases[i % len(cases)]) for i in range(requests)))
+
+
+def warm_slot(
+    target: SlotTarget,
+    cases: Sequence[GoldenCase],
+    requests: int,
+    *,
+    concurrency: int,
+    timeout: float,
+) -> WarmupResult:
+    """Send ``requests`` calls of ``cases`` (round robin) to one slot, ``concurrency`` at
+    a time, for at most ``timeout`` seconds in all (blocking). Never raises for the slot's
+    answers: they are only counted."""
+    started = time.perf_counter()
+    answers: list[SlotResult] = []
+    timed_out = False
+    if requests > 0 and cases:
+        work = _warm(target, cases, requests, concurrency, answers)
+        try:
+            asyncio.run(asyncio.wait_for(work, timeout))
+        except TimeoutError:
+            timed_out = True
+    failed = sum(1 for r in answers if r.error is not None)
+    return WarmupResult(len(answers), failed, round(time.perf_counter() - started, 3), timed_out)

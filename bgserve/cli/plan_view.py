@@ -50,10 +50,20 @@ def _analysis_line(analysis: dict[str, Any]) -> str:
                 f"green {check['green_errors']}/{check['green_requests']}"
             )
         elif check["name"] == "latency_p95" and "ratio" in check:
-            parts.append(f"p95 {check['green_p95_ms']} vs {check['blue_p95_ms']} ms")
+            blue, green = latency_sides(check)
+            parts.append(f"p95 {green} vs {blue} ms")
         elif check.get("outcome") == "inconclusive":
             parts.append(check.get("reason", ""))
     return "; ".join(parts)
+
+
+def latency_sides(check: dict[str, Any]) -> tuple[object, object]:
+    """Blue's and green's figure (ms) of a latency check; plans stored by older releases
+    named latency_p95's ``blue_p95_ms``/``green_p95_ms``."""
+    return (
+        check.get("blue_ms", check.get("blue_p95_ms")),
+        check.get("green_ms", check.get("green_p95_ms")),
+    )
 
 
 def outcome_of(deployment: dict[str, Any], last_action: str | None) -> int | None:

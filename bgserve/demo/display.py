@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bgserve.cli.plan_view import latency_sides
 from bgserve.demo.traffic import TrafficClient, TrafficCounts
 
 DEPLOYMENT = "summarize"
@@ -23,6 +24,7 @@ class Timeline:
     started: float = field(default_factory=time.perf_counter)
     steps: list[tuple[str, float, float]] = field(default_factory=list)  # (what, at, took)
     weights: str = "-"
+    broken: list[str] = field(default_factory=list)  # what went otherwise than told
 
     def record(self, what: str, took: float) -> None:
         self.steps.append((what, time.perf_counter() - self.started, took))
@@ -50,8 +52,9 @@ def sides(check: dict[str, object]) -> tuple[str, str]:
     if check.get("name") == "error_rate":
         blue = f"{check.get('blue_errors')}/{check.get('blue_requests')}"
         return blue, f"{check.get('green_errors')}/{check.get('green_requests')}"
-    if check.get("name") == "latency_p95":
-        return f"{check.get('blue_p95_ms')} ms", f"{check.get('green_p95_ms')} ms"
+    if "ratio" in check and check.get("name") != "output_tokens":
+        blue_ms, green_ms = latency_sides(check)
+        return f"{blue_ms} ms", f"{green_ms} ms"
     return "", ""
 
 
@@ -87,7 +90,17 @@ def summary(console: Console, timeline: Timeline, counts: TrafficCounts, kept: P
         f"{sum(flaky.values())} answered by the flaky green before its automatic revert, "
         f"{others} elsewhere"
     )
-    return 0 if others == 0 else 1
+    return story_outcome(console, timeline, others == 0)
+
+
+def story_outcome(console: Console, timeline: Timeline, traffic_ok: bool) -> int:
+    """0 when the story went as told and the live client's requests did; else say what
+    did not, and 1."""
+    for problem in timeline.broken:
+        console.print(f"[red]✗ not as told:[/red] {problem}", highlight=False)
+    if not traffic_ok:
+        console.print("[red]✗ the live client saw failed requests it should not have[/red]")
+    return 0 if traffic_ok and not timeline.broken else 1
 
 
 def print_kept(console: Console, home: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from bgserve.demo.display import Timeline
+from bgserve.demo.display import Timeline, story_outcome
 from bgserve.demo.llm_traffic import ChatCounts, ChatTraffic, SlotTimes
 from bgserve.store.records import Event
 
@@ -95,4 +95,4 @@ def chat_summary(console: Console, timeline: Timeline, counts: ChatCounts) -> in
         f"failed requests: {len(counts.failures)} of {counts.total} streamed chat completions",
         highlight=False,
     )
-    return 0 if not counts.failures and counts.answered else 1
+    return story_outcome(console, timeline, not counts.failures and counts.answered > 0)

@@ -33,7 +33,7 @@ from bgserve.demo.llm_models import (
     register_smollm2,
 )
 from bgserve.demo.llm_traffic import ChatCounts, ChatTraffic
-from bgserve.demo.run import PRINCIPAL, demo_settings, follow_plan, timed, workdir
+from bgserve.demo.run import PRINCIPAL, cut_over_to, demo_settings, follow_plan, timed, workdir
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 from bgserve.settings import Settings
@@ -210,6 +210,7 @@ def _promote_and_revert(
 ) -> None:
     service = parts.service
     plan = demo_plan()
+    blue = service.get_deployment(DEPLOYMENT).state.blue
     console.print(
         f"plan: steps {' → '.join(map(str, plan.steps))}, bake {plan.bake_s:g}s, checks "
         f"{', '.join(plan.analysis.checks)} (ttft_p95 at most "
@@ -234,6 +235,7 @@ def _promote_and_revert(
             timeline,
             "promote 50 → 100 on live streamed traffic, analysis at each step",
             lambda: follow_plan(service, on_step, plan, DEPLOYMENT),
+            cut_over_to(service, green, DEPLOYMENT),
         )
     if not console.is_terminal:
         # Off a terminal, rich prints the live table's last frame without ending its line.
@@ -247,6 +249,7 @@ def _promote_and_revert(
         timeline,
         "revert to the last good release",
         lambda: service.revert(DEPLOYMENT, PRINCIPAL),
+        lambda done: None if done.state.blue == blue else "blue is not the last good release",
     )
     stored = service.get_deployment(DEPLOYMENT)
     console.print(f"reverted: release {stored.state.blue} serves 100% again", highlight=False)

@@ -9,9 +9,11 @@ good or bad), then:
   p < ``significance``; a difference within noise passes.
 - ``latency_p95``: fails when green's p95 (from the latency histogram) is more than
   ``max_latency_p95_ratio`` times blue's (both floored at 1 ms, so sub-millisecond noise
-  cannot fail a step) *and* a one-sided Mann-Whitney U test says green's latencies are
-  higher with p < ``significance`` (so a few slow answers alone cannot either); skipped
-  (and said so) when the traffic source keeps no latency histogram for a side.
+  cannot fail a step) *and* more than ``min_latency_delta_ms`` above it (an absolute
+  floor: 3.4 ms against 10.7 ms is a ratio of 3, and nobody's answer is late for it)
+  *and* a one-sided Mann-Whitney U test says green's latencies are higher with p <
+  ``significance`` (so a few slow answers alone cannot either); skipped (and said so)
+  when the traffic source keeps no latency histogram for a side.
 
 The analysis fails if any check fails, is inconclusive if none fails and one is
 inconclusive, and passes otherwise (skipped checks count for nothing).
@@ -123,6 +125,14 @@ class AnalysisSettings:
     max_ttft_p95_ratio: float = 1.5
     max_tpot_ratio: float = 1.5
     max_output_tokens_ratio: float = 1.5
+    # Absolute floors: a latency check fails only when green is slower than blue by its
+    # ratio *and* by this many milliseconds (small models: a few ms; LLMs: much more).
+    min_latency_delta_ms: float = 10.0
+    min_ttft_delta_ms: float = 50.0
+    min_tpot_delta_ms: float = 2.0
+    # The first seconds of each step do not count: the window starts this long after the
+    # step's weight is applied (connections, caches and a new share settle first).
+    initial_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checks", tuple(self.checks))  # a stored plan has a list
@@ -226,22 +236,50 @@ def latency_p95(blue: SideWindow, green: SideWindow, settings: AnalysisSettings)
         return Check(name, Outcome.SKIPPED, "latency_p95: no latency histogram to compare")
     blue_p95 = max(blue_q, LATENCY_FLOOR_MS)
     green_p95 = max(green_q, LATENCY_FLOOR_MS)
-    ratio = green_p95 / blue_p95
+    figures = Slower(blue_p95, green_p95, slower_p_value(blue, green))
+    limits = (settings.max_latency_p95_ratio, settings.min_latency_delta_ms)
+    return slower(name, "", figures, limits, settings.significance)
+
+
+@dataclass(frozen=True)
+class Slower:
+    """One latency-like figure of both sides (ms) and the p-value of "green's are higher"."""
+
+    blue_ms: float
+    green_ms: float
+    p_value: float
+
+
+def slower(
+    name: str, what: str, figures: Slower, limits: tuple[float, float], significance: float
+) -> Check:
+    """The one rule of every latency check: fail when green's figure is above blue's by
+    more than ``max_ratio`` times *and* by more than ``min_delta_ms`` (``limits``), *and*
+    the test says green's are higher with p < ``significance``; pass otherwise."""
+    max_ratio, min_delta_ms = limits
+    blue_ms, green_ms, p_value = figures.blue_ms, figures.green_ms, figures.p_value
+    ratio, delta = green_ms / blue_ms, green_ms - blue_ms
     numbers = {
-        "blue_p95_ms": round(blue_p95, 3),
-        "green_p95_ms": round(green_p95, 3),
+        "blue_ms": round(blue_ms, 3),
+        "green_ms": round(green_ms, 3),
         "ratio": round(ratio, 3),
-        "max_ratio": settings.max_latency_p95_ratio,
+        "max_ratio": max_ratio,
+        "delta_ms": round(delta, 3),
+        "min_delta_ms": min_delta_ms,
+        "p_value": p_value,
     }
-    p_value = slower_p_value(blue, green)
-    numbers["p_value"] = p_value
     verdict = (
-        f"green {green_p95:.1f} ms against blue {blue_p95:.1f} ms ({ratio:.2f}x, p={p_value:.2g})"
+        f"{what}green {green_ms:.1f} ms against blue {blue_ms:.1f} ms "
+        f"({ratio:.2f}x, +{delta:.1f} ms, p={p_value:.2g})"
+        if delta >= 0
+        else f"{what}green {green_ms:.1f} ms against blue {blue_ms:.1f} ms "
+        f"({ratio:.2f}x, p={p_value:.2g})"
     )
-    limit = settings.max_latency_p95_ratio
-    if ratio > limit and p_value < settings.significance:
-        return Check(name, Outcome.FAIL, f"latency_p95: {verdict} > {limit:g}x", numbers)
-    return Check(name, Outcome.PASS, f"latency_p95: {verdict}", numbers)
+    too_slow = ratio > max_ratio and delta > min_delta_ms and p_value < significance
+    if too_slow:
+        rule = f"> {max_ratio:g}x and > +{min_delta_ms:g} ms"
+        return Check(name, Outcome.FAIL, f"{name}: {verdict} {rule}", numbers)
+    return Check(name, Outcome.PASS, f"{name}: {verdict}", numbers)
 
 
 def slower_p_value(blue: SideWindow, green: SideWindow) -> float:

@@ -1,9 +1,11 @@
 """A promotion plan as data, and what it needs next: nothing, a step, a hold, a revert or
 the cutover, decided from (state, live counts, now). Pure: no clock, no sleeping.
 
-A plan walks green through ``steps`` (increasing weights ending at 100). Each step's
-weight is applied, then bakes for ``bake_s`` seconds; at the end of the bake green is
-analysed against blue over the step's window (:mod:`bgserve.domain.analysis`):
+A plan first **warms green up** (``warmup``: requests sent to green directly, which no
+analysis counts), then walks it through ``steps`` (increasing weights ending at 100).
+Each step's weight is applied; its first ``initial_delay_s`` seconds do not count; then it
+bakes for ``bake_s`` seconds, and at the end of the bake green is analysed against blue
+over the step's window (:mod:`bgserve.domain.analysis`), the same seconds for both:
 
 ========================  ====================================================
 analysis                  what happens
@@ -17,6 +19,15 @@ inconclusive              keep baking until ``max_bake_s``, then
 
 A green slot that dies during a plan is handled at once by the slot-loss rule
 (:func:`bgserve.domain.slots.on_slot_lost`), not at the end of the bake.
+
+The bake counts only time that was watched: the window starts when the rollout engine
+first reads the step's counts after the initial delay, so after a restart or a leader
+change (whose counts died with the process that had them) the step bakes its full
+``bake_s`` again from the new reading, rather than ending at once on a window of a few
+seconds.
+
+Durations are capped at :data:`MAX_DURATION_S` (30 days): longer ones cannot be
+represented everywhere a plan is shown, and no step needs them.
 """
 
 from __future__ import annotations
@@ -39,6 +50,22 @@ from bgserve.errors import InvalidInput
 
 ON_INCONCLUSIVE = ("hold", "revert", "continue")
 KEPT_ANALYSES = 20
+MAX_DURATION_S = 30 * 24 * 3600.0
+MAX_WARMUP_REQUESTS = 10_000
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """Requests sent to green before a plan's first step, which no analysis counts: a
+    fresh process's first answers pay for connections, caches and lazy loading, and
+    judged against a blue that has served for hours they look like a slower release.
+
+    ``requests`` 0 turns it off; ``timeout_s`` bounds the whole warm-up (the first step
+    is applied when it runs out, with what was sent so far recorded).
+    """
+
+    requests: int = 0
+    timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +74,8 @@ class Plan:
 
     ``step_index`` is the step whose weight is applied (or about to be, while
     ``step_started_at`` is None); ``held`` says why the plan waits for an operator.
-    ``analyses`` holds the JSON of the analyses so far, the latest last.
+    ``analyses`` holds the JSON of the analyses so far, the latest last. ``warmed`` is
+    False until green's warm-up is done (or there is none): the first step waits for it.
     """
 
     steps: tuple[int, ...]
@@ -58,6 +86,8 @@ class Plan:
     held: str = ""
     analyses: tuple[Mapping[str, Any], ...] = ()
     force: bool = False
+    warmup: Warmup = field(default_factory=Warmup)
+    warmed: bool = True
 
     @property
     def weight(self) -> int:
@@ -65,11 +95,22 @@ class Plan:
         return self.steps[self.step_index]
 
     @property
-    def bake_until(self) -> float | None:
-        """When the current step's bake ends (epoch seconds), once its weight is applied."""
+    def needs_warmup(self) -> bool:
+        """True while green's warm-up is due (before the first step is applied)."""
+        return not self.warmed and self.step_started_at is None and not self.held
+
+    @property
+    def window_from(self) -> float | None:
+        """When the current step's window may start: its start plus the initial delay."""
         if self.step_started_at is None:
             return None
-        return self.step_started_at + self.bake_s
+        return self.step_started_at + self.analysis.initial_delay_s
+
+    @property
+    def bake_until(self) -> float | None:
+        """When the current step's bake ends (epoch seconds) if its window starts on time."""
+        start = self.window_from
+        return None if start is None else start + self.bake_s
 
     @property
     def last_analysis(self) -> Mapping[str, Any] | None:
@@ -81,14 +122,40 @@ class Plan:
 
 
 def make_plan(
-    steps: Sequence[int], bake_s: float, analysis: AnalysisSettings, *, force: bool = False
+    steps: Sequence[int],
+    bake_s: float,
+    analysis: AnalysisSettings,
+    *,
+    force: bool = False,
+    warmup: Warmup | None = None,
 ) -> Plan:
     """A validated plan. Raises InvalidInput naming the field at fault."""
     checked = parse_steps(steps)
-    if bake_s < 0:
-        raise InvalidInput(f"plan.bake_s {bake_s} must be 0 or more", field="plan.bake_s")
+    check_duration("plan.bake_s", bake_s)
     check_analysis(analysis, bake_s)
-    return Plan(checked, float(bake_s), analysis, force=force)
+    warmup = warmup or Warmup()
+    check_warmup(warmup)
+    cold = warmup.requests > 0
+    return Plan(checked, float(bake_s), analysis, force=force, warmup=warmup, warmed=not cold)
+
+
+def check_duration(field: str, seconds: float) -> None:
+    """Raise InvalidInput unless ``seconds`` is a finite duration in 0..MAX_DURATION_S."""
+    if not 0 <= seconds <= MAX_DURATION_S:  # NaN fails both comparisons
+        raise InvalidInput(
+            f"{field} {seconds!r} must be between 0 and {MAX_DURATION_S:g} seconds (30 days)",
+            field=field,
+        )
+
+
+def check_warmup(warmup: Warmup) -> None:
+    """Raise InvalidInput for a warm-up that cannot work, naming the field."""
+    if not 0 <= warmup.requests <= MAX_WARMUP_REQUESTS:
+        raise InvalidInput(
+            f"plan.warmup.requests {warmup.requests} must be in 0..{MAX_WARMUP_REQUESTS}",
+            field="plan.warmup.requests",
+        )
+    check_duration("plan.warmup.timeout_s", warmup.timeout_s)
 
 
 def parse_steps(steps: Sequence[int], field: str = "plan.steps") -> tuple[int, ...]:
@@ -142,13 +209,24 @@ def check_analysis(analysis: AnalysisSettings, bake_s: float) -> None:
             raise InvalidInput(
                 f"plan.analysis.{name} {value!r} {rule}", field=f"plan.analysis.{name}"
             )
+    for name in ("min_latency_delta_ms", "min_ttft_delta_ms", "min_tpot_delta_ms"):
+        value = getattr(analysis, name)
+        if not 0 <= value <= MAX_DURATION_S * 1000:
+            raise InvalidInput(
+                f"plan.analysis.{name} {value!r} must be 0 or more milliseconds",
+                field=f"plan.analysis.{name}",
+            )
+    check_duration("plan.analysis.max_bake_s", analysis.max_bake_s)
+    check_duration("plan.analysis.initial_delay_s", analysis.initial_delay_s)
 
 
 def remaining_from(plan: Plan, green_weight: int) -> Plan:
-    """Skip the steps at or below green's current weight (a plan started mid-shift)."""
+    """Skip the steps at or below green's current weight (a plan started mid-shift; green
+    then already answers live traffic, so it needs no warm-up)."""
     steps = tuple(s for s in plan.steps if s > green_weight or s == green_weight == 0)
     steps = steps or (100,)
-    return replace(plan, steps=steps, step_index=0, step_started_at=None)
+    warm = plan.warmed or green_weight > 0
+    return replace(plan, steps=steps, step_index=0, step_started_at=None, warmed=warm)
 
 
 @dataclass(frozen=True)
@@ -167,19 +245,29 @@ def due(
     green: SideWindow | None,
     now: float,
     extra: tuple[Check, ...] = (),
+    window_since: float | None = None,
 ) -> Due:
     """What ``plan`` needs at ``now``, given the traffic of the current step's window and
     ``extra`` checks (the shadow comparison of mirrored traffic, when one runs).
 
-    At a 0% step green takes no live traffic: only the extra checks can judge it.
+    ``window_since`` is when the window's counts were first read (None: on time, at
+    :attr:`Plan.window_from`); a later reading (a restart, a new leader) starts the bake
+    again from it. At a 0% step green takes no live traffic: only the extra checks can
+    judge it.
     """
     if plan.held:
         return Due("nothing", f"held: {plan.held}")
-    if plan.step_started_at is None:
+    if plan.needs_warmup:
+        return Due("warmup", f"green's warm-up ({plan.warmup.requests} requests) comes first")
+    window_from = plan.window_from
+    if window_from is None:
         return Due("step", f"step {plan.step_index + 1} of {len(plan.steps)}", plan)
-    if now < plan.step_started_at + plan.bake_s:
+    if now < window_from:
+        return Due("nothing", "initial delay: the first seconds of a step do not count")
+    counting_from = max(window_from, window_since or window_from)
+    if now < counting_from + plan.bake_s:
         return Due("nothing", "baking")
-    return _after_bake(plan, _analysis(plan, blue, green, extra), now)
+    return _after_bake(plan, _analysis(plan, blue, green, extra), now, counting_from)
 
 
 def _analysis(
@@ -195,14 +283,14 @@ def _analysis(
     return combined(run(blue, green, plan.analysis) + extra)
 
 
-def _after_bake(plan: Plan, analysis: Analysis, now: float) -> Due:
+def _after_bake(plan: Plan, analysis: Analysis, now: float, counting_from: float) -> Due:
     record = {"step": plan.weight, "at": now, **analysis_json(analysis)}
     recorded = plan.with_analysis(record)
     if analysis.outcome is Outcome.FAIL:
         return Due("revert", "live analysis failed: " + analysis.summary(), recorded, analysis)
     if analysis.outcome is Outcome.PASS:
         return Due("step", f"step at {plan.weight}% passed", _advance(recorded), analysis)
-    waited = now - (plan.step_started_at or now)
+    waited = now - counting_from
     reason = analysis.summary() if analysis.checks else "no traffic counts for green or blue"
     if waited < plan.analysis.max_bake_s:
         first = plan.last_analysis is None or plan.last_analysis.get("step") != plan.weight
@@ -223,6 +311,11 @@ def _advance(plan: Plan) -> Plan:
     return replace(plan, step_index=plan.step_index + 1, step_started_at=None)
 
 
+def warmed(plan: Plan) -> Plan:
+    """The plan once green's warm-up is done: its first step is due."""
+    return replace(plan, warmed=True)
+
+
 def resume(plan: Plan) -> Plan:
     """An operator's go-ahead on a held plan: on to the next step."""
     return _advance(replace(plan, held=""))
@@ -234,6 +327,7 @@ def plan_json(plan: Plan | None) -> dict[str, Any] | None:
         return None
     body = asdict(plan)
     body["steps"] = list(plan.steps)
+    body["analysis"]["checks"] = list(plan.analysis.checks)
     body["analyses"] = [dict(a) for a in plan.analyses]
     return body
 
@@ -256,4 +350,6 @@ def plan_of(body: object) -> Plan | None:
         held=str(body.get("held", "")),
         analyses=tuple(body.get("analyses", ())),
         force=bool(body.get("force", False)),
+        warmup=Warmup(**body.get("warmup", {})),
+        warmed=bool(body.get("warmed", True)),
     )

@@ -9,11 +9,12 @@ and a revert (at any moment) drops it. What a plan needs when is decided by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from bgserve.domain.analysis import Check, SideWindow
-from bgserve.domain.plan import Due, Plan, due, remaining_from, resume
+from bgserve.domain.plan import Due, Plan, due, remaining_from, resume, warmed
 from bgserve.domain.rollout import (
     DeploymentState,
     Transition,
@@ -28,7 +29,9 @@ from bgserve.errors import IllegalTransition
 
 
 def start(state: DeploymentState, plan: Plan, now: float) -> Transition:
-    """Store ``plan`` and apply its first step; on a held plan, an operator's go-ahead.
+    """Store ``plan`` and apply its first step (or, when green needs a warm-up, store it
+    for the rollout engine to warm green and then apply it); on a held plan, an
+    operator's go-ahead.
 
     Needs a passing comparison of the current pair unless the plan is forced. Refused
     while a plan runs (a revert stops it).
@@ -48,7 +51,23 @@ def start(state: DeploymentState, plan: Plan, now: float) -> Transition:
     planned = remaining_from(plan, state.green_weight)
     details = {"steps": list(planned.steps), "bake_s": planned.bake_s, "force": plan.force}
     why = f"promotion plan {list(planned.steps)} started, {planned.bake_s:g}s bake per step"
+    if planned.needs_warmup:
+        details["warmup"] = {"requests": planned.warmup.requests}
+        why += f"; green is warmed up with {planned.warmup.requests} requests first"
+        return Transition("plan", replace(state, plan=planned), reason=why, details=details)
     return _apply_step(replace(state, plan=planned), now, why, details)
+
+
+def warmed_up(state: DeploymentState, now: float, summary: Mapping[str, Any]) -> Transition:
+    """Green's warm-up is over (``summary``: what was sent, answered, failed, how long):
+    apply the plan's first step. Unchanged when no warm-up is due any more (a revert or
+    another operation came first)."""
+    plan = state.plan
+    if plan is None or not plan.needs_warmup:
+        return unchanged(state, "plan", "no warm-up due")
+    sent, failed = summary.get("sent", 0), summary.get("failed", 0)
+    why = f"green warmed up ({sent} requests, {failed} failed, none counted)"
+    return _apply_step(replace(state, plan=warmed(plan)), now, why, {"warmup": dict(summary)})
 
 
 def advance(
@@ -57,17 +76,20 @@ def advance(
     green: SideWindow | None,
     now: float,
     extra: tuple[Check, ...] = (),
+    window_since: float | None = None,
 ) -> Transition:
     """What the plan of ``state`` needs at ``now``, as a transition (unchanged if nothing).
 
     ``blue`` and ``green`` are the traffic of the current step's window (None when the
-    counts could not be read: the step then cannot pass).
+    counts could not be read: the step then cannot pass), first read at ``window_since``
+    (see :func:`bgserve.domain.plan.due`). A warm-up is the engine's to do: until it
+    reports with :func:`warmed_up`, nothing changes.
     """
     if state.plan is None:
         return unchanged(state, "plan", "no plan under way")
-    decision = due(state.plan, blue, green, now, extra)
+    decision = due(state.plan, blue, green, now, extra, window_since)
     details = _details(decision)
-    if decision.kind == "nothing":
+    if decision.kind in ("nothing", "warmup"):
         return unchanged(state, "plan", decision.reason)
     if decision.kind == "revert":
         reverted = revert(state)

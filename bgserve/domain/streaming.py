@@ -9,10 +9,11 @@ and **skipped** when the traffic source measures nothing of the kind (a Promethe
 source, or no chat completion at all), then:
 
 - ``ttft_p95``: fails when green's p95 time to first token is more than
-  ``max_ttft_p95_ratio`` times blue's (both floored at 1 ms) *and* the one-sided
-  Mann-Whitney U test of the latency check says green's are higher with p <
-  ``significance``;
-- ``tpot``: the same rule on the median time per output token (``max_tpot_ratio``);
+  ``max_ttft_p95_ratio`` times blue's (both floored at 1 ms) *and* more than
+  ``min_ttft_delta_ms`` above it *and* the one-sided Mann-Whitney U test of the latency
+  check says green's are higher with p < ``significance`` (:func:`~bgserve.domain.analysis.slower`);
+- ``tpot``: the same rule on the median time per output token (``max_tpot_ratio``,
+  ``min_tpot_delta_ms``);
 - ``output_tokens``: the cost signal, fails when green's mean output tokens per answer
   exceed ``max_output_tokens_ratio`` times blue's *and* the same test says green's
   answers are longer with p < ``significance``.
@@ -31,8 +32,10 @@ from bgserve.domain.analysis import (
     Check,
     Outcome,
     SideWindow,
+    Slower,
     error_rate,
     latency_p95,
+    slower,
     slower_p_value,
 )
 
@@ -64,48 +67,35 @@ def _measured(
 def _ratio_check(
     name: str,
     what: str,
-    blue: tuple[int, ...],
-    green: tuple[int, ...],
+    sides: tuple[tuple[int, ...], tuple[int, ...]],
     quantile: float,
-    limit: float,
+    limits: tuple[float, float],
     settings: AnalysisSettings,
 ) -> Check:
+    blue, green = sides
     if (early := _measured(name, blue, green, settings)) is not None:
         return early
     blue_side, green_side = _histogram(blue), _histogram(green)
-    blue_q = max(blue_side.quantile_ms(quantile) or 0.0, LATENCY_FLOOR_MS)
-    green_q = max(green_side.quantile_ms(quantile) or 0.0, LATENCY_FLOOR_MS)
-    ratio = green_q / blue_q
-    p_value = slower_p_value(blue_side, green_side)
-    numbers = {
-        "blue_ms": round(blue_q, 3),
-        "green_ms": round(green_q, 3),
-        "ratio": round(ratio, 3),
-        "max_ratio": limit,
-        "p_value": p_value,
-    }
-    verdict = f"{what} green {green_q:.1f} ms against blue {blue_q:.1f} ms ({ratio:.2f}x, " + (
-        f"p={p_value:.2g})"
+    figures = Slower(
+        max(blue_side.quantile_ms(quantile) or 0.0, LATENCY_FLOOR_MS),
+        max(green_side.quantile_ms(quantile) or 0.0, LATENCY_FLOOR_MS),
+        slower_p_value(blue_side, green_side),
     )
-    if ratio > limit and p_value < settings.significance:
-        return Check(name, Outcome.FAIL, f"{name}: {verdict} > {limit:g}x", numbers)
-    return Check(name, Outcome.PASS, f"{name}: {verdict}", numbers)
+    return slower(name, f"{what} ", figures, limits, settings.significance)
 
 
 def ttft_p95(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
     """Green's p95 time to first token against blue's, as a ratio."""
-    limit = settings.max_ttft_p95_ratio
-    return _ratio_check(
-        "ttft_p95", "p95 time to first token", blue.ttft, green.ttft, 0.95, limit, settings
-    )
+    limits = (settings.max_ttft_p95_ratio, settings.min_ttft_delta_ms)
+    sides = (blue.ttft, green.ttft)
+    return _ratio_check("ttft_p95", "p95 time to first token", sides, 0.95, limits, settings)
 
 
 def tpot(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
     """Green's median time per output token against blue's, as a ratio."""
-    limit = settings.max_tpot_ratio
-    return _ratio_check(
-        "tpot", "median time per output token", blue.tpot, green.tpot, 0.5, limit, settings
-    )
+    limits = (settings.max_tpot_ratio, settings.min_tpot_delta_ms)
+    sides = (blue.tpot, green.tpot)
+    return _ratio_check("tpot", "median time per output token", sides, 0.5, limits, settings)
 
 
 def output_tokens(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:

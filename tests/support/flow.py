@@ -86,6 +86,10 @@ def make_settings(home: Path, mlflow_uri: str) -> Settings:
         mlflow_registry_uri=mlflow_uri,
         data_port=0,
         plan_bake_s=0.3,
+        # Steps bake for 0.3 s here and start at once; the initial delay and the warm-up
+        # have tests of their own (tests/integration/test_plan_warmup.py).
+        plan_initial_delay_s=0.0,
+        plan_warmup_requests=0,
         compare_thresholds={"max_latency_ratio_p50": 10.0, "max_latency_ratio_p95": 10.0},
         plan_min_requests=5,
         # Test machines are loaded: only a gross slowdown should fail a test's plan.

@@ -3,9 +3,7 @@ compensation when a step fails, stale writes, follow-ups, and recovery's decisio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,51 +11,13 @@ from bgserve.app.engine import RolloutEngine
 from bgserve.app.executor import SYSTEM, Executor
 from bgserve.app.recovery import Recovery
 from bgserve.app.service import Service
-from bgserve.backends.memory import MemoryBackend
 from bgserve.domain import rollout
-from bgserve.domain.analysis import AnalysisSettings, SideWindow, histogram
-from bgserve.domain.release import Release
-from bgserve.domain.rollout import Gate, Route
-from bgserve.errors import BackendError, Conflict, RegistryUnavailable, StaleWrite
+from bgserve.domain.analysis import AnalysisSettings
+from bgserve.domain.plan import make_plan
+from bgserve.domain.rollout import Gate
+from bgserve.errors import BackendError, Conflict, StaleWrite
 from bgserve.store import Store
-
-
-class Clock:
-    """An injected clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-class Aliases:
-    """Records alias moves; can be told to fail, as an unreachable MLflow would."""
-
-    def __init__(self) -> None:
-        self.moves: list[tuple[str, int, int | None]] = []
-        self.fail = False
-
-    def move_aliases(self, deployment: str, live: Release, previous: Release | None) -> None:
-        if self.fail:
-            raise RegistryUnavailable("MLflow is down (injected)")
-        self.moves.append((deployment, live.id, previous.id if previous else None))
-
-
-class FlakyRoutes(MemoryBackend):
-    """A memory backend whose next ``set_routes`` calls can be made to fail."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.route_failures = 0
-
-    def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
-        if self.route_failures:
-            self.route_failures -= 1
-            raise BackendError("the route object belongs to someone else (injected)")
-        super().set_routes(deployment, routes)
+from tests.support.executor_parts import Aliases, Clock, FlakyRoutes, Traffic, shifted_to
 
 
 @pytest.fixture
@@ -73,14 +33,6 @@ def aliases() -> Aliases:
 @pytest.fixture
 def executor(store: Store, backend: FlakyRoutes, aliases: Aliases) -> Executor:
     return Executor(store, backend, aliases, clock=Clock(), lock_timeout=1.0)
-
-
-def shifted_to(executor: Executor, weight: int) -> None:
-    executor.create(rollout.create("chat", 1), "alice")
-    executor.run("chat", "alice", lambda s: rollout.stage_green(s, 2))
-    passed = Gate(1, 2, True)
-    executor.run("chat", "alice", lambda s: rollout.record_gate(s, passed, {"cases": []}))
-    executor.run("chat", "alice", lambda s: rollout.shift(s, weight))
 
 
 def test_steps_run_in_order_act_persist_follow_up(
@@ -170,30 +122,13 @@ def test_a_comparison_of_a_pair_that_changed_is_refused(executor: Executor, stor
     assert store.get_deployment("chat").state.gate is None
 
 
-class Traffic:
-    """A traffic source the test sets: cumulative counts per release."""
-
-    def __init__(self) -> None:
-        self.counts: dict[int, SideWindow] = {}
-
-    def windows(self, deployment: str) -> dict[int, SideWindow]:
-        return dict(self.counts)
-
-    def add(self, release_id: int, requests: int, errors: int = 0) -> None:
-        now = self.counts.get(release_id, SideWindow())
-        more = SideWindow(requests, errors, histogram([10.0] * requests))
-        self.counts[release_id] = now.plus(more)
-
-
 def plan_service(executor: Executor, backend: FlakyRoutes, store: Store) -> Service:
     return Service(
         store,
         registry=None,  # type: ignore[arg-type]  # no registration in these tests
         backend=backend,
         executor=executor,
-        plan_steps=[10, 50, 100],
-        plan_bake_s=30.0,
-        analysis=AnalysisSettings(min_requests=20),
+        default_plan=make_plan([10, 50, 100], 30.0, AnalysisSettings(min_requests=20)),
         wall_clock=lambda: 1000.0,
     )
 

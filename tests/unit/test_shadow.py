@@ -21,6 +21,7 @@ from bgserve.cli.app import app
 from bgserve.compose import Components, build_components
 from bgserve.domain import rollout
 from bgserve.domain.analysis import AnalysisSettings, Outcome
+from bgserve.domain.plan import make_plan
 from bgserve.domain.release import ResolvedRelease
 from bgserve.domain.rollout import Gate, record_gate
 from bgserve.domain.shadow import PairInput, check_shadow_gate, score_pair, shadow_assertions
@@ -171,9 +172,7 @@ def parts(store: Store) -> tuple[Service, ShadowCollector, MemoryBackend]:
         NoAliases(),
         backend,
         executor,
-        plan_steps=(10, 100),
-        plan_bake_s=1.0,
-        analysis=analysis,
+        default_plan=make_plan((10, 100), 1.0, analysis),
         shadow_gate=collector.gate_report,
     )
     service.create_deployment("chat", 1, "alice")
