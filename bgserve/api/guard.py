@@ -35,7 +35,7 @@ log = logging.getLogger("bgserve.api")
 
 PROBES = frozenset({"/healthz", "/readyz"})
 REQUEST_ID_HEADER = "x-request-id"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ROLE_OF: dict[Callable[..., Any], Role] = {
     deps.viewer: Role.VIEWER,
     deps.deployer: Role.DEPLOYER,
@@ -59,7 +59,7 @@ def request_id_of(scope: Scope) -> str:
     """The client's ``x-request-id`` when it is a short safe token, else a new one."""
     given = dict(scope.get("headers", ())).get(REQUEST_ID_HEADER.encode(), b"")
     text = given.decode("latin-1")
-    return text if _SAFE_ID.match(text) else uuid.uuid4().hex
+    return text if _SAFE_ID.fullmatch(text) else uuid.uuid4().hex
 
 
 class RequestContext:

@@ -10,7 +10,7 @@ from bgserve.errors import InvalidInput, NotFound
 from bgserve.evaluation.golden import GoldenCase, parse_cases, parse_golden_jsonl
 
 PACKAGED = Path(__file__).parent.parent / "demo" / "prompts"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def golden_path(name: str, prompts_dir: Path) -> Path:
@@ -20,7 +20,7 @@ def golden_path(name: str, prompts_dir: Path) -> Path:
         InvalidInput: ``name`` is not a plain directory name (no paths).
         NotFound: neither place has it.
     """
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidInput(
             f"golden_set {name!r} is not a prompt directory name: use letters, digits, '.', "
             "'_' and '-' only",

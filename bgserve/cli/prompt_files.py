@@ -32,7 +32,7 @@ CHAT_META_LIMIT = TEMPLATE_LIMIT + META_LIMIT
 GOLDEN_LIMIT = 10 * 1024 * 1024
 # MLflow's prompt name rule (mlflow.prompt.constants.PROMPT_NAME_RULE), checked before
 # anything is contacted.
-PROMPT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+PROMPT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}\Z")
 
 
 @dataclass
@@ -185,7 +185,7 @@ def _meta(directory: Path) -> tuple[dict[str, Any], int]:
 def _name(directory: Path, meta: dict[str, Any]) -> str:
     raw = meta.get("name", directory.resolve().name)
     name = raw if isinstance(raw, str) else ""
-    if not PROMPT_NAME.match(name):
+    if not PROMPT_NAME.fullmatch(name):
         raise InvalidInput(
             f"prompt name {raw!r} (from {directory / 'prompt.yaml'} or the directory name) is "
             "not a valid MLflow prompt name: use 1 to 255 letters, digits, '_', '-' and '.'",

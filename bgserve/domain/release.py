@@ -9,11 +9,12 @@ from typing import Literal
 
 from bgserve.errors import InvalidInput
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Anchored with \Z, not $: $ also matches before a final newline, and callers may use .match.
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _REF_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}"
 _URI = re.compile(
-    rf"^(?P<scheme>models|prompts):/(?P<name>{_REF_NAME})"
-    rf"(?:/(?P<version>[1-9][0-9]{{0,9}})|@(?P<alias>[A-Za-z0-9_-]{{1,255}}))$"
+    rf"(?P<scheme>models|prompts):/(?P<name>{_REF_NAME})"
+    rf"(?:/(?P<version>[1-9][0-9]{{0,9}})|@(?P<alias>[A-Za-z0-9_-]{{1,255}}))"
 )
 
 Kind = Literal["models", "prompts"]
@@ -25,7 +26,7 @@ def validate_name(value: str, field: str = "name", max_length: int = 63) -> str:
     Raises:
         InvalidInput: naming ``field`` and the rule it breaks.
     """
-    if not value or len(value) > max_length or not DNS1123_LABEL.match(value):
+    if not value or len(value) > max_length or not DNS1123_LABEL.fullmatch(value):
         raise InvalidInput(
             f"{field} {value!r} is not a DNS-1123 label: use at most {max_length} lowercase "
             "letters, digits and '-', starting and ending with a letter or digit",
@@ -59,7 +60,7 @@ def parse_uri(uri: str, kind: Kind, field: str) -> RegistryRef:
     Raises:
         InvalidInput: naming ``field``, with the accepted forms.
     """
-    match = _URI.match(uri or "")
+    match = _URI.fullmatch(uri or "")
     if not match or match["scheme"] != kind:
         raise InvalidInput(
             f"{field} {uri!r} is not a valid {kind} URI: use {kind}:/<name>/<version> "

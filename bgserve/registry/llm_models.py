@@ -29,8 +29,8 @@ from bgserve.registry.session import ensure_experiment
 LLM_CODE = Path(__file__).parent.parent / "llm" / "llm_model.py"
 LLM_EXPERIMENT = "bgserve-llms"
 LLAMA_CPP_REQUIREMENT = "llama-cpp-python==0.3.36"
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 LlmKind = Literal["gguf", "openai"]
 
@@ -57,7 +57,7 @@ class LlmSpec:
                 a missing or non-GGUF file, a URL that is not http(s), a missing model
                 name, or an environment variable name that is not one.
         """
-        if not _MODEL_NAME.match(self.name or ""):
+        if not _MODEL_NAME.fullmatch(self.name or ""):
             raise InvalidInput(
                 f"name {self.name!r} is not an MLflow model name: use letters, digits, "
                 "'.', '_' and '-', starting with a letter or digit",
@@ -92,7 +92,7 @@ class LlmSpec:
                 "openai_model is missing: give the model name the endpoint serves",
                 field="openai_model",
             )
-        if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
+        if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
             raise InvalidInput(
                 # The value is not echoed back: it may be the key itself, given by mistake.
                 "api_key_env is not an environment variable name: give the NAME of the "

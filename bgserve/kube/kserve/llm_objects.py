@@ -36,9 +36,9 @@ OPENAI_PREFIX = "/openai/v1"
 # Where the slot finds weights a storage initializer downloaded (kind gguf, weights_uri set).
 WEIGHTS_DIR_ENV = "BGSERVE_LLM_WEIGHTS_DIR"
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class LlmServing:
         self._check_key_reference()
 
     def _check_key_reference(self) -> None:
-        if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
+        if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
             raise InvalidInput(
                 f"api_key_env {self.api_key_env!r} is not an environment variable name",
                 field="api_key_env",
@@ -108,11 +108,11 @@ class LlmServing:
                 "api_key_secret needs api_key_env, the variable the slot reads it from",
                 field="api_key_env",
             )
-        if not (len(secret.name) <= 253 and _SECRET_NAME.match(secret.name)):
+        if not (len(secret.name) <= 253 and _SECRET_NAME.fullmatch(secret.name)):
             raise InvalidInput(
                 f"api_key_secret {secret.name!r} is not a Secret name", field="api_key_secret"
             )
-        if not (len(secret.key) <= 253 and _SECRET_KEY.match(secret.key)):
+        if not (len(secret.key) <= 253 and _SECRET_KEY.fullmatch(secret.key)):
             raise InvalidInput(
                 f"api_key_secret key {secret.key!r} is not a Secret key", field="api_key_secret"
             )
