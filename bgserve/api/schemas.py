@@ -99,6 +99,14 @@ class SlotOut(BaseModel):
     ready: bool
 
 
+class LoosenedThresholdOut(BaseModel):
+    """A per-call threshold looser than the server's own that a verdict rests on."""
+
+    name: str
+    used: float
+    configured: float
+
+
 class GateOut(BaseModel):
     """The verdict of the last comparison, and the blue/green pair it compared."""
 
@@ -106,6 +114,11 @@ class GateOut(BaseModel):
     green: int
     passed: bool
     reasons: list[str]
+    loosened: list[LoosenedThresholdOut] = Field(
+        default_factory=list,
+        description="Per-call thresholds looser than the server-side ones that the verdict "
+        "rests on: a pass on them gates promotion like a failure (force needed)",
+    )
     stale: bool = Field(
         False,
         description="The compared pair is no longer the deployment's blue and green: "

@@ -28,6 +28,7 @@ from bgserve.app.scorers import ScorerSet
 from bgserve.app.slot_calls import QueryPlan, SlotTarget, output_text, query_slots
 from bgserve.domain import rollout
 from bgserve.domain.rollout import Gate
+from bgserve.domain.state import LoosenedThreshold
 from bgserve.errors import IllegalTransition, InvalidInput, Unavailable
 from bgserve.evaluation.comparison import (
     ComparisonReport,
@@ -154,8 +155,9 @@ class Comparer:
             raise IllegalTransition(
                 f"{name} has no green release to compare: stage one first", hint="stage"
             )
-        limits = Thresholds().with_overrides(dict(self.settings.thresholds))
-        limits = limits.with_overrides(dict(options.thresholds or thresholds or {}))
+        configured = Thresholds().with_overrides(dict(self.settings.thresholds))
+        overrides = dict(options.thresholds or thresholds or {})
+        limits = configured.with_overrides(overrides)
         self._check_request(cases, options)
         (blue_target, blue_schema), (green_target, green_schema) = (
             self._target(name, release, cases) for release in (before.blue, before.green)
@@ -179,9 +181,14 @@ class Comparer:
             schemas=schemas,
         )
         report.mlflow = self._log(name, before.blue, before.green, cases, options, report)
-        gate = Gate(before.blue, before.green, report.verdict.passed, tuple(report.verdict.reasons))
+        loosened = tuple(
+            LoosenedThreshold(name, used, server)
+            for name, (used, server) in limits.loosened_from(configured).items()
+        )
+        verdict = report.verdict
+        gate = Gate(before.blue, before.green, verdict.passed, tuple(verdict.reasons), loosened)
         body = report.model_dump(mode="json")
-        details = _log_details(report)
+        details = _log_details(report) | _threshold_details(overrides, gate)
         stored = self.executor.run(
             name,
             principal,
@@ -289,6 +296,17 @@ def _schema(spec: PromptSpec, prompt_uri: str) -> ResponseSchema | None:
         return ResponseSchema(spec.response_format)
     except InvalidInput as exc:
         raise InvalidInput(f"{prompt_uri}: {exc.message}", field="response_format") from exc
+
+
+def _threshold_details(overrides: Mapping[str, float], gate: Gate) -> dict[str, object]:
+    """The history event's note of the per-call thresholds, and which of them were looser
+    than the server's (a pass on those opens the gate only to a forced step)."""
+    if not overrides:
+        return {}
+    return {
+        "threshold_overrides": dict(overrides),
+        "loosened_thresholds": rollout.loosened_details(gate),
+    }
 
 
 def _log_details(report: ComparisonReport) -> dict[str, object]:

@@ -165,6 +165,23 @@ def check_gate(state: DeploymentState) -> None:
             details={"reasons": list(gate.reasons)},
             hint="force",
         )
+    if gate.loosened:
+        raise GateClosed(
+            f"the last comparison of {state.name} passed only on per-call thresholds looser "
+            f"than the server's: {_loosened(gate)}; force the step, or configure these "
+            "thresholds server-side (BGSERVE_COMPARE_THRESHOLDS) and compare again",
+            details={"loosened_thresholds": loosened_details(gate)},
+            hint="force",
+        )
+
+
+def loosened_details(gate: Gate) -> dict[str, dict[str, float]]:
+    """The loosened thresholds of ``gate`` by name, for errors and the history."""
+    return {t.name: {"used": t.used, "configured": t.configured} for t in gate.loosened}
+
+
+def _loosened(gate: Gate) -> str:
+    return ", ".join(t.describe() for t in gate.loosened)
 
 
 def promote(state: DeploymentState) -> Transition:
@@ -242,6 +259,11 @@ def record_gate(state: DeploymentState, gate: Gate, report: Mapping[str, Any]) -
             hint="compare",
         )
     verdict = "passed" if gate.passed else "failed: " + "; ".join(gate.reasons)
+    if gate.passed and gate.loosened:
+        verdict += (
+            f" on per-call thresholds looser than the server's ({_loosened(gate)}); "
+            "promoting on it needs force"
+        )
     cases = report.get("cases")
     count = len(cases) if isinstance(cases, list) else 0
     return Transition(

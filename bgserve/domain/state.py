@@ -35,13 +35,31 @@ class ReleasePair:
 
 
 @dataclass(frozen=True)
+class LoosenedThreshold:
+    """A threshold a comparison was judged on that lets more through than the server's."""
+
+    name: str
+    used: float
+    configured: float
+
+    def describe(self) -> str:
+        """``name used (configured: value)``, for messages."""
+        return f"{self.name} {self.used:g} (configured: {self.configured:g})"
+
+
+@dataclass(frozen=True)
 class Gate:
-    """Outcome of the last comparison, valid only for the blue/green pair it compared."""
+    """Outcome of the last comparison, valid only for the blue/green pair it compared.
+
+    ``loosened`` lists the per-call thresholds looser than the server's that the verdict
+    rests on: a pass on them opens the gate only to a forced step.
+    """
 
     blue: int
     green: int
     passed: bool
     reasons: tuple[str, ...] = ()
+    loosened: tuple[LoosenedThreshold, ...] = ()
 
     @property
     def pair(self) -> ReleasePair:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -15,6 +15,7 @@ from bgserve.evaluation.scorer_values import ScorerSummary
 from bgserve.evaluation.tokens import TokenSummary
 
 __all__ = [
+    "LOOSER_WHEN",
     "Rate",
     "Ratio",
     "SlotSummary",
@@ -78,6 +79,16 @@ class Thresholds(BaseModel):
         """The level intervals are reported at: ``confidence``, else 95%."""
         return self.confidence or 0.95
 
+    def loosened_from(self, configured: Thresholds) -> dict[str, tuple[float, float]]:
+        """The limits on which these thresholds let more through than ``configured``:
+        name to (this value, the configured value), in field order."""
+        looser: dict[str, tuple[float, float]] = {}
+        for name in type(self).model_fields:
+            mine, theirs = getattr(self, name), getattr(configured, name)
+            if mine > theirs if LOOSER_WHEN[name] == "higher" else mine < theirs:
+                looser[name] = (mine, theirs)
+        return looser
+
     def with_overrides(self, overrides: Mapping[str, object] | None) -> Thresholds:
         """These thresholds with ``overrides`` applied; :class:`InvalidInput` on a bad one."""
         try:
@@ -86,6 +97,27 @@ class Thresholds(BaseModel):
             err = exc.errors()[0]
             name = ".".join(str(p) for p in err["loc"])
             raise InvalidInput(f"threshold {name!r}: {err['msg']}", field="thresholds") from exc
+
+
+LOOSER_WHEN: Mapping[str, Literal["higher", "lower"]] = {
+    "min_mean_similarity": "lower",
+    "agreement_similarity": "lower",
+    "min_agreement_rate": "lower",
+    "max_blue_error_rate": "higher",
+    "max_green_error_rate": "higher",
+    "max_assertion_regression": "higher",
+    "min_assertion_pass_rate": "lower",
+    "max_latency_ratio_p50": "higher",
+    "max_latency_ratio_p95": "higher",
+    "min_latency_ms_for_ratio": "higher",
+    # Gating on an interval bound is stricter than on the point estimate.
+    "confidence": "lower",
+    "max_output_tokens_ratio": "higher",
+    "min_judge_win_rate": "lower",
+    "max_scorer_regression": "higher",
+    "min_schema_valid_rate": "lower",
+}
+"""Which way each threshold moves to let a weaker green pass."""
 
 
 # --- summary ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 from bgserve.domain.plan import plan_json, plan_of
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Gate
+from bgserve.domain.state import LoosenedThreshold
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,19 @@ def state_columns(state: DeploymentState) -> dict[str, Any]:
             "green": gate.green,
             "passed": gate.passed,
             "reasons": list(gate.reasons),
+            "loosened": [vars(t) for t in gate.loosened],
         },
         "plan": plan_json(state.plan) or [],
         "version": state.version,
     }
+
+
+def gate_of(stored: Mapping[str, Any]) -> Gate:
+    """The gate a ``deployments.gate`` JSON value holds (rows from before the loosened
+    thresholds were recorded have none)."""
+    loosened = tuple(LoosenedThreshold(**t) for t in stored.get("loosened", ()))
+    reasons = tuple(stored["reasons"])
+    return Gate(stored["blue"], stored["green"], stored["passed"], reasons, loosened)
 
 
 def deployment_from_row(row: Mapping[Any, Any]) -> StoredDeployment:
@@ -99,9 +109,7 @@ def deployment_from_row(row: Mapping[Any, Any]) -> StoredDeployment:
         green_weight=row["green_weight"],
         standby=row["standby"],
         reverted=bool(row["reverted"]),
-        gate=None
-        if gate is None
-        else Gate(gate["blue"], gate["green"], gate["passed"], tuple(gate["reasons"])),
+        gate=None if gate is None else gate_of(gate),
         plan=plan_of(row["plan"]),
         version=row["version"],
     )

@@ -52,6 +52,8 @@ def gate_cell(state: DeploymentState) -> str:
         return "<span class='muted'>no comparison</span>"
     if state.gate_is_stale:
         return badge("stale", "idle")
+    if gate.passed and gate.loosened:
+        return badge("passed on loosened thresholds", "idle")
     return badge("passed", "pass") if gate.passed else badge("failed", "fail")
 
 

@@ -64,6 +64,8 @@ def judged(
                 "compare_judge_model": "test-judge",
                 "compare_judge_both_orders": True,
                 "compare_scorer_modules": ["tests.integration.test_judge_flow"],
+                # Configured server-side, so a pass on them needs no force to promote.
+                "compare_thresholds": {**settings.compare.thresholds, **LENIENT},
             }
         )
         with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
