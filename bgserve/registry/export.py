@@ -25,8 +25,9 @@ def export_bundle(registry: MlflowRegistry, bundle_uri: str, dest: Path) -> Path
     """Write the bundle ``bundle_uri`` (``models:/<bundle>/<version>`` or ``@alias``, as
     ``GET /releases`` gives it) into ``dest`` (created; must be empty).
 
-    Returns ``dest``. Raises InvalidInput (a malformed URI, ``dest`` holds files or is not
-    a folder), NotFound (no such bundle or version), RegistryUnavailable.
+    Returns ``dest``. Raises InvalidInput (a malformed URI; ``dest`` holds files, is not a
+    folder, is a symbolic link or cannot be made), NotFound (no such bundle or version),
+    RegistryUnavailable.
     """
     ref = parse_uri(bundle_uri, "models", "bundle_uri")
     bundle, version = ref.name, ref.version or registry.resolve_model(ref)
@@ -45,6 +46,13 @@ def export_bundle(registry: MlflowRegistry, bundle_uri: str, dest: Path) -> Path
 
 
 def _require_empty(dest: Path) -> None:
+    # A link (dangling or not) would have the export written wherever it points.
+    if dest.is_symlink():
+        raise InvalidInput(
+            f"{dest} is a symbolic link: give a real new or empty folder (nothing is "
+            "written through a link)",
+            field="dest",
+        )
     if dest.exists() and not dest.is_dir():
         raise InvalidInput(f"{dest} is a file: give a folder to export into", field="dest")
     if dest.is_dir() and any(dest.iterdir()):
@@ -52,4 +60,7 @@ def _require_empty(dest: Path) -> None:
             f"{dest} is not empty: give a new or empty folder (nothing is overwritten)",
             field="dest",
         )
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create {dest}: {exc.strerror or exc}", field="dest") from exc

@@ -14,10 +14,17 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bgserve.slot.repository import BundleRepository, RepositoryError
+from bgserve.slot.repository import (
+    BundleRepository,
+    InvalidModelName,
+    RepositoryError,
+    check_name,
+)
 
 MAX_BODY_BYTES = 64 * 1024
+_PREFIX = "/v2/repository/"
 
 
 class BodyTooLarge(RepositoryError):
@@ -55,6 +62,11 @@ async def read_json_object(request: Request, limit: int = MAX_BODY_BYTES) -> dic
         parsed = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         parsed = None
+    except RecursionError as exc:
+        raise BadBody(
+            "the request body nests too deeply: a repository request is a flat JSON object "
+            'such as {"ready": true}'
+        ) from exc
     if not isinstance(parsed, dict):
         raise BadBody('the request body must be empty or a JSON object such as {"ready": true}')
     return parsed
@@ -74,13 +86,41 @@ async def _answer(work: Callable[[], Awaitable[Response]]) -> Response:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
+class RepositoryPaths:
+    """ASGI middleware: a repository path holding a control character is refused here.
+
+    Routing cannot match it (a path parameter stops at a newline), so it would otherwise
+    reach kserve's own repository handler, which does not check the name.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith(_PREFIX) and any(c < " " or c == "\x7f" for c in path):
+            answer = JSONResponse({"error": _control_refusal(path)}, status_code=400)
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _control_refusal(path: str) -> str:
+    name = path.removeprefix(f"{_PREFIX}models/").rpartition("/")[0]
+    try:
+        check_name(name)
+    except InvalidModelName as exc:
+        return exc.message
+    return f"the path {path!r} holds a control character: no repository call has one"
+
+
 def repository_router(repository: BundleRepository) -> APIRouter:
     """The three repository endpoints over ``repository``.
 
     ``{name:path}`` takes names with slashes too, so that they are refused with a message
     rather than falling through to a bare 404.
     """
-    router = APIRouter(prefix="/v2/repository")
+    router = APIRouter(prefix=_PREFIX.rstrip("/"))
 
     @router.post("/index")
     async def index(request: Request) -> Response:

@@ -22,7 +22,7 @@ from bgserve.slot.repository import (
     RepositoryError,
 )
 from bgserve.slot.repository_grpc import Infer, start_grpc
-from bgserve.slot.repository_http import repository_router
+from bgserve.slot.repository_http import RepositoryPaths, repository_router
 
 log = logging.getLogger("bgserve.slot")
 
@@ -111,6 +111,7 @@ def attach_repository(
     """
     repository = BundleRepository(root, registry, bundle_loader(model_class))
     app.include_router(repository_router(repository))
+    app.add_middleware(RepositoryPaths)
     if grpc_port is None:
         return lambda: None
     infer = grpc_infer(dataplane) if dataplane is not None else None
