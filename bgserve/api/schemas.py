@@ -198,5 +198,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 READ = error_responses(401, 403)
+READ_PAGE = error_responses(401, 403, 422)
 READ_ONE = error_responses(401, 403, 404, 422)
 WRITE = error_responses(401, 403, 404, 409, 413, 422, 503)

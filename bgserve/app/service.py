@@ -84,9 +84,11 @@ class Service:
         """The stored deployment. Raises NotFound."""
         return self.store.get_deployment(name)
 
-    def list_deployments(self) -> list[StoredDeployment]:
-        """All deployments."""
-        return self.store.list_deployments()
+    def list_deployments(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[StoredDeployment]:
+        """All deployments by name; or the first ``limit`` named after ``after``."""
+        return self.store.list_deployments(after=after, limit=limit)
 
     def slot_info(self, name: str, release_id: int) -> SlotInfo | None:
         """Endpoint and readiness of one slot, as the backend reports it."""
@@ -105,9 +107,12 @@ class Service:
         slots, pauses = self.backend.traffic_reading()
         return TrafficReading(slots, pauses)
 
-    def history(self, name: str) -> list[Event]:
-        """The deployment's audit events, oldest first."""
-        return self.store.history(name)
+    def history(
+        self, name: str, *, after_id: int | None = None, limit: int | None = None
+    ) -> list[Event]:
+        """The deployment's audit events, oldest first; or the first ``limit`` of those
+        with an id above ``after_id``."""
+        return self.store.history(name, after_id=after_id, limit=limit)
 
     # deployments: changes
 

@@ -283,7 +283,7 @@ def _plan_body(steps: str | None, bake: float | None) -> dict[str, Any]:
 
 
 def _last_action(remote: Remote, name: str) -> str | None:
-    events = remote.call("GET", f"/deployments/{name}/history", name=name)
+    events = remote.call_all(f"/deployments/{name}/history", name=name)
     return str(events[-1]["action"]) if events else None
 
 
@@ -304,7 +304,7 @@ def status(
     if name:
         remote.show(remote.call("GET", f"/deployments/{name}", name=name), deployment_panel)
         return
-    remote.show(remote.call("GET", "/deployments"), _deployment_panels)
+    remote.show(remote.call_all("/deployments"), _deployment_panels)
 
 
 def _deployment_panels(deployments: list[dict[str, Any]]) -> None:
@@ -318,7 +318,7 @@ def _deployment_panels(deployments: list[dict[str, Any]]) -> None:
 @remote_verb
 def history(name: Annotated[str, typer.Argument(help="Deployment name")], remote: Remote) -> None:
     """Show who changed what, when, with weights before and after."""
-    payload = remote.call("GET", f"/deployments/{name}/history", name=name)
+    payload = remote.call_all(f"/deployments/{name}/history", name=name)
     remote.show(payload, lambda e: console.print(history_table(e)))
 
 

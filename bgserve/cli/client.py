@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import httpx
 import typer
@@ -25,6 +26,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+PAGE_SIZE = 1000
+"""Items the CLI asks a list route for at once: the control API's largest page."""
 UrlOpt = Annotated[str, typer.Option("--url", envvar="BGSERVE_URL", help="Control API base URL")]
 TokenOpt = Annotated[
     str | None,
@@ -92,6 +95,21 @@ class Remote:
             _print_error(response, payload, name, again)
             raise typer.Exit(1)
         return payload
+
+    def call_all(self, path: str, *, name: str | None = None) -> list[Any]:
+        """Every item of a list route, page after page (a server from before paging
+        answers the whole list at once, which is taken as it is)."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            query = {"limit": PAGE_SIZE} | ({"cursor": cursor} if cursor else {})
+            payload = self.call("GET", f"{path}?{urlencode(query)}", name=name)
+            if isinstance(payload, list):
+                return payload
+            items += payload["items"]
+            cursor = payload["next_cursor"]
+            if not cursor:
+                return items
 
     def show(self, payload: Any, render: Callable[[Any], None]) -> None:
         """Print ``payload`` as JSON (``--json``) or through ``render``."""
@@ -213,6 +231,12 @@ def deployment_panel(d: dict[str, Any]) -> None:
         console.print(f"last comparison ({gate['blue']} vs {gate['green']}): {verdict}")
         for reason in gate["reasons"]:
             console.print(f"  - {reason}")
+        for t in gate.get("loosened", []):
+            console.print(
+                f"  - loosened per call: {t['name']} {t['used']:g} "
+                f"(configured: {t['configured']:g}); promoting needs --force",
+                markup=False,
+            )
     if d.get("data_plane_url"):
         console.print(f"data plane: {d['data_plane_url']}")
 

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Response, status
 
 from bgserve.api.deps import AdminDep, DeployerDep, ServiceDep, ViewerDep
 from bgserve.api.guard import GuardedRoute
+from bgserve.api.paging import Page, PageDep
 from bgserve.api.schemas import (
-    READ,
     READ_ONE,
+    READ_PAGE,
     WRITE,
     DeploymentCreate,
     DeploymentName,
@@ -32,10 +33,17 @@ def create_deployment(
     return deployment_out(service, stored)
 
 
-@router.get("", response_model=list[DeploymentOut], responses=READ)
-def list_deployments(service: ServiceDep, _who: ViewerDep) -> list[DeploymentOut]:
-    """Every deployment."""
-    return [deployment_out(service, d) for d in service.list_deployments()]
+@router.get("", response_model=list[DeploymentOut] | Page[DeploymentOut], responses=READ_PAGE)
+def list_deployments(
+    service: ServiceDep, _who: ViewerDep, paging: PageDep
+) -> list[DeploymentOut] | Page[DeploymentOut]:
+    """Every deployment by name; with ``limit`` or ``cursor``, one page of them."""
+    if not paging.paged:
+        return [deployment_out(service, d) for d in service.list_deployments()]
+    after = paging.after("deployments", str)
+    rows = service.list_deployments(after=after, limit=paging.size + 1)
+    found, cursor = paging.split("deployments", rows, lambda d: d.state.name)
+    return Page(items=[deployment_out(service, d) for d in found], next_cursor=cursor)
 
 
 @router.get("/{name}", response_model=DeploymentOut, responses=READ_ONE)
@@ -85,10 +93,18 @@ def revert(
     return deployment_out(service, service.revert(name, who.name))
 
 
-@router.get("/{name}/history", response_model=list[EventOut], responses=READ_ONE)
-def history(name: DeploymentName, service: ServiceDep, _who: ViewerDep) -> list[EventOut]:
-    """Audit events: who, what, when, weights before and after."""
-    return [EventOut.of(e) for e in service.history(name)]
+@router.get("/{name}/history", response_model=list[EventOut] | Page[EventOut], responses=READ_ONE)
+def history(
+    name: DeploymentName, service: ServiceDep, _who: ViewerDep, paging: PageDep
+) -> list[EventOut] | Page[EventOut]:
+    """Audit events, oldest first: who, what, when, weights before and after; with
+    ``limit`` or ``cursor``, one page of them."""
+    if not paging.paged:
+        return [EventOut.of(e) for e in service.history(name)]
+    after = paging.after("history", int)
+    rows = service.history(name, after_id=after, limit=paging.size + 1)
+    found, cursor = paging.split("history", rows, lambda e: e.id)
+    return Page(items=[EventOut.of(e) for e in found], next_cursor=cursor)
 
 
 @router.delete("/{name}/standby", response_model=DeploymentOut, responses=WRITE)
