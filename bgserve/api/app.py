@@ -24,6 +24,7 @@ from bgserve.api.schemas import error_responses
 from bgserve.compose import Components, build_components
 from bgserve.settings import Settings
 from bgserve.ui import routes as ui
+from bgserve.ui.session import UiSession
 
 log = logging.getLogger("bgserve.api")
 
@@ -60,6 +61,11 @@ def create_app(
     )
     app.router.route_class = GuardedRoute
     app.state.authenticator = authenticator
+    app.state.ui_session = UiSession(
+        authenticator,
+        ttl=settings.control.session_ttl_seconds,
+        failures_per_minute=settings.control.sign_in_failures_per_minute,
+    )
     app.state.ready = False
     errors.install(app)
     # Added innermost first: the request id wraps everything, auth runs before the body is read.

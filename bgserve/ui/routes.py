@@ -30,7 +30,7 @@ from bgserve.ui.assets import ASSETS
 from bgserve.ui.deployment_view import PageData, live_fragment, live_src
 from bgserve.ui.html import e, page
 from bgserve.ui.list_view import list_body, list_fragment
-from bgserve.ui.session import UiSession, check_ui_header
+from bgserve.ui.session import SignInThrottled, UiSession, check_ui_header
 from bgserve.ui.timeline import segments
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -217,28 +217,38 @@ def login_page(request: Request) -> Response:
         "<h1>Sign in</h1><form data-login='/ui/login' class='login'>"
         "<label for='token'>Token</label><input id='token' name='token' type='password' "
         "autocomplete='current-password' required><button type='submit'>Sign in</button>"
-        "</form><p class='muted'>The token is kept in a cookie this site's scripts cannot "
-        "read, until you sign out or close the browser.</p>"
+        "</form><p class='muted'>Signing in opens a session, kept in a cookie this site's "
+        "scripts cannot read, until you sign out, close the browser or it expires.</p>"
     )
     return _html(page("Sign in", body, csrf="", who="", logout=False))
 
 
 @router.post("/login")
 def login(body: SignIn, request: Request) -> JSONResponse:
-    """Check the token and keep it in the session cookie."""
+    """Check the token and open a session (a new id and CSRF token) in the cookie;
+    429 with Retry-After once this address has sent too many wrong tokens."""
     check_ui_header(request)
     session = _session(request)
-    who = session.check_token(body.token)
+    address = request.client.host if request.client else "unknown"
+    try:
+        session_id, who = session.sign_in(body.token, address)
+    except SignInThrottled as exc:
+        wait = str(max(1, round(exc.retry_after)))
+        headers = {**HEADERS, "retry-after": wait}
+        return JSONResponse(
+            {"error": "TooManyRequests", "message": exc.message}, status_code=429, headers=headers
+        )
     response = JSONResponse({"principal": who.name, "role": who.role.name.lower()}, headers=HEADERS)
-    session.keep(body.token, response, secure=request.url.scheme == "https")
+    # uvicorn has set the scheme from X-Forwarded-Proto when a trusted proxy sent it.
+    session.keep(session_id, response, secure=request.url.scheme == "https")
     return response
 
 
 @router.post("/logout")
-def logout(_who: SessionChange) -> JSONResponse:
-    """Forget the session cookie."""
+def logout(request: Request, _who: SessionChange) -> JSONResponse:
+    """End the session on the server and forget its cookie."""
     response = JSONResponse({"message": "signed out"}, headers=HEADERS)
-    UiSession.sign_out(response)
+    _session(request).sign_out(request, response)
     return response
 
 
