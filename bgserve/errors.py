@@ -18,6 +18,7 @@ The HTTP mapping lives in ``bgserve.api.errors``; nothing here knows about HTTP.
     ├── Forbidden               token's role is too low                        (403)
     └── Unavailable             a dependency is down or not ready              (503)
         ├── RegistryUnavailable the MLflow store cannot be reached
+        ├── ElectionForbidden   this replica may not take part in leader election
         └── BackendError        the serving backend failed a step
             └── ReadinessTimeout a slot did not become ready in time
 """
@@ -104,6 +105,11 @@ class Unavailable(BgserveError):
 
 class RegistryUnavailable(Unavailable):
     """The MLflow tracking or registry store cannot be reached."""
+
+
+class ElectionForbidden(Unavailable):
+    """The lease's store refuses this replica a permission the election needs (a missing
+    RBAC verb on Leases): it can never lead, so nothing advances plans through it."""
 
 
 class BackendError(Unavailable):

@@ -101,12 +101,17 @@ def _add_probes(app: FastAPI) -> None:
     @app.get("/readyz", tags=["probes"])
     def readyz(request: Request) -> JSONResponse:
         """Readiness: components built and, on the leader, deployments restored. Says
-        whether this replica leads (every replica serves calls; one advances plans)."""
+        whether this replica leads (every replica serves calls; one advances plans); not
+        ready, with the reason, while it may not take part in the leader election."""
         ready = bool(request.app.state.ready)
         body: dict[str, object] = {"ready": ready}
         components = getattr(request.app.state, "components", None)
         if ready and components is not None:
             body["leadership"] = components.leadership.status()
+            forbidden = components.leadership.forbidden
+            if forbidden is not None:  # it would accept plans that nothing ever advances
+                body.update(ready=False, reason=forbidden.message)
+                ready = False
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bgserve.errors import BgserveError
+from bgserve.errors import BgserveError, ElectionForbidden
 
 log = logging.getLogger("bgserve.leader")
 
@@ -32,7 +32,8 @@ class Lease(Protocol):
         """Take the lease if it is free or expired, renew it if this replica holds it.
 
         Returns True when this replica holds the lease after the call, False when another
-        replica does. Raises BgserveError when the lease's store cannot be reached (the
+        replica does. Raises ElectionForbidden when the store refuses this replica a
+        permission the election needs, BgserveError when the store cannot be reached (the
         caller keeps leading until its renew deadline).
         """
         ...
@@ -97,19 +98,35 @@ class Leadership:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._starting: threading.Thread | None = None
+        self._forbidden: ElectionForbidden | None = None
 
     @property
     def is_leader(self) -> bool:
         """Whether this replica leads now."""
         return self._leading
 
+    @property
+    def forbidden(self) -> ElectionForbidden | None:
+        """Why this replica may not take part in the election, while that lasts."""
+        return self._forbidden
+
+    def check_electable(self) -> None:
+        """Raises ElectionForbidden while this replica may not take part in the election:
+        work that needs a leader (a plan) would never advance through it."""
+        if self._forbidden is not None:
+            raise self._forbidden
+
     def status(self) -> dict[str, object]:
-        """What /readyz says: who this is, whether it leads, who holds the lease."""
-        return {
+        """What /readyz says: who this is, whether it leads, who holds the lease, and why
+        it may not take part in the election when that is so."""
+        status: dict[str, object] = {
             "identity": self.lease.identity,
             "leader": self._leading,
             "holder": self.lease.identity if self._leading else self.lease.holder(),
         }
+        if self._forbidden is not None:
+            status["forbidden"] = self._forbidden.message
+        return status
 
     def start(self) -> None:
         """Try once now (so a sole replica leads before it reports ready), then keep trying
@@ -136,9 +153,18 @@ class Leadership:
         ``background``: start the leader's work on a thread of its own."""
         try:
             held = self.lease.try_acquire_or_renew()
+        except ElectionForbidden as exc:
+            if self._forbidden is None:
+                log.error("leader election: %s", exc.message)
+            self._forbidden = exc
+            self._renewal_failed(exc.message)
+            return
         except BgserveError as exc:
             self._renewal_failed(exc.message)
             return
+        if self._forbidden is not None:
+            log.info("leader election: this replica may take part again")
+            self._forbidden = None
         if held:
             self._last_renewal = self._clock()
             if not self._leading:

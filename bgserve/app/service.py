@@ -55,6 +55,8 @@ class Service:
         self.clock = clock
         self.wall_clock = wall_clock
         self.shadow_gate = shadow_gate
+        # Raises when no plan can advance through this replica (it may not lead).
+        self.engine_check: Callable[[], None] = lambda: None
 
     # releases
 
@@ -176,8 +178,10 @@ class Service:
         go-ahead to the next step. Returns at once.
 
         Raises GateClosed (no passing comparison, unless forced), IllegalTransition (no
-        green, a plan already running), InvalidInput (a bad plan).
+        green, a plan already running), InvalidInput (a bad plan), ElectionForbidden (this
+        replica may not take part in the leader election, so no engine would run the plan).
         """
+        self.engine_check()
         chosen = plan or self.default_plan()
         if force:
             chosen = replace(chosen, force=True)

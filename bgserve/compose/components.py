@@ -46,6 +46,7 @@ class Components:
 
     def __post_init__(self) -> None:
         self.leadership = Leadership(self.lease, self.timing, self.lead, self.follow)
+        self.service.engine_check = self.leadership.check_electable
 
     def start(self) -> None:
         """Watch the slots, then take part in leader election: the leader restores every

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from bgserve.errors import ElectionForbidden
 from bgserve.kube.client import backend_error
 
 log = logging.getLogger("bgserve.leader")
@@ -49,17 +50,22 @@ class KubeLease:
 
     def try_acquire_or_renew(self) -> bool:
         """Raises BackendError when the API server cannot be reached or refuses the call."""
+        verb = "get"
         try:
             lease = self._read()
             if lease is None:
+                verb = "create"
                 return self._create()
             self._observe(lease)
             spec = lease.spec
             held_by_other = bool(spec.holder_identity) and spec.holder_identity != self.identity
             if held_by_other and not self._expired(spec):
                 return False
+            verb = "update"
             return self._take(lease)
         except ApiException as exc:
+            if exc.status == 403:
+                raise self._forbidden(verb, exc) from exc
             raise backend_error(exc, f"renewing the leader lease {self._name}") from exc
         except OSError as exc:
             raise backend_error(exc, f"renewing the leader lease {self._name}") from exc
@@ -67,8 +73,20 @@ class KubeLease:
     def holder(self) -> str | None:
         return self._holder
 
+    def _forbidden(self, verb: str, exc: ApiException) -> ElectionForbidden:
+        return ElectionForbidden(
+            f"this replica may not take part in leader election: the API server refused "
+            f"'{verb}' on leases.coordination.k8s.io in namespace {self._namespace} (HTTP 403), "
+            "so it can never run plans; grant get, create and update on leases to bgserve's "
+            "service account with the Role and RoleBinding of "
+            "manifests/base/leader-election.yaml (kubectl apply -k manifests/base)",
+            details={"status": 403, "verb": verb, "resource": "leases.coordination.k8s.io"},
+        )
+
     def release(self) -> None:
         """Empty the holder when this replica holds it, so a successor need not wait."""
+        if self._holder != self.identity:
+            return  # never held (or lost): nothing to give up, no call to make
         try:
             lease = self._read()
             if lease is None or lease.spec.holder_identity != self.identity:

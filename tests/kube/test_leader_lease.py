@@ -124,15 +124,18 @@ def test_of_replicas_racing_for_a_free_lease_exactly_one_wins(
     assert stored(kube_cluster, namespace).holder_identity == won[0]
 
 
-def test_without_the_lease_rights_renewing_fails_with_a_backend_error(
+def test_without_the_lease_rights_renewing_says_which_rbac_is_missing(
     kube_cluster: KubeCluster,
 ) -> None:
-    from bgserve.errors import BackendError
+    from bgserve.errors import ElectionForbidden
 
     ns = kube_cluster.fresh_namespace("nolease")
     kube_cluster.grant(ns, [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}])
-    with pytest.raises(BackendError, match="leader lease"):
+    with pytest.raises(
+        ElectionForbidden, match=r"'get' on leases\.coordination\.k8s\.io"
+    ) as refused:
         lease_of(kube_cluster, ns, "replica-a").try_acquire_or_renew()
+    assert "manifests/base/leader-election.yaml" in refused.value.message
 
 
 HOLDER = """
