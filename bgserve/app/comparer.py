@@ -160,7 +160,7 @@ class Comparer:
         limits = configured.with_overrides(overrides)
         self._check_request(cases, options)
         (blue_target, blue_schema), (green_target, green_schema) = (
-            self._target(name, release, cases) for release in (before.blue, before.green)
+            self.target(name, release, cases) for release in (before.blue, before.green)
         )
         schemas = SchemaSides(blue_schema, green_schema)
         blue, green = query_slots([blue_target, green_target], cases, self._plan())
@@ -266,9 +266,13 @@ class Comparer:
             "prompt_uri": release.prompt_uri,
         }
 
-    def _target(
-        self, name: str, release_id: int, cases: list[GoldenCase]
+    def target(
+        self, name: str, release_id: int, cases: Sequence[GoldenCase]
     ) -> tuple[SlotTarget, ResponseSchema | None]:
+        """How to call the slot of ``release_id`` on ``name`` with ``cases`` (its chat
+        route for a chat prompt), and the prompt's response schema. Raises InvalidInput
+        (a case lacks a variable, or has messages for a text template), Unavailable (the
+        slot is not ready), NotFound."""
         release = self.releases.get_release(release_id)
         spec = self.prompts.get_prompt_spec(release.prompt_name, release.prompt_version)
         check_inputs(cases, spec.variables)
