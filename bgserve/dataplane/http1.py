@@ -8,7 +8,10 @@ LF or NUL in the head are all refused, so nothing ambiguous is forwarded. On top
 a request needs exactly one Host header (HTTP/1.1), a head under :data:`HEAD_LIMIT` and a
 body under the router's limit. The request head is rewritten for the upstream
 (hop-by-hop headers dropped, a content-length always written); the answer is relayed
-with its own framing (content-length, re-chunked, or until close). Nothing here knows
+with its own framing (content-length, re-chunked, or until close). The data plane never
+switches protocols: a request with ``Upgrade`` (websocket, h2c) is forwarded as plain
+HTTP without it, body included, and the connection goes on, as nginx does when it is not
+told to pass ``Upgrade`` on. Nothing here knows
 about deployments, routes or pools: :mod:`bgserve.dataplane.router` drives it.
 """
 
@@ -92,12 +95,16 @@ class RequestReader:
         "_head_bytes",
         "_head_size",
         "_hosts",
+        "_http10",
         "_in_head",
         "_in_message",
+        "_keep",
         "_length",
         "_max_body",
+        "_method",
         "_parser",
         "_ready",
+        "_resume",
         "_size",
         "_target",
         "_writer",
@@ -113,6 +120,9 @@ class RequestReader:
     _chunked: bool
     _expect: bool
     _continue_sent: bool
+    _method: bytes
+    _keep: bool
+    _http10: bool
 
     def __init__(self, max_body: int) -> None:
         # No reference to the streams is kept between reads: read_request maps each
@@ -124,6 +134,9 @@ class RequestReader:
         # (status, message), not the exception: its traceback would hold the reader.
         self._failure: tuple[int, str] | None = None
         self._closed = self._in_message = self._in_head = False
+        # True while a fresh parser reads the body llhttp left unread after an upgrade
+        # request's head (:meth:`_feed`): its stand-in head is not a request.
+        self._resume = False
         self._reset()
 
     async def read(
@@ -155,27 +168,46 @@ class RequestReader:
 
     def _feed(self, data: bytes) -> None:
         queued = len(self._ready)
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # llhttp stops at an upgrade request: answer it (without the upgrade), then close.
-            self._ready[-1].keep_alive = False
-            self._closed = True
-            return
-        except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if isinstance(cause, BadRequest):
-                self._failure = (cause.status, cause.message)
-            else:
-                self._failure = (400, f"malformed HTTP/1.1 request: {exc}")
-            return
+        total = len(data)
+        while True:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                data = self._after_upgrade(data[exc.args[0] :])
+                continue
+            except httptools.HttpParserError as exc:
+                cause = exc.__context__
+                if isinstance(cause, BadRequest):
+                    self._failure = (cause.status, cause.message)
+                else:
+                    self._failure = (400, f"malformed HTTP/1.1 request: {exc}")
+                return
+            break
         # llhttp buffers a header until its end: bound what an unfinished head may hold.
         # (A head that began in this read after another request ended is counted from the
         # next read; the exact size of a finished head is checked in on_headers_complete.)
         if self._in_head and len(self._ready) == queued:
-            self._head_bytes += len(data)
+            self._head_bytes += total
             if self._head_bytes > HEAD_LIMIT:
                 self._failure = (431, f"request head exceeds {HEAD_LIMIT} bytes")
+
+    def _after_upgrade(self, rest: bytes) -> bytes:
+        """What a fresh parser reads after llhttp stopped at an upgrade request's head.
+
+        llhttp (as httptools drives it) leaves such a request's body unread and parses
+        nothing after it. The data plane does not switch protocols, so the request goes
+        on as plain HTTP: its body, framed as its head said, is read by a new parser
+        behind a stand-in head that is not a request (``_resume``), then the requests
+        that follow it.
+        """
+        self._parser = httptools.HttpRequestParser(self)
+        if not self._resume:
+            return rest
+        if self._chunked:
+            framing = b"transfer-encoding: chunked"
+        else:
+            framing = b"content-length: %d" % (self._length or 0)
+        return b"POST / HTTP/1.1\r\nhost: body\r\n%s\r\n\r\n%s" % (framing, rest)
 
     def _reset(self) -> None:
         self._target = b""
@@ -188,10 +220,14 @@ class RequestReader:
     # ----- llhttp callbacks -----
 
     def on_message_begin(self) -> None:
+        if self._resume:
+            return
         self._reset()
         self._in_message = self._in_head = True
 
     def on_url(self, url: bytes) -> None:
+        if self._resume:
+            return
         self._target += url
         self._head_size += len(url)
 
@@ -215,6 +251,8 @@ class RequestReader:
             self._expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
+        if self._resume:
+            return
         self._in_head = False
         if self._head_size > HEAD_LIMIT:
             raise BadRequest(431, f"request head exceeds {HEAD_LIMIT} bytes")
@@ -229,6 +267,9 @@ class RequestReader:
             raise BadRequest(405, "CONNECT is not supported")
         if self._length is not None and self._length > self._max_body:
             raise BadRequest(413, f"request body of {self._length} bytes exceeds {self._max_body}")
+        self._method = method
+        self._keep = parser.should_keep_alive()
+        self._http10 = version == "1.0"
         self._head[0] = b"%s %s HTTP/1.1" % (method, self._target)
         if not self._hosts:
             self._head.append(self._own_host())
@@ -249,17 +290,21 @@ class RequestReader:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._resume:
+            self._resume = False
+        elif (self._chunked or self._length) and self._parser.should_upgrade():
+            self._resume = True  # llhttp skipped the body: _after_upgrade reads it
+            return
         self._in_message = False
-        parser = self._parser
         self._head.append(b"content-length: %d\r\n\r\n" % self._size)
         self._ready.append(
             Request(
-                parser.get_method(),
+                self._method,
                 self._target,
                 b"\r\n".join(self._head),
                 b"".join(self._body),
-                parser.should_keep_alive(),
-                parser.get_http_version() == "1.0",
+                self._keep,
+                self._http10,
             )
         )
 
