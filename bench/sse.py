@@ -22,6 +22,8 @@ relay p50 <= 0.2 ms over direct; tokens/s through the router >= 98% of direct.
 
     python bench/sse.py [--streams 300] [--chunks 20] [--interval-ms 5]
         [--llm-streams 30] [--max-tokens 64]
+
+``--llm-streams 0`` runs the relay part alone (no SmolLM2 stack is started).
 """
 
 from __future__ import annotations
@@ -133,7 +135,9 @@ def measure_relay(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def measure_llm(args: argparse.Namespace) -> dict[str, Any]:
+def measure_llm(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.llm_streams <= 0:
+        return None
     with LlmStack() as stack:
         paths = [
             (name, host, port, chat_request(host, port, args.max_tokens))
@@ -152,14 +156,19 @@ def measure_llm(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def goals(relay: dict[str, Any], llm: dict[str, Any]) -> list[dict[str, Any]]:
+def goals(relay: dict[str, Any], llm: dict[str, Any] | None) -> list[dict[str, Any]]:
     ours, nginx = relay["paths"]["bgserve"], relay["paths"]["nginx"]
     added = ours["ttft"]["added_p50_ms"]
     nginx_added = max(nginx["ttft"]["added_p50_ms"], 0.01)
-    return [
+    relayed = [
         goal("TTFT p50 added by bgserve (ms)", added, 1.0),
         goal("TTFT p50 added: bgserve / nginx", added / nginx_added, 1.5),
         goal("chunk relay p50 added by bgserve (ms)", ours["relay"]["added_p50_ms"], 0.2),
+    ]
+    if llm is None:
+        return relayed
+    return [
+        *relayed,
         goal(
             "SmolLM2 tokens/s: router / direct",
             llm["router_over_direct"]["median"],
@@ -175,7 +184,32 @@ def _ci(low_high: tuple[float, float]) -> str:
 
 def render(result: dict[str, Any]) -> str:
     relay, llm = result["relay"], result["llm"]
-    relay_rows = [
+    relay_part = [
+        f"SSE relay: {relay['streams_per_path']} streams a path of {relay['chunks']} chunks "
+        f"{relay['interval_ms']} ms apart, interleaved; load average "
+        f"{_load(relay['load_before'])} before, {_load(relay['load_after'])} after",
+        table(RELAY_HEADERS, _relay_rows(relay)),
+        "TTFT: request sent to first content chunk received; trips: the same without the "
+        "upstream's own time (request read to chunk written), which is what a proxy adds to",
+        "",
+    ]
+    llm_part = [] if llm is None else _llm_part(llm)
+    errors = relay["errors"]
+    if llm is not None:
+        errors = errors | {f"SmolLM2 {k}": v for k, v in llm["errors"].items()}
+    return "\n".join(
+        [
+            *relay_part,
+            *llm_part,
+            *_failed(errors),
+            table(["goal", "measured", "limit", "met"], goal_rows(result["goals"])),
+            f"machine: {result['machine']}",
+        ]
+    )
+
+
+def _relay_rows(relay: dict[str, Any]) -> list[list[Any]]:
+    return [
         [
             name,
             p["streams"],
@@ -190,6 +224,9 @@ def render(result: dict[str, Any]) -> str:
         ]
         for name, p in relay["paths"].items()
     ]
+
+
+def _llm_part(llm: dict[str, Any]) -> list[str]:
     llm_rows = [
         [
             name,
@@ -204,27 +241,15 @@ def render(result: dict[str, Any]) -> str:
         for name, p in llm["paths"].items()
     ]
     ratio = llm["router_over_direct"]
-    return "\n".join(
-        [
-            f"SSE relay: {relay['streams_per_path']} streams a path of {relay['chunks']} chunks "
-            f"{relay['interval_ms']} ms apart, interleaved; load average "
-            f"{_load(relay['load_before'])} before, {_load(relay['load_after'])} after",
-            table(RELAY_HEADERS, relay_rows),
-            "TTFT: request sent to first content chunk received; trips: the same without the "
-            "upstream's own time (request read to chunk written), which is what a proxy adds to",
-            "",
-            f"SmolLM2-135M Q4_1 (llama.cpp in the slot): {llm['streams_per_path']} streams a "
-            f"path of up to {llm['max_tokens']} tokens, temperature 0, alternating; load "
-            f"average {_load(llm['load_before'])} before, {_load(llm['load_after'])} after",
-            table(LLM_HEADERS, llm_rows),
-            f"tokens/s router / direct, round by round: median {ratio['median']:.3f}, 95% CI "
-            f"{_ci(ratio['ci'])} over {ratio['pairs']} pairs",
-            "",
-            *_failed(relay["errors"] | {f"SmolLM2 {k}": v for k, v in llm["errors"].items()}),
-            table(["goal", "measured", "limit", "met"], goal_rows(result["goals"])),
-            f"machine: {result['machine']}",
-        ]
-    )
+    return [
+        f"SmolLM2-135M Q4_1 (llama.cpp in the slot): {llm['streams_per_path']} streams a "
+        f"path of up to {llm['max_tokens']} tokens, temperature 0, alternating; load "
+        f"average {_load(llm['load_before'])} before, {_load(llm['load_after'])} after",
+        table(LLM_HEADERS, llm_rows),
+        f"tokens/s router / direct, round by round: median {ratio['median']:.3f}, 95% CI "
+        f"{_ci(ratio['ci'])} over {ratio['pairs']} pairs",
+        "",
+    ]
 
 
 RELAY_HEADERS = [
@@ -269,7 +294,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20, help="content chunks a relay stream")
     parser.add_argument("--interval-ms", type=float, default=5.0, help="between relay chunks")
     parser.add_argument("--warmup", type=int, default=20, help="relay streams a path, unkept")
-    parser.add_argument("--llm-streams", type=int, default=30, help="SmolLM2 streams a path")
+    parser.add_argument(
+        "--llm-streams", type=int, default=30, help="SmolLM2 streams a path (0: none)"
+    )
     parser.add_argument("--max-tokens", type=int, default=64, help="a SmolLM2 answer's cap")
     args = parser.parse_args()
     relay = measure_relay(args)

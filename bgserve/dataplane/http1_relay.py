@@ -9,7 +9,7 @@ after a complete, unambiguous response with nothing after it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
@@ -153,12 +153,173 @@ class ResponseReader:
             self.done = True
 
 
+class SinkHolder(Protocol):
+    """The protocol of an upstream connection that can hand its bytes to a :class:`Sink`."""
+
+    sink: Sink | None
+
+
 class UpstreamConn(Protocol):
     """An upstream connection (:class:`bgserve.dataplane.upstream.Conn`)."""
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     response: ResponseReader | None
+
+    @property
+    def protocol(self) -> SinkHolder | None: ...
+
+
+class ClientWriter(Protocol):
+    """Where an answer goes: the client's stream writer, or a wrapper of it."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+# Bytes a slow client may leave in its write buffer before the slot's connection stops
+# being read (asyncio's own high-water mark).
+_CLIENT_BUFFER = 64 * 1024
+_WAKE_HEAD, _WAKE_DRAIN, _WAKE_END = 1, 2, 3
+
+
+class Sink:
+    """One response's bytes as the slot's connection delivers them (its protocol calls
+    :meth:`data` and :meth:`lost` on the loop).
+
+    Until the client's head is written, the bytes are only parsed and the relaying task
+    is woken once the head is complete. From then on (``relaying``), every body piece is
+    written to the client transport from the data callback itself, then shown to the
+    meter; the task is woken only at the end, on a failure, or to wait for a slow client
+    to drain (the slot's connection is not read meanwhile).
+    """
+
+    __slots__ = (
+        "_upstream",
+        "_waiter",
+        "failure",
+        "idle",
+        "last",
+        "loop",
+        "meter",
+        "rechunk",
+        "relaying",
+        "response",
+        "transport",
+        "until_eof",
+        "wake",
+    )
+
+    def __init__(
+        self,
+        response: ResponseReader,
+        upstream: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.response = response
+        self._upstream = upstream
+        self.loop = loop
+        self._waiter: asyncio.Future[None] | None = None
+        self.failure: BaseException | None = None
+        self.wake = 0
+        self.relaying = self.rechunk = self.until_eof = False
+        self.transport: asyncio.WriteTransport | None = None
+        self.meter: StreamMeter | None = None
+        self.last = 0.0
+        self.idle: asyncio.TimerHandle | None = None
+
+    async def wait(self) -> int:
+        """The next event: ``_WAKE_HEAD``, ``_WAKE_DRAIN`` or ``_WAKE_END``. Raises the
+        failure that ended the response."""
+        if not self.wake and self.failure is None:
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.failure is not None:
+            raise self.failure
+        wake, self.wake = self.wake, 0
+        return wake
+
+    def _notify(self, wake: int) -> None:
+        self.wake = wake
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the response with ``exc`` (the first failure wins)."""
+        if self.failure is None:
+            self.failure = exc
+            self._notify(0)
+
+    def data(self, data: bytes) -> None:
+        """Bytes from the slot."""
+        if self.failure is not None:
+            return  # the connection is closed after this response anyway
+        response = self.response
+        complete = response.done
+        try:
+            response.feed(data)  # bytes after a complete response only mark it ``extra``
+        except ProxyError as exc:
+            exc.response_started = self.relaying
+            self.fail(exc)
+            return
+        if complete:
+            return
+        if not self.relaying:
+            if response.head_done:
+                self._notify(_WAKE_HEAD)
+            return
+        self.last = self.loop.time()
+        pieces = response.take_body()
+        if pieces or response.done:
+            self.send(pieces)
+
+    def send(self, pieces: list[bytes], head: bytes = b"") -> None:
+        """Write ``head`` and ``pieces`` to the client in one write, then show them to
+        the meter."""
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():
+            self.fail(ConnectionResetError("the client went away"))
+            return
+        done = self.response.done
+        if self.rechunk:
+            out = head + b"".join([b"%x\r\n%s\r\n" % (len(p), p) for p in pieces])
+            if done:
+                out += b"0\r\n\r\n"
+        elif head or len(pieces) != 1:
+            out = head + b"".join(pieces)
+        else:
+            out = pieces[0]
+        transport.write(out)
+        if self.meter is not None:
+            self.meter.feed(pieces)  # after the write: measuring never delays a chunk
+        if done:
+            self._notify(_WAKE_END)
+        elif transport.get_write_buffer_size() > _CLIENT_BUFFER:
+            self._upstream.pause_reading()
+            self._notify(_WAKE_DRAIN)
+
+    def lost(self, exc: BaseException | None) -> None:
+        """The slot closed the connection (EOF when ``exc`` is None) or it broke."""
+        if self.failure is not None or self.wake == _WAKE_END:
+            return
+        if not self.relaying:
+            if exc is None:
+                self.fail(ProxyError(502, "the connection closed before a response"))
+            else:
+                message = f"connection lost before a response ({exc!r})"
+                self.fail(ProxyError(502, message))
+        elif exc is None and self.until_eof:
+            self._notify(_WAKE_END)
+        elif exc is None:
+            self.fail(ProxyError(502, "response body cut by the slot", response_started=True))
+        else:
+            self.fail(ProxyError(502, f"response body cut ({exc!r})", response_started=True))
 
 
 async def _read_head(response: ResponseReader, reader: asyncio.StreamReader) -> None:
@@ -223,12 +384,27 @@ async def relay_response(
     body pauses longer than ``idle_timeout`` seconds, ProxyError if the upstream fails or
     answers something malformed; the upstream connection must then be closed.
     """
-    conn.writer.write(request.upstream_head + request.body)
     response = conn.response
     if response is None:
         response = conn.response = ResponseReader()
     else:
         response.start()
+    protocol = conn.protocol
+    transport = getattr(writer, "transport", None)
+    if protocol is not None and transport is not None:
+        return await _relay_direct(
+            request,
+            conn,
+            protocol,
+            writer,
+            transport,
+            response,
+            extra,
+            head_timeout,
+            idle_timeout,
+            meter,
+        )
+    conn.writer.write(request.upstream_head + request.body)
     await _await_head(response, conn.reader, head_timeout)
     head_request = request.method == b"HEAD"
     bodiless = head_request or response.status in (204, 304)
@@ -251,6 +427,75 @@ async def relay_response(
         meter=meter,
     )
     return response.status, keep, response.keep and not response.extra and not until_eof
+
+
+async def _relay_direct(
+    request: Request,
+    conn: UpstreamConn,
+    protocol: SinkHolder,
+    writer: ClientWriter,
+    transport: asyncio.WriteTransport,
+    response: ResponseReader,
+    extra: bytes,
+    head_timeout: float | None,
+    idle_timeout: float | None,
+    meter: StreamMeter | None,
+) -> tuple[int, bool, bool]:
+    """:func:`relay_response` with the body written from the slot connection's data
+    callback (:class:`Sink`): the loop passes a chunk on without waking this task."""
+    loop = asyncio.get_running_loop()
+    upstream = cast(asyncio.Transport, conn.writer.transport)
+    sink = Sink(response, upstream, loop)
+    protocol.sink = sink
+    try:
+        upstream.write(request.upstream_head + request.body)
+        scope = asyncio.timeout(head_timeout)
+        try:
+            async with scope:
+                await sink.wait()
+        except TimeoutError as exc:
+            if scope.expired() and head_timeout is not None:
+                raise UpstreamTimeout(head_timeout) from None
+            raise ProxyError(502, f"connection lost before a response ({exc!r})") from exc
+        head_request = request.method == b"HEAD"
+        bodiless = head_request or response.status in (204, 304)
+        framing, rechunk = _framing(request, response, bodiless)
+        until_eof = not bodiless and response.length is None and not response.chunked
+        keep = request.keep_alive and not until_eof and (bool(framing) or bodiless)
+        head = _client_head(request, response, framing, extra, keep)
+        if bodiless:
+            transport.write(head)
+            reusable = response.keep and response.done and not response.extra and not head_request
+            return response.status, keep, reusable
+        sink.relaying, sink.rechunk, sink.until_eof = True, rechunk, until_eof
+        sink.transport, sink.meter = transport, meter
+        sink.send(response.take_body(), head)
+        if idle_timeout is not None:
+            sink.last = loop.time()
+            sink.idle = loop.call_at(sink.last + idle_timeout, _check_idle, sink, idle_timeout)
+        while (wake := await sink.wait()) != _WAKE_END:
+            if wake == _WAKE_DRAIN:
+                await writer.drain()  # a client that went away raises here
+                sink.last = loop.time()
+                upstream.resume_reading()
+        return response.status, keep, response.keep and not response.extra and not until_eof
+    finally:
+        protocol.sink = None
+        if sink.idle is not None:
+            sink.idle.cancel()
+
+
+def _check_idle(sink: Sink, idle_timeout: float) -> None:
+    """The stream idle timer: fail the response after ``idle_timeout`` s without a byte."""
+    loop = sink.loop
+    if sink.failure is not None or sink.wake == _WAKE_END:
+        return
+    due = sink.last + idle_timeout
+    if loop.time() >= due:
+        message = f"sent nothing for {idle_timeout}s in the middle of its answer"
+        sink.fail(ProxyError(504, message, response_started=True))
+    else:
+        sink.idle = loop.call_at(due, _check_idle, sink, idle_timeout)
 
 
 async def _relay_body(

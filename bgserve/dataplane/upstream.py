@@ -7,20 +7,64 @@ import select
 import time
 
 from bgserve.dataplane.http1_errors import HEAD_LIMIT
-from bgserve.dataplane.http1_relay import ResponseReader
+from bgserve.dataplane.http1_relay import ResponseReader, Sink
+
+
+class UpstreamProtocol(asyncio.StreamReaderProtocol):
+    """A slot connection's protocol: its bytes go to the stream reader, or, while a
+    response is relayed, straight to that relay's :class:`~bgserve.dataplane.http1_relay.Sink`
+    from the loop's data callback (no task wake-up between a chunk's arrival and its write).
+    """
+
+    sink: Sink | None = None
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            super().data_received(data)
+        else:
+            sink.data(data)
+
+    def eof_received(self) -> bool:
+        if self.sink is not None:
+            self.sink.lost(None)
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sink is not None:
+            self.sink.lost(exc)
+        super().connection_lost(exc)
+
+
+async def open_conn(host: str, port: int) -> Conn:
+    """A new connection to ``host:port``. Raises OSError."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=HEAD_LIMIT, loop=loop)
+    protocol = UpstreamProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    return Conn(reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol)
 
 
 class Conn:
     """A keep-alive connection to one slot, with the parser of its responses."""
 
-    __slots__ = ("fd", "idle_since", "reader", "response", "writer")
+    __slots__ = ("_poller", "fd", "idle_since", "protocol", "reader", "response", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: UpstreamProtocol | None = None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.protocol = protocol
         self.response: ResponseReader | None = None
         self.fd = int(writer.get_extra_info("socket").fileno())
         self.idle_since = 0.0
+        # poll, not select: select fails on descriptors above 1023 (a busy data plane).
+        self._poller = select.poll()
+        self._poller.register(self.fd, select.POLLIN)
 
     def buffered(self) -> bool:
         """Whether the stream holds bytes nobody read: the slot sent more than its answer."""
@@ -35,10 +79,7 @@ class Conn:
             return False
         # An idle keep-alive socket that is readable was closed by the slot (or it sent
         # garbage): the loop may not have seen the EOF yet, the kernel has.
-        # poll, not select: select fails on descriptors above 1023 (a busy data plane).
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        return not poller.poll(0)
+        return not self._poller.poll(0)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -68,8 +109,7 @@ class Pool:
                 return conn
             conn.close()
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=HEAD_LIMIT)
-        return Conn(reader, writer)
+            return await open_conn(self.host, self.port)
 
     def release(self, conn: Conn, reusable: bool) -> None:
         """Keep ``conn`` for reuse if ``reusable`` and it holds no unread bytes, else close it."""
