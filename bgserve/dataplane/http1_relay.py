@@ -384,27 +384,27 @@ async def relay_response(
     body pauses longer than ``idle_timeout`` seconds, ProxyError if the upstream fails or
     answers something malformed; the upstream connection must then be closed.
     """
-    response = conn.response
-    if response is None:
-        response = conn.response = ResponseReader()
-    else:
-        response.start()
     protocol = conn.protocol
     transport = getattr(writer, "transport", None)
     if protocol is not None and transport is not None:
+        # The request leaves first; the relay is set up while the slot reads it (nothing
+        # the slot answers is seen before this task yields).
+        upstream = cast(asyncio.Transport, conn.writer.transport)
+        upstream.write(request.upstream_head + request.body)
         return await _relay_direct(
             request,
             conn,
+            upstream,
             protocol,
             writer,
             transport,
-            response,
             extra,
             head_timeout,
             idle_timeout,
             meter,
         )
     conn.writer.write(request.upstream_head + request.body)
+    response = _fresh_response(conn)
     await _await_head(response, conn.reader, head_timeout)
     head_request = request.method == b"HEAD"
     bodiless = head_request or response.status in (204, 304)
@@ -432,10 +432,10 @@ async def relay_response(
 async def _relay_direct(
     request: Request,
     conn: UpstreamConn,
+    upstream: asyncio.Transport,
     protocol: SinkHolder,
     writer: ClientWriter,
     transport: asyncio.WriteTransport,
-    response: ResponseReader,
     extra: bytes,
     head_timeout: float | None,
     idle_timeout: float | None,
@@ -444,11 +444,10 @@ async def _relay_direct(
     """:func:`relay_response` with the body written from the slot connection's data
     callback (:class:`Sink`): the loop passes a chunk on without waking this task."""
     loop = asyncio.get_running_loop()
-    upstream = cast(asyncio.Transport, conn.writer.transport)
+    response = _fresh_response(conn)
     sink = Sink(response, upstream, loop)
     protocol.sink = sink
     try:
-        upstream.write(request.upstream_head + request.body)
         scope = asyncio.timeout(head_timeout)
         try:
             async with scope:
@@ -483,6 +482,16 @@ async def _relay_direct(
         protocol.sink = None
         if sink.idle is not None:
             sink.idle.cancel()
+
+
+def _fresh_response(conn: UpstreamConn) -> ResponseReader:
+    """The connection's response parser, ready for the next response."""
+    response = conn.response
+    if response is None:
+        response = conn.response = ResponseReader()
+    else:
+        response.start()
+    return response
 
 
 def _check_idle(sink: Sink, idle_timeout: float) -> None:

@@ -10,8 +10,7 @@ the sticky header is absent. Every error here is in OpenAI's shape
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bgserve.dataplane.http1 import REASONS, Request, json_response
 
@@ -58,8 +57,7 @@ class OpenAIError(Exception):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ChatCall:
+class ChatCall(NamedTuple):
     """What the router reads from a chat completion request."""
 
     model: bytes
