@@ -87,16 +87,16 @@ class Forwarder:
             if meter is not None:
                 meter.started = started
             try:
-                async with asyncio.timeout(self._upstream_timeout):
-                    status, keep, reusable = await relay_response(
-                        request,
-                        conn,
-                        writer,
-                        table.extra_headers[index],
-                        head_timeout=timeouts.first_byte,
-                        idle_timeout=timeouts.idle,
-                        meter=meter,
-                    )
+                status, keep, reusable = await relay_response(
+                    request,
+                    conn,
+                    writer,
+                    table.extra_headers[index],
+                    head_timeout=timeouts.first_byte,
+                    idle_timeout=timeouts.idle,
+                    meter=meter,
+                    timeout=self._upstream_timeout,
+                )
             except UpstreamTimeout as exc:
                 counters.errors += 1
                 conn.close()

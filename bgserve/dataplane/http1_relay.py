@@ -374,6 +374,7 @@ async def relay_response(
     head_timeout: float | None = None,
     idle_timeout: float | None = None,
     meter: StreamMeter | None = None,
+    timeout: float | None = None,
 ) -> tuple[int, bool, bool]:
     """Send ``request`` upstream and pass the answer to the client with ``extra`` headers.
 
@@ -382,7 +383,9 @@ async def relay_response(
     connection). Raises UpstreamTimeout (a ProxyError) when the response head does not
     arrive within ``head_timeout`` seconds, ProxyError (504, ``response_started``) when the
     body pauses longer than ``idle_timeout`` seconds, ProxyError if the upstream fails or
-    answers something malformed; the upstream connection must then be closed.
+    answers something malformed; the upstream connection must then be closed. Raises
+    TimeoutError when the whole answer takes longer than ``timeout`` seconds (counted once
+    the request is sent).
     """
     protocol = conn.protocol
     transport = getattr(writer, "transport", None)
@@ -391,19 +394,35 @@ async def relay_response(
         # the slot answers is seen before this task yields).
         upstream = cast(asyncio.Transport, conn.writer.transport)
         upstream.write(request.upstream_head + request.body)
-        return await _relay_direct(
-            request,
-            conn,
-            upstream,
-            protocol,
-            writer,
-            transport,
-            extra,
-            head_timeout,
-            idle_timeout,
-            meter,
-        )
+        async with asyncio.timeout(timeout):
+            return await _relay_direct(
+                request,
+                conn,
+                upstream,
+                protocol,
+                writer,
+                transport,
+                extra,
+                head_timeout,
+                idle_timeout,
+                meter,
+            )
     conn.writer.write(request.upstream_head + request.body)
+    async with asyncio.timeout(timeout):
+        return await _relay_streams(request, conn, writer, extra, head_timeout, idle_timeout, meter)
+
+
+async def _relay_streams(
+    request: Request,
+    conn: UpstreamConn,
+    writer: asyncio.StreamWriter,
+    extra: bytes,
+    head_timeout: float | None,
+    idle_timeout: float | None,
+    meter: StreamMeter | None,
+) -> tuple[int, bool, bool]:
+    """:func:`relay_response` through the connection's stream reader, a task wake-up a
+    piece (for a connection without a sink, or a client writer without a transport)."""
     response = _fresh_response(conn)
     await _await_head(response, conn.reader, head_timeout)
     head_request = request.method == b"HEAD"
