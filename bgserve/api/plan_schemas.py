@@ -111,6 +111,12 @@ class PlanRequest(StrictBody):
     )
     analysis: AnalysisRequest | None = None
     warmup: WarmupRequest | None = None
+    compare_with: Literal["blue", "baseline"] | None = Field(
+        None,
+        description="What green is analysed against: blue, or a baseline (a fresh slot of "
+        "blue's release started with the plan, given green's share; steps before 100 at "
+        "most 50)",
+    )
 
     def to_plan(self, default: Plan) -> Plan:
         """The plan this request asks for, over ``default``. Raises InvalidInput."""
@@ -120,7 +126,8 @@ class PlanRequest(StrictBody):
         bake_s = float(self.bake_s) if self.bake_s is not None else default.bake_s
         warmup_overrides = self.warmup.model_dump(exclude_none=True) if self.warmup else {}
         warmup = Warmup(**{**default.warmup.__dict__, **warmup_overrides})
-        return make_plan(steps, bake_s, analysis, warmup=warmup)
+        compare_with = self.compare_with or default.compare_with
+        return make_plan(steps, bake_s, analysis, warmup=warmup, compare_with=compare_with)
 
 
 class PlanOut(BaseModel):
@@ -133,6 +140,10 @@ class PlanOut(BaseModel):
     bake_until: datetime | None = Field(description="When the current step's bake ends")
     held: str | None = Field(description="Why the plan waits for an operator, if it does")
     warming_up: bool = Field(description="True while green is warmed up before the first step")
+    compare_with: str = Field(description="What green is analysed against: blue or baseline")
+    baseline_release: int | None = Field(
+        description="The baseline's release id (a copy of blue's), when the plan runs one"
+    )
     force: bool
     analysis: list[dict[str, Any]] = Field(description="The analyses so far, the latest last")
     settings: dict[str, Any] = Field(description="The plan's analysis thresholds")
@@ -150,6 +161,8 @@ class PlanOut(BaseModel):
             bake_until=_moment(plan.bake_until),
             held=plan.held or None,
             warming_up=plan.needs_warmup,
+            compare_with=plan.compare_with,
+            baseline_release=plan.baseline_release,
             force=plan.force,
             analysis=[dict(a) for a in plan.analyses],
             settings={**plan.analysis.__dict__, "warmup": dict(plan.warmup.__dict__)},

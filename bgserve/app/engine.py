@@ -208,6 +208,9 @@ class RolloutEngine:
         if counts is None or known.counts is None:
             return None, None, known.since
         empty = SideWindow()
-        blue = counts.get(state.blue, empty).minus(known.counts.get(state.blue, empty))
+        # Green is judged against its baseline when the plan runs one (same age, same
+        # share), else against blue.
+        reference = state.blue if state.baseline is None else state.baseline
+        blue = counts.get(reference, empty).minus(known.counts.get(reference, empty))
         green = counts.get(state.green, empty).minus(known.counts.get(state.green, empty))
         return blue, green, known.since

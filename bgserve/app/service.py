@@ -18,7 +18,7 @@ from bgserve.app.ports import Registry, TrafficReading, TrafficStats
 from bgserve.backends.base import Backend, SlotInfo
 from bgserve.domain import promotion, rollout, slots
 from bgserve.domain.plan import Plan
-from bgserve.domain.release import Release, validate_name
+from bgserve.domain.release import Release, ResolvedRelease, validate_name
 from bgserve.domain.shadow import ShadowReport, check_shadow_gate
 from bgserve.domain.state import DeploymentState
 from bgserve.errors import InvalidInput
@@ -185,6 +185,7 @@ class Service:
         chosen = plan or self.default_plan()
         if force:
             chosen = replace(chosen, force=True)
+        chosen = self._with_baseline(name, chosen, principal)
         now = self.wall_clock()
         report = self._shadow_report(name, skip=chosen.force)
 
@@ -194,6 +195,34 @@ class Service:
             return promotion.start(state, chosen, now)
 
         return self.executor.run(name, principal, decide)
+
+    def _with_baseline(self, name: str, plan: Plan, principal: str) -> Plan:
+        """``plan`` with its baseline release: a new release of blue's very parts, so its
+        slot is a fresh process of blue's release (none when the plan compares with blue,
+        or a plan already runs and this call resumes it)."""
+        if plan.compare_with != "baseline" or plan.baseline_release is not None:
+            return plan
+        state = self.store.get_deployment(name).state
+        if state.plan is not None or state.green is None:
+            return plan  # resumed or refused by the transition, which says why
+        blue = self.store.get_release(state.blue)
+        parts = ResolvedRelease(
+            blue.model_name,
+            blue.model_version,
+            blue.prompt_name,
+            blue.prompt_version,
+            blue.bundle_name,
+            blue.bundle_version,
+        )
+        copy = self.store.add_release(
+            f"{blue.name[:54]}-baseline",
+            parts,
+            blue.model_ref or blue.model_uri,
+            blue.prompt_ref or blue.prompt_uri,
+            self.clock(),
+        )
+        log.info("baseline release %s of blue %s made by %s", copy.id, blue.id, principal)
+        return replace(plan, baseline_release=copy.id)
 
     def _shadow_report(self, name: str, *, skip: bool) -> ShadowReport | None:
         """The shadow report the live-traffic gate decides on, read (and the mirrored

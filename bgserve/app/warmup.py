@@ -56,17 +56,28 @@ class GreenWarmer:
         if not cases:
             reason = "no golden inputs to warm green with: the deployment was never compared"
             return {"requests": wanted, "sent": 0, "skipped": reason}
+        summary = self._warm_one(state, green, cases)
+        if state.baseline is not None:
+            # The baseline is as new as green: warmed alike, or it would be the slow side.
+            summary["baseline"] = self._warm_one(state, state.baseline, cases)
+        return summary
+
+    def _warm_one(
+        self, state: DeploymentState, release_id: int, cases: Sequence[GoldenCase]
+    ) -> dict[str, Any]:
+        assert state.plan is not None
+        wanted = state.plan.warmup.requests
         try:
-            target, _schema = self.targets.target(state.name, green, cases)
+            target, _schema = self.targets.target(state.name, release_id, cases)
         except BgserveError as exc:
-            log.warning("no warm-up of green on %s: %s", state.name, exc.message)
+            log.warning("no warm-up of release %s on %s: %s", release_id, state.name, exc.message)
             return {"requests": wanted, "sent": 0, "skipped": exc.message}
         done = warm_slot(
             target,
             cases,
             wanted,
             concurrency=self.concurrency,
-            timeout=plan.warmup.timeout_s,
+            timeout=state.plan.warmup.timeout_s,
         )
         return {
             "requests": wanted,

@@ -242,6 +242,13 @@ def promote(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Submit the plan and return without watching")
     ] = False,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline",
+            help="Analyse green against a fresh slot of blue's release given green's share",
+        ),
+    ] = False,
 ) -> None:
     """Move green one step (--weight), or submit a promotion plan and watch it.
 
@@ -256,6 +263,8 @@ def promote(
         body["weight"] = weight
         again += f" --weight {weight}"
     plan = _plan_body(steps, bake)
+    if baseline:
+        plan["compare_with"] = "baseline"
     if plan:
         body["plan"] = plan
     payload = remote.call("POST", f"/deployments/{name}/promote", body, name=name, again=again)

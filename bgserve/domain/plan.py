@@ -20,6 +20,12 @@ inconclusive              keep baking until ``max_bake_s``, then
 A green slot that dies during a plan is handled at once by the slot-loss rule
 (:func:`bgserve.domain.slots.on_slot_lost`), not at the end of the bake.
 
+With a **baseline** (``compare_with`` ``"baseline"``, Kayenta's design) green is not
+analysed against blue, which has served for hours, but against a fresh slot of blue's
+release started with the plan and given the same share of the traffic as green: two new
+processes of the same age, one of each release. Blue keeps the rest, so every step before
+the cutover is at most 50%.
+
 The bake counts only time that was watched: the window starts when the rollout engine
 first reads the step's counts after the initial delay, so after a restart or a leader
 change (whose counts died with the process that had them) the step bakes its full
@@ -49,6 +55,7 @@ from bgserve.domain.streaming import CHECKS, run
 from bgserve.errors import InvalidInput
 
 ON_INCONCLUSIVE = ("hold", "revert", "continue")
+COMPARE_WITH = ("blue", "baseline")
 KEPT_ANALYSES = 20
 MAX_DURATION_S = 30 * 24 * 3600.0
 MAX_WARMUP_REQUESTS = 10_000
@@ -88,6 +95,8 @@ class Plan:
     force: bool = False
     warmup: Warmup = field(default_factory=Warmup)
     warmed: bool = True
+    compare_with: str = "blue"
+    baseline_release: int | None = None
 
     @property
     def weight(self) -> int:
@@ -128,6 +137,7 @@ def make_plan(
     *,
     force: bool = False,
     warmup: Warmup | None = None,
+    compare_with: str = "blue",
 ) -> Plan:
     """A validated plan. Raises InvalidInput naming the field at fault."""
     checked = parse_steps(steps)
@@ -135,8 +145,33 @@ def make_plan(
     check_analysis(analysis, bake_s)
     warmup = warmup or Warmup()
     check_warmup(warmup)
+    check_reference(compare_with, checked)
     cold = warmup.requests > 0
-    return Plan(checked, float(bake_s), analysis, force=force, warmup=warmup, warmed=not cold)
+    return Plan(
+        checked,
+        float(bake_s),
+        analysis,
+        force=force,
+        warmup=warmup,
+        warmed=not cold,
+        compare_with=compare_with,
+    )
+
+
+def check_reference(compare_with: str, steps: Sequence[int]) -> None:
+    """Raise InvalidInput unless green can be analysed against ``compare_with``: blue, or a
+    baseline, which takes as much traffic as green, so no step but the cutover is over 50."""
+    if compare_with not in COMPARE_WITH:
+        raise InvalidInput(
+            f"plan.compare_with {compare_with!r} must be one of {', '.join(COMPARE_WITH)}",
+            field="plan.compare_with",
+        )
+    if compare_with == "baseline" and any(50 < s < 100 for s in steps):
+        raise InvalidInput(
+            f"plan.steps {list(steps)}: with a baseline, green and the baseline each take a "
+            "step's weight, so every step before 100 must be at most 50, e.g. [10, 50, 100]",
+            field="plan.steps",
+        )
 
 
 def check_duration(field: str, seconds: float) -> None:
@@ -352,4 +387,6 @@ def plan_of(body: object) -> Plan | None:
         force=bool(body.get("force", False)),
         warmup=Warmup(**body.get("warmup", {})),
         warmed=bool(body.get("warmed", True)),
+        compare_with=str(body.get("compare_with", "blue")),
+        baseline_release=body.get("baseline_release"),
     )

@@ -25,7 +25,8 @@ from bgserve.domain.rollout import (
     revert,
     unchanged,
 )
-from bgserve.errors import IllegalTransition
+from bgserve.domain.state import Action, EnsureSlot, RetireSlot, SetRoutes
+from bgserve.errors import IllegalTransition, InvalidInput
 
 
 def start(state: DeploymentState, plan: Plan, now: float) -> Transition:
@@ -49,13 +50,41 @@ def start(state: DeploymentState, plan: Plan, now: float) -> Transition:
     if not plan.force:
         check_gate(state)
     planned = remaining_from(plan, state.green_weight)
-    details = {"steps": list(planned.steps), "bake_s": planned.bake_s, "force": plan.force}
+    details: dict[str, Any] = {
+        "steps": list(planned.steps),
+        "bake_s": planned.bake_s,
+        "force": plan.force,
+    }
     why = f"promotion plan {list(planned.steps)} started, {planned.bake_s:g}s bake per step"
+    if planned.compare_with == "baseline":
+        baseline = _require_baseline(planned)
+        details["baseline_release"] = baseline
+        why += f"; green analysed against baseline release {baseline} (a fresh copy of blue)"
     if planned.needs_warmup:
         details["warmup"] = {"requests": planned.warmup.requests}
         why += f"; green is warmed up with {planned.warmup.requests} requests first"
-        return Transition("plan", replace(state, plan=planned), reason=why, details=details)
+        waiting = replace(state, plan=planned)
+        actions = _baseline_routes(waiting)
+        return Transition("plan", waiting, actions, reason=why, details=details)
     return _apply_step(replace(state, plan=planned), now, why, details)
+
+
+def _require_baseline(plan: Plan) -> int:
+    if plan.baseline_release is None:
+        raise InvalidInput(
+            "plan.compare_with is baseline but no baseline release was made for it: start "
+            "the plan through the service, which registers one",
+            field="plan.compare_with",
+        )
+    return plan.baseline_release
+
+
+def _baseline_routes(state: DeploymentState) -> tuple[Action, ...]:
+    """Start the baseline's slot and route it its share (none while it waits for the
+    warm-up); nothing without a baseline."""
+    if state.baseline is None:
+        return ()
+    return (EnsureSlot(state.baseline), SetRoutes(state.routes()))
 
 
 def warmed_up(state: DeploymentState, now: float, summary: Mapping[str, Any]) -> Transition:
@@ -114,6 +143,11 @@ def _apply_step(
         # Green may already be at this step's weight (a 0% shadow step): the plan's
         # progress is still a change to store.
         moved = replace(moved, state=started, changed=True)
+        if started.baseline is not None:
+            kept = tuple(a for a in moved.actions if not isinstance(a, SetRoutes))
+            moved = replace(moved, actions=(*_baseline_routes(started), *kept))
+    elif plan.baseline_release is not None:
+        moved = replace(moved, actions=(*moved.actions, RetireSlot(plan.baseline_release)))
     action = "promote" if plan.weight == 100 else "shift"
     return replace(moved, action=action, reason=f"{why}: {moved.reason}", details=details or {})
 

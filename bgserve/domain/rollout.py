@@ -209,8 +209,16 @@ def revert(state: DeploymentState) -> Transition:
     """All traffic back to the last good release, from any phase. Idempotent.
 
     During a shift, green drops to 0 (and stays deployed). After a cutover, the
-    standby becomes blue again and the release it replaced is kept as green at 0.
+    standby becomes blue again and the release it replaced is kept as green at 0. A
+    plan's baseline slot, if it has one, is retired.
     """
+    reverted = _revert(state)
+    if state.baseline is None:
+        return reverted
+    return replace(reverted, actions=(*reverted.actions, RetireSlot(state.baseline)))
+
+
+def _revert(state: DeploymentState) -> Transition:
     if state.green is not None and (state.green_weight > 0 or state.plan is not None):
         new = replace(state, green_weight=0, reverted=True, plan=None)
         return Transition(

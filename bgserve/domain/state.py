@@ -88,7 +88,18 @@ class DeploymentState:
 
     @property
     def blue_weight(self) -> int:
-        return 100 - self.green_weight
+        return 100 - self.green_weight - self.baseline_weight
+
+    @property
+    def baseline(self) -> int | None:
+        """The release id of the plan's baseline slot (a fresh copy of blue's release that
+        green is analysed against), while a plan with one runs."""
+        return None if self.plan is None else self.plan.baseline_release
+
+    @property
+    def baseline_weight(self) -> int:
+        """The baseline's share: green's, while a plan with a baseline runs."""
+        return self.green_weight if self.baseline is not None else 0
 
     @property
     def phase(self) -> Phase:
@@ -127,6 +138,8 @@ class DeploymentState:
         routes = [Route("blue", self.blue, self.blue_weight)]
         if self.green is not None:
             routes.append(Route("green", self.green, self.green_weight))
+        if self.baseline is not None:
+            routes.append(Route("baseline", self.baseline, self.baseline_weight))
         if self.standby is not None:
             routes.append(Route("standby", self.standby, 0))
         return tuple(routes)
@@ -147,7 +160,7 @@ class DeploymentState:
 class Route:
     """One slot's share of a deployment's traffic."""
 
-    role: str  # "blue" | "green" | "standby"
+    role: str  # "blue" | "green" | "standby" | "baseline"
     release_id: int
     weight: int
 

@@ -74,6 +74,11 @@ class PlanGroup(Group):
     warmup_timeout_s: float = Field(
         30.0, description="How long a warm-up may take at most before the first step goes on."
     )
+    compare_with: Literal["blue", "baseline"] = Field(
+        "blue",
+        description="What green is analysed against: blue, or a baseline (a fresh slot of "
+        "blue's release started with the plan and given green's share).",
+    )
 
     @model_validator(mode="after")
     def _a_plan_the_domain_accepts(self) -> PlanGroup:
@@ -103,4 +108,6 @@ class PlanGroup(Group):
     def plan(self) -> Plan:
         """The plan ``promote {}`` runs. Raises InvalidInput naming the field at fault."""
         warmup = Warmup(self.warmup_requests, self.warmup_timeout_s)
-        return make_plan(self.steps, self.bake_s, self.analysis(), warmup=warmup)
+        return make_plan(
+            self.steps, self.bake_s, self.analysis(), warmup=warmup, compare_with=self.compare_with
+        )

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bgserve.api.plan_schemas import PlanOut
+from bgserve.demo.traffic import TrafficClient
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan
 from tests.support.flow import deploy, ok, poll
@@ -115,3 +116,43 @@ def test_a_stored_plan_from_before_the_cap_does_not_break_its_view() -> None:
     plan = Plan((10, 100), 1e12, AnalysisSettings(), step_started_at=1000.0)
     shown = PlanOut.of(plan)
     assert shown is not None and shown.bake_until is None and shown.bake_s == 1e12
+
+
+def test_a_baseline_plan_runs_a_fresh_copy_of_blue_beside_green_on_real_slots(
+    app: TestClient, ids: dict[str, int]
+) -> None:
+    url = deploy(app, "kayenta", ids["v1"], ids["reworded"])
+    app.post("/deployments/kayenta/compare", json={"golden_set": "summarize"})
+    plan = {"steps": [25, 100], "bake_s": 1.0, "compare_with": "baseline"}
+    with TrafficClient(url, {"text": "Keep calling. Three ways."}, pause=0.005) as traffic:
+        body = {"plan": plan, "force": True}
+        started = ok(app.post("/deployments/kayenta/promote", json=body), 202)
+        baseline = started["plan"]["baseline_release"]
+        assert baseline not in (ids["v1"], ids["reworded"])
+
+        def three_ways() -> dict[str, Any] | None:
+            body: dict[str, Any] = ok(app.get("/deployments/kayenta"))
+            return body if body["green"] and body["green"]["weight"] == 25 else None
+
+        poll(three_ways, 60, "the first step with its baseline")
+        backend = app.app.state.components.backend  # type: ignore[attr-defined]
+        assert backend.slot_info("kayenta", baseline).ready
+
+        def cut_over() -> dict[str, Any] | None:
+            body: dict[str, Any] = ok(app.get("/deployments/kayenta"))
+            return body if body["phase"] == "stable" else None
+
+        done = poll(cut_over, 60, "the cutover")
+        counts = traffic.stop()
+    assert done["blue"]["release"]["id"] == ids["reworded"]
+    assert counts.failures == []
+    assert str(baseline) in counts.per_release  # the baseline answered live requests
+    # Retired right after the cutover is stored (a follow-up of the same step).
+    poll(lambda: backend.slot_info("kayenta", baseline) is None, 30, "the baseline retired")
+    history = ok(app.get("/deployments/kayenta/history"))
+    assert "follow-up-failed" not in [e["action"] for e in history]
+    step = [e for e in history if e["action"] == "shift"][-1]
+    assert step["weights_after"][str(baseline)] == 25
+    assert step["details"]["warmup"]["baseline"]["sent"] == WARMUP
+    promoted = [e for e in history if e["action"] == "promote"][-1]
+    assert promoted["details"]["analysis"]["outcome"] == "pass"

@@ -244,3 +244,88 @@ def test_durations_that_cannot_be_represented_are_refused(
         make_plan([10, 100], args["bake_s"], args["analysis"], warmup=warmup)
     assert caught.value.field == field
     assert f"{MAX_DURATION_S:g}" in caught.value.message or "0.." in caught.value.message
+
+
+# the baseline (Kayenta's design)
+
+
+def test_a_baseline_plan_splits_three_ways_and_retires_the_baseline_at_the_end(
+    store: Store,
+) -> None:
+    executor, backend, service = engine_parts(store, FAST)
+    shifted_to(executor, 0)
+    plan = make_plan([10, 50, 100], 30.0, FAST, compare_with="baseline")
+    started = service.start_plan("chat", "alice", plan)
+    baseline = started.state.baseline
+    assert baseline is not None and baseline not in (1, 2)
+    copy, blue = store.get_release(baseline), store.get_release(1)
+    assert (copy.model_uri, copy.prompt_uri, copy.bundle_name, copy.bundle_version) == (
+        blue.model_uri,
+        blue.prompt_uri,
+        blue.bundle_name,
+        blue.bundle_version,
+    )
+    assert backend.weights("chat") == {1: 80, 2: 10, baseline: 10}
+    assert backend.slots()[("chat", baseline)] is True
+    reverted = service.revert("chat", "bob")
+    assert reverted.state.baseline is None
+    assert backend.weights("chat") == {1: 100, 2: 0}
+    assert ("chat", baseline) not in backend.slots()
+
+
+def test_green_is_judged_against_its_baseline_not_against_blue(store: Store) -> None:
+    # Blue has served for hours and answers in 10 ms; green and the baseline are both new
+    # and answer in 40 ms: a fresh process, not a slower release.
+    executor, backend, service = engine_parts(store, FAST)
+    shifted_to(executor, 0)
+    plan = make_plan([10, 50, 100], 30.0, FAST, compare_with="baseline")
+    baseline = service.start_plan("chat", "alice", plan).state.baseline
+    assert baseline is not None
+    traffic, now = Traffic(), [1000.0]
+    engine = RolloutEngine(executor, store, traffic, interval=1.0, clock=lambda: now[0])
+    engine.tick()
+    for release_id, latency_ms in ((1, 10.0), (2, 40.0), (baseline, 40.0)):
+        traffic.counts[release_id] = side(200, latency_ms)
+    now[0] = 1030.0
+    engine.tick()
+    state = store.get_deployment("chat").state
+    assert state.green_weight == 50, store.history("chat")[-1].reason
+    assert backend.weights("chat") == {1: 0, 2: 50, baseline: 50}
+    engine.tick()  # the new step's window starts
+    traffic.counts[1] = traffic.counts[1].plus(side(100, 10.0))
+    traffic.counts[2] = traffic.counts[2].plus(side(100, 40.0))
+    traffic.counts[baseline] = traffic.counts[baseline].plus(side(100, 40.0))
+    now[0] = 1060.0
+    engine.tick()
+    done = store.get_deployment("chat").state
+    assert (done.blue, done.green, done.baseline) == (2, None, None)
+    assert backend.weights("chat") == {2: 100, 1: 0}
+    assert ("chat", baseline) not in backend.slots()
+
+
+def test_a_slower_green_is_caught_against_its_baseline(store: Store) -> None:
+    executor, backend, service = engine_parts(store, FAST)
+    shifted_to(executor, 0)
+    plan = make_plan([10, 50, 100], 30.0, FAST, compare_with="baseline")
+    baseline = service.start_plan("chat", "alice", plan).state.baseline
+    assert baseline is not None
+    traffic, now = Traffic(), [1000.0]
+    engine = RolloutEngine(executor, store, traffic, interval=1.0, clock=lambda: now[0])
+    engine.tick()
+    for release_id, latency_ms in ((1, 40.0), (2, 90.0), (baseline, 40.0)):
+        traffic.counts[release_id] = side(200, latency_ms)
+    now[0] = 1030.0
+    engine.tick()
+    last = store.history("chat")[-1]
+    assert last.action == "auto-revert" and "latency_p95" in last.reason
+    assert backend.weights("chat") == {1: 100, 2: 0}
+    assert ("chat", baseline) not in backend.slots()
+
+
+def test_a_baseline_needs_steps_of_at_most_50_before_the_cutover() -> None:
+    with pytest.raises(InvalidInput, match="at most 50") as caught:
+        make_plan([10, 75, 100], 30.0, FAST, compare_with="baseline")
+    assert caught.value.field == "plan.steps"
+    with pytest.raises(InvalidInput) as unknown:
+        make_plan([10, 100], 30.0, FAST, compare_with="production")
+    assert unknown.value.field == "plan.compare_with"
