@@ -119,7 +119,13 @@ def run_plan(parts: Components, model_uri: str, label: str) -> dict[str, Any]:
     last = history[-1]
     outcome = {"promote": "promoted", "auto-revert": "reverted"}.get(last.action, last.action)
     warmup = ((first_step.details or {}).get("warmup") or {}) if first_step else {}
+    analysed = [e for e in history if (e.details or {}).get("analysis")]
+    last_analysis = (analysed[-1].details or {})["analysis"] if analysed else {}
     return {
+        "checks": [
+            {k: c.get(k) for k in ("name", "outcome", "blue_ms", "green_ms", "ratio", "p_value")}
+            for c in last_analysis.get("checks", [])
+        ],
         "label": label,
         "outcome": outcome,
         "reason": last.reason,

@@ -12,7 +12,7 @@ from bgserve.domain.plan import MAX_DURATION_S, MAX_WARMUP_REQUESTS, Plan, Warmu
 
 Number = float  # strict: ints are taken, strings and booleans refused
 MAX_S = MAX_DURATION_S  # 30 days: longer durations are refused (422), not stored
-CheckName = Literal["error_rate", "latency_p95", "ttft_p95", "tpot", "output_tokens"]
+CheckName = Literal["error_rate", "latency_p50", "latency_p95", "ttft_p95", "tpot", "output_tokens"]
 
 
 class StrictBody(BaseModel):
@@ -67,7 +67,7 @@ class AnalysisRequest(StrictBody):
     checks: list[CheckName] | None = Field(
         None,
         min_length=1,
-        description="The checks each bake runs (default error_rate and latency_p95); "
+        description="The checks each bake runs (default error_rate, latency_p50 and latency_p95); "
         "ttft_p95, tpot and output_tokens judge streamed chat completions",
         examples=[["error_rate", "ttft_p95", "tpot", "output_tokens"]],
     )

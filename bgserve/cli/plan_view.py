@@ -49,9 +49,9 @@ def _analysis_line(analysis: dict[str, Any]) -> str:
                 f"errors blue {check['blue_errors']}/{check['blue_requests']}, "
                 f"green {check['green_errors']}/{check['green_requests']}"
             )
-        elif check["name"] == "latency_p95" and "ratio" in check:
+        elif check["name"] in ("latency_p50", "latency_p95") and "ratio" in check:
             blue, green = latency_sides(check)
-            parts.append(f"p95 {green} vs {blue} ms")
+            parts.append(f"{check['name'][-3:]} {green} vs {blue} ms")
         elif check.get("outcome") == "inconclusive":
             parts.append(check.get("reason", ""))
     return "; ".join(parts)

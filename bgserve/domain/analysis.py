@@ -14,6 +14,10 @@ good or bad), then:
   *and* a one-sided Mann-Whitney U test says green's latencies are higher with p <
   ``significance`` (so a few slow answers alone cannot either); skipped (and said so)
   when the traffic source keeps no latency histogram for a side.
+- ``latency_p50``: the same rule on the median (same ratio and floor). A release slower
+  by a constant (a model that takes 30 ms more) shifts the median by the whole amount,
+  while on a busy machine queueing inflates both sides' p95 so much that the same 30 ms
+  is a small ratio there: the median catches what the tail hides.
 
 The analysis fails if any check fails, is inconclusive if none fails and one is
 inconclusive, and passes otherwise (skipped checks count for nothing).
@@ -105,7 +109,7 @@ def _add(mine: tuple[int, ...], theirs: tuple[int, ...], sign: int) -> tuple[int
     return tuple(a + sign * b for a, b in zip(mine, theirs, strict=True))
 
 
-DEFAULT_CHECKS = ("error_rate", "latency_p95")
+DEFAULT_CHECKS = ("error_rate", "latency_p50", "latency_p95")
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,12 @@ class Analysis:
 
 def analyse(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Analysis:
     """Compare green with blue over one window (see the module docstring)."""
-    return combined((error_rate(blue, green, settings), latency_p95(blue, green, settings)))
+    checks = (
+        error_rate(blue, green, settings),
+        latency_p50(blue, green, settings),
+        latency_p95(blue, green, settings),
+    )
+    return combined(checks)
 
 
 def combined(checks: tuple[Check, ...]) -> Analysis:
@@ -227,16 +236,26 @@ def error_rate(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) 
 
 
 def latency_p95(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
-    """Green's p95 latency against blue's, as a ratio."""
-    name = "latency_p95"
+    """Green's p95 latency against blue's: ratio, floor and significance."""
+    return _latency("latency_p95", 0.95, blue, green, settings)
+
+
+def latency_p50(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+    """Green's median latency against blue's: the same rule as :func:`latency_p95`."""
+    return _latency("latency_p50", 0.5, blue, green, settings)
+
+
+def _latency(
+    name: str, quantile: float, blue: SideWindow, green: SideWindow, settings: AnalysisSettings
+) -> Check:
     if (few := _too_few(name, blue, green, settings.min_requests)) is not None:
         return few
-    blue_q, green_q = blue.quantile_ms(0.95), green.quantile_ms(0.95)
+    blue_q, green_q = blue.quantile_ms(quantile), green.quantile_ms(quantile)
     if blue_q is None or green_q is None:
-        return Check(name, Outcome.SKIPPED, "latency_p95: no latency histogram to compare")
-    blue_p95 = max(blue_q, LATENCY_FLOOR_MS)
-    green_p95 = max(green_q, LATENCY_FLOOR_MS)
-    figures = Slower(blue_p95, green_p95, slower_p_value(blue, green))
+        return Check(name, Outcome.SKIPPED, f"{name}: no latency histogram to compare")
+    figures = Slower(
+        max(blue_q, LATENCY_FLOOR_MS), max(green_q, LATENCY_FLOOR_MS), slower_p_value(blue, green)
+    )
     limits = (settings.max_latency_p95_ratio, settings.min_latency_delta_ms)
     return slower(name, "", figures, limits, settings.significance)
 

@@ -18,8 +18,8 @@ source, or no chat completion at all), then:
   exceed ``max_output_tokens_ratio`` times blue's *and* the same test says green's
   answers are longer with p < ``significance``.
 
-``error_rate`` and ``latency_p95`` are :mod:`bgserve.domain.analysis`'s; :func:`run`
-runs the checks a plan names (``AnalysisSettings.checks``).
+``error_rate``, ``latency_p50`` and ``latency_p95`` are :mod:`bgserve.domain.analysis`'s;
+:func:`run` runs the checks a plan names (``AnalysisSettings.checks``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from bgserve.domain.analysis import (
     SideWindow,
     Slower,
     error_rate,
+    latency_p50,
     latency_p95,
     slower,
     slower_p_value,
@@ -126,6 +127,7 @@ def output_tokens(blue: SideWindow, green: SideWindow, settings: AnalysisSetting
 
 CHECKS: dict[str, CheckFn] = {
     "error_rate": error_rate,
+    "latency_p50": latency_p50,
     "latency_p95": latency_p95,
     "ttft_p95": ttft_p95,
     "tpot": tpot,

@@ -14,7 +14,14 @@ from bgserve.app.engine import RolloutEngine
 from bgserve.app.executor import SYSTEM, Executor
 from bgserve.app.service import Service
 from bgserve.domain import promotion, rollout
-from bgserve.domain.analysis import AnalysisSettings, Outcome, SideWindow, histogram, latency_p95
+from bgserve.domain.analysis import (
+    AnalysisSettings,
+    Outcome,
+    SideWindow,
+    histogram,
+    latency_p50,
+    latency_p95,
+)
 from bgserve.domain.plan import MAX_DURATION_S, Warmup, make_plan, plan_json, plan_of
 from bgserve.domain.state import DeploymentState, Gate
 from bgserve.domain.streaming import ttft_p95
@@ -329,3 +336,18 @@ def test_a_baseline_needs_steps_of_at_most_50_before_the_cutover() -> None:
     with pytest.raises(InvalidInput) as unknown:
         make_plan([10, 100], 30.0, FAST, compare_with="production")
     assert unknown.value.field == "plan.compare_with"
+
+
+def test_the_median_catches_a_constant_slowdown_that_a_busy_tail_hides() -> None:
+    # On a busy machine one answer in ten waits 120 ms for a core, on both sides; green's
+    # model takes 30 ms more on every answer: 1.25x at the p95, 4x at the median.
+    def busy(extra_ms: float) -> SideWindow:
+        latencies = [10.0 + extra_ms] * 180 + [120.0 + extra_ms] * 20
+        return SideWindow(200, 0, histogram(latencies))
+
+    blue, green = busy(0.0), busy(30.0)
+    assert latency_p95(blue, green, FAST).outcome is Outcome.PASS
+    median = latency_p50(blue, green, FAST)
+    assert median.outcome is Outcome.FAIL, median.reason
+    assert median.numbers["delta_ms"] > 20
+    assert latency_p50(blue, busy(0.0), FAST).outcome is Outcome.PASS

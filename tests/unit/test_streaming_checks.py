@@ -79,7 +79,11 @@ def test_time_per_token_and_cost_follow_their_own_limits() -> None:
 
 def test_a_plan_runs_the_checks_it_names_in_order() -> None:
     blue, green = llm(100), llm(100, ttft_ms=900.0, errors=1)
-    assert [c.name for c in run(blue, green, SETTINGS)] == ["error_rate", "latency_p95"]
+    assert [c.name for c in run(blue, green, SETTINGS)] == [
+        "error_rate",
+        "latency_p50",
+        "latency_p95",
+    ]
     named = replace(SETTINGS, checks=("ttft_p95", "error_rate"))
     checks = run(blue, green, named)
     assert [(c.name, c.outcome) for c in checks] == [
