@@ -280,53 +280,55 @@ def test_a_baseline_plan_splits_three_ways_and_retires_the_baseline_at_the_end(
     assert ("chat", baseline) not in backend.slots()
 
 
+class BaselineRun:
+    """A deployment at 0% with a plan that judges green against a baseline, the engine
+    on an injected clock at 1000 (the first step's window started), and its traffic."""
+
+    def __init__(self, store: Store) -> None:
+        executor, self.backend, service = engine_parts(store, FAST)
+        shifted_to(executor, 0)
+        plan = make_plan([10, 50, 100], 30.0, FAST, compare_with="baseline")
+        baseline = service.start_plan("chat", "alice", plan).state.baseline
+        assert baseline is not None
+        self.baseline, self.store, self.traffic, self.now = baseline, store, Traffic(), [1000.0]
+        self.engine = RolloutEngine(
+            executor, store, self.traffic, interval=1.0, clock=lambda: self.now[0]
+        )
+        self.engine.tick()
+
+    def bake(self, until: float, latencies_ms: dict[int, float], requests: int = 200) -> None:
+        """Each release answers ``requests`` at its latency; the engine looks at ``until``."""
+        for release_id, latency_ms in latencies_ms.items():
+            before = self.traffic.counts.get(release_id, SideWindow())
+            self.traffic.counts[release_id] = before.plus(side(requests, latency_ms))
+        self.now[0] = until
+        self.engine.tick()
+
+
 def test_green_is_judged_against_its_baseline_not_against_blue(store: Store) -> None:
     # Blue has served for hours and answers in 10 ms; green and the baseline are both new
     # and answer in 40 ms: a fresh process, not a slower release.
-    executor, backend, service = engine_parts(store, FAST)
-    shifted_to(executor, 0)
-    plan = make_plan([10, 50, 100], 30.0, FAST, compare_with="baseline")
-    baseline = service.start_plan("chat", "alice", plan).state.baseline
-    assert baseline is not None
-    traffic, now = Traffic(), [1000.0]
-    engine = RolloutEngine(executor, store, traffic, interval=1.0, clock=lambda: now[0])
-    engine.tick()
-    for release_id, latency_ms in ((1, 10.0), (2, 40.0), (baseline, 40.0)):
-        traffic.counts[release_id] = side(200, latency_ms)
-    now[0] = 1030.0
-    engine.tick()
+    run = BaselineRun(store)
+    baseline = run.baseline
+    run.bake(1030.0, {1: 10.0, 2: 40.0, baseline: 40.0})
     state = store.get_deployment("chat").state
     assert state.green_weight == 50, store.history("chat")[-1].reason
-    assert backend.weights("chat") == {1: 0, 2: 50, baseline: 50}
-    engine.tick()  # the new step's window starts
-    traffic.counts[1] = traffic.counts[1].plus(side(100, 10.0))
-    traffic.counts[2] = traffic.counts[2].plus(side(100, 40.0))
-    traffic.counts[baseline] = traffic.counts[baseline].plus(side(100, 40.0))
-    now[0] = 1060.0
-    engine.tick()
+    assert run.backend.weights("chat") == {1: 0, 2: 50, baseline: 50}
+    run.engine.tick()  # the new step's window starts
+    run.bake(1060.0, {1: 10.0, 2: 40.0, baseline: 40.0}, requests=100)
     done = store.get_deployment("chat").state
     assert (done.blue, done.green, done.baseline) == (2, None, None)
-    assert backend.weights("chat") == {2: 100, 1: 0}
-    assert ("chat", baseline) not in backend.slots()
+    assert run.backend.weights("chat") == {2: 100, 1: 0}
+    assert ("chat", baseline) not in run.backend.slots()
 
 
 def test_a_slower_green_is_caught_against_its_baseline(store: Store) -> None:
-    executor, backend, service = engine_parts(store, FAST)
-    shifted_to(executor, 0)
-    plan = make_plan([10, 50, 100], 30.0, FAST, compare_with="baseline")
-    baseline = service.start_plan("chat", "alice", plan).state.baseline
-    assert baseline is not None
-    traffic, now = Traffic(), [1000.0]
-    engine = RolloutEngine(executor, store, traffic, interval=1.0, clock=lambda: now[0])
-    engine.tick()
-    for release_id, latency_ms in ((1, 40.0), (2, 90.0), (baseline, 40.0)):
-        traffic.counts[release_id] = side(200, latency_ms)
-    now[0] = 1030.0
-    engine.tick()
+    run = BaselineRun(store)
+    run.bake(1030.0, {1: 40.0, 2: 90.0, run.baseline: 40.0})
     last = store.history("chat")[-1]
     assert last.action == "auto-revert" and "latency_p95" in last.reason
-    assert backend.weights("chat") == {1: 100, 2: 0}
-    assert ("chat", baseline) not in backend.slots()
+    assert run.backend.weights("chat") == {1: 100, 2: 0}
+    assert ("chat", run.baseline) not in run.backend.slots()
 
 
 def test_a_baseline_needs_steps_of_at_most_50_before_the_cutover() -> None:
