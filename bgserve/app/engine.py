@@ -27,7 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any, Protocol
 
 from bgserve.app.executor import SYSTEM, Executor
@@ -51,14 +52,40 @@ class Warmer(Protocol):
         ...
 
 
+SLICE_S = 0.5
+"""How long a slice of a window is at least: the latency checks pair green with blue over
+the same slices (:mod:`bgserve.domain.analysis`)."""
+MAX_MARKS = 1200
+
+
 @dataclass(frozen=True)
 class StepWindow:
     """Where one step's window starts: the first reading's time and its counts (None
-    when the traffic source could not be read then)."""
+    when the traffic source could not be read then), and the readings since, at least
+    :data:`SLICE_S` apart, that cut the window into slices."""
 
     key: StepKey
     since: float
     counts: Mapping[int, SideWindow] | None
+    marks: list[tuple[float, Mapping[int, SideWindow]]] = field(default_factory=list)
+
+    def mark(self, now: float, counts: Mapping[int, SideWindow]) -> None:
+        """Keep this reading as a slice boundary if the last one is old enough; past
+        :data:`MAX_MARKS`, every other boundary goes (slices twice as long)."""
+        if self.marks and now - self.marks[-1][0] < SLICE_S:
+            return
+        self.marks.append((now, counts))
+        if len(self.marks) > MAX_MARKS:
+            del self.marks[::2]
+
+    def slices(self, release_id: int) -> tuple[SideWindow, ...]:
+        """``release_id``'s traffic in each slice of the window so far."""
+        if self.counts is None:
+            return ()
+        empty = SideWindow()
+        points = [self.counts.get(release_id, empty)]
+        points += [counts.get(release_id, empty) for _, counts in self.marks]
+        return tuple(later.minus(earlier) for earlier, later in pairwise(points))
 
 
 class RolloutEngine:
@@ -207,10 +234,13 @@ class RolloutEngine:
             self._windows[state.name] = known
         if counts is None or known.counts is None:
             return None, None, known.since
+        known.mark(now, counts)
         empty = SideWindow()
         # Green is judged against its baseline when the plan runs one (same age, same
         # share), else against blue.
         reference = state.blue if state.baseline is None else state.baseline
         blue = counts.get(reference, empty).minus(known.counts.get(reference, empty))
         green = counts.get(state.green, empty).minus(known.counts.get(state.green, empty))
+        blue = replace(blue, slices=known.slices(reference))
+        green = replace(green, slices=known.slices(state.green))
         return blue, green, known.since

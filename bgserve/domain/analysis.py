@@ -19,6 +19,18 @@ good or bad), then:
   while on a busy machine queueing inflates both sides' p95 so much that the same 30 ms
   is a small ratio there: the median catches what the tail hides.
 
+**Paired by time.** On a busy machine latencies come in bursts (another process takes
+the cores for a second), so requests are not independent samples and the Mann-Whitney
+test over the whole window believes a burst that happened to hit one side more. When the
+window comes in **slices** (the rollout engine reads the counts every interval), the
+latency checks instead compare green with blue slice by slice, each slice's two figures
+measured over the same seconds, under the same load: green's quantile minus blue's in
+every slice where both sides answered at least :data:`MIN_SLICE_REQUESTS` (neighbouring
+slices merged until they do), and a one-sided Wilcoxon signed-rank test on those
+differences. A burst raises both sides of its slice and cancels out; a slower release is
+slower in every slice. With fewer than :data:`MIN_PAIRED_SLICES` usable slices the
+whole-window test decides.
+
 The analysis fails if any check fails, is inconclusive if none fails and one is
 inconclusive, and passes otherwise (skipped checks count for nothing).
 """
@@ -26,15 +38,17 @@ inconclusive, and passes otherwise (skipped checks count for nothing).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from scipy.stats import fisher_exact, mannwhitneyu
+from scipy.stats import fisher_exact, mannwhitneyu, wilcoxon
 
 from bgserve.domain.latency import BUCKETS, LATENCY_BUCKETS_MS, bucket_of
 
 LATENCY_FLOOR_MS = 1.0
+MIN_SLICE_REQUESTS = 3
+MIN_PAIRED_SLICES = 8
 
 
 class Outcome(StrEnum):
@@ -64,6 +78,9 @@ class SideWindow:
     tpot: tuple[int, ...] = ()
     tokens: tuple[int, ...] = ()
     output_tokens: int = 0
+    # The window cut in consecutive spans of time, the same spans for blue and green
+    # (empty when the source reads the window once): the latency checks pair them.
+    slices: tuple[SideWindow, ...] = ()
 
     def minus(self, earlier: SideWindow) -> SideWindow:
         """The traffic since ``earlier`` (counters only grow; a reset counts from zero)."""
@@ -253,11 +270,14 @@ def _latency(
     blue_q, green_q = blue.quantile_ms(quantile), green.quantile_ms(quantile)
     if blue_q is None or green_q is None:
         return Check(name, Outcome.SKIPPED, f"{name}: no latency histogram to compare")
-    figures = Slower(
-        max(blue_q, LATENCY_FLOOR_MS), max(green_q, LATENCY_FLOOR_MS), slower_p_value(blue, green)
-    )
+    paired = paired_slower_p_value(blue.slices, green.slices, quantile)
+    p_value = slower_p_value(blue, green) if paired is None else paired
+    figures = Slower(max(blue_q, LATENCY_FLOOR_MS), max(green_q, LATENCY_FLOOR_MS), p_value)
     limits = (settings.max_latency_p95_ratio, settings.min_latency_delta_ms)
-    return slower(name, "", figures, limits, settings.significance)
+    check = slower(
+        name, "" if paired is None else "paired by time: ", figures, limits, settings.significance
+    )
+    return replace(check, numbers={**check.numbers, "paired": paired is not None})
 
 
 @dataclass(frozen=True)
@@ -299,6 +319,40 @@ def slower(
         rule = f"> {max_ratio:g}x and > +{min_delta_ms:g} ms"
         return Check(name, Outcome.FAIL, f"{name}: {verdict} {rule}", numbers)
     return Check(name, Outcome.PASS, f"{name}: {verdict}", numbers)
+
+
+def paired_slower_p_value(
+    blue: Sequence[SideWindow], green: Sequence[SideWindow], quantile: float
+) -> float | None:
+    """One-sided Wilcoxon signed-rank test of "green's ``quantile`` is higher than blue's"
+    over time slices (see the module docstring); None when too few slices can be paired."""
+    differences = [g - b for b, g in _paired_quantiles(blue, green, quantile)]
+    if len(differences) < MIN_PAIRED_SLICES:
+        return None
+    if not any(differences):
+        return 1.0
+    return float(wilcoxon(differences, alternative="greater", zero_method="zsplit").pvalue)
+
+
+def _paired_quantiles(
+    blue: Sequence[SideWindow], green: Sequence[SideWindow], quantile: float
+) -> list[tuple[float, float]]:
+    """Each merged slice's two quantiles: neighbouring slices are merged until both sides
+    have :data:`MIN_SLICE_REQUESTS` latencies (a trailing remainder is left out)."""
+    pairs = []
+    blue_acc, green_acc = SideWindow(), SideWindow()
+    for blue_slice, green_slice in zip(blue, green, strict=False):
+        blue_acc, green_acc = blue_acc.plus(blue_slice), green_acc.plus(green_slice)
+        blue_q, green_q = blue_acc.quantile_ms(quantile), green_acc.quantile_ms(quantile)
+        if (
+            sum(blue_acc.buckets) < MIN_SLICE_REQUESTS
+            or sum(green_acc.buckets) < MIN_SLICE_REQUESTS
+        ):
+            continue
+        if blue_q is not None and green_q is not None:
+            pairs.append((blue_q, green_q))
+        blue_acc, green_acc = SideWindow(), SideWindow()
+    return pairs
 
 
 def slower_p_value(blue: SideWindow, green: SideWindow) -> float:

@@ -353,3 +353,55 @@ def test_the_median_catches_a_constant_slowdown_that_a_busy_tail_hides() -> None
     assert median.outcome is Outcome.FAIL, median.reason
     assert median.numbers["delta_ms"] > 20
     assert latency_p50(blue, busy(0.0), FAST).outcome is Outcome.PASS
+
+
+# paired by time
+
+
+def sliced(per_slice: list[tuple[int, float]]) -> SideWindow:
+    """A window whose slices hold ``count`` latencies of ``ms`` each, and their sum."""
+    slices = tuple(SideWindow(n, 0, histogram([ms] * n)) for n, ms in per_slice)
+    whole = SideWindow()
+    for piece in slices:
+        whole = whole.plus(piece)
+    return replace(whole, slices=slices)
+
+
+def test_a_burst_that_hits_green_more_is_not_a_slower_green() -> None:
+    # Bursts (100 ms for everyone) and calm seconds (10 ms) alternate; green happened to
+    # get more requests in the bursts. Over the whole window its median is 10x blue's;
+    # second by second the two are the same.
+    burst, calm = 100.0, 10.0
+    blue = sliced([(3, burst), (9, calm)] * 10)
+    green = sliced([(9, burst), (3, calm)] * 10)
+    unpaired = latency_p50(replace(blue, slices=()), replace(green, slices=()), FAST)
+    assert unpaired.outcome is Outcome.FAIL  # what the whole-window test believes
+    paired = latency_p50(blue, green, FAST)
+    assert paired.outcome is Outcome.PASS, paired.reason
+    assert paired.numbers["paired"] is True and "paired by time" in paired.reason
+
+
+def test_a_green_slower_in_every_slice_fails_paired() -> None:
+    blue = sliced([(3, 100.0), (9, 10.0)] * 10)
+    green = sliced([(9, 130.0), (3, 40.0)] * 10)
+    check = latency_p50(blue, green, FAST)
+    assert check.outcome is Outcome.FAIL and check.numbers["paired"] is True
+
+
+def test_the_engine_cuts_the_window_into_slices(store: Store) -> None:
+    executor, _backend, service = engine_parts(store, FAST)
+    shifted_to(executor, 0)
+    traffic, now = Traffic(), [1000.0]
+    engine = RolloutEngine(executor, store, traffic, interval=0.5, clock=lambda: now[0])
+    service.start_plan("chat", "alice")
+    engine.tick()
+    while now[0] < 1030.0:
+        now[0] += 0.5
+        traffic.add(1, 9)
+        traffic.add(2, 3)
+        engine.tick()
+    state = store.get_deployment("chat").state
+    assert state.green_weight == 50
+    assert state.plan is not None
+    checks = {c["name"]: c for c in state.plan.analyses[-1]["checks"]}
+    assert checks["latency_p50"]["paired"] is True
