@@ -203,6 +203,7 @@ class Sink:
         "last",
         "loop",
         "meter",
+        "paused",
         "rechunk",
         "relaying",
         "response",
@@ -223,7 +224,7 @@ class Sink:
         self._waiter: asyncio.Future[None] | None = None
         self.failure: BaseException | None = None
         self.wake = 0
-        self.relaying = self.rechunk = self.until_eof = False
+        self.relaying = self.rechunk = self.until_eof = self.paused = False
         self.transport: asyncio.WriteTransport | None = None
         self.meter: StreamMeter | None = None
         self.last = 0.0
@@ -302,6 +303,7 @@ class Sink:
             self._notify(_WAKE_END)
         elif transport.get_write_buffer_size() > _CLIENT_BUFFER:
             self._upstream.pause_reading()
+            self.paused = True
             self._notify(_WAKE_DRAIN)
 
     def lost(self, exc: BaseException | None) -> None:
@@ -495,6 +497,7 @@ async def _relay_direct(
             if wake == _WAKE_DRAIN:
                 await writer.drain()  # a client that went away raises here
                 sink.last = loop.time()
+                sink.paused = False
                 upstream.resume_reading()
         return response.status, keep, response.keep and not response.extra and not until_eof
     finally:
@@ -519,11 +522,13 @@ def _check_idle(sink: Sink, idle_timeout: float) -> None:
     if sink.failure is not None or sink.wake == _WAKE_END:
         return
     due = sink.last + idle_timeout
-    if loop.time() >= due:
+    if sink.paused:  # waiting for the client, not the slot: its silence is ours
+        due = loop.time() + idle_timeout
+    elif loop.time() >= due:
         message = f"sent nothing for {idle_timeout}s in the middle of its answer"
         sink.fail(ProxyError(504, message, response_started=True))
-    else:
-        sink.idle = loop.call_at(due, _check_idle, sink, idle_timeout)
+        return
+    sink.idle = loop.call_at(due, _check_idle, sink, idle_timeout)
 
 
 async def _relay_body(

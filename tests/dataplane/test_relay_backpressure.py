@@ -59,12 +59,15 @@ def upstream(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[ScriptedUpstrea
     assert_no_tracebacks(caplog)
 
 
+@pytest.mark.parametrize("idle", [None, 0.5], ids=["no-idle-timeout", "idle-timeout-0.5s"])
 def test_a_client_that_does_not_read_stops_the_slot_and_then_gets_every_byte(
-    upstream: tuple[ScriptedUpstream, list[int]],
+    upstream: tuple[ScriptedUpstream, list[int]], idle: float | None
 ) -> None:
+    # The slot is silent while the client does not read for longer than the idle
+    # timeout: that silence is the client's, and must not cut the answer.
     server, written = upstream
     assert server.server is not None
-    with running_router(server.server.port) as router:
+    with running_router(server.server.port, stream_idle_timeout=idle) as router:
         sock = connect(router)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.sendall(INFER + INFER)
