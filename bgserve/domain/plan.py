@@ -38,6 +38,7 @@ represented everywhere a plan is shown, and no step needs them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -56,6 +57,12 @@ from bgserve.errors import InvalidInput
 
 ON_INCONCLUSIVE = ("hold", "revert", "continue")
 COMPARE_WITH = ("blue", "baseline")
+RATIOS = (
+    "max_latency_p95_ratio",
+    "max_ttft_p95_ratio",
+    "max_tpot_ratio",
+    "max_output_tokens_ratio",
+)
 KEPT_ANALYSES = 20
 MAX_DURATION_S = 30 * 24 * 3600.0
 MAX_WARMUP_REQUESTS = 10_000
@@ -222,10 +229,6 @@ def check_analysis(analysis: AnalysisSettings, bake_s: float) -> None:
         ("min_requests", analysis.min_requests < 1, "must be at least 1"),
         ("max_error_rate_delta", not 0 <= analysis.max_error_rate_delta <= 1, "must be in 0..1"),
         ("significance", not 0 < analysis.significance < 1, "must be between 0 and 1"),
-        ("max_latency_p95_ratio", analysis.max_latency_p95_ratio <= 0, "must be above 0"),
-        ("max_ttft_p95_ratio", analysis.max_ttft_p95_ratio <= 0, "must be above 0"),
-        ("max_tpot_ratio", analysis.max_tpot_ratio <= 0, "must be above 0"),
-        ("max_output_tokens_ratio", analysis.max_output_tokens_ratio <= 0, "must be above 0"),
         (
             "checks",
             not analysis.checks or not set(analysis.checks) <= CHECKS.keys(),
@@ -243,6 +246,13 @@ def check_analysis(analysis: AnalysisSettings, bake_s: float) -> None:
             value = getattr(analysis, name)
             raise InvalidInput(
                 f"plan.analysis.{name} {value!r} {rule}", field=f"plan.analysis.{name}"
+            )
+    for name in RATIOS:
+        value = getattr(analysis, name)
+        if not 0 < value < math.inf:  # NaN fails too; an infinite ratio turns a check off
+            raise InvalidInput(
+                f"plan.analysis.{name} {value!r} must be a finite number above 0",
+                field=f"plan.analysis.{name}",
             )
     for name in ("min_latency_delta_ms", "min_ttft_delta_ms", "min_tpot_delta_ms"):
         value = getattr(analysis, name)

@@ -405,3 +405,10 @@ def test_the_engine_cuts_the_window_into_slices(store: Store) -> None:
     assert state.plan is not None
     checks = {c["name"]: c for c in state.plan.analyses[-1]["checks"]}
     assert checks["latency_p50"]["paired"] is True
+
+
+@pytest.mark.parametrize("ratio", [float("inf"), float("nan"), 0.0])
+def test_a_ratio_that_turns_a_check_off_is_refused(ratio: float) -> None:
+    with pytest.raises(InvalidInput, match="finite number above 0") as caught:
+        make_plan([10, 100], 30.0, replace(FAST, max_latency_p95_ratio=ratio))
+    assert caught.value.field == "plan.analysis.max_latency_p95_ratio"
