@@ -73,6 +73,8 @@ def chat_call(request: Request) -> ChatCall:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OpenAIError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise OpenAIError(400, "the request body is nested too deep to read") from None
     if not isinstance(body, dict):
         raise OpenAIError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -84,8 +86,18 @@ def chat_call(request: Request) -> ChatCall:
         raise OpenAIError(400, "'stream' must be true or false", param="stream")
     user = body.get("user")
     return ChatCall(
-        model.encode(), stream, user.encode() if isinstance(user, str) and user else None
+        _utf8(model, "model"),
+        stream,
+        _utf8(user, "user") if isinstance(user, str) and user else None,
     )
+
+
+def _utf8(text: str, param: str) -> bytes:
+    """``text`` as UTF-8; OpenAIError (400) for a lone surrogate, which JSON can carry."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise OpenAIError(400, f"{param!r} is not valid Unicode text", param=param) from None
 
 
 def unknown_model(model: bytes) -> OpenAIError:
