@@ -43,7 +43,8 @@ def test_bodies_over_the_limit_get_413_declared_or_chunked(small: TestClient) ->
     assert "content-length" not in chunked.request.headers
     for response in (declared, chunked):
         assert response.status_code == 413 and "BGSERVE_MAX_BODY_BYTES" in response.text
-    fine = small.post("/releases", content=iter([b'{"name": "a"}']))
+    json_body = {"content-type": "application/json"}
+    fine = small.post("/releases", content=iter([b'{"name": "a"}']), headers=json_body)
     assert fine.status_code == 422  # under the limit: parsed, then refused for what it says
 
 
