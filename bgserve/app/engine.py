@@ -185,11 +185,13 @@ class RolloutEngine:
     def _warm(self, state: DeploymentState) -> None:
         """Warm green, then apply the first step (if the plan still waits for it)."""
         name = state.name
-        summary = (
-            {"requests": 0, "skipped": "no warmer on this backend"}
-            if self.warmer is None
-            else self.warmer.warm(state)
-        )
+        summary: dict[str, Any] = {"requests": 0, "skipped": "no warmer on this backend"}
+        if self.warmer is not None:
+            try:
+                summary = self.warmer.warm(state)
+            except Exception as exc:  # a warm-up must never keep the plan from going on
+                log.exception("the warm-up of %s failed", name)
+                summary = {"requests": 0, "skipped": f"the warm-up failed: {exc!r}"}
         try:
             self.executor.run(name, SYSTEM, lambda s: promotion.warmed_up(s, self.clock(), summary))
         except BgserveError as exc:

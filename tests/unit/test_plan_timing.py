@@ -412,3 +412,22 @@ def test_a_ratio_that_turns_a_check_off_is_refused(ratio: float) -> None:
     with pytest.raises(InvalidInput, match="finite number above 0") as caught:
         make_plan([10, 100], 30.0, replace(FAST, max_latency_p95_ratio=ratio))
     assert caught.value.field == "plan.analysis.max_latency_p95_ratio"
+
+
+class BrokenWarmer:
+    """A warm-up that blows up (a bug, an exhausted machine)."""
+
+    def warm(self, state: DeploymentState) -> dict[str, Any]:
+        raise OSError("too many open files")
+
+
+def test_a_warm_up_that_fails_never_keeps_the_plan_from_its_first_step(store: Store) -> None:
+    executor, backend, service = engine_parts(store, FAST, Warmup(requests=20))
+    shifted_to(executor, 0)
+    engine = RolloutEngine(executor, store, Traffic(), interval=1.0, warmer=BrokenWarmer())
+    service.start_plan("chat", "alice")
+    engine.tick()
+    engine.wait_warmups(5)
+    assert backend.weights("chat") == {1: 90, 2: 10}
+    last = store.history("chat")[-1]
+    assert last.details is not None and "too many open files" in last.details["warmup"]["skipped"]
