@@ -20,7 +20,10 @@ reverts of the identical green, detection of each bad green and the time from it
 step's weight to the revert (goal: within initial delay + bake + 1 s), and the time the
 warm-up added before the first step.
 
-    python bench/analysis_load.py [--identical 50] [--bad 5] [--burners 2]
+``--baseline`` runs every plan against a baseline (a fresh copy of blue beside green).
+
+    python bench/analysis_load.py [--identical 50] [--bad 5] [--burners 2] [--clients 4]
+        [--baseline]
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def burners(count: int) -> Iterator[None]:
             process.kill()
 
 
-def settings_for(home: Path) -> Settings:
+def settings_for(home: Path, compare_with: str = "blue") -> Settings:
     uri = f"sqlite:///{home / 'mlflow.db'}"
     return Settings(
         home=home,
@@ -84,6 +87,7 @@ def settings_for(home: Path) -> Settings:
         plan_steps=[10, 50, 100],
         plan_bake_s=BAKE_S,
         plan_min_requests=20,
+        plan_compare_with=compare_with,
         engine_interval_seconds=0.1,
     )
 
@@ -145,7 +149,7 @@ def _seconds(at: datetime, since: float) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="bgserve-analysis-"))
-    settings = settings_for(home)
+    settings = settings_for(home, "baseline" if args.baseline else "blue")
     models = register_models(settings)
     parts = build_components(settings)
     results: list[dict[str, Any]] = []
@@ -225,6 +229,7 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     return {
         "machine": machine(),
         "burners": args.burners,
+        "compare_with": "baseline" if args.baseline else "blue",
         "clients": args.clients,
         "rows": rows,
         "goals": goals,
@@ -244,6 +249,9 @@ def main() -> int:
     parser.add_argument("--identical", type=int, default=50)
     parser.add_argument("--bad", type=int, default=5, help="plans of each bad green")
     parser.add_argument("--burners", type=int, default=2)
+    parser.add_argument(
+        "--baseline", action="store_true", help="judge green against a fresh copy of blue"
+    )
     parser.add_argument(
         "--clients", type=int, default=4, help="live clients: green's 20 requests a window"
     )
