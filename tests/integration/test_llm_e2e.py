@@ -343,6 +343,8 @@ def test_a_plan_with_the_ttft_check_runs_to_100_under_streams_then_a_revert(
     plan = {
         "steps": [50, 100],
         "bake_s": 4,
+        # A few generations: enough to warm green's llama.cpp, few enough for two cores.
+        "warmup": {"requests": 3},
         "analysis": {
             "checks": ["error_rate", "ttft_p95"],
             "min_requests": 5,
