@@ -132,6 +132,7 @@ def test_hostile_bodies_get_a_json_4xx_never_a_500(small: TestClient, raw: bytes
 
 
 def test_a_refused_oversized_body_still_carries_a_request_id(small: TestClient) -> None:
-    response = small.post("/releases", content=b"x" * (LIMIT + 1))
+    json_body = {"content-type": "application/json"}
+    response = small.post("/releases", content=b"x" * (LIMIT + 1), headers=json_body)
     assert response.status_code == 413 and response.json()["error"] == "PayloadTooLarge"
     assert len(response.headers["x-request-id"]) == 32

@@ -128,9 +128,11 @@ def shadow_report(
             return report.pairs + report.dropped >= REQUESTS
 
         wait_until(settled, 30, f"{REQUESTS} mirrored chat completions")
+        # Read while this collector leads: once closed it follows, and without a state
+        # store a follower has no report to read.
+        return collector.report(name).model_dump(mode="json")
     finally:
         collector.close()
-    return collector.report(name).model_dump(mode="json")
 
 
 def test_streamed_and_plain_chat_pairs_are_scored_like_any_pair(plane: DataPlaneClient) -> None:
