@@ -32,6 +32,8 @@ def plan_lines(deployment: dict[str, Any], now: datetime | None = None) -> list[
     ]
     if plan.get("held"):
         lines.append(f"held, waiting for an operator: {plan['held']}")
+    elif plan.get("warming_up"):
+        lines.append(f"warming green up before its first step to {plan['weight']}%")
     elif plan.get("bake_until"):
         until = datetime.fromisoformat(plan["bake_until"].replace("Z", "+00:00"))
         left = (until - (now or datetime.now(UTC))).total_seconds()

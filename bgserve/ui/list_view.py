@@ -31,6 +31,8 @@ def plan_cell(state: DeploymentState, now: datetime) -> str:
     text = f"step {plan.step_index + 1} of {len(plan.steps)} ({plan.weight}%)"
     if plan.held:
         return f"{e(text)}<br>{badge('held', 'warn')}"
+    if plan.needs_warmup:
+        return f"{e(text)}<br><small>warming green up</small>"
     left = bake_left(_until(plan.bake_until), now)
     if left is None:
         return e(text)
@@ -42,7 +44,12 @@ def plan_cell(state: DeploymentState, now: datetime) -> str:
 
 
 def _until(timestamp: float | None) -> datetime | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+    """``timestamp`` as a time; None when there is none or it is past what a datetime
+    holds (a plan stored before durations were capped must not break the page)."""
+    try:
+        return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def gate_cell(state: DeploymentState) -> str:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from bgserve.api.plan_schemas import PlanOut
 from bgserve.app.engine import RolloutEngine
 from bgserve.app.executor import SYSTEM, Executor
 from bgserve.app.service import Service
+from bgserve.cli.plan_view import plan_lines
 from bgserve.domain import promotion, rollout
 from bgserve.domain.analysis import (
     AnalysisSettings,
@@ -22,11 +25,12 @@ from bgserve.domain.analysis import (
     latency_p50,
     latency_p95,
 )
-from bgserve.domain.plan import MAX_DURATION_S, Warmup, make_plan, plan_json, plan_of
+from bgserve.domain.plan import MAX_DURATION_S, Plan, Warmup, make_plan, plan_json, plan_of
 from bgserve.domain.state import DeploymentState, Gate
 from bgserve.domain.streaming import ttft_p95
 from bgserve.errors import InvalidInput
 from bgserve.store import Store
+from bgserve.ui.list_view import plan_cell
 from tests.support.executor_parts import Aliases, Clock, FlakyRoutes, Traffic, shifted_to
 
 FAST = AnalysisSettings(min_requests=20, max_bake_s=60.0)
@@ -431,3 +435,16 @@ def test_a_warm_up_that_fails_never_keeps_the_plan_from_its_first_step(store: St
     assert backend.weights("chat") == {1: 90, 2: 10}
     last = store.history("chat")[-1]
     assert last.details is not None and "too many open files" in last.details["warmup"]["skipped"]
+
+
+def test_the_dashboard_and_the_cli_show_a_plan_stored_before_the_cap_and_a_warm_up() -> None:
+    huge = Plan((10, 100), 1e12, FAST, step_started_at=1000.0)
+    state = replace(staged(), plan=huge, green_weight=10)
+    assert "step 1 of 2" in plan_cell(state, datetime.now(UTC))
+    warming = make_plan([10, 100], 30.0, FAST, warmup=Warmup(requests=5))
+    cell = plan_cell(replace(staged(), plan=warming), datetime.now(UTC))
+    assert "warming green up" in cell
+    shown = PlanOut.of(warming)
+    assert shown is not None
+    lines = plan_lines({"plan": shown.model_dump(mode="json")})
+    assert "warming green up before its first step to 10%" in lines
