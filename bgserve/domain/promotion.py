@@ -96,6 +96,8 @@ def warmed_up(state: DeploymentState, now: float, summary: Mapping[str, Any]) ->
         return unchanged(state, "plan", "no warm-up due")
     sent, failed = summary.get("sent", 0), summary.get("failed", 0)
     why = f"green warmed up ({sent} requests, {failed} failed, none counted)"
+    if summary.get("skipped"):
+        why = f"no warm-up of green ({summary['skipped']})"
     return _apply_step(replace(state, plan=warmed(plan)), now, why, {"warmup": dict(summary)})
 
 
