@@ -90,6 +90,8 @@ class Plan:
     ``step_started_at`` is None); ``held`` says why the plan waits for an operator.
     ``analyses`` holds the JSON of the analyses so far, the latest last. ``warmed`` is
     False until green's warm-up is done (or there is none): the first step waits for it.
+    ``compare_with`` is ``"blue"`` or ``"baseline"``; ``baseline_release`` is then the id
+    of the copy of blue's release registered for this plan (its slot is the baseline).
     """
 
     steps: tuple[int, ...]
