@@ -9,7 +9,7 @@ after a complete, unambiguous response with nothing after it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
 import httptools
 
@@ -427,27 +427,47 @@ async def _relay_streams(
     piece (for a connection without a sink, or a client writer without a transport)."""
     response = _fresh_response(conn)
     await _await_head(response, conn.reader, head_timeout)
-    head_request = request.method == b"HEAD"
-    bodiless = head_request or response.status in (204, 304)
-    framing, rechunk = _framing(request, response, bodiless)
-    until_eof = not bodiless and response.length is None and not response.chunked
-    keep = request.keep_alive and not until_eof and (bool(framing) or bodiless)
-    head = _client_head(request, response, framing, extra, keep)
-    if bodiless:
-        writer.write(head)
-        reusable = response.keep and response.done and not response.extra and not head_request
-        return response.status, keep, reusable
+    shape = _shape(request, response, extra)
+    if shape.bodiless:
+        writer.write(shape.head)
+        return response.status, shape.keep, _reusable_bodiless(request, response)
     await _relay_body(
         response,
         conn.reader,
         writer,
-        head,
-        rechunk=rechunk,
-        until_eof=until_eof,
+        shape.head,
+        rechunk=shape.rechunk,
+        until_eof=shape.until_eof,
         idle_timeout=idle_timeout,
         meter=meter,
     )
-    return response.status, keep, response.keep and not response.extra and not until_eof
+    reusable = response.keep and not response.extra and not shape.until_eof
+    return response.status, shape.keep, reusable
+
+
+class _Shape(NamedTuple):
+    """How an answer goes to the client: its head, and how its body is framed."""
+
+    head: bytes
+    bodiless: bool
+    rechunk: bool
+    until_eof: bool
+    keep: bool
+
+
+def _shape(request: Request, response: ResponseReader, extra: bytes) -> _Shape:
+    bodiless = request.method == b"HEAD" or response.status in (204, 304)
+    framing, rechunk = _framing(request, response, bodiless)
+    until_eof = not bodiless and response.length is None and not response.chunked
+    keep = request.keep_alive and not until_eof and (bool(framing) or bodiless)
+    head = _client_head(request, response, framing, extra, keep)
+    return _Shape(head, bodiless, rechunk, until_eof, keep)
+
+
+def _reusable_bodiless(request: Request, response: ResponseReader) -> bool:
+    """Whether the slot connection can serve another request after a bodiless answer."""
+    head_request = request.method == b"HEAD"
+    return response.keep and response.done and not response.extra and not head_request
 
 
 async def _relay_direct(
@@ -477,19 +497,14 @@ async def _relay_direct(
             if scope.expired() and head_timeout is not None:
                 raise UpstreamTimeout(head_timeout) from None
             raise ProxyError(502, f"connection lost before a response ({exc!r})") from exc
-        head_request = request.method == b"HEAD"
-        bodiless = head_request or response.status in (204, 304)
-        framing, rechunk = _framing(request, response, bodiless)
-        until_eof = not bodiless and response.length is None and not response.chunked
-        keep = request.keep_alive and not until_eof and (bool(framing) or bodiless)
-        head = _client_head(request, response, framing, extra, keep)
-        if bodiless:
-            transport.write(head)
-            reusable = response.keep and response.done and not response.extra and not head_request
-            return response.status, keep, reusable
+        shape = _shape(request, response, extra)
+        if shape.bodiless:
+            transport.write(shape.head)
+            return response.status, shape.keep, _reusable_bodiless(request, response)
+        rechunk, until_eof, keep = shape.rechunk, shape.until_eof, shape.keep
         sink.relaying, sink.rechunk, sink.until_eof = True, rechunk, until_eof
         sink.transport, sink.meter = transport, meter
-        sink.send(response.take_body(), head)
+        sink.send(response.take_body(), shape.head)
         if idle_timeout is not None:
             sink.last = loop.time()
             sink.idle = loop.call_at(sink.last + idle_timeout, _check_idle, sink, idle_timeout)
