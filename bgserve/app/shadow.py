@@ -1,13 +1,14 @@
 """The I/O half of shadow traffic: turn mirroring on and off, drain the mirrored pairs,
 score them, and gate promotion on the result.
 
-The shadow state is stored with the deployment (:class:`ShadowStore`): its configuration
-(percent, pair limit, assertions) whenever it changes, the report so far (with its
-thresholds) every ``save_interval`` seconds while pairs come in, and when mirroring stops
-or bgserve closes. Only the leader mirrors: it resumes every stored shadow when it starts
-leading (a restart, or a new leader after a failover), and follows configuration another
-replica stored by its revision. A follower stores what it is asked and reads reports from
-the store. Pairs in flight when the leader goes are lost; the configuration is not.
+The shadow state is stored with the deployment (:mod:`~bgserve.app.shadow_persistence`):
+its configuration (percent, pair limit, assertions) whenever it changes, the report so far
+(with its thresholds) every ``save_interval`` seconds while pairs come in, and when
+mirroring stops or bgserve closes. Only the leader mirrors: it resumes every stored shadow
+when it starts leading (a restart, or a new leader after a failover), and follows
+configuration another replica stored by its revision. A follower stores what it is asked
+and reads reports from the store. Pairs in flight when the leader goes are lost; the
+configuration is not.
 
 Staging a new green or a cutover changes the deployment's blue/green pair; the collector
 notices, turns mirroring off and forgets the report, which was about another pair; pairs
@@ -21,12 +22,16 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 from bgserve.app.ports import DeploymentReader
 from bgserve.app.shadow_bodies import parse_inputs, parse_pair
+from bgserve.app.shadow_persistence import (
+    DeploymentShadow,
+    ShadowStore,
+    load_shadow,
+    save_shadow,
+)
 from bgserve.backends.base import ShadowTraffic
 from bgserve.domain.analysis import Check, Outcome
 from bgserve.domain.shadow import ShadowReport, score_pair
@@ -40,7 +45,6 @@ from bgserve.evaluation.verdict import Thresholds
 __all__ = [
     "ShadowCollector",
     "ShadowSettings",
-    "ShadowStore",
     "parse_inputs",
     "parse_pair",
 ]
@@ -62,57 +66,6 @@ class ShadowSettings:
     save_interval: float = 2.0
 
 
-StoredShadow = tuple[dict[str, Any], dict[str, Any] | None, int]
-"""A stored shadow: its configuration, its report so far, its configuration's revision."""
-
-
-class ShadowStore(Protocol):
-    """Where each deployment's shadow state is kept (the state store)."""
-
-    def save_shadow(
-        self,
-        name: str,
-        now: datetime,
-        *,
-        config: dict[str, Any] | None = None,
-        report: dict[str, Any] | None = None,
-    ) -> int:
-        """Store ``config`` (a new revision) and/or ``report``; the revision stored.
-        Raises NotFound for an unknown deployment, BgserveError on a store failure."""
-        ...
-
-    def get_shadow(self, name: str) -> StoredShadow | None:
-        """The stored shadow of ``name``, None when there is none."""
-        ...
-
-    def shadow_revisions(self) -> dict[str, int]:
-        """Every stored shadow's configuration revision, by deployment."""
-        ...
-
-    def delete_shadow(self, name: str) -> None:
-        """Forget the shadow of ``name``. Idempotent."""
-        ...
-
-
-@dataclass
-class _Shadow:
-    percent: int
-    max_pairs: int | None
-    aggregate: ShadowAggregate
-    assertions: tuple[Assertion, ...] = ()
-    revision: int = 0
-    saved: float = 0.0
-    dirty: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "percent": self.percent,
-            "max_pairs": self.max_pairs,
-            "assertions": [a.model_dump(mode="json") for a in self.assertions],
-        }
-
-
 class ShadowCollector:
     """Shadow traffic per deployment: start, stop, collect in the background, report, gate."""
 
@@ -130,7 +83,7 @@ class ShadowCollector:
         self.settings = settings
         self.store = store
         self.leading = leading
-        self._shadows: dict[str, _Shadow] = {}
+        self._shadows: dict[str, DeploymentShadow] = {}
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,12 +114,14 @@ class ShadowCollector:
             shadow = self._current(name)
             fresh = shadow is None or not _same_pair(shadow.aggregate, state)
             if shadow is None or fresh:
-                shadow = _Shadow(percent, max_pairs, self._aggregate(state))
+                shadow = DeploymentShadow(percent, max_pairs, self._aggregate(state))
             shadow.percent, shadow.max_pairs = percent, max_pairs
             shadow.assertions = tuple(assertions)
             if self.leading:
                 self._shadows[name] = shadow
-            self._save(name, shadow, config=True, report=fresh or self.leading, quiet=False)
+            save_shadow(
+                self.store, name, shadow, config=True, report=fresh or self.leading, quiet=False
+            )
         return self.report(name)
 
     def stop_shadow(self, name: str) -> ShadowReport | None:
@@ -180,7 +135,7 @@ class ShadowCollector:
             self._turn_off(name, shadow)
         else:
             shadow.percent = 0
-            self._save(name, shadow, config=True, report=False, quiet=False)
+            save_shadow(self.store, name, shadow, config=True, report=False, quiet=False)
         return shadow.aggregate.report()
 
     def report(self, name: str) -> ShadowReport:
@@ -275,7 +230,7 @@ class ShadowCollector:
             shadows, self._shadows = self._shadows, {}
         for name, shadow in shadows.items():
             if shadow.dirty:
-                self._save(name, shadow, config=False)
+                save_shadow(self.store, name, shadow, config=False)
             if shadow.percent:
                 self._set_shadow(name, 0)
 
@@ -292,42 +247,17 @@ class ShadowCollector:
             except BgserveError as exc:
                 log.warning("shadow collection of %s failed: %s", name, exc.message)
             if shadow.dirty and time.monotonic() - shadow.saved >= self.settings.save_interval:
-                self._save(name, shadow, config=False)
+                save_shadow(self.store, name, shadow, config=False)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.interval):
             self.collect_once()
 
-    def _current(self, name: str) -> _Shadow | None:
+    def _current(self, name: str) -> DeploymentShadow | None:
         """The leader's shadow of ``name`` (as it runs), a follower's as stored."""
         if self.leading:
             return self._shadows.get(name)
-        return self._load(name)
-
-    def _load(self, name: str) -> _Shadow | None:
-        """The stored shadow of ``name``; None when none is stored or it cannot be read."""
-        if self.store is None:
-            return None
-        stored = self.store.get_shadow(name)
-        if stored is None:
-            return None
-        config, report, revision = stored
-        if report is None:
-            return None
-        try:
-            aggregate = ShadowAggregate.from_state(report)
-            assertions = tuple(Assertion.model_validate(a) for a in config["assertions"])
-            return _Shadow(
-                int(config["percent"]),
-                None if config["max_pairs"] is None else int(config["max_pairs"]),
-                aggregate,
-                assertions,
-                revision,
-                saved=time.monotonic(),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("the stored shadow state of %s cannot be read (%s): ignored", name, exc)
-            return None
+        return load_shadow(self.store, name)
 
     def _sync(self) -> None:
         """Apply every stored shadow whose configuration changed since this replica last
@@ -352,8 +282,8 @@ class ShadowCollector:
             if gone is not None and gone.percent:
                 self._set_shadow(name, 0)
 
-    def _resume(self, name: str, current: _Shadow | None) -> None:
-        stored = self._load(name)
+    def _resume(self, name: str, current: DeploymentShadow | None) -> None:
+        stored = load_shadow(self.store, name)
         if stored is None:
             return
         try:
@@ -376,7 +306,7 @@ class ShadowCollector:
         if stored.percent:
             log.info("%s: mirroring %d%% to green resumed", name, stored.percent)
 
-    def _check_pair(self, name: str, shadow: _Shadow) -> bool:
+    def _check_pair(self, name: str, shadow: DeploymentShadow) -> bool:
         """True while the deployment still has the report's pair; else drop the report."""
         try:
             state = self.deployments.get_deployment(name).state
@@ -396,14 +326,14 @@ class ShadowCollector:
                 log.warning("could not forget the shadow state of %s: %s", name, exc.message)
         return False
 
-    def _collect(self, name: str, shadow: _Shadow) -> None:
+    def _collect(self, name: str, shadow: DeploymentShadow) -> None:
         with shadow.lock:
             self._collect_locked(name, shadow)
         limit = shadow.max_pairs
         if limit is not None and shadow.percent and shadow.aggregate.pairs >= limit:
             self._turn_off(name, shadow)
 
-    def _collect_locked(self, name: str, shadow: _Shadow) -> None:
+    def _collect_locked(self, name: str, shadow: DeploymentShadow) -> None:
         if name not in self._shadows:
             return
         batch = self._source(name).shadow_pairs(name)
@@ -427,41 +357,16 @@ class ShadowCollector:
         aggregate.add_counts(batch.dropped, max(batch.green_errors, errors), batch.over_bytes)
         shadow.dirty = shadow.dirty or bool(batch.pairs or batch.dropped or batch.green_errors)
 
-    def _turn_off(self, name: str, shadow: _Shadow) -> None:
+    def _turn_off(self, name: str, shadow: DeploymentShadow) -> None:
         shadow.percent = 0
         self._set_shadow(name, 0)
-        self._save(name, shadow, config=True)
+        save_shadow(self.store, name, shadow, config=True)
 
     def _set_shadow(self, name: str, percent: int) -> None:
         try:
             self._source(name).set_shadow(name, percent, self.settings.max_queue)
         except BgserveError as exc:
             log.warning("could not set mirroring of %s to %d%%: %s", name, percent, exc.message)
-
-    def _save(
-        self, name: str, shadow: _Shadow, *, config: bool, report: bool = True, quiet: bool = True
-    ) -> None:
-        """Store the shadow's configuration (a new revision) and/or its report. Raises
-        BgserveError unless ``quiet`` (then logged: the next save tries again)."""
-        if self.store is None:
-            return
-        try:
-            state = shadow.aggregate.to_state() if report else None
-            revision = self.store.save_shadow(
-                name,
-                datetime.now(UTC),
-                config=shadow.config() if config else None,
-                report=state,
-            )
-        except BgserveError as exc:
-            if not quiet:
-                raise
-            log.warning("could not store the shadow state of %s: %s", name, exc.message)
-            return
-        if config:
-            shadow.revision = revision
-        if report:
-            shadow.saved, shadow.dirty = time.monotonic(), False
 
     def _source(self, name: str) -> ShadowTraffic:
         if not isinstance(self.backend, ShadowTraffic):
