@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from bgserve.domain.analysis import AnalysisSettings
-from bgserve.domain.plan import MAX_DURATION_S, MAX_WARMUP_REQUESTS, Plan, Warmup, make_plan
+from bgserve.domain.plan import Plan, make_plan
+from bgserve.domain.plan_rules import MAX_DURATION_S, MAX_WARMUP_REQUESTS, Warmup
 
 Number = float  # strict: ints are taken, strings and booleans refused
 MAX_S = MAX_DURATION_S  # 30 days: longer durations are refused (422), not stored
@@ -158,7 +159,7 @@ class PlanOut(BaseModel):
             step_index=plan.step_index,
             weight=plan.weight,
             bake_s=plan.bake_s,
-            bake_until=_moment(plan.bake_until),
+            bake_until=moment(plan.bake_until),
             held=plan.held or None,
             warming_up=plan.needs_warmup,
             compare_with=plan.compare_with,
@@ -169,9 +170,9 @@ class PlanOut(BaseModel):
         )
 
 
-def _moment(epoch: float | None) -> datetime | None:
+def moment(epoch: float | None) -> datetime | None:
     """``epoch`` as a time; None when there is none or it cannot be one (a plan stored
-    before durations were capped must not break every listing)."""
+    before durations were capped must not break a listing, a page or a view)."""
     if epoch is None:
         return None
     try:

@@ -34,8 +34,9 @@ from typing import Any, Protocol
 from bgserve.app.executor import SYSTEM, Executor
 from bgserve.app.ports import DeploymentReader, ShadowChecks, TrafficSource
 from bgserve.domain import promotion
-from bgserve.domain.analysis import Check, SideWindow
+from bgserve.domain.analysis import Check
 from bgserve.domain.state import DeploymentState, Transition
+from bgserve.domain.window import SideWindow
 from bgserve.errors import BgserveError
 from bgserve.store import StoredDeployment
 

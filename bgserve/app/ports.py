@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from bgserve.backends.base import SlotInfo
-from bgserve.domain.analysis import Check, SideWindow
+from bgserve.domain.analysis import Check
 from bgserve.domain.release import Release, ResolvedRelease
 from bgserve.domain.state import DeploymentState
+from bgserve.domain.window import SideWindow
 from bgserve.gcpause import PauseStats
 from bgserve.store import StoredDeployment
 

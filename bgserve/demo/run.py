@@ -311,22 +311,18 @@ def _caught_live(
     service = parts.service
     timeline.weights = "blue 100% / green 0%"
     with Live(Group(LiveView(traffic, timeline)), console=console, refresh_per_second=4):
-        done = timed(
+        timed(
             console,
             timeline,
             "promote the flaky release under live traffic",
             lambda: follow_plan(service, lambda s: None),
-            lambda done: None if _auto_reverted(service, done) else "not reverted",
+            lambda done: _not_caught(service, done),
         )
     if not console.is_terminal:
         console.line()
     last = service.history(DEPLOYMENT)[-1]
-    if not _auto_reverted(service, done):
-        timeline.broken.append(
-            f"live analysis did not catch the flaky release: {last.action}: {last.reason}"
-        )
-        console.print(f"[red]✗ live analysis did not catch the flaky release[/red]: {last.reason}")
-        return
+    if last.action != "auto-revert":
+        return  # said with ✗ by the judge above
     timeline.record("automatic revert by live analysis", 0.0)
     console.print(f"[yellow]reverted automatically:[/yellow] {last.reason}", highlight=False)
     checks = ((last.details or {}).get("analysis") or {}).get("checks", [])
@@ -337,6 +333,9 @@ def _caught_live(
     console.print(table)
 
 
-def _auto_reverted(service: Service, done: StoredDeployment) -> bool:
+def _not_caught(service: Service, done: StoredDeployment) -> str | None:
+    """None when live analysis reverted the flaky release; else what happened instead."""
     last = service.history(DEPLOYMENT)[-1]
-    return last.action == "auto-revert" and done.state.green_weight == 0
+    if last.action == "auto-revert" and done.state.green_weight == 0:
+        return None
+    return f"live analysis did not catch the flaky release: {last.action}: {last.reason}"

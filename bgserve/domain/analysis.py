@@ -44,7 +44,8 @@ from typing import Any
 
 from scipy.stats import fisher_exact, mannwhitneyu, wilcoxon
 
-from bgserve.domain.latency import BUCKETS, LATENCY_BUCKETS_MS, bucket_of
+from bgserve.domain.latency import BUCKETS, LATENCY_BUCKETS_MS
+from bgserve.domain.window import SideWindow
 
 LATENCY_FLOOR_MS = 1.0
 MIN_SLICE_REQUESTS = 3
@@ -58,72 +59,6 @@ class Outcome(StrEnum):
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
     SKIPPED = "skipped"  # the source has no data for this check (no latency histogram)
-
-
-@dataclass(frozen=True)
-class SideWindow:
-    """One slot's traffic in the window: requests, errors, and the latency histogram
-    (counts per bucket of :data:`LATENCY_BUCKETS_MS`, plus +Inf).
-
-    Streamed chat completions add histograms in the same buckets: time to first token
-    (``ttft``, ms), time per output token (``tpot``, ms) and output tokens per answer
-    (``tokens``), and the sum of those tokens (``output_tokens``); empty when the source
-    does not measure them (:mod:`bgserve.domain.streaming` checks them).
-    """
-
-    requests: int = 0
-    errors: int = 0
-    buckets: tuple[int, ...] = ()
-    ttft: tuple[int, ...] = ()
-    tpot: tuple[int, ...] = ()
-    tokens: tuple[int, ...] = ()
-    output_tokens: int = 0
-    # The window cut in consecutive spans of time, the same spans for blue and green
-    # (empty when the source reads the window once): the latency checks pair them.
-    slices: tuple[SideWindow, ...] = ()
-
-    def minus(self, earlier: SideWindow) -> SideWindow:
-        """The traffic since ``earlier`` (counters only grow; a reset counts from zero)."""
-        if self.requests < earlier.requests:
-            return self
-        return self._combine(earlier, -1)
-
-    def plus(self, other: SideWindow) -> SideWindow:
-        """Both windows' traffic together (one release counted under two roles)."""
-        return self._combine(other, 1)
-
-    def _combine(self, other: SideWindow, sign: int) -> SideWindow:
-        return SideWindow(
-            self.requests + sign * other.requests,
-            self.errors + sign * other.errors,
-            _add(self.buckets, other.buckets, sign),
-            _add(self.ttft, other.ttft, sign),
-            _add(self.tpot, other.tpot, sign),
-            _add(self.tokens, other.tokens, sign),
-            self.output_tokens + sign * other.output_tokens,
-        )
-
-    def quantile_ms(self, q: float) -> float | None:
-        """The ``q`` quantile of latency, interpolated within its bucket; None if empty."""
-        total = sum(self.buckets)
-        if total == 0:
-            return None
-        rank = q * total
-        seen = 0
-        for index, count in enumerate(self.buckets):
-            if count and seen + count >= rank:
-                low = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
-                high = LATENCY_BUCKETS_MS[min(index, len(LATENCY_BUCKETS_MS) - 1)]
-                return low + (high - low) * (rank - seen) / count
-            seen += count
-        return LATENCY_BUCKETS_MS[-1]
-
-
-def _add(mine: tuple[int, ...], theirs: tuple[int, ...], sign: int) -> tuple[int, ...]:
-    width = max(len(mine), len(theirs))
-    mine = mine + (0,) * (width - len(mine))
-    theirs = theirs + (0,) * (width - len(theirs))
-    return tuple(a + sign * b for a, b in zip(mine, theirs, strict=True))
 
 
 DEFAULT_CHECKS = ("error_rate", "latency_p50", "latency_p95")
@@ -374,36 +309,6 @@ def slower_p_value(blue: SideWindow, green: SideWindow) -> float:
     return float(mannwhitneyu(green_values, blue_values, alternative="greater").pvalue)
 
 
-def side_of(counts: Mapping[str, Any]) -> SideWindow:
-    """A window from its JSON form (the inverse of :func:`side_json`)."""
-    return SideWindow(
-        int(counts.get("requests", 0)),
-        int(counts.get("errors", 0)),
-        tuple(int(b) for b in counts.get("buckets", ())),
-        tuple(int(b) for b in counts.get("ttft", ())),
-        tuple(int(b) for b in counts.get("tpot", ())),
-        tuple(int(b) for b in counts.get("tokens", ())),
-        int(counts.get("output_tokens", 0)),
-    )
-
-
-def side_json(side: SideWindow) -> dict[str, Any]:
-    """The JSON form of a window (the streaming histograms only when measured)."""
-    body: dict[str, Any] = {
-        "requests": side.requests,
-        "errors": side.errors,
-        "buckets": list(side.buckets),
-    }
-    if side.ttft or side.tpot or side.tokens:
-        body |= {
-            "ttft": list(side.ttft),
-            "tpot": list(side.tpot),
-            "tokens": list(side.tokens),
-            "output_tokens": side.output_tokens,
-        }
-    return body
-
-
 def analysis_json(analysis: Analysis) -> dict[str, Any]:
     """The JSON form of an analysis, as stored on the plan and shown by the API."""
     return {
@@ -413,11 +318,3 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             for c in analysis.checks
         ],
     }
-
-
-def histogram(latencies_ms: Sequence[float]) -> tuple[int, ...]:
-    """Bucket counts of ``latencies_ms`` (for tests and for sources that keep raw samples)."""
-    counts = [0] * BUCKETS
-    for latency in latencies_ms:
-        counts[bucket_of(latency)] += 1
-    return tuple(counts)

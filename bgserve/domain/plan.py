@@ -32,13 +32,13 @@ change (whose counts died with the process that had them) the step bakes its ful
 ``bake_s`` again from the new reading, rather than ending at once on a window of a few
 seconds.
 
-Durations are capped at :data:`MAX_DURATION_S` (30 days): longer ones cannot be
-represented everywhere a plan is shown, and no step needs them.
+Durations are capped at 30 days (:mod:`bgserve.domain.plan_rules`, which holds every rule
+of a valid plan): longer ones cannot be represented everywhere a plan is shown, and no
+step needs them.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -48,38 +48,21 @@ from bgserve.domain.analysis import (
     AnalysisSettings,
     Check,
     Outcome,
-    SideWindow,
     analysis_json,
     combined,
 )
-from bgserve.domain.streaming import CHECKS, run
-from bgserve.errors import InvalidInput
-
-ON_INCONCLUSIVE = ("hold", "revert", "continue")
-COMPARE_WITH = ("blue", "baseline")
-RATIOS = (
-    "max_latency_p95_ratio",
-    "max_ttft_p95_ratio",
-    "max_tpot_ratio",
-    "max_output_tokens_ratio",
+from bgserve.domain.plan_rules import (
+    Warmup,
+    check_analysis,
+    check_duration,
+    check_reference,
+    check_warmup,
+    parse_steps,
 )
+from bgserve.domain.streaming import run
+from bgserve.domain.window import SideWindow
+
 KEPT_ANALYSES = 20
-MAX_DURATION_S = 30 * 24 * 3600.0
-MAX_WARMUP_REQUESTS = 10_000
-
-
-@dataclass(frozen=True)
-class Warmup:
-    """Requests sent to green before a plan's first step, which no analysis counts: a
-    fresh process's first answers pay for connections, caches and lazy loading, and
-    judged against a blue that has served for hours they look like a slower release.
-
-    ``requests`` 0 turns it off; ``timeout_s`` bounds the whole warm-up (the first step
-    is applied when it runs out, with what was sent so far recorded).
-    """
-
-    requests: int = 0
-    timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -88,8 +71,8 @@ class Plan:
 
     ``step_index`` is the step whose weight is applied (or about to be, while
     ``step_started_at`` is None); ``held`` says why the plan waits for an operator.
-    ``analyses`` holds the JSON of the analyses so far, the latest last. ``warmed`` is
-    False until green's warm-up is done (or there is none): the first step waits for it.
+    ``analyses`` holds the JSON of the analyses so far, the latest last. Green's warm-up
+    (``warmup``) is due while the first step has not been applied.
     ``compare_with`` is ``"blue"`` or ``"baseline"``; ``baseline_release`` is then the id
     of the copy of blue's release registered for this plan (its slot is the baseline).
     """
@@ -103,7 +86,6 @@ class Plan:
     analyses: tuple[Mapping[str, Any], ...] = ()
     force: bool = False
     warmup: Warmup = field(default_factory=Warmup)
-    warmed: bool = True
     compare_with: str = "blue"
     baseline_release: int | None = None
 
@@ -115,7 +97,8 @@ class Plan:
     @property
     def needs_warmup(self) -> bool:
         """True while green's warm-up is due (before the first step is applied)."""
-        return not self.warmed and self.step_started_at is None and not self.held
+        first_step_due = self.step_index == 0 and self.step_started_at is None
+        return self.warmup.requests > 0 and first_step_due and not self.held
 
     @property
     def window_from(self) -> float | None:
@@ -155,116 +138,9 @@ def make_plan(
     warmup = warmup or Warmup()
     check_warmup(warmup)
     check_reference(compare_with, checked)
-    cold = warmup.requests > 0
     return Plan(
-        checked,
-        float(bake_s),
-        analysis,
-        force=force,
-        warmup=warmup,
-        warmed=not cold,
-        compare_with=compare_with,
+        checked, float(bake_s), analysis, force=force, warmup=warmup, compare_with=compare_with
     )
-
-
-def check_reference(compare_with: str, steps: Sequence[int]) -> None:
-    """Raise InvalidInput unless green can be analysed against ``compare_with``: blue, or a
-    baseline, which takes as much traffic as green, so no step but the cutover is over 50."""
-    if compare_with not in COMPARE_WITH:
-        raise InvalidInput(
-            f"plan.compare_with {compare_with!r} must be one of {', '.join(COMPARE_WITH)}",
-            field="plan.compare_with",
-        )
-    if compare_with == "baseline" and any(50 < s < 100 for s in steps):
-        raise InvalidInput(
-            f"plan.steps {list(steps)}: with a baseline, green and the baseline each take a "
-            "step's weight, so every step before 100 must be at most 50, e.g. [10, 50, 100]",
-            field="plan.steps",
-        )
-
-
-def check_duration(field: str, seconds: float) -> None:
-    """Raise InvalidInput unless ``seconds`` is a finite duration in 0..MAX_DURATION_S."""
-    if not 0 <= seconds <= MAX_DURATION_S:  # NaN fails both comparisons
-        raise InvalidInput(
-            f"{field} {seconds!r} must be between 0 and {MAX_DURATION_S:g} seconds (30 days)",
-            field=field,
-        )
-
-
-def check_warmup(warmup: Warmup) -> None:
-    """Raise InvalidInput for a warm-up that cannot work, naming the field."""
-    if not 0 <= warmup.requests <= MAX_WARMUP_REQUESTS:
-        raise InvalidInput(
-            f"plan.warmup.requests {warmup.requests} must be in 0..{MAX_WARMUP_REQUESTS}",
-            field="plan.warmup.requests",
-        )
-    check_duration("plan.warmup.timeout_s", warmup.timeout_s)
-
-
-def parse_steps(steps: Sequence[int], field: str = "plan.steps") -> tuple[int, ...]:
-    """A plan's steps, checked: strictly increasing weights from 0 to 100, ending at 100.
-
-    The one rule for steps, wherever they come from (a request's plan, the settings'
-    default plan; ``field`` names where, e.g. ``BGSERVE_PLAN_STEPS``). A first step of 0 is
-    allowed: green then bakes on shadow traffic alone before it takes live requests.
-    Raises InvalidInput naming ``field``.
-    """
-    if not steps:
-        raise InvalidInput(f"{field} is empty: give increasing weights ending at 100", field=field)
-    if any(not 0 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
-        raise InvalidInput(
-            f"{field} {list(steps)} must be strictly increasing weights from 0 to 100 "
-            "(a first step of 0 bakes on shadow traffic alone)",
-            field=field,
-        )
-    if steps[-1] != 100:
-        raise InvalidInput(
-            f"{field} {list(steps)} must end at 100, e.g. [10, 50, 100]", field=field
-        )
-    return tuple(steps)
-
-
-def check_analysis(analysis: AnalysisSettings, bake_s: float) -> None:
-    """Raise InvalidInput for analysis settings that cannot work, naming the field."""
-    problems = [
-        ("min_requests", analysis.min_requests < 1, "must be at least 1"),
-        ("max_error_rate_delta", not 0 <= analysis.max_error_rate_delta <= 1, "must be in 0..1"),
-        ("significance", not 0 < analysis.significance < 1, "must be between 0 and 1"),
-        (
-            "checks",
-            not analysis.checks or not set(analysis.checks) <= CHECKS.keys(),
-            f"must name one or more of {', '.join(CHECKS)}",
-        ),
-        ("max_bake_s", analysis.max_bake_s < bake_s, f"must be at least bake_s ({bake_s:g})"),
-        (
-            "on_inconclusive",
-            analysis.on_inconclusive not in ON_INCONCLUSIVE,
-            f"must be one of {', '.join(ON_INCONCLUSIVE)}",
-        ),
-    ]
-    for name, bad, rule in problems:
-        if bad:
-            value = getattr(analysis, name)
-            raise InvalidInput(
-                f"plan.analysis.{name} {value!r} {rule}", field=f"plan.analysis.{name}"
-            )
-    for name in RATIOS:
-        value = getattr(analysis, name)
-        if not 0 < value < math.inf:  # NaN fails too; an infinite ratio turns a check off
-            raise InvalidInput(
-                f"plan.analysis.{name} {value!r} must be a finite number above 0",
-                field=f"plan.analysis.{name}",
-            )
-    for name in ("min_latency_delta_ms", "min_ttft_delta_ms", "min_tpot_delta_ms"):
-        value = getattr(analysis, name)
-        if not 0 <= value <= MAX_DURATION_S * 1000:
-            raise InvalidInput(
-                f"plan.analysis.{name} {value!r} must be 0 or more milliseconds",
-                field=f"plan.analysis.{name}",
-            )
-    check_duration("plan.analysis.max_bake_s", analysis.max_bake_s)
-    check_duration("plan.analysis.initial_delay_s", analysis.initial_delay_s)
 
 
 def remaining_from(plan: Plan, green_weight: int) -> Plan:
@@ -272,8 +148,8 @@ def remaining_from(plan: Plan, green_weight: int) -> Plan:
     then already answers live traffic, so it needs no warm-up)."""
     steps = tuple(s for s in plan.steps if s > green_weight or s == green_weight == 0)
     steps = steps or (100,)
-    warm = plan.warmed or green_weight > 0
-    return replace(plan, steps=steps, step_index=0, step_started_at=None, warmed=warm)
+    warmup = plan.warmup if green_weight == 0 else replace(plan.warmup, requests=0)
+    return replace(plan, steps=steps, step_index=0, step_started_at=None, warmup=warmup)
 
 
 @dataclass(frozen=True)
@@ -358,11 +234,6 @@ def _advance(plan: Plan) -> Plan:
     return replace(plan, step_index=plan.step_index + 1, step_started_at=None)
 
 
-def warmed(plan: Plan) -> Plan:
-    """The plan once green's warm-up is done: its first step is due."""
-    return replace(plan, warmed=True)
-
-
 def resume(plan: Plan) -> Plan:
     """An operator's go-ahead on a held plan: on to the next step."""
     return _advance(replace(plan, held=""))
@@ -398,7 +269,6 @@ def plan_of(body: object) -> Plan | None:
         analyses=tuple(body.get("analyses", ())),
         force=bool(body.get("force", False)),
         warmup=Warmup(**body.get("warmup", {})),
-        warmed=bool(body.get("warmed", True)),
         compare_with=str(body.get("compare_with", "blue")),
         baseline_release=body.get("baseline_release"),
     )

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from bgserve.domain.analysis import Check, SideWindow
-from bgserve.domain.plan import Due, Plan, due, remaining_from, resume, warmed
+from bgserve.domain.analysis import Check
+from bgserve.domain.plan import Due, Plan, due, remaining_from, resume
 from bgserve.domain.rollout import (
     DeploymentState,
     Transition,
@@ -26,6 +26,7 @@ from bgserve.domain.rollout import (
     unchanged,
 )
 from bgserve.domain.state import Action, EnsureSlot, RetireSlot, SetRoutes
+from bgserve.domain.window import SideWindow
 from bgserve.errors import IllegalTransition, InvalidInput
 
 
@@ -98,7 +99,8 @@ def warmed_up(state: DeploymentState, now: float, summary: Mapping[str, Any]) ->
     why = f"green warmed up ({sent} requests, {failed} failed, none counted)"
     if summary.get("skipped"):
         why = f"no warm-up of green ({summary['skipped']})"
-    return _apply_step(replace(state, plan=warmed(plan)), now, why, {"warmup": dict(summary)})
+    # Applying the first step is what ends the warm-up (needs_warmup is derived from it).
+    return _apply_step(state, now, why, {"warmup": dict(summary)})
 
 
 def advance(

@@ -31,7 +31,6 @@ from bgserve.domain.analysis import (
     AnalysisSettings,
     Check,
     Outcome,
-    SideWindow,
     Slower,
     error_rate,
     latency_p50,
@@ -39,6 +38,7 @@ from bgserve.domain.analysis import (
     slower,
     slower_p_value,
 )
+from bgserve.domain.window import SideWindow
 
 CheckFn = Callable[[SideWindow, SideWindow, AnalysisSettings], Check]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bgserve.domain.analysis import SideWindow
+from bgserve.domain.window import SideWindow
 from bgserve.errors import InvalidInput, Unavailable
 from bgserve.kube.prometheus_queries import (
     ROUTERS,

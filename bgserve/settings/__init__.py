@@ -7,9 +7,8 @@ An unsafe or inconsistent configuration stops bgserve before it binds a port.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -18,19 +17,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from bgserve.settings.compare import CompareGroup, JudgeGroup
 from bgserve.settings.control import ControlGroup
-from bgserve.settings.groups import (
-    ENV_PREFIX,
-    FlatEnvSource,
-    Group,
-    flat_fields,
-    is_group,
-    nest,
-    set_path,
-)
+from bgserve.settings.groups import ENV_PREFIX, FlatSettings, Group
 from bgserve.settings.kube import KServeGroup, KubeGroup, PrometheusGroup, SeldonGroup
 from bgserve.settings.leader import LeaderGroup
 from bgserve.settings.rollout import PlanGroup
@@ -63,7 +54,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class Settings(BaseSettings):
+class Settings(FlatSettings):
     """Every knob bgserve has, grouped by topic (``settings.kube``, ``settings.leader``,
     ``settings.compare``, ``settings.plan``, ``settings.shadow``, ``settings.control``).
     Each field documents itself; ``bgserve serve --help`` shows a few.
@@ -237,58 +228,6 @@ class Settings(BaseSettings):
         description="Backoff factor in seconds between MLflow HTTP retries (MLflow's default "
         "is 2, growing exponentially); MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR wins when set.",
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The environment's flat group variables are read after the plain ones."""
-        flat = FlatEnvSource(settings_cls)
-        return init_settings, env_settings, flat, dotenv_settings, file_secret_settings
-
-    @model_validator(mode="before")
-    @classmethod
-    def _nest_flat_names(cls, data: Any) -> Any:
-        return nest(cls, data) if isinstance(data, dict) else data
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy with ``update`` applied (not validated, as pydantic's); flat names
-        (``kube_namespace``) reach their groups."""
-        if not update:
-            return super().model_copy(deep=deep)
-        plain = dict(update)
-        copy = super().model_copy(deep=deep)
-        for flat, path, _ in flat_fields(type(self)):
-            if flat in plain:
-                set_path(copy, path, plain.pop(flat))
-        return super(Settings, copy).model_copy(update=plain)
-
-    @classmethod
-    def env_names(cls) -> set[str]:
-        """Every ``BGSERVE_`` variable bgserve reads (older spellings included)."""
-        plain = {name for name, f in cls.model_fields.items() if not is_group(f.annotation)}
-        flat = {name for name, _, _ in flat_fields(cls)}
-        return {f"{ENV_PREFIX}{name.upper()}" for name in plain | flat}
-
-    def flat(self, name: str) -> Any:
-        """The value of the setting spelt ``name`` flat (``kube_namespace``).
-        Raises KeyError for a name bgserve does not know."""
-        if name in type(self).model_fields and not is_group(
-            type(self).model_fields[name].annotation
-        ):
-            return getattr(self, name)
-        for flat, path, _ in flat_fields(type(self)):
-            if flat == name:
-                value: Any = self
-                for key in path:
-                    value = getattr(value, key)
-                return value
-        raise KeyError(name)
 
     @field_validator("auth_tokens")
     @classmethod

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
-from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict
+from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -139,3 +139,61 @@ def set_path(model: BaseModel, path: tuple[str, ...], value: Any) -> None:
 def is_group(annotation: Any) -> bool:
     """Whether a field's annotation is a settings group."""
     return isinstance(annotation, type) and issubclass(annotation, Group)
+
+
+class FlatSettings(BaseSettings):
+    """Settings made of plain fields and :class:`Group` fields, every one of them also
+    spelt flat: read from the environment's flat variables, taken flat by the constructor
+    and by :meth:`model_copy`, and listed flat by :meth:`env_names`."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment's flat group variables are read after the plain ones."""
+        flat = FlatEnvSource(settings_cls)
+        return init_settings, env_settings, flat, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_names(cls, data: Any) -> Any:
+        return nest(cls, data) if isinstance(data, dict) else data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied (not validated, as pydantic's); flat names
+        (``kube_namespace``) reach their groups."""
+        if not update:
+            return super().model_copy(deep=deep)
+        plain = dict(update)
+        copy = super().model_copy(deep=deep)
+        for flat, path, _ in flat_fields(type(self)):
+            if flat in plain:
+                set_path(copy, path, plain.pop(flat))
+        return super(FlatSettings, copy).model_copy(update=plain)
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every ``BGSERVE_`` variable bgserve reads (older spellings included)."""
+        plain = {name for name, f in cls.model_fields.items() if not is_group(f.annotation)}
+        flat = {name for name, _, _ in flat_fields(cls)}
+        return {f"{ENV_PREFIX}{name.upper()}" for name in plain | flat}
+
+    def flat(self, name: str) -> Any:
+        """The value of the setting spelt ``name`` flat (``kube_namespace``).
+        Raises KeyError for a name bgserve does not know."""
+        if name in type(self).model_fields and not is_group(
+            type(self).model_fields[name].annotation
+        ):
+            return getattr(self, name)
+        for flat, path, _ in flat_fields(type(self)):
+            if flat == name:
+                value: Any = self
+                for key in path:
+                    value = getattr(value, key)
+                return value
+        raise KeyError(name)

@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 
 from bgserve.domain.analysis import AnalysisSettings
-from bgserve.domain.plan import Plan, Warmup, make_plan
+from bgserve.domain.plan import Plan, make_plan
+from bgserve.domain.plan_rules import Warmup
 from bgserve.errors import InvalidInput
 from bgserve.settings.groups import ENV_PREFIX, Group, spelt_flat
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote
 
+from bgserve.api.plan_schemas import moment
 from bgserve.domain.rollout import DeploymentState
 from bgserve.ui.html import badge, e, release_label, table, weight_bar
 from bgserve.ui.snapshot import DeploymentView, SlotView, bake_left
@@ -33,7 +34,7 @@ def plan_cell(state: DeploymentState, now: datetime) -> str:
         return f"{e(text)}<br>{badge('held', 'warn')}"
     if plan.needs_warmup:
         return f"{e(text)}<br><small>warming green up</small>"
-    left = bake_left(_until(plan.bake_until), now)
+    left = bake_left(moment(plan.bake_until), now)
     if left is None:
         return e(text)
     if left > 0:
@@ -41,15 +42,6 @@ def plan_cell(state: DeploymentState, now: datetime) -> str:
     last = plan.last_analysis
     outcome = f"last analysis {last.get('outcome')}" if last else "analysing"
     return f"{e(text)}<br><small>baked; {e(outcome)}</small>"
-
-
-def _until(timestamp: float | None) -> datetime | None:
-    """``timestamp`` as a time; None when there is none or it is past what a datetime
-    holds (a plan stored before durations were capped must not break the page)."""
-    try:
-        return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def gate_cell(state: DeploymentState) -> str:

@@ -10,14 +10,9 @@ from typing import Any
 
 import pytest
 
-from bgserve.domain.analysis import (
-    AnalysisSettings,
-    Outcome,
-    SideWindow,
-    analyse,
-    histogram,
-)
+from bgserve.domain.analysis import AnalysisSettings, Outcome, analyse
 from bgserve.domain.latency import LATENCY_BUCKETS_MS, bucket_of
+from bgserve.domain.window import SideWindow, histogram
 from bgserve.errors import InvalidInput, Unavailable
 from bgserve.kube.kserve.objects import isvc_name
 from bgserve.kube.prometheus import PrometheusTraffic

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from bgserve.app.executor import Executor
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain import rollout
-from bgserve.domain.analysis import SideWindow, histogram
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Gate, Route
+from bgserve.domain.window import SideWindow, histogram
 from bgserve.errors import BackendError, RegistryUnavailable
 
 

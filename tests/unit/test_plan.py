@@ -7,16 +7,11 @@ from dataclasses import replace
 import pytest
 
 from bgserve.domain import promotion, rollout
-from bgserve.domain.analysis import (
-    AnalysisSettings,
-    Check,
-    Outcome,
-    SideWindow,
-    analyse,
-    histogram,
-)
-from bgserve.domain.plan import make_plan, parse_steps, plan_json, plan_of
+from bgserve.domain.analysis import AnalysisSettings, Check, Outcome, analyse
+from bgserve.domain.plan import make_plan, plan_json, plan_of
+from bgserve.domain.plan_rules import parse_steps
 from bgserve.domain.state import DeploymentState, Gate, Phase
+from bgserve.domain.window import SideWindow, histogram
 from bgserve.errors import GateClosed, IllegalTransition, InvalidInput
 
 FAST = AnalysisSettings(min_requests=20, max_bake_s=60.0)

@@ -17,17 +17,12 @@ from bgserve.app.executor import SYSTEM, Executor
 from bgserve.app.service import Service
 from bgserve.cli.plan_view import plan_lines
 from bgserve.domain import promotion, rollout
-from bgserve.domain.analysis import (
-    AnalysisSettings,
-    Outcome,
-    SideWindow,
-    histogram,
-    latency_p50,
-    latency_p95,
-)
-from bgserve.domain.plan import MAX_DURATION_S, Plan, Warmup, make_plan, plan_json, plan_of
+from bgserve.domain.analysis import AnalysisSettings, Outcome, latency_p50, latency_p95
+from bgserve.domain.plan import Plan, make_plan, plan_json, plan_of
+from bgserve.domain.plan_rules import MAX_DURATION_S, Warmup
 from bgserve.domain.state import DeploymentState, Gate
 from bgserve.domain.streaming import ttft_p95
+from bgserve.domain.window import SideWindow, histogram
 from bgserve.errors import InvalidInput
 from bgserve.store import Store
 from bgserve.ui.list_view import plan_cell

@@ -10,17 +10,11 @@ import pytest
 
 from bgserve.api.plan_schemas import CheckName, PlanRequest
 from bgserve.domain import promotion, rollout
-from bgserve.domain.analysis import (
-    AnalysisSettings,
-    Outcome,
-    SideWindow,
-    histogram,
-    side_json,
-    side_of,
-)
+from bgserve.domain.analysis import AnalysisSettings, Outcome
 from bgserve.domain.plan import make_plan, plan_json, plan_of
 from bgserve.domain.state import Gate
 from bgserve.domain.streaming import CHECKS, output_tokens, run, tpot, ttft_p95
+from bgserve.domain.window import SideWindow, histogram, side_json, side_of
 from bgserve.errors import InvalidInput
 
 SETTINGS = AnalysisSettings(min_requests=20)

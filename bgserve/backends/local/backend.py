@@ -31,9 +31,9 @@ from bgserve.backends.local.slot_priority import ShadowGreenPriority, SlotKey
 from bgserve.backends.local.slot_process import LOOPBACK, Slot
 from bgserve.backends.local.traffic import windows_of
 from bgserve.dataplane.wire import SHADOW_MAX_BYTES, RouteTarget, ShadowBatch, SlotStats
-from bgserve.domain.analysis import SideWindow
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
+from bgserve.domain.window import SideWindow
 from bgserve.errors import BackendError
 from bgserve.gcpause import PauseStats
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bgserve.dataplane.wire import SlotStats
-from bgserve.domain.analysis import SideWindow
+from bgserve.domain.window import SideWindow
 
 __all__ = ["side_window", "windows_of"]
 
