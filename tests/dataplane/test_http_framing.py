@@ -16,12 +16,12 @@ import pytest
 from bgserve.dataplane.router import Router
 from tests.support.http_harness import (
     RecordingUpstream,
-    assert_no_tracebacks,
+    checked_router,
     connect,
     exchange,
     parse_responses,
     read_to_close,
-    running_router,
+    recording_upstream,
     status_of,
 )
 from tests.support.models import wait_until
@@ -32,20 +32,14 @@ SMUGGLED = b"GET /v2/models/demo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RecordingUpstream]:
-    server = RecordingUpstream()
-    try:
+    with recording_upstream() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def router(upstream: RecordingUpstream, caplog: pytest.LogCaptureFixture) -> Iterator[Router]:
-    upstream.seen.clear()
-    with running_router(upstream.port, max_body_bytes=LIMIT) as started:
+    with checked_router(upstream, caplog, max_body_bytes=LIMIT) as started:
         yield started
-    gc.collect()  # an exception nobody retrieved is only reported when its task is freed
-    assert_no_tracebacks(caplog)
 
 
 def post(head: bytes, body: bytes = b"") -> bytes:

@@ -8,7 +8,6 @@ exact bytes go over a real socket to a real Router in front of a real (h11) upst
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 
 import pytest
@@ -16,11 +15,11 @@ import pytest
 from bgserve.dataplane.router import Router
 from tests.support.http_harness import (
     RecordingUpstream,
-    assert_no_tracebacks,
+    checked_router,
     connect,
     exchange,
     parse_responses,
-    running_router,
+    recording_upstream,
 )
 
 WEBSOCKET = (
@@ -40,20 +39,14 @@ def infer(head: bytes, body: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RecordingUpstream]:
-    server = RecordingUpstream()
-    try:
+    with recording_upstream() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def router(upstream: RecordingUpstream, caplog: pytest.LogCaptureFixture) -> Iterator[Router]:
-    upstream.seen.clear()
-    with running_router(upstream.port, max_body_bytes=1024) as started:
+    with checked_router(upstream, caplog, max_body_bytes=1024) as started:
         yield started
-    gc.collect()
-    assert_no_tracebacks(caplog)
 
 
 def names(headers: list[tuple[bytes, bytes]]) -> set[bytes]:

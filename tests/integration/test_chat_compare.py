@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from bgserve.evaluation.golden import parse_cases
 from bgserve.registry.chat_prompts import push_chat_prompt
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from bgserve.store import Store
+from tests.support.json_handler import JsonHandler
 
 pytestmark = pytest.mark.integration
 
@@ -106,15 +107,15 @@ def chat_slots(registry: MlflowRegistry) -> Iterator[tuple[ChatSlot, dict[int, M
     slot = ChatSlot()
     models: dict[int, Model] = {}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
             slot.requests.append((self.path, body))
             release, _, route = self.path.lstrip("/").partition("/")
             if route != "openai/v1/chat/completions":
-                return self._send(404, {"error": {"message": f"no route {route}"}})
+                return self.send_json(404, {"error": {"message": f"no route {route}"}})
             if body.get("model") != DEPLOYMENT:
-                return self._send(404, {"error": {"message": "unknown model", "code": 404}})
+                return self.send_json(404, {"error": {"message": "unknown model", "code": 404}})
             spec = registry.get_prompt_spec("qa", int(release))
             conversation = [
                 *render_messages(spec.messages or (), body["variables"]),
@@ -122,18 +123,7 @@ def chat_slots(registry: MlflowRegistry) -> Iterator[tuple[ChatSlot, dict[int, M
             ]
             slot.seen.setdefault(int(release), []).append(conversation)
             answer = models[int(release)](conversation)
-            return self._send(200, completion(DEPLOYMENT, answer))
-
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+            return self.send_json(200, completion(DEPLOYMENT, answer))
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     slot.port = int(server.server_address[1])

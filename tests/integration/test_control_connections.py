@@ -5,7 +5,6 @@ connection bound cannot lock out ``/healthz`` or a deployer, and a huge head is 
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import start_serve
+from tests.support.processes import serving
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +29,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Itera
         "BGSERVE_CONTROL_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_S),
         "BGSERVE_CONTROL_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
     }
-    url, proc = start_serve(home, mlflow_store, env)
-    try:
+    with serving(home, mlflow_store, env) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def half_heads(url: str, n: int) -> list[socket.socket]:

@@ -6,6 +6,7 @@ JSON calls and the probes keep working. Chromium is real (Debian's, driven by Pl
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,17 +17,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_ui_browser import CHROMIUM, WAIT_MS
+from tests.support.browser import WAIT_MS, chromium
 from tests.support.flow import RELEASES, ok, register_demo
-from tests.support.missing import missing
 from tests.support.processes import start_serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
-try:
-    from playwright.sync_api import Browser, expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    sync_playwright = None  # type: ignore[assignment]
+# The dev extra installs Playwright; without it chromium() says what is missing.
+with contextlib.suppress(ImportError):
+    from playwright.sync_api import Browser, expect
 
 
 class Served:
@@ -66,16 +65,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Itera
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if sync_playwright is None:
-        missing("the playwright package (pip install -e '.[dev]')")
-    if not CHROMIUM.exists():
-        missing(f"{CHROMIUM} (apt-get install chromium chromium-driver; tools/test-servers.sh)")
-    with sync_playwright() as driver:
-        # rebind.test resolves to this machine, as a DNS-rebinding attacker's name would.
-        args = ["--host-resolver-rules=MAP rebind.test 127.0.0.1"]
-        launched = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+    # rebind.test resolves to this machine, as a DNS-rebinding attacker's name would.
+    with chromium("--host-resolver-rules=MAP rebind.test 127.0.0.1") as launched:
         yield launched
-        launched.close()
 
 
 def attacker_page(target: str) -> Iterator[str]:

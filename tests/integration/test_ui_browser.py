@@ -7,6 +7,7 @@ promote, revert, the timeline; a viewer sees no button; forged posts change noth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -19,20 +20,17 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.browser import WAIT_MS, chromium
 from tests.support.flow import RELEASES, infer_body, ok, register_demo
-from tests.support.missing import missing
 from tests.support.processes import start_serve, wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
-CHROMIUM = Path(os.environ.get("BGSERVE_CHROMIUM", "/usr/bin/chromium"))
 DEPLOYER, VIEWER = "deployer-token-ui", "viewer-token-ui"
-WAIT_MS = 30_000
 
-try:
-    from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    sync_playwright = None  # type: ignore[assignment]
+# The dev extra installs Playwright; without it chromium() says what is missing.
+with contextlib.suppress(ImportError):
+    from playwright.sync_api import Browser, Dialog, Page, expect
 
 
 class Stack:
@@ -99,14 +97,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if sync_playwright is None:
-        missing("the playwright package (pip install -e '.[dev]')")
-    if not CHROMIUM.exists():
-        missing(f"{CHROMIUM} (apt-get install chromium chromium-driver; tools/test-servers.sh)")
-    with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def signed_in(browser: Browser, stack: Stack, token: str) -> Page:

@@ -5,14 +5,13 @@ session id that sign-out revokes, the CSRF token changes with each sign-in, the 
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.processes import start_serve
+from tests.support.processes import serving
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +27,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> Itera
         "BGSERVE_AUTH_TOKENS": f"deployer:{DEPLOYER}",
         "BGSERVE_CONTROL_SIGN_IN_FAILURES_PER_MINUTE": "3",
     }
-    url, proc = start_serve(home, mlflow_store, env)
-    try:
+    with serving(home, mlflow_store, env) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def sign_in(url: str, token: str = DEPLOYER, **headers: str) -> httpx.Response:

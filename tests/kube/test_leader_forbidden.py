@@ -5,9 +5,6 @@ single step still works; once the Role grants leases it leads and takes plans ag
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from tests.kube.test_leader_lease import leader_rules
 from tests.support.flow import RELEASES, poll, register_demo
 from tests.support.kube import READY_TIMEOUT, SlotProcesses
 from tests.support.kube_namespace import KubeNamespace
-from tests.support.processes import free_port
+from tests.support.processes import start_serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,10 +36,7 @@ def test_a_replica_without_lease_rights_is_not_ready_and_refuses_plans(
     register_demo(mlflow_store)
     backend_rules = required_rbac("gateway")
     settings = kube_ns.settings(backend_rules)  # no leases: the old Role
-    port = free_port()
     env = {
-        **os.environ,
-        "BGSERVE_HOME": str(tmp_path),
         "BGSERVE_BACKEND": "kserve",
         "BGSERVE_KUBE_CONFIG": str(settings.kube.config),
         "BGSERVE_KUBE_NAMESPACE": settings.kube.namespace,
@@ -50,27 +44,12 @@ def test_a_replica_without_lease_rights_is_not_ready_and_refuses_plans(
         "BGSERVE_LEADER_LEASE_DURATION_SECONDS": "3",
         "BGSERVE_LEADER_RENEW_DEADLINE_SECONDS": "2",
         "BGSERVE_LEADER_RETRY_PERIOD_SECONDS": "0.25",
-        "MLFLOW_TRACKING_URI": mlflow_store,
-        "MLFLOW_REGISTRY_URI": mlflow_store,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bgserve", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def started() -> bool:
-        assert proc.poll() is None, "bgserve exited while starting"
-        try:
-            return httpx.get(f"{url}/readyz").status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
+    # Not ready (503) is what this replica must say: any answer means it is up.
+    url, proc = start_serve(tmp_path, mlflow_store, env, ready=(200, 503))
 
     try:
         with kserve_controller(kube_ns, slots):
-            poll(started, 120, "bgserve answering /readyz")
             ready = httpx.get(f"{url}/readyz")
             assert ready.status_code == 503, ready.text
             body = ready.json()

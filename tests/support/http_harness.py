@@ -8,6 +8,7 @@ scripted one answers each request with the exact bytes a test gives it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
@@ -198,6 +199,28 @@ def running_router(port: int, **options: object) -> Iterator[Router]:
         yield router
     finally:
         router.stop()
+
+
+@contextmanager
+def recording_upstream() -> Iterator[RecordingUpstream]:
+    """A :class:`RecordingUpstream`, stopped afterwards."""
+    server = RecordingUpstream()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def checked_router(
+    upstream: RecordingUpstream, caplog: pytest.LogCaptureFixture, max_body_bytes: int
+) -> Iterator[Router]:
+    """A router in front of ``upstream`` (its record cleared) that must log no traceback."""
+    upstream.seen.clear()
+    with running_router(upstream.port, max_body_bytes=max_body_bytes) as started:
+        yield started
+    gc.collect()  # an exception nobody retrieved is only reported when its task is freed
+    assert_no_tracebacks(caplog)
 
 
 def connect(router: Router) -> socket.socket:

@@ -19,8 +19,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from tests.support.json_handler import JsonHandler
 
 LOCKSTEP_WAIT_S = 10.0
 
@@ -71,12 +73,12 @@ def _usage(stub: OpenAIStub) -> dict[str, int]:
     return {"prompt_tokens": 5, "completion_tokens": stub.tokens, "total_tokens": 5 + stub.tokens}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     protocol_version = "HTTP/1.1"
     stub: OpenAIStub
 
     def do_GET(self) -> None:
-        self._send_json(200 if self.path == "/v2/health/ready" else 404, {"ready": True})
+        self.send_json(200 if self.path == "/v2/health/ready" else 404, {"ready": True})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
@@ -85,13 +87,13 @@ class _Handler(BaseHTTPRequestHandler):
         stub.bodies.append(body)
         stub.headers.append({k.lower(): v for k, v in self.headers.items()})
         if self.path != "/openai/v1/chat/completions":
-            self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+            self.send_json(404, {"error": {"message": f"no route {self.path}"}})
         elif body.get("stream"):
             self._stream(body)
         else:
             time.sleep(stub.first_token_s)
             message = {"role": "assistant", "content": stub.answer_text()}
-            self._send_json(
+            self.send_json(
                 200,
                 {
                     "id": "chatcmpl-stub",
@@ -138,17 +140,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _write(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
-
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @contextmanager

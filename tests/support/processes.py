@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -51,10 +53,13 @@ def wait_gone(pids: list[int], deadline_s: float = 20.0) -> list[int]:
 
 
 def start_serve(
-    home: Path, mlflow_uri: str, extra_env: dict[str, str] | None = None
+    home: Path,
+    mlflow_uri: str,
+    extra_env: dict[str, str] | None = None,
+    ready: tuple[int, ...] = (200,),
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """``bgserve serve`` as its own process (data plane on a free port); its control URL
-    once it answers ready. Fails if it exits while starting."""
+    once ``/readyz`` answers one of ``ready``. Fails if it exits while starting."""
     port = free_port()
     env = {
         **os.environ,
@@ -75,10 +80,25 @@ def start_serve(
     while time.monotonic() < deadline:
         assert proc.poll() is None, "bgserve exited while starting"
         try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
+            if httpx.get(f"{url}/readyz").status_code in ready:
                 return url, proc
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     proc.kill()
     raise AssertionError("bgserve was not ready within 120 s")
+
+
+@contextmanager
+def serving(home: Path, mlflow_uri: str, extra_env: dict[str, str]) -> Iterator[str]:
+    """:func:`start_serve` for a block: its control URL, stopped (SIGTERM, then SIGKILL
+    after 20 s) when the block ends."""
+    url, proc = start_serve(home, mlflow_uri, extra_env)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
