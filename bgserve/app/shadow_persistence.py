@@ -20,14 +20,11 @@ from typing import Any, Protocol
 from bgserve.domain.shadow_aggregate import ShadowAggregate
 from bgserve.errors import BgserveError
 from bgserve.evaluation.assertions import Assertion
+from bgserve.store import StoredShadow
 
-__all__ = ["DeploymentShadow", "ShadowStore", "StoredShadow", "load_shadow", "save_shadow"]
+__all__ = ["DeploymentShadow", "ShadowStore", "load_shadow", "save_shadow"]
 
 log = logging.getLogger("bgserve.shadow")
-
-
-StoredShadow = tuple[dict[str, Any], dict[str, Any] | None, int]
-"""A stored shadow: its configuration, its report so far, its configuration's revision."""
 
 
 class ShadowStore(Protocol):
