@@ -29,19 +29,18 @@ warm-up added before the first step.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from _burners import burners
 from _common import goal, goal_rows, machine, save, table
 
 from bgserve.app.golden_sets import load_golden_set
@@ -55,24 +54,6 @@ DEPLOYMENT = "load"
 WHO = "bench"
 BASE_MS = 5
 BAKE_S = 2.0
-
-
-def _spin() -> None:
-    while True:
-        pass
-
-
-@contextmanager
-def burners(count: int) -> Iterator[None]:
-    """``count`` processes spinning on a core each, at normal priority."""
-    spinning = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(count)]
-    for process in spinning:
-        process.start()
-    try:
-        yield
-    finally:
-        for process in spinning:
-            process.kill()
 
 
 def settings_for(home: Path, compare_with: str = "blue") -> Settings:
@@ -159,12 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         parts.service.create_deployment(DEPLOYMENT, blue.id, WHO)
         url = parts.backend.data_plane_url(DEPLOYMENT)
         assert url is not None
-        kinds = ["identical"] * args.identical
-        # The bad greens are spread among the identical ones, so each meets a warm blue.
-        for index, bad in enumerate(["errors", "slow"] * args.bad):
-            kinds.insert(
-                min(len(kinds), (index + 1) * max(1, args.identical // (2 * args.bad))), bad
-            )
+        kinds = plan_order(args.identical, args.bad)
         inputs = [{"text": t} for t in LIVE_TEXTS]
         with burners(args.burners), ExitStack() as clients:
             for _ in range(args.clients):
