@@ -37,7 +37,7 @@ inconclusive, and passes otherwise (skipped checks count for nothing).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -45,11 +45,19 @@ from typing import Any
 from scipy.stats import fisher_exact, mannwhitneyu, wilcoxon
 
 from bgserve.domain.latency import BUCKETS, LATENCY_BUCKETS_MS
-from bgserve.domain.window import SideWindow
+from bgserve.domain.window import SideWindow, quantile_of
 
 LATENCY_FLOOR_MS = 1.0
 MIN_SLICE_REQUESTS = 3
 MIN_PAIRED_SLICES = 8
+
+Histogram = Callable[[SideWindow], Sequence[int]]
+"""Which histogram of a window a check reads (latency, time to first token, ...)."""
+
+
+def latencies(window: SideWindow) -> Sequence[int]:
+    """A window's latency histogram."""
+    return window.buckets
 
 
 class Outcome(StrEnum):
@@ -121,12 +129,15 @@ class Analysis:
         return "; ".join(lines) or "all checks passed"
 
 
-def analyse(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Analysis:
-    """Compare green with blue over one window (see the module docstring)."""
+def analyse(
+    blue: SideWindow, green: SideWindow, settings: AnalysisSettings, reference: str = "blue"
+) -> Analysis:
+    """Compare green with blue over one window (see the module docstring); ``reference``
+    names what ``blue`` is in the reasons (``"baseline"`` when a baseline slot is)."""
     checks = (
-        error_rate(blue, green, settings),
-        latency_p50(blue, green, settings),
-        latency_p95(blue, green, settings),
+        error_rate(blue, green, settings, reference),
+        latency_p50(blue, green, settings, reference),
+        latency_p95(blue, green, settings, reference),
     )
     return combined(checks)
 
@@ -143,22 +154,26 @@ def combined(checks: tuple[Check, ...]) -> Analysis:
     return Analysis(overall, checks)
 
 
-def _too_few(name: str, blue: SideWindow, green: SideWindow, minimum: int) -> Check | None:
+def _too_few(
+    name: str, blue: SideWindow, green: SideWindow, minimum: int, reference: str
+) -> Check | None:
     if blue.requests >= minimum and green.requests >= minimum:
         return None
     return Check(
         name,
         Outcome.INCONCLUSIVE,
-        f"{name}: too few requests (blue {blue.requests}, green {green.requests}; "
+        f"{name}: too few requests ({reference} {blue.requests}, green {green.requests}; "
         f"{minimum} each needed)",
         {"blue_requests": blue.requests, "green_requests": green.requests, "needed": minimum},
     )
 
 
-def error_rate(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+def error_rate(
+    blue: SideWindow, green: SideWindow, settings: AnalysisSettings, reference: str = "blue"
+) -> Check:
     """Green's error rate against blue's: a one-sided Fisher exact test plus a tolerance."""
     name = "error_rate"
-    if (few := _too_few(name, blue, green, settings.min_requests)) is not None:
+    if (few := _too_few(name, blue, green, settings.min_requests, reference)) is not None:
         return few
     blue_rate, green_rate = blue.errors / blue.requests, green.errors / green.requests
     table = [
@@ -178,29 +193,41 @@ def error_rate(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) 
     worse = green_rate - blue_rate > settings.max_error_rate_delta
     if worse and p_value < settings.significance:
         reason = (
-            f"error_rate: green {green.errors}/{green.requests} ({green_rate:.1%}) against blue "
+            f"error_rate: green {green.errors}/{green.requests} ({green_rate:.1%}) against "
+            f"{reference} "
             f"{blue.errors}/{blue.requests} ({blue_rate:.1%}), p={p_value:.2g} < "
             f"{settings.significance:g}, beyond the tolerance of {settings.max_error_rate_delta:g}"
         )
         return Check(name, Outcome.FAIL, reason, numbers)
-    reason = f"error_rate: green {green_rate:.1%} against blue {blue_rate:.1%} (p={p_value:.2g})"
+    reason = (
+        f"error_rate: green {green_rate:.1%} against {reference} {blue_rate:.1%} (p={p_value:.2g})"
+    )
     return Check(name, Outcome.PASS, reason, numbers)
 
 
-def latency_p95(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+def latency_p95(
+    blue: SideWindow, green: SideWindow, settings: AnalysisSettings, reference: str = "blue"
+) -> Check:
     """Green's p95 latency against blue's: ratio, floor and significance."""
-    return _latency("latency_p95", 0.95, blue, green, settings)
+    return _latency("latency_p95", 0.95, (blue, green), settings, reference)
 
 
-def latency_p50(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+def latency_p50(
+    blue: SideWindow, green: SideWindow, settings: AnalysisSettings, reference: str = "blue"
+) -> Check:
     """Green's median latency against blue's: the same rule as :func:`latency_p95`."""
-    return _latency("latency_p50", 0.5, blue, green, settings)
+    return _latency("latency_p50", 0.5, (blue, green), settings, reference)
 
 
 def _latency(
-    name: str, quantile: float, blue: SideWindow, green: SideWindow, settings: AnalysisSettings
+    name: str,
+    quantile: float,
+    sides: tuple[SideWindow, SideWindow],
+    settings: AnalysisSettings,
+    reference: str,
 ) -> Check:
-    if (few := _too_few(name, blue, green, settings.min_requests)) is not None:
+    blue, green = sides
+    if (few := _too_few(name, blue, green, settings.min_requests, reference)) is not None:
         return few
     blue_q, green_q = blue.quantile_ms(quantile), green.quantile_ms(quantile)
     if blue_q is None or green_q is None:
@@ -209,9 +236,8 @@ def _latency(
     p_value = slower_p_value(blue, green) if paired is None else paired
     figures = Slower(max(blue_q, LATENCY_FLOOR_MS), max(green_q, LATENCY_FLOOR_MS), p_value)
     limits = (settings.max_latency_p95_ratio, settings.min_latency_delta_ms)
-    check = slower(
-        name, "" if paired is None else "paired by time: ", figures, limits, settings.significance
-    )
+    what = "" if paired is None else "paired by time: "
+    check = slower(name, what, figures, limits, settings.significance, reference)
     return replace(check, numbers={**check.numbers, "paired": paired is not None})
 
 
@@ -225,11 +251,17 @@ class Slower:
 
 
 def slower(
-    name: str, what: str, figures: Slower, limits: tuple[float, float], significance: float
+    name: str,
+    what: str,
+    figures: Slower,
+    limits: tuple[float, float],
+    significance: float,
+    reference: str = "blue",
 ) -> Check:
     """The one rule of every latency check: fail when green's figure is above blue's by
     more than ``max_ratio`` times *and* by more than ``min_delta_ms`` (``limits``), *and*
-    the test says green's are higher with p < ``significance``; pass otherwise."""
+    the test says green's are higher with p < ``significance``; pass otherwise.
+    ``reference`` names blue's side in the reason."""
     max_ratio, min_delta_ms = limits
     blue_ms, green_ms, p_value = figures.blue_ms, figures.green_ms, figures.p_value
     ratio, delta = green_ms / blue_ms, green_ms - blue_ms
@@ -243,10 +275,10 @@ def slower(
         "p_value": p_value,
     }
     verdict = (
-        f"{what}green {green_ms:.1f} ms against blue {blue_ms:.1f} ms "
+        f"{what}green {green_ms:.1f} ms against {reference} {blue_ms:.1f} ms "
         f"({ratio:.2f}x, +{delta:.1f} ms, p={p_value:.2g})"
         if delta >= 0
-        else f"{what}green {green_ms:.1f} ms against blue {blue_ms:.1f} ms "
+        else f"{what}green {green_ms:.1f} ms against {reference} {blue_ms:.1f} ms "
         f"({ratio:.2f}x, p={p_value:.2g})"
     )
     too_slow = ratio > max_ratio and delta > min_delta_ms and p_value < significance
@@ -257,11 +289,18 @@ def slower(
 
 
 def paired_slower_p_value(
-    blue: Sequence[SideWindow], green: Sequence[SideWindow], quantile: float
+    blue: Sequence[SideWindow],
+    green: Sequence[SideWindow],
+    quantile: float,
+    histogram: Histogram = latencies,
 ) -> float | None:
-    """One-sided Wilcoxon signed-rank test of "green's ``quantile`` is higher than blue's"
-    over time slices (see the module docstring); None when too few slices can be paired."""
-    differences = [g - b for b, g in _paired_quantiles(blue, green, quantile)]
+    """One-sided Wilcoxon signed-rank test of "green's ``quantile`` of ``histogram`` is
+    higher than blue's" over time slices (see the module docstring); None when too few
+    slices can be paired."""
+    # Rounded to a nanosecond: the same quantile interpolated from two counts can differ
+    # in its last bit, and the test would read that as green being slower.
+    pairs = _paired_quantiles(blue, green, quantile, histogram)
+    differences = [round(g - b, 6) for b, g in pairs]
     if len(differences) < MIN_PAIRED_SLICES:
         return None
     if not any(differences):
@@ -270,20 +309,21 @@ def paired_slower_p_value(
 
 
 def _paired_quantiles(
-    blue: Sequence[SideWindow], green: Sequence[SideWindow], quantile: float
+    blue: Sequence[SideWindow],
+    green: Sequence[SideWindow],
+    quantile: float,
+    histogram: Histogram,
 ) -> list[tuple[float, float]]:
     """Each merged slice's two quantiles: neighbouring slices are merged until both sides
-    have :data:`MIN_SLICE_REQUESTS` latencies (a trailing remainder is left out)."""
+    have :data:`MIN_SLICE_REQUESTS` values (a trailing remainder is left out)."""
     pairs = []
     blue_acc, green_acc = SideWindow(), SideWindow()
     for blue_slice, green_slice in zip(blue, green, strict=False):
         blue_acc, green_acc = blue_acc.plus(blue_slice), green_acc.plus(green_slice)
-        blue_q, green_q = blue_acc.quantile_ms(quantile), green_acc.quantile_ms(quantile)
-        if (
-            sum(blue_acc.buckets) < MIN_SLICE_REQUESTS
-            or sum(green_acc.buckets) < MIN_SLICE_REQUESTS
-        ):
+        blue_counts, green_counts = histogram(blue_acc), histogram(green_acc)
+        if sum(blue_counts) < MIN_SLICE_REQUESTS or sum(green_counts) < MIN_SLICE_REQUESTS:
             continue
+        blue_q, green_q = quantile_of(blue_counts, quantile), quantile_of(green_counts, quantile)
         if blue_q is not None and green_q is not None:
             pairs.append((blue_q, green_q))
         blue_acc, green_acc = SideWindow(), SideWindow()

@@ -203,7 +203,7 @@ def _analysis(
         return combined(extra)
     if blue is None or green is None:
         return combined(extra) if extra else Analysis(Outcome.INCONCLUSIVE, ())
-    return combined(run(blue, green, plan.analysis) + extra)
+    return combined(run(blue, green, plan.analysis, plan.compare_with) + extra)
 
 
 def _after_bake(plan: Plan, analysis: Analysis, now: float, counting_from: float) -> Due:

@@ -10,13 +10,16 @@ source, or no chat completion at all), then:
 
 - ``ttft_p95``: fails when green's p95 time to first token is more than
   ``max_ttft_p95_ratio`` times blue's (both floored at 1 ms) *and* more than
-  ``min_ttft_delta_ms`` above it *and* the one-sided Mann-Whitney U test of the latency
-  check says green's are higher with p < ``significance`` (:func:`~bgserve.domain.analysis.slower`);
+  ``min_ttft_delta_ms`` above it *and* the latency checks' test says green's are higher
+  with p < ``significance`` (:func:`~bgserve.domain.analysis.slower`): paired by time
+  slice (Wilcoxon) when the window comes in enough slices, as load bursts hit both sides
+  of a slice alike, else the one-sided Mann-Whitney U test over the whole window;
 - ``tpot``: the same rule on the median time per output token (``max_tpot_ratio``,
   ``min_tpot_delta_ms``);
 - ``output_tokens``: the cost signal, fails when green's mean output tokens per answer
-  exceed ``max_output_tokens_ratio`` times blue's *and* the same test says green's
-  answers are longer with p < ``significance``.
+  exceed ``max_output_tokens_ratio`` times blue's *and* a one-sided Mann-Whitney U test
+  says green's answers are longer with p < ``significance`` (over the whole window: an
+  answer's length does not swell with the machine's load).
 
 ``error_rate``, ``latency_p50`` and ``latency_p95`` are :mod:`bgserve.domain.analysis`'s;
 :func:`run` runs the checks a plan names (``AnalysisSettings.checks``).
@@ -24,32 +27,51 @@ source, or no chat completion at all), then:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol
 
 from bgserve.domain.analysis import (
     LATENCY_FLOOR_MS,
     AnalysisSettings,
     Check,
+    Histogram,
     Outcome,
     Slower,
     error_rate,
     latency_p50,
     latency_p95,
+    paired_slower_p_value,
     slower,
     slower_p_value,
 )
 from bgserve.domain.window import SideWindow
 
-CheckFn = Callable[[SideWindow, SideWindow, AnalysisSettings], Check]
+
+class CheckFn(Protocol):
+    """One check: green's window against the reference's (``blue``), named ``reference``
+    in its reasons."""
+
+    def __call__(
+        self,
+        blue: SideWindow,
+        green: SideWindow,
+        settings: AnalysisSettings,
+        reference: str = "blue",
+    ) -> Check: ...
 
 
-def _histogram(counts: tuple[int, ...]) -> SideWindow:
+def _histogram(counts: Sequence[int]) -> SideWindow:
     """A window whose latency histogram is ``counts``, to reuse its quantile and test."""
-    return SideWindow(sum(counts), 0, counts)
+    return SideWindow(sum(counts), 0, tuple(counts))
 
 
 def _measured(
-    name: str, blue: tuple[int, ...], green: tuple[int, ...], settings: AnalysisSettings
+    name: str,
+    blue: tuple[int, ...],
+    green: tuple[int, ...],
+    settings: AnalysisSettings,
+    reference: str,
 ) -> Check | None:
     """The skipped or inconclusive check when a side has too few measured answers."""
     if not any(blue) and not any(green):
@@ -60,7 +82,8 @@ def _measured(
     return Check(
         name,
         Outcome.INCONCLUSIVE,
-        f"{name}: too few measured answers (blue {blue_n}, green {green_n}; {needed} each needed)",
+        f"{name}: too few measured answers ({reference} {blue_n}, green {green_n}; "
+        f"{needed} each needed)",
         {"blue_answers": blue_n, "green_answers": green_n, "needed": needed},
     )
 
@@ -68,41 +91,62 @@ def _measured(
 def _ratio_check(
     name: str,
     what: str,
-    sides: tuple[tuple[int, ...], tuple[int, ...]],
-    quantile: float,
+    sides: tuple[SideWindow, SideWindow],
+    measure: tuple[Histogram, float],
     limits: tuple[float, float],
     settings: AnalysisSettings,
+    reference: str,
 ) -> Check:
-    blue, green = sides
-    if (early := _measured(name, blue, green, settings)) is not None:
+    """The latency rule (:func:`~bgserve.domain.analysis.slower`) on the ``quantile`` of
+    the ``histogram`` named by ``measure``, paired by time slice when the windows allow."""
+    (blue, green), (histogram, quantile) = sides, measure
+    blue_counts, green_counts = tuple(histogram(blue)), tuple(histogram(green))
+    if (early := _measured(name, blue_counts, green_counts, settings, reference)) is not None:
         return early
-    blue_side, green_side = _histogram(blue), _histogram(green)
+    blue_side, green_side = _histogram(blue_counts), _histogram(green_counts)
+    paired = paired_slower_p_value(blue.slices, green.slices, quantile, histogram)
     figures = Slower(
         max(blue_side.quantile_ms(quantile) or 0.0, LATENCY_FLOOR_MS),
         max(green_side.quantile_ms(quantile) or 0.0, LATENCY_FLOOR_MS),
-        slower_p_value(blue_side, green_side),
+        slower_p_value(blue_side, green_side) if paired is None else paired,
     )
-    return slower(name, f"{what} ", figures, limits, settings.significance)
+    how = f"{what} " if paired is None else f"{what}, paired by time: "
+    check = slower(name, how, figures, limits, settings.significance, reference)
+    return replace(check, numbers={**check.numbers, "paired": paired is not None})
 
 
-def ttft_p95(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+def _ttft(window: SideWindow) -> Sequence[int]:
+    return window.ttft
+
+
+def _tpot(window: SideWindow) -> Sequence[int]:
+    return window.tpot
+
+
+def ttft_p95(
+    blue: SideWindow, green: SideWindow, settings: AnalysisSettings, reference: str = "blue"
+) -> Check:
     """Green's p95 time to first token against blue's, as a ratio."""
     limits = (settings.max_ttft_p95_ratio, settings.min_ttft_delta_ms)
-    sides = (blue.ttft, green.ttft)
-    return _ratio_check("ttft_p95", "p95 time to first token", sides, 0.95, limits, settings)
+    what = "p95 time to first token"
+    return _ratio_check("ttft_p95", what, (blue, green), (_ttft, 0.95), limits, settings, reference)
 
 
-def tpot(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+def tpot(
+    blue: SideWindow, green: SideWindow, settings: AnalysisSettings, reference: str = "blue"
+) -> Check:
     """Green's median time per output token against blue's, as a ratio."""
     limits = (settings.max_tpot_ratio, settings.min_tpot_delta_ms)
-    sides = (blue.tpot, green.tpot)
-    return _ratio_check("tpot", "median time per output token", sides, 0.5, limits, settings)
+    what = "median time per output token"
+    return _ratio_check("tpot", what, (blue, green), (_tpot, 0.5), limits, settings, reference)
 
 
-def output_tokens(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> Check:
+def output_tokens(
+    blue: SideWindow, green: SideWindow, settings: AnalysisSettings, reference: str = "blue"
+) -> Check:
     """Green's mean output tokens per answer against blue's (the cost of an answer)."""
     name = "output_tokens"
-    if (early := _measured(name, blue.tokens, green.tokens, settings)) is not None:
+    if (early := _measured(name, blue.tokens, green.tokens, settings, reference)) is not None:
         return early
     blue_mean = blue.output_tokens / sum(blue.tokens)
     green_mean = green.output_tokens / sum(green.tokens)
@@ -117,7 +161,7 @@ def output_tokens(blue: SideWindow, green: SideWindow, settings: AnalysisSetting
         "p_value": p_value,
     }
     verdict = (
-        f"output tokens per answer green {green_mean:.1f} against blue {blue_mean:.1f} "
+        f"output tokens per answer green {green_mean:.1f} against {reference} {blue_mean:.1f} "
         f"({ratio:.2f}x, p={p_value:.2g})"
     )
     if ratio > limit and p_value < settings.significance:
@@ -136,7 +180,10 @@ CHECKS: dict[str, CheckFn] = {
 """Every check a plan can name, by name."""
 
 
-def run(blue: SideWindow, green: SideWindow, settings: AnalysisSettings) -> tuple[Check, ...]:
+def run(
+    blue: SideWindow, green: SideWindow, settings: AnalysisSettings, reference: str = "blue"
+) -> tuple[Check, ...]:
     """The checks ``settings.checks`` names, in that order (unknown names are refused
-    when the plan is made: :func:`bgserve.domain.plan.check_analysis`)."""
-    return tuple(CHECKS[name](blue, green, settings) for name in settings.checks)
+    when the plan is made: :func:`bgserve.domain.plan.check_analysis`); ``reference``
+    names what ``blue`` is in their reasons (``"baseline"`` for a baseline slot)."""
+    return tuple(CHECKS[name](blue, green, settings, reference) for name in settings.checks)

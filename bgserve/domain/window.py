@@ -56,18 +56,24 @@ class SideWindow:
 
     def quantile_ms(self, q: float) -> float | None:
         """The ``q`` quantile of latency, interpolated within its bucket; None if empty."""
-        total = sum(self.buckets)
-        if total == 0:
-            return None
-        rank = q * total
-        seen = 0
-        for index, count in enumerate(self.buckets):
-            if count and seen + count >= rank:
-                low = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
-                high = LATENCY_BUCKETS_MS[min(index, len(LATENCY_BUCKETS_MS) - 1)]
-                return low + (high - low) * (rank - seen) / count
-            seen += count
-        return LATENCY_BUCKETS_MS[-1]
+        return quantile_of(self.buckets, q)
+
+
+def quantile_of(counts: Sequence[int], q: float) -> float | None:
+    """The ``q`` quantile of a histogram in the buckets of :data:`LATENCY_BUCKETS_MS`,
+    interpolated within its bucket; None if it is empty."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if count and seen + count >= rank:
+            low = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
+            high = LATENCY_BUCKETS_MS[min(index, len(LATENCY_BUCKETS_MS) - 1)]
+            return low + (high - low) * (rank - seen) / count
+        seen += count
+    return LATENCY_BUCKETS_MS[-1]
 
 
 def _add(mine: tuple[int, ...], theirs: tuple[int, ...], sign: int) -> tuple[int, ...]:

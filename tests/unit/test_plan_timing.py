@@ -326,6 +326,8 @@ def test_a_slower_green_is_caught_against_its_baseline(store: Store) -> None:
     run.bake(1030.0, {1: 40.0, 2: 90.0, run.baseline: 40.0})
     last = store.history("chat")[-1]
     assert last.action == "auto-revert" and "latency_p95" in last.reason
+    # The reason names what green was measured against.
+    assert "against baseline 4" in last.reason and "against blue" not in last.reason
     assert run.backend.weights("chat") == {1: 100, 2: 0}
     assert ("chat", run.baseline) not in run.backend.slots()
 

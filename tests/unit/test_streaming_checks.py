@@ -123,3 +123,37 @@ def test_a_window_with_streaming_counts_survives_json_and_subtraction() -> None:
     assert window.output_tokens == 40 * 60
     plain = SideWindow(10, 1, (1, 2))
     assert side_json(plain) == {"requests": 10, "errors": 1, "buckets": [1, 2]}
+
+
+def sliced_ttft(per_slice: list[tuple[int, float]]) -> SideWindow:
+    """Answers whose slices hold ``count`` first tokens after ``ms`` each, and their sum."""
+    slices = tuple(llm(n, ttft_ms=ms) for n, ms in per_slice)
+    whole = SideWindow()
+    for piece in slices:
+        whole = whole.plus(piece)
+    return replace(whole, slices=slices)
+
+
+def test_the_first_token_check_pairs_slices_so_a_burst_on_green_is_not_a_slower_green() -> None:
+    # Seconds of contention (900 ms first tokens for everyone) alternate with calm ones
+    # (150 ms); green happened to get more answers in the bursts (77% of its answers,
+    # 4% of blue's). Over the whole window its p95 looks 6x worse; second by second the
+    # two sides are the same.
+    burst, calm = 900.0, 150.0
+    blue = sliced_ttft([(3, burst), (80, calm)] * 10)
+    green = sliced_ttft([(10, burst), (3, calm)] * 10)
+    whole = ttft_p95(replace(blue, slices=()), replace(green, slices=()), SETTINGS)
+    assert whole.outcome is Outcome.FAIL  # what the whole-window test believes
+    paired = ttft_p95(blue, green, SETTINGS)
+    assert paired.outcome is Outcome.PASS, paired.reason
+    assert paired.numbers["paired"] is True and "paired by time" in paired.reason
+    # A green slower in every slice still fails, paired.
+    slow = sliced_ttft([(10, 2 * burst), (3, 3 * calm)] * 10)
+    caught = ttft_p95(blue, slow, SETTINGS)
+    assert caught.outcome is Outcome.FAIL and caught.numbers["paired"] is True
+
+
+def test_a_check_names_its_reference() -> None:
+    slower = tpot(llm(100), llm(100, tpot_ms=40.0), SETTINGS, reference="baseline")
+    assert slower.outcome is Outcome.FAIL
+    assert "against baseline" in slower.reason and "blue" not in slower.reason
