@@ -48,6 +48,7 @@ from bgserve.compose import Components, build_components
 from bgserve.demo.models import push_demo_prompts, register_variant
 from bgserve.demo.run import LIVE_TEXTS
 from bgserve.demo.traffic import TrafficClient
+from bgserve.errors import BgserveError
 from bgserve.settings import Settings
 
 DEPLOYMENT = "load"
@@ -124,6 +125,15 @@ def run_plan(parts: Components, model_uri: str, label: str) -> dict[str, Any]:
     }
 
 
+def run_one(parts: Components, model_uri: str, label: str) -> dict[str, Any]:
+    """One plan, or the error that kept it from running (a slot that never got ready on
+    an overloaded machine): recorded, not fatal, so a long run keeps its figures."""
+    try:
+        return run_plan(parts, model_uri, label)
+    except BgserveError as exc:
+        return {"label": label, "outcome": "error", "reason": str(exc), "checks": []}
+
+
 def _seconds(at: datetime, since: float) -> float:
     return round(at.timestamp() - since, 3)
 
@@ -147,9 +157,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 clients.enter_context(TrafficClient(url, inputs))
             for n, kind in enumerate(kinds):
                 model = models["base" if kind == "identical" else kind]
-                result = run_plan(parts, model, f"{kind}-{n}") | {"kind": kind}
+                result = run_one(parts, model, f"{kind}-{n}") | {"kind": kind}
                 results.append(result)
-                print(f"{n + 1}/{len(kinds)} {kind}: {result['outcome']} {result['reason'][:160]}")
+                took = result.get("to_revert_s")
+                print(
+                    f"{n + 1}/{len(kinds)} {kind}: {result['outcome']}"
+                    + (f" {took:.2f} s after the first step" if took is not None else "")
+                    + f": {result['reason'][:300]}",
+                    flush=True,
+                )
     finally:
         parts.close()
         shutil.rmtree(home, ignore_errors=True)
@@ -168,7 +184,8 @@ def plan_order(identical: int, bad: int) -> list[str]:
 
 def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     identical = [r for r in results if r["kind"] == "identical"]
-    false_reverts = [r for r in identical if r["outcome"] != "promoted"]
+    false_reverts = [r for r in identical if r["outcome"] == "reverted"]
+    failed_to_run = [r for r in results if r["outcome"] == "error"]
     rows, goals = [], []
     for kind in ("identical", "errors", "slow"):
         runs = [r for r in results if r["kind"] == kind]
@@ -179,21 +196,27 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
                 kind,
                 len(runs),
                 len(reverted),
+                sum(r["outcome"] == "error" for r in runs),
                 f"{max(times):.2f}" if times else "-",
                 f"{statistics.median(times):.2f}" if times else "-",
             ]
         )
-    warmups = [r["warmup_s"] for r in results if r["warmup_s"] is not None]
+    warmups = [r["warmup_s"] for r in results if r.get("warmup_s") is not None]
     goals.append(goal("automatic reverts of the identical green", len(false_reverts), 0))
     for kind in ("errors", "slow"):
         runs = [r for r in results if r["kind"] == kind]
-        missed = [r for r in runs if r["outcome"] != "reverted"]
+        missed = [r for r in runs if r["outcome"] not in ("reverted", "error")]
         goals.append(goal(f"{kind} greens not reverted", len(missed), 0))
         times = [r["to_revert_s"] for r in runs if r["to_revert_s"] is not None]
         if times:
             limit = settings_limit()
             goals.append(goal(f"{kind}: first step to revert, worst (s)", max(times), limit))
-    print(table(["green", "plans", "auto-reverted", "to revert max (s)", "median (s)"], rows))
+    print(
+        table(
+            ["green", "plans", "auto-reverted", "could not run", "to revert max (s)", "median (s)"],
+            rows,
+        )
+    )
     if warmups:
         print(
             f"warm-up added before the first step: median {statistics.median(warmups):.2f} s, "
@@ -202,6 +225,8 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     print(table(["goal", "measured", "limit", "met"], goal_rows(goals)))
     for r in false_reverts:
         print(f"false revert: {r['label']}: {r['reason']}")
+    for r in failed_to_run:
+        print(f"could not run: {r['label']}: {r['reason'][:300]}")
     return {
         "machine": machine(),
         "burners": args.burners,
