@@ -80,3 +80,27 @@ shadows = Table(
 )
 """One deployment's shadow traffic: its configuration (``revision`` counts its changes)
 and the report so far, so a restart or a new leader resumes it."""
+
+follow_rules = Table(
+    "follow_rules",
+    metadata,
+    Column("deployment", String(63), ForeignKey("deployments.name"), primary_key=True),
+    Column("rule", JSON, nullable=False),
+    Column("progress", JSON, nullable=False),
+    Column("trigger", JSON),
+    Column("pending_seq", Integer, nullable=False),
+    Column("handled_seq", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+"""One deployment's follow rule (the MLflow aliases it follows), what it has done so far,
+and its last trigger: ``pending_seq`` counts triggers, ``handled_seq`` the last one a
+handling of the rule settled."""
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", String(128), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+)
+"""The MLflow webhook deliveries accepted lately (for as long as their timestamps pass),
+so a replayed delivery is refused, on every replica and after a restart."""
