@@ -98,6 +98,8 @@ class CompareOptions:
     judge: bool | None = None
     """None: the judge runs when one is configured; False: skip it; True: require it."""
     judge_rubric: str | None = None
+    details: Mapping[str, object] | None = None
+    """More for the comparison's history event (a follow rule's trigger)."""
 
 
 class Comparer:
@@ -189,6 +191,7 @@ class Comparer:
         gate = Gate(before.blue, before.green, verdict.passed, tuple(verdict.reasons), loosened)
         body = report.model_dump(mode="json")
         details = _log_details(report) | _threshold_details(overrides, gate)
+        details |= dict(options.details or {})
         stored = self.executor.run(
             name,
             principal,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from bgserve.app.executor import Executor
 from bgserve.app.ports import Registry, TrafficReading, TrafficStats
@@ -171,11 +172,18 @@ class Service:
         return self.executor.run(name, principal, slots.retire_standby)
 
     def start_plan(
-        self, name: str, principal: str, plan: Plan | None = None, *, force: bool = False
+        self,
+        name: str,
+        principal: str,
+        plan: Plan | None = None,
+        *,
+        force: bool = False,
+        details: Mapping[str, Any] | None = None,
     ) -> StoredDeployment:
         """Store a promotion plan (the defaults when ``plan`` is None) and apply its first
         step; the rollout engine takes it from there. On a held plan: the operator's
-        go-ahead to the next step. Returns at once.
+        go-ahead to the next step. Returns at once. ``details`` go into the history event
+        (a follow rule's trigger).
 
         Raises GateClosed (no passing comparison, unless forced), IllegalTransition (no
         green, a plan already running), InvalidInput (a bad plan), ElectionForbidden (this
@@ -192,7 +200,8 @@ class Service:
         def decide(state: DeploymentState) -> rollout.Transition:
             if not chosen.force:
                 check_shadow_gate(state, report)
-            return promotion.start(state, chosen, now)
+            started = promotion.start(state, chosen, now)
+            return replace(started, details={**started.details, **(details or {})})
 
         return self.executor.run(name, principal, decide)
 
