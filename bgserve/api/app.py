@@ -12,14 +12,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from bgserve import __version__, gcpause
-from bgserve.api import errors
+from bgserve.api import errors, webhook
 from bgserve.api.auth import Authenticator
 from bgserve.api.deps import ServiceDep
 from bgserve.api.guard import AuthGate, GuardedRoute, RequestContext, open_paths
 from bgserve.api.limits import BodyLimit
 from bgserve.api.metrics import build_registry
 from bgserve.api.origin import LocalOriginGuard
-from bgserve.api.routes import compare, deployments, models, prompts, releases, shadow
+from bgserve.api.routes import compare, deployments, follow, models, prompts, releases, shadow
 from bgserve.api.schemas import error_responses
 from bgserve.compose import Components, build_components
 from bgserve.settings import Settings
@@ -73,7 +73,9 @@ def create_app(
     app.add_middleware(
         AuthGate,
         authenticator=authenticator,
-        open_paths=open_paths(app, settings.public_metrics_and_docs) | {"/ui"},
+        # MLflow's webhook carries its own HMAC signature instead of a bearer token.
+        open_paths=open_paths(app, settings.public_metrics_and_docs)
+        | {"/ui", webhook.WEBHOOK_PATH},
         own_auth=("/ui/",),
     )
     if not authenticator.enabled:
@@ -87,6 +89,8 @@ def create_app(
     app.include_router(prompts.router)
     app.include_router(shadow.router)
     app.include_router(models.router)
+    app.include_router(follow.router)
+    app.include_router(webhook.router)  # MLflow's deliveries: their own HMAC check
     app.include_router(ui.router)  # the dashboard: its own cookie sign-in and CSRF check
     _add_probes(app)
     return app

@@ -15,6 +15,7 @@ from bgserve.cli.client import (
     say_error,
 )
 from bgserve.cli.db import db_app
+from bgserve.cli.follow import follow
 from bgserve.cli.manifests import render
 from bgserve.cli.models import models_app
 from bgserve.cli.prompts import compare, prompts_app
@@ -181,6 +182,7 @@ for verb in (release, releases, deploy, stage, promote, revert, status, history)
     app.command()(verb)
 app.command()(compare)
 app.command()(shadow)
+app.command()(follow)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")

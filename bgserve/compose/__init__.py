@@ -6,6 +6,7 @@ from :class:`bgserve.settings.Settings`.
 - :mod:`.stores`: the state database and the MLflow registry;
 - :mod:`.parts`: the comparer's and shadow traffic's settings and parts;
 - :mod:`.election`: the lease replicas compete for and the local state's claim.
+- :mod:`.follow`: follow rules' store, handler, engine and webhook verifier.
 """
 
 from bgserve.compose.backends import build_backend, build_traffic_source

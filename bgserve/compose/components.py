@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from bgserve.app.comparer import Comparer
 from bgserve.app.engine import RolloutEngine
 from bgserve.app.executor import Executor
+from bgserve.app.follow_rules import Following
 from bgserve.app.leadership import Leadership, Lease, Timing
 from bgserve.app.prompt_validation import PromptValidator
 from bgserve.app.recovery import Recovery
@@ -16,6 +17,7 @@ from bgserve.app.warmup import GreenWarmer
 from bgserve.backends.base import Backend, SlotWatcher
 from bgserve.compose.backends import build_backend, build_traffic_source
 from bgserve.compose.election import build_lease, claim_local_state, timing_of
+from bgserve.compose.follow import build_following
 from bgserve.compose.parts import compare_settings_of, comparer_parts_of, shadow_settings_of
 from bgserve.compose.stores import build_registry, build_store
 from bgserve.registry.mlflow_registry import MlflowRegistry, bound_mlflow_http
@@ -42,6 +44,7 @@ class Components:
     lease: Lease
     timing: Timing
     claim: Claim
+    following: Following
     leadership: Leadership = field(init=False)
 
     def __post_init__(self) -> None:
@@ -59,13 +62,15 @@ class Components:
 
     def lead(self) -> None:
         """What the leader alone does: restore deployments, resume their shadow traffic
-        (once their routes are back) and advance plans."""
+        (once their routes are back), advance plans and handle follow rules."""
         self.recovery.reconcile()
         self.shadow.lead()
         self.engine.start()
+        self.following.engine.start()
 
     def follow(self) -> None:
         """Stop the leader's work (the lease was lost or bgserve stops)."""
+        self.following.engine.stop()
         self.engine.stop()
         self.shadow.follow()
 
@@ -81,6 +86,7 @@ class Components:
         no slot they start outlives bgserve and none is recorded as a failed restart.
         """
         self.leadership.close()
+        self.following.engine.close()
         self.engine.close()
         self.shadow.close()
         self.recovery.close(timeout=0)
@@ -185,4 +191,5 @@ def build_components(
         lease,
         timing_of(settings.leader),
         claim,
+        build_following(settings, store, registry, service, comparer, shadow),
     )

@@ -21,6 +21,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bgserve.settings.compare import CompareGroup, JudgeGroup
 from bgserve.settings.control import ControlGroup
+from bgserve.settings.follow import FollowGroup
 from bgserve.settings.groups import ENV_PREFIX, FlatSettings, Group
 from bgserve.settings.kube import KServeGroup, KubeGroup, PrometheusGroup, SeldonGroup
 from bgserve.settings.leader import LeaderGroup
@@ -30,6 +31,7 @@ from bgserve.settings.shadow import ShadowGroup
 __all__ = [
     "CompareGroup",
     "ControlGroup",
+    "FollowGroup",
     "Group",
     "JudgeGroup",
     "KServeGroup",
@@ -56,7 +58,8 @@ def _is_loopback(host: str) -> bool:
 
 class Settings(FlatSettings):
     """Every knob bgserve has, grouped by topic (``settings.kube``, ``settings.leader``,
-    ``settings.compare``, ``settings.plan``, ``settings.shadow``, ``settings.control``).
+    ``settings.compare``, ``settings.plan``, ``settings.shadow``, ``settings.control``,
+    ``settings.follow``).
     Each field documents itself; ``bgserve serve --help`` shows a few.
 
     Every variable keeps its flat name (``BGSERVE_KUBE_NAMESPACE`` is
@@ -197,6 +200,7 @@ class Settings(FlatSettings):
     compare: CompareGroup = Field(default_factory=CompareGroup)
     plan: PlanGroup = Field(default_factory=PlanGroup)
     shadow: ShadowGroup = Field(default_factory=ShadowGroup)
+    follow: FollowGroup = Field(default_factory=FollowGroup)
 
     # --- reliability ---
     slot_restart_limit: int = Field(

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from bgserve.app.follow_rules import RuleView
 from bgserve.domain.plan import Plan
 from bgserve.domain.release import Release
 from bgserve.domain.shadow import ShadowReport
 from bgserve.ui.chart import live_at, timeline_table, weights_chart
 from bgserve.ui.compare_view import golden_section, shadow_section
+from bgserve.ui.follow_view import follow_section
 from bgserve.ui.html import badge, e, key_values, num, release_label, table, weight_bar
 from bgserve.ui.list_view import gate_cell, plan_cell
 from bgserve.ui.snapshot import DeploymentView
@@ -35,6 +37,7 @@ class PageData:
     shadow_percent: int
     now: datetime
     moment: datetime | None
+    follow: RuleView | None = None
 
 
 def _slots(data: PageData) -> str:
@@ -155,6 +158,9 @@ def live_fragment(data: PageData) -> str:
         + golden_section(view.stored.last_comparison, stale)
         + "</section><section aria-labelledby='h-shadow'><h2 id='h-shadow'>Shadow comparison"
         "</h2>" + shadow_section(data.shadow, data.shadow_percent) + "</section>"
+        "<section aria-labelledby='h-follow'><h2 id='h-follow'>Follow rule</h2>"
+        + follow_section(data.follow)
+        + "</section>"
     )
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from bgserve.api.auth import Principal, Role, require
 from bgserve.api.compare_schemas import CompareRequest
-from bgserve.api.deps import ComparerDep, PromptsDirDep, ServiceDep, ShadowDep
+from bgserve.api.deps import ComparerDep, PromptsDirDep, ServiceDep, ShadowDep, components
 from bgserve.api.schemas import DeploymentName, GreenCreate, PromoteRequest, Strict
 from bgserve.app.golden_sets import golden_cases
 from bgserve.app.service import Service
@@ -159,6 +159,7 @@ def _page_data(
         shadow_percent=shadows.percent(name),
         now=service.clock(),
         moment=_moment(at),
+        follow=components(request).following.find(name),
     )
 
 
