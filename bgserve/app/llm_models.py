@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bgserve.llm.gguf import confine_gguf
+from bgserve.llm.references import SecretKeyRef
 from bgserve.registry.llm_models import LlmSpec, RegisteredLlm, register_llm
 from bgserve.registry.mlflow_registry import MlflowRegistry
 
@@ -32,12 +33,17 @@ class LlmModels:
         openai_url: str | None = None,
         openai_model: str | None = None,
         api_key_env: str | None = None,
+        api_key_secret: SecretKeyRef | None = None,
+        gguf_uri: str | None = None,
     ) -> RegisteredLlm:
-        """A new model version of ``name``: a GGUF file or an OpenAI-compatible endpoint.
+        """A new model version of ``name``: a GGUF file, a GGUF's storage URI (read by a
+        Kubernetes slot's storage initializer; nothing is read here) or an OpenAI-compatible
+        endpoint, whose key may be named as a Secret key (only its name and key are stored).
 
         Raises:
             Forbidden: ``gguf`` lies outside the allowed directories (or none are set).
-            InvalidInput: the fields do not name exactly one kind, or the file is not GGUF.
+            InvalidInput: the fields do not name exactly one kind, the file is not GGUF,
+                or a reference (URI, variable, Secret) is malformed; naming the field.
             RegistryUnavailable: MLflow cannot be reached.
         """
         confined = None if gguf is None else confine_gguf(Path(gguf), self._gguf_dirs)
@@ -47,5 +53,7 @@ class LlmModels:
             openai_url=openai_url,
             openai_model=openai_model,
             api_key_env=api_key_env,
+            api_key_secret=api_key_secret,
+            gguf_uri=gguf_uri,
         )
         return register_llm(self._registry, spec)

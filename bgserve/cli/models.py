@@ -37,22 +37,42 @@ def register_llm(
             "--api-key-env", help="NAME of the environment variable holding the endpoint's key"
         ),
     ] = None,
+    api_key_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-secret",
+            metavar="SECRET/KEY",
+            help="On Kubernetes, the Secret key that fills --api-key-env in the slot (needs "
+            "--api-key-env); the local backend cannot read Secrets and reads the variable",
+        ),
+    ] = None,
+    gguf_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--gguf-uri",
+            help="A GGUF file's s3://, gs://, hf:// or pvc:// URI, fetched by a Kubernetes "
+            "slot's storage initializer (nothing is copied; the local backend refuses it)",
+        ),
+    ] = None,
 ) -> None:
     """Register an LLM as a new MLflow model version; prints models:/NAME/VERSION.
 
-    Give --gguf PATH, or --openai-url URL with --openai-model ID. The registry is
-    MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME. A key is never stored: only the
-    name of the variable that holds it.
+    Give --gguf PATH, --gguf-uri URI (Kubernetes), or --openai-url URL with --openai-model
+    ID. The registry is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME. A key is never
+    stored: only the name of the variable that holds it, and of the Secret key that fills
+    it on Kubernetes.
     """
     from bgserve.cli.logs import configure_logging
     from bgserve.compose import build_registry
+    from bgserve.llm.references import parse_secret_ref
     from bgserve.registry.llm_models import LlmSpec
     from bgserve.registry.llm_models import register_llm as register
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    spec = LlmSpec(name, gguf, openai_url, openai_model, api_key_env)
     try:
+        secret = None if api_key_secret is None else parse_secret_ref(api_key_secret)
+        spec = LlmSpec(name, gguf, openai_url, openai_model, api_key_env, secret, gguf_uri)
         done = register(build_registry(settings), spec.checked())
     except BgserveError as exc:
         say_error(exc.message)

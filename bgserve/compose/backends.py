@@ -85,12 +85,13 @@ def llm_lookup(registry: MlflowRegistry) -> Callable[[Release], LlmServing | Non
         if base is None:
             return None
         if base.kind == "gguf":
-            return LlmServing("gguf", served_model_name=name)
+            return LlmServing("gguf", served_model_name=name, weights_uri=base.weights_uri)
         return LlmServing(
             "openai",
             served_model_name=base.openai_model or name,
             openai_url=base.openai_url,
             api_key_env=base.api_key_env,
+            api_key_secret=base.api_key_secret,
         )
 
     return lambda release: serving(release.model_name, release.model_version)

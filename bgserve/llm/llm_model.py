@@ -6,10 +6,14 @@ stay self-contained: it imports MLflow, pandas and the standard library, plus
 ``llama_cpp`` (kind ``gguf``) or ``httpx`` (kind ``openai``) when loaded.
 
 Model config: ``kind`` (``gguf`` or ``openai``); for ``gguf`` ``n_ctx`` and
-``n_threads`` (0 = llama.cpp's choice), with the file as artifact ``gguf``; for
+``n_threads`` (0 = llama.cpp's choice), with the file as artifact ``gguf``, or, registered
+by reference, ``weights_uri`` (its storage URI: the file is looked for where a Kubernetes
+storage initializer put it, ``$BGSERVE_LLM_WEIGHTS_DIR``; nothing is downloaded here); for
 ``openai`` ``base_url`` (the OpenAI base URL, ending in ``/v1``), ``model`` (the served
-model name) and ``api_key_env`` (the NAME of the environment variable holding the key,
-read at every call; the key itself is never stored).
+model name), ``api_key_env`` (the NAME of the environment variable holding the key,
+read at every call; the key itself is never stored) and optionally ``api_key_secret``
+(``{name, key}``: the Kubernetes Secret key that fills that variable in a pod; outside
+Kubernetes nothing fills it but the environment).
 
 :meth:`LlmModel.chat` answers OpenAI chat.completion dicts (or an iterator of
 chat.completion.chunk dicts, the last one carrying ``usage`` and no choices; an endpoint
@@ -22,12 +26,15 @@ sent as one user message.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mlflow
 import pandas as pd
@@ -44,6 +51,46 @@ LLAMA_PARAMS = (
     "presence_penalty",
     "frequency_penalty",
 )
+
+
+WEIGHTS_DIR_ENV = "BGSERVE_LLM_WEIGHTS_DIR"
+_log = logging.getLogger(__name__)
+
+
+class LlmLoadError(Exception):
+    """The LLM cannot be loaded here (a GGUF registered by reference without its file)."""
+
+
+def gguf_from_storage(weights_uri: str, weights_dir: str | None) -> Path:
+    """The GGUF file a storage initializer fetched from ``weights_uri`` into ``weights_dir``:
+    the directory itself if it is the file, else the file the URI names, else the only
+    ``.gguf`` file below it.
+
+    Raises:
+        LlmLoadError: no ``weights_dir`` (nothing fetched the file: not a Kubernetes slot),
+            or no single GGUF file there.
+    """
+    if not weights_dir:
+        raise LlmLoadError(
+            f"this GGUF is registered by reference ({weights_uri}): only a Kubernetes slot, "
+            f"whose storage initializer fetches it into ${WEIGHTS_DIR_ENV}, can load it. "
+            "The local backend downloads nothing at run time: register the file itself with "
+            "`bgserve models register-llm NAME --gguf PATH`"
+        )
+    root = Path(weights_dir)
+    if root.is_file():
+        return root
+    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".gguf")
+    named = urlsplit(weights_uri).path.rstrip("/").rsplit("/", 1)[-1]
+    same_name = [p for p in found if p.name == named]
+    if same_name:
+        return same_name[0]
+    if len(found) == 1:
+        return found[0]
+    raise LlmLoadError(
+        f"{root} holds {len(found)} GGUF files fetched from {weights_uri}: name the file "
+        "in the URI (…/model.Q4_K_M.gguf)"
+    )
 
 
 class LlmError(Exception):
@@ -137,13 +184,30 @@ def _usage_chunk(last: dict[str, Any] | None, prompt: int, completion: int) -> d
 class _OpenAI:
     """An OpenAI-compatible endpoint called with httpx; the key is read from the env."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None) -> None:
+    def __init__(
+        self, base_url: str, model: str, api_key_env: str | None, secret: str | None = None
+    ) -> None:
         import httpx
 
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env
+        self.secret = secret
         self.client = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0))
+        if self._key_unset():
+            _log.warning(self._unset_key_hint())
+
+    def _key_unset(self) -> bool:
+        return bool(self.api_key_env) and not os.environ.get(self.api_key_env or "")
+
+    def _unset_key_hint(self) -> str:
+        hint = f"the key variable {self.api_key_env} is not set in this slot's environment"
+        if self.secret:
+            hint += (
+                f"; on Kubernetes it is filled from the Secret key {self.secret}, which the "
+                f"local backend cannot read: set {self.api_key_env} where bgserve runs"
+            )
+        return hint
 
     def _request(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         body = {**params, "model": self.model, "messages": messages}
@@ -153,7 +217,7 @@ class _OpenAI:
 
     def complete(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         response = self._call(lambda: self.client.post(**self._request(messages, params)))
-        _raise_for_status(response.status_code, response.text)
+        self._raise_for_status(response.status_code, response.text)
         result: dict[str, Any] = response.json()
         return result
 
@@ -164,7 +228,9 @@ class _OpenAI:
         request["json"] |= {"stream": True, "stream_options": {"include_usage": True}}
         with self._call(lambda: self.client.stream("POST", **request)) as response:
             if response.status_code >= 400:
-                _raise_for_status(response.status_code, response.read().decode(errors="replace"))
+                self._raise_for_status(
+                    response.status_code, response.read().decode(errors="replace")
+                )
             produced, usage, last = 0, False, None
             for line in response.iter_lines():
                 data = line[5:].strip() if line.startswith("data:") else ""
@@ -180,6 +246,10 @@ class _OpenAI:
             # content chunk, as they stream; the prompt's size is unknown here (0).
             yield _usage_chunk(last, 0, produced)
 
+    def _raise_for_status(self, status: int, text: str) -> None:
+        refused = status in (401, 403) and self._key_unset()
+        _raise_for_status(status, text, f" ({self._unset_key_hint()})" if refused else "")
+
     def _call(self, send: Any) -> Any:
         import httpx
 
@@ -191,7 +261,7 @@ class _OpenAI:
             raise LlmError(f"the LLM endpoint {self.url} failed: {exc}", 502) from exc
 
 
-def _raise_for_status(status: int, text: str) -> None:
+def _raise_for_status(status: int, text: str, hint: str = "") -> None:
     if status < 400:
         return
     try:
@@ -200,7 +270,7 @@ def _raise_for_status(status: int, text: str) -> None:
         message = text[:500]
     # The client's mistakes stay theirs; the endpoint's own failures are a bad gateway.
     raise LlmError(
-        f"the LLM endpoint answered {status}: {message}", status if status < 500 else 502
+        f"the LLM endpoint answered {status}: {message}{hint}", status if status < 500 else 502
     )
 
 
@@ -213,11 +283,21 @@ class LlmModel(PythonModel):
         config = context.model_config or {}
         self.kind: str = config["kind"]
         if self.kind == "gguf":
-            self.gguf_path = context.artifacts["gguf"]
+            self.gguf_path = self._gguf_file(context, config)
             n_ctx, n_threads = int(config.get("n_ctx", 2048)), int(config.get("n_threads", 0))
             self._engine: Any = _Gguf(self.gguf_path, n_ctx, n_threads)
         else:
-            self._engine = _OpenAI(config["base_url"], config["model"], config.get("api_key_env"))
+            secret = config.get("api_key_secret") or {}
+            named = f"{secret['name']}/{secret['key']}" if secret else None
+            env = config.get("api_key_env")
+            self._engine = _OpenAI(config["base_url"], config["model"], env, named)
+
+    @staticmethod
+    def _gguf_file(context: PythonModelContext, config: dict[str, Any]) -> str:
+        if config.get("weights_uri"):
+            weights_dir = os.environ.get(WEIGHTS_DIR_ENV)
+            return str(gguf_from_storage(config["weights_uri"], weights_dir))
+        return str(context.artifacts["gguf"])
 
     def chat(
         self, messages: list[dict[str, Any]], params: dict[str, Any], stream: bool = False

@@ -2,8 +2,10 @@
 
 Either kind becomes a pyfunc model version (the code in :mod:`bgserve.llm.llm_model`)
 that a release can pin like any other model. A GGUF file is copied into the version as
-an artifact; an endpoint version pins only its base URL, its served model name and the
-*name* of the environment variable that holds its key, never the key.
+an artifact, or, for Kubernetes, referenced by its storage URI (nothing is copied: the
+slot's storage initializer fetches it); an endpoint version pins only its base URL, its
+served model name and *where* its key is: the name of the environment variable the slot
+reads, and on Kubernetes the Secret key that fills it. Never the key.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mlflow.types import ColSpec, DataType, Schema
 
 from bgserve.errors import InvalidInput
 from bgserve.llm.gguf import check_gguf
+from bgserve.llm.references import SecretKeyRef, check_secret_ref, check_weights_uri
 from bgserve.registry.errors import translate_errors
 from bgserve.registry.lookup import is_prompt
 from bgserve.registry.session import ensure_experiment
@@ -37,25 +40,29 @@ LlmKind = Literal["gguf", "openai"]
 
 @dataclass(frozen=True)
 class LlmSpec:
-    """What to register: exactly one of a GGUF file or an endpoint (URL + model name)."""
+    """What to register: exactly one of a GGUF file, a GGUF's storage URI (``gguf_uri``,
+    Kubernetes only) or an endpoint (URL + model name, optionally where its key is)."""
 
     name: str
     gguf: Path | None = None
     openai_url: str | None = None
     openai_model: str | None = None
     api_key_env: str | None = None
+    api_key_secret: SecretKeyRef | None = None
+    gguf_uri: str | None = None
 
     @property
     def kind(self) -> LlmKind:
-        return "gguf" if self.gguf is not None else "openai"
+        return "gguf" if self.gguf is not None or self.gguf_uri is not None else "openai"
 
     def checked(self) -> LlmSpec:
         """This spec if it holds together, with the GGUF path resolved.
 
         Raises:
-            InvalidInput: naming the field at fault: a bad name, both or neither kind,
-                a missing or non-GGUF file, a URL that is not http(s), a missing model
-                name, or an environment variable name that is not one.
+            InvalidInput: naming the field at fault: a bad name, not exactly one kind,
+                a missing or non-GGUF file, a storage URI of another scheme, a URL that
+                is not http(s), a missing model name, an environment variable name that
+                is not one, or a Secret reference that is bad or has no variable to fill.
         """
         if not _MODEL_NAME.fullmatch(self.name or ""):
             raise InvalidInput(
@@ -63,21 +70,35 @@ class LlmSpec:
                 "'.', '_' and '-', starting with a letter or digit",
                 field="name",
             )
-        endpoint = self.openai_url is not None or self.openai_model is not None
-        if (self.gguf is not None) == endpoint:
-            raise InvalidInput(
-                "give exactly one kind of LLM: gguf (a GGUF file), or openai_url with "
-                "openai_model (an OpenAI-compatible endpoint)",
-                field="gguf" if self.gguf is not None else "openai_url",
-            )
+        self._check_one_kind()
+        if self.gguf_uri is not None:
+            self._check_no_key()
+            return LlmSpec(self.name, gguf_uri=check_weights_uri(self.gguf_uri))
         if self.gguf is not None:
-            if self.api_key_env is not None:
-                raise InvalidInput(
-                    "api_key_env is for an endpoint, not a GGUF file", field="api_key_env"
-                )
+            self._check_no_key()
             return LlmSpec(self.name, gguf=check_gguf(self.gguf))
         self._check_endpoint()
         return self
+
+    def _check_one_kind(self) -> None:
+        kinds = {
+            "gguf": self.gguf is not None,
+            "gguf_uri": self.gguf_uri is not None,
+            "openai_url": self.openai_url is not None or self.openai_model is not None,
+        }
+        given = [field for field, present in kinds.items() if present]
+        if len(given) != 1:
+            raise InvalidInput(
+                "give exactly one kind of LLM: gguf (a GGUF file), gguf_uri (a GGUF's "
+                "s3://, gs://, hf:// or pvc:// URI, for Kubernetes), or openai_url with "
+                "openai_model (an OpenAI-compatible endpoint)",
+                field=given[0] if given else "openai_url",
+            )
+
+    def _check_no_key(self) -> None:
+        for field in ("api_key_env", "api_key_secret"):
+            if getattr(self, field) is not None:
+                raise InvalidInput(f"{field} is for an endpoint, not a GGUF file", field=field)
 
     def _check_endpoint(self) -> None:
         url = urlsplit(self.openai_url or "")
@@ -99,17 +120,32 @@ class LlmSpec:
                 "variable holding the key (letters, digits, '_'), never the key itself",
                 field="api_key_env",
             )
+        if self.api_key_secret is not None:
+            if self.api_key_env is None:
+                raise InvalidInput(
+                    "api_key_secret needs api_key_env: the Secret's key fills that variable, "
+                    "which the slot reads",
+                    field="api_key_env",
+                )
+            check_secret_ref(self.api_key_secret)
 
     def model_config(self) -> dict[str, Any]:
         """The LLM model version's config (see :mod:`bgserve.llm.llm_model`)."""
         if self.kind == "gguf":
-            return {"kind": "gguf", "n_ctx": 2048, "n_threads": 0}
-        return {
+            config: dict[str, Any] = {"kind": "gguf", "n_ctx": 2048, "n_threads": 0}
+            if self.gguf_uri is not None:
+                config["weights_uri"] = self.gguf_uri
+            return config
+        config = {
             "kind": "openai",
             "base_url": self.openai_url,
             "model": self.openai_model,
             "api_key_env": self.api_key_env,
         }
+        if self.api_key_secret is not None:
+            secret = self.api_key_secret
+            config["api_key_secret"] = {"name": secret.name, "key": secret.key}
+        return config
 
 
 @dataclass(frozen=True)
@@ -166,6 +202,7 @@ def register_llm(registry: Any, spec: LlmSpec) -> RegisteredLlm:
 
 
 def _log(spec: LlmSpec) -> Any:
+    # A GGUF given by storage URI is not copied: the slot's storage initializer fetches it.
     artifacts = {"gguf": str(spec.gguf)} if spec.gguf is not None else None
     with warnings.catch_warnings():
         # An input example would load the LLM in this process just to check it.
@@ -185,12 +222,16 @@ def _log(spec: LlmSpec) -> Any:
 @dataclass(frozen=True)
 class LlmBase:
     """What the registry records of an LLM model version: its kind, the model name an
-    endpoint serves (``openai``), the endpoint's base URL and its key's variable *name*."""
+    endpoint serves (``openai``), the endpoint's base URL, its key's variable *name* and
+    the Secret key that fills it on Kubernetes, and a GGUF's storage URI (``gguf``
+    registered by reference)."""
 
     kind: LlmKind
     openai_model: str | None = None
     openai_url: str | None = None
     api_key_env: str | None = None
+    api_key_secret: SecretKeyRef | None = None
+    weights_uri: str | None = None
 
 
 def read_llm(registry: Any, name: str, version: int) -> LlmBase | None:
@@ -210,9 +251,19 @@ def read_llm(registry: Any, name: str, version: int) -> LlmBase | None:
     if Path(str(pyfunc.get("model_code_path", ""))).name != LLM_CODE.name:
         return None
     if config.get("kind") == "gguf":
-        return LlmBase("gguf")
+        return LlmBase("gguf", weights_uri=config.get("weights_uri"))
     if config.get("kind") == "openai":
         return LlmBase(
-            "openai", config.get("model"), config.get("base_url"), config.get("api_key_env")
+            "openai",
+            config.get("model"),
+            config.get("base_url"),
+            config.get("api_key_env"),
+            _secret_of(config.get("api_key_secret")),
         )
     return None
+
+
+def _secret_of(stored: Any) -> SecretKeyRef | None:
+    if not isinstance(stored, dict):
+        return None
+    return SecretKeyRef(str(stored.get("name", "")), str(stored.get("key", "")))

@@ -1,4 +1,5 @@
-"""POST /models/llm: register an LLM base model (a GGUF file or an OpenAI-compatible endpoint)."""
+"""POST /models/llm: register an LLM base model (a GGUF file, by path or by storage URI, or
+an OpenAI-compatible endpoint)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from pydantic import BaseModel, Field
 from bgserve.api.deps import DeployerDep, LlmModelsDep
 from bgserve.api.guard import GuardedRoute
 from bgserve.api.schemas import WRITE, Strict
+from bgserve.llm.references import SecretKeyRef
 from bgserve.registry.llm_models import LlmKind
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=GuardedRoute)
+
+
+class SecretRef(Strict):
+    name: str = Field(description="Name of a Secret in the slots' namespace", examples=["llm"])
+    key: str = Field(description="The key within that Secret", examples=["api-key"])
 
 
 class LlmCreate(Strict):
@@ -26,6 +33,18 @@ class LlmCreate(Strict):
     openai_model: str | None = Field(None, description="The model name the endpoint serves")
     api_key_env: str | None = Field(
         None, description="NAME of the environment variable holding the endpoint's key"
+    )
+    api_key_secret: SecretRef | None = Field(
+        None,
+        description="On Kubernetes, the Secret key that fills api_key_env in the slot (its "
+        "name and key are stored, never its value); needs api_key_env. The local backend "
+        "cannot read Secrets: there the slot reads api_key_env from bgserve's environment",
+    )
+    gguf_uri: str | None = Field(
+        None,
+        description="Storage URI of a GGUF file (s3://, gs://, hf://, pvc://; kind gguf, "
+        "Kubernetes only): registered by reference, nothing is copied; the slot's storage "
+        "initializer fetches it. The local backend refuses such a model",
     )
 
 
@@ -46,5 +65,11 @@ def register(body: LlmCreate, models: LlmModelsDep, _who: DeployerDep) -> LlmOut
         openai_url=body.openai_url,
         openai_model=body.openai_model,
         api_key_env=body.api_key_env,
+        api_key_secret=_secret(body.api_key_secret),
+        gguf_uri=body.gguf_uri,
     )
     return LlmOut(model_uri=done.model_uri, name=done.name, version=done.version, kind=done.kind)
+
+
+def _secret(ref: SecretRef | None) -> SecretKeyRef | None:
+    return None if ref is None else SecretKeyRef(ref.name, ref.key)

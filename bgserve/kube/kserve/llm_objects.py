@@ -28,6 +28,8 @@ from bgserve.kube.kserve.objects import (
     weighted_route,
 )
 from bgserve.kube.objects import ANNOTATION_PREFIX, MOUNT_PATH, NO_MLFLOW, SlotMlflow
+from bgserve.llm.references import SecretKeyRef as SecretKeyRef
+from bgserve.llm.references import check_secret_ref, check_weights_uri
 from bgserve.settings.kube import KubeGroup
 
 LlmKind = Literal["gguf", "openai"]
@@ -37,16 +39,6 @@ OPENAI_PREFIX = "/openai/v1"
 WEIGHTS_DIR_ENV = "BGSERVE_LLM_WEIGHTS_DIR"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
-
-
-@dataclass(frozen=True)
-class SecretKeyRef:
-    """A key of a Kubernetes Secret in the slot's namespace (the value is never read here)."""
-
-    name: str
-    key: str = "api-key"
 
 
 @dataclass(frozen=True)
@@ -92,6 +84,8 @@ class LlmServing:
                 "endpoint with hf_runtime.hf_runtime_inference_service)",
                 field="weights_uri",
             )
+        if self.weights_uri is not None:
+            check_weights_uri(self.weights_uri, field="weights_uri")
         self._check_key_reference()
 
     def _check_key_reference(self) -> None:
@@ -108,14 +102,7 @@ class LlmServing:
                 "api_key_secret needs api_key_env, the variable the slot reads it from",
                 field="api_key_env",
             )
-        if not (len(secret.name) <= 253 and _SECRET_NAME.fullmatch(secret.name)):
-            raise InvalidInput(
-                f"api_key_secret {secret.name!r} is not a Secret name", field="api_key_secret"
-            )
-        if not (len(secret.key) <= 253 and _SECRET_KEY.fullmatch(secret.key)):
-            raise InvalidInput(
-                f"api_key_secret key {secret.key!r} is not a Secret key", field="api_key_secret"
-            )
+        check_secret_ref(secret)
 
 
 def llm_annotations(llm: LlmServing) -> dict[str, str]:
