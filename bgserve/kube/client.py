@@ -207,15 +207,26 @@ class KubeObjects:
         """As :meth:`apply`; also says whether this call created the object."""
         return self._apply(desired["metadata"]["name"], lambda _current: desired)
 
-    def apply_with(self, name: str, build: Callable[[Obj | None], Obj]) -> Obj:
+    def ensure_with(self, name: str, build: Callable[[Obj | None], Obj]) -> tuple[Obj, bool]:
+        """As :meth:`apply_with`; also says whether this call created the object."""
+        return self._apply(name, build)
+
+    def apply_with(
+        self, name: str, build: Callable[[Obj | None], Obj], *, manager: str = MANAGER
+    ) -> Obj:
         """As :meth:`apply`, with the desired object built from the one just read.
 
         ``build(current)`` runs again after every conflict, so a change computed from
         the object (one predictor of several, say) never overwrites someone else's.
+        ``manager`` is the field manager of the apply: another one than ``bgserve``
+        owns only the fields its object holds (a weight, say), and leaves bgserve's own
+        fields as they are.
         """
-        return self._apply(name, build)[0]
+        return self._apply(name, build, manager)[0]
 
-    def _apply(self, name: str, build: Callable[[Obj | None], Obj]) -> tuple[Obj, bool]:
+    def _apply(
+        self, name: str, build: Callable[[Obj | None], Obj], manager: str = MANAGER
+    ) -> tuple[Obj, bool]:
         for _ in range(self.retries):
             current = self.get(name)
             if current is not None and not is_managed(current):
@@ -227,7 +238,7 @@ class KubeObjects:
             if current is not None and up_to_date(current, desired):
                 return current, False
             try:
-                return self._write(current, desired), current is None
+                return self._write(current, desired, manager), current is None
             except ApiException as exc:
                 if exc.status != 409:
                     raise backend_error(exc, f"writing {self.resource.kind} {name}") from exc
@@ -238,8 +249,8 @@ class KubeObjects:
             "something else keeps changing it"
         )
 
-    def _write(self, current: Obj | None, desired: Obj) -> Obj:
-        """Server-side apply as field manager ``bgserve``.
+    def _write(self, current: Obj | None, desired: Obj, manager: str = MANAGER) -> Obj:
+        """Server-side apply as field manager ``manager`` (``bgserve`` by default).
 
         ``desired`` holds exactly the fields bgserve owns, so a user's own labels and
         annotations and fields set by other managers are left alone. Only an object
@@ -254,7 +265,7 @@ class KubeObjects:
             *self._args(),
             desired["metadata"]["name"],
             body,
-            field_manager=MANAGER,
+            field_manager=manager,
             force=current is not None,
             field_validation="Strict",
             _content_type=APPLY_PATCH,

@@ -31,6 +31,15 @@ class KServeGroup(Group):
         "(`Standard`, `RawDeployment` on older KServe, or `Knative`); empty keeps the "
         "cluster default.",
     )
+    llm_mode: Literal["inferenceservice", "llminferenceservice"] = Field(
+        "inferenceservice",
+        description="How an LLM release's slot runs: `inferenceservice` (an InferenceService "
+        "behind bgserve's weighted route, with OpenAI routes) or `llminferenceservice` (a "
+        "v1alpha2 LLMInferenceService per release, members of one KServe routing group named "
+        "after the deployment, the split carried in their weights; bgserve writes no route "
+        "for such a deployment). The second needs the llminferenceservices rule of "
+        "docs/kserve.md in the Role.",
+    )
 
 
 class SeldonGroup(Group):

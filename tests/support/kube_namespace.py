@@ -18,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from bgserve.kube.client import Resource, api_client
+from bgserve.kube.kserve.llm_isvc import LLM_INFERENCE_SERVICE
 from bgserve.kube.kserve.objects import HTTP_ROUTE, INFERENCE_SERVICE, VIRTUAL_SERVICE
 from bgserve.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 from bgserve.settings import Settings
@@ -28,7 +29,15 @@ Obj = dict[str, Any]
 Rules = list[dict[str, list[str]]]
 RESOURCES = {
     r.plural: r
-    for r in (INFERENCE_SERVICE, HTTP_ROUTE, VIRTUAL_SERVICE, MODEL, EXPERIMENT, SELDON_DEPLOYMENT)
+    for r in (
+        INFERENCE_SERVICE,
+        LLM_INFERENCE_SERVICE,
+        HTTP_ROUTE,
+        VIRTUAL_SERVICE,
+        MODEL,
+        EXPERIMENT,
+        SELDON_DEPLOYMENT,
+    )
 }
 
 

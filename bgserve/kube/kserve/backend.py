@@ -6,6 +6,11 @@ between slots by a Gateway API HTTPRoute (default) or an Istio VirtualService
 (``BGSERVE_KSERVE_ROUTER=istio``), never by ``canaryTrafficPercent``: that splits
 revisions of a single InferenceService, is ignored in RawDeployment/Standard mode,
 and cannot hold two distinct model+prompt releases side by side.
+
+With ``BGSERVE_KSERVE_LLM_MODE=llminferenceservice`` an LLM release's slot is an
+LLMInferenceService instead, a member of the deployment's KServe routing group whose
+weight carries the split (:mod:`~bgserve.kube.kserve.llm_group`); such a deployment has no
+route of bgserve's, and its releases must all be LLMs.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from bgserve.kube.client import (
     managed_labels,
     observed_current,
 )
+from bgserve.kube.kserve.llm_group import LlmGroup
+from bgserve.kube.kserve.llm_isvc import LLM_INFERENCE_SERVICE, llmisvc_name
 from bgserve.kube.kserve.llm_objects import (
     LlmServing,
     llm_inference_service,
@@ -58,13 +65,16 @@ from bgserve.settings import KubeGroup
 _FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
 
 
-def required_rbac(router: str) -> list[dict[str, list[str]]]:
+def required_rbac(router: str, llm_mode: str = "inferenceservice") -> list[dict[str, list[str]]]:
     """The Role rules the backend needs: exactly the verbs it sends, nothing more."""
     route = ROUTERS[router]
+    slots = [INFERENCE_SERVICE.plural]
+    if llm_mode == "llminferenceservice":
+        slots.append(LLM_INFERENCE_SERVICE.plural)
     return [
         {
             "apiGroups": [INFERENCE_SERVICE.group],
-            "resources": [INFERENCE_SERVICE.plural],
+            "resources": slots,
             "verbs": ["create", "delete", "get", "list", "patch", "watch"],
         },
         {
@@ -109,16 +119,28 @@ class KServeBackend(KubeBackend):
         self.llms = llms
         self.services = self._objects(INFERENCE_SERVICE)
         self.routes = self._objects(ROUTERS[kube.kserve.router])
+        self.group: LlmGroup | None = None
+        if kube.kserve.llm_mode == "llminferenceservice":
+            members = self._objects(LLM_INFERENCE_SERVICE)
+            self.group = LlmGroup(members, self.readiness, kube, self.mlflow)
 
     def ensure_slot(self, deployment: str, release: Release) -> SlotInfo:
-        """Apply the release's InferenceService and wait for Ready at its current generation.
+        """Apply the release's InferenceService (in LLMInferenceService mode, an LLM
+        release's group member, at its current weight) and wait for Ready at its current
+        generation.
 
-        Idempotent: an up-to-date InferenceService is not written again. Never changes
-        weights. Raises ReadinessTimeout when not ready within
-        ``slot_ready_timeout_seconds``, BackendError when KServe reports a failed load or
-        the API server refuses; an InferenceService this call created is then removed.
+        Idempotent: an up-to-date object is not written again. Never changes weights.
+        Raises ReadinessTimeout when not ready within ``slot_ready_timeout_seconds``,
+        BackendError when KServe reports a failed load or the API server refuses, or, in
+        LLMInferenceService mode, when the deployment already runs releases of the other
+        kind (LLM or not); an object this call created is then removed.
         """
-        desired = self._desired_service(deployment, release)
+        llm = self.llms(release) if self.llms is not None else None
+        if self.group is not None:
+            self._refuse_mixing(deployment, self.group, as_member=llm is not None)
+            if llm is not None:
+                return self.group.ensure(deployment, release, llm)
+        desired = self._desired_service(deployment, release, llm)
         name = desired["metadata"]["name"]
         written, created = self.services.ensure(desired)
         try:
@@ -135,8 +157,19 @@ class KServeBackend(KubeBackend):
             raise
         return self._info(deployment, release.id, obj)
 
-    def _desired_service(self, deployment: str, release: Release) -> Obj:
-        llm = self.llms(release) if self.llms is not None else None
+    def _refuse_mixing(self, deployment: str, group: LlmGroup, *, as_member: bool) -> None:
+        """A routing group cannot share traffic with an InferenceService behind a route:
+        refuse a release whose kind differs from the slots the deployment already runs."""
+        other = self.services if as_member else group.objects
+        found = sorted(o["metadata"]["name"] for o in other.select(managed_labels(deployment)))
+        if found:
+            raise BackendError(
+                f"{deployment} already runs {other.resource.kind} {', '.join(found)}: in "
+                "LLMInferenceService mode a deployment's releases are either all LLMs (members "
+                "of one routing group) or none; serve this release in another deployment"
+            )
+
+    def _desired_service(self, deployment: str, release: Release, llm: LlmServing | None) -> Obj:
         if llm is None:
             return inference_service(deployment, release, self.kube, self.mlflow)
         return llm_inference_service(deployment, release, llm, self.kube, self.mlflow)
@@ -160,15 +193,22 @@ class KServeBackend(KubeBackend):
         return check
 
     def set_routes(self, deployment: str, routes: Sequence[Route]) -> None:
-        """Write all weights at once into the deployment's HTTPRoute or VirtualService.
+        """Write all weights at once into the deployment's HTTPRoute or VirtualService; for
+        a deployment of LLMInferenceServices, into its members' weights, one member at a
+        time (:meth:`~bgserve.kube.kserve.llm_group.LlmGroup.set_weights`).
 
-        Idempotent. Every routed release needs an InferenceService, and one given more
-        traffic than it takes now must be ready (traffic back to blue while it serves is
-        never refused, so a revert works whatever green's state); otherwise, or if the
-        write fails, raises BackendError (InvalidInput for weights not summing to 100)
-        and the previous weights stay in place.
+        Idempotent. Every routed release needs a slot, and one given more traffic than it
+        takes now must be ready (traffic back to blue while it serves is never refused, so
+        a revert works whatever green's state); otherwise, or if the write fails, raises
+        BackendError (also for weights not summing to 100) and the previous weights stay
+        in place.
         """
         check_weights(deployment, routes, BackendError)
+        if self.group is not None:
+            members = self.group.members(deployment)
+            if members:
+                self.group.set_weights(deployment, routes, members)
+                return
         slots = {o["metadata"]["name"]: o for o in self.services.select(managed_labels(deployment))}
 
         def build(current: Obj | None) -> Obj:
@@ -197,12 +237,16 @@ class KServeBackend(KubeBackend):
             )
 
     def retire_slot(self, deployment: str, release_id: int) -> None:
-        """Delete the release's InferenceService(s) that bgserve manages for ``deployment``.
+        """Delete the release's InferenceService(s) (and LLMInferenceService(s) in that
+        mode) that bgserve manages for ``deployment``.
 
         Idempotent: nothing to delete is fine. Objects without bgserve's managed-by
         label are left alone even if their other labels match. Raises BackendError, also
-        (deleting nothing) while bgserve's weighted route still gives the slot traffic.
+        (deleting nothing) while bgserve's weighted route or the member's weight still
+        gives the slot traffic.
         """
+        if self.group is not None:
+            self.group.retire(deployment, release_id)
         route = self.routes.get(route_name(deployment))
         # A route bgserve does not manage routes nothing of bgserve's (a failed deploy's
         # slot is undone even when someone else's route sits on the name).
@@ -212,8 +256,12 @@ class KServeBackend(KubeBackend):
             self.services.delete(obj["metadata"]["name"])
 
     def slot_info(self, deployment: str, release_id: int) -> SlotInfo | None:
-        """The InferenceService's address and readiness, or None if absent. Read-only;
-        raises BackendError if the API server cannot be read."""
+        """The InferenceService's (or group member's) address and readiness, or None if
+        absent. Read-only; raises BackendError if the API server cannot be read."""
+        if self.group is not None:
+            member = self.group.objects.get(llmisvc_name(deployment, release_id))
+            if member is not None and is_managed(member):
+                return self.group.info(release_id, member)
         obj = self.services.get(isvc_name(deployment, release_id))
         return None if obj is None else self._info(deployment, release_id, obj)
 

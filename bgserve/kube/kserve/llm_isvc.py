@@ -40,6 +40,7 @@ LLM_INFERENCE_SERVICE = Resource(
     "serving.kserve.io", "v1alpha2", "llminferenceservices", "LLMInferenceService"
 )
 LLM_PORT = 8000
+WORKLOAD_SERVICE_SUFFIX = "-kserve-workload-svc"
 # KServe's force-stop annotation: the member keeps its place in the group, without pods.
 STOP_ANNOTATION = "serving.kserve.io/stop"
 
@@ -180,6 +181,34 @@ def member_weight(obj: Mapping[str, Any] | None, deployment: str) -> int:
     if route.get("group") != routing_group(deployment):
         return 0
     return int(route.get("weight", 0))
+
+
+def declared_weight(obj: Mapping[str, Any] | None) -> int:
+    """The weight a member's spec declares (0 for none), stopped or not: what a rewrite of
+    the member keeps, so re-applying it never moves traffic."""
+    route = ((obj or {}).get("spec", {}).get("router") or {}).get("route") or {}
+    return int(route.get("weight", 0))
+
+
+def weight_only(deployment: str, release_id: int, weight: int, kube: KubeGroup) -> Obj:
+    """The member of ``release_id`` reduced to its weight: what the weights' own field
+    manager applies, so a change of split touches no field of the member's rendering."""
+    return {
+        "apiVersion": LLM_INFERENCE_SERVICE.api_version,
+        "kind": LLM_INFERENCE_SERVICE.kind,
+        "metadata": {"name": llmisvc_name(deployment, release_id), "namespace": kube.namespace},
+        "spec": {"router": {"route": {"weight": weight}}},
+    }
+
+
+def member_endpoint(obj: Mapping[str, Any], namespace: str) -> str:
+    """A member's own address, bypassing the group's split: its workload Service (the one
+    KServe reports in ``status.workloads.service``, else ``<name>-kserve-workload-svc``) on
+    the slot's port, where the slot answers OIP and OpenAI alike."""
+    name = obj["metadata"]["name"]
+    reported = ((obj.get("status", {}).get("workloads") or {}).get("service") or {}).get("name")
+    service = reported or f"{name}{WORKLOAD_SERVICE_SUFFIX}"
+    return f"http://{service}.{namespace}.svc.cluster.local:{LLM_PORT}"
 
 
 def weight_writes(current: Mapping[str, int], desired: Mapping[str, int]) -> list[tuple[str, int]]:
