@@ -285,24 +285,13 @@ class Comparer:
                 f"{release.prompt_uri} is a text template, and messages need a chat prompt: "
                 "remove them or compare chat releases",
             )
-        schema = _schema(spec, release.prompt_uri)
+        schema = spec.response_schema(release.prompt_uri)
         info = self.slots.slot_info(name, release_id)
         if info is None or not info.ready:
             raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
         infer = f"{info.endpoint}/v2/models/{name}/infer"
         chat = f"{info.endpoint}/openai/v1/chat/completions" if spec.is_chat else None
         return SlotTarget(infer, spec.variables, chat_url=chat, model=name), schema
-
-
-def _schema(spec: PromptSpec, prompt_uri: str) -> ResponseSchema | None:
-    """The prompt's response schema; InvalidInput naming the prompt when it is broken
-    (registered outside bgserve, unchecked)."""
-    if spec.response_format is None:
-        return None
-    try:
-        return ResponseSchema(spec.response_format)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{prompt_uri}: {exc.message}", field="response_format") from exc
 
 
 def _threshold_details(overrides: Mapping[str, float], gate: Gate) -> dict[str, object]:

@@ -10,6 +10,7 @@ from typing import Any
 from bgserve.errors import InvalidInput
 from bgserve.evaluation.chat_prompt import chat_variables
 from bgserve.evaluation.model_config import MODEL_CONFIG_KEYS
+from bgserve.evaluation.response_schema import ResponseSchema
 from bgserve.evaluation.template import variables
 
 __all__ = ["PromptSpec"]
@@ -58,6 +59,26 @@ class PromptSpec:
             return chat_variables(self.messages)
         return variables(self.template or "")
 
+    @property
+    def generation(self) -> dict[str, Any]:
+        """The generation settings of its ``model_config`` a release applies to every
+        call (``MODEL_CONFIG_KEYS``; other keys MLflow may hold are not bgserve's)."""
+        return {k: v for k, v in self.model_config.items() if k in MODEL_CONFIG_KEYS}
+
+    def response_schema(self, prompt_uri: str) -> ResponseSchema | None:
+        """Its ``response_format`` ready to check answers on, None without one.
+
+        Raises:
+            InvalidInput: the schema is broken (a prompt registered outside bgserve,
+                unchecked), naming ``prompt_uri``.
+        """
+        if self.response_format is None:
+            return None
+        try:
+            return ResponseSchema(self.response_format)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{prompt_uri}: {exc.message}", field="response_format") from exc
+
     def bundle_config(self) -> dict[str, Any]:
         """The bundle's model_config entries for this prompt (see ``bundle_model.py``):
         the messages or template, the generation settings, the response schema."""
@@ -66,9 +87,8 @@ class PromptSpec:
             if self.messages is not None
             else {"template": self.template}
         )
-        generation = {k: v for k, v in self.model_config.items() if k in MODEL_CONFIG_KEYS}
-        if generation:
-            config["model_config"] = generation
+        if self.generation:
+            config["model_config"] = self.generation
         if self.response_format:
             config["response_format"] = dict(self.response_format)
         return config

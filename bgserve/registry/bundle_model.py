@@ -92,6 +92,27 @@ def schema_format(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "response", "schema": dict(schema)}}
 
 
+def generation_params(
+    request_params: Mapping[str, Any],
+    generation: Mapping[str, Any],
+    response_format: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A call's generation params: the request's, under the prompt's ``generation``
+    settings (its model_config; the prompt wins) and its ``response_format`` (a JSON
+    schema, requested as OpenAI's ``json_schema``). The one rule for slots and prompt
+    validations."""
+    params = {**request_params, **generation}
+    if response_format:
+        params["response_format"] = schema_format(response_format)
+    return params
+
+
+def joined_contents(messages: list[dict[str, str]]) -> str:
+    """A chat prompt's rendered messages as the one string a base model that is not an
+    LLM takes: their contents, joined by blank lines."""
+    return "\n\n".join(m["content"] for m in messages)
+
+
 class BundleModel(PythonModel):
     """Renders each input row with the release's prompt and asks the base model."""
 
@@ -119,10 +140,7 @@ class BundleModel(PythonModel):
 
     def generation_params(self, request_params: Mapping[str, Any]) -> dict[str, Any]:
         """The request's params under the prompt's model_config and response_format."""
-        params = {**request_params, **self._generation}
-        if self._response_format:
-            params["response_format"] = schema_format(self._response_format)
-        return params
+        return generation_params(request_params, self._generation, self._response_format)
 
     def chat(
         self,
@@ -149,7 +167,7 @@ class BundleModel(PythonModel):
 
     def _prompt_text(self, row: Mapping[str, Any]) -> str:
         # A base model that is not an LLM takes one string: a chat prompt's contents, joined.
-        return "\n\n".join(m["content"] for m in self.prompt_messages(row))
+        return joined_contents(self.prompt_messages(row))
 
     def _llm_answer(self, row: Mapping[str, Any]) -> str:
         completion = self.chat(row, [], {})
