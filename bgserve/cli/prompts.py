@@ -215,7 +215,10 @@ def validate(
     threshold: ThresholdOpt = None,
     html: HtmlOpt = None,
 ) -> None:
-    """Check DIRECTORY and compare its template with the live prompt, on the live model.
+    """Check DIRECTORY and compare its prompt with the live prompt, on the live model.
+
+    A chat prompt folder sends its messages, model_config and response_format; each
+    side's answers are checked against its own response_format.
 
     Exit status: 0 when the verdict passed and the lint found no error, 3 otherwise,
     1 for an error answer or bad files, 2 when bgserve cannot be reached.
@@ -224,19 +227,12 @@ def validate(
     if deployment is None:
         _print_local(prompt)
         return
-    if prompt.is_chat:
-        say_error(
-            "a chat prompt is compared on a deployment as a release: push it, stage a "
-            "release with it, and run `bgserve compare`; without --deployment, validate "
-            "checks the files and the lint"
-        )
-        raise typer.Exit(1)
     cases = [
         c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in prompt.cases or []
     ]
     body = {
         "deployment": deployment,
-        "template": prompt.template,
+        **_candidate(prompt),
         "cases": cases,
         "thresholds": _thresholds(threshold),
     }
@@ -245,6 +241,17 @@ def validate(
     remote.show(payload, lambda p: _print_validation(p, report, html))
     if not report.verdict.passed or payload["lint"]["errors"]:
         raise typer.Exit(3)
+
+
+def _candidate(prompt: PromptDir) -> dict[str, Any]:
+    """The candidate fields of a validation request: the template, or the messages with
+    their model_config and response_format."""
+    if not prompt.is_chat:
+        return {"template": prompt.template}
+    chat: dict[str, Any] = {"messages": prompt.messages, "model_config": prompt.model_config}
+    if prompt.response_format is not None:
+        chat["response_format"] = prompt.response_format
+    return chat
 
 
 def _print_local(prompt: PromptDir) -> None:
@@ -270,8 +277,9 @@ def _print_local(prompt: PromptDir) -> None:
 
 def _print_validation(payload: dict[str, Any], report: ComparisonReport, html: Path | None) -> None:
     console.print(
-        f"live: {payload['model_uri']} + {payload['live_prompt_uri']}; "
-        f"candidate: {payload['candidate']}",
+        f"live: {payload['model_uri']} + {payload['live_prompt_uri']} "
+        f"({payload['live_kind']}); candidate: {payload['candidate']} "
+        f"({payload['candidate_kind']})",
         markup=False,
     )
     for level in ("errors", "warnings"):

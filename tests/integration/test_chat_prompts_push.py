@@ -129,13 +129,6 @@ def test_validate_checks_a_chat_folder_locally_and_its_golden_cases_with_message
     assert code == 1 and "messages[0].role" in output and "case 'bad'" in output
 
 
-def test_a_chat_folder_is_not_sent_for_a_live_text_comparison(tmp_path: Path) -> None:
-    code, output = run(
-        "prompts", "validate", str(chat_dir(tmp_path)), "-d", "x", "--url", "http://127.0.0.1:9"
-    )
-    assert code == 1 and "bgserve compare" in output
-
-
 def test_model_config_on_a_text_prompt_is_refused(tmp_path: Path, store: str) -> None:
     directory = tmp_path / "plain"
     directory.mkdir()

@@ -4,6 +4,7 @@ and golden cases that carry the client's messages."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
@@ -148,7 +149,7 @@ def test_model_config_refuses_unknown_keys_and_values_out_of_range_naming_the_ke
     assert f"model_config.{key}" in err.message
 
 
-def test_a_text_prompt_validation_refuses_cases_with_messages_before_anything_runs() -> None:
+def test_a_text_candidate_refuses_cases_with_messages_before_anything_runs() -> None:
     from bgserve.app.comparer import ComparerConfig
     from bgserve.app.prompt_validation import PromptValidator
 
@@ -160,5 +161,6 @@ def test_a_text_prompt_validation_refuses_cases_with_messages_before_anything_ru
             {"id": "chatty", "inputs": {}, "messages": [{"role": "user", "content": "hi"}]},
         ]
     )
-    err = error_of(validator.validate, "chat", cases)
+    err = error_of(partial(validator.validate, template="Say {{text}}"), "chat", cases)
     assert err.field == "cases[1].messages" and "'chatty'" in err.message
+    assert "inline template is a text template" in err.message
