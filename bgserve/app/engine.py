@@ -53,9 +53,10 @@ class Warmer(Protocol):
         ...
 
 
-SLICE_S = 0.5
+SLICE_S = 0.2
 """How long a slice of a window is at least: the latency checks pair green with blue over
-the same slices (:mod:`bgserve.domain.analysis`)."""
+the same slices (:mod:`bgserve.domain.analysis`). Under the engine's default interval
+(0.25 s) every reading is a boundary, so a short bake still holds enough slices."""
 MAX_MARKS = 1200
 
 

@@ -28,8 +28,9 @@ measured over the same seconds, under the same load: green's quantile minus blue
 every slice where both sides answered at least :data:`MIN_SLICE_REQUESTS` (neighbouring
 slices merged until they do), and a one-sided Wilcoxon signed-rank test on those
 differences. A burst raises both sides of its slice and cancels out; a slower release is
-slower in every slice. With fewer than :data:`MIN_PAIRED_SLICES` usable slices the
-whole-window test decides.
+slower in every slice. While fewer than :data:`MIN_PAIRED_SLICES` slices can be paired
+the check is **inconclusive** (the step bakes on): a whole-window test is exactly what a
+burst fools, so it decides only for a source that keeps no slices at all (Prometheus).
 
 The analysis fails if any check fails, is inconclusive if none fails and one is
 inconclusive, and passes otherwise (skipped checks count for nothing).
@@ -49,7 +50,9 @@ from bgserve.domain.window import SideWindow, quantile_of
 
 LATENCY_FLOOR_MS = 1.0
 MIN_SLICE_REQUESTS = 3
-MIN_PAIRED_SLICES = 8
+MIN_PAIRED_SLICES = 6
+# Six slices all slower give a one-sided Wilcoxon p of 1/64: enough to fail a step only
+# when green is slower in (nearly) every slice, reachable within a 2 s bake.
 
 Histogram = Callable[[SideWindow], Sequence[int]]
 """Which histogram of a window a check reads (latency, time to first token, ...)."""
@@ -232,13 +235,43 @@ def _latency(
     blue_q, green_q = blue.quantile_ms(quantile), green.quantile_ms(quantile)
     if blue_q is None or green_q is None:
         return Check(name, Outcome.SKIPPED, f"{name}: no latency histogram to compare")
-    paired = paired_slower_p_value(blue.slices, green.slices, quantile)
-    p_value = slower_p_value(blue, green) if paired is None else paired
+    p_value, paired = slower_test((blue, green), quantile)
+    if p_value is None:
+        return too_few_slices(name, (blue, green), quantile)
     figures = Slower(max(blue_q, LATENCY_FLOOR_MS), max(green_q, LATENCY_FLOOR_MS), p_value)
     limits = (settings.max_latency_p95_ratio, settings.min_latency_delta_ms)
-    what = "" if paired is None else "paired by time: "
+    what = "paired by time: " if paired else ""
     check = slower(name, what, figures, limits, settings.significance, reference)
-    return replace(check, numbers={**check.numbers, "paired": paired is not None})
+    return replace(check, numbers={**check.numbers, "paired": paired})
+
+
+def slower_test(
+    sides: tuple[SideWindow, SideWindow], quantile: float, histogram: Histogram = latencies
+) -> tuple[float | None, bool]:
+    """The p-value of "green's ``histogram`` is higher than blue's", and whether it was
+    paired by time: paired when the windows come in slices (None while too few of them
+    can be paired), over the whole window only for a source that keeps no slices."""
+    blue, green = sides
+    if blue.slices or green.slices:
+        return paired_slower_p_value(blue.slices, green.slices, quantile, histogram), True
+    return slower_p_value(blue, green, histogram), False
+
+
+def too_few_slices(
+    name: str,
+    sides: tuple[SideWindow, SideWindow],
+    quantile: float,
+    histogram: Histogram = latencies,
+) -> Check:
+    """The inconclusive check of windows whose slices cannot be paired yet."""
+    usable = len(_paired_quantiles(sides[0].slices, sides[1].slices, quantile, histogram))
+    return Check(
+        name,
+        Outcome.INCONCLUSIVE,
+        f"{name}: too few time slices to pair yet ({usable} with {MIN_SLICE_REQUESTS} "
+        f"answers on each side; {MIN_PAIRED_SLICES} needed)",
+        {"paired_slices": usable, "needed": MIN_PAIRED_SLICES, "paired": True},
+    )
 
 
 @dataclass(frozen=True)
@@ -330,7 +363,7 @@ def _paired_quantiles(
     return pairs
 
 
-def slower_p_value(blue: SideWindow, green: SideWindow) -> float:
+def slower_p_value(blue: SideWindow, green: SideWindow, histogram: Histogram = latencies) -> float:
     """One-sided Mann-Whitney U: the p-value of "green's latencies are higher than blue's".
 
     Latencies are read at their bucket's midpoint, so the test sees the histogram's
@@ -342,8 +375,8 @@ def slower_p_value(blue: SideWindow, green: SideWindow) -> float:
         + LATENCY_BUCKETS_MS[min(i, len(LATENCY_BUCKETS_MS) - 1)] / 2
         for i in range(BUCKETS)
     ]
-    blue_values = [v for v, n in zip(points, blue.buckets, strict=False) for _ in range(n)]
-    green_values = [v for v, n in zip(points, green.buckets, strict=False) for _ in range(n)]
+    blue_values = [v for v, n in zip(points, histogram(blue), strict=False) for _ in range(n)]
+    green_values = [v for v, n in zip(points, histogram(green), strict=False) for _ in range(n)]
     if not blue_values or not green_values:
         return 1.0
     return float(mannwhitneyu(green_values, blue_values, alternative="greater").pvalue)

@@ -41,11 +41,12 @@ from bgserve.domain.analysis import (
     error_rate,
     latency_p50,
     latency_p95,
-    paired_slower_p_value,
     slower,
     slower_p_value,
+    slower_test,
+    too_few_slices,
 )
-from bgserve.domain.window import SideWindow
+from bgserve.domain.window import SideWindow, quantile_of
 
 
 class CheckFn(Protocol):
@@ -59,11 +60,6 @@ class CheckFn(Protocol):
         settings: AnalysisSettings,
         reference: str = "blue",
     ) -> Check: ...
-
-
-def _histogram(counts: Sequence[int]) -> SideWindow:
-    """A window whose latency histogram is ``counts``, to reuse its quantile and test."""
-    return SideWindow(sum(counts), 0, tuple(counts))
 
 
 def _measured(
@@ -103,16 +99,17 @@ def _ratio_check(
     blue_counts, green_counts = tuple(histogram(blue)), tuple(histogram(green))
     if (early := _measured(name, blue_counts, green_counts, settings, reference)) is not None:
         return early
-    blue_side, green_side = _histogram(blue_counts), _histogram(green_counts)
-    paired = paired_slower_p_value(blue.slices, green.slices, quantile, histogram)
+    p_value, paired = slower_test((blue, green), quantile, histogram)
+    if p_value is None:
+        return too_few_slices(name, (blue, green), quantile, histogram)
     figures = Slower(
-        max(blue_side.quantile_ms(quantile) or 0.0, LATENCY_FLOOR_MS),
-        max(green_side.quantile_ms(quantile) or 0.0, LATENCY_FLOOR_MS),
-        slower_p_value(blue_side, green_side) if paired is None else paired,
+        max(quantile_of(blue_counts, quantile) or 0.0, LATENCY_FLOOR_MS),
+        max(quantile_of(green_counts, quantile) or 0.0, LATENCY_FLOOR_MS),
+        p_value,
     )
-    how = f"{what} " if paired is None else f"{what}, paired by time: "
+    how = f"{what}, paired by time: " if paired else f"{what} "
     check = slower(name, how, figures, limits, settings.significance, reference)
-    return replace(check, numbers={**check.numbers, "paired": paired is not None})
+    return replace(check, numbers={**check.numbers, "paired": paired})
 
 
 def _ttft(window: SideWindow) -> Sequence[int]:
@@ -121,6 +118,10 @@ def _ttft(window: SideWindow) -> Sequence[int]:
 
 def _tpot(window: SideWindow) -> Sequence[int]:
     return window.tpot
+
+
+def _tokens(window: SideWindow) -> Sequence[int]:
+    return window.tokens
 
 
 def ttft_p95(
@@ -151,7 +152,7 @@ def output_tokens(
     blue_mean = blue.output_tokens / sum(blue.tokens)
     green_mean = green.output_tokens / sum(green.tokens)
     ratio = green_mean / max(blue_mean, 1.0)
-    p_value = slower_p_value(_histogram(blue.tokens), _histogram(green.tokens))
+    p_value = slower_p_value(blue, green, _tokens)
     limit = settings.max_output_tokens_ratio
     numbers = {
         "blue_mean_tokens": round(blue_mean, 2),

@@ -4,9 +4,10 @@ test sets, and a deployment brought to a weight."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from bgserve.app.engine import RolloutEngine
 from bgserve.app.executor import Executor
 from bgserve.backends.memory import MemoryBackend
 from bgserve.domain import rollout
@@ -75,3 +76,29 @@ class Traffic:
         now = self.counts.get(release_id, SideWindow())
         more = SideWindow(requests, errors, histogram([10.0] * requests))
         self.counts[release_id] = now.plus(more)
+
+    def adding(self, per_tick: dict[int, int]) -> Callable[[], None]:
+        """One tick's traffic for :func:`bake_in_ticks`: each release answers its count."""
+
+        def one_tick() -> None:
+            for release_id, requests in per_tick.items():
+                self.add(release_id, requests)
+
+        return one_tick
+
+
+def bake_in_ticks(
+    engine: RolloutEngine,
+    now: list[float],
+    until: float,
+    one_tick: Callable[[], None],
+    ticks: int = 10,
+) -> None:
+    """Move the injected clock to ``until`` in ``ticks`` even steps, ``one_tick`` adding
+    one tick's traffic before each look of the engine: the window comes in slices, as the
+    data plane's counts do under the engine's interval (the latency checks pair them)."""
+    start = now[0]
+    for tick in range(1, ticks + 1):
+        one_tick()
+        now[0] = start + (until - start) * tick / ticks
+        engine.tick()

@@ -17,7 +17,14 @@ from bgserve.domain.plan import make_plan
 from bgserve.domain.rollout import Gate
 from bgserve.errors import BackendError, Conflict, StaleWrite
 from bgserve.store import Store
-from tests.support.executor_parts import Aliases, Clock, FlakyRoutes, Traffic, shifted_to
+from tests.support.executor_parts import (
+    Aliases,
+    Clock,
+    FlakyRoutes,
+    Traffic,
+    bake_in_ticks,
+    shifted_to,
+)
 
 
 @pytest.fixture
@@ -143,10 +150,7 @@ def test_the_engine_walks_a_healthy_plan_on_an_injected_clock(
     assert started.state.green_weight == 10 and backend.weights("chat") == {1: 90, 2: 10}
     engine.tick()  # the step's baseline
     for weight in (50, 100):
-        traffic.add(1, 200)
-        traffic.add(2, 50)
-        now[0] += 29.0
-        engine.tick()
+        bake_in_ticks(engine, now, now[0] + 29.0, traffic.adding({1: 20, 2: 5}))
         assert store.get_deployment("chat").state.green_weight == (10 if weight == 50 else 50)
         now[0] += 1.0
         engine.tick()

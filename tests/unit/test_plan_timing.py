@@ -26,7 +26,14 @@ from bgserve.domain.window import SideWindow, histogram
 from bgserve.errors import InvalidInput
 from bgserve.store import Store
 from bgserve.ui.list_view import plan_cell
-from tests.support.executor_parts import Aliases, Clock, FlakyRoutes, Traffic, shifted_to
+from tests.support.executor_parts import (
+    Aliases,
+    Clock,
+    FlakyRoutes,
+    Traffic,
+    bake_in_ticks,
+    shifted_to,
+)
 
 FAST = AnalysisSettings(min_requests=20, max_bake_s=60.0)
 
@@ -124,10 +131,7 @@ def test_the_engine_counts_nothing_from_the_initial_delay(store: Store) -> None:
     now[0] = 1005.0
     engine.tick()  # the window starts here, after the delay
     # ... and then answers like blue for the rest of the step.
-    traffic.add(1, 200)
-    traffic.add(2, 50)
-    now[0] = 1035.0
-    engine.tick()
+    bake_in_ticks(engine, now, 1035.0, traffic.adding({1: 20, 2: 5}))
     state = store.get_deployment("chat").state
     assert state.green_weight == 50, store.history("chat")[-1].reason
     assert state.plan is not None
@@ -149,8 +153,7 @@ def test_the_engine_restarted_mid_step_bakes_the_step_again(store: Store) -> Non
     now[0] = 1201.0
     engine.tick()
     assert store.get_deployment("chat").state.green_weight == 10  # not judged on 1 s
-    now[0] = 1230.0
-    engine.tick()
+    bake_in_ticks(engine, now, 1230.0, traffic.adding({1: 20, 2: 5}))
     assert store.get_deployment("chat").state.green_weight == 50
 
 
@@ -296,12 +299,15 @@ class BaselineRun:
         self.engine.tick()
 
     def bake(self, until: float, latencies_ms: dict[int, float], requests: int = 200) -> None:
-        """Each release answers ``requests`` at its latency; the engine looks at ``until``."""
-        for release_id, latency_ms in latencies_ms.items():
-            before = self.traffic.counts.get(release_id, SideWindow())
-            self.traffic.counts[release_id] = before.plus(side(requests, latency_ms))
-        self.now[0] = until
-        self.engine.tick()
+        """Each release answers ``requests`` at its latency, spread over ten looks of the
+        engine up to ``until``."""
+
+        def one_tick() -> None:
+            for release_id, latency_ms in latencies_ms.items():
+                before = self.traffic.counts.get(release_id, SideWindow())
+                self.traffic.counts[release_id] = before.plus(side(requests // 10, latency_ms))
+
+        bake_in_ticks(self.engine, self.now, until, one_tick)
 
 
 def test_green_is_judged_against_its_baseline_not_against_blue(store: Store) -> None:
@@ -380,6 +386,19 @@ def test_a_burst_that_hits_green_more_is_not_a_slower_green() -> None:
     paired = latency_p50(blue, green, FAST)
     assert paired.outcome is Outcome.PASS, paired.reason
     assert paired.numbers["paired"] is True and "paired by time" in paired.reason
+
+
+def test_too_few_slices_to_pair_wait_instead_of_trusting_the_whole_window() -> None:
+    # Two slices: green got its requests in the burst. The whole-window test would fail
+    # it; with slices that cannot be paired yet, the check waits for more of them.
+    blue = sliced([(3, 100.0), (40, 10.0)])
+    green = sliced([(30, 100.0), (3, 10.0)])
+    check = latency_p50(blue, green, FAST)
+    assert check.outcome is Outcome.INCONCLUSIVE, check.reason
+    assert "too few time slices" in check.reason and check.numbers["paired_slices"] == 2
+    # A source that keeps no slices (Prometheus) is judged on the whole window.
+    whole = latency_p50(replace(blue, slices=()), replace(green, slices=()), FAST)
+    assert whole.outcome is Outcome.FAIL and whole.numbers["paired"] is False
 
 
 def test_a_green_slower_in_every_slice_fails_paired() -> None:
