@@ -21,6 +21,15 @@ that streams no usage gets one content chunk counted as one token and ``prompt_t
 ``response_format`` is taken in OpenAI's form (``json_schema`` or ``json_object``).
 :meth:`LlmModel.predict` answers one string per row of a ``prompt`` column, each row
 sent as one user message.
+
+An ``openai`` endpoint gets ``n``, ``tools``, ``tool_choice`` and ``parallel_tool_calls``
+unchanged, and its answers (tool calls included) come back as it sent them. llama.cpp
+(``gguf``) has no ``n``: a non-streamed request for ``n`` choices generates them one after
+another (choice ``i`` with seed ``seed + i`` when a seed is set, so they differ), usage
+counting the prompt once and every choice's tokens. Its chat handler makes a tool call
+only when ``tool_choice`` names the function (sampling constrained to the function's
+parameters schema); it never picks a tool itself, so ``tools`` without such a
+``tool_choice`` is refused, as are streamed tools and a streamed ``n`` above 1.
 """
 
 from __future__ import annotations
@@ -50,7 +59,10 @@ LLAMA_PARAMS = (
     "response_format",
     "presence_penalty",
     "frequency_penalty",
+    "tools",
+    "tool_choice",
 )
+MAX_CHOICES = 16
 
 
 WEIGHTS_DIR_ENV = "BGSERVE_LLM_WEIGHTS_DIR"
@@ -122,6 +134,66 @@ def answer_text(completion: dict[str, Any]) -> str:
     return str((choices[0].get("message") or {}).get("content") or "")
 
 
+def _produces(chunk: dict[str, Any]) -> bool:
+    """Whether a chunk carries generated output: content or a tool call's part."""
+    deltas = [choice.get("delta") or {} for choice in chunk.get("choices") or []]
+    return any(delta.get("content") or delta.get("tool_calls") for delta in deltas)
+
+
+def _choices(params: dict[str, Any], stream: bool) -> int:
+    """The ``n`` a llama.cpp model can answer. Raises LlmError (400, ``n``)."""
+    n = params.get("n")
+    if n is None or n == 1:
+        return 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
+        raise LlmError(
+            f"n must be a whole number from 1 to {MAX_CHOICES}: this llama.cpp model "
+            "generates the choices one after another",
+            400,
+            "n",
+        )
+    if stream:
+        raise LlmError(
+            "n must be 1 in a streamed request to this llama.cpp model: it generates "
+            "choices one after another; ask without stream for several",
+            400,
+            "n",
+        )
+    return n
+
+
+def _forced_tool(params: dict[str, Any], stream: bool) -> None:
+    """Refuse tools llama.cpp's chat handler cannot honour. Raises LlmError (400)."""
+    tools, choice = params.get("tools"), params.get("tool_choice")
+    if choice == "none":  # the tools are only context: a plain answer is what is asked
+        return
+    if not tools:
+        if choice is not None:
+            raise LlmError("tool_choice needs tools to choose from", 400, "tool_choice")
+        return
+    if stream:
+        raise LlmError(
+            "tools cannot be streamed from this llama.cpp model: its streamed tool call "
+            "repeats the call's id and name in every chunk, which clients join into a wrong "
+            "name; ask without stream",
+            400,
+            "tools",
+        )
+    function = choice.get("function") if isinstance(choice, dict) else None
+    named = function.get("name") if isinstance(function, dict) else None
+    if named is None:
+        raise LlmError(
+            "this llama.cpp model calls a tool only when tool_choice names it "
+            '({"type": "function", "function": {"name": ...}}): its chat handler picks no '
+            f"tool itself, so tool_choice {choice!r} cannot be honoured",
+            400,
+            "tool_choice",
+        )
+    offered = {(t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)}
+    if named not in offered:
+        raise LlmError(f"tool_choice names {named!r}, which is not in tools", 400, "tool_choice")
+
+
 class _Gguf:
     """One llama.cpp model; calls are serialised (a context serves one generation)."""
 
@@ -132,18 +204,26 @@ class _Gguf:
         self.llm: Any = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
         self.lock = threading.Lock()
 
-    def _kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+    def refuse_unsupported(self, params: dict[str, Any], stream: bool) -> None:
+        """Refuse what llama.cpp cannot answer as asked. Raises LlmError (400, the param)."""
+        _choices(params, stream)
+        _forced_tool(params, stream)
+
+    def _kwargs(self, params: dict[str, Any], choice: int = 0) -> dict[str, Any]:
         kwargs = {key: params[key] for key in LLAMA_PARAMS if params.get(key) is not None}
         if "response_format" in kwargs:
             kwargs["response_format"] = llama_response_format(kwargs["response_format"])
+        if choice and "seed" in kwargs:
+            kwargs["seed"] += choice  # the same seed would give every choice the same answer
         return kwargs
 
     def complete(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
-            result: dict[str, Any] = self.llm.create_chat_completion(
-                messages=messages, **self._kwargs(params)
-            )
-            return result
+            answers: list[dict[str, Any]] = [
+                self.llm.create_chat_completion(messages=messages, **self._kwargs(params, i))
+                for i in range(_choices(params, stream=False))
+            ]
+        return answers[0] if len(answers) == 1 else _as_choices(answers)
 
     def stream(
         self, messages: list[dict[str, Any]], params: dict[str, Any]
@@ -155,7 +235,7 @@ class _Gguf:
             produced, finish, last = 0, None, None
             for chunk in chunks:
                 choice = chunk["choices"][0] if chunk["choices"] else {}
-                produced += bool((choice.get("delta") or {}).get("content"))
+                produced += _produces(chunk)
                 finish = choice.get("finish_reason") or finish
                 last = chunk
                 yield chunk
@@ -163,6 +243,20 @@ class _Gguf:
             # prompt and answer, less the last sampled token when the length limit hit.
             prompt = max(0, self.llm.n_tokens - produced + (finish == "length"))
             yield _usage_chunk(last, prompt, produced)
+
+
+def _as_choices(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Separate completions of one prompt as one completion with a choice each: the
+    prompt counted once, every choice's tokens."""
+    choices = [{**answer["choices"][0], "index": i} for i, answer in enumerate(answers)]
+    prompt = answers[0]["usage"]["prompt_tokens"]
+    completion = sum(answer["usage"]["completion_tokens"] for answer in answers)
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    return {**answers[0], "choices": choices, "usage": usage}
 
 
 def _usage_chunk(last: dict[str, Any] | None, prompt: int, completion: int) -> dict[str, Any]:
@@ -209,6 +303,9 @@ class _OpenAI:
             )
         return hint
 
+    def refuse_unsupported(self, params: dict[str, Any], stream: bool) -> None:
+        """Nothing: the endpoint takes every parameter and refuses what it must."""
+
     def _request(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         body = {**params, "model": self.model, "messages": messages}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -239,7 +336,7 @@ class _OpenAI:
                 if data:
                     last = json.loads(data)
                     usage = usage or bool(last.get("usage"))
-                    produced += any((c.get("delta") or {}).get("content") for c in last["choices"])
+                    produced += _produces(last)
                     yield last
         if not usage:
             # Some servers (llama.cpp's own) report no usage in streams: count one token a
@@ -265,12 +362,17 @@ def _raise_for_status(status: int, text: str, hint: str = "") -> None:
     if status < 400:
         return
     try:
-        message = json.loads(text)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = text[:500]
-    # The client's mistakes stay theirs; the endpoint's own failures are a bad gateway.
+        error = json.loads(text)["error"]
+        message, param = error["message"], error.get("param")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message, param = text[:500], None
+    # The client's mistakes stay theirs (the parameter named too); the endpoint's own
+    # failures are a bad gateway.
+    client = status < 500
     raise LlmError(
-        f"the LLM endpoint answered {status}: {message}{hint}", status if status < 500 else 502
+        f"the LLM endpoint answered {status}: {message}{hint}",
+        status if client else 502,
+        param if client and isinstance(param, str) else None,
     )
 
 
@@ -305,8 +407,10 @@ class LlmModel(PythonModel):
         """Answer ``messages`` with generation ``params`` (OpenAI names).
 
         Raises:
-            LlmError: the endpoint refused or failed the call (its status kept for 4xx).
+            LlmError: the endpoint refused or failed the call (its status kept for 4xx);
+                400 naming the parameter llama.cpp cannot honour (see the module docstring).
         """
+        self._engine.refuse_unsupported(params, stream)
         if stream:
             return self._engine.stream(messages, params)  # type: ignore[no-any-return]
         return self._engine.complete(messages, params)  # type: ignore[no-any-return]

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 # Sent on to the LLM when the client gives them (the prompt's model_config wins; see
-# bgserve/registry/bundle_model.py).
+# bgserve/registry/bundle_model.py). The LLM model refuses what its engine cannot honour
+# (bgserve/llm/llm_model.py: llama.cpp streams one choice and calls only a named tool).
 CHAT_PARAMS = (
     "temperature",
     "max_tokens",
@@ -26,6 +27,10 @@ CHAT_PARAMS = (
     "response_format",
     "presence_penalty",
     "frequency_penalty",
+    "n",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 )
 
 
@@ -69,6 +74,23 @@ def _adapters() -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
     return TypeAdapter(CompletionCreateParamsBase), TypeAdapter(ChatCompletionMessageParam)
 
 
+@cache
+def _tools_adapter() -> TypeAdapter[Any]:
+    from openai.types.chat import ChatCompletionToolUnionParam
+
+    return TypeAdapter(list[ChatCompletionToolUnionParam])
+
+
+def _check_tools(raw: Any) -> None:
+    """The request type takes any iterable and checks none of its items: check them."""
+    if raw is None:
+        return
+    try:
+        _tools_adapter().validate_python(raw)
+    except ValidationError as exc:
+        raise _refusal(exc, "tools") from None
+
+
 def _refusal(exc: ValidationError, prefix: str = "") -> OpenAIRefusal:
     first = exc.errors()[0]
     param = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
@@ -103,7 +125,7 @@ def parse_chat(body: bytes, deployment: str) -> ChatCall:
 
     Raises:
         OpenAIRefusal: 400 naming the field (not JSON, a field of the wrong type, a bad
-            message, ``variables`` not an object, ``n`` other than 1); 404
+            message or tool, ``variables`` not an object); 404
             ``model_not_found`` when ``model`` is not the deployment's name.
     """
     try:
@@ -127,8 +149,7 @@ def parse_chat(body: bytes, deployment: str) -> ChatCall:
     variables = parsed.get("variables") or {}
     if not isinstance(variables, dict):
         raise OpenAIRefusal(400, "variables must be an object of template variables", "variables")
-    if parsed.get("n") not in (None, 1):
-        raise OpenAIRefusal(400, "n must be 1: one choice per request", param="n")
+    _check_tools(parsed.get("tools"))
     params = {key: parsed[key] for key in CHAT_PARAMS if parsed.get(key) is not None}
     if "max_tokens" not in params and parsed.get("max_completion_tokens") is not None:
         params["max_tokens"] = parsed["max_completion_tokens"]

@@ -1,6 +1,7 @@
 """Slots serving chat prompt releases on SmolLM2 (llama.cpp in the slot process, and an
 OpenAI-compatible endpoint: llama.cpp's own server), called with the official ``openai``
-SDK; the prompt's model_config and response_format reach the model."""
+SDK; the prompt's model_config and response_format reach the model, and so do ``n`` and
+tools, or they are refused where llama.cpp cannot honour them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,17 @@ import jsonschema
 import mlflow
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionNamedToolChoiceParam,
+)
 
 from bgserve.llm.safety import library_key
 from bgserve.llm.smollm2 import smollm2_path
 from bgserve.registry.llm_models import LlmSpec, register_llm
 from bgserve.registry.mlflow_registry import MlflowRegistry
+from tests.support.json_handler import JsonHandler
 from tests.support.models import SlotProcess, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,6 +56,7 @@ class Slots:
     open: SlotProcess  # no model_config: the client's values apply
     json: SlotProcess  # response_format: a JSON schema
     endpoint: SlotProcess  # base model: llama.cpp's OpenAI server, reached with a key
+    recorded: SlotProcess  # the same server behind a recorder of what it is sent
 
 
 def sdk(slot: SlotProcess) -> openai.OpenAI:
@@ -87,15 +97,55 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+@dataclass
+class Recorder:
+    """A pass-through to llama.cpp's server (non-streamed calls) keeping each request
+    body and answer as they crossed."""
+
+    url: str = ""
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def recorder(llama_server: str) -> Iterator[Recorder]:
+    recorded = Recorder()
+
+    class Handler(JsonHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            recorded.bodies.append(body)
+            headers = {"Authorization": self.headers.get("authorization", "")}
+            upstream = httpx.post(
+                f"{llama_server}/chat/completions", json=body, headers=headers, timeout=300
+            )
+            recorded.answers.append(upstream.json())
+            self.send_json(upstream.status_code, upstream.json())
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    recorded.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield recorded
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def slots(
-    mlflow_store: str, llama_server: str, tmp_path_factory: pytest.TempPathFactory
+    mlflow_store: str,
+    llama_server: str,
+    recorder: Recorder,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Slots]:
     root = tmp_path_factory.mktemp("llm-slots")
     registry = MlflowRegistry(mlflow_store, mlflow_store, artifact_location=str(root / "art"))
     smol = register_llm(registry, LlmSpec("smollm2", gguf=smollm2_path())).model_uri
     remote = LlmSpec("smollm2-remote", None, llama_server, "smollm2", KEY_ENV)
     endpoint = register_llm(registry, remote).model_uri
+    via = LlmSpec("smollm2-recorded", None, recorder.url, "smollm2", KEY_ENV)
+    recorded = register_llm(registry, via).model_uri
     pinned = push(registry, "pinned", MESSAGES, model_config={"temperature": 0, "max_tokens": 3})
     free = push(registry, "free", MESSAGES)
     shaped = [
@@ -110,6 +160,7 @@ def slots(
         "open": registry.register_release("open", smol, free),
         "json": registry.register_release("json", smol, schema),
         "endpoint": registry.register_release("endpoint", endpoint, free),
+        "recorded": registry.register_release("recorded", recorded, free),
     }
     os.environ[KEY_ENV] = KEY  # inherited by the slot processes, never stored
     started = [
@@ -257,6 +308,146 @@ def test_an_endpoint_model_answers_and_streams_through_its_key(slots: Slots) -> 
     assert produced >= 2
     # llama.cpp's server streams no usage: the slot counts the content chunks it relayed.
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == produced <= 12
+
+
+WEATHER: ChatCompletionFunctionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+CALL_WEATHER: ChatCompletionNamedToolChoiceParam = {
+    "type": "function",
+    "function": {"name": "get_weather"},
+}
+ASK_WEATHER = {"style": "helpful", "question": "What is the weather in Paris?"}
+
+
+def test_a_gguf_model_answers_n_choices_each_one_seed_further(slots: Slots) -> None:
+    def ask(n: int, seed: int) -> Any:
+        return sdk(slots.open).chat.completions.create(
+            model="open",
+            messages=[],
+            n=n,
+            max_tokens=12,
+            temperature=1.2,
+            seed=seed,
+            extra_body={"variables": VARIABLES},
+        )
+
+    both = ask(2, seed=40)
+    first, second = ask(1, seed=40), ask(1, seed=41)
+    assert [c.index for c in both.choices] == [0, 1]
+    assert [c.message.content for c in both.choices] == [
+        first.choices[0].message.content,
+        second.choices[0].message.content,
+    ]
+    assert both.usage is not None and first.usage is not None and second.usage is not None
+    assert both.usage.prompt_tokens == first.usage.prompt_tokens  # one prompt
+    spent = first.usage.completion_tokens + second.usage.completion_tokens
+    assert both.usage.completion_tokens == spent
+    assert both.usage.total_tokens == both.usage.prompt_tokens + spent
+
+
+def test_a_gguf_model_calls_a_named_tool_with_arguments_of_its_schema(slots: Slots) -> None:
+    answer = sdk(slots.open).chat.completions.create(
+        model="open",
+        messages=[],
+        tools=[WEATHER],
+        tool_choice=CALL_WEATHER,
+        max_tokens=40,
+        temperature=0,
+        extra_body={"variables": ASK_WEATHER},
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    (call,) = choice.message.tool_calls
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.function.name == "get_weather"
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, WEATHER["function"]["parameters"])
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "param", "why"),
+    [
+        ({"n": 2, "stream": True}, "n", "one after another"),
+        ({"n": 17}, "n", "from 1 to 16"),
+        ({"tools": [WEATHER]}, "tool_choice", "picks no tool itself"),
+        ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice", "picks no tool itself"),
+        (
+            {"tools": [WEATHER], "tool_choice": CALL_WEATHER, "stream": True},
+            "tools",
+            "cannot be streamed",
+        ),
+        ({"tool_choice": CALL_WEATHER}, "tool_choice", "needs tools"),
+    ],
+)
+def test_a_gguf_model_refuses_what_llama_cpp_cannot_honour_naming_the_parameter(
+    slots: Slots, request_fields: dict[str, Any], param: str, why: str
+) -> None:
+    body = {"model": "open", "messages": [], "variables": ASK_WEATHER, **request_fields}
+    refused = httpx.post(f"{slots.open.url}/openai/v1/chat/completions", json=body, timeout=60)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error", error
+    assert why in error["message"], error
+
+
+def test_an_endpoint_gets_n_and_tools_unchanged_and_its_tool_call_comes_back(
+    slots: Slots, recorder: Recorder
+) -> None:
+    answer = sdk(slots.recorded).chat.completions.create(
+        model="recorded",
+        messages=[],
+        n=2,
+        tools=[WEATHER],
+        tool_choice=CALL_WEATHER,
+        parallel_tool_calls=False,
+        max_tokens=40,
+        extra_body={"variables": ASK_WEATHER},
+    )
+    sent = recorder.bodies[-1]
+    assert (sent["n"], sent["tools"], sent["tool_choice"]) == (2, [WEATHER], CALL_WEATHER)
+    assert sent["parallel_tool_calls"] is False and sent["model"] == "smollm2"
+    # llama.cpp's server answers one choice whatever n is: the slot relays what it got.
+    relayed = recorder.answers[-1]
+    assert len(answer.choices) == len(relayed["choices"])
+    (call,) = answer.choices[0].message.tool_calls or []
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.function.name == "get_weather"
+    expected = relayed["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert call.function.arguments == expected
+
+
+def test_an_endpoints_streamed_tool_call_arrives_in_deltas_and_is_counted(slots: Slots) -> None:
+    stream = sdk(slots.endpoint).chat.completions.create(
+        model="endpoint",
+        messages=[],
+        tools=[WEATHER],
+        tool_choice=CALL_WEATHER,
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"variables": ASK_WEATHER},
+    )
+    chunks = list(stream)
+    parts = [
+        c.choices[0].delta.tool_calls[0].function
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    ]
+    assert parts and parts[0] is not None and parts[0].name == "get_weather"
+    arguments = "".join(part.arguments or "" for part in parts if part is not None)
+    jsonschema.validate(json.loads(arguments), WEATHER["function"]["parameters"])
+    # llama.cpp's server streams no usage: the slot counts the chunks that carried output.
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(parts)
 
 
 def test_a_slot_refuses_to_start_on_a_llama_build_that_crashed(

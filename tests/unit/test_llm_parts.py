@@ -63,6 +63,28 @@ def test_a_request_yields_variables_params_and_stream_options() -> None:
     assert call.messages == [{"role": "user", "content": "hi"}]
 
 
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_choices_and_tools_are_passed_on_as_the_client_gave_them() -> None:
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    call = parse_chat(
+        body(n=3, tools=[TOOL], tool_choice=choice, parallel_tool_calls=False), "chat"
+    )
+    assert call.params == {
+        "n": 3,
+        "tools": [TOOL],
+        "tool_choice": choice,
+        "parallel_tool_calls": False,
+    }
+
+
 @pytest.mark.parametrize(
     ("raw", "status", "param"),
     [
@@ -72,7 +94,9 @@ def test_a_request_yields_variables_params_and_stream_options() -> None:
         (body(temperature="hot"), 400, "temperature"),
         (body(messages=[{"role": "wizard", "content": "x"}]), 400, "messages.0"),
         (body(variables=["x"]), 400, "variables"),
-        (body(n=2), 400, "n"),
+        (body(n="two"), 400, "n"),
+        (body(tools="get_weather"), 400, "tools"),
+        (body(tools=[{"type": "function", "function": {"description": "x"}}]), 400, "tools.0"),
         (json.dumps({"model": "chat"}).encode(), 400, "messages"),
     ],
 )
