@@ -15,6 +15,7 @@ import httpx
 import jsonschema
 import pytest
 import uvicorn
+import yaml
 from typer.testing import CliRunner
 
 from bgserve.api.app import create_app
@@ -219,6 +220,9 @@ def test_a_bad_candidate_is_a_422_naming_the_field(
 def test_the_cli_sends_a_prompt_yaml_folder_and_reads_the_report(api: str, tmp_path: Path) -> None:
     folder = tmp_path / "answer"
     shutil.copytree(REPO / "prompts" / "answer", folder)
+    meta = yaml.safe_load((folder / "prompt.yaml").read_text(encoding="utf-8"))
+    meta["model_config"]["max_tokens"] = 32  # shorter answers, a shorter test
+    (folder / "prompt.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
     golden = (folder / "golden.jsonl").read_text(encoding="utf-8").splitlines()
     args = ["prompts", "validate", str(folder), "-d", "qa-chat", "--url", api, "--json"]
     run = CliRunner().invoke(cli, args, env={"COLUMNS": "200"})
