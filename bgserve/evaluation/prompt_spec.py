@@ -15,8 +15,6 @@ from bgserve.evaluation.template import variables
 
 __all__ = ["PromptSpec"]
 
-"""The settings of a prompt's ``model_config`` that a release applies to every call."""
-
 
 @dataclass(frozen=True)
 class PromptSpec:
