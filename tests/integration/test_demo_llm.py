@@ -56,7 +56,9 @@ def test_llm_demo_tells_the_whole_story_and_leaves_no_process() -> None:
     assert "checks error_rate, ttft_p95" in output
     assert output.index("step: blue 50% / green 50%") < output.index("step: blue 100%")
     ttft = re.search(
-        r"ttft_p95: pass — ttft_p95: p95 time to first token green ([\d.]+) ms", output
+        r"ttft_p95: pass — ttft_p95: p95 time to first token(?:, paired by time:)? green "
+        r"([\d.]+) ms",
+        output,
     )
     assert ttft is not None, output
     assert "live analysis at green 50%: pass" in output

@@ -193,7 +193,13 @@ def test_moving_candidate_stages_compares_and_writes_the_verdict_back(
     assert all(e["details"]["trigger"] == trigger for e in automatic)
     assert automatic[1]["details"]["mlflow_run_id"] == tags["bgserve.comparison_run_id"]
     rule = rule_of(stack.http, "wh")
-    assert rule["last_event"] == trigger and rule["last_outcome"]["action"] == "compared"
+    assert rule["last_event"] == trigger
+    # The rule may look once more at the same move after it changed the deployment: that
+    # look finds the verdict written and says so.
+    outcome = rule["last_outcome"]
+    assert outcome["action"] == "compared" or (
+        outcome["action"] == "ignored" and "written already" in outcome["reason"]
+    ), outcome
     assert moved < 60
 
 

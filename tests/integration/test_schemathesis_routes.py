@@ -11,6 +11,7 @@ operation, and each new parameter, must have been exercised a minimum number of 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -198,10 +199,21 @@ def run_operation(operation: Any, tally: Tally, client: TestClient) -> None:
         if key == ("POST", "/deployments/{name}/promote") and response.status_code < 300:
             # Back to staged, so the next generated plan is judged on its own fields.
             name = case.path_parameters["name"]
-            reverted = client.post(f"/deployments/{name}/revert", json={})
+            reverted = revert_until_done(client, name)
             assert reverted.status_code == 200, reverted.text
 
     call()
+
+
+def revert_until_done(client: TestClient, name: str) -> Any:
+    """Revert ``name``, retrying a lost race as the 409's hint says: the rollout engine may
+    be applying the plan's next step (bake 0) at the same moment."""
+    for _ in range(20):
+        reverted = client.post(f"/deployments/{name}/revert", json={})
+        if reverted.status_code != 409 or reverted.json().get("hint") != "retry":
+            return reverted
+        time.sleep(0.05)
+    return reverted
 
 
 def test_every_operation_answers_as_its_schema_says(
