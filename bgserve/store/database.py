@@ -4,14 +4,22 @@ translation of SQLAlchemy's errors into bgserve's where they enter."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 
-from bgserve.errors import InvalidInput, Unavailable
+from bgserve.errors import BgserveError, InvalidInput, Unavailable
 from bgserve.store import migrate
 
 
@@ -77,6 +85,43 @@ def unavailable(exc: SQLAlchemyError, what: str = "the state database failed") -
     """Unavailable for a database failure, with the driver's own first line."""
     cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     return Unavailable(f"{what}: {cause}", hint="retry")
+
+
+Refusal = Callable[[IntegrityError], BgserveError]
+"""What a refused write (a constraint the database enforces) means to a caller."""
+
+
+def driver_says(exc: SQLAlchemyError) -> str:
+    """The database driver's own message, without SQLAlchemy's wrapping."""
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+
+
+@contextmanager
+def transaction(engine: Engine, refused: Refusal) -> Iterator[Connection]:
+    """A transaction whose failures leave as bgserve errors: a refused write as
+    ``refused`` says, a value the database cannot hold as InvalidInput, any other
+    failure as Unavailable."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except IntegrityError as exc:
+        raise refused(exc) from exc
+    except DataError as exc:
+        raise InvalidInput(
+            f"the state database refused a value as too long or malformed: {driver_says(exc)}"
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise unavailable(exc) from exc
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read connection; database failures become Unavailable."""
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise unavailable(exc) from exc
 
 
 def parse_state_url(url: str) -> URL:

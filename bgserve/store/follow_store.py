@@ -9,16 +9,16 @@ errors end here: every one leaves as a :class:`~bgserve.errors.BgserveError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from bgserve.errors import BgserveError, Conflict, NotFound
-from bgserve.store.database import unavailable
+from bgserve.store.database import Refusal, reading, transaction
 from bgserve.store.records import utc
 from bgserve.store.tables import follow_rules, webhook_deliveries
 
@@ -56,23 +56,11 @@ class FollowStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _begin(self, refused: Callable[[IntegrityError], BgserveError]) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except IntegrityError as exc:
-            raise refused(exc) from exc
-        except SQLAlchemyError as exc:
-            raise unavailable(exc) from exc
+    def _begin(self, refused: Refusal) -> AbstractContextManager[Connection]:
+        return transaction(self.engine, refused)
 
-    @contextmanager
-    def _connect(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise unavailable(exc) from exc
+    def _connect(self) -> AbstractContextManager[Connection]:
+        return reading(self.engine)
 
     # rules
 

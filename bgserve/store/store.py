@@ -10,19 +10,25 @@ every one leaves as a :class:`~bgserve.errors.BgserveError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, delete, insert, select, update
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from bgserve.domain.release import Release, ResolvedRelease
 from bgserve.domain.rollout import DeploymentState
-from bgserve.errors import BgserveError, Conflict, InvalidInput, NotFound, StaleWrite
+from bgserve.errors import BgserveError, Conflict, NotFound, StaleWrite
 from bgserve.store.advisory_lock import deployment_lock
-from bgserve.store.database import open_engine, unavailable, upgrade_database
+from bgserve.store.database import (
+    Refusal,
+    driver_says,
+    open_engine,
+    reading,
+    transaction,
+    upgrade_database,
+)
 from bgserve.store.records import (
     Event,
     StoredDeployment,
@@ -33,13 +39,6 @@ from bgserve.store.records import (
     weights_of,
 )
 from bgserve.store.tables import deployments, events, releases, shadows
-
-Refusal = Callable[[IntegrityError], BgserveError]
-"""What to raise when the database refuses a write (a key or constraint violated)."""
-
-
-def _driver_says(exc: SQLAlchemyError) -> str:
-    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 class StoredShadow(NamedTuple):
@@ -76,33 +75,17 @@ class Store:
         ``timeout`` seconds."""
         return deployment_lock(self.engine, name, timeout)
 
-    @contextmanager
-    def _begin(self, refused: Refusal | None = None) -> Iterator[Connection]:
+    def _begin(self, refused: Refusal | None = None) -> AbstractContextManager[Connection]:
         """A transaction; the database's refusals and failures become bgserve errors."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except IntegrityError as exc:
-            raise (refused or self._refused)(exc) from exc
-        except DataError as exc:
-            raise InvalidInput(
-                f"the state database refused a value as too long or malformed: {_driver_says(exc)}"
-            ) from exc
-        except SQLAlchemyError as exc:
-            raise unavailable(exc) from exc
+        return transaction(self.engine, refused or self._refused)
 
-    @contextmanager
-    def _connect(self) -> Iterator[Connection]:
+    def _connect(self) -> AbstractContextManager[Connection]:
         """A read connection; database failures become Unavailable."""
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise unavailable(exc) from exc
+        return reading(self.engine)
 
     @staticmethod
     def _refused(exc: IntegrityError) -> BgserveError:
-        return Conflict(f"the state database refused the write: {_driver_says(exc)}")
+        return Conflict(f"the state database refused the write: {driver_says(exc)}")
 
     # releases
 
@@ -126,7 +109,7 @@ class Store:
         def refused(exc: IntegrityError) -> BgserveError:
             return Conflict(
                 f"release {name!r} was not stored: the state database refused it as a "
-                f"duplicate or incomplete row ({_driver_says(exc)})"
+                f"duplicate or incomplete row ({driver_says(exc)})"
             )
 
         with self._begin(refused) as conn:
@@ -333,7 +316,7 @@ class Store:
                 )
             return Conflict(
                 f"the state database refused the change to deployment {state.name!r}: "
-                f"{_driver_says(exc)}"
+                f"{driver_says(exc)}"
             )
 
         return refused
