@@ -34,6 +34,7 @@ from tests.support.executor_parts import (
     bake_in_ticks,
     shifted_to,
 )
+from tests.support.windows import in_slices
 
 FAST = AnalysisSettings(min_requests=20, max_bake_s=60.0)
 
@@ -367,11 +368,7 @@ def test_the_median_catches_a_constant_slowdown_that_a_busy_tail_hides() -> None
 
 def sliced(per_slice: list[tuple[int, float]]) -> SideWindow:
     """A window whose slices hold ``count`` latencies of ``ms`` each, and their sum."""
-    slices = tuple(SideWindow(n, 0, histogram([ms] * n)) for n, ms in per_slice)
-    whole = SideWindow()
-    for piece in slices:
-        whole = whole.plus(piece)
-    return replace(whole, slices=slices)
+    return in_slices([SideWindow(n, 0, histogram([ms] * n)) for n, ms in per_slice])
 
 
 def test_a_burst_that_hits_green_more_is_not_a_slower_green() -> None:

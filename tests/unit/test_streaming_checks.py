@@ -16,6 +16,7 @@ from bgserve.domain.state import Gate
 from bgserve.domain.streaming import CHECKS, output_tokens, run, tpot, ttft_p95
 from bgserve.domain.window import SideWindow, histogram, side_json, side_of
 from bgserve.errors import InvalidInput
+from tests.support.windows import in_slices
 
 SETTINGS = AnalysisSettings(min_requests=20)
 
@@ -127,11 +128,7 @@ def test_a_window_with_streaming_counts_survives_json_and_subtraction() -> None:
 
 def sliced_ttft(per_slice: list[tuple[int, float]]) -> SideWindow:
     """Answers whose slices hold ``count`` first tokens after ``ms`` each, and their sum."""
-    slices = tuple(llm(n, ttft_ms=ms) for n, ms in per_slice)
-    whole = SideWindow()
-    for piece in slices:
-        whole = whole.plus(piece)
-    return replace(whole, slices=slices)
+    return in_slices([llm(n, ttft_ms=ms) for n, ms in per_slice])
 
 
 def test_the_first_token_check_pairs_slices_so_a_burst_on_green_is_not_a_slower_green() -> None:
