@@ -30,7 +30,8 @@ slices merged until they do), and a one-sided Wilcoxon signed-rank test on those
 differences. A burst raises both sides of its slice and cancels out; a slower release is
 slower in every slice. While fewer than :data:`MIN_PAIRED_SLICES` slices can be paired
 the check is **inconclusive** (the step bakes on): a whole-window test is exactly what a
-burst fools, so it decides only for a source that keeps no slices at all (Prometheus).
+burst fools, so it decides only for a window read without slices (the engine slices
+every source it reads, Prometheus included; a slice spans a scrape there).
 
 The analysis fails if any check fails, is inconclusive if none fails and one is
 inconclusive, and passes otherwise (skipped checks count for nothing).
@@ -250,7 +251,7 @@ def slower_test(
 ) -> tuple[float | None, bool]:
     """The p-value of "green's ``histogram`` is higher than blue's", and whether it was
     paired by time: paired when the windows come in slices (None while too few of them
-    can be paired), over the whole window only for a source that keeps no slices."""
+    can be paired), over the whole window only for windows read without slices."""
     blue, green = sides
     if blue.slices or green.slices:
         return paired_slower_p_value(blue.slices, green.slices, quantile, histogram), True
