@@ -393,7 +393,7 @@ def test_too_few_slices_to_pair_wait_instead_of_trusting_the_whole_window() -> N
     check = latency_p50(blue, green, FAST)
     assert check.outcome is Outcome.INCONCLUSIVE, check.reason
     assert "too few time slices" in check.reason and check.numbers["paired_slices"] == 2
-    # A source that keeps no slices (Prometheus) is judged on the whole window.
+    # A window read without slices is judged whole.
     whole = latency_p50(replace(blue, slices=()), replace(green, slices=()), FAST)
     assert whole.outcome is Outcome.FAIL and whole.numbers["paired"] is False
 
