@@ -48,7 +48,12 @@ def stub_slot(label: str, status: int = 200, delay: float = 0.0) -> Iterator[Stu
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # The default backlog (5) drops connects from a router opening many at once,
+        # and a dropped SYN waits a second: longer than the router's connect timeout.
+        request_queue_size = 128
+
+    server = Server(("127.0.0.1", 0), Handler)
     stub.port = int(server.server_address[1])
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
