@@ -1,5 +1,6 @@
-"""HTTP/1.1 on bare asyncio streams: the router's request parsing (the answer's relaying
-is in :mod:`bgserve.dataplane.http1_relay`).
+"""HTTP/1.1 for the router: its request parsing, fed by each client connection's data
+callback (:mod:`bgserve.dataplane.client_conn`; the answer's relaying is in
+:mod:`bgserve.dataplane.http1_relay`).
 
 Requests and upstream responses are parsed by llhttp (through ``httptools``, the parser
 uvicorn uses), in its strict mode: conflicting or duplicate Content-Length,
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from collections import deque
 from dataclasses import dataclass
 
@@ -27,7 +27,6 @@ import httptools
 
 from bgserve.dataplane.http1_errors import (
     HEAD_LIMIT,
-    READ_SIZE,
     BadRequest,
     ProxyError,
     UpstreamTimeout,
@@ -43,7 +42,6 @@ __all__ = [
     "UpstreamTimeout",
     "error_response",
     "json_response",
-    "read_request",
 ]
 
 # Hop-by-hop headers, and content-length which the router always writes itself.
@@ -84,10 +82,8 @@ class RequestReader:
     """
 
     __slots__ = (
-        "__weakref__",
         "_body",
         "_chunked",
-        "_closed",
         "_continue_sent",
         "_expect",
         "_failure",
@@ -125,46 +121,52 @@ class RequestReader:
     _http10: bool
 
     def __init__(self, max_body: int) -> None:
-        # No reference to the streams is kept between reads: read_request maps each
-        # StreamReader to its RequestReader weakly, and a value must not hold its key.
+        # The client's writer, while its bytes are fed (to name the address it reached).
         self._writer: asyncio.StreamWriter | None = None
         self._max_body = max_body
         self._parser = httptools.HttpRequestParser(self)
         self._ready: deque[Request] = deque()
         # (status, message), not the exception: its traceback would hold the reader.
         self._failure: tuple[int, str] | None = None
-        self._closed = self._in_message = self._in_head = False
+        self._in_message = self._in_head = False
         # True while a fresh parser reads the body llhttp left unread after an upgrade
         # request's head (:meth:`_feed`): its stand-in head is not a request.
         self._resume = False
         self._reset()
 
-    async def read(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Request | None:
-        """The next request on the connection; None when the client closed between requests.
+    def feed(self, data: bytes, writer: asyncio.StreamWriter) -> None:
+        """Parse the bytes ``data`` the client sent on ``writer``'s connection; the
+        requests they complete are queued for :meth:`next_request`."""
+        self._writer = writer
+        try:
+            self._feed(data)
+        finally:
+            self._writer = None
 
-        Raises BadRequest for a malformed or oversized request: answer it and close.
+    def next_request(self) -> Request | None:
+        """The next complete request, None if there is none yet.
+
+        Raises BadRequest once the complete requests before a malformed or oversized one
+        were handed out: answer it and close.
         """
-        while not self._ready:
-            if self._failure is not None:
-                raise BadRequest(*self._failure)
-            if self._closed:
-                return None
-            if self._in_message and self._expect and not self._in_head and not self._continue_sent:
-                self._continue_sent = True
-                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            data = await reader.read(READ_SIZE)
-            if not data:
-                if self._in_message:
-                    raise BadRequest(400, "the connection closed in the middle of a request")
-                return None
-            self._writer = writer
-            try:
-                self._feed(data)
-            finally:
-                self._writer = None
-        return self._ready.popleft()
+        if self._ready:
+            return self._ready.popleft()
+        if self._failure is not None:
+            raise BadRequest(*self._failure)
+        return None
+
+    @property
+    def in_message(self) -> bool:
+        """Whether a request has begun and is not complete yet."""
+        return self._in_message
+
+    def continue_due(self) -> bool:
+        """Whether the request being read waits for ``100 Continue`` before its body; True
+        once per request (the caller sends it)."""
+        if self._in_message and self._expect and not self._in_head and not self._continue_sent:
+            self._continue_sent = True
+            return True
+        return False
 
     def _feed(self, data: bytes) -> None:
         queued = len(self._ready)
@@ -307,25 +309,6 @@ class RequestReader:
                 self._http10,
             )
         )
-
-
-_readers: weakref.WeakKeyDictionary[asyncio.StreamReader, RequestReader] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def read_request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_body: int
-) -> Request | None:
-    """Read the next request of the connection; None when the client closed between requests.
-
-    The connection's :class:`RequestReader` is kept while ``reader`` lives. Raises
-    BadRequest for a malformed or oversized request.
-    """
-    parser = _readers.get(reader)
-    if parser is None:
-        parser = _readers[reader] = RequestReader(max_body)
-    return await parser.read(reader, writer)
 
 
 def json_response(status: int, reason: str, payload: dict[str, object], keep: bool) -> bytes:

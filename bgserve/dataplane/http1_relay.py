@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
 import httptools
 
+from bgserve.dataplane.eager import to_task
 from bgserve.dataplane.http1 import Request
 from bgserve.dataplane.http1_errors import (
     HEAD_LIMIT,
@@ -188,14 +189,17 @@ class Sink:
     """One response's bytes as the slot's connection delivers them (its protocol calls
     :meth:`data` and :meth:`lost` on the loop).
 
-    Until the client's head is written, the bytes are only parsed and the relaying task
-    is woken once the head is complete. From then on (``relaying``), every body piece is
+    Until the client's head is written, the bytes are only parsed, and the relaying task
+    is woken (or made: :func:`~bgserve.dataplane.eager.start`) once the head is complete
+    or the head's time limit passed (:meth:`await_head`, the one timer set while the
+    slot reads the request). From then on (``relaying``), every body piece is
     written to the client transport from the data callback itself, then shown to the
     meter; the task is woken only at the end, on a failure, or to wait for a slow client
     to drain (the slot's connection is not read meanwhile).
     """
 
     __slots__ = (
+        "_head_timer",
         "_upstream",
         "_waiter",
         "failure",
@@ -229,6 +233,32 @@ class Sink:
         self.meter: StreamMeter | None = None
         self.last = 0.0
         self.idle: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def await_head(self, head_timeout: float | None, deadline: float | None) -> None:
+        """Fail with UpstreamTimeout if the head is not in within ``head_timeout`` seconds,
+        or with TimeoutError at ``deadline`` (loop time) if that comes first (None: no
+        limit). One timer, and nothing else to set up while the slot reads the request."""
+        loop = self.loop
+        head_due = None if head_timeout is None else loop.time() + head_timeout
+        if head_due is not None and (deadline is None or head_due <= deadline):
+            self._head_timer = loop.call_at(head_due, self._head_overdue, head_timeout)
+        elif deadline is not None:
+            self._head_timer = loop.call_at(deadline, self._head_overdue, None)
+
+    def _head_overdue(self, head_timeout: float | None) -> None:
+        self._head_timer = None
+        if self.failure is None and not self.response.head_done:
+            self.fail(TimeoutError() if head_timeout is None else UpstreamTimeout(head_timeout))
+
+    def stop_timers(self) -> None:
+        """Cancel the head and idle timers (the relay ended)."""
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
 
     async def wait(self) -> int:
         """The next event: ``_WAKE_HEAD``, ``_WAKE_DRAIN`` or ``_WAKE_END``. Raises the
@@ -272,6 +302,9 @@ class Sink:
             return
         if not self.relaying:
             if response.head_done:
+                if self._head_timer is not None:
+                    self._head_timer.cancel()
+                    self._head_timer = None
                 self._notify(_WAKE_HEAD)
             return
         self.last = self.loop.time()
@@ -305,6 +338,10 @@ class Sink:
             self._upstream.pause_reading()
             self.paused = True
             self._notify(_WAKE_DRAIN)
+
+    def resume_upstream(self) -> None:
+        """Read the slot's connection again after a slow client drained."""
+        self._upstream.resume_reading()
 
     def lost(self, exc: BaseException | None) -> None:
         """The slot closed the connection (EOF when ``exc`` is None) or it broke."""
@@ -392,24 +429,21 @@ async def relay_response(
     protocol = conn.protocol
     transport = getattr(writer, "transport", None)
     if protocol is not None and transport is not None:
-        # The request leaves first; the relay is set up while the slot reads it (nothing
-        # the slot answers is seen before this task yields).
         upstream = cast(asyncio.Transport, conn.writer.transport)
         upstream.write(request.upstream_head + request.body)
-        async with asyncio.timeout(timeout):
+        # What the slot answers goes to the sink from now on (it may be read before the
+        # task that relays it runs).
+        sink = Sink(_fresh_response(conn), upstream, asyncio.get_running_loop())
+        protocol.sink = sink
+        try:
             return await _relay_direct(
-                request,
-                conn,
-                upstream,
-                protocol,
-                writer,
-                transport,
-                extra,
-                head_timeout,
-                idle_timeout,
-                meter,
+                request, sink, writer, transport, extra, head_timeout, idle_timeout, meter, timeout
             )
+        finally:
+            protocol.sink = None
+            sink.stop_timers()
     conn.writer.write(request.upstream_head + request.body)
+    await to_task()  # the timeout below needs a task
     async with asyncio.timeout(timeout):
         return await _relay_streams(request, conn, writer, extra, head_timeout, idle_timeout, meter)
 
@@ -472,31 +506,27 @@ def _reusable_bodiless(request: Request, response: ResponseReader) -> bool:
 
 async def _relay_direct(
     request: Request,
-    conn: UpstreamConn,
-    upstream: asyncio.Transport,
-    protocol: SinkHolder,
+    sink: Sink,
     writer: ClientWriter,
     transport: asyncio.WriteTransport,
     extra: bytes,
     head_timeout: float | None,
     idle_timeout: float | None,
     meter: StreamMeter | None,
+    timeout: float | None,
 ) -> tuple[int, bool, bool]:
     """:func:`relay_response` with the body written from the slot connection's data
-    callback (:class:`Sink`): the loop passes a chunk on without waking this task."""
-    loop = asyncio.get_running_loop()
-    response = _fresh_response(conn)
-    sink = Sink(response, upstream, loop)
-    protocol.sink = sink
-    try:
-        scope = asyncio.timeout(head_timeout)
-        try:
-            async with scope:
-                await sink.wait()
-        except TimeoutError as exc:
-            if scope.expired() and head_timeout is not None:
-                raise UpstreamTimeout(head_timeout) from None
-            raise ProxyError(502, f"connection lost before a response ({exc!r})") from exc
+    callback (:class:`Sink`): the loop passes a chunk on without waking this task.
+
+    Until the head is in, only the sink's timer runs (the request's first step may have
+    ended here with no task: :func:`~bgserve.dataplane.eager.start`).
+    """
+    loop = sink.loop
+    response = sink.response
+    deadline = None if timeout is None else loop.time() + timeout
+    sink.await_head(head_timeout, deadline)
+    await sink.wait()
+    async with asyncio.timeout_at(deadline):
         shape = _shape(request, response, extra)
         if shape.bodiless:
             transport.write(shape.head)
@@ -513,12 +543,8 @@ async def _relay_direct(
                 await writer.drain()  # a client that went away raises here
                 sink.last = loop.time()
                 sink.paused = False
-                upstream.resume_reading()
+                sink.resume_upstream()
         return response.status, keep, response.keep and not response.extra and not until_eof
-    finally:
-        protocol.sink = None
-        if sink.idle is not None:
-            sink.idle.cancel()
 
 
 def _fresh_response(conn: UpstreamConn) -> ResponseReader:

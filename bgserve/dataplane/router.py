@@ -1,9 +1,10 @@
 """The weighted data plane: a lean HTTP/1.1 reverse proxy in front of a deployment's slots.
 
-The hot path is bare asyncio streams on uvloop: the request head is split by hand, the
-body is passed through unparsed, and upstream connections are kept alive in a small
-pool per slot. No framework and no per-request client object: every added microsecond
-here is added to every inference.
+The hot path is bare asyncio protocols on uvloop: a request is parsed, routed and written
+to its slot from the data callback its last bytes arrived in
+(:mod:`~bgserve.dataplane.client_conn`), the body is passed through unparsed, and upstream
+connections are kept alive in a small pool per slot. No framework and no per-request
+client object: every added microsecond here is added to every inference.
 
 ``POST /v2/models/{deployment}/infer`` goes to the slot the weights pick (smooth
 weighted round-robin: exact shares, deterministic order) and the response carries
@@ -24,8 +25,9 @@ plane does can hold its GIL.
 
 Where the rest lives: the control methods (:class:`~bgserve.dataplane.wire.DataPlaneControl`)
 and the types they carry in :mod:`~bgserve.dataplane.wire`, their implementation in
-:mod:`~bgserve.dataplane.router_control`; HTTP/1.1 parsing in
-:mod:`~bgserve.dataplane.http1` and relaying in :mod:`~bgserve.dataplane.http1_relay`;
+:mod:`~bgserve.dataplane.router_control`; client connections in
+:mod:`~bgserve.dataplane.client_conn`, HTTP/1.1 parsing in :mod:`~bgserve.dataplane.http1`
+and relaying in :mod:`~bgserve.dataplane.http1_relay`;
 route tables, down set and counters in :mod:`~bgserve.dataplane.route_state`; sticky keys
 and the bearer token in :mod:`~bgserve.dataplane.request_head`;
 forwarding to a slot (one retry on a refused connect or a first-byte timeout, keep-alive
@@ -39,19 +41,13 @@ import asyncio
 import concurrent.futures
 import socket
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import uvloop
 
+from bgserve.dataplane.client_conn import ClientConnection
 from bgserve.dataplane.forwarder import Forwarder
-from bgserve.dataplane.http1 import (
-    HEAD_LIMIT,
-    BadRequest,
-    Request,
-    error_response,
-    json_response,
-    read_request,
-)
+from bgserve.dataplane.http1 import Request, error_response, json_response
 from bgserve.dataplane.mirror import Mirror
 from bgserve.dataplane.openai_routes import OpenAIRoutes, serves, unauthorized
 from bgserve.dataplane.outliers import EventCallback, Outliers
@@ -141,7 +137,7 @@ class Router(RouterControl):
             self._mirror.configure(deployment, percent, max_queue)
         self._picker = SlotPicker(sticky_header)
         self._openai = OpenAIRoutes(state, self._picker, self._forward, self._mirror)
-        self._clients: set[asyncio.StreamWriter] = set()
+        self._clients: set[ClientConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -194,11 +190,16 @@ class Router(RouterControl):
     ) -> None:
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        where = {"sock": sock} if sock is not None else {"host": host, "port": port}
+
+        def connection() -> ClientConnection:
+            return self._connection(loop)
+
         try:
-            server = loop.run_until_complete(
-                asyncio.start_server(self._serve_client, limit=HEAD_LIMIT, backlog=1024, **where)
-            )
+            if sock is not None:
+                serving = loop.create_server(connection, sock=sock, backlog=1024)
+            else:
+                serving = loop.create_server(connection, host, port, backlog=1024)
+            server = cast(asyncio.Server, loop.run_until_complete(serving))
         except BaseException as exc:
             loop.close()
             bound.set_exception(exc)
@@ -211,37 +212,25 @@ class Router(RouterControl):
             loop.run_until_complete(self._shutdown(server))
             loop.close()
 
+    def _connection(self, loop: asyncio.AbstractEventLoop) -> ClientConnection:
+        return ClientConnection(
+            self._dispatch,
+            self._clients,
+            loop,
+            max_body=self._max_body,
+            idle_timeout=self._idle_timeout,
+        )
+
     async def _shutdown(self, server: asyncio.Server) -> None:
         server.close()
-        for writer in list(self._clients):
-            writer.close()
+        for client in list(self._clients):
+            client.abort()
         self._forwarder.close()
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not current]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _serve_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self._clients.add(writer)
-        try:
-            keep = True
-            while keep:
-                async with asyncio.timeout(self._idle_timeout):
-                    request = await read_request(reader, writer, self._max_body)
-                if request is None:
-                    break
-                keep = await self._dispatch(request, writer)
-                await writer.drain()
-        except BadRequest as exc:
-            writer.write(error_response(exc.status, exc.message, keep=False))
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._clients.discard(writer)
-            writer.close()
 
     async def _dispatch(self, request: Request, writer: asyncio.StreamWriter) -> bool:
         path = request.target.partition(b"?")[0]

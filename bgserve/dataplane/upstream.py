@@ -6,6 +6,7 @@ import asyncio
 import select
 import time
 
+from bgserve.dataplane.eager import to_task
 from bgserve.dataplane.http1_errors import HEAD_LIMIT
 from bgserve.dataplane.http1_relay import ResponseReader, Sink
 
@@ -108,6 +109,7 @@ class Pool:
             if conn.usable(now, self._max_idle_seconds):
                 return conn
             conn.close()
+        await to_task()  # a connect waits with a timeout: that needs the task
         async with asyncio.timeout(timeout):
             return await open_conn(self.host, self.port)
 

@@ -207,13 +207,15 @@ def test_an_idle_client_closing_gets_no_answer(router: Router) -> None:
 
 
 def test_closed_connections_leave_no_parser_behind(router: Router) -> None:
-    from bgserve.dataplane import http1
+    from bgserve.dataplane.client_conn import ClientConnection
+    from bgserve.dataplane.http1 import RequestReader
 
     for _ in range(20):
         exchange(router, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 
     def forgotten() -> bool:
         gc.collect()
-        return len(http1._readers) == 0
+        kinds = (ClientConnection, RequestReader)
+        return not router._clients and not any(isinstance(o, kinds) for o in gc.get_objects())
 
     wait_until(forgotten, 10, "the router to drop the parsers of closed connections")

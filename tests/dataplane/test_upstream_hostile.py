@@ -12,6 +12,7 @@ import gc
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -268,6 +269,40 @@ def test_router_answers_504_when_the_head_is_late(scripted: list[ScriptedUpstrea
 
     assert status_of(answer) == 504
     assert b"did not start answering within 0.2s" in answer
+
+
+def test_with_no_head_limit_the_whole_answer_limit_cuts_a_slot_that_never_answers(
+    scripted: list[ScriptedUpstream],
+) -> None:
+    async def never(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    upstream = serve(scripted, [never])
+    options = {"first_byte_timeout": None, "upstream_timeout": 0.3}
+    with running_router(port_of(upstream), **options) as router:
+        started = time.monotonic()
+        answer = exchange(router, INFER)
+
+    assert status_of(answer) == 504
+    assert b"did not answer within 0.3s" in answer
+    assert time.monotonic() - started < 5
+
+
+def test_the_whole_answer_limit_cuts_a_body_that_goes_on_too_long(
+    scripted: list[ScriptedUpstream],
+) -> None:
+    async def stalls(writer: asyncio.StreamWriter) -> None:
+        writer.write(OK + b"content-length: 10\r\n\r\nabc")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    upstream = serve(scripted, [stalls])
+    with running_router(port_of(upstream), upstream_timeout=0.3) as router:
+        started = time.monotonic()
+        answer = exchange(router, INFER)
+
+    assert status_of(answer) == 200 and b"\r\n\r\nabc" in answer
+    assert 0.25 < time.monotonic() - started < 5  # cut, the connection closed
 
 
 def test_relay_response_raises_upstream_timeout(scripted: list[ScriptedUpstream]) -> None:
