@@ -48,7 +48,8 @@ def run_demo() -> dict[str, Any]:
     return {
         "exit": code,
         "seconds": round(time.monotonic() - started, 1),
-        "tail": [line for line in str(output).splitlines() if line.strip()][-12:],
+        # A failed run's story is read from its end: keep enough of it to see why.
+        "tail": [line for line in str(output).splitlines() if line.strip()][-40:],
     }
 
 

@@ -107,5 +107,5 @@ class TrafficClient:
 
     def _record_failure(self, message: str, release: str = "?") -> None:
         with self._lock:
-            self.counts.failures.append(message)
+            self.counts.failures.append(f"release {release}: {message}")
             self.counts.failed_by_release[release] += 1
