@@ -99,7 +99,17 @@ def _model_class() -> type[Any]:
             except MlflowException as exc:
                 if exc.error_code == "INVALID_PARAMETER_VALUE":
                     raise InvalidInput(exc.message) from exc
-                raise
+                raise _failed(exc) from exc
+            except Exception as exc:
+                # Left to kserve's catch-all handler, the error would be answered and then
+                # re-raised to uvicorn, which closes the connection after the 500: a router
+                # reusing it in that instant gets no answer at all.
+                raise _failed(exc) from exc
+
+    def _failed(exc: Exception) -> Exception:
+        log.warning("the model failed: %s: %s", type(exc).__name__, exc)
+        failure: Exception = kserve.errors.InferenceError(f"{type(exc).__name__} : {exc}")
+        return failure
 
     return BundleModel
 

@@ -23,7 +23,8 @@ from mlflow.pyfunc import PythonModel
 
 
 class EchoBundle(PythonModel):
-    """Answers f"{version}:{text.upper()}"; the text "slow:<seconds>" sleeps first."""
+    """Answers f"{version}:{text.upper()}"; the text "slow:<seconds>" sleeps first, the
+    text "fail:<message>" raises ValueError(message)."""
 
     def load_context(self, context):
         self.version = (context.model_config or {}).get("version", "v0")
@@ -33,6 +34,8 @@ class EchoBundle(PythonModel):
         for text in model_input["text"]:
             if text.startswith("slow:"):
                 time.sleep(float(text.split(":", 1)[1]))
+            if text.startswith("fail:"):
+                raise ValueError(text.split(":", 1)[1])
             out.append(f"{self.version}:{text.upper()}")
         return out
 
