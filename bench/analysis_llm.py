@@ -33,13 +33,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from _burners import burners
 from _common import goal, goal_rows, save, table
+from _plans import run_plan_to_end
 
 from bgserve.compose import Components, build_components, registry_at
 from bgserve.demo.llm_models import chat_golden_set, read_chat_prompt, register_smollm2
@@ -102,30 +102,17 @@ def run_plan(parts: Components, model_uri: str, prompt_uri: str, label: str) -> 
     release = service.register_release(label, model_uri, prompt_uri, WHO)
     service.stage_green(DEPLOYMENT, release.id, WHO)
     parts.comparer.compare(DEPLOYMENT, chat_golden_set(), WHO)
-    started = time.time()
-    service.start_plan(DEPLOYMENT, WHO, plan(), force=True)
-    while service.get_deployment(DEPLOYMENT).state.plan is not None:
-        time.sleep(0.1)
-    history = [e for e in service.history(DEPLOYMENT) if e.at.timestamp() >= started - 1]
-    first_step = next((e for e in history if e.action == "shift"), None)
-    last = history[-1]
-    outcome = {"promote": "promoted", "auto-revert": "reverted"}.get(last.action, last.action)
-    analysed = [e for e in history if (e.details or {}).get("analysis")]
-    checks = ((analysed[-1].details or {})["analysis"] if analysed else {}).get("checks", [])
+    run, _ = run_plan_to_end(service, DEPLOYMENT, WHO, plan())
+    checks = run.checks
     ttft: dict[str, Any] = next((c for c in checks if c.get("name") == "ttft_p95"), {})
     return {
         "label": label,
-        "outcome": outcome,
-        "reason": last.reason,
+        "outcome": run.outcome,
+        "reason": run.last.reason,
         "ttft_ratio": ttft.get("ratio"),
         "ttft_blue_ms": ttft.get("blue_ms"),
         "ttft_green_ms": ttft.get("green_ms"),
-        "to_revert_s": (
-            (last.at - first_step.at).total_seconds()
-            if first_step and outcome == "reverted"
-            else None
-        ),
-        "plan_s": round(time.time() - started, 1),
+        "to_revert_s": run.to_revert_s,
     }
 
 

@@ -34,7 +34,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any
 
 from _burners import burners
 from _common import goal, goal_rows, machine, save, table
+from _plans import run_plan_to_end
 
 from bgserve.app.golden_sets import load_golden_set
 from bgserve.compose import Components, build_components
@@ -96,32 +96,20 @@ def run_plan(parts: Components, model_uri: str, label: str) -> dict[str, Any]:
     service.stage_green(DEPLOYMENT, release.id, WHO)
     cases = load_golden_set("summarize", parts.settings.prompts_dir)
     parts.comparer.compare(DEPLOYMENT, cases, WHO)
-    started = time.time()
-    service.start_plan(DEPLOYMENT, WHO, force=True)
-    while service.get_deployment(DEPLOYMENT).state.plan is not None:
-        time.sleep(0.05)
-    history = [e for e in service.history(DEPLOYMENT) if e.at.timestamp() >= started - 1]
-    first_step = next((e for e in history if e.action == "shift"), None)
-    last = history[-1]
-    outcome = {"promote": "promoted", "auto-revert": "reverted"}.get(last.action, last.action)
+    run, started = run_plan_to_end(service, DEPLOYMENT, WHO)
+    first_step, last, outcome = run.first_step, run.last, run.outcome
     warmup = ((first_step.details or {}).get("warmup") or {}) if first_step else {}
-    analysed = [e for e in history if (e.details or {}).get("analysis")]
-    last_analysis = (analysed[-1].details or {})["analysis"] if analysed else {}
     return {
         "checks": [
             {k: c.get(k) for k in ("name", "outcome", "blue_ms", "green_ms", "ratio", "p_value")}
-            for c in last_analysis.get("checks", [])
+            for c in run.checks
         ],
         "label": label,
         "outcome": outcome,
         "reason": last.reason,
         "warmup_s": _seconds(first_step.at, started) if first_step else None,
         "warmup_sent": warmup.get("sent"),
-        "to_revert_s": (
-            (last.at - first_step.at).total_seconds()
-            if first_step and outcome == "reverted"
-            else None
-        ),
+        "to_revert_s": run.to_revert_s,
     }
 
 
