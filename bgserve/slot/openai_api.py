@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,64 @@ def _without_usage(chunk: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in chunk.items() if key != "usage"}
 
 
-async def _next(chunks: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
-    return await asyncio.to_thread(next, chunks, None)
+class _ChatStream:
+    """One streamed generation, its chunks pulled on a thread of its own.
+
+    The generation holds the model between its chunks. Closing it frees the model, and
+    must not wait for the garbage collector: a client that leaves mid-stream leaves its
+    response's body suspended (Starlette does not close it), and a slot's collector is
+    mostly frozen. :meth:`close` is queued on the same thread, so it runs right after the
+    chunk being made, if any (a generator cannot be closed while it runs).
+    """
+
+    def __init__(self, chunks: Iterator[dict[str, Any]]) -> None:
+        self._chunks = chunks
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgserve-chat")
+        self._closed = False
+
+    async def next(self) -> dict[str, Any] | None:
+        """The next chunk, None at the end."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, next, self._chunks, None)
+
+    def close(self) -> None:
+        """End the generation after its current chunk and free the model (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._thread.submit(_close_generation, self._chunks)
+        self._thread.shutdown(wait=False)
+
+
+def _close_generation(chunks: Iterator[dict[str, Any]]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:
+        log.exception("closing a streamed generation failed")
+
+
+class _ClosingStream(StreamingResponse):
+    """A streamed response that ends its generation however the response ends: sent
+    whole, failed, or left by the client."""
+
+    def __init__(self, content: AsyncIterator[bytes], stream: _ChatStream) -> None:
+        super().__init__(
+            content, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
+        self._stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stream.close()
 
 
 async def _events(
-    first: dict[str, Any] | None, chunks: Iterator[dict[str, Any]], call: ChatCall, name: str
+    first: dict[str, Any] | None, stream: _ChatStream, call: ChatCall, name: str
 ) -> AsyncIterator[bytes]:
     chunk = first
     try:
@@ -110,17 +163,12 @@ async def _events(
             if chunk.get("choices") or (call.include_usage and chunk.get("usage")):
                 shown = chunk if call.include_usage else _without_usage(chunk)
                 yield chunk_event(shown, name)
-            chunk = await _next(chunks)
+            chunk = await stream.next()
         yield b"data: [DONE]\n\n"
     except Exception as exc:  # the status line is gone: the error becomes the last event
         yield b"data: " + json.dumps(refusal_of(exc).payload()).encode() + b"\n\n"
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            try:
-                close()  # frees the model for the next call
-            except ValueError:
-                log.warning("a cancelled stream's generation is still running")
+        stream.close()
 
 
 async def _stream(bundle: Any, call: ChatCall, name: str) -> Response:
@@ -128,14 +176,15 @@ async def _stream(bundle: Any, call: ChatCall, name: str) -> Response:
         chunks = await asyncio.to_thread(
             bundle.chat, call.variables, call.messages, call.params, True
         )
-        first = await _next(chunks)  # a refusal before the first chunk keeps its status
     except Exception as exc:
         return _error(refusal_of(exc))
-    return StreamingResponse(
-        _events(first, chunks, call, name),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache"},
-    )
+    stream = _ChatStream(chunks)
+    try:
+        first = await stream.next()  # a refusal before the first chunk keeps its status
+    except Exception as exc:
+        stream.close()
+        return _error(refusal_of(exc))
+    return _ClosingStream(_events(first, stream, call, name), stream)
 
 
 def openai_router(bundle: Any, deployment: str) -> APIRouter:
