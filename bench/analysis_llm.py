@@ -48,6 +48,7 @@ from bgserve.demo.llm_traffic import ChatTraffic
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 from bgserve.errors import BgserveError
+from bgserve.settings import Settings
 
 DEPLOYMENT = "llm"
 WHO = "bench"
@@ -76,9 +77,8 @@ def plan() -> Plan:
     return make_plan([50, 100], BAKE_S, analysis)
 
 
-def register(components_home: Path) -> tuple[str, str, str]:
+def register(settings: Settings) -> tuple[str, str, str]:
     """SmolLM2's model URI and the two chat prompt versions (terse; terse + style guide)."""
-    settings = llm_settings(components_home)
     uri = settings.mlflow_tracking_uri
     assert uri is not None
     model = register_smollm2(uri, settings.mlflow_registry_uri)
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     # A slot answers one generation at a time: a stream may wait its turn behind others.
     timeouts = {DEPLOYMENT: (60.0, 30.0)}
     settings = llm_settings(home).model_copy(update={"deployment_timeouts": timeouts})
-    model, terse, guided = register(home)
+    model, terse, guided = register(settings)
     parts = build_components(settings)
     kinds = ["identical"] * args.identical
     every = max(1, args.identical // max(1, args.slow))

@@ -192,7 +192,13 @@ class Router(RouterControl):
         asyncio.set_event_loop(loop)
 
         def connection() -> ClientConnection:
-            return self._connection(loop)
+            return ClientConnection(
+                self._dispatch,
+                self._clients,
+                loop,
+                max_body=self._max_body,
+                idle_timeout=self._idle_timeout,
+            )
 
         try:
             if sock is not None:
@@ -211,15 +217,6 @@ class Router(RouterControl):
         finally:
             loop.run_until_complete(self._shutdown(server))
             loop.close()
-
-    def _connection(self, loop: asyncio.AbstractEventLoop) -> ClientConnection:
-        return ClientConnection(
-            self._dispatch,
-            self._clients,
-            loop,
-            max_body=self._max_body,
-            idle_timeout=self._idle_timeout,
-        )
 
     async def _shutdown(self, server: asyncio.Server) -> None:
         server.close()

@@ -79,18 +79,16 @@ def summary(console: Console, timeline: Timeline, counts: TrafficCounts, kept: P
         served.add_row(f"release {release}", str(n))
     served.add_row("[bold]failed requests[/bold]", str(len(counts.failures)))
     console.print(served)
-    flaky = {k: v for k, v in counts.failed_by_release.items() if k == str(FLAKY_RELEASE)}
-    others = len(counts.failures) - sum(flaky.values())
+    unexpected = [f for f in counts.failures if f.release != str(FLAKY_RELEASE)]
+    flaky, others = len(counts.failures) - len(unexpected), len(unexpected)
     # Failures nobody expected are the ones to read: show them rather than the flaky ones.
-    flaky_prefix = f"release {FLAKY_RELEASE}:"
-    unexpected = [f for f in counts.failures if not f.startswith(flaky_prefix)]
     for failure in unexpected[:20] if unexpected else counts.failures[:5]:
         console.print(f"[red]{failure}[/red]", highlight=False)
     if kept:
         print_kept(console, kept)
     console.print(
         f"failed requests: {len(counts.failures)} of {counts.total}; "
-        f"{sum(flaky.values())} answered by the flaky green before its automatic revert, "
+        f"{flaky} answered by the flaky green before its automatic revert, "
         f"{others} elsewhere"
     )
     return story_outcome(console, timeline, others == 0)

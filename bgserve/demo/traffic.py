@@ -11,18 +11,34 @@ from dataclasses import dataclass, field
 import httpx
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A request that failed: the release that answered it (``?`` when none said) and
+    what went wrong."""
+
+    release: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"release {self.release}: {self.message}"
+
+
 @dataclass
 class TrafficCounts:
     """What the client saw: answers per slot and per release, and every failure."""
 
     per_slot: Counter[str] = field(default_factory=Counter)
     per_release: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    failed_by_release: Counter[str] = field(default_factory=Counter)
+    failures: list[Failure] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(self.per_slot.values()) + len(self.failures)
+
+    @property
+    def failed_by_release(self) -> Counter[str]:
+        """Failed requests per release that answered them."""
+        return Counter(failure.release for failure in self.failures)
 
 
 class TrafficClient:
@@ -79,7 +95,6 @@ class TrafficClient:
                 Counter(self.counts.per_slot),
                 Counter(self.counts.per_release),
                 list(self.counts.failures),
-                Counter(self.counts.failed_by_release),
             )
 
     def _run(self) -> None:
@@ -107,5 +122,4 @@ class TrafficClient:
 
     def _record_failure(self, message: str, release: str = "?") -> None:
         with self._lock:
-            self.counts.failures.append(f"release {release}: {message}")
-            self.counts.failed_by_release[release] += 1
+            self.counts.failures.append(Failure(release, message))

@@ -167,8 +167,6 @@ async def _events(
         yield b"data: [DONE]\n\n"
     except Exception as exc:  # the status line is gone: the error becomes the last event
         yield b"data: " + json.dumps(refusal_of(exc).payload()).encode() + b"\n\n"
-    finally:
-        stream.close()
 
 
 async def _stream(bundle: Any, call: ChatCall, name: str) -> Response:

@@ -486,10 +486,8 @@ def test_a_stream_the_client_leaves_frees_the_model_for_the_next_call(slots: Slo
         "messages": [],
         "stream": True,
         "max_tokens": 400,
-        "extra_body": None,
+        "variables": VARIABLES,
     }
-    body.pop("extra_body")
-    body["variables"] = VARIABLES
     for _ in range(3):
         with (
             httpx.Client(timeout=60) as client,
