@@ -13,16 +13,21 @@ paired by time), ``min_requests`` 6. The greens:
 
 - ``identical``: the same model and prompt version as blue, as a new release: every
   automatic revert is a false positive (goal: 0);
-- ``slow``: the same model with prompt version 2, whose system message carries a long
-  style guide: the prompt the model reads before its first token is several times longer,
-  so the first token comes about twice as late (the figure is measured and printed:
-  green's over blue's TTFT p95 in the check that decided).
+- ``slow``: the same model with prompt version 2, whose user message ends with one more
+  sentence of instructions after the question. llama.cpp keeps the evaluated prompt and
+  reuses its longest common prefix with the next one, so text added to the *system*
+  message (the same in every call) is read once and then costs nothing; text after the
+  question is read again on every call. Fourteen tokens there make the first token come
+  about twice as late on this machine (66 -> 150 ms p50 alone, measured with llama.cpp
+  directly); the figure under load is printed: green's over blue's TTFT p95 in the check
+  that decided.
 
 A promoted identical green becomes blue, so each green meets a blue that has served for a
 while. Figures: reverts of the identical green, detection of the slow one and the time
 from its first step's weight to the revert.
 
     python bench/analysis_llm.py [--identical 10] [--slow 5] [--burners 2] [--clients 4]
+        [--compare-with blue|baseline] [--initial-delay 0]
 """
 
 from __future__ import annotations
@@ -47,62 +52,62 @@ from bgserve.demo.llm_story import llm_settings
 from bgserve.demo.llm_traffic import ChatTraffic
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
+from bgserve.domain.plan_rules import Warmup
 from bgserve.errors import BgserveError
-from bgserve.settings import Settings
+from bgserve.settings import PlanGroup, Settings
 
 DEPLOYMENT = "llm"
 WHO = "bench"
 BAKE_S = 4.0
 MAX_TOKENS = 4
-STYLE_GUIDE = (
-    " Style guide: answer in plain words a child would know. Prefer the common name of a"
-    " thing to its scientific one. Give numbers with their units. Do not add greetings,"
-    " apologies, disclaimers or follow-up questions. Do not repeat the question. If the"
-    " question has a false premise, say so in a few words. If you do not know, say that"
-    " you do not know. Never invent a source, a quotation or a figure. Dates are written"
-    " as day, month and year. Names of people are written in full the first time."
-    " Lists are written as one sentence with commas, never as bullet points. Keep a"
-    " neutral tone: no jokes, no exclamation marks, no emphasis."
-) * 3
+SLOW_SUFFIX = " Answer in plain words a child would know, with units for numbers."
 
 
-def plan() -> Plan:
-    """The plan each green runs: the default rule on the streaming checks."""
+def plan(args: argparse.Namespace) -> Plan:
+    """The plan each green runs: the default rule and warm-up on the streaming checks,
+    against blue or a baseline, with the first ``--initial-delay`` seconds of each step
+    left out."""
+    defaults = PlanGroup()
     analysis = AnalysisSettings(
         min_requests=6,
         checks=("error_rate", "ttft_p95"),
         max_bake_s=120.0,
         on_inconclusive="continue",
+        initial_delay_s=args.initial_delay,
     )
-    return make_plan([50, 100], BAKE_S, analysis)
+    warmup = Warmup(defaults.warmup_requests, defaults.warmup_timeout_s)
+    return make_plan([50, 100], BAKE_S, analysis, warmup=warmup, compare_with=args.compare_with)
 
 
 def register(settings: Settings) -> tuple[str, str, str]:
-    """SmolLM2's model URI and the two chat prompt versions (terse; terse + style guide)."""
+    """SmolLM2's model URI and the two chat prompt versions (terse; terse with a sentence
+    after the question)."""
     uri = settings.mlflow_tracking_uri
     assert uri is not None
     model = register_smollm2(uri, settings.mlflow_registry_uri)
     registry = registry_at(uri, settings.mlflow_registry_uri)
     prompt = read_chat_prompt("chat")
     config = prompt.model_config | {"max_tokens": MAX_TOKENS}
-    long_messages = [
-        m | {"content": m["content"] + STYLE_GUIDE} if m["role"] == "system" else m
+    slow_messages = [
+        m | {"content": m["content"] + SLOW_SUFFIX} if m["role"] == "user" else m
         for m in prompt.messages
     ]
     versions = [
         registry.client.register_prompt("chat", messages, model_config=config).version
-        for messages in (prompt.messages, long_messages)
+        for messages in (prompt.messages, slow_messages)
     ]
     return model.model_uri, f"prompts:/chat/{versions[0]}", f"prompts:/chat/{versions[1]}"
 
 
-def run_plan(parts: Components, model_uri: str, prompt_uri: str, label: str) -> dict[str, Any]:
+def run_plan(
+    parts: Components, model_uri: str, prompt_uri: str, label: str, args: argparse.Namespace
+) -> dict[str, Any]:
     """Stage a fresh green, compare it, run the plan; the outcome."""
     service = parts.service
     release = service.register_release(label, model_uri, prompt_uri, WHO)
     service.stage_green(DEPLOYMENT, release.id, WHO)
     parts.comparer.compare(DEPLOYMENT, chat_golden_set(), WHO)
-    run, _ = run_plan_to_end(service, DEPLOYMENT, WHO, plan())
+    run, _ = run_plan_to_end(service, DEPLOYMENT, WHO, plan(args))
     checks = run.checks
     ttft: dict[str, Any] = next((c for c in checks if c.get("name") == "ttft_p95"), {})
     return {
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     # A slot answers one generation at a time: a stream may wait its turn behind others.
     timeouts = {DEPLOYMENT: (60.0, 30.0)}
     settings = llm_settings(home).model_copy(update={"deployment_timeouts": timeouts})
-    model, terse, guided = register(settings)
+    model, terse, slow = register(settings)
     parts = build_components(settings)
     kinds = ["identical"] * args.identical
     every = max(1, args.identical // max(1, args.slow))
@@ -139,9 +144,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for _ in range(args.clients):
                 clients.enter_context(ChatTraffic(base_url, DEPLOYMENT))
             for n, kind in enumerate(kinds):
-                prompt = terse if kind == "identical" else guided
+                prompt = terse if kind == "identical" else slow
                 try:
-                    result = run_plan(parts, model, prompt, f"{kind}-{n}")
+                    result = run_plan(parts, model, prompt, f"{kind}-{n}", args)
                 except BgserveError as exc:
                     result = {"label": f"{kind}-{n}", "outcome": "error", "reason": str(exc)}
                 results.append(result | {"kind": kind})
@@ -159,6 +164,11 @@ def _line(result: dict[str, Any]) -> str:
         result["outcome"]
         + (f" {took:.2f} s after the first step" if took is not None else "")
         + (f", TTFT p95 green/blue {ratio:.2f}" if ratio is not None else "")
+        + (
+            f" ({result['ttft_green_ms']:.0f} / {result['ttft_blue_ms']:.0f} ms)"
+            if result.get("ttft_green_ms") is not None and result.get("ttft_blue_ms") is not None
+            else ""
+        )
         + f": {str(result['reason'])[:240]}"
     )
 
@@ -210,6 +220,8 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     return {
         "burners": args.burners,
         "clients": args.clients,
+        "compare_with": args.compare_with,
+        "initial_delay_s": args.initial_delay,
         "rows": rows,
         "goals": goals,
         "results": results,
@@ -222,6 +234,12 @@ def main() -> int:
     parser.add_argument("--slow", type=int, default=5, help="plans of the slow-TTFT green")
     parser.add_argument("--burners", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4, help="live streaming clients")
+    parser.add_argument(
+        "--compare-with", choices=("blue", "baseline"), default="blue", help="the plan's reference"
+    )
+    parser.add_argument(
+        "--initial-delay", type=float, default=0.0, help="seconds of each step not counted"
+    )
     args = parser.parse_args()
     os.environ.setdefault("BGSERVE_LOG_LEVEL", "warning")
     result = summarise(run(args), args)

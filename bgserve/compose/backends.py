@@ -105,10 +105,16 @@ def slot_mlflow(settings: Settings) -> SlotMlflow:
     return SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
 
 
+# Read by the LLM model code in the slot (bgserve/llm/llm_model.py, self-contained).
+LLM_THREADS_ENV = "BGSERVE_LLM_THREADS"
+
+
 def slot_env(settings: Settings, mlflow_http: Mapping[str, str]) -> dict[str, str]:
-    """The MLflow variables local slot processes need: the same registry, the same HTTP
-    bounds and MLflow's log level (variables the user set win)."""
+    """The variables local slot processes need: the same MLflow registry, HTTP bounds and
+    log level (MLflow variables the user set win), and llama.cpp's thread count."""
     env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    if settings.llm_threads:
+        env[LLM_THREADS_ENV] = str(settings.llm_threads)
     env["MLFLOW_TRACKING_URI"] = settings.resolved_mlflow_tracking_uri
     if settings.mlflow_registry_uri:
         env["MLFLOW_REGISTRY_URI"] = settings.mlflow_registry_uri

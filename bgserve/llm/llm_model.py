@@ -5,15 +5,15 @@ version and loaded wherever it is served (a slot, a KServe or Seldon server). It
 stay self-contained: it imports MLflow, pandas and the standard library, plus
 ``llama_cpp`` (kind ``gguf``) or ``httpx`` (kind ``openai``) when loaded.
 
-Model config: ``kind`` (``gguf`` or ``openai``); for ``gguf`` ``n_ctx`` and
-``n_threads`` (0 = llama.cpp's choice), with the file as artifact ``gguf``, or, registered
-by reference, ``weights_uri`` (its storage URI: the file is looked for where a Kubernetes
-storage initializer put it, ``$BGSERVE_LLM_WEIGHTS_DIR``; nothing is downloaded here); for
-``openai`` ``base_url`` (the OpenAI base URL, ending in ``/v1``), ``model`` (the served
-model name), ``api_key_env`` (the NAME of the environment variable holding the key,
-read at every call; the key itself is never stored) and optionally ``api_key_secret``
-(``{name, key}``: the Kubernetes Secret key that fills that variable in a pod; outside
-Kubernetes nothing fills it but the environment).
+Model config: ``kind`` (``gguf`` or ``openai``); for ``gguf`` ``n_ctx`` and ``n_threads``
+(0: half the CPUs the process may use; ``$BGSERVE_LLM_THREADS`` wins), with the file as
+artifact ``gguf``, or, registered by reference, ``weights_uri`` (its storage URI: the file
+is looked for where a Kubernetes storage initializer put it, ``$BGSERVE_LLM_WEIGHTS_DIR``;
+nothing is downloaded here); for ``openai`` ``base_url`` (the OpenAI base URL, ending in
+``/v1``), ``model`` (the served model name), ``api_key_env`` (the NAME of the environment
+variable holding the key, read at every call; the key itself is never stored) and
+optionally ``api_key_secret`` (``{name, key}``: the Kubernetes Secret key that fills that
+variable in a pod; outside Kubernetes nothing fills it but the environment).
 
 :meth:`LlmModel.chat` answers OpenAI chat.completion dicts (or an iterator of
 chat.completion.chunk dicts, the last one carrying ``usage`` and no choices; an endpoint
@@ -66,6 +66,9 @@ MAX_CHOICES = 16
 
 
 WEIGHTS_DIR_ENV = "BGSERVE_LLM_WEIGHTS_DIR"
+# The thread count of the place serving the model (bgserve's llm_threads setting), which
+# wins over the one registered with it.
+THREADS_ENV = "BGSERVE_LLM_THREADS"
 _log = logging.getLogger(__name__)
 
 
@@ -194,14 +197,42 @@ def _forced_tool(params: dict[str, Any], stream: bool) -> None:
         raise LlmError(f"tool_choice names {named!r}, which is not in tools", 400, "tool_choice")
 
 
+def _threads(registered: int) -> int:
+    """llama.cpp's threads, for generation and for reading the prompt alike: the serving
+    place's ``$BGSERVE_LLM_THREADS``, else the registered count, else half the CPUs this
+    process may run on. (llama.cpp's own default reads the prompt on every core: beside a
+    second slot or any other work its threads, which wait for each other by spinning,
+    took turns on the cores and each answer cost 3x the CPU.)"""
+    chosen = os.environ.get(THREADS_ENV, "").strip()
+    if chosen:
+        try:
+            value = int(chosen)
+        except ValueError:
+            raise LlmLoadError(f"{THREADS_ENV}={chosen!r} is not a whole number") from None
+        if value < 0:
+            raise LlmLoadError(f"{THREADS_ENV}={value} is negative: give 0 or more threads")
+        if value:
+            return value
+    if registered > 0:
+        return registered
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
 class _Gguf:
     """One llama.cpp model; calls are serialised (a context serves one generation)."""
 
     def __init__(self, path: str, n_ctx: int, n_threads: int) -> None:
         from llama_cpp import Llama
 
-        threads = n_threads or None
-        self.llm: Any = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
+        threads = _threads(n_threads)
+        self.llm: Any = Llama(
+            model_path=path,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+        self.threads = threads
         self.lock = threading.Lock()
 
     def refuse_unsupported(self, params: dict[str, Any], stream: bool) -> None:

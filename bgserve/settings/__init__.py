@@ -194,6 +194,16 @@ class Settings(FlatSettings):
         "path on this machine, symlinks and `..` resolved; empty means the API refuses GGUF "
         "paths (the CLI, running with the user's own rights, is not limited).",
     )
+    llm_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads each local GGUF slot gives llama.cpp, for generation and for "
+        "reading the prompt alike, over the `n_threads` a model was registered with; 0: "
+        "that count, else half the CPUs the slot may run on (at least 1), so a rollout's "
+        "two slots fill the machine without taking turns on it (llama.cpp's threads wait "
+        "for each other by spinning: with more threads than free cores each answer took "
+        "3x the CPU here).",
+    )
     control: ControlGroup = Field(default_factory=ControlGroup)
     kube: KubeGroup = Field(default_factory=KubeGroup)
     leader: LeaderGroup = Field(default_factory=LeaderGroup)

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from bgserve.slot.openai_request import ChatCall, OpenAIRefusal, parse_chat
+from bgserve.slot.openai_request import ChatCall, OpenAIRefusal, parse_chat, prepare_types
 
 # Not /v1 as well: kserve's own v1 protocol answers GET /v1/models on the same app.
 PREFIX = "/openai/v1"
@@ -217,5 +217,7 @@ def openai_router(bundle: Any, deployment: str) -> APIRouter:
 
 
 def attach_openai(app: FastAPI, bundle: Any, deployment: str) -> None:
-    """Serve the OpenAI routes for ``bundle`` on ``app`` (before it starts)."""
+    """Serve the OpenAI routes for ``bundle`` on ``app`` (before it starts), their request
+    and answer types ready."""
+    prepare_types()
     app.include_router(openai_router(bundle, deployment))

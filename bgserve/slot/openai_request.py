@@ -66,6 +66,21 @@ class ChatCall:
     include_usage: bool = False
 
 
+def prepare_types() -> None:
+    """Import the ``openai`` SDK's types and build their validators now: the first import
+    takes over a second (the whole ``openai.types`` package), which a slot pays before it
+    says it is ready rather than in its first caller's time to first token. The answer
+    types are built too (the SDK leaves them to their first validation)."""
+    from openai.types import Model
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+    from openai.types.shared import ErrorObject
+
+    for answer_type in (ChatCompletion, ChatCompletionChunk, Model, ErrorObject):
+        answer_type.model_rebuild()
+    _adapters()
+    _tools_adapter()
+
+
 @cache
 def _adapters() -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
     from openai.types.chat import ChatCompletionMessageParam
