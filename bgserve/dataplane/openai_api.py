@@ -169,12 +169,16 @@ def assembled(body: bytes) -> bytes:
     """A streamed chat completion (server-sent events) as the one ``chat.completion``
     JSON body the same answer would have had unstreamed; any other body as it is.
 
-    For shadow pairs, off the router's loop. A stream cut short gives what arrived; an
-    ``error`` event (a slot that failed mid-stream) is kept as the answer's ``error``.
+    For shadow pairs, off the router's loop. Tool calls are put together from their
+    deltas (by index: id, type and name as sent, arguments joined), the message's
+    ``content`` then None when no text came, as OpenAI answers a tool call. A stream cut
+    short gives what arrived; an ``error`` event (a slot that failed mid-stream) is kept
+    as the answer's ``error``.
     """
     if not body.lstrip().startswith(b"data:"):
         return body
     text: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
     answer: dict[str, Any] = {"object": "chat.completion"}
     finish: str | None = None
     for line in body.splitlines():
@@ -190,12 +194,39 @@ def assembled(body: bytes) -> bytes:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                text.append(delta["content"])
+            if isinstance(delta, dict):
+                if isinstance(delta.get("content"), str):
+                    text.append(delta["content"])
+                _add_tool_calls(calls, delta.get("tool_calls"))
             finish = choice.get("finish_reason") or finish
-    message = {"role": "assistant", "content": "".join(text)}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+    if calls:
+        message["content"] = message["content"] or None
+        message["tool_calls"] = [calls[index] for index in sorted(calls)]
     answer["choices"] = [{"index": 0, "message": message, "finish_reason": finish}]
     return json.dumps(answer).encode()
+
+
+def _add_tool_calls(calls: dict[int, dict[str, Any]], deltas: object) -> None:
+    """Merge one event's ``delta.tool_calls`` into ``calls`` (by each call's index)."""
+    if not isinstance(deltas, list):
+        return
+    for position, delta in enumerate(deltas):
+        if not isinstance(delta, dict):
+            continue
+        index = delta.get("index", position)
+        if not isinstance(index, int):
+            continue
+        call = calls.setdefault(index, {"function": {"arguments": ""}})
+        for key in ("id", "type"):
+            if isinstance(delta.get(key), str):
+                call[key] = delta[key]
+        function = delta.get("function")
+        if isinstance(function, dict):
+            if isinstance(function.get("name"), str):
+                call["function"]["name"] = function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["function"]["arguments"] += function["arguments"]
 
 
 def _event(data: bytes) -> dict[str, Any] | None:

@@ -1,11 +1,12 @@
 """Streaming checks measured as a chat completion passes through the router.
 
 A :class:`StreamMeter` sees each piece of the answer's body right after it was written to
-the client, and keeps no copy of it: only the unfinished last line of a server-sent
-event stream (an event is one ``data:`` line) waits for the next piece, and for a plain
-JSON answer only a short tail, so a count split across two pieces is still read. It
-notes when the first event with content passed (time to first token), when the last
-did, how many carried content, and ``usage.completion_tokens`` when the slot reports it.
+the client, and keeps no copy of it: only the unfinished last line of a server-sent event
+stream (an event is one ``data:`` line) waits for the next piece, and for a plain JSON
+answer only a short tail, so a count split across two pieces is still read. It notes when
+the first event with output (content, or a piece of a tool call's arguments) passed (time
+to first token), when the last did, how many carried output, and
+``usage.completion_tokens`` when the slot reports it.
 
 :func:`record` adds one answer's figures to a slot's stream counters (laid out as
 :data:`TTFT_AT`, :data:`TPOT_AT`, :data:`TOKENS_AT` histograms of
@@ -26,7 +27,9 @@ TOKENS_AT = 2 * BUCKETS
 TOKEN_SUM_AT = 3 * BUCKETS
 STREAM_COUNTERS = 3 * BUCKETS + 1
 
-_CONTENT = re.compile(rb'"content"\s*:\s*"(?!")')  # a non-empty content string
+# An event carrying output: a non-empty content string, or a piece of a tool call's
+# arguments (a tool call's own quotes are escaped inside those, so they never match).
+_CONTENT = re.compile(rb'"(?:content|arguments)"\s*:\s*"(?!")')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _LINE_LIMIT = 1 << 20  # an SSE line longer than this is not an event we can read
 _TAIL = 64

@@ -110,3 +110,43 @@ def test_a_streamed_answer_is_assembled_into_one_chat_completion() -> None:
     assert cut["choices"][0]["message"]["content"] == "Hello, "
     plain = b'{"object": "chat.completion", "choices": []}'
     assert assembled(plain) == plain
+
+
+def tool_call_stream() -> bytes:
+    """A streamed answer that calls two tools, as OpenAI streams one (names first, then
+    the arguments in pieces), then finishes with ``tool_calls``."""
+    first = {"index": 0, "id": "call_a", "type": "function"}
+    second = {"index": 1, "id": "call_b", "type": "function"}
+    parts = [
+        event({"role": "assistant", "content": None}),
+        event({"tool_calls": [first | {"function": {"name": "weather", "arguments": ""}}]}),
+        event({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+        event({"tool_calls": [{"index": 0, "function": {"arguments": '"Rome"}'}}]}),
+        event({"tool_calls": [second | {"function": {"name": "time", "arguments": "{}"}}]}),
+        event({}, "tool_calls"),
+    ]
+    return b"".join(parts) + b"data: [DONE]\n\n"
+
+
+def test_a_tool_call_stream_has_a_first_token_and_counts_its_argument_pieces() -> None:
+    started = time.perf_counter()
+    meter = StreamMeter(streaming=True, started=started)
+    meter.feed([tool_call_stream()])
+    assert meter.ttft_ms() is not None
+    assert meter.chunks == 3  # the argument pieces: an empty one is no output
+    assert meter.output_tokens() == 3
+
+
+def test_a_streamed_tool_call_is_assembled_as_openai_answers_it_unstreamed() -> None:
+    answer = json.loads(assembled(tool_call_stream()))
+    message = answer["choices"][0]["message"]
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    assert message["content"] is None
+    assert message["tool_calls"] == [
+        {
+            "id": "call_a",
+            "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Rome"}'},
+        },
+        {"id": "call_b", "type": "function", "function": {"name": "time", "arguments": "{}"}},
+    ]
