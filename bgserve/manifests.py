@@ -11,6 +11,8 @@ import yaml
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState, Route
 from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.llm_isvc import llmisvc_objects
+from bgserve.kube.kserve.llm_objects import LlmServing, kserve_llm_objects
 from bgserve.kube.kserve.objects import kserve_objects
 from bgserve.kube.objects import SlotMlflow
 from bgserve.kube.seldon.objects import seldon_objects
@@ -18,6 +20,8 @@ from bgserve.settings import KubeGroup, Settings
 
 Obj = dict[str, Any]
 Builder = Callable[[str, Sequence[Route], Mapping[int, Release], KubeGroup, SlotMlflow], list[Obj]]
+LlmLookup = Callable[[Release], LlmServing | None]
+"""A release's LLM base model, None for a classic model (read from the registry)."""
 
 # Kubernetes backends whose objects can be rendered; another backend adds itself here.
 BUILDERS: dict[str, Builder] = {"kserve": kserve_objects, "seldon": seldon_objects}
@@ -36,12 +40,18 @@ def render_deployment(
     releases: Mapping[int, Release],
     settings: Settings,
     backend: str,
+    llms: LlmLookup | None = None,
 ) -> list[Obj]:
     """The objects ``backend`` would apply for ``state``: every slot, then the route.
 
+    Given ``llms``, a KServe deployment with an LLM release is rendered as the KServe
+    backend applies it: LLM slots with their base model and the OpenAI routes beside OIP,
+    or, with ``kserve_llm_mode`` ``llminferenceservice``, one LLMInferenceService member
+    per release, weighted, and no route.
+
     Raises:
-        InvalidInput: ``backend`` renders no objects, or a routed release is missing
-            from ``releases``.
+        InvalidInput: ``backend`` renders no objects, a routed release is missing from
+            ``releases``, or (routing-group mode) a routed release pins no LLM.
     """
     build = BUILDERS.get(backend)
     if build is None:
@@ -51,7 +61,28 @@ def render_deployment(
             field="backend",
         )
     mlflow = SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
-    return build(state.name, state.routes(), releases, settings.kube, mlflow)
+    routes = state.routes()
+    if backend == "kserve" and llms is not None:
+        served = _llms_of(routes, releases, llms)
+        if served:
+            kube = settings.kube
+            if kube.kserve.llm_mode == "llminferenceservice":
+                return llmisvc_objects(state.name, routes, releases, served, kube, mlflow)
+            return kserve_llm_objects(state.name, routes, releases, served, kube, mlflow)
+    return build(state.name, routes, releases, settings.kube, mlflow)
+
+
+def _llms_of(
+    routes: Sequence[Route], releases: Mapping[int, Release], llms: LlmLookup
+) -> dict[int, LlmServing]:
+    """The LLM base model of each routed release that pins one (known releases only)."""
+    served = {}
+    for route in routes:
+        release = releases.get(route.release_id)
+        llm = None if release is None else llms(release)
+        if llm is not None:
+            served[route.release_id] = llm
+    return served
 
 
 def render_yaml(objects: Sequence[Mapping[str, Any]]) -> str:

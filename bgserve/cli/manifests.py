@@ -34,9 +34,11 @@ def render(
 ) -> None:
     """Print the Kubernetes objects a backend would apply for a deployment's stored state.
 
-    Reads the state database directly; contacts no cluster and no running bgserve.
+    Reads the state database directly, and for KServe the MLflow registry (which
+    releases pin an LLM base model); contacts no cluster and no running bgserve.
     """
-    from bgserve.compose import build_store
+    from bgserve.compose import build_registry, build_store
+    from bgserve.compose.backends import llm_lookup
     from bgserve.kube.mirror import mirror_route
     from bgserve.manifests import render_backend, render_deployment, render_yaml, write_objects
 
@@ -50,7 +52,9 @@ def render(
             releases = {r.release_id: store.get_release(r.release_id) for r in state.routes()}
         finally:
             store.close()
-        objects = render_deployment(state, releases, settings, render_backend(backend, settings))
+        chosen = render_backend(backend, settings)
+        llms = llm_lookup(build_registry(settings)) if chosen == "kserve" else None
+        objects = render_deployment(state, releases, settings, chosen, llms)
         if shadow is not None:
             namespace = settings.kube.namespace
             objects = mirror_route(objects, deployment, state.green, shadow, namespace)

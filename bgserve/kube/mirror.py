@@ -91,8 +91,9 @@ def mirror_route(
     kinds = {"HTTPRoute", "VirtualService", "Experiment"}
     if not any(o.get("kind") in kinds for o in objects):
         raise InvalidInput(
-            "these objects have no route that can mirror (Seldon v1 cannot); "
-            "use KServe with a gateway or Istio, or Seldon v2",
+            "these objects have no route of bgserve's that can mirror (Seldon v1's "
+            "SeldonDeployment, KServe's LLMInferenceService routing groups); use KServe "
+            "InferenceServices with a gateway or Istio, or Seldon v2",
             field="shadow",
         )
     return [

@@ -117,17 +117,24 @@ def route_hostname(deployment: str, kube: KubeGroup) -> str | None:
     return template.format(deployment=deployment, namespace=kube.namespace) or None
 
 
-def data_plane_url(deployment: str, kube: KubeGroup) -> str | None:
-    """The deployment's infer URL on the weighted route (``{base}/v2/models/<deployment>/
-    infer``, as the local backend answers), from settings; None without a gateway address.
-    No cluster needed."""
+def gateway_base(deployment: str, kube: KubeGroup) -> str | None:
+    """The gateway's base URL for ``deployment`` from settings (``kube_data_plane_url``,
+    else the route hostname), without a trailing slash; None when neither is set."""
     if kube.data_plane_url:
         base = kube.data_plane_url.format(deployment=deployment, namespace=kube.namespace)
     elif host := route_hostname(deployment, kube):
         base = f"http://{host}"
     else:
         return None
-    return f"{base.rstrip('/')}/v2/models/{deployment}/infer"
+    return base.rstrip("/")
+
+
+def data_plane_url(deployment: str, kube: KubeGroup) -> str | None:
+    """The deployment's infer URL on the weighted route (``{base}/v2/models/<deployment>/
+    infer``, as the local backend answers), from settings; None without a gateway address.
+    No cluster needed."""
+    base = gateway_base(deployment, kube)
+    return None if base is None else f"{base}/v2/models/{deployment}/infer"
 
 
 def refuse_retiring_routed(deployment: str, release_id: int, weight: int) -> None:

@@ -3,7 +3,8 @@ names and release ids, and Prometheus histograms mapped onto bgserve's latency b
 
 Templates are PromQL instant vectors with four placeholders, substituted as RE2 regexes
 inside double-quoted label matchers (so match them with ``=~``): ``{workload}`` matches
-the workload name of every release of the deployment (``<isvc>-predictor`` on KServe, the
+the workload name of every release of the deployment (``<isvc>-predictor`` on KServe, and
+``<member>-kserve`` for LLMInferenceService members in routing-group mode, the
 Model ``<deployment>-r<id>`` on Seldon v2, ``<sdep>-r<id>`` on Seldon v1), ``{release_id}``
 any release id, ``{deployment}`` and ``{namespace}`` themselves. Any other ``{name}`` is
 refused at start-up; PromQL's own braces (``metric{label="v"}``) are left alone.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from bgserve.domain.latency import LATENCY_BUCKETS_MS, bucket_of
 from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.llm_isvc import llmisvc_name
 from bgserve.kube.kserve.objects import isvc_name
 from bgserve.kube.seldon.objects import model_name, sdep_name
 from bgserve.settings import KubeGroup
@@ -141,19 +143,24 @@ def _bucket_of_bound(le: float, unit_ms: float) -> int:
 
 
 class WorkloadNames:
-    """How a backend names a release's workload, and the way back from a name to its id."""
+    """How a backend names a release's workload (one way or several: KServe's
+    InferenceService predictor and LLMInferenceService member), and the way back from a
+    name to its id."""
 
-    def __init__(self, name_of: Callable[[str, int], str]) -> None:
-        self._name_of = name_of
+    def __init__(self, *names_of: Callable[[str, int], str]) -> None:
+        self._names_of = names_of
+
+    def _name_of(self, deployment: str, release_id: int) -> set[str]:
+        return {name_of(deployment, release_id) for name_of in self._names_of}
 
     def _shapes(self, deployment: str) -> set[tuple[str, str]]:
         # Long names are cut to fit with a hash, and the cut depends on the id's length.
         shapes = set()
         for digits in range(1, _MAX_ID_DIGITS + 1):
             sentinel = "9" * digits
-            name = self._name_of(deployment, int(sentinel))
-            at = name.rfind(f"-r{sentinel}")
-            shapes.add((name[: at + 2], name[at + 2 + digits :]))
+            for name in self._name_of(deployment, int(sentinel)):
+                at = name.rfind(f"-r{sentinel}")
+                shapes.add((name[: at + 2], name[at + 2 + digits :]))
         return shapes
 
     def pattern(self, deployment: str) -> str:
@@ -168,14 +175,18 @@ class WorkloadNames:
         for prefix, suffix in self._shapes(deployment):
             tail = rf"([0-9]+){_regex_escape(suffix)}(?![a-z0-9])"
             found = re.search(rf"(?:^|[^a-z0-9-]){_regex_escape(prefix)}{tail}", value)
-            if found is None or self._name_of(deployment, int(found[1])) != (
-                prefix + found[1] + suffix
+            if found is None or (prefix + found[1] + suffix) not in self._name_of(
+                deployment, int(found[1])
             ):
                 continue  # the name of the id read must be the name read: r007 is not r7
             if re.search(rf"-r{tail}", value[found.end() :]) is None:
                 return int(found[1])
             # else a longer deployment's name that starts like ours ("shop-r3-x-r1")
         return None
+
+
+def _predictor(deployment: str, release_id: int) -> str:
+    return f"{isvc_name(deployment, release_id)}-predictor"
 
 
 def workload_names(kube: KubeGroup, backend: str) -> WorkloadNames:
@@ -185,7 +196,10 @@ def workload_names(kube: KubeGroup, backend: str) -> WorkloadNames:
         InvalidInput: the backend is not a Kubernetes one, or Seldon v1 with the seldon router.
     """
     if backend == "kserve":
-        return WorkloadNames(lambda d, r: f"{isvc_name(d, r)}-predictor")
+        if kube.kserve.llm_mode != "llminferenceservice":
+            return WorkloadNames(_predictor)
+        # A routing group's member runs as KServe's main workload, <member>-kserve.
+        return WorkloadNames(_predictor, lambda d, r: f"{llmisvc_name(d, r)}-kserve")
     if backend == "seldon" and kube.seldon.flavour == "v2":
         return WorkloadNames(model_name)
     if backend == "seldon":

@@ -149,6 +149,22 @@ def test_each_slot_is_its_member_with_its_own_address(
     assert stored_weights(kube_ns) == {"chat-r1": 100}
 
 
+def test_a_grouped_deployments_entry_point_is_the_gateways_openai_chat_url(
+    kube_ns: KubeNamespace,
+) -> None:
+    backend = group_backend(kube_ns, kube_data_plane_url="http://gateway.example/")
+    try:
+        # No member yet: the deployment may still be a classic one, on bgserve's route.
+        assert backend.data_plane_url("chat") == "http://gateway.example/v2/models/chat/infer"
+        with FakeLlmController(kube_ns):
+            backend.ensure_slot("chat", RELEASES[1])
+        # A routing group has no OIP route: clients send model "chat" to KServe's gateway.
+        assert backend.data_plane_url("chat") == "http://gateway.example/v1/chat/completions"
+        assert backend.data_plane_url("other") == "http://gateway.example/v2/models/other/infer"
+    finally:
+        backend.close()
+
+
 def test_a_new_slot_image_rewrites_the_member_without_moving_its_weight(
     kube_ns: KubeNamespace, backend: KServeBackend
 ) -> None:

@@ -121,6 +121,10 @@ def _walk(value: Any) -> Iterator[Any]:
 BUILDS: dict[str, tuple[str, dict[str, str]]] = {
     "base": ("base", {"backend": "kserve", "kserve_router": "gateway"}),
     "istio": ("overlays/istio", {"backend": "kserve", "kserve_router": "istio"}),
+    "llm-group": (
+        "overlays/llm-group",
+        {"backend": "kserve", "kserve_router": "gateway", "kserve_llm_mode": "llminferenceservice"},
+    ),
     "seldon": ("overlays/seldon", {"backend": "seldon", "seldon_flavour": "v2"}),
     "seldon-v1": ("overlays/seldon-v1", {"backend": "seldon", "seldon_flavour": "v1"}),
 }
@@ -135,7 +139,8 @@ def built(request: pytest.FixtureRequest) -> Built:
 
 def _required(expected: dict[str, str]) -> list[dict[str, list[str]]]:
     if expected["backend"] == "kserve":
-        return kserve_rbac(expected["kserve_router"])
+        llm_mode = expected.get("kserve_llm_mode", "inferenceservice")
+        return kserve_rbac(expected["kserve_router"], llm_mode)
     return seldon_rbac(expected["seldon_flavour"])
 
 

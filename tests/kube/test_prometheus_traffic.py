@@ -236,3 +236,19 @@ def test_release_ids_are_read_back_only_from_the_deployments_own_names() -> None
     assert names.release_of("shop", "myshop-r3-predictor") is None
     assert names.release_of("shop", "shop-r007-predictor") is None
     assert names.release_of("shop", _predictor("shop-r3-predictor-a", 1)) is None
+
+
+def test_in_routing_group_mode_members_workloads_count_beside_predictors() -> None:
+    import re
+
+    from bgserve.kube.prometheus_queries import workload_names
+    from bgserve.settings import Settings
+
+    grouped = workload_names(Settings(kserve_llm_mode="llminferenceservice").kube, "kserve")
+    assert grouped.release_of("shop", "shop-r3-kserve-7d9f8c-x2x4z") == 3
+    assert grouped.release_of("shop", "shop-r4-predictor-00001-deployment") == 4
+    assert grouped.release_of("myshop", "shop-r3-kserve") is None
+    pattern = grouped.pattern("shop")
+    assert re.fullmatch(pattern, "shop-r12-kserve") and re.fullmatch(pattern, "shop-r1-predictor")
+    classic = workload_names(Settings().kube, "kserve")
+    assert classic.release_of("shop", "shop-r3-kserve-7d9f8c-x2x4z") is None

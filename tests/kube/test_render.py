@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bgserve.domain.release import Release
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import InvalidInput
+from bgserve.kube.kserve.llm_objects import LlmServing
 from bgserve.manifests import render_deployment, render_yaml, write_objects
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
@@ -66,8 +68,37 @@ def test_render_needs_every_routed_release() -> None:
         render_deployment(shifting(), {1: RELEASES[1]}, Settings(), "kserve")
 
 
-def stored_deployment(tmp_path: Path) -> str:
-    """A state database holding deployment ``chat`` on release 1; its URL."""
+@pytest.fixture(scope="module")
+def registered(mlflow_store: str) -> dict[str, tuple[str, int]]:
+    """A classic model and an LLM base model in the session's MLflow store, by kind: each
+    one's (name, version)."""
+    import mlflow
+    from mlflow.pyfunc.model import PythonModel
+
+    from bgserve.compose import registry_at
+    from bgserve.registry.llm_models import LlmSpec, register_llm
+
+    class Echo(PythonModel):
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return model_input
+
+    registry = registry_at(mlflow_store, mlflow_store)
+    with registry.uris():
+        info = mlflow.pyfunc.log_model(
+            name="echo", python_model=Echo(), registered_model_name="render-classic"
+        )
+    llm = register_llm(
+        registry, LlmSpec("render-llm", openai_url="http://llm:8080/v1", openai_model="smol")
+    )
+    assert info.registered_model_version is not None
+    return {
+        "classic": ("render-classic", int(info.registered_model_version)),
+        "llm": ("render-llm", llm.version),
+    }
+
+
+def stored_deployment(tmp_path: Path, model: tuple[str, int]) -> str:
+    """A state database holding deployment ``chat`` on one release of ``model``; its URL."""
     from datetime import UTC, datetime
 
     from bgserve.compose import build_store
@@ -77,11 +108,34 @@ def stored_deployment(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     store = build_store(Settings(home=tmp_path, state_url=url))
     now = datetime.now(UTC)
-    resolved = ResolvedRelease("llm", 1, "greeting", 1, "bgserve.chat", 1)
-    release = store.add_release("chat-v1", resolved, "models:/llm/1", "prompts:/greeting/1", now)
+    name, version = model
+    resolved = ResolvedRelease(name, version, "greeting", 1, "bgserve.chat", 1)
+    release = store.add_release(
+        "chat-v1", resolved, f"models:/{name}/{version}", "prompts:/greeting/1", now
+    )
     store.create_deployment(rollout.create("chat", release.id).state, now, "test", "test")
     store.close()
     return url
+
+
+def render_cli(
+    tmp_path: Path, mlflow_store: str, model: tuple[str, int], env: dict[str, str], args: list[str]
+) -> list[dict[str, object]]:
+    """``bgserve render -d chat`` on a stored deployment of ``model``: the objects printed."""
+    from typer.testing import CliRunner
+
+    from bgserve.cli.app import app
+
+    url = stored_deployment(tmp_path, model)
+    env = {
+        **env,
+        "BGSERVE_HOME": str(tmp_path),
+        "BGSERVE_MLFLOW_TRACKING_URI": mlflow_store,
+        "BGSERVE_KUBE_BUNDLE_STORAGE_URI": "s3://b/{bundle_name}",
+    }
+    result = CliRunner().invoke(app, ["render", "-d", "chat", "--state-url", url, *args], env=env)
+    assert result.exit_code == 0, result.output
+    return list(yaml.safe_load_all(result.output))
 
 
 @pytest.mark.parametrize(
@@ -95,21 +149,73 @@ def stored_deployment(tmp_path: Path) -> str:
     ],
 )
 def test_render_cli_follows_bgserve_backend_unless_told(
-    tmp_path: Path, env: dict[str, str], args: list[str], kinds: list[str]
+    tmp_path: Path,
+    mlflow_store: str,
+    registered: dict[str, tuple[str, int]],
+    env: dict[str, str],
+    args: list[str],
+    kinds: list[str],
 ) -> None:
-    from typer.testing import CliRunner
+    objects = render_cli(tmp_path, mlflow_store, registered["classic"], env, args)
+    assert [d["kind"] for d in objects] == kinds
 
-    from bgserve.cli.app import app
 
-    url = stored_deployment(tmp_path)
-    env = {
-        **env,
-        "BGSERVE_HOME": str(tmp_path),
-        "BGSERVE_KUBE_BUNDLE_STORAGE_URI": "s3://b/{bundle_name}",
-    }
-    result = CliRunner().invoke(app, ["render", "-d", "chat", "--state-url", url, *args], env=env)
-    assert result.exit_code == 0, result.output
-    assert [d["kind"] for d in yaml.safe_load_all(result.output)] == kinds
+@pytest.mark.parametrize(
+    ("mode", "kinds"),
+    [
+        ("inferenceservice", ["InferenceService", "HTTPRoute"]),
+        ("llminferenceservice", ["LLMInferenceService"]),
+    ],
+)
+def test_render_cli_renders_an_llm_release_as_the_kserve_backend_applies_it(
+    tmp_path: Path,
+    mlflow_store: str,
+    registered: dict[str, tuple[str, int]],
+    crds: Mapping[str, Crd],
+    mode: str,
+    kinds: list[str],
+) -> None:
+    env = {"BGSERVE_BACKEND": "kserve", "BGSERVE_KSERVE_LLM_MODE": mode}
+    objects = render_cli(tmp_path, mlflow_store, registered["llm"], env, [])
+    assert [d["kind"] for d in objects] == kinds
+    for obj in objects:
+        assert validate_object(crds, obj) == [], obj
+    if mode == "inferenceservice":
+        service, route = objects
+        assert "bgserve.io/llm-kind" in service["metadata"]["annotations"]
+        paths = [m["path"]["value"] for r in route["spec"]["rules"] for m in r["matches"]]
+        assert paths == ["/v2/models/chat", "/chat/openai/v1"]  # OpenAI beside OIP
+    else:
+        (member,) = objects
+        assert member["spec"]["router"]["route"] == {"group": "chat", "weight": 100}
+
+
+def llm_everywhere(release: Release) -> LlmServing:
+    return LlmServing("openai", served_model_name="smol", openai_url="http://llm:8080/v1")
+
+
+@pytest.mark.parametrize("state", [shifting(), promoted()], ids=["shifting", "promoted"])
+def test_an_llm_deployment_renders_as_weighted_routing_group_members(
+    crds: Mapping[str, Crd], state: DeploymentState
+) -> None:
+    settings = Settings(kserve_llm_mode="llminferenceservice")
+    objects = render_deployment(state, RELEASES, settings, "kserve", llm_everywhere)
+    for obj in objects:
+        assert validate_object(crds, obj) == [], obj
+    assert [o["kind"] for o in objects] == ["LLMInferenceService"] * len(state.routes())
+    assert [o["spec"]["router"]["route"]["weight"] for o in objects] == [
+        r.weight for r in state.routes()
+    ]
+
+
+def test_a_routing_group_refuses_a_classic_release_naming_it() -> None:
+    settings = Settings(kserve_llm_mode="llminferenceservice")
+
+    def only_release_1(release: Release) -> LlmServing | None:
+        return llm_everywhere(release) if release.id == 1 else None
+
+    with pytest.raises(InvalidInput, match=r"releases \[2\] of chat pin no LLM"):
+        render_deployment(shifting(), RELEASES, settings, "kserve", only_release_1)
 
 
 @pytest.mark.integration

@@ -55,6 +55,7 @@ from bgserve.kube.objects import (
     NO_MLFLOW,
     SlotMlflow,
     check_weights,
+    gateway_base,
     needs_availability,
     refuse_retiring_routed,
 )
@@ -254,6 +255,21 @@ class KServeBackend(KubeBackend):
         refuse_retiring_routed(deployment, release_id, weight)
         for obj in self.services.select(managed_labels(deployment, release_id)):
             self.services.delete(obj["metadata"]["name"])
+
+    def data_plane_url(self, deployment: str) -> str | None:
+        """The gateway URL from settings: the OIP infer URL on bgserve's route, or, for a
+        deployment whose releases are members of a KServe routing group (no OIP route),
+        its OpenAI chat URL ``{base}/v1/chat/completions`` (clients send ``model``: the
+        deployment). None without a gateway address. Never raises: members that cannot
+        be listed give the infer URL."""
+        base = gateway_base(deployment, self.kube)
+        if base is None or self.group is None:
+            return super().data_plane_url(deployment)
+        try:
+            grouped = bool(self.group.members(deployment))
+        except BgserveError:
+            grouped = False
+        return f"{base}/v1/chat/completions" if grouped else super().data_plane_url(deployment)
 
     def slot_info(self, deployment: str, release_id: int) -> SlotInfo | None:
         """The InferenceService's (or group member's) address and readiness, or None if
