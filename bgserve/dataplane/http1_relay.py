@@ -9,6 +9,7 @@ after a complete, unambiguous response with nothing after it.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
 import httptools
@@ -29,6 +30,9 @@ _DROPPED = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
 )
 _OWS = b" \t"
+# How long a slot's model kept the request waiting before it began (bgserve.slot.openai_api).
+_QUEUE_HEADER = b"x-bgserve-queue-ms"
+_MAX_QUEUE_MS = 3_600_000.0
 
 
 class ResponseReader:
@@ -51,6 +55,7 @@ class ResponseReader:
         "headers",
         "keep",
         "length",
+        "queue_ms",
         "reason",
         "status",
     )
@@ -72,6 +77,7 @@ class ResponseReader:
         self.headers: list[bytes] = []
         self.length: int | None = None
         self.chunked = self.keep = self.head_done = False
+        self.queue_ms = 0.0
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``. Raises ProxyError(502) for a malformed or oversized response."""
@@ -129,6 +135,8 @@ class ResponseReader:
                 raise ProxyError(502, f"malformed response: {message}")
             self.chunked = True
         elif key not in _DROPPED:
+            if key == _QUEUE_HEADER:
+                self.queue_ms = _queue_ms(value)
             self.headers.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
@@ -152,6 +160,16 @@ class ResponseReader:
             self._interim = False
         else:
             self.done = True
+
+
+def _queue_ms(value: bytes) -> float:
+    """A slot's queue wait in milliseconds; 0 for anything but a plain, sane number (an
+    upstream's header is never trusted further than that)."""
+    try:
+        waited = float(value)
+    except ValueError:
+        return 0.0
+    return waited if math.isfinite(waited) and 0.0 <= waited <= _MAX_QUEUE_MS else 0.0
 
 
 class SinkHolder(Protocol):
@@ -465,6 +483,8 @@ async def _relay_streams(
     if shape.bodiless:
         writer.write(shape.head)
         return response.status, shape.keep, _reusable_bodiless(request, response)
+    if meter is not None:
+        meter.queued = response.queue_ms / 1000.0
     await _relay_body(
         response,
         conn.reader,
@@ -534,6 +554,8 @@ async def _relay_direct(
         rechunk, until_eof, keep = shape.rechunk, shape.until_eof, shape.keep
         sink.relaying, sink.rechunk, sink.until_eof = True, rechunk, until_eof
         sink.transport, sink.meter = transport, meter
+        if meter is not None:
+            meter.queued = response.queue_ms / 1000.0
         sink.send(response.take_body(), shape.head)
         if idle_timeout is not None:
             sink.last = loop.time()

@@ -40,14 +40,27 @@ class StreamMeter:
 
     ``streaming`` says the client asked for ``stream: true`` (an SSE answer); a plain
     answer yields only its output tokens. ``started`` is a :func:`time.perf_counter`
-    reading taken when the request was picked for a slot.
+    reading taken when the request was picked for a slot; ``queued`` the seconds the
+    slot says the request waited for its model (``x-bgserve-queue-ms``: a model that
+    makes one generation at a time), which the time to first token leaves out: that wait
+    depends on the load and on the slot's share of it, not on the release.
     """
 
-    __slots__ = ("_carry", "chunks", "first", "last", "started", "streaming", "usage_tokens")
+    __slots__ = (
+        "_carry",
+        "chunks",
+        "first",
+        "last",
+        "queued",
+        "started",
+        "streaming",
+        "usage_tokens",
+    )
 
     def __init__(self, streaming: bool, started: float = 0.0) -> None:
         self.streaming = streaming
         self.started = started
+        self.queued = 0.0
         self.first: float | None = None
         self.last = 0.0
         self.chunks = 0
@@ -95,10 +108,11 @@ class StreamMeter:
         return self.chunks if self.streaming else None
 
     def ttft_ms(self) -> float | None:
-        """Milliseconds from the pick to the first content event (streams only)."""
+        """Milliseconds from the pick to the first content event, less the slot's queue
+        wait (streams only)."""
         if self.first is None:
             return None
-        return (self.first - self.started) * 1000.0
+        return max(0.0, self.first - self.started - self.queued) * 1000.0
 
     def tpot_ms(self) -> float | None:
         """Milliseconds per output token after the first (streams of 2 tokens or more)."""

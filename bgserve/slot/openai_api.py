@@ -7,6 +7,11 @@ completion, or with ``stream: true`` server-sent events ``data: {chunk}`` ... ``
 named after the deployment. Answers and chunks are checked against the official
 ``openai`` SDK's types; errors are in OpenAI's shape (:mod:`bgserve.slot.openai_request`).
 
+A GGUF model makes one generation at a time: its calls take turns in arrival order
+(:class:`Turns`), and each answer says in ``x-bgserve-queue-ms`` how long it waited for its
+turn, so the data plane can tell the model's own time to first token from the queue in
+front of it.
+
 kserve 0.21 ships OpenAI model classes (``kserve.protocol.rest.openai``) but they import
 their types from vLLM, which a slot does not install; the SDK's types are used instead.
 """
@@ -17,7 +22,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,32 @@ from bgserve.slot.openai_request import ChatCall, OpenAIRefusal, parse_chat, pre
 
 # Not /v1 as well: kserve's own v1 protocol answers GET /v1/models on the same app.
 PREFIX = "/openai/v1"
+# Milliseconds the call waited for the model before its generation began (read by the
+# data plane's stream meter: bgserve.dataplane.stream_meter).
+QUEUE_HEADER = "x-bgserve-queue-ms"
 log = logging.getLogger("bgserve.slot.openai")
+
+
+class Turns:
+    """Chat calls taking turns on a model that makes one generation at a time, first come
+    first served; free for any other model."""
+
+    def __init__(self, one_at_a_time: bool) -> None:
+        self._lock = asyncio.Lock() if one_at_a_time else None
+
+    async def take(self) -> dict[str, str]:
+        """Wait for the model; the answer's headers saying how long (none when calls do
+        not take turns). The caller must :meth:`give_back` the turn, however it ends."""
+        if self._lock is None:
+            return {}
+        started = time.perf_counter()
+        await self._lock.acquire()
+        return {QUEUE_HEADER: f"{(time.perf_counter() - started) * 1000:.3f}"}
+
+    def give_back(self) -> None:
+        """End the current turn (nothing to do when calls do not take turns)."""
+        if self._lock is not None:
+            self._lock.release()
 
 
 def chat_bundle(pyfunc: Any) -> Any | None:
@@ -73,8 +103,8 @@ def refusal_of(exc: Exception) -> OpenAIRefusal:
     return OpenAIRefusal(500, f"the model failed: {type(exc).__name__}: {exc}")
 
 
-def _error(refusal: OpenAIRefusal) -> JSONResponse:
-    return JSONResponse(refusal.payload(), status_code=refusal.status)
+def _error(refusal: OpenAIRefusal, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(refusal.payload(), status_code=refusal.status, headers=headers)
 
 
 def completion_json(result: dict[str, Any], deployment: str) -> dict[str, Any]:
@@ -138,20 +168,30 @@ def _close_generation(chunks: Iterator[dict[str, Any]]) -> None:
 
 
 class _ClosingStream(StreamingResponse):
-    """A streamed response that ends its generation however the response ends: sent
-    whole, failed, or left by the client."""
+    """A streamed response that ends its generation however the response ends (sent
+    whole, failed, or left by the client), then calls ``on_end``."""
 
-    def __init__(self, content: AsyncIterator[bytes], stream: _ChatStream) -> None:
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        stream: _ChatStream,
+        headers: dict[str, str],
+        on_end: Callable[[], None],
+    ) -> None:
         super().__init__(
-            content, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            content,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", **headers},
         )
         self._stream = stream
+        self._on_end = on_end
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             self._stream.close()
+            self._on_end()
 
 
 async def _events(
@@ -169,41 +209,56 @@ async def _events(
         yield b"data: " + json.dumps(refusal_of(exc).payload()).encode() + b"\n\n"
 
 
-async def _stream(bundle: Any, call: ChatCall, name: str) -> Response:
+async def _stream(
+    bundle: Any, call: ChatCall, name: str, headers: dict[str, str], turns: Turns
+) -> Response:
+    """The streamed answer, which gives the turn back when it ends; an error answer
+    (the caller gives the turn back)."""
     try:
         chunks = await asyncio.to_thread(
             bundle.chat, call.variables, call.messages, call.params, True
         )
     except Exception as exc:
-        return _error(refusal_of(exc))
+        return _error(refusal_of(exc), headers)
     stream = _ChatStream(chunks)
     try:
         first = await stream.next()  # a refusal before the first chunk keeps its status
     except Exception as exc:
         stream.close()
-        return _error(refusal_of(exc))
-    return _ClosingStream(_events(first, stream, call, name), stream)
+        return _error(refusal_of(exc), headers)
+    except BaseException:
+        stream.close()  # cancelled (the client left before the first chunk): free the model
+        raise
+    return _ClosingStream(_events(first, stream, call, name), stream, headers, turns.give_back)
 
 
 def openai_router(bundle: Any, deployment: str) -> APIRouter:
     """The OpenAI routes answering for ``bundle`` under the name ``deployment``."""
     router = APIRouter(tags=["OpenAI"])
     created = int(time.time())
+    turns = Turns(one_at_a_time=bool(getattr(getattr(bundle, "llm", None), "gguf_path", None)))
 
     async def chat_completions(request: Request) -> Response:
         try:
             call = parse_chat(await request.body(), deployment)
         except OpenAIRefusal as refusal:
             return _error(refusal)
-        if call.stream:
-            return await _stream(bundle, call, deployment)
+        headers = await turns.take()
+        handed_over = False
         try:
+            if call.stream:
+                response = await _stream(bundle, call, deployment, headers, turns)
+                handed_over = isinstance(response, _ClosingStream)
+                return response
             result = await asyncio.to_thread(
                 bundle.chat, call.variables, call.messages, call.params, False
             )
-            return JSONResponse(completion_json(result, deployment))
+            return JSONResponse(completion_json(result, deployment), headers=headers)
         except Exception as exc:
-            return _error(refusal_of(exc))
+            return _error(refusal_of(exc), headers)
+        finally:
+            if not handed_over:
+                turns.give_back()
 
     async def models() -> dict[str, Any]:
         from openai.types import Model

@@ -346,6 +346,25 @@ def test_time_to_first_token_tokens_and_time_per_token_are_measured_per_slot(
     assert set(reverse.values()) == {Outcome.PASS}, reverse
 
 
+def test_the_time_a_slot_says_its_model_kept_a_stream_waiting_is_not_its_ttft(
+    plane: DataPlaneClient,
+) -> None:
+    # Both first tokens come 0.3 s after the request; green's slot says 0.27 s of that
+    # was the wait for its model (a queue behind other calls), blue's says nothing.
+    timing = {"first_token_s": 0.3, "chunk_s": 0.0, "tokens": 3}
+    with (
+        openai_stub("blue", **timing) as blue,
+        openai_stub("green", queue_ms=270.0, **timing) as green,
+    ):
+        route(plane, "queued", blue, green, 50)
+        client = openai.OpenAI(base_url=base(plane), api_key="unused", max_retries=0)
+        for _ in range(12):
+            list(client.chat.completions.create(model="queued", messages=MESSAGES, stream=True))
+    windows = {role: side_window(s) for role, s in slot_stats(plane, "queued").items()}
+    assert _quantile(windows["blue"].ttft, 0.5) >= 250
+    assert _quantile(windows["green"].ttft, 0.5) <= 80
+
+
 def _quantile(buckets: tuple[int, ...], q: float) -> float:
     """The upper bound of the bucket holding the ``q`` quantile."""
     rank, seen = q * sum(buckets), 0

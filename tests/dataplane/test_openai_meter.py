@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bgserve.dataplane.http1_relay import ResponseReader
 from bgserve.dataplane.openai_api import assembled
 from bgserve.dataplane.stream_meter import (
     STREAM_COUNTERS,
@@ -150,3 +151,41 @@ def test_a_streamed_tool_call_is_assembled_as_openai_answers_it_unstreamed() -> 
         },
         {"id": "call_b", "type": "function", "function": {"name": "time", "arguments": "{}"}},
     ]
+
+
+def test_the_slots_queue_wait_is_left_out_of_the_time_to_first_token() -> None:
+    started = time.perf_counter()
+    meter = StreamMeter(streaming=True, started=started)
+    meter.queued = 0.05  # the slot said: 50 ms waiting for the model
+    time.sleep(0.08)
+    meter.feed([event({"content": "hi"})])
+    ttft = meter.ttft_ms()
+    assert ttft is not None and 25 <= ttft < 80
+    meter.queued = 10.0  # more than the whole wait: never below 0
+    assert meter.ttft_ms() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("value", "queued_ms"),
+    [
+        (b"12.5", 12.5),
+        (b"0", 0.0),
+        (b"-3", 0.0),
+        (b"nan", 0.0),
+        (b"inf", 0.0),
+        (b"1e99", 0.0),
+        (b"twelve", 0.0),
+        (b"", 0.0),
+    ],
+)
+def test_the_response_reader_trusts_a_queue_header_only_as_a_sane_number(
+    value: bytes, queued_ms: float
+) -> None:
+    reader = ResponseReader()
+    reader.feed(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"x-bgserve-queue-ms: " + value + b"\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    assert reader.head_done and reader.queue_ms == queued_ms
+    # Relayed to the client as it came, like any end-to-end header.
+    assert b"x-bgserve-queue-ms: " + value + b"\r\n" in b"".join(reader.headers)

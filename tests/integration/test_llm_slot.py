@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -509,3 +510,44 @@ def test_a_stream_the_client_leaves_frees_the_model_for_the_next_call(slots: Slo
     assert answer.choices[0].message.content
     # 3 abandoned generations of up to 400 tokens each would take far longer than this.
     assert took < 20, f"the next call waited {took:.1f} s for the model"
+
+
+def test_a_gguf_slots_calls_take_turns_and_each_says_how_long_it_waited(slots: Slots) -> None:
+    # Two streams at once on a model that makes one generation at a time: the second
+    # waits for the first to end, and says so (the data plane leaves that wait out of
+    # the time to first token); an endpoint model takes no turns and says nothing.
+    body = {
+        "model": "open",
+        "messages": [],
+        "stream": True,
+        "max_tokens": 40,
+        "temperature": 0,
+        "variables": VARIABLES,
+    }
+
+    def stream() -> tuple[float, float]:
+        """(the queue wait the slot reported, seconds to the whole answer)."""
+        started = time.monotonic()
+        with (
+            httpx.Client(timeout=60) as client,
+            client.stream(
+                "POST", slots.open.url + "/openai/v1/chat/completions", json=body
+            ) as response,
+        ):
+            assert response.status_code == 200
+            waited = float(response.headers["x-bgserve-queue-ms"]) / 1000
+            for _ in response.iter_lines():
+                pass
+        return waited, time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = sorted(pool.map(lambda _: stream(), range(2)))
+    assert first[0] < 0.5  # found the model free
+    # The one that waited, waited for (most of) the other's whole answer.
+    assert second[0] >= 0.8 * first[1] - 0.5, (first, second)
+    answer = httpx.post(
+        slots.endpoint.url + "/openai/v1/chat/completions",
+        json={"model": "endpoint", "messages": [], "max_tokens": 2, "variables": VARIABLES},
+        timeout=60,
+    )
+    assert answer.status_code == 200 and "x-bgserve-queue-ms" not in answer.headers

@@ -69,5 +69,5 @@ def test_mirror_needs_a_green_a_percent_and_a_route_that_can_mirror() -> None:
     v1 = render_deployment(
         state, RELEASES, Settings(seldon_flavour="v1", kube_bundle_storage_uri=STORAGE), "seldon"
     )
-    with pytest.raises(InvalidInput, match="Seldon v1.s SeldonDeployment"):
+    with pytest.raises(InvalidInput, match="Seldon v1's SeldonDeployment"):
         mirror_route(v1, state.name, state.green, 10, "default")

@@ -39,6 +39,8 @@ class OpenAIStub:
     stall_after: int | None = None
     stall_s: float = 30.0
     lockstep: bool = False
+    # Sent as x-bgserve-queue-ms on streams, as a slot whose model kept the call waiting.
+    queue_ms: float | None = None
     paths: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -111,6 +113,8 @@ class _Handler(JsonHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
+        if stub.queue_ms is not None:
+            self.send_header("x-bgserve-queue-ms", str(stub.queue_ms))
         self.end_headers()
         self._write(_chunk(stub, {"role": "assistant", "content": ""}))
         time.sleep(stub.first_token_s)
