@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -478,25 +479,35 @@ def test_a_slot_refuses_to_start_on_a_llama_build_that_crashed(
     assert "-DGGML_NATIVE=OFF" in log
 
 
+def stream_body(max_tokens: int, **extra: Any) -> dict[str, Any]:
+    """A streamed chat completion body for the ``open`` slot."""
+    return {
+        "model": "open",
+        "messages": [],
+        "stream": True,
+        "max_tokens": max_tokens,
+        "variables": VARIABLES,
+        **extra,
+    }
+
+
+@contextmanager
+def open_stream(slot: SlotProcess, body: dict[str, Any]) -> Iterator[httpx.Response]:
+    """``body`` streamed from ``slot``: its 200 response, open."""
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", slot.url + "/openai/v1/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        yield response
+
+
 def test_a_stream_the_client_leaves_frees_the_model_for_the_next_call(slots: Slots) -> None:
     # The generation holds the model's lock between its chunks; a client that goes away
     # mid-stream must not leave it held until a garbage collection (a frozen-GC slot
     # would then answer nobody).
-    body = {
-        "model": "open",
-        "messages": [],
-        "stream": True,
-        "max_tokens": 400,
-        "variables": VARIABLES,
-    }
     for _ in range(3):
-        with (
-            httpx.Client(timeout=60) as client,
-            client.stream(
-                "POST", slots.open.url + "/openai/v1/chat/completions", json=body
-            ) as response,
-        ):
-            assert response.status_code == 200
+        with open_stream(slots.open, stream_body(400)) as response:
             next(response.iter_lines())  # the first event, then the client hangs up
     started = time.monotonic()
     answer = (
@@ -516,25 +527,10 @@ def test_a_gguf_slots_calls_take_turns_and_each_says_how_long_it_waited(slots: S
     # Two streams at once on a model that makes one generation at a time: the second
     # waits for the first to end, and says so (the data plane leaves that wait out of
     # the time to first token); an endpoint model takes no turns and says nothing.
-    body = {
-        "model": "open",
-        "messages": [],
-        "stream": True,
-        "max_tokens": 40,
-        "temperature": 0,
-        "variables": VARIABLES,
-    }
-
     def stream() -> tuple[float, float]:
         """(the queue wait the slot reported, seconds to the whole answer)."""
         started = time.monotonic()
-        with (
-            httpx.Client(timeout=60) as client,
-            client.stream(
-                "POST", slots.open.url + "/openai/v1/chat/completions", json=body
-            ) as response,
-        ):
-            assert response.status_code == 200
+        with open_stream(slots.open, stream_body(40, temperature=0)) as response:
             waited = float(response.headers["x-bgserve-queue-ms"]) / 1000
             for _ in response.iter_lines():
                 pass
