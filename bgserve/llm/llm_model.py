@@ -232,7 +232,6 @@ class _Gguf:
             n_threads_batch=threads,
             verbose=False,
         )
-        self.threads = threads
         self.lock = threading.Lock()
 
     def refuse_unsupported(self, params: dict[str, Any], stream: bool) -> None:
