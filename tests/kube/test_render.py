@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -120,7 +121,7 @@ def stored_deployment(tmp_path: Path, model: tuple[str, int]) -> str:
 
 def render_cli(
     tmp_path: Path, mlflow_store: str, model: tuple[str, int], env: dict[str, str], args: list[str]
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """``bgserve render -d chat`` on a stored deployment of ``model``: the objects printed."""
     from typer.testing import CliRunner
 
