@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 
 from bgserve.backends.base import Backend, SlotInfo
+from bgserve.backends.routes import check_weights, needs_availability, refuse_retiring_routed
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
@@ -50,15 +51,7 @@ from bgserve.kube.kserve.objects import (
     routed_weight,
     weighted_route,
 )
-from bgserve.kube.objects import (
-    ANNOTATION_PREFIX,
-    NO_MLFLOW,
-    SlotMlflow,
-    check_weights,
-    gateway_base,
-    needs_availability,
-    refuse_retiring_routed,
-)
+from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow, gateway_base
 from bgserve.kube.readiness import Check
 from bgserve.settings import KubeGroup
 

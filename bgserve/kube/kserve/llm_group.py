@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bgserve.backends.base import SlotInfo
+from bgserve.backends.routes import needs_availability, refuse_retiring_routed
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
@@ -37,12 +38,7 @@ from bgserve.kube.kserve.llm_isvc import (
     weight_writes,
 )
 from bgserve.kube.kserve.llm_objects import LlmServing
-from bgserve.kube.objects import (
-    NO_MLFLOW,
-    SlotMlflow,
-    needs_availability,
-    refuse_retiring_routed,
-)
+from bgserve.kube.objects import NO_MLFLOW, SlotMlflow
 from bgserve.kube.readiness import Check, Readiness
 from bgserve.settings import KubeGroup
 

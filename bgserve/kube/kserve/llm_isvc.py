@@ -21,19 +21,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bgserve.backends.routes import check_weights
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
 from bgserve.kube.client import Obj, Resource, dns_label, is_managed, managed_labels
 from bgserve.kube.kserve.llm_objects import LlmServing, llm_annotations, llm_slot_container
 from bgserve.kube.kserve.objects import ISVC_NAME_MAX
-from bgserve.kube.objects import (
-    ANNOTATION_PREFIX,
-    NO_MLFLOW,
-    SlotMlflow,
-    check_weights,
-    slot_container,
-)
+from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow, slot_container
 from bgserve.settings.kube import KubeGroup
 
 LLM_INFERENCE_SERVICE = Resource(

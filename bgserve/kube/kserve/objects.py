@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bgserve.backends.routes import check_weights
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
@@ -23,7 +24,6 @@ from bgserve.kube.objects import (
     ANNOTATION_PREFIX,
     NO_MLFLOW,
     SlotMlflow,
-    check_weights,
     route_hostname,
     slot_container,
 )

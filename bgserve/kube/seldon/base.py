@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bgserve.backends.routes import needs_availability
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError
 from bgserve.kube.base import KubeBackend
 from bgserve.kube.client import condition
-from bgserve.kube.objects import needs_availability
 from bgserve.kube.seldon.objects import EXPERIMENT, MODEL, SELDON_DEPLOYMENT
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bgserve.backends.routes import check_weights
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
@@ -27,7 +28,6 @@ from bgserve.kube.objects import (
     NO_MLFLOW,
     SlotMlflow,
     bundle_storage_uri,
-    check_weights,
     slot_container,
 )
 from bgserve.settings import KubeGroup

@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
+from bgserve.backends.routes import check_weights, needs_availability
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
 from bgserve.kube.client import Obj, is_managed
-from bgserve.kube.objects import check_weights, needs_availability
 from bgserve.kube.readiness import Check
 from bgserve.kube.seldon.base import SeldonBase, check_routable, generation_seen
 from bgserve.kube.seldon.objects import (

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bgserve.backends.base import Backend, SlotInfo
+from bgserve.backends.routes import check_weights, refuse_retiring_routed
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, BgserveError
@@ -26,7 +27,6 @@ from bgserve.kube.client import (
     is_managed,
     managed_labels,
 )
-from bgserve.kube.objects import check_weights, refuse_retiring_routed
 from bgserve.kube.readiness import Check
 from bgserve.kube.seldon.base import (
     SeldonBase,
