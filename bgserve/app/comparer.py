@@ -26,6 +26,7 @@ from bgserve.app.mlflow_log import ComparisonLogger, RunContext, golden_set_hash
 from bgserve.app.ports import DeploymentReader, Releases, SlotLocator, Templates
 from bgserve.app.scorers import ScorerSet
 from bgserve.app.slot_calls import QueryPlan, SlotTarget, output_text, query_slots
+from bgserve.backends.base import PlatformCalls
 from bgserve.domain import rollout
 from bgserve.domain.rollout import Gate
 from bgserve.domain.state import LoosenedThreshold
@@ -289,6 +290,11 @@ class Comparer:
         info = self.slots.slot_info(name, release_id)
         if info is None or not info.ready:
             raise Unavailable(f"the slot of release {release_id} on {name} is not ready")
+        if isinstance(self.slots, PlatformCalls):
+            call = self.slots.slot_call(name, release_id)
+            chat_url = call.url if spec.is_chat else None
+            target = SlotTarget(call.url, spec.variables, chat_url, name, call.headers)
+            return target, schema
         infer = f"{info.endpoint}/v2/models/{name}/infer"
         chat = f"{info.endpoint}/openai/v1/chat/completions" if spec.is_chat else None
         return SlotTarget(infer, spec.variables, chat_url=chat, model=name), schema

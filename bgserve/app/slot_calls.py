@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -39,12 +40,15 @@ __all__ = [
 @dataclass(frozen=True)
 class SlotTarget:
     """One slot to query: its infer URL and the template variables it takes; with
-    ``chat_url`` (a chat release) its OpenAI chat route, asked as ``model``."""
+    ``chat_url`` (a chat release) its OpenAI chat route, asked as ``model``; with
+    ``headers`` each call's body is sent with the headers it gives for that body (a
+    platform's signature, see :class:`bgserve.backends.base.SlotCall`)."""
 
     infer_url: str
     variables: Sequence[str]
     chat_url: str | None = None
     model: str = ""
+    headers: Callable[[bytes], Mapping[str, str]] | None = None
 
 
 def chat_request(model: str, case: GoldenCase, variables: Sequence[str]) -> dict[str, object]:
@@ -126,6 +130,15 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def _post(
+    session: aiohttp.ClientSession, target: SlotTarget, url: str, request: dict[str, object]
+) -> Any:
+    if target.headers is None:
+        return session.post(url, json=request)
+    body = json.dumps(request).encode()
+    return session.post(url, data=body, headers=dict(target.headers(body)))
+
+
 async def _ask(
     session: aiohttp.ClientSession,
     target: SlotTarget,
@@ -136,7 +149,7 @@ async def _ask(
         started = time.perf_counter()
         url, request = _call(target, case)
         try:
-            async with session.post(url, json=request) as response:
+            async with _post(session, target, url, request) as response:
                 text = await response.text()
             latency = (time.perf_counter() - started) * 1000
             if response.status != 200:

@@ -8,7 +8,7 @@ gates or history: the service tells it what to do, in order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +34,15 @@ class SlotInfo:
     release_id: int
     endpoint: str
     ready: bool
+
+
+@dataclass(frozen=True)
+class SlotCall:
+    """How to call one slot through its platform's API: every call goes to ``url``, with
+    the headers ``headers(body)`` gives for its body (a signature, the slot's name)."""
+
+    url: str
+    headers: Callable[[bytes], Mapping[str, str]]
 
 
 class Backend(Protocol):
@@ -79,6 +88,18 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the backend's resources; the local backend stops its slots. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class PlatformCalls(Protocol):
+    """Optional: a backend whose slots answer only through the platform's API, not at a
+    URL of their own (SageMaker: one invocation URL per endpoint, the variant named in a
+    header, every call signed). Direct slot calls (golden comparison, warm-up) use it."""
+
+    def slot_call(self, deployment: str, release_id: int) -> SlotCall:
+        """How to call the slot of ``release_id`` directly. No side effects. Raises
+        BackendError when the platform cannot be called (no credentials)."""
         ...
 
 

@@ -4,6 +4,7 @@ the other modules of this package)."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
@@ -70,8 +71,17 @@ def serve(
     """Run the control API and, with the local backend, the data plane.
 
     Every other setting comes from BGSERVE_* variables (see the README's Settings); the
-    MLflow registry is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME.
+    MLflow registry is MLFLOW_TRACKING_URI, else mlflow.db in BGSERVE_HOME. On SageMaker,
+    which starts a model's image as ``serve``, the model's environment
+    (BGSERVE_SLOT_MODEL_URI, ...) makes this the release's slot on port 8080 instead.
     """
+    from bgserve.slot.sagemaker import slot_argv
+
+    if (argv := slot_argv(os.environ)) is not None:
+        from bgserve.slot.server import main as slot_main
+
+        slot_main(argv)
+        return
     from functools import partial
 
     import uvicorn

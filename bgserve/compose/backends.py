@@ -66,11 +66,34 @@ def build_backend(
             ready_timeout=settings.slot_ready_timeout_seconds,
             mlflow=slot_mlflow(settings),
         )
+    if settings.backend == "sagemaker":
+        return sagemaker_backend(settings)
     if settings.backend == "memory":
         from bgserve.backends.memory import MemoryBackend
 
         return MemoryBackend()
     raise InvalidInput(f"backend {settings.backend!r} is not available yet", field="backend")
+
+
+def sagemaker_backend(settings: Settings, session: object = None) -> Backend:
+    """The SageMaker backend of ``settings`` (``session``: a boto3 session to use instead
+    of one in the settings' region). Raises BackendError without boto3, a role or an
+    image."""
+    from bgserve.cloud.sagemaker.backend import SageMakerBackend
+
+    return SageMakerBackend(
+        settings.sagemaker,
+        ready_timeout=settings.slot_ready_timeout_seconds,
+        slot_env=sagemaker_slot_env(settings),
+        session=session,
+    )
+
+
+def sagemaker_slot_env(settings: Settings) -> dict[str, str]:
+    """The MLflow stores a SageMaker slot loads its bundle from, as configured."""
+    mlflow = slot_mlflow(settings)
+    env = {"MLFLOW_TRACKING_URI": mlflow.tracking_uri, "MLFLOW_REGISTRY_URI": mlflow.registry_uri}
+    return {k: v for k, v in env.items() if v}
 
 
 def llm_lookup(registry: MlflowRegistry) -> Callable[[Release], LlmServing | None]:

@@ -72,14 +72,14 @@ class JsonInferBody:
         if not self._applies(scope):
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         problem = infer_body_problem(body, self.variables())
         if problem is not None:
-            await _send_json(send, 400, {"error": problem})
+            await send_json(send, 400, {"error": problem})
             return
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
         scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     @staticmethod
     def _applies(scope: Scope) -> bool:
@@ -91,7 +91,8 @@ class JsonInferBody:
         return all(key != _BINARY_HEADER for key, _ in scope["headers"])
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body of an ASGI request."""
     parts: list[bytes] = []
     while True:
         message = await receive()
@@ -100,7 +101,8 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(parts)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` (already read) first, then what ``receive`` gives."""
     sent = False
 
     async def replay() -> Message:
@@ -113,7 +115,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, str]) -> None:
+async def send_json(send: Send, status: int, payload: dict[str, str]) -> None:
+    """Answer an ASGI request with ``payload`` as JSON."""
     data = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
     await send({"type": "http.response.start", "status": status, "headers": headers})

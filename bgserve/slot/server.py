@@ -167,6 +167,7 @@ def serve(
     gc_freeze: bool = True,
     model_repository: Path | None = None,
     grpc_port: int | None = None,
+    sagemaker: bool = False,
 ) -> None:
     """Load ``model_uri`` and serve it as ``deployment`` until SIGTERM/SIGINT. Blocks.
 
@@ -174,7 +175,9 @@ def serve(
     then ignored). ``gc_freeze=False`` leaves start-up's objects to the collector (only
     to measure what freezing them saves). ``model_repository`` serves the repository
     extension over that folder (REST, and gRPC on ``grpc_port`` when given); with it,
-    ``model_uri`` may be None. Raises whatever loading the model raises.
+    ``model_uri`` may be None. ``sagemaker`` adds SageMaker's container contract
+    (``/ping``, ``/invocations``: :mod:`bgserve.slot.sagemaker`). Raises whatever loading
+    the model raises.
     """
     signal.signal(signal.SIGTERM, _exit_on_signal)
     started = time.monotonic()
@@ -221,6 +224,11 @@ def serve(
 
         attach_openai(app, model.chat_bundle, deployment)
     app.add_middleware(JsonInferBody, variables=lambda: model.variables if model else [])
+    if sagemaker:
+        from bgserve.slot.sagemaker import SageMakerContract
+
+        chat = model is not None and model.chat_bundle is not None
+        app.add_middleware(SageMakerContract, deployment=deployment, chat=chat)
     _quiet_per_request_logs()
     _watch_gc(gc_freeze)
     sockets = [socket.socket(fileno=socket_fd)] if socket_fd is not None else None
@@ -252,6 +260,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--socket-fd", type=int, default=None, help="inherited listening socket")
+    parser.add_argument(
+        "--sagemaker",
+        action="store_true",
+        help="also answer SageMaker's container contract: GET /ping, POST /invocations",
+    )
     parser.add_argument(
         "--no-gc-freeze",
         dest="gc_freeze",
@@ -298,6 +311,7 @@ def _serve(args: argparse.Namespace) -> None:
         gc_freeze=args.gc_freeze,
         model_repository=args.model_repository,
         grpc_port=args.grpc_port,
+        sagemaker=args.sagemaker,
     )
 
 

@@ -31,7 +31,7 @@ from tests.support.kube_real_apiserver import KubeCluster
 from tests.support.models import local_release, wait_until
 
 DEPLOYMENT = "chat"
-KINDS = ("memory", "local", "kserve", "seldon-v2", "seldon-v1")
+KINDS = ("memory", "local", "kserve", "seldon-v2", "seldon-v1", "sagemaker")
 
 
 @dataclass
@@ -159,3 +159,36 @@ def kube_harness(kind: str, cluster: KubeCluster) -> Iterator[Harness]:
         stack.callback(backend.close)
         yield Harness(kind, backend, RELEASES.__getitem__, lambda d: read(ns, d), status.take_down)
         assert controller.errors == []
+
+
+# ----- SageMaker: the real SDK against moto's SageMaker and the stand-in's additions -----
+
+
+def sagemaker_harness() -> Iterator[Harness]:
+    """The backend through boto3 on the stand-in (tests/support/sagemaker.py), whose
+    endpoints update in 50 ms."""
+    from bgserve.cloud.sagemaker.names import endpoint_name, release_of_variant, variant_name
+    from bgserve.compose.backends import sagemaker_backend
+    from tests.support.sagemaker import SageMakerStandIn
+
+    with SageMakerStandIn(update_seconds=0.05) as stand_in:
+        settings = Settings(**stand_in.settings(slot_ready_timeout_seconds=10))
+        prefix = settings.sagemaker.name_prefix
+        backend = sagemaker_backend(settings, session=stand_in.session())
+
+        def weights(deployment: str) -> dict[int, int]:
+            raw = stand_in.weights(endpoint_name(prefix, deployment))
+            total = sum(raw.values())
+            return {
+                release: round(w * 100 / total) if total else 0
+                for name, w in raw.items()
+                if (release := release_of_variant(name)) is not None
+            }
+
+        def take_down(deployment: str, release_id: int) -> None:
+            stand_in.take_down(endpoint_name(prefix, deployment), variant_name(release_id))
+
+        try:
+            yield Harness("sagemaker", backend, RELEASES.__getitem__, weights, take_down)
+        finally:
+            backend.close()

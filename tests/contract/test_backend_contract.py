@@ -1,5 +1,5 @@
-"""The backend contract: the same tests against the memory, local, KServe and Seldon (v2
-and v1) backends. What one backend does here, every backend does, or the divergence is
+"""The backend contract: the same tests against the memory, local, KServe, Seldon (v2
+and v1) and SageMaker backends. What one backend does here, every backend does, or the divergence is
 marked where it is known (strict: the mark fails once the backend is fixed)."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tests.contract.harness import (
     kube_harness,
     local_harness,
     memory_harness,
+    sagemaker_harness,
 )
 from tests.support.models import build_bundle
 
@@ -48,6 +49,8 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
         yield from memory_harness()
     elif kind == "local":
         yield from local_harness(tmp_path, request.getfixturevalue("local_bundles"))
+    elif kind == "sagemaker":
+        yield from sagemaker_harness()
     else:
         yield from kube_harness(kind, request.getfixturevalue("kube_cluster"))
 
@@ -152,13 +155,17 @@ def test_slot_info_is_none_for_an_unknown_slot(h: Harness) -> None:
     assert urlsplit(info.endpoint).scheme in ("http", "https", "memory")
 
 
+# A SageMaker endpoint is called on its own invocation path (SigV4-signed), not OIP's.
+DATA_PLANE_PATH = {"sagemaker": f"/endpoints/bgserve-{DEPLOYMENT}/invocations"}
+
+
 def test_data_plane_url_is_the_deployments_infer_url(h: Harness) -> None:
     url = h.backend.data_plane_url(DEPLOYMENT)
     assert url == h.backend.data_plane_url(DEPLOYMENT)
     assert url is not None
     parts = urlsplit(url)
     assert parts.scheme and parts.netloc
-    assert parts.path == f"/v2/models/{DEPLOYMENT}/infer"
+    assert parts.path == DATA_PLANE_PATH.get(h.kind, f"/v2/models/{DEPLOYMENT}/infer")
 
 
 def test_close_is_idempotent(h: Harness) -> None:

@@ -117,12 +117,15 @@ class SlotProcesses:
         self.procs: dict[tuple[str, int], tuple[subprocess.Popen[bytes], int]] = {}
         self.lock = threading.Lock()
 
-    def start(self, deployment: str, release_id: int, model_uri: str) -> str:
-        """Start the slot unless running; wait until it answers ready; return its URL."""
+    def start(
+        self, deployment: str, release_id: int, model_uri: str, extra: Sequence[str] = ()
+    ) -> str:
+        """Start the slot (with ``extra`` arguments) unless running; wait until it answers
+        ready; return its URL."""
         with self.lock:
             if (deployment, release_id) not in self.procs:
                 self.procs[(deployment, release_id)] = self._spawn(
-                    deployment, release_id, model_uri
+                    deployment, release_id, model_uri, extra
                 )
             proc, port = self.procs[(deployment, release_id)]
         url = f"http://127.0.0.1:{port}"
@@ -130,7 +133,7 @@ class SlotProcesses:
         return url
 
     def _spawn(
-        self, deployment: str, release_id: int, model_uri: str
+        self, deployment: str, release_id: int, model_uri: str, extra: Sequence[str]
     ) -> tuple[subprocess.Popen[bytes], int]:
         listener = socket.create_server(("127.0.0.1", 0))
         args = [
@@ -141,7 +144,7 @@ class SlotProcesses:
             model_uri,
         ]
         args += ["--deployment", deployment, "--release-id", str(release_id)]
-        args += ["--socket-fd", str(listener.fileno())]
+        args += ["--socket-fd", str(listener.fileno()), *extra]
         try:
             proc = subprocess.Popen(
                 args,

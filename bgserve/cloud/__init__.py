@@ -1,0 +1,1 @@
+"""Backends on managed cloud serving platforms (SageMaker)."""

@@ -1,0 +1,65 @@
+"""The managed cloud backends' settings: ``settings.sagemaker`` (``BGSERVE_SAGEMAKER_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from bgserve.settings.groups import Group, spelt_flat
+
+
+class SageMakerGroup(Group):
+    """Where and how the SageMaker backend hosts slots (``BGSERVE_SAGEMAKER_*``): one
+    endpoint per deployment, one model and production variant per release."""
+
+    model_config = spelt_flat("sagemaker_")
+
+    region: str = Field(
+        "", description="AWS region of the endpoints; empty takes boto3's (AWS_REGION, profile)."
+    )
+    endpoint_url: str = Field(
+        "",
+        description="The SageMaker API's URL when it is not AWS's own (a VPC endpoint, a "
+        "test stand-in); empty uses the region's.",
+    )
+    runtime_url: str = Field(
+        "",
+        description="The SageMaker runtime's URL (InvokeEndpoint) when it is not AWS's own; "
+        "empty uses the region's.",
+    )
+    role_arn: str = Field(
+        "",
+        description="IAM role SageMaker assumes to pull the slot image and the bundle "
+        "(CreateModel's ExecutionRoleArn); required.",
+    )
+    image: str = Field(
+        "",
+        description="The bgserve image in ECR that SageMaker runs for each release "
+        "(`bgserve slot` in SageMaker's container contract); required.",
+    )
+    instance_type: str = Field("ml.m5.large", description="Each variant's instance type.")
+    instance_count: int = Field(1, ge=1, description="Each variant's initial instance count.")
+    name_prefix: str = Field(
+        "bgserve-",
+        description="Prefix of the endpoint, endpoint config and model names bgserve "
+        "creates (names longer than SageMaker's 63 characters are shortened with a digest).",
+    )
+    bundle_storage_uri: str = Field(
+        "",
+        description="S3 URI of a release's bundle as a model.tar.gz (CreateModel's "
+        "ModelDataUrl), with {bundle_name}, {bundle_version}, {release}, {release_id}; "
+        "empty: the slot loads the bundle from the MLflow registry.",
+    )
+    poll_seconds: float = Field(
+        5.0, gt=0, le=60, description="How often a wait for an endpoint's status polls it."
+    )
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix_is_a_name_start(cls, prefix: str) -> str:
+        if prefix and not (prefix[0].isascii() and prefix[0].isalnum()):
+            raise ValueError("must start with a letter or digit, as SageMaker names do")
+        if any(not (c.isascii() and (c.isalnum() or c == "-")) for c in prefix):
+            raise ValueError("may hold only letters, digits and '-', as SageMaker names do")
+        if len(prefix) > 30:
+            raise ValueError("must be at most 30 characters (names are 63 at most)")
+        return prefix

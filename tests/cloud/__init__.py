@@ -1,0 +1,1 @@
+"""Tests of the managed cloud backends against their stand-ins."""

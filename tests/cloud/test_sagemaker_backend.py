@@ -1,0 +1,122 @@
+"""The SageMaker backend on the stand-in's API: what a failed step leaves (nothing), how
+SageMaker's refusals reach the user, and what the runtime stand-in refuses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from bgserve.cloud.sagemaker.backend import SageMakerBackend
+from bgserve.compose.backends import sagemaker_backend
+from bgserve.domain.rollout import Route
+from bgserve.errors import BackendError, ReadinessTimeout
+from bgserve.settings import Settings
+from tests.cloud.conftest import SageMaker
+from tests.support.kube import RELEASES
+from tests.support.sagemaker import SageMakerStandIn
+
+pytestmark = pytest.mark.integration
+
+
+def backend_on(api: SageMakerStandIn, **extra: Any) -> SageMakerBackend:
+    settings = Settings(**api.settings(slot_ready_timeout_seconds=1, **extra))
+    backend = sagemaker_backend(settings, session=api.session())
+    assert isinstance(backend, SageMakerBackend)
+    return backend
+
+
+def test_a_first_slot_that_never_serves_leaves_no_endpoint_config_or_model(
+    stand_in: SageMakerStandIn,
+) -> None:
+    backend = backend_on(stand_in)
+    stand_in.starving.add("bgserve-chat-r1")
+    with pytest.raises(ReadinessTimeout, match="did not come to serve release 1"):
+        backend.ensure_slot("chat", RELEASES[1])
+    assert stand_in.left() == {"models": [], "configs": [], "endpoints": []}
+
+
+def test_a_staged_slot_that_never_serves_leaves_blue_as_it_was(
+    stand_in: SageMakerStandIn,
+) -> None:
+    backend = backend_on(stand_in)
+    backend.ensure_slot("chat", RELEASES[1])
+    backend.set_routes("chat", [Route("blue", 1, 100)])
+    stand_in.starving.add("bgserve-chat-r2")
+    with pytest.raises(ReadinessTimeout):
+        backend.ensure_slot("chat", RELEASES[2])
+    left = stand_in.left()
+    assert left["models"] == ["bgserve-chat-r1"] and left["endpoints"] == ["bgserve-chat"]
+    assert len(left["configs"]) == 1  # the config in use, nothing else
+    assert stand_in.weights("bgserve-chat") == {"r1": 100.0}
+    assert backend.slot_info("chat", 2) is None
+
+
+def test_a_request_sagemaker_refuses_is_a_backend_error_naming_the_call(
+    stand_in: SageMakerStandIn,
+) -> None:
+    """botocore checks each request against SageMaker's published model before it is
+    sent (an ExecutionRoleArn is 20 characters at least), as on AWS."""
+    backend = backend_on(stand_in, sagemaker_role_arn="arn:too-short")
+    with pytest.raises(BackendError, match=r"SageMaker CreateModel failed: .*ExecutionRoleArn"):
+        backend.ensure_slot("chat", RELEASES[1])
+    assert stand_in.left() == {"models": [], "configs": [], "endpoints": []}
+
+
+def test_a_change_waits_for_an_updating_endpoint_instead_of_failing(
+    stand_in: SageMakerStandIn,
+) -> None:
+    """SageMaker refuses a change while an endpoint updates; the backend waits for it to
+    settle, so routing right after staging works."""
+    backend = backend_on(stand_in)
+    backend.ensure_slot("chat", RELEASES[1])
+    client = stand_in.client()
+    config = stand_in.state.endpoints["bgserve-chat"].endpoint_config_name
+    client.update_endpoint(EndpointName="bgserve-chat", EndpointConfigName=config)
+    assert client.describe_endpoint(EndpointName="bgserve-chat")["EndpointStatus"] == "Updating"
+    backend.set_routes("chat", [Route("blue", 1, 100)])
+    assert stand_in.weights("bgserve-chat") == {"r1": 100.0}
+
+
+def test_a_failed_endpoint_is_reported_with_sagemakers_reason(
+    stand_in: SageMakerStandIn,
+) -> None:
+    backend = backend_on(stand_in)
+    backend.ensure_slot("chat", RELEASES[1])
+    backend.set_routes("chat", [Route("blue", 1, 100)])
+    stand_in.fail("bgserve-chat", "the image could not be pulled")
+    with pytest.raises(BackendError, match="is Failed: the image could not be pulled"):
+        backend.ensure_slot("chat", RELEASES[2])
+    assert stand_in.left()["models"] == ["bgserve-chat-r1"]
+
+
+def test_the_backend_needs_a_role_and_an_image() -> None:
+    with pytest.raises(
+        BackendError, match="BGSERVE_SAGEMAKER_ROLE_ARN and BGSERVE_SAGEMAKER_IMAGE"
+    ):
+        sagemaker_backend(Settings(backend="sagemaker", sagemaker_region="us-east-1"))
+
+
+def test_a_variant_call_is_signed_and_an_unsigned_or_forged_one_refused(
+    sagemaker: SageMaker,
+) -> None:
+    """The runtime stand-in verifies SigV4 as SageMaker does, so a comparison that
+    reached a slot was signed right: the backend's signed call passes the check, the
+    same call without a signature or with one made with another secret does not."""
+    backend = backend_on(sagemaker.api, sagemaker_runtime_url=sagemaker.runtime.url)
+    call = backend.slot_call("chat", 1)
+    body = json.dumps({"inputs": []}).encode()
+    headers = dict(call.headers(body))
+    assert headers["X-Amzn-SageMaker-Target-Variant"] == "r1"
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=testing/")
+    unsigned = {k: v for k, v in headers.items() if k != "Authorization"}
+    forged = {**headers, "Authorization": headers["Authorization"][:-8] + "00000000"}
+    for bad in (unsigned, forged):
+        answer = httpx.post(call.url, content=body, headers=bad)
+        assert answer.status_code == 403, answer.text
+    assert len(sagemaker.runtime.refused) == 2
+    # The signed call is refused only for what follows the signature check: no endpoint.
+    answer = httpx.post(call.url, content=body, headers=headers)
+    assert answer.status_code == 400 and "not found" in answer.json()["message"]
