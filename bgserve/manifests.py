@@ -29,10 +29,10 @@ BUILDERS: dict[str, Builder] = {"kserve": kserve_objects, "seldon": seldon_objec
 
 def render_backend(option: str | None, settings: Settings) -> str:
     """The backend to render for: ``--backend`` when given, else ``BGSERVE_BACKEND`` when
-    it is a Kubernetes backend, else ``kserve``."""
+    it renders (a Kubernetes backend or SageMaker), else ``kserve``."""
     if option:
         return option
-    return settings.backend if settings.backend in BUILDERS else "kserve"
+    return settings.backend if settings.backend in (*BUILDERS, "sagemaker") else "kserve"
 
 
 def render_deployment(
@@ -56,8 +56,8 @@ def render_deployment(
     build = BUILDERS.get(backend)
     if build is None:
         raise InvalidInput(
-            f"backend {backend!r} has no Kubernetes objects to render: use one of "
-            f"{sorted(BUILDERS)}",
+            f"backend {backend!r} has nothing to render: use one of "
+            f"{sorted([*BUILDERS, 'sagemaker'])}",
             field="backend",
         )
     mlflow = SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)

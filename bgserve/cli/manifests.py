@@ -1,14 +1,19 @@
-"""``bgserve render``: the Kubernetes objects of a stored deployment, without a cluster."""
+"""``bgserve render``: the Kubernetes objects (or SageMaker API requests) of a stored
+deployment, without a cluster or an AWS account."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bgserve.cli.client import console, load_settings, say_error
-from bgserve.errors import BgserveError
+from bgserve.domain.release import Release
+from bgserve.domain.state import DeploymentState
+from bgserve.errors import BgserveError, InvalidInput
+from bgserve.settings import Settings
 
 
 def render(
@@ -16,7 +21,8 @@ def render(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="kserve or seldon (default: BGSERVE_BACKEND if one of them, else kserve)"
+            help="kserve, seldon or sagemaker (default: BGSERVE_BACKEND if one of them, "
+            "else kserve)"
         ),
     ] = None,
     flavour: Annotated[
@@ -32,7 +38,8 @@ def render(
         ),
     ] = None,
 ) -> None:
-    """Print the Kubernetes objects a backend would apply for a deployment's stored state.
+    """Print the Kubernetes objects a backend would apply for a deployment's stored state
+    (for SageMaker: the API requests that build its endpoint, as the AWS CLI takes them).
 
     Reads the state database directly, and for KServe the MLflow registry (which
     releases pin an LLM base model); contacts no cluster and no running bgserve.
@@ -53,6 +60,9 @@ def render(
         finally:
             store.close()
         chosen = render_backend(backend, settings)
+        if chosen == "sagemaker":
+            _render_sagemaker(state, releases, settings, shadow, output)
+            return
         llms = llm_lookup(build_registry(settings)) if chosen == "kserve" else None
         objects = render_deployment(state, releases, settings, chosen, llms)
         if shadow is not None:
@@ -65,4 +75,28 @@ def render(
         typer.echo(render_yaml(objects), nl=False)
         return
     for path in write_objects(objects, output):
+        console.print(f"wrote {path}")
+
+
+def _render_sagemaker(
+    state: DeploymentState,
+    releases: Mapping[int, Release],
+    settings: Settings,
+    shadow: int | None,
+    output: Path | None,
+) -> None:
+    from bgserve.cloud.sagemaker.render import endpoint_requests, request_filename, request_yaml
+    from bgserve.compose.backends import sagemaker_slot_env
+
+    if shadow is not None:
+        raise InvalidInput("--shadow renders Kubernetes mirrors only", field="shadow")
+    env = sagemaker_slot_env(settings)
+    requests = endpoint_requests(state.name, state.routes(), releases, settings.sagemaker, env)
+    if output is None:
+        typer.echo("".join(request_yaml(c, r) for c, r in requests), nl=False)
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    for command, request in requests:
+        path = output / request_filename(command, request)
+        path.write_text(request_yaml(command, request), encoding="utf-8")
         console.print(f"wrote {path}")
