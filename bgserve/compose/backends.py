@@ -149,9 +149,16 @@ def slot_env(settings: Settings, mlflow_http: Mapping[str, str]) -> dict[str, st
 
 def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource | None:
     """Where the rollout engine reads live traffic: the backend's own counts if it keeps
-    them (the local data plane, the memory backend), else Prometheus when configured."""
+    them (the local data plane, the memory backend), CloudWatch for SageMaker, else
+    Prometheus when configured."""
     if isinstance(backend, TrafficSource):
         return backend
+    if settings.backend == "sagemaker":
+        from bgserve.cloud.sagemaker.backend import SageMakerBackend
+        from bgserve.cloud.sagemaker.metrics import CloudWatchTraffic
+
+        if isinstance(backend, SageMakerBackend):
+            return CloudWatchTraffic(backend.cloudwatch(), backend.variant_names)
     if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
         from bgserve.kube.prometheus import PrometheusTraffic
 

@@ -26,6 +26,11 @@ class SageMakerGroup(Group):
         description="The SageMaker runtime's URL (InvokeEndpoint) when it is not AWS's own; "
         "empty uses the region's.",
     )
+    cloudwatch_url: str = Field(
+        "",
+        description="CloudWatch's URL, where live analysis reads the variants' invocations "
+        "and errors, when it is not AWS's own; empty uses the region's.",
+    )
     role_arn: str = Field(
         "",
         description="IAM role SageMaker assumes to pull the slot image and the bundle "

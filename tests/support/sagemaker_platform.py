@@ -12,6 +12,9 @@
   ``X-Amzn-SageMaker-Target-Variant`` or else one by the variants' current weights,
   forwards the body to that variant's ``/invocations`` and says which variant answered
   in ``X-Amzn-Invoked-Production-Variant``. A model's non-2xx answer is a 424 ModelError.
+  Every call the model answers is published to the stand-in's CloudWatch as SageMaker
+  does (``AWS/SageMaker``, per endpoint and variant: Invocations, Invocation5XXErrors,
+  Invocation4XXErrors, ModelLatency in microseconds).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import random
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -123,6 +127,8 @@ class Runtime:
         self.stand_in = stand_in
         self.host = host
         self.invoked: list[tuple[str, str]] = []  # (endpoint, variant) of each answered call
+        self._cloudwatch = stand_in.client("cloudwatch")
+        self._lock = threading.Lock()  # one boto3 client, calls from the server's threads
         self.refused: list[str] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -164,16 +170,16 @@ class Runtime:
         self, name: str, variant: str, target: str, headers: dict[str, str], body: bytes
     ) -> Answer:
         content_type = headers.get("content-type", "application/json")
+        started = time.perf_counter()
         answer = httpx.post(
             f"{target}/invocations",
             content=body,
             headers={"content-type": content_type},
             timeout=60,
         )
+        self._publish(name, variant, answer.status_code, time.perf_counter() - started)
         if not 200 <= answer.status_code < 300:
-            message = (
-                f"Received client error ({answer.status_code}) from model: {answer.text[:500]}"
-            )
+            message = f"client error ({answer.status_code}) from the model: {answer.text[:500]}"
             return _error(424, "ModelError", message)
         self.invoked.append((name, variant))
         reply = {
@@ -181,6 +187,25 @@ class Runtime:
             "x-amzn-invoked-production-variant": variant,
         }
         return 200, reply, answer.content
+
+    def _publish(self, endpoint: str, variant: str, status: int, seconds: float) -> None:
+        """The call's metrics in CloudWatch, as SageMaker publishes them per variant."""
+        dimensions = [
+            {"Name": "EndpointName", "Value": endpoint},
+            {"Name": "VariantName", "Value": variant},
+        ]
+        values = {
+            "Invocations": 1.0,
+            "Invocation5XXErrors": float(500 <= status < 600),
+            "Invocation4XXErrors": float(400 <= status < 500),
+            "ModelLatency": seconds * 1e6,  # microseconds, as SageMaker reports it
+        }
+        data = [
+            {"MetricName": metric, "Dimensions": dimensions, "Value": value}
+            for metric, value in values.items()
+        ]
+        with self._lock:
+            self._cloudwatch.put_metric_data(Namespace="AWS/SageMaker", MetricData=data)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         runtime = self

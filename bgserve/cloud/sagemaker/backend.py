@@ -245,6 +245,27 @@ class SageMakerBackend:
     def close(self) -> None:
         """Nothing to release (boto3 clients hold no open state bgserve owns). Idempotent."""
 
+    # ----- for the traffic source -----
+
+    def variant_names(self, deployment: str) -> tuple[str, dict[int, str]] | None:
+        """The deployment's endpoint name and each release's variant name, None without
+        an endpoint. One DescribeEndpoint call. Raises BackendError."""
+        endpoint = self._describe_endpoint(deployment)
+        if endpoint is None:
+            return None
+        found = {r: v.name for r, v in variants(endpoint).items()}
+        return self._endpoint_name(deployment), found
+
+    def cloudwatch(self) -> Any:
+        """A CloudWatch client of the backend's session (``sagemaker_cloudwatch_url`` when
+        set). Raises BackendError when boto3 cannot make one."""
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return self.session.client("cloudwatch", endpoint_url=self.sm.cloudwatch_url or None)
+        except BotoCoreError as exc:
+            raise BackendError(f"CloudWatch client: {exc}") from exc
+
     # ----- endpoint changes -----
 
     def _add_variant(
