@@ -120,3 +120,28 @@ def test_a_variant_call_is_signed_and_an_unsigned_or_forged_one_refused(
     # The signed call is refused only for what follows the signature check: no endpoint.
     answer = httpx.post(call.url, content=body, headers=headers)
     assert answer.status_code == 400 and "not found" in answer.json()["message"]
+
+
+def test_an_endpoint_bgserve_did_not_create_is_never_changed(stand_in: SageMakerStandIn) -> None:
+    """A user's endpoint under the name bgserve would use: no variant added, no weight
+    moved, nothing retired; the error says how to get out of the way."""
+    client = stand_in.client()
+    client.create_model(
+        ModelName="theirs",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/theirs",
+        PrimaryContainer={"Image": "their-image"},
+    )
+    variant = {"VariantName": "r1", "ModelName": "theirs", "InstanceType": "ml.m5.large",
+               "InitialInstanceCount": 1}  # fmt: skip
+    client.create_endpoint_config(EndpointConfigName="theirs", ProductionVariants=[variant])
+    client.create_endpoint(EndpointName="bgserve-chat", EndpointConfigName="theirs")
+    before = stand_in.left()
+    backend = backend_on(stand_in)
+    for attempt in (
+        lambda: backend.ensure_slot("chat", RELEASES[2]),
+        lambda: backend.set_routes("chat", [Route("blue", 1, 100)]),
+        lambda: backend.retire_slot("chat", 1),
+    ):
+        with pytest.raises(BackendError, match=r"not managed by bgserve.*NAME_PREFIX"):
+            attempt()
+    assert stand_in.left() == before

@@ -30,6 +30,8 @@ from bgserve.backends.routes import check_weights, needs_availability, refuse_re
 from bgserve.cloud.sagemaker import names
 from bgserve.cloud.sagemaker.variants import (
     FAILED,
+    MANAGED_BY,
+    MANAGED_TAGS,
     SETTLED,
     UNROUTED_WEIGHT,
     Variant,
@@ -115,6 +117,7 @@ class SageMakerBackend:
         self.client, self.runtime_url = _clients(self.session, sm)
         self.clock, self.sleep = clock, sleep
         self._locks: dict[str, threading.Lock] = {}
+        self._managed: set[str] = set()  # endpoint ARNs seen with bgserve's tag
         self._locks_guard = threading.Lock()
 
     # ----- the Backend protocol -----
@@ -129,7 +132,7 @@ class SageMakerBackend:
         created (model, config, variant, endpoint) is then removed.
         """
         with self._lock(deployment):
-            endpoint = self._describe_endpoint(deployment)
+            endpoint = self._describe_endpoint(deployment, managed=True)
             if endpoint is not None and release.id in variants(endpoint):
                 return self._until_serving(deployment, release.id)
             model, created = self._ensure_model(deployment, release)
@@ -150,7 +153,7 @@ class SageMakerBackend:
         """
         check_weights(deployment, routes, BackendError)
         with self._lock(deployment):
-            endpoint = self._describe_endpoint(deployment)
+            endpoint = self._describe_endpoint(deployment, managed=True)
             found = variants(endpoint) if endpoint is not None else {}
             missing = sorted(r.release_id for r in routes if r.release_id not in found)
             if missing:
@@ -186,7 +189,7 @@ class SageMakerBackend:
         BackendError, deleting nothing, while the variant takes traffic.
         """
         with self._lock(deployment):
-            endpoint = self._describe_endpoint(deployment)
+            endpoint = self._describe_endpoint(deployment, managed=True)
             found = variants(endpoint) if endpoint is not None else {}
             if endpoint is not None and release_id in found:
                 refuse_retiring_routed(deployment, release_id, takes_traffic(release_id, found))
@@ -280,7 +283,7 @@ class SageMakerBackend:
                 self.client.create_endpoint,
                 EndpointName=self._endpoint_name(deployment),
                 EndpointConfigName=config,
-                Tags=[{"Key": "managed-by", "Value": "bgserve"}],
+                Tags=list(MANAGED_TAGS),
             )
             return
         endpoint = self._until_settled(deployment)
@@ -348,7 +351,7 @@ class SageMakerBackend:
             self.client.create_endpoint_config,
             EndpointConfigName=name,
             ProductionVariants=entries,
-            Tags=[{"Key": "managed-by", "Value": "bgserve"}],
+            Tags=list(MANAGED_TAGS),
         )
         return name
 
@@ -379,12 +382,30 @@ class SageMakerBackend:
 
     # ----- reading and waiting -----
 
-    def _describe_endpoint(self, deployment: str) -> Obj | None:
+    def _describe_endpoint(self, deployment: str, *, managed: bool = False) -> Obj | None:
+        """The endpoint's description, None when it does not exist. With ``managed``,
+        raises BackendError for an endpoint bgserve did not create (no ``managed-by``
+        tag): bgserve changes only its own."""
         name = self._endpoint_name(deployment)
         found: Obj | None = self._call(
             "DescribeEndpoint", self.client.describe_endpoint, EndpointName=name, missing_ok=True
         )
+        if found is not None and managed:
+            self._refuse_unmanaged(name, found["EndpointArn"])
         return found
+
+    def _refuse_unmanaged(self, name: str, arn: str) -> None:
+        if arn in self._managed:
+            return
+        answer = self._call("ListTags", self.client.list_tags, ResourceArn=arn)
+        tags = {t.get("Key"): t.get("Value") for t in answer.get("Tags") or []}
+        if tags.get(MANAGED_BY[0]) != MANAGED_BY[1]:
+            raise BackendError(
+                f"SageMaker endpoint {name} exists and is not managed by bgserve (no tag "
+                f"{MANAGED_BY[0]}={MANAGED_BY[1]}): bgserve changes only endpoints it created; "
+                "deploy under another name or set BGSERVE_SAGEMAKER_NAME_PREFIX"
+            )
+        self._managed.add(arn)
 
     def _describe_config(self, config: str) -> Obj:
         found: Obj = self._call(

@@ -11,7 +11,7 @@ import yaml
 
 from bgserve.backends.routes import check_weights
 from bgserve.cloud.sagemaker import names
-from bgserve.cloud.sagemaker.variants import model_request, variant_entry
+from bgserve.cloud.sagemaker.variants import MANAGED_TAGS, model_request, variant_entry
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
 from bgserve.errors import InvalidInput
@@ -46,7 +46,7 @@ def endpoint_requests(
         entry = variant_entry(model, route.release_id, float(route.weight), sm.instance_count, sm)
         variants.append(entry)
     config = names.config_name(prefix, deployment, 1)
-    tags = [{"Key": "managed-by", "Value": "bgserve"}]
+    tags = list(MANAGED_TAGS)
     requests.append(
         (
             "create-endpoint-config",

@@ -19,6 +19,9 @@ from bgserve.slot.sagemaker import DEPLOYMENT_ENV, MODEL_URI_ENV, RELEASE_ID_ENV
 
 Obj = dict[str, Any]
 
+# Every resource bgserve creates carries it; an endpoint without it is not bgserve's.
+MANAGED_BY = ("managed-by", "bgserve")
+MANAGED_TAGS = ({"Key": MANAGED_BY[0], "Value": MANAGED_BY[1]},)
 # A new endpoint's one variant gets SageMaker's default weight (a lone variant takes all
 # traffic whatever its weight). bgserve's own routes are percents, so a lone variant still
 # at this weight has never been routed by bgserve and may be retired with its endpoint.
@@ -125,7 +128,7 @@ def model_request(
         "ModelName": name,
         "PrimaryContainer": container,
         "ExecutionRoleArn": sm.role_arn,
-        "Tags": [{"Key": "managed-by", "Value": "bgserve"}],
+        "Tags": list(MANAGED_TAGS),
     }
 
 
