@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from bgserve.compose import build_components
 from bgserve.compose.backends import sagemaker_backend
 from bgserve.demo.models import register_flaky_model
 from bgserve.demo.run import LIVE_TEXTS
@@ -20,7 +19,7 @@ from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import make_plan
 from bgserve.settings import Settings
 from tests.cloud.conftest import SageMaker
-from tests.support.flow import register_demo
+from tests.support.kube import make_components
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,22 +71,14 @@ class Clients:
 def test_a_flaky_green_is_reverted_on_the_errors_sagemaker_counts(
     tmp_path: Path, mlflow_store: str, sagemaker: SageMaker
 ) -> None:
-    register_demo(mlflow_store)
     flat = sagemaker.api.settings(
         sagemaker_runtime_url=sagemaker.runtime.url,
         sagemaker_cloudwatch_url=sagemaker.api.url,
         slot_ready_timeout_seconds=120,
     )
-    settings = Settings(
-        home=tmp_path,
-        state_url=f"sqlite:///{tmp_path / 'state.db'}",
-        mlflow_tracking_uri=mlflow_store,
-        mlflow_registry_uri=mlflow_store,
-        engine_interval_seconds=0.1,
-        leader_election="off",
-        **flat,
-    )
-    parts = build_components(settings, backend=sagemaker_backend(settings, sagemaker.api.session()))
+    backend = sagemaker_backend(Settings(**flat), sagemaker.api.session())
+    extra = {"engine_interval_seconds": 0.1, "leader_election": "off", **flat}
+    parts = make_components(tmp_path, mlflow_store, backend, **extra)
     parts.start()
     try:
         service = parts.service

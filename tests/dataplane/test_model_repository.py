@@ -24,7 +24,8 @@ import grpc
 import httpx
 import pytest
 
-from tests.support.models import build_bundle, free_port, infer_body, wait_until
+from tests.support.models import build_bundle, infer_body, wait_until
+from tests.support.processes import free_port
 
 pytestmark = [
     pytest.mark.integration,

@@ -26,7 +26,8 @@ from bgserve.registry.llm_models import LlmSpec, register_llm
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from tests.support.flow import make_settings, ok
 from tests.support.inprocess_api import build_in_process
-from tests.support.models import free_port, wait_until
+from tests.support.models import wait_until
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -35,7 +35,8 @@ from bgserve.llm.smollm2 import smollm2_path
 from bgserve.registry.llm_models import LlmSpec, register_llm
 from bgserve.registry.mlflow_registry import MlflowRegistry
 from tests.support.json_handler import JsonHandler
-from tests.support.models import SlotProcess, free_port, wait_until
+from tests.support.models import SlotProcess, wait_until
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -250,8 +250,11 @@ def bundle_uri(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"]["annotations"]["bgserve.io/bundle-uri"])
 
 
-def make_components(tmp_path: Path, mlflow_store: str, backend: Backend) -> Components:
-    """bgserve's parts on ``backend``, built by the composition root."""
+def make_components(
+    tmp_path: Path, mlflow_store: str, serving: Backend, **settings_extra: Any
+) -> Components:
+    """bgserve's parts on the ``serving`` backend, built by the composition root
+    (``settings_extra``: more settings, flat names)."""
     register_demo(mlflow_store)
     settings = Settings(
         home=tmp_path,
@@ -262,8 +265,9 @@ def make_components(tmp_path: Path, mlflow_store: str, backend: Backend) -> Comp
         # These cycles test outputs and weights; on a loaded 2-core machine the slots'
         # latencies are noise, so only a gross slowdown may fail the comparison.
         compare_thresholds={"max_latency_ratio_p50": 10.0, "max_latency_ratio_p95": 10.0},
+        **settings_extra,
     )
-    return build_components(settings, backend=backend)
+    return build_components(settings, backend=serving)
 
 
 def register(service: Service, prefix: str) -> dict[str, int]:

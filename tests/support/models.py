@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from bgserve.domain.release import Release
+from tests.support.processes import free_port
 
 MODEL_CODE = '''
 import time
@@ -79,14 +80,6 @@ def wait_until(predicate: object, timeout: float, what: str) -> None:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SlotProcess:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from itertools import count
 from pathlib import Path
 
 from tests.support.missing import missing
+from tests.support.processes import free_port
 
 _databases = count(1)
 
@@ -32,13 +32,6 @@ def _bin_dir() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
@@ -49,7 +42,7 @@ class PostgresServer:
     def __init__(self, bin_dir: Path, root: Path) -> None:
         self.bin_dir = bin_dir
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.root = root
 
     def start(self) -> None:

@@ -9,7 +9,6 @@ second into a throwaway TSDB and listens on another free loopback port.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,18 +22,12 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from tests.support.missing import missing
+from tests.support.processes import free_port
 
 ISTIO_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 """Istio's default buckets of istio_request_duration_milliseconds (coarser than bgserve's)."""
 
 START_TIMEOUT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Exporter:
@@ -98,7 +91,7 @@ class PrometheusServer:
     def __init__(self, binary: str, root: Path, exporter_port: int) -> None:
         self.binary = binary
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.exporter_port = exporter_port
         self._process: subprocess.Popen[bytes] | None = None

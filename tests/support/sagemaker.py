@@ -25,23 +25,17 @@ it is sent (required fields, types, lengths), as it does against AWS.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 from unittest import mock
 
+from tests.support.processes import free_port
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class SageMakerStandIn:
@@ -63,7 +57,7 @@ class SageMakerStandIn:
         from moto.server import ThreadedMotoServer
 
         self._patch()
-        port = _free_port()
+        port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         self._stack.callback(server.stop)
