@@ -50,7 +50,7 @@ from bgserve.compose import Components, build_components, registry_at
 from bgserve.demo.llm_models import chat_golden_set, read_chat_prompt, register_smollm2
 from bgserve.demo.llm_story import llm_settings
 from bgserve.demo.llm_traffic import ChatTraffic
-from bgserve.domain.analysis import AnalysisSettings
+from bgserve.domain.analysis import MIN_PAIRED_SLICES, MIN_SLICE_REQUESTS, AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 from bgserve.domain.plan_rules import Warmup
 from bgserve.errors import BgserveError
@@ -60,6 +60,8 @@ DEPLOYMENT = "llm"
 WHO = "bench"
 BAKE_S = 4.0
 MAX_TOKENS = 4
+# The fewest green answers the paired latency rule decides on (bgserve.domain.analysis).
+EVIDENCE_ANSWERS = MIN_PAIRED_SLICES * MIN_SLICE_REQUESTS
 SLOW_SUFFIX = " Answer in plain words a child would know, with units for numbers."
 
 
@@ -110,6 +112,11 @@ def run_plan(
     run, _ = run_plan_to_end(service, DEPLOYMENT, WHO, plan(args))
     checks = run.checks
     ttft: dict[str, Any] = next((c for c in checks if c.get("name") == "ttft_p95"), {})
+    errors: dict[str, Any] = next((c for c in checks if c.get("name") == "error_rate"), {})
+    took, answers = run.to_revert_s, errors.get("green_requests")
+    # The paired rule decides on MIN_PAIRED_SLICES slices of MIN_SLICE_REQUESTS answers a
+    # side at least: at green's rate of answers, no rule of it can decide sooner.
+    rate = answers / took if took and answers else None
     return {
         "label": label,
         "outcome": run.outcome,
@@ -117,7 +124,10 @@ def run_plan(
         "ttft_ratio": ttft.get("ratio"),
         "ttft_blue_ms": ttft.get("blue_ms"),
         "ttft_green_ms": ttft.get("green_ms"),
-        "to_revert_s": run.to_revert_s,
+        "to_revert_s": took,
+        "green_answers": answers,
+        "green_per_s": rate,
+        "evidence_s": EVIDENCE_ANSWERS / rate if rate else None,
     }
 
 
@@ -173,6 +183,11 @@ def _line(result: dict[str, Any]) -> str:
     )
 
 
+def _median(results: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in results if r.get(key) is not None]
+    return f"{statistics.median(values):.1f}" if values else "-"
+
+
 def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     rows, goals = [], []
     for kind in ("identical", "slow"):
@@ -189,6 +204,8 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
                 f"{statistics.median(ratios):.2f}" if ratios else "-",
                 f"{max(times):.1f}" if times else "-",
                 f"{statistics.median(times):.1f}" if times else "-",
+                _median(reverted, "green_per_s"),
+                _median(reverted, "evidence_s"),
             ]
         )
     identical = [r for r in results if r["kind"] == "identical"]
@@ -212,9 +229,16 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
                 "TTFT p95 green/blue",
                 "to revert max (s)",
                 "median (s)",
+                "green answers/s",
+                f"{EVIDENCE_ANSWERS} answers take (s)",
             ],
             rows,
         )
+    )
+    print(
+        f"The latency rule pairs time slices of {MIN_SLICE_REQUESTS} answers a side and needs "
+        f"{MIN_PAIRED_SLICES} of them: {EVIDENCE_ANSWERS} green answers at least, so at "
+        "green's rate of answers no revert can come sooner than the last column."
     )
     print(table(["goal", "measured", "limit", "met"], goal_rows(goals)))
     return {
