@@ -46,7 +46,8 @@ class SlotCall:
 
 
 class Backend(Protocol):
-    """What the service needs from a serving backend (local processes, KServe, Seldon)."""
+    """What the service needs from a serving backend (local processes, KServe, Seldon,
+    SageMaker)."""
 
     name: str
 

@@ -7,6 +7,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from bgserve.slot.sagemaker import MAX_PAYLOAD, SageMakerContract, is_chat_body, slot_argv
 
 
@@ -22,6 +24,25 @@ def test_the_models_environment_names_the_slot_serve_runs() -> None:
     assert argv[argv.index("--host") + 1] == "0.0.0.0"  # SageMaker calls from outside
     assert argv[argv.index("--port") + 1] == "8080" and "--sagemaker" in argv
     assert slot_argv({}) is None  # no slot named: `serve` stays the control plane
+
+
+def test_serve_with_a_models_environment_runs_the_slot_not_the_control_plane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SageMaker starts the image as ``bgserve serve``: the model's environment makes that
+    the slot (the control plane would answer SageMaker's health check with a 404)."""
+    from typer.testing import CliRunner
+
+    from bgserve.cli.app import app
+
+    started: list[list[str]] = []
+    monkeypatch.setattr("bgserve.slot.server.main", started.append)
+    env = {"BGSERVE_SLOT_MODEL_URI": "/opt/ml/model", "BGSERVE_SLOT_DEPLOYMENT": "chat"}
+    result = CliRunner().invoke(app, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    (argv,) = started
+    assert argv[:4] == ["--model-uri", "/opt/ml/model", "--deployment", "chat"]
+    assert "--sagemaker" in argv
 
 
 def test_only_a_json_object_with_messages_is_a_chat_call() -> None:
