@@ -4,6 +4,7 @@ SageMaker's refusals reach the user, and what the runtime stand-in refuses."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def backend_on(api: SageMakerStandIn, **extra: Any) -> SageMakerBackend:
-    settings = Settings(**api.settings(slot_ready_timeout_seconds=1, **extra))
+    settings = Settings(**api.settings(**{"slot_ready_timeout_seconds": 30, **extra}))
     backend = sagemaker_backend(settings, session=api.session())
     assert isinstance(backend, SageMakerBackend)
     return backend
@@ -31,7 +32,7 @@ def backend_on(api: SageMakerStandIn, **extra: Any) -> SageMakerBackend:
 def test_a_first_slot_that_never_serves_leaves_no_endpoint_config_or_model(
     stand_in: SageMakerStandIn,
 ) -> None:
-    backend = backend_on(stand_in)
+    backend = backend_on(stand_in, slot_ready_timeout_seconds=1)
     stand_in.starving.add("bgserve-chat-r1")
     with pytest.raises(ReadinessTimeout, match="did not come to serve release 1"):
         backend.ensure_slot("chat", RELEASES[1])
@@ -46,7 +47,7 @@ def test_a_staged_slot_that_never_serves_leaves_blue_as_it_was(
     backend.set_routes("chat", [Route("blue", 1, 100)])
     stand_in.starving.add("bgserve-chat-r2")
     with pytest.raises(ReadinessTimeout):
-        backend.ensure_slot("chat", RELEASES[2])
+        backend_on(stand_in, slot_ready_timeout_seconds=1).ensure_slot("chat", RELEASES[2])
     left = stand_in.left()
     assert left["models"] == ["bgserve-chat-r1"] and left["endpoints"] == ["bgserve-chat"]
     assert len(left["configs"]) == 1  # the config in use, nothing else
@@ -74,9 +75,19 @@ def test_a_change_waits_for_an_updating_endpoint_instead_of_failing(
     backend.ensure_slot("chat", RELEASES[1])
     client = stand_in.client()
     config = stand_in.state.endpoints["bgserve-chat"].endpoint_config_name
+    stand_in.updates.clear()  # the update below holds until released
     client.update_endpoint(EndpointName="bgserve-chat", EndpointConfigName=config)
     assert client.describe_endpoint(EndpointName="bgserve-chat")["EndpointStatus"] == "Updating"
-    backend.set_routes("chat", [Route("blue", 1, 100)])
+    routing = threading.Thread(
+        target=backend.set_routes, args=("chat", [Route("blue", 1, 100)]), daemon=True
+    )
+    routing.start()
+    routing.join(0.5)
+    assert routing.is_alive()  # waiting, not refused
+    assert stand_in.weights("bgserve-chat") == {"r1": 1.0}
+    stand_in.updates.set()
+    routing.join(10)
+    assert not routing.is_alive()
     assert stand_in.weights("bgserve-chat") == {"r1": 100.0}
 
 

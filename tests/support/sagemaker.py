@@ -50,6 +50,10 @@ class SageMakerStandIn:
         self.on_delete: Callable[[str], None] = lambda name: None
         # Models whose instances never pass their health check (no instance in service).
         self.starving: set[str] = set()
+        # Creates and updates complete only while this is set (a test clears it to hold
+        # an endpoint in Creating/Updating for as long as it needs).
+        self.updates = threading.Event()
+        self.updates.set()
         self._stack = ExitStack()
         self._timers: list[threading.Timer] = []
 
@@ -65,6 +69,7 @@ class SageMakerStandIn:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.updates.set()
         for timer in self._timers:
             timer.cancel()
         self._stack.close()
@@ -138,7 +143,11 @@ class SageMakerStandIn:
     # ----- the additions -----
 
     def _later(self, action: Callable[[], None]) -> None:
-        timer = threading.Timer(self.update_seconds, action)
+        def when_released() -> None:
+            self.updates.wait()
+            action()
+
+        timer = threading.Timer(self.update_seconds, when_released)
         timer.daemon = True
         self._timers.append(timer)
         timer.start()
