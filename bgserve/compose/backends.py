@@ -158,7 +158,8 @@ def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource 
         from bgserve.cloud.sagemaker.metrics import CloudWatchTraffic
 
         if isinstance(backend, SageMakerBackend):
-            return CloudWatchTraffic(backend.cloudwatch(), backend.variant_names)
+            every = settings.sagemaker.cloudwatch_read_seconds
+            return CloudWatchTraffic(backend.cloudwatch(), backend.variant_names, every)
     if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
         from bgserve.kube.prometheus import PrometheusTraffic
 

@@ -54,6 +54,13 @@ class SageMakerGroup(Group):
         "ModelDataUrl), with {bundle_name}, {bundle_version}, {release}, {release_id}; "
         "empty: the slot loads the bundle from the MLflow registry.",
     )
+    cloudwatch_read_seconds: float = Field(
+        15.0,
+        ge=0,
+        le=300,
+        description="How long live analysis reuses a reading of CloudWatch's counts (they "
+        "change once a minute; each reading is a DescribeEndpoint and a GetMetricData call).",
+    )
     poll_seconds: float = Field(
         5.0, gt=0, le=60, description="How often a wait for an endpoint's status polls it."
     )

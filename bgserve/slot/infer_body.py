@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 _JSON_KINDS = {
     list: "a JSON array",
@@ -91,12 +91,22 @@ class JsonInferBody:
         return all(key != _BINARY_HEADER for key, _ in scope["headers"])
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body of an ASGI request."""
+@overload
+async def read_body(receive: Receive) -> bytes: ...
+@overload
+async def read_body(receive: Receive, limit: int) -> bytes | None: ...
+async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The whole request body of an ASGI request; None as soon as it grows past ``limit``
+    bytes (the rest is not read)."""
     parts: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
-        parts.append(message.get("body", b""))
+        part = message.get("body", b"")
+        size += len(part)
+        if limit is not None and size > limit:
+            return None
+        parts.append(part)
         if not message.get("more_body", False):
             return b"".join(parts)
 

@@ -79,11 +79,9 @@ class SageMakerContract:
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = dict(scope["headers"]).get(b"content-length", b"0")
-        if length.isdigit() and int(length) > MAX_PAYLOAD:
-            await send_json(send, 413, {"error": TOO_LARGE})
-            return
-        body = await read_body(receive)
-        if len(body) > MAX_PAYLOAD:
+        too_large = length.isdigit() and int(length) > MAX_PAYLOAD
+        body = None if too_large else await read_body(receive, MAX_PAYLOAD)
+        if body is None:
             await send_json(send, 413, {"error": TOO_LARGE})
             return
         chat = self.chat and is_chat_body(body)

@@ -156,3 +156,33 @@ def test_an_endpoint_bgserve_did_not_create_is_never_changed(stand_in: SageMaker
         with pytest.raises(BackendError, match=r"not managed by bgserve.*NAME_PREFIX"):
             attempt()
     assert stand_in.left() == before
+
+
+def test_cloudwatch_is_read_once_per_interval_not_at_every_engine_tick(
+    stand_in: SageMakerStandIn,
+) -> None:
+    """Its counts change once a minute: a reading is reused for ``read_every`` seconds."""
+    import datetime as dt
+
+    from bgserve.cloud.sagemaker.metrics import CloudWatchTraffic
+
+    now = [dt.datetime.now(dt.UTC)]
+    traffic = CloudWatchTraffic(
+        stand_in.client("cloudwatch"), lambda _: ("bgserve-chat", {1: "r1"}), 15.0, lambda: now[0]
+    )
+    dimensions = [
+        {"Name": "EndpointName", "Value": "bgserve-chat"},
+        {"Name": "VariantName", "Value": "r1"},
+    ]
+
+    def invoked(count: int) -> None:
+        data = [{"MetricName": "Invocations", "Dimensions": dimensions, "Value": float(count)}]
+        stand_in.client("cloudwatch").put_metric_data(Namespace="AWS/SageMaker", MetricData=data)
+
+    invoked(3)
+    assert traffic.windows("chat")[1].requests == 3
+    invoked(4)
+    now[0] += dt.timedelta(seconds=14)
+    assert traffic.windows("chat")[1].requests == 3  # the reading is reused
+    now[0] += dt.timedelta(seconds=2)
+    assert traffic.windows("chat")[1].requests == 7

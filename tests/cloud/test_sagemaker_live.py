@@ -19,6 +19,7 @@ from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import make_plan
 from bgserve.settings import Settings
 from tests.cloud.conftest import SageMaker
+from tests.support.flow import infer_body
 from tests.support.kube import make_components
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -44,7 +45,7 @@ class Clients:
         i = offset
         while not self.stopping.is_set():
             text = LIVE_TEXTS[i % len(LIVE_TEXTS)]
-            body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}]}
+            body = infer_body(text)
             try:
                 answer = self.runtime.invoke_endpoint(
                     EndpointName=self.endpoint,
@@ -74,6 +75,7 @@ def test_a_flaky_green_is_reverted_on_the_errors_sagemaker_counts(
     flat = sagemaker.api.settings(
         sagemaker_runtime_url=sagemaker.runtime.url,
         sagemaker_cloudwatch_url=sagemaker.api.url,
+        sagemaker_cloudwatch_read_seconds=0,  # the stand-in's counts are live
         slot_ready_timeout_seconds=120,
     )
     backend = sagemaker_backend(Settings(**flat), sagemaker.api.session())

@@ -26,7 +26,7 @@ it is sent (required fields, types, lengths), as it does against AWS.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 from unittest import mock
@@ -277,9 +277,3 @@ class SageMakerStandIn:
         ]
         for patch in patches:
             self._stack.enter_context(patch)
-
-
-def stand_in() -> Iterator[SageMakerStandIn]:
-    """A started stand-in, stopped (and emptied) after."""
-    with SageMakerStandIn() as started:
-        yield started

@@ -25,12 +25,13 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 
-from bgserve.slot.sagemaker import slot_argv
+from bgserve.slot.sagemaker import DEPLOYMENT_ENV, MODEL_URI_ENV, RELEASE_ID_ENV, slot_argv
 from tests.support.kube import SlotProcesses
 from tests.support.sagemaker import ACCOUNT, CREDENTIALS, REGION, SageMakerStandIn
 
@@ -50,8 +51,8 @@ class ContainerHost:
     def __init__(self, stand_in: SageMakerStandIn, slots: SlotProcesses) -> None:
         self.stand_in = stand_in
         self.slots = slots
-        self.urls: dict[tuple[str, str], str] = {}  # (endpoint, variant) -> slot URL
-        self._keys: dict[tuple[str, str], tuple[str, int]] = {}
+        # (endpoint, variant) -> the slot's URL and its (deployment, release id)
+        self.running: dict[tuple[str, str], tuple[str, tuple[str, int]]] = {}
         self.lock = threading.Lock()
         stand_in.on_deploy = self.deploy
         stand_in.on_delete = self.delete
@@ -60,30 +61,27 @@ class ContainerHost:
         live = {v["VariantName"] for v in variants}
         for variant in variants:
             model = self.stand_in.models()[variant["ModelName"]]
-            args = slot_argv(model.primary_container.get("Environment") or {})
-            assert args is not None, f"model {variant['ModelName']} names no slot"
-            deployment, release_id = args[3], int(args[5])
-            url = self.slots.start(deployment, release_id, args[1], extra=["--sagemaker"])
+            env = model.primary_container.get("Environment") or {}
+            assert slot_argv(env) is not None, f"model {variant['ModelName']} names no slot"
+            key = (env[DEPLOYMENT_ENV], int(env[RELEASE_ID_ENV]))
+            url = self.slots.start(*key, env[MODEL_URI_ENV], extra=["--sagemaker"])
             with self.lock:
-                self.urls[(endpoint, variant["VariantName"])] = url
-                self._keys[(endpoint, variant["VariantName"])] = (deployment, release_id)
-        self._stop(lambda key: key[0] == endpoint and key[1] not in live)
+                self.running[(endpoint, variant["VariantName"])] = (url, key)
+        self._stop(lambda where: where[0] == endpoint and where[1] not in live)
 
     def delete(self, endpoint: str) -> None:
-        self._stop(lambda key: key[0] == endpoint)
+        self._stop(lambda where: where[0] == endpoint)
 
-    def _stop(self, gone: Any) -> None:
+    def _stop(self, gone: Callable[[tuple[str, str]], bool]) -> None:
         with self.lock:
-            keys = [key for key in self.urls if gone(key)]
-            stopped = [self._keys.pop(key) for key in keys]
-            for key in keys:
-                del self.urls[key]
+            stopped = [self.running.pop(w)[1] for w in list(self.running) if gone(w)]
         for deployment, release_id in stopped:
             self.slots.stop(deployment, release_id)
 
     def url(self, endpoint: str, variant: str) -> str | None:
         with self.lock:
-            return self.urls.get((endpoint, variant))
+            found = self.running.get((endpoint, variant))
+        return found[0] if found else None
 
 
 def signature_problem(method: str, url: str, headers: dict[str, str], body: bytes) -> str | None:

@@ -18,6 +18,7 @@ here, where they enter; throttling is retried by botocore's standard retry mode.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -34,7 +35,6 @@ from bgserve.cloud.sagemaker.variants import (
     MANAGED_TAGS,
     SETTLED,
     UNROUTED_WEIGHT,
-    Variant,
     config_keeping,
     model_request,
     percents,
@@ -68,22 +68,20 @@ def aws_session(sm: SageMakerGroup) -> Any:
     return boto3.session.Session(region_name=sm.region or None)
 
 
-def _clients(session: Any, sm: SageMakerGroup) -> tuple[Any, str]:
-    """The SageMaker API client (retrying throttling: botocore's standard mode) and the
-    runtime's base URL. Raises BackendError without a region."""
+def _client(session: Any, service: str, endpoint_url: str) -> Any:
+    """A boto3 client of ``service`` (retrying throttling: botocore's standard mode).
+    Raises BackendError without a region."""
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
     try:
-        client = session.client(
-            "sagemaker",
-            endpoint_url=sm.endpoint_url or None,
+        return session.client(
+            service,
+            endpoint_url=endpoint_url or None,
             config=Config(retries={"mode": "standard", "max_attempts": 5}),
         )
-        runtime = session.client("sagemaker-runtime", endpoint_url=sm.runtime_url or None)
     except BotoCoreError as exc:
-        raise BackendError(f"SageMaker client: {exc} (set BGSERVE_SAGEMAKER_REGION)") from exc
-    return client, str(runtime.meta.endpoint_url).rstrip("/")
+        raise BackendError(f"{service} client: {exc} (set BGSERVE_SAGEMAKER_REGION)") from exc
 
 
 class SageMakerBackend:
@@ -114,7 +112,7 @@ class SageMakerBackend:
         self.ready_timeout = ready_timeout
         self.slot_env = dict(slot_env or {})
         self.session = session if session is not None else aws_session(sm)
-        self.client, self.runtime_url = _clients(self.session, sm)
+        self.client = _client(self.session, "sagemaker", sm.endpoint_url)
         self.clock, self.sleep = clock, sleep
         self._locks: dict[str, threading.Lock] = {}
         self._managed: set[str] = set()  # endpoint ARNs seen with bgserve's tag
@@ -196,7 +194,7 @@ class SageMakerBackend:
                 if len(found) == 1 and len(endpoint.get("ProductionVariants") or []) == 1:
                     self._delete_endpoint(deployment, endpoint)
                 else:
-                    self._deploy_without(deployment, endpoint, found, release_id)
+                    self._deploy_without(deployment, release_id)
             self._delete_model(names.model_name(self.sm.name_prefix, deployment, release_id))
 
     def slot_info(self, deployment: str, release_id: int) -> SlotInfo | None:
@@ -262,12 +260,7 @@ class SageMakerBackend:
     def cloudwatch(self) -> Any:
         """A CloudWatch client of the backend's session (``sagemaker_cloudwatch_url`` when
         set). Raises BackendError when boto3 cannot make one."""
-        from botocore.exceptions import BotoCoreError
-
-        try:
-            return self.session.client("cloudwatch", endpoint_url=self.sm.cloudwatch_url or None)
-        except BotoCoreError as exc:
-            raise BackendError(f"CloudWatch client: {exc}") from exc
+        return _client(self.session, "cloudwatch", self.sm.cloudwatch_url)
 
     # ----- endpoint changes -----
 
@@ -292,12 +285,11 @@ class SageMakerBackend:
         entry = variant_entry(model, release_id, 0.0, instances, self.sm)
         self._redeploy(deployment, endpoint, [*kept, entry])
 
-    def _deploy_without(
-        self, deployment: str, endpoint: Obj, found: Mapping[int, Variant], release_id: int
-    ) -> None:
+    def _deploy_without(self, deployment: str, release_id: int) -> None:
         endpoint = self._until_settled(deployment)
         current = self._describe_config(endpoint["EndpointConfigName"])
-        self._redeploy(deployment, endpoint, config_keeping(current, found, drop=release_id))
+        entries = config_keeping(current, variants(endpoint), drop=release_id)
+        self._redeploy(deployment, endpoint, entries)
 
     def _redeploy(self, deployment: str, endpoint: Obj, entries: list[Obj]) -> None:
         """Deploy a new config of ``entries`` on the endpoint and delete the old config
@@ -315,7 +307,7 @@ class SageMakerBackend:
         except BaseException:
             self._delete_config_unless_used(deployment, config)
             raise
-        self._delete_config_unless_used(deployment, old)
+        self._delete_config(old)  # settled on the new config: nothing uses the old one
 
     def _undo_add(
         self, deployment: str, before: Obj | None, release_id: int, model: str | None
@@ -327,7 +319,7 @@ class SageMakerBackend:
             if before is None and now is not None:
                 self._delete_endpoint(deployment, now)
             elif before is not None and now is not None and release_id in variants(now):
-                self._deploy_without(deployment, now, variants(now), release_id)
+                self._deploy_without(deployment, release_id)
             if model is not None:
                 self._delete_model(model)
         except Exception as exc:  # the original error is what the caller must see
@@ -342,7 +334,8 @@ class SageMakerBackend:
             EndpointName=self._endpoint_name(deployment),
             missing_ok=True,
         )
-        self._delete_config_unless_used(deployment, endpoint["EndpointConfigName"])
+        # Directly: on AWS a deleted endpoint still names its config while it is Deleting.
+        self._delete_config(endpoint["EndpointConfigName"])
 
     def _create_config(self, deployment: str, entries: list[Obj]) -> str:
         name = names.config_name(self.sm.name_prefix, deployment, time.time_ns() // 1000)
@@ -357,8 +350,10 @@ class SageMakerBackend:
 
     def _delete_config_unless_used(self, deployment: str, config: str) -> None:
         endpoint = self._describe_endpoint(deployment)
-        if endpoint is not None and endpoint.get("EndpointConfigName") == config:
-            return
+        if endpoint is None or endpoint.get("EndpointConfigName") != config:
+            self._delete_config(config)
+
+    def _delete_config(self, config: str) -> None:
         self._call(
             "DeleteEndpointConfig",
             self.client.delete_endpoint_config,
@@ -459,6 +454,13 @@ class SageMakerBackend:
 
     def _endpoint_name(self, deployment: str) -> str:
         return names.endpoint_name(self.sm.name_prefix, deployment)
+
+    @functools.cached_property
+    def runtime_url(self) -> str:
+        """The SageMaker runtime's base URL, as botocore resolves it for the region (made
+        on first use: only calls of slots need it)."""
+        runtime = _client(self.session, "sagemaker-runtime", self.sm.runtime_url)
+        return str(runtime.meta.endpoint_url).rstrip("/")
 
     def _invocations(self, deployment: str) -> str:
         return f"{self.runtime_url}/endpoints/{self._endpoint_name(deployment)}/invocations"
