@@ -14,7 +14,8 @@ added here on that same state, following the SageMaker API reference:
 - **A weight of 0** in a config stays 0 (moto drops ``InitialVariantWeight: 0.0`` by a
   truthiness check).
 - **UpdateEndpointWeightsAndCapacities** is refused while the endpoint is not InService,
-  and a variant whose ``DesiredInstanceCount`` is not sent keeps its count (moto wipes it).
+  a variant whose ``DesiredInstanceCount`` is not sent keeps its count (moto wipes it), and
+  instances out of service stay so (moto sets every current count to the desired one).
 - **CreateModel and CreateEndpointConfig** refuse a name that exists (moto overwrites).
 - **Instances that never come up**: a variant of a model in ``starving`` has no instance
   in service, as when its container fails SageMaker's health check.
@@ -239,7 +240,13 @@ class SageMakerStandIn:
                 }
                 for d in desired_weights_and_capacities
             ]
+            current = {
+                v["VariantName"]: v.get("CurrentInstanceCount")
+                for v in endpoint.production_variants
+            }
             arn: str = update_weights(self, endpoint_name, filled)
+            for variant in endpoint.production_variants:  # moto sets them to desired at once
+                variant["CurrentInstanceCount"] = current.get(variant["VariantName"])
             return arn
 
         def update_endpoint(self: Any) -> Any:

@@ -12,8 +12,8 @@ one production variant on it, and the route the variants' weights.
 Endpoint configs never change on SageMaker, so each change of variants writes a new one
 and deletes the old one once the endpoint has left it. SageMaker refuses a change while an
 endpoint is updating: every write first waits for the endpoint to settle. Errors of the
-AWS SDK become BackendError (ReadinessTimeout for a slot that does not come up in time)
-here, where they enter; throttling is retried by botocore's standard retry mode.
+AWS SDK become BackendError where they enter (:mod:`.aws`; ReadinessTimeout for a slot that
+does not come up in time); throttling is retried by botocore's standard retry mode.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from bgserve.backends.base import SlotCall, SlotInfo
 from bgserve.backends.routes import check_weights, needs_availability, refuse_retiring_routed
 from bgserve.cloud.sagemaker import names
+from bgserve.cloud.sagemaker.aws import aws_session, call, client, variant_signer
 from bgserve.cloud.sagemaker.variants import (
     FAILED,
     MANAGED_BY,
@@ -52,36 +53,6 @@ from bgserve.settings.cloud import SageMakerGroup
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-_NOT_FOUND = "Could not find"  # SageMaker's ValidationException for a missing resource
-TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
-
-
-def aws_session(sm: SageMakerGroup) -> Any:
-    """A boto3 session in the settings' region (credentials as boto3 finds them). Raises
-    BackendError when boto3 is not installed."""
-    try:
-        import boto3
-    except ImportError as exc:
-        raise BackendError(
-            'the sagemaker backend needs boto3: pip install "bgserve[sagemaker]"'
-        ) from exc
-    return boto3.session.Session(region_name=sm.region or None)
-
-
-def _client(session: Any, service: str, endpoint_url: str) -> Any:
-    """A boto3 client of ``service`` (retrying throttling: botocore's standard mode).
-    Raises BackendError without a region."""
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError
-
-    try:
-        return session.client(
-            service,
-            endpoint_url=endpoint_url or None,
-            config=Config(retries={"mode": "standard", "max_attempts": 5}),
-        )
-    except BotoCoreError as exc:
-        raise BackendError(f"{service} client: {exc} (set BGSERVE_SAGEMAKER_REGION)") from exc
 
 
 class SageMakerBackend:
@@ -111,8 +82,8 @@ class SageMakerBackend:
         self.sm = sm
         self.ready_timeout = ready_timeout
         self.slot_env = dict(slot_env or {})
-        self.session = session if session is not None else aws_session(sm)
-        self.client = _client(self.session, "sagemaker", sm.endpoint_url)
+        self.session = session if session is not None else aws_session(sm.region)
+        self.client = client(self.session, "sagemaker", sm.endpoint_url)
         self.clock, self.sleep = clock, sleep
         self._locks: dict[str, threading.Lock] = {}
         self._managed: set[str] = set()  # endpoint ARNs seen with bgserve's tag
@@ -171,7 +142,7 @@ class SageMakerBackend:
             if unchanged(found, weights):
                 return
             self._until_settled(deployment)
-            self._call(
+            call(
                 "UpdateEndpointWeightsAndCapacities",
                 self.client.update_endpoint_weights_and_capacities,
                 EndpointName=self._endpoint_name(deployment),
@@ -218,30 +189,10 @@ class SageMakerBackend:
         """How to call one variant directly: the endpoint's invocation URL with
         ``X-Amzn-SageMaker-Target-Variant`` naming it, each call SigV4-signed with the
         session's credentials. Raises BackendError without credentials."""
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        credentials = self.session.get_credentials()
-        if credentials is None:
-            raise BackendError(
-                "no AWS credentials to call SageMaker endpoints with (AWS_ACCESS_KEY_ID, a "
-                "profile or a role, as boto3 finds them)"
-            )
         url = self._invocations(deployment)
-        signer = SigV4Auth(credentials, "sagemaker", self.client.meta.region_name)
+        region = self.client.meta.region_name
         variant = names.variant_name(release_id)
-
-        def headers(body: bytes) -> dict[str, str]:
-            request = AWSRequest(
-                "POST",
-                url,
-                data=body,
-                headers={"Content-Type": "application/json", TARGET_VARIANT: variant},
-            )
-            signer.add_auth(request)
-            return dict(request.headers.items())
-
-        return SlotCall(url, headers)
+        return SlotCall(url, variant_signer(self.session, region, url, variant))
 
     def close(self) -> None:
         """Nothing to release (boto3 clients hold no open state bgserve owns). Idempotent."""
@@ -260,7 +211,7 @@ class SageMakerBackend:
     def cloudwatch(self) -> Any:
         """A CloudWatch client of the backend's session (``sagemaker_cloudwatch_url`` when
         set). Raises BackendError when boto3 cannot make one."""
-        return _client(self.session, "cloudwatch", self.sm.cloudwatch_url)
+        return client(self.session, "cloudwatch", self.sm.cloudwatch_url)
 
     # ----- endpoint changes -----
 
@@ -271,7 +222,7 @@ class SageMakerBackend:
         if endpoint is None:
             entry = variant_entry(model, release_id, UNROUTED_WEIGHT, instances, self.sm)
             config = self._create_config(deployment, [entry])
-            self._call(
+            call(
                 "CreateEndpoint",
                 self.client.create_endpoint,
                 EndpointName=self._endpoint_name(deployment),
@@ -297,7 +248,7 @@ class SageMakerBackend:
         old = endpoint["EndpointConfigName"]
         config = self._create_config(deployment, entries)
         try:
-            self._call(
+            call(
                 "UpdateEndpoint",
                 self.client.update_endpoint,
                 EndpointName=self._endpoint_name(deployment),
@@ -328,7 +279,7 @@ class SageMakerBackend:
             )
 
     def _delete_endpoint(self, deployment: str, endpoint: Obj) -> None:
-        self._call(
+        call(
             "DeleteEndpoint",
             self.client.delete_endpoint,
             EndpointName=self._endpoint_name(deployment),
@@ -339,7 +290,7 @@ class SageMakerBackend:
 
     def _create_config(self, deployment: str, entries: list[Obj]) -> str:
         name = names.config_name(self.sm.name_prefix, deployment, time.time_ns() // 1000)
-        self._call(
+        call(
             "CreateEndpointConfig",
             self.client.create_endpoint_config,
             EndpointConfigName=name,
@@ -354,7 +305,7 @@ class SageMakerBackend:
             self._delete_config(config)
 
     def _delete_config(self, config: str) -> None:
-        self._call(
+        call(
             "DeleteEndpointConfig",
             self.client.delete_endpoint_config,
             EndpointConfigName=config,
@@ -366,14 +317,14 @@ class SageMakerBackend:
     def _ensure_model(self, deployment: str, release: Release) -> tuple[str, bool]:
         """The release's model, created unless it exists; True when created here."""
         name = names.model_name(self.sm.name_prefix, deployment, release.id)
-        if self._call("DescribeModel", self.client.describe_model, ModelName=name, missing_ok=True):
+        if call("DescribeModel", self.client.describe_model, ModelName=name, missing_ok=True):
             return name, False
         request = model_request(name, deployment, release, self.sm, self.slot_env)
-        self._call("CreateModel", self.client.create_model, **request)
+        call("CreateModel", self.client.create_model, **request)
         return name, True
 
     def _delete_model(self, model: str) -> None:
-        self._call("DeleteModel", self.client.delete_model, ModelName=model, missing_ok=True)
+        call("DeleteModel", self.client.delete_model, ModelName=model, missing_ok=True)
 
     # ----- reading and waiting -----
 
@@ -382,7 +333,7 @@ class SageMakerBackend:
         raises BackendError for an endpoint bgserve did not create (no ``managed-by``
         tag): bgserve changes only its own."""
         name = self._endpoint_name(deployment)
-        found: Obj | None = self._call(
+        found: Obj | None = call(
             "DescribeEndpoint", self.client.describe_endpoint, EndpointName=name, missing_ok=True
         )
         if found is not None and managed:
@@ -392,7 +343,7 @@ class SageMakerBackend:
     def _refuse_unmanaged(self, name: str, arn: str) -> None:
         if arn in self._managed:
             return
-        answer = self._call("ListTags", self.client.list_tags, ResourceArn=arn)
+        answer = call("ListTags", self.client.list_tags, ResourceArn=arn)
         tags = {t.get("Key"): t.get("Value") for t in answer.get("Tags") or []}
         if tags.get(MANAGED_BY[0]) != MANAGED_BY[1]:
             raise BackendError(
@@ -403,7 +354,7 @@ class SageMakerBackend:
         self._managed.add(arn)
 
     def _describe_config(self, config: str) -> Obj:
-        found: Obj = self._call(
+        found: Obj = call(
             "DescribeEndpointConfig",
             self.client.describe_endpoint_config,
             EndpointConfigName=config,
@@ -459,7 +410,7 @@ class SageMakerBackend:
     def runtime_url(self) -> str:
         """The SageMaker runtime's base URL, as botocore resolves it for the region (made
         on first use: only calls of slots need it)."""
-        runtime = _client(self.session, "sagemaker-runtime", self.sm.runtime_url)
+        runtime = client(self.session, "sagemaker-runtime", self.sm.runtime_url)
         return str(runtime.meta.endpoint_url).rstrip("/")
 
     def _invocations(self, deployment: str) -> str:
@@ -473,25 +424,3 @@ class SageMakerBackend:
             lock = self._locks.setdefault(deployment, threading.Lock())
         with lock:
             yield
-
-    def _call(
-        self, operation: str, method: Callable[..., Any], *, missing_ok: bool = False, **kw: Any
-    ) -> Any:
-        """``method(**kw)`` with the AWS SDK's errors translated: BackendError naming the
-        operation, the error code and SageMaker's message; None for a missing resource
-        when ``missing_ok``."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return method(**kw)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            message = str(error.get("Message", exc))
-            if missing_ok and message.startswith(_NOT_FOUND):
-                return None
-            code = error.get("Code", "error")
-            raise BackendError(f"SageMaker {operation} refused: {code}: {message}") from exc
-        except BotoCoreError as exc:  # botocore's messages run over several lines
-            raise BackendError(
-                f"SageMaker {operation} failed: {' '.join(str(exc).split())}"
-            ) from exc

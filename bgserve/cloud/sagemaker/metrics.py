@@ -28,8 +28,8 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bgserve.cloud.sagemaker.aws import call
 from bgserve.domain.window import SideWindow
-from bgserve.errors import Unavailable
 
 NAMESPACE = "AWS/SageMaker"
 PERIOD_S = 60
@@ -64,7 +64,8 @@ class CloudWatchTraffic:
         seconds and deployment; the last one in between.
 
         Raises:
-            Unavailable: CloudWatch cannot be reached or refuses the query.
+            BackendError (an Unavailable): CloudWatch cannot be reached or refuses the
+            query.
         """
         now = self.clock()
         last = self._last.get(deployment)
@@ -95,31 +96,24 @@ class CloudWatchTraffic:
         }
 
     def _sums(self, queries: list[dict[str, Any]]) -> dict[str, float]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         end = self.clock() + dt.timedelta(seconds=PERIOD_S)  # the minute in progress too
         sums: dict[str, float] = {}
-        token: str | None = None
-        try:
-            while True:
-                page = self.client.get_metric_data(
-                    MetricDataQueries=queries,
-                    StartTime=self.origin,
-                    EndTime=end,
-                    **({"NextToken": token} if token else {}),
-                )
-                for result in page.get("MetricDataResults") or []:
-                    sums[result["Id"]] = sums.get(result["Id"], 0.0) + sum(result["Values"])
-                token = page.get("NextToken")
-                if not token:
-                    return sums
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise Unavailable(
-                f"CloudWatch GetMetricData refused: {error.get('Code')}: {error.get('Message')}"
-            ) from exc
-        except BotoCoreError as exc:
-            raise Unavailable(f"CloudWatch cannot be read: {exc}") from exc
+        paging: dict[str, Any] = {}
+        while True:
+            page = call(
+                "GetMetricData",
+                self.client.get_metric_data,
+                service="CloudWatch",
+                MetricDataQueries=queries,
+                StartTime=self.origin,
+                EndTime=end,
+                **paging,
+            )
+            for result in page.get("MetricDataResults") or []:
+                sums[result["Id"]] = sums.get(result["Id"], 0.0) + sum(result["Values"])
+            if not page.get("NextToken"):
+                return sums
+            paging = {"NextToken": page["NextToken"]}
 
 
 def _query(query_id: str, metric: str, endpoint: str, variant: str) -> dict[str, Any]:
