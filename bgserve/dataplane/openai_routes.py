@@ -64,36 +64,36 @@ class OpenAIRoutes:
     async def serve(self, request: Request, writer: asyncio.StreamWriter, path: bytes) -> bool:
         """Answer a request :func:`serves` accepts; return whether the connection stays
         open."""
-        keep = request.keep_alive
-        if path in MODELS_PATHS:
-            names = [t.deployment for t in self._state.tables.values()]
-            writer.write(models_response(names, keep))
-            return keep
-        try:
-            return await self._chat(request, writer, path)
-        except OpenAIError as exc:
-            writer.write(exc.response(keep))
-            return keep
+        if path in CHAT_PATHS:
+            return await self.chat(request, writer, path)
+        names = [t.deployment for t in self._state.tables.values()]
+        writer.write(models_response(names, request.keep_alive))
+        return request.keep_alive
 
-    async def _chat(self, request: Request, writer: asyncio.StreamWriter, path: bytes) -> bool:
-        """Route a chat completion as an infer request. Raises OpenAIError."""
-        call = chat_call(request)
-        table = self._state.tables.get(call.model)
-        if table is None:
-            self._state.unrouted[0] += 1
-            raise unknown_model(call.model)
-        picker = self._picker
-        index = picker.pick(request, table, call.user if picker.sticky else None)
-        if index is None:
-            message = f"deployment {table.deployment!r} has no slot with traffic weight"
-            if table.all_down:
-                message = f"every slot of {table.deployment!r} with traffic weight is down"
-            raise OpenAIError(503, message)
+    async def chat(self, request: Request, writer: asyncio.StreamWriter, path: bytes) -> bool:
+        """Route a chat completion (``path`` one of ``CHAT_PATHS``) as an infer request is
+        routed; return whether the connection stays open."""
+        try:
+            model, stream, user = chat_call(request)
+            table = self._state.tables.get(model)
+            if table is None:
+                self._state.unrouted[0] += 1
+                raise unknown_model(model)
+            picker = self._picker
+            index = picker.pick(request, table, user if picker.sticky else None)
+            if index is None:
+                message = f"deployment {table.deployment!r} has no slot with traffic weight"
+                if table.all_down:
+                    message = f"every slot of {table.deployment!r} with traffic weight is down"
+                raise OpenAIError(503, message)
+        except OpenAIError as exc:
+            writer.write(exc.response(request.keep_alive))
+            return request.keep_alive
         upstream = for_slot(request, path)
-        meter = StreamMeter(call.stream)
+        meter = StreamMeter(stream)
         shadows = self._mirror.active
         if shadows and table.targets[index].role == "blue":
-            shadow = shadows.get(call.model)
+            shadow = shadows.get(model)
             if shadow is not None and shadow.select():
                 return await self._mirror.forward(
                     shadow,

@@ -49,6 +49,7 @@ from bgserve.dataplane.client_conn import ClientConnection
 from bgserve.dataplane.forwarder import Forwarder
 from bgserve.dataplane.http1 import Request, error_response, json_response
 from bgserve.dataplane.mirror import Mirror
+from bgserve.dataplane.openai_api import CHAT_PATHS
 from bgserve.dataplane.openai_routes import OpenAIRoutes, serves, unauthorized
 from bgserve.dataplane.outliers import EventCallback, Outliers
 from bgserve.dataplane.request_head import SlotPicker, bearer_matches
@@ -236,6 +237,8 @@ class Router(RouterControl):
             message = "this data plane needs its token: send Authorization: Bearer <token>"
             writer.write(unauthorized(path, message, keep))
             return keep
+        if path in CHAT_PATHS:
+            return await self._openai.chat(request, writer, path)
         if path.startswith(b"/v2/models/"):
             name, _, tail = path[11:].partition(b"/")
             table = self._state.tables.get(name)

@@ -1,5 +1,6 @@
 """json_loads, the chat body parser: for every body, json.loads's value or json.loads's
-error (the same type and message), however the body is made."""
+error (the same type and message), however the body is made; only an integer past 64
+bits may come back as a float (the router reads strings and booleans from it)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ BODIES = {
     "control character in a string": b'{"a": "x\ny"}',
     "duplicate keys": b'{"a": 1, "a": 2}',
     "huge integer": b'{"a": ' + b"9" * 4000 + b"}",
+    "float out of range": b'{"a": 1e400, "b": -1e400}',
+    "negative zero and exponents": b'{"a": -0.0, "b": 1E-7, "c": 0.1}',
+    "nested deeper than orjson reads": b'{"a": ' + b"[" * 1100 + b"]" * 1100 + b"}",
     "unterminated": b'{"a": [1, 2',
     "empty": b"",
     "only whitespace": b"  ",
@@ -54,6 +58,15 @@ def outcome(parse: object, body: bytes) -> tuple[str, object]:
 @pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
 def test_json_loads_gives_what_json_loads_gives(body: bytes) -> None:
     assert outcome(json_loads, body) == outcome(json.loads, body)
+
+
+def test_an_integer_past_64_bits_leaves_the_routing_fields_as_json_loads_reads_them() -> None:
+    body = b'{"model": "m", "seed": 18446744073709551616, "stream": true, "user": "u"}'
+    parsed, expected = json_loads(body), json.loads(body)
+    assert {k: parsed[k] for k in ("model", "stream", "user")} == {
+        k: expected[k] for k in ("model", "stream", "user")
+    }
+    assert parsed["seed"] == pytest.approx(expected["seed"])
 
 
 def test_a_body_nested_too_deep_raises_recursion_error_as_json_loads_does() -> None:
