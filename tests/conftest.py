@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from bgserve.dataplane.router import Router
 from tests.support.crd_schema import Crd, load_crds, require_crd_dir
+from tests.support.envoy_gateway import envoy_gateway  # noqa: F401  (a session fixture)
 from tests.support.kube import SlotProcesses
 from tests.support.kube_fake_apiserver import FakeApiServer
 from tests.support.kube_namespace import kube_ns  # noqa: F401  (a namespace on it per test)

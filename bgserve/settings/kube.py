@@ -191,6 +191,14 @@ class KubeGroup(Group):
     gateway_namespace: str = Field(
         "kserve", description="Namespace of that Gateway; bgserve's namespace when empty."
     )
+    route_accept_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="KServe with a Gateway API route: how long a route change waits for the "
+        "gateway to report the new spec `Accepted` and `ResolvedRefs` (HTTPRoute "
+        "`status.parents`); a refusal, or no report in time, puts the previous route back and "
+        "fails the step. 0 does not wait (the step is done once the route is stored).",
+    )
     route_hostname: str = Field(
         "",
         description="Hostname the weighted route serves, `{deployment}` and `{namespace}` "

@@ -26,6 +26,7 @@ from tests.support.kube import (
     kserve_backend,
     seldon_backend_of,
 )
+from tests.support.kube_gateway import GatewayStatus
 from tests.support.kube_namespace import KubeNamespace, Rules
 from tests.support.kube_real_apiserver import KubeCluster
 from tests.support.models import local_release, wait_until
@@ -154,11 +155,15 @@ def kube_harness(kind: str, cluster: KubeCluster) -> Iterator[Harness]:
         stack.callback(ns.close)
         status = PlatformStatus(ns, platform)
         controller = stack.enter_context(status.controller)
+        gateway = GatewayStatus(ns)
+        stack.enter_context(gateway.controller)
+        if platform == "kserve":  # bgserve waits for the gateway to take each route
+            extra = {**extra, "kube_route_accept_timeout_seconds": 10}
         settings = _kube_settings(ns, rules, **extra)
         backend: Backend = build(settings, api=ns.api_for(settings))
         stack.callback(backend.close)
         yield Harness(kind, backend, RELEASES.__getitem__, lambda d: read(ns, d), status.take_down)
-        assert controller.errors == []
+        assert controller.errors == [] and gateway.controller.errors == []
 
 
 # ----- SageMaker: the real SDK against moto's SageMaker and the stand-in's additions -----

@@ -33,6 +33,7 @@ from tests.support.kube import (
     wait_until,
 )
 from tests.support.kube_fake_apiserver import FakeApiServer, Store
+from tests.support.kube_gateway import GatewayStatus
 from tests.support.kube_namespace import KubeNamespace
 
 pytestmark = pytest.mark.integration
@@ -67,6 +68,7 @@ def settings_for(server: FakeApiServer, router: str = "gateway", **extra: Any) -
     values: dict[str, Any] = {
         "kube_api_url": server.url,
         "kube_namespace": NS,
+        "kube_route_accept_timeout_seconds": 0,  # no gateway reports on this server's routes
         "kserve_router": router,
         "kube_poll_interval_seconds": 0.002,
         "slot_ready_timeout_seconds": 10,
@@ -152,16 +154,23 @@ def test_full_cycle_every_request_validates(
     backend.close()
 
 
-def test_rbac_rules_are_exactly_what_a_cycle_and_retire_use(
-    kube_ns: KubeNamespace, backend: KServeBackend
-) -> None:
-    with fake_kserve(kube_ns):
+def test_rbac_rules_are_exactly_what_a_cycle_and_retire_use(kube_ns: KubeNamespace) -> None:
+    backend = make_backend(kube_ns, kube_route_accept_timeout_seconds=10)
+    gateway = GatewayStatus(kube_ns)
+    with fake_kserve(kube_ns), gateway.controller:
         state = full_cycle(backend, kube_ns, "gateway")
         perform(backend, rollout.stage_green(rollout.promote(state).state, 3))
         backend.retire_slot("chat", 3)
         # A new slot image updates the live InferenceService and waits for its generation.
         backend.kube = backend.kube.model_copy(update={"slot_image": "bgserve:0.2.0"})
         slot = backend.ensure_slot("chat", RELEASES[2])  # blue after the promotion
+        # A first route the gateway refuses is deleted.
+        gateway.refuse = {"Accepted": ("NotAllowedByListeners", "no listener allows it")}
+        with pytest.raises(BackendError, match="NotAllowedByListeners"):
+            perform(backend, rollout.create("other", 1))
+    backend.close()
+    assert gateway.controller.errors == []
+    assert [r["metadata"]["name"] for r in kube_ns.objects("httproutes")] == [route_name("chat")]
     isvc = kube_ns.get("inferenceservices", "chat-r2")
     assert isvc is not None and isvc["metadata"]["generation"] == 2 and slot.ready
     assert isvc["spec"]["predictor"]["containers"][0]["image"] == "bgserve:0.2.0"

@@ -40,6 +40,10 @@ def test_a_replica_without_lease_rights_is_not_ready_and_refuses_plans(
         "BGSERVE_BACKEND": "kserve",
         "BGSERVE_KUBE_CONFIG": str(settings.kube.config),
         "BGSERVE_KUBE_NAMESPACE": settings.kube.namespace,
+        # no gateway runs here: routes are done once stored (as the cluster's settings say)
+        "BGSERVE_KUBE_ROUTE_ACCEPT_TIMEOUT_SECONDS": str(
+            settings.kube.route_accept_timeout_seconds
+        ),
         "BGSERVE_SLOT_READY_TIMEOUT_SECONDS": str(READY_TIMEOUT),
         "BGSERVE_LEADER_LEASE_DURATION_SECONDS": "3",
         "BGSERVE_LEADER_RENEW_DEADLINE_SECONDS": "2",

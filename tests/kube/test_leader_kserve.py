@@ -83,6 +83,10 @@ def test_b_finishes_the_plan_a_was_running_when_a_was_killed(
         "BGSERVE_BACKEND": "kserve",
         "BGSERVE_KUBE_CONFIG": str(settings.kube.config),
         "BGSERVE_KUBE_NAMESPACE": settings.kube.namespace,
+        # no gateway runs here: routes are done once stored (as the cluster's settings say)
+        "BGSERVE_KUBE_ROUTE_ACCEPT_TIMEOUT_SECONDS": str(
+            settings.kube.route_accept_timeout_seconds
+        ),
         "BGSERVE_STATE_URL": pg.new_database(),
         "BGSERVE_SLOT_READY_TIMEOUT_SECONDS": str(READY_TIMEOUT),
         "BGSERVE_LEADER_LEASE_DURATION_SECONDS": str(LEASE_S),

@@ -189,7 +189,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
 class Controller:
     """Plays a serving platform: polls some resources and reconciles each object.
 
-    ``reconcile(obj)`` runs when an object's generation is not yet observed;
+    ``reconcile(obj)`` runs when an object's generation is not yet observed (as
+    ``observed(obj)`` reads it: ``status.observedGeneration`` by default);
     ``removed(obj)`` runs once an object seen before is gone.
     """
 
@@ -200,9 +201,11 @@ class Controller:
         reconcile: Callable[[dict[str, Any]], None],
         removed: Callable[[dict[str, Any]], None],
         interval: float = 0.02,
+        observed: Callable[[dict[str, Any]], object] | None = None,
     ) -> None:
         self.server, self.plurals, self.interval = server, plurals, interval
         self.reconcile, self.removed = reconcile, removed
+        self.observed = observed or _observed_generation
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -227,8 +230,7 @@ class Controller:
                 self._guard(self.removed, seen.pop(key))
             for key, obj in current.items():
                 seen[key] = obj
-                observed = obj.get("status", {}).get("observedGeneration")
-                if observed != obj["metadata"]["generation"]:
+                if self.observed(obj) != obj["metadata"]["generation"]:
                     self._guard(self.reconcile, obj)
 
     def _guard(self, step: Callable[[dict[str, Any]], None], obj: dict[str, Any]) -> None:
@@ -239,6 +241,10 @@ class Controller:
                 self.errors.append(exc)  # only "deleted meanwhile" is expected
         except Exception as exc:  # surfaced by the test, not lost in the thread
             self.errors.append(exc)
+
+
+def _observed_generation(obj: dict[str, Any]) -> object:
+    return obj.get("status", {}).get("observedGeneration")
 
 
 def slot_key(obj: Mapping[str, Any]) -> tuple[str, int]:

@@ -128,7 +128,12 @@ class KubeCluster:
         """bgserve's settings for this cluster and ``namespace`` (``extra`` overrides):
         as the admin, or ``as_bgserve`` as user ``bgserve`` (rights from :meth:`grant`)."""
         kubeconfig = self.bgserve_kubeconfig if as_bgserve else self.kubeconfig
-        values: dict[str, Any] = {"kube_config": kubeconfig, "kube_namespace": namespace}
+        # No gateway reports on routes unless a test runs one (tests.support.kube_gateway).
+        values: dict[str, Any] = {
+            "kube_config": kubeconfig,
+            "kube_namespace": namespace,
+            "kube_route_accept_timeout_seconds": 0,
+        }
         return Settings(**{**values, **extra})
 
     def grant(self, namespace: str, rules: list[dict[str, list[str]]]) -> None:

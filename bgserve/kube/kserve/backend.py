@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
@@ -25,7 +26,7 @@ from bgserve.backends.base import Backend, SlotInfo
 from bgserve.backends.routes import check_weights, needs_availability, refuse_retiring_routed
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError
+from bgserve.errors import BackendError, BgserveError, ReadinessTimeout
 from bgserve.kube.base import KubeBackend
 from bgserve.kube.client import (
     Obj,
@@ -53,10 +54,14 @@ from bgserve.kube.kserve.objects import (
 )
 from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow, gateway_base
 from bgserve.kube.readiness import Check
+from bgserve.kube.route_status import RouteRefused, route_taken, waiting_on
 from bgserve.settings import KubeGroup
 
 # KServe's model transition states that will not resolve by waiting.
 _FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
+
+
+ROUTE_WAIT_VERBS = {"gateway": ["delete", "watch"]}
 
 
 def required_rbac(router: str, llm_mode: str = "inferenceservice") -> list[dict[str, list[str]]]:
@@ -74,7 +79,8 @@ def required_rbac(router: str, llm_mode: str = "inferenceservice") -> list[dict[
         {
             "apiGroups": [route.group],
             "resources": [route.plural],
-            "verbs": ["create", "get", "patch"],
+            # gateway: the route's status is watched, and a refused new route deleted
+            "verbs": ["create", "get", "patch", *ROUTE_WAIT_VERBS.get(router, [])],
         },
     ]
 
@@ -204,16 +210,60 @@ class KServeBackend(KubeBackend):
                 self.group.set_weights(deployment, routes, members)
                 return
         slots = {o["metadata"]["name"]: o for o in self.services.select(managed_labels(deployment))}
+        # What the last build saw and made: the undo of a route the gateway refuses.
+        seen: list[tuple[Obj | None, Obj]] = []
 
         def build(current: Obj | None) -> Obj:
             for route in routes:
                 now = routed_weight(current, deployment, route.release_id)
                 self._check_routable(deployment, route, slots, now)
             if any(_is_llm(slots.get(isvc_name(deployment, r.release_id))) for r in routes):
-                return llm_weighted_route(deployment, routes, self.kube)
-            return weighted_route(deployment, routes, self.kube)
+                desired = llm_weighted_route(deployment, routes, self.kube)
+            else:
+                desired = weighted_route(deployment, routes, self.kube)
+            seen.append((current, desired))
+            return desired
 
-        self.routes.apply_with(route_name(deployment), build)
+        name = route_name(deployment)
+        written = self.routes.apply_with(name, build)
+        if self.kube.kserve.router == "gateway" and self.kube.route_accept_timeout_seconds > 0:
+            previous, desired = seen[-1]
+            self._await_gateway(name, written, previous, desired)
+
+    def _await_gateway(self, name: str, written: Obj, previous: Obj | None, desired: Obj) -> None:
+        """Wait until the gateway reports the HTTPRoute just written ``Accepted`` and
+        ``ResolvedRefs`` for its generation; on a refusal or after
+        ``kube_route_accept_timeout_seconds``, put ``previous`` back (delete a route that
+        did not exist) and raise BackendError saying what the gateway reported."""
+        timeout = self.kube.route_accept_timeout_seconds
+        waiting = replace(self.readiness, timeout=timeout)
+        what = f"HTTPRoute {self.kube.namespace}/{name}"
+        try:
+            waiting.until(self.routes, name, route_taken, what, current=written)
+            return
+        except RouteRefused as exc:
+            reason = str(exc)
+        except ReadinessTimeout:
+            reason = f"no gateway took {what} within {timeout:g}s ({self._route_report(name)})"
+        try:
+            if previous is None:
+                self.routes.delete(name)
+            else:
+                self.routes.apply_with(name, lambda _current: {**desired, "spec": previous["spec"]})
+        except BackendError as undo:
+            message = f"{reason}; putting the previous route back failed too: {undo}"
+            raise BackendError(message) from undo
+        raise BackendError(f"{reason}; the previous route is back")
+
+    def _route_report(self, name: str) -> str:
+        """What the gateway said of route ``name`` so far, and where to look."""
+        kube = self.kube
+        gateway = f"{kube.gateway_namespace or kube.namespace}/{kube.gateway_name}"
+        return (
+            f"{waiting_on(self.routes.get(name))}: is Gateway {gateway} there, with its "
+            "controller running? (BGSERVE_KUBE_GATEWAY_NAME, BGSERVE_KUBE_GATEWAY_NAMESPACE; "
+            "BGSERVE_KUBE_ROUTE_ACCEPT_TIMEOUT_SECONDS=0 does not wait)"
+        )
 
     def _check_routable(
         self, deployment: str, route: Route, slots: Mapping[str, Mapping[str, Any]], now: int

@@ -1,0 +1,114 @@
+"""Whether the gateway took a route bgserve wrote, from the Gateway API HTTPRoute status.
+
+A conformant implementation reports, for each Gateway of ``spec.parentRefs`` it
+controls, one entry of ``status.parents`` whose conditions say whether it accepted the
+route (``Accepted``) and found every backend (``ResolvedRefs``), each condition with the
+``metadata.generation`` of the spec it describes. Until both are True for the spec
+bgserve just wrote, the gateway may still route by the previous weights, or (a backend
+it cannot resolve) answer that share with errors. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bgserve.errors import BackendError
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+REQUIRED = ("Accepted", "ResolvedRefs")
+
+
+class RouteRefused(BackendError):
+    """The gateway reported the route's current spec not accepted or not resolved."""
+
+
+def route_taken(route: Mapping[str, Any] | None) -> bool | None:
+    """True once every parent Gateway of ``route`` reports ``Accepted`` and
+    ``ResolvedRefs`` True for its current generation; None while any has not reported
+    on that generation yet.
+
+    Raises:
+        RouteRefused: a parent reports either condition False for the current
+            generation (its reason and message in the error).
+        BackendError: the route was deleted meanwhile.
+    """
+    if route is None:
+        raise BackendError("the route was deleted while bgserve waited for the gateway")
+    generation = route["metadata"].get("generation")
+    namespace = route["metadata"].get("namespace", "")
+    statuses = (route.get("status") or {}).get("parents") or []
+    taken = True
+    for parent in route["spec"].get("parentRefs") or []:
+        conditions = _parent_conditions(statuses, parent, namespace)
+        for kind in REQUIRED:
+            found = conditions.get(kind)
+            if found is None or found.get("observedGeneration") != generation:
+                taken = False
+            elif found.get("status") == "False":
+                raise RouteRefused(_refusal(route, parent, found))
+            elif found.get("status") != "True":
+                taken = False
+    return True if taken else None
+
+
+def waiting_on(route: Mapping[str, Any] | None) -> str:
+    """What the parents of ``route`` report so far, for a timeout's message."""
+    if route is None:
+        return "the route is gone"
+    generation = route["metadata"].get("generation")
+    namespace = route["metadata"].get("namespace", "")
+    statuses = (route.get("status") or {}).get("parents") or []
+    parts = []
+    for parent in route["spec"].get("parentRefs") or []:
+        conditions = _parent_conditions(statuses, parent, namespace)
+        said = [
+            f"{kind}={c.get('status')}"
+            for kind in REQUIRED
+            if (c := conditions.get(kind)) is not None and c.get("observedGeneration") == generation
+        ]
+        state = ", ".join(said) if said else f"nothing yet on generation {generation}"
+        parts.append(f"Gateway {_parent_name(parent, namespace)}: {state}")
+    return "; ".join(parts)
+
+
+def _parent_conditions(
+    statuses: Sequence[Mapping[str, Any]], parent: Mapping[str, Any], namespace: str
+) -> dict[str, Mapping[str, Any]]:
+    """The conditions of the status entry reporting on ``parent`` (by type)."""
+    for status in statuses:
+        if _same_parent(status.get("parentRef") or {}, parent, namespace):
+            return {c.get("type", ""): c for c in status.get("conditions") or []}
+    return {}
+
+
+def _same_parent(reported: Mapping[str, Any], parent: Mapping[str, Any], namespace: str) -> bool:
+    """Whether two parentRefs name the same Gateway (and section), defaults applied."""
+
+    def key(ref: Mapping[str, Any]) -> tuple[str, ...]:
+        return (
+            ref.get("group", GATEWAY_GROUP),
+            ref.get("kind", "Gateway"),
+            ref.get("namespace") or namespace,
+            ref.get("name", ""),
+            ref.get("sectionName", ""),
+            str(ref.get("port", "")),
+        )
+
+    return key(reported) == key(parent)
+
+
+def _parent_name(parent: Mapping[str, Any], namespace: str) -> str:
+    return f"{parent.get('namespace') or namespace}/{parent.get('name', '')}"
+
+
+def _refusal(
+    route: Mapping[str, Any], parent: Mapping[str, Any], condition: Mapping[str, Any]
+) -> str:
+    namespace = route["metadata"].get("namespace", "")
+    return (
+        f"Gateway {_parent_name(parent, namespace)} reports HTTPRoute "
+        f"{namespace}/{route['metadata']['name']} {condition.get('type')}=False "
+        f"({condition.get('reason', 'no reason given')}): "
+        f"{condition.get('message') or 'no message'}"
+    )
