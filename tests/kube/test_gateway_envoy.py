@@ -5,20 +5,36 @@ the new spec; a route it refuses (a backend Service it cannot find) is undone.""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from bgserve.app.golden_sets import load_golden_set
 from bgserve.domain import rollout
 from bgserve.errors import BackendError
 from bgserve.kube.kserve.backend import KServeBackend, required_rbac
 from bgserve.kube.kserve.objects import SERVICE_PORT, route_name
 from bgserve.kube.route_status import route_taken
-from tests.support.envoy_gateway import Gateway
-from tests.support.kube import Controller, PlatformStatus, kserve_backend, perform
+from tests.support.envoy_gateway import Gateway, routable_address
+from tests.support.kube import (
+    KSERVE,
+    READY_TIMEOUT,
+    Controller,
+    PlatformStatus,
+    SlotProcesses,
+    bundle_uri,
+    kserve_backend,
+    make_components,
+    perform,
+    register,
+    slot_key,
+)
 from tests.support.kube_namespace import KubeNamespace
+from tests.support.load import Load
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +137,154 @@ def test_a_backend_envoy_gateway_cannot_resolve_undoes_the_route(
         perform(backend, rollout.create("other", 1))
     assert ns.get("httproutes", route_name("other")) is None
     backend.close()
+
+
+# ----- traffic through Envoy, by bgserve's weights, with real slots -----
+
+SHARE_TOLERANCE = 5.0  # percentage points
+PER_WEIGHT = 1000  # calls counted at each weight
+
+
+class KServeWithSlots(KServePart):
+    """Plays KServe with pods: each InferenceService gets a real slot process at the
+    host's routable address, a ``<name>-predictor`` Service and the EndpointSlice that
+    puts the slot behind it, and a Ready status naming the slot's URL."""
+
+    def __init__(self, ns: KubeNamespace, slots: SlotProcesses) -> None:
+        super().__init__(ns)
+        self.slots = slots
+
+    def reconcile(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        url = self.slots.start(*slot_key(obj), bundle_uri(obj))
+        port = int(url.rsplit(":", 1)[1])
+        service = f"{meta['name']}-predictor"
+        core, discovery = client.CoreV1Api(self.ns.admin), client.DiscoveryV1Api(self.ns.admin)
+        with contextlib.suppress(client.ApiException):  # made at an earlier generation
+            core.create_namespaced_service(
+                self.ns.namespace,
+                {
+                    "metadata": {"name": service},
+                    "spec": {"ports": [{"port": SERVICE_PORT, "targetPort": port}]},
+                },
+            )
+            discovery.create_namespaced_endpoint_slice(
+                self.ns.namespace,
+                {
+                    "metadata": {
+                        "name": f"{service}-1",
+                        "labels": {"kubernetes.io/service-name": service},
+                    },
+                    "addressType": "IPv4",
+                    "ports": [{"name": "", "port": port, "protocol": "TCP"}],
+                    "endpoints": [{"addresses": [self.slots.host], "conditions": {"ready": True}}],
+                },
+            )
+        status = {
+            "observedGeneration": meta["generation"],
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "url": f"http://{meta['name']}.{self.ns.namespace}.example.com",
+            "address": {"url": url},
+        }
+        self.ns.set_status(*KSERVE, self.ns.namespace, meta["name"], status)
+
+
+def share_of(load: Load, release: str, since: float, until: float) -> tuple[float, int]:
+    """``release``'s share (percent) of the answered calls that started in [since, until),
+    and how many those were."""
+    calls = [c for c in list(load.calls) if since <= c.start < until and c.status == 200]
+    answered = sum(1 for c in calls if c.release == release)
+    return (100.0 * answered / len(calls) if calls else float("nan")), len(calls)
+
+
+def settled_after(load: Load, returned: float, until: float, only: str) -> float:
+    """Seconds from ``returned`` until every call is answered by release ``only``: the
+    start of the last call answered by another one (0 if none was)."""
+    other = [c.start for c in list(load.calls) if returned <= c.start < until and c.release != only]
+    return max(other) - returned if other else 0.0
+
+
+def hold(load: Load, calls: int, timeout: float = 120.0) -> float:
+    """Wait until ``calls`` more calls were made; the time then."""
+    target = len(load.calls) + calls
+    deadline = time.monotonic() + timeout
+    while len(load.calls) < target:
+        assert time.monotonic() < deadline, "the load stalled"
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def test_traffic_through_envoy_follows_every_step_and_the_revert(
+    tmp_path: Path, mlflow_store: str, envoy_gateway: Gateway
+) -> None:
+    ns = KubeNamespace(envoy_gateway.cluster)
+    slots = SlotProcesses(routable_address())
+    kserve = KServeWithSlots(ns, slots)
+    settings = ns.settings(
+        required_rbac("gateway"),
+        slot_ready_timeout_seconds=READY_TIMEOUT,
+        kube_gateway_name=envoy_gateway.name,
+        kube_gateway_namespace=envoy_gateway.namespace,
+        kube_route_accept_timeout_seconds=60,
+    )
+    backend = kserve_backend(settings, api=ns.api_for(settings))
+    parts = make_components(tmp_path, mlflow_store, backend)
+    service = parts.service
+    ids = register(service, "gw")
+    url = f"http://127.0.0.1:{envoy_gateway.port}/v2/models/gw/infer"
+    # Per step: how long bgserve's call took (it waits for the gateway's report), and
+    # when, counted from the call's return, the traffic matched the new weights.
+    took: dict[str, float] = {}
+    effective: dict[str, float] = {}
+    shares: dict[int, tuple[float, int]] = {}
+    blue, green = str(ids["v1"]), str(ids["reworded"])
+    try:
+        with kserve.controller:
+            service.create_deployment("gw", ids["v1"], "test")
+            with Load(url, clients=4) as load:
+                hold(load, 50)
+                service.stage_green("gw", ids["reworded"], "test")
+                cases = load_golden_set("summarize", Path("prompts"))
+                _, report = parts.comparer.compare("gw", cases, "test")
+                assert report.verdict.passed, report.verdict.reasons
+                for weight in (10, 50, 100):
+                    began = time.monotonic()
+                    service.shift("gw", weight, "test")
+                    returned = time.monotonic()
+                    took[f"{weight}%"] = returned - began
+                    done = hold(load, PER_WEIGHT)
+                    settled = 0.0
+                    if weight == 10:
+                        firsts = [c.start for c in list(load.calls) if c.release == green]
+                        effective["10%: first green answer"] = min(firsts) - returned
+                    if weight == 100:
+                        settled = settled_after(load, returned, done, green)
+                        effective["100%: green alone"] = settled
+                    shares[weight] = share_of(load, green, returned + settled, done)
+                began = time.monotonic()
+                service.revert("gw", "test")
+                returned = time.monotonic()
+                took["revert"] = returned - began
+                done = hold(load, PER_WEIGHT)
+                settled = effective["revert: blue alone"] = settled_after(
+                    load, returned, done, blue
+                )
+                shares[0] = share_of(load, green, returned + settled, done)
+            failures = load.failures()
+            total = len(load.calls)
+    finally:
+        backend.close()
+        slots.stop_all()
+        ns.close()
+    print(
+        f"\nthrough Envoy: {total} calls; green's share by weight {shares}; "
+        f"bgserve's call took {took}; traffic matched, from the call's return {effective}"
+    )
+    assert failures == [], failures[:5]
+    assert kserve.controller.errors == []
+    for weight, (share, counted) in shares.items():
+        assert counted >= PER_WEIGHT // 2, (weight, counted)
+        assert abs(share - weight) <= SHARE_TOLERANCE, (weight, share)
+    # bgserve returns once Envoy Gateway reported the route taken; Envoy has its new
+    # configuration by then (within a second: the two are not ordered by contract).
+    assert all(seconds < 1.0 for seconds in effective.values()), effective

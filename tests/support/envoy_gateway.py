@@ -132,6 +132,31 @@ def _established(ext: client.ApiextensionsV1Api, name: str) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in conditions or [])
 
 
+_SIOCGIFADDR = 0x8915
+
+
+def routable_address() -> str:
+    """An IPv4 address of this host outside loopback and link-local, which an
+    EndpointSlice may name (the API server refuses 127.0.0.0/8): where slots listen for
+    the gateway."""
+    import fcntl
+    import ipaddress
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
+            except OSError:
+                continue  # no IPv4 address on this interface
+            address = ipaddress.IPv4Address(answer[20:24])
+            if not (address.is_loopback or address.is_link_local or address.is_unspecified):
+                return str(address)
+    missing("no IPv4 address outside loopback on this host for the gateway's endpoints")
+
+
 def _free_port() -> int:
     import socket
 

@@ -111,9 +111,11 @@ READY_TIMEOUT = 120.0
 
 
 class SlotProcesses:
-    """Real slot processes keyed by (deployment, release id), on loopback ports."""
+    """Real slot processes keyed by (deployment, release id), on ports of ``host``
+    (loopback unless a test needs the slots at an address an EndpointSlice may name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.procs: dict[tuple[str, int], tuple[subprocess.Popen[bytes], int]] = {}
         self.lock = threading.Lock()
 
@@ -128,14 +130,14 @@ class SlotProcesses:
                     deployment, release_id, model_uri, extra
                 )
             proc, port = self.procs[(deployment, release_id)]
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{self.host}:{port}"
         _wait_ready(proc, f"{url}/v2/models/{deployment}/ready")
         return url
 
     def _spawn(
         self, deployment: str, release_id: int, model_uri: str, extra: Sequence[str]
     ) -> tuple[subprocess.Popen[bytes], int]:
-        listener = socket.create_server(("127.0.0.1", 0))
+        listener = socket.create_server((self.host, 0))
         args = [
             sys.executable,
             "-m",

@@ -5,21 +5,33 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import httpx
 
 from tests.support.flow import infer_body
 
 
+class Call(NamedTuple):
+    """One call: when it started (monotonic), how long it took, its status (0: no
+    connection) and the slot role and release id its answer named."""
+
+    start: float
+    seconds: float
+    status: int
+    slot: str
+    release: str
+
+
 @dataclass
 class Load:
-    """``clients`` threads calling ``url`` back to back; each call is recorded as
-    (start, seconds, status, slot), status 0 for a connection failure."""
+    """``clients`` threads calling ``url`` back to back, each call recorded as a
+    :class:`Call`."""
 
     url: str
     clients: int = 4
     timeout: float = 60.0
-    calls: list[tuple[float, float, int, str]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -40,12 +52,16 @@ class Load:
                 start = time.monotonic()
                 try:
                     response = http.post(self.url, json=infer_body("Keep going. Please."))
-                    status, slot = response.status_code, response.headers.get("x-bgserve-slot", "")
+                    status, headers = response.status_code, response.headers
                 except httpx.HTTPError:
-                    status, slot = 0, ""
-                self.calls.append((start, time.monotonic() - start, status, slot))
+                    status, headers = 0, httpx.Headers()
+                slot, release = (
+                    headers.get("x-bgserve-slot", ""),
+                    headers.get("x-bgserve-release", ""),
+                )
+                self.calls.append(Call(start, time.monotonic() - start, status, slot, release))
 
-    def failures(self) -> list[tuple[float, float, int, str]]:
+    def failures(self) -> list[Call]:
         """The calls that did not answer 200."""
         return [c for c in list(self.calls) if c[2] != 200]
 
