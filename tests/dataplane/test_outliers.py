@@ -221,7 +221,7 @@ def test_sigstopped_green_at_50_is_ejected_reverted_and_back_only_after_a_probe(
             wait_for(lambda: ok(app.get("/deployments/hung"))["phase"] == "reverted", 20, "revert")
             reverted_s = time.monotonic() - stopped_at
             wait_for(lambda: load.answered_by("blue") >= len(load.calls) // 2 + 20, 30, "traffic")
-        slowest = max(seconds for _, seconds, _, _ in load.calls)
+        slowest = max(call.seconds for call in load.calls)
         failed = [c for c in load.calls if c[2] != 200]
         print(
             f"\ngreen SIGSTOPped at 50%: reverted after {reverted_s:.1f} s, slowest request "
