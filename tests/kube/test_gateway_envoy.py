@@ -204,6 +204,14 @@ def settled_after(load: Load, returned: float, until: float, only: str) -> float
     return max(other) - returned if other else 0.0
 
 
+def gateway_lines(gateway: Gateway, failures: list[Any]) -> str:
+    """The lines of Envoy Gateway's log (Envoy's access log among them) naming the
+    failed calls' statuses: why the gateway answered so."""
+    statuses = {f'"response_code":{c.status},' for c in failures}  # Envoy's JSON access log
+    log = gateway.log.read_text(errors="replace").splitlines()
+    return "\n".join(line for line in log if any(s in line for s in statuses))[-4000:]
+
+
 def hold(load: Load, calls: int, timeout: float = 120.0) -> float:
     """Wait until ``calls`` more calls were made; the time then."""
     target = len(load.calls) + calls
@@ -280,7 +288,9 @@ def test_traffic_through_envoy_follows_every_step_and_the_revert(
         f"\nthrough Envoy: {total} calls; green's share by weight {shares}; "
         f"bgserve's call took {took}; traffic matched, from the call's return {effective}"
     )
-    assert failures == [], failures[:5]
+    assert failures == [], (
+        f"{failures[:5]}\nthe gateway's log on them:\n{gateway_lines(envoy_gateway, failures)}"
+    )
     assert kserve.controller.errors == []
     for weight, (share, counted) in shares.items():
         assert counted >= PER_WEIGHT // 2, (weight, counted)

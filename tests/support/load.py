@@ -21,6 +21,7 @@ class Call(NamedTuple):
     status: int
     slot: str
     release: str
+    detail: str = ""  # the start of a failed call's answer, or its error
 
 
 @dataclass
