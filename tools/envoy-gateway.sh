@@ -15,24 +15,20 @@
 #   GO                             the go binary (default: go on PATH, else /usr/local/go/bin/go)
 #
 # The module has no replace directives, so a scratch module requiring it builds
-# cmd/envoy-gateway as published. About 4 minutes with warm Go caches on 2 cores.
+# cmd/envoy-gateway as published: 285 s on 2 cores with the Go module cache warm.
 set -euo pipefail
+
+# shellcheck source=tools/go-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build.sh"
+NAME=envoy-gateway.sh
 
 VERSION=${BGSERVE_ENVOY_GATEWAY_VERSION:-v1.9.1}
 ROOT=${BGSERVE_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgserve}
 DIR="$ROOT/envoy-gateway-$VERSION"
 MODULE=github.com/envoyproxy/gateway
 
-say() { echo "[envoy-gateway.sh $(date +%T)] $*" >&2; }
+RESULT="$DIR"
 cached() { [[ -x "$DIR/bin/envoy-gateway" && -d "$DIR/crds" ]]; }
-
-find_go() {
-    if [[ -n "${GO:-}" ]]; then echo "$GO"; return; fi
-    if command -v go >/dev/null 2>&1; then command -v go; return; fi
-    if [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go; return; fi
-    say "no Go toolchain (go on PATH, /usr/local/go/bin/go or GO=...): install Go >= 1.24"
-    exit 3
-}
 
 copy_crds() {  # copy_crds MODULE_DIR OUT: the CRDs of the module's Helm charts
     local charts="$1/charts" out=$2
@@ -49,8 +45,7 @@ build() {
     local go started src out moddir
     go=$(find_go)
     started=$(date +%s)
-    export GOTOOLCHAIN=local CGO_ENABLED=0 GO111MODULE=on GOWORK=off
-    export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw -buildvcs=false"
+    go_build_env
     src="$DIR/src"
     out="$DIR/partial"
     rm -rf "$src" "$out"
@@ -71,24 +66,4 @@ build() {
     say "built envoy-gateway $VERSION in $(($(date +%s) - started))s into $DIR"
 }
 
-case "${1:-}" in
-    path)
-        cached || { say "not built yet: run tools/envoy-gateway.sh build"; exit 1; }
-        echo "$DIR"
-        ;;
-    build)
-        mkdir -p "$DIR"
-        exec 9>"$DIR/.lock"
-        flock 9
-        if cached; then
-            say "cached: $DIR"
-        else
-            (build)
-        fi
-        echo "$DIR"
-        ;;
-    *)
-        echo "usage: tools/envoy-gateway.sh build|path" >&2
-        exit 2
-        ;;
-esac
+main "$@"

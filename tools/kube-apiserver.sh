@@ -21,21 +21,17 @@
 # kubernetes pins) from one dependency set.
 set -euo pipefail
 
+# shellcheck source=tools/go-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build.sh"
+NAME=kube-apiserver.sh
+
 VERSION=${BGSERVE_KUBE_VERSION:-v1.34.4}
 ROOT=${BGSERVE_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgserve}
 DIR="$ROOT/kube-$VERSION"
 BIN="$DIR/bin"
 
-say() { echo "[kube-apiserver.sh $(date +%T)] $*" >&2; }
+RESULT="$BIN"
 cached() { [[ -x "$BIN/kube-apiserver" && -x "$BIN/etcd" ]]; }
-
-find_go() {
-    if [[ -n "${GO:-}" ]]; then echo "$GO"; return; fi
-    if command -v go >/dev/null 2>&1; then command -v go; return; fi
-    if [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go; return; fi
-    say "no Go toolchain (go on PATH, /usr/local/go/bin/go or GO=...): install Go >= 1.24"
-    exit 3
-}
 
 write_module() {  # write_module KUBERNETES_GO_MOD: the scratch module in the current dir
     local kmod=$1 staging_version="v0.${VERSION#v1.}" goline godebug etcd staging
@@ -61,8 +57,7 @@ build() {
     local go started src out minor flags kmod
     go=$(find_go)
     started=$(date +%s)
-    export GOTOOLCHAIN=local CGO_ENABLED=0 GO111MODULE=on GOWORK=off
-    export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw -buildvcs=false"
+    go_build_env
     src="$DIR/src"
     out="$DIR/bin.partial"
     rm -rf "$src" "$out"
@@ -91,25 +86,4 @@ build() {
     say "built kube-apiserver $VERSION and etcd in $(($(date +%s) - started))s into $BIN"
 }
 
-case "${1:-}" in
-    path)
-        cached || { say "not built yet: run tools/kube-apiserver.sh build"; exit 1; }
-        echo "$BIN"
-        ;;
-    build)
-        mkdir -p "$DIR"
-        # One build per version at a time: CI's background build and a test run may race.
-        exec 9>"$DIR/.lock"
-        flock 9
-        if cached; then
-            say "cached: $BIN"
-        else
-            (build)
-        fi
-        echo "$BIN"
-        ;;
-    *)
-        echo "usage: tools/kube-apiserver.sh build|path" >&2
-        exit 2
-        ;;
-esac
+main "$@"

@@ -237,8 +237,6 @@ class Router(RouterControl):
             message = "this data plane needs its token: send Authorization: Bearer <token>"
             writer.write(unauthorized(path, message, keep))
             return keep
-        if path in CHAT_PATHS:
-            return await self._openai.chat(request, writer, path)
         if path.startswith(b"/v2/models/"):
             name, _, tail = path[11:].partition(b"/")
             table = self._state.tables.get(name)
@@ -263,6 +261,8 @@ class Router(RouterControl):
                         shadow, self._forward, request, writer, table, index
                     )
             return await self._forward(request, writer, table, index, count=infer)
+        if path in CHAT_PATHS:  # after the OIP paths: nothing added to an infer request
+            return await self._openai.chat(request, writer, path)
         if path in (b"/v2/health/ready", b"/v2/health/live"):
             writer.write(json_response(200, "OK", {"ready": True, "live": True}, keep))
             return keep

@@ -10,7 +10,7 @@ it cannot resolve) answer that share with errors. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from bgserve.errors import BackendError
@@ -35,20 +35,13 @@ def route_taken(route: Mapping[str, Any] | None) -> bool | None:
     """
     if route is None:
         raise BackendError("the route was deleted while bgserve waited for the gateway")
-    generation = route["metadata"].get("generation")
-    namespace = route["metadata"].get("namespace", "")
-    statuses = (route.get("status") or {}).get("parents") or []
     taken = True
-    for parent in route["spec"].get("parentRefs") or []:
-        conditions = _parent_conditions(statuses, parent, namespace)
+    for parent, current in _current_reports(route):
         for kind in REQUIRED:
-            found = conditions.get(kind)
-            if found is None or found.get("observedGeneration") != generation:
-                taken = False
-            elif found.get("status") == "False":
+            found = current.get(kind)
+            if found is not None and found.get("status") == "False":
                 raise RouteRefused(_refusal(route, parent, found))
-            elif found.get("status") != "True":
-                taken = False
+            taken = taken and found is not None and found.get("status") == "True"
     return True if taken else None
 
 
@@ -57,19 +50,31 @@ def waiting_on(route: Mapping[str, Any] | None) -> str:
     if route is None:
         return "the route is gone"
     generation = route["metadata"].get("generation")
-    namespace = route["metadata"].get("namespace", "")
-    statuses = (route.get("status") or {}).get("parents") or []
     parts = []
-    for parent in route["spec"].get("parentRefs") or []:
-        conditions = _parent_conditions(statuses, parent, namespace)
-        said = [
-            f"{kind}={c.get('status')}"
-            for kind in REQUIRED
-            if (c := conditions.get(kind)) is not None and c.get("observedGeneration") == generation
-        ]
+    for parent, current in _current_reports(route):
+        said = [f"{kind}={current[kind].get('status')}" for kind in REQUIRED if kind in current]
         state = ", ".join(said) if said else f"nothing yet on generation {generation}"
-        parts.append(f"Gateway {_parent_name(parent, namespace)}: {state}")
+        parts.append(f"Gateway {_parent_name(parent, _namespace(route))}: {state}")
     return "; ".join(parts)
+
+
+def _current_reports(
+    route: Mapping[str, Any],
+) -> Iterator[tuple[Mapping[str, Any], dict[str, Mapping[str, Any]]]]:
+    """Each parentRef of ``route`` with the conditions its Gateway reports on the
+    route's current generation (by type; older reports left out)."""
+    generation = route["metadata"].get("generation")
+    statuses = (route.get("status") or {}).get("parents") or []
+    for parent in route["spec"].get("parentRefs") or []:
+        conditions = _parent_conditions(statuses, parent, _namespace(route))
+        current = {
+            kind: c for kind, c in conditions.items() if c.get("observedGeneration") == generation
+        }
+        yield parent, current
+
+
+def _namespace(route: Mapping[str, Any]) -> str:
+    return str(route["metadata"].get("namespace", ""))
 
 
 def _parent_conditions(
@@ -105,7 +110,7 @@ def _parent_name(parent: Mapping[str, Any], namespace: str) -> str:
 def _refusal(
     route: Mapping[str, Any], parent: Mapping[str, Any], condition: Mapping[str, Any]
 ) -> str:
-    namespace = route["metadata"].get("namespace", "")
+    namespace = _namespace(route)
     return (
         f"Gateway {_parent_name(parent, namespace)} reports HTTPRoute "
         f"{namespace}/{route['metadata']['name']} {condition.get('type')}=False "

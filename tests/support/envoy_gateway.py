@@ -29,14 +29,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
 from tests.support.crd_schema import require_crd_dir
-from tests.support.kube_real_apiserver import REPO, ControlPlane, KubeCluster, binaries
+from tests.support.kube_pki import install_crds
+from tests.support.kube_real_apiserver import REPO, ControlPlane, KubeCluster, binaries, built_by
 from tests.support.missing import missing
 
 BUILD_SCRIPT = REPO / "tools" / "envoy-gateway.sh"
@@ -49,20 +49,7 @@ READY_TIMEOUT = 120.0
 
 def gateway_dir() -> Path:
     """The built Envoy Gateway (``bin/envoy-gateway``, ``crds/``), built now if needed."""
-    found = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "path"], capture_output=True, text=True, check=False
-    )
-    if found.returncode == 0:
-        return Path(found.stdout.strip())
-    built = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "build"], capture_output=True, text=True, check=False
-    )
-    if built.returncode != 0:
-        missing(
-            "Envoy Gateway could not be built (needs Go >= 1.24 and the Go module proxy; run "
-            f"tools/envoy-gateway.sh build): {built.stderr[-1500:]}"
-        )
-    return Path(built.stdout.strip().splitlines()[-1])
+    return built_by(BUILD_SCRIPT, "Envoy Gateway")
 
 
 def envoy_binary() -> Path:
@@ -90,46 +77,6 @@ class Gateway:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
-
-
-def crd_documents(crd_dir: Path) -> list[dict[str, Any]]:
-    """Every CustomResourceDefinition of the built module's CRD files."""
-    found = []
-    for path in sorted(crd_dir.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "CustomResourceDefinition":
-                found.append(doc)
-    return found
-
-
-def install_crds(api: client.ApiClient, crd_dir: Path) -> None:
-    """Create Envoy Gateway's CRDs, replacing the API server's Gateway API ones, and wait
-    until each is Established."""
-    ext = client.ApiextensionsV1Api(api)
-    names = []
-    for crd in crd_documents(crd_dir):
-        name = crd["metadata"]["name"]
-        names.append(name)
-        try:
-            existing = ext.read_custom_resource_definition(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-            ext.create_custom_resource_definition(crd)
-            continue
-        crd["metadata"]["resourceVersion"] = existing.metadata.resource_version
-        ext.replace_custom_resource_definition(name, crd)
-    deadline = time.monotonic() + 60
-    for name in names:
-        while not _established(ext, name):
-            assert time.monotonic() < deadline, f"CRD {name} not Established"
-            time.sleep(0.1)
-
-
-def _established(ext: client.ApiextensionsV1Api, name: str) -> bool:
-    crd = ext.read_custom_resource_definition(name)
-    conditions = crd.status.conditions if crd.status else None
-    return any(c.type == "Established" and c.status == "True" for c in conditions or [])
 
 
 _SIOCGIFADDR = 0x8915
@@ -180,7 +127,7 @@ class EnvoyGatewayRun:
             missing("Envoy Gateway's /certs bind mount needs root and unshare (util-linux)")
         cluster = self.plane.start()
         with cluster.api_client() as api:
-            install_crds(api, built / "crds")
+            install_crds(api, built / "crds", replace=True)
             core = client.CoreV1Api(api)
             for namespace in (SYSTEM_NAMESPACE, "gateway"):
                 core.create_namespace({"metadata": {"name": namespace}})

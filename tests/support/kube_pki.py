@@ -103,13 +103,24 @@ def crd_documents(crd_dir: Path) -> Iterator[Obj]:
                     yield doc
 
 
-def install_crds(api: client.ApiClient, crd_dir: Path, timeout: float = 60) -> None:
-    """Create every CRD of ``crd_dir`` with ``api`` and wait until each is Established."""
+def install_crds(
+    api: client.ApiClient, crd_dir: Path, timeout: float = 60, *, replace: bool = False
+) -> None:
+    """Create every CRD of ``crd_dir`` with ``api`` (with ``replace``, one of the same name
+    already there is replaced) and wait until each is Established."""
     ext = client.ApiextensionsV1Api(api)
     names = []
     for doc in crd_documents(crd_dir):
-        ext.create_custom_resource_definition(doc)
-        names.append(doc["metadata"]["name"])
+        name = doc["metadata"]["name"]
+        try:
+            ext.create_custom_resource_definition(doc)
+        except client.ApiException as exc:
+            if not (replace and exc.status == 409):
+                raise
+            existing = ext.read_custom_resource_definition(name)
+            doc["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            ext.replace_custom_resource_definition(name, doc)
+        names.append(name)
     deadline = time.monotonic() + timeout
     for name in names:
         while not _established(ext, name):

@@ -69,18 +69,24 @@ def binaries() -> Path:
     explicit = os.environ.get("BGSERVE_KUBE_BIN_DIR")
     if explicit:
         return Path(explicit)
+    return built_by(BUILD_SCRIPT, "kube-apiserver and etcd")
+
+
+def built_by(script: Path, what: str) -> Path:
+    """The directory ``script path`` prints, after ``script build`` if nothing is built
+    yet; a build that fails is a missing dependency (:func:`missing`)."""
     found = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "path"], capture_output=True, text=True, check=False
+        ["bash", str(script), "path"], capture_output=True, text=True, check=False
     )
     if found.returncode == 0:
         return Path(found.stdout.strip())
     built = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "build"], capture_output=True, text=True, check=False
+        ["bash", str(script), "build"], capture_output=True, text=True, check=False
     )
     if built.returncode != 0:
         missing(
-            "kube-apiserver and etcd could not be built (needs Go >= 1.24 and the Go module "
-            f"proxy; run tools/kube-apiserver.sh build): {built.stderr[-1500:]}"
+            f"{what} could not be built (needs Go >= 1.24 and the Go module proxy; run "
+            f"{script.relative_to(REPO)} build): {built.stderr[-1500:]}"
         )
     return Path(built.stdout.strip().splitlines()[-1])
 
