@@ -50,9 +50,10 @@ from bgserve.compose import Components, build_components, registry_at
 from bgserve.demo.llm_models import chat_golden_set, read_chat_prompt, register_smollm2
 from bgserve.demo.llm_story import llm_settings
 from bgserve.demo.llm_traffic import ChatTraffic
-from bgserve.domain.analysis import MIN_PAIRED_SLICES, MIN_SLICE_REQUESTS, AnalysisSettings
+from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
 from bgserve.domain.plan_rules import Warmup
+from bgserve.domain.rank_test import MIN_STRATA, MIN_STRATUM_ANSWERS
 from bgserve.errors import BgserveError
 from bgserve.settings import PlanGroup, Settings
 
@@ -60,8 +61,8 @@ DEPLOYMENT = "llm"
 WHO = "bench"
 BAKE_S = 4.0
 MAX_TOKENS = 4
-# The fewest green answers the paired latency rule decides on (bgserve.domain.analysis).
-EVIDENCE_ANSWERS = MIN_PAIRED_SLICES * MIN_SLICE_REQUESTS
+# The fewest green answers the streaming checks decide on (bgserve.domain.rank_test).
+EVIDENCE_ANSWERS = MIN_STRATA * MIN_STRATUM_ANSWERS
 SLOW_SUFFIX = " Answer in plain words a child would know, with units for numbers."
 
 
@@ -114,8 +115,8 @@ def run_plan(
     ttft: dict[str, Any] = next((c for c in checks if c.get("name") == "ttft_p95"), {})
     errors: dict[str, Any] = next((c for c in checks if c.get("name") == "error_rate"), {})
     took, answers = run.to_revert_s, errors.get("green_requests")
-    # The paired rule decides on MIN_PAIRED_SLICES slices of MIN_SLICE_REQUESTS answers a
-    # side at least: at green's rate of answers, no rule of it can decide sooner.
+    # The streaming checks decide on MIN_STRATA spans of MIN_STRATUM_ANSWERS answers a side
+    # at least: at green's rate of answers, they cannot decide sooner.
     rate = answers / took if took and answers else None
     return {
         "label": label,
@@ -219,6 +220,10 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     )
     missed = sum(r["outcome"] not in ("reverted", "error") for r in slow)
     goals.append(goal("slow-TTFT greens not reverted", missed, 0))
+    times = [r["to_revert_s"] for r in slow if r.get("to_revert_s") is not None]
+    if times:
+        slowest = round(max(times), 2)
+        goals.append(goal("slowest revert of a slow green (s, bake + 1)", slowest, BAKE_S + 1))
     print(
         table(
             [
@@ -236,9 +241,10 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
         )
     )
     print(
-        f"The latency rule pairs time slices of {MIN_SLICE_REQUESTS} answers a side and needs "
-        f"{MIN_PAIRED_SLICES} of them: {EVIDENCE_ANSWERS} green answers at least, so at "
-        "green's rate of answers no revert can come sooner than the last column."
+        "The streaming checks rank answers within spans of time holding "
+        f"{MIN_STRATUM_ANSWERS} answers a side and need {MIN_STRATA} spans: "
+        f"{EVIDENCE_ANSWERS} green answers at least, so at green's rate of answers no "
+        "revert can come sooner than the last column."
     )
     print(table(["goal", "measured", "limit", "met"], goal_rows(goals)))
     return {

@@ -39,24 +39,21 @@ inconclusive, and passes otherwise (skipped checks count for nothing).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from scipy.stats import fisher_exact, mannwhitneyu, wilcoxon
 
-from bgserve.domain.latency import BUCKETS, LATENCY_BUCKETS_MS
-from bgserve.domain.window import SideWindow, quantile_of
+from bgserve.domain.rank_test import values_of
+from bgserve.domain.window import Histogram, SideWindow, quantile_of
 
 LATENCY_FLOOR_MS = 1.0
 MIN_SLICE_REQUESTS = 3
 MIN_PAIRED_SLICES = 6
 # Six slices all slower give a one-sided Wilcoxon p of 1/64: enough to fail a step only
 # when green is slower in (nearly) every slice, reachable within a 2 s bake.
-
-Histogram = Callable[[SideWindow], Sequence[int]]
-"""Which histogram of a window a check reads (latency, time to first token, ...)."""
 
 
 def latencies(window: SideWindow) -> Sequence[int]:
@@ -371,13 +368,7 @@ def slower_p_value(blue: SideWindow, green: SideWindow, histogram: Histogram = l
     resolution; a few slow requests (a cold slot's first answers) do not make a
     whole-window slowdown.
     """
-    points = [
-        (LATENCY_BUCKETS_MS[i - 1] if i else 0.0) / 2
-        + LATENCY_BUCKETS_MS[min(i, len(LATENCY_BUCKETS_MS) - 1)] / 2
-        for i in range(BUCKETS)
-    ]
-    blue_values = [v for v, n in zip(points, histogram(blue), strict=False) for _ in range(n)]
-    green_values = [v for v, n in zip(points, histogram(green), strict=False) for _ in range(n)]
+    blue_values, green_values = values_of(histogram(blue)), values_of(histogram(green))
     if not blue_values or not green_values:
         return 1.0
     return float(mannwhitneyu(green_values, blue_values, alternative="greater").pvalue)

@@ -4,7 +4,7 @@ the same spans for blue and green. Pure: what the analysis reads, and its JSON f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,10 @@ class SideWindow:
     def quantile_ms(self, q: float) -> float | None:
         """The ``q`` quantile of latency, interpolated within its bucket; None if empty."""
         return quantile_of(self.buckets, q)
+
+
+Histogram = Callable[["SideWindow"], Sequence[int]]
+"""Which histogram of a window a check reads (latency, time to first token, ...)."""
 
 
 def quantile_of(counts: Sequence[int], q: float) -> float | None:

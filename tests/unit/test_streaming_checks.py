@@ -154,3 +154,20 @@ def test_a_check_names_its_reference() -> None:
     slower = tpot(llm(100), llm(100, tpot_ms=40.0), SETTINGS, reference="baseline")
     assert slower.outcome is Outcome.FAIL
     assert "against baseline" in slower.reason and "blue" not in slower.reason
+
+
+def test_a_slower_first_token_is_decided_on_the_few_answers_an_llm_gives() -> None:
+    # An LLM slot answers a few times a second: four spans of two answers a side, green's
+    # first tokens twice as late in each. Ranked answer by answer within the spans, that
+    # is enough; slice quantiles would need six slices of three answers a side.
+    few = AnalysisSettings(min_requests=6)
+    blue = sliced_ttft([(2, 200.0)] * 4)
+    green = sliced_ttft([(2, 420.0)] * 4)
+    decided = ttft_p95(blue, green, few)
+    assert decided.outcome is Outcome.FAIL, decided.reason
+    assert decided.numbers["paired"] is True and decided.numbers["p_value"] < 0.002
+    waiting = ttft_p95(sliced_ttft([(2, 200.0)] * 3), sliced_ttft([(2, 420.0)] * 3), few)
+    assert waiting.outcome is Outcome.INCONCLUSIVE
+    assert "(3; 4 needed)" in waiting.reason
+    alike = ttft_p95(blue, sliced_ttft([(2, 200.0)] * 4), few)
+    assert alike.outcome is Outcome.PASS
