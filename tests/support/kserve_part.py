@@ -1,0 +1,91 @@
+"""KServe's controller played for tests on a real API server: Services, EndpointSlices
+and a Ready status for each InferenceService, with real slot processes behind them when
+the traffic matters (a gateway in front)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from kubernetes import client
+
+from bgserve.kube.kserve.objects import SERVICE_PORT
+from tests.support.kube import (
+    KSERVE,
+    Controller,
+    PlatformStatus,
+    SlotProcesses,
+    bundle_uri,
+    slot_key,
+)
+from tests.support.kube_namespace import KubeNamespace
+
+
+class KServePart:
+    """Plays KServe's controller: each InferenceService gets its ``<name>-predictor``
+    Service (unless its name is in ``without_service``) and a Ready status."""
+
+    def __init__(self, ns: KubeNamespace) -> None:
+        self.ns = ns
+        self.status = PlatformStatus(ns, "kserve")
+        self.without_service: set[str] = set()
+        self.controller = Controller(
+            ns, ("inferenceservices",), self.reconcile, lambda _: None, interval=0.05
+        )
+
+    def reconcile(self, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if name not in self.without_service:
+            service = {
+                "metadata": {"name": f"{name}-predictor"},
+                "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": 8080}]},
+            }
+            with contextlib.suppress(client.ApiException):  # made at an earlier generation
+                client.CoreV1Api(self.ns.admin).create_namespaced_service(
+                    self.ns.namespace, service
+                )
+        self.status.reconcile(obj)
+
+
+class KServeWithSlots(KServePart):
+    """Plays KServe with pods: each InferenceService gets a real slot process at the
+    host's routable address, a ``<name>-predictor`` Service and the EndpointSlice that
+    puts the slot behind it, and a Ready status naming the slot's URL."""
+
+    def __init__(self, ns: KubeNamespace, slots: SlotProcesses) -> None:
+        super().__init__(ns)
+        self.slots = slots
+
+    def reconcile(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        url = self.slots.start(*slot_key(obj), bundle_uri(obj))
+        port = int(url.rsplit(":", 1)[1])
+        service = f"{meta['name']}-predictor"
+        core, discovery = client.CoreV1Api(self.ns.admin), client.DiscoveryV1Api(self.ns.admin)
+        with contextlib.suppress(client.ApiException):  # made at an earlier generation
+            core.create_namespaced_service(
+                self.ns.namespace,
+                {
+                    "metadata": {"name": service},
+                    "spec": {"ports": [{"port": SERVICE_PORT, "targetPort": port}]},
+                },
+            )
+            discovery.create_namespaced_endpoint_slice(
+                self.ns.namespace,
+                {
+                    "metadata": {
+                        "name": f"{service}-1",
+                        "labels": {"kubernetes.io/service-name": service},
+                    },
+                    "addressType": "IPv4",
+                    "ports": [{"name": "", "port": port, "protocol": "TCP"}],
+                    "endpoints": [{"addresses": [self.slots.host], "conditions": {"ready": True}}],
+                },
+            )
+        status = {
+            "observedGeneration": meta["generation"],
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "url": f"http://{meta['name']}.{self.ns.namespace}.example.com",
+            "address": {"url": url},
+        }
+        self.ns.set_status(*KSERVE, self.ns.namespace, meta["name"], status)
