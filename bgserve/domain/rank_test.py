@@ -4,8 +4,8 @@ streaming checks decide on. Pure.
 The latency checks pair time *slices* and compare one quantile a side per slice
 (:func:`~bgserve.domain.analysis.paired_slower_p_value`): six slices of three answers a
 side at least, eighteen green answers before anything is decided. A service answering
-hundreds of requests a second has them within a second; an LLM slot answers a few a
-second, and needs six or more. So the streaming checks rank the answers themselves, in
+hundreds of requests a second has them within a second; an LLM slot answers a few times
+a second and takes six seconds or more. So the streaming checks rank the answers, in
 **strata** of time (the van Elteren test, a Mann-Whitney U test stratified): neighbouring
 slices are merged until both sides have :data:`MIN_STRATUM_ANSWERS` answers, each
 stratum's answers are ranked among themselves only, and the strata's rank sums are

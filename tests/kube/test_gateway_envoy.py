@@ -28,7 +28,7 @@ from tests.support.kube import (
     register,
 )
 from tests.support.kube_namespace import KubeNamespace
-from tests.support.load import Load
+from tests.support.load import Load, hold, settled_after, share_of
 
 pytestmark = pytest.mark.integration
 
@@ -113,37 +113,12 @@ SHARE_TOLERANCE = 5.0  # percentage points
 PER_WEIGHT = 1000  # calls counted at each weight
 
 
-def share_of(load: Load, release: str, since: float, until: float) -> tuple[float, int]:
-    """``release``'s share (percent) of the answered calls that started in [since, until),
-    and how many those were."""
-    calls = [c for c in list(load.calls) if since <= c.start < until and c.status == 200]
-    answered = sum(1 for c in calls if c.release == release)
-    return (100.0 * answered / len(calls) if calls else float("nan")), len(calls)
-
-
-def settled_after(load: Load, returned: float, until: float, only: str) -> float:
-    """Seconds from ``returned`` until every call is answered by release ``only``: the
-    start of the last call answered by another one (0 if none was)."""
-    other = [c.start for c in list(load.calls) if returned <= c.start < until and c.release != only]
-    return max(other) - returned if other else 0.0
-
-
 def gateway_lines(gateway: Gateway, failures: list[Any]) -> str:
     """The lines of Envoy Gateway's log (Envoy's access log among them) naming the
     failed calls' statuses: why the gateway answered so."""
     statuses = {f'"response_code":{c.status},' for c in failures}  # Envoy's JSON access log
     log = gateway.log.read_text(errors="replace").splitlines()
     return "\n".join(line for line in log if any(s in line for s in statuses))[-4000:]
-
-
-def hold(load: Load, calls: int, timeout: float = 120.0) -> float:
-    """Wait until ``calls`` more calls were made; the time then."""
-    target = len(load.calls) + calls
-    deadline = time.monotonic() + timeout
-    while len(load.calls) < target:
-        assert time.monotonic() < deadline, "the load stalled"
-        time.sleep(0.05)
-    return time.monotonic()
 
 
 def test_traffic_through_envoy_follows_every_step_and_the_revert(

