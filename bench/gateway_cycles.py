@@ -39,7 +39,7 @@ from tests.support.kserve_part import KServeWithSlots
 from tests.support.kube import READY_TIMEOUT, SlotProcesses, kserve_backend, make_components
 from tests.support.kube import register as register_releases
 from tests.support.kube_namespace import KubeNamespace
-from tests.support.load import Load, hold, settled_after, share_of
+from tests.support.load import Call, Load, hold, settled_after, share_of
 
 DEPLOYMENT = "gw"
 
@@ -77,6 +77,7 @@ def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, 
     took: dict[str, list[float]] = {"10%": [], "50%": [], "100%": [], "revert": []}
     effective: dict[str, list[float]] = {"10%": [], "100%": [], "revert": []}
     shares: list[float] = []
+    steps: list[tuple[float, str]] = []  # when each step's call returned, and the step
     try:
         with kserve.controller:
             service.create_deployment(DEPLOYMENT, ids["v1"], "bench")
@@ -88,6 +89,7 @@ def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, 
                         began = time.monotonic()
                         service.shift(DEPLOYMENT, weight, "bench", force=True)
                         returned = time.monotonic()
+                        steps.append((returned, f"{weight}%"))
                         took[f"{weight}%"].append(returned - began)
                         done = hold(load, args.calls)
                         calls = list(load.calls)
@@ -105,6 +107,7 @@ def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, 
                     began = time.monotonic()
                     service.revert(DEPLOYMENT, "bench")
                     returned = time.monotonic()
+                    steps.append((returned, "revert"))
                     took["revert"].append(returned - began)
                     done = hold(load, args.calls)
                     effective["revert"].append(settled_after(load, returned, done, blue))
@@ -126,7 +129,22 @@ def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, 
         "shares_at_50": shares,
         "calls": total,
         "failed": len(failures),
-        "failures": [str(c)[:200] for c in failures[:5]],
+        "failures": [failure(c, steps) for c in failures[:20]],
+        "gateway_log": gateway.access_lines({c.status for c in failures}),
+    }
+
+
+def failure(call: Call, steps: list[tuple[float, str]]) -> dict[str, Any]:
+    """A failed call, placed after the step whose call returned last before it started."""
+    before = [(at, step) for at, step in steps if at <= call.start]
+    at, step = before[-1] if before else (call.start, "before the first step")
+    return {
+        "after": step,
+        "ms_after_return": round((call.start - at) * 1000, 1),
+        "status": call.status,
+        "slot": call.slot,
+        "ms": round(call.seconds * 1000, 1),
+        "answer": call.detail,
     }
 
 

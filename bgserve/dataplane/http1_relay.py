@@ -26,8 +26,19 @@ from bgserve.dataplane.http1_errors import (
 if TYPE_CHECKING:
     from bgserve.dataplane.stream_meter import StreamMeter
 
+# Hop-by-hop headers, and the slot's own naming of its release: the router writes the
+# naming headers itself (``extra``), so a slot can neither double nor forge them.
 _DROPPED = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"x-bgserve-release",
+        b"x-bgserve-slot",
+    }
 )
 _OWS = b" \t"
 # How long a slot's model kept the request waiting before it began (bgserve.slot.openai_api).

@@ -4,8 +4,9 @@ Run as ``python -m bgserve.slot.server --model-uri URI --deployment NAME
 --release-id N --host 127.0.0.1 --port P`` (or with ``--socket-fd`` to serve on a
 listening socket inherited from the parent). The model answers under the deployment's
 name: ``POST /v2/models/{deployment}/infer`` takes one BYTES input per template
-variable and returns one BYTES output named ``output``. The process exits cleanly on
-SIGTERM or SIGINT.
+variable and returns one BYTES output named ``output``. With a release id, every answer
+names it (``x-bgserve-release``: :mod:`bgserve.slot.release_header`). The process exits
+cleanly on SIGTERM or SIGINT.
 
 With ``--model-repository ROOT`` (and optionally ``--grpc-port``) the slot also serves the
 Open Inference Protocol's model repository extension: bundles in folders under ``ROOT``
@@ -224,6 +225,10 @@ def serve(
 
         attach_openai(app, model.chat_bundle, deployment)
     app.add_middleware(JsonInferBody, variables=lambda: model.variables if model else [])
+    if release_id > 0:
+        from bgserve.slot.release_header import ReleaseHeader
+
+        app.add_middleware(ReleaseHeader, release_id=release_id)
     if sagemaker:
         from bgserve.slot.sagemaker import SageMakerContract
 

@@ -332,3 +332,19 @@ def test_relay_response_raises_upstream_timeout(scripted: list[ScriptedUpstream]
 
     assert (error.status, error.timeout, error.response_started) == (504, 0.1, False)
     assert error.message == "did not start answering within 0.1s"
+
+
+def test_a_slot_cannot_forge_or_double_the_routers_release_headers(
+    scripted: list[ScriptedUpstream],
+) -> None:
+    # A slot names its release itself (for gateways); behind bgserve's router the router's
+    # own naming is the one the client sees, once.
+    forged = b"x-bgserve-release: 999\r\nX-Bgserve-Slot: green\r\nx-kept: 1\r\n"
+    upstream = serve(scripted, [OK + forged + b"content-length: 2\r\n\r\nok"])
+    with running_router(port_of(upstream)) as router:
+        raw = exchange(router, INFER, half_close=True)
+
+    head = raw.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n"
+    assert head.count(b"x-bgserve-release:") == 1 and b"x-bgserve-release: 1\r\n" in head
+    assert head.count(b"x-bgserve-slot:") == 1 and b"x-bgserve-slot: blue\r\n" in head
+    assert b"x-kept: 1" in head

@@ -113,14 +113,6 @@ SHARE_TOLERANCE = 5.0  # percentage points
 PER_WEIGHT = 1000  # calls counted at each weight
 
 
-def gateway_lines(gateway: Gateway, failures: list[Any]) -> str:
-    """The lines of Envoy Gateway's log (Envoy's access log among them) naming the
-    failed calls' statuses: why the gateway answered so."""
-    statuses = {f'"response_code":{c.status},' for c in failures}  # Envoy's JSON access log
-    log = gateway.log.read_text(errors="replace").splitlines()
-    return "\n".join(line for line in log if any(s in line for s in statuses))[-4000:]
-
-
 def test_traffic_through_envoy_follows_every_step_and_the_revert(
     tmp_path: Path, mlflow_store: str, envoy_gateway: Gateway
 ) -> None:
@@ -187,9 +179,8 @@ def test_traffic_through_envoy_follows_every_step_and_the_revert(
         f"\nthrough Envoy: {total} calls; green's share by weight {shares}; "
         f"bgserve's call took {took}; traffic matched, from the call's return {effective}"
     )
-    assert failures == [], (
-        f"{failures[:5]}\nthe gateway's log on them:\n{gateway_lines(envoy_gateway, failures)}"
-    )
+    envoy_lines = envoy_gateway.access_lines({c.status for c in failures})
+    assert failures == [], f"{failures[:5]}\nthe gateway's log on them:\n" + "\n".join(envoy_lines)
     assert kserve.controller.errors == []
     for weight, (share, counted) in shares.items():
         assert counted >= PER_WEIGHT // 2, (weight, counted)

@@ -78,6 +78,15 @@ class Gateway:
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
+    def access_lines(self, statuses: set[int], last: int = 20) -> list[str]:
+        """Envoy's access-log lines (JSON, in Envoy Gateway's log) with these statuses:
+        why the gateway answered so (``response_code_details``, ``response_flags``)."""
+        marks = {f'"response_code":{status},' for status in statuses}
+        if not marks:
+            return []
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [line[:1500] for line in lines if any(m in line for m in marks)][-last:]
+
 
 _SIOCGIFADDR = 0x8915
 

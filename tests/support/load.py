@@ -51,16 +51,20 @@ class Load:
         with httpx.Client(timeout=self.timeout) as http:
             while not self._stop.is_set():
                 start = time.monotonic()
+                detail = ""
                 try:
                     response = http.post(self.url, json=infer_body("Keep going. Please."))
                     status, headers = response.status_code, response.headers
-                except httpx.HTTPError:
-                    status, headers = 0, httpx.Headers()
+                    if status != 200:
+                        detail = response.text[:300]
+                except httpx.HTTPError as exc:
+                    status, headers, detail = 0, httpx.Headers(), repr(exc)[:300]
                 slot, release = (
                     headers.get("x-bgserve-slot", ""),
                     headers.get("x-bgserve-release", ""),
                 )
-                self.calls.append(Call(start, time.monotonic() - start, status, slot, release))
+                seconds = time.monotonic() - start
+                self.calls.append(Call(start, seconds, status, slot, release, detail))
 
     def failures(self) -> list[Call]:
         """The calls that did not answer 200."""

@@ -91,8 +91,11 @@ def inference_service(
 
 
 def http_route(deployment: str, routes: Sequence[Route], kube: KubeGroup) -> Obj:
-    """A Gateway API HTTPRoute splitting ``/v2/models/<deployment>`` by the routes' weights;
-    each answer names its slot and release (``x-bgserve-slot``, ``x-bgserve-release``)."""
+    """A Gateway API HTTPRoute splitting ``/v2/models/<deployment>`` by the routes' weights.
+
+    No filter on the backendRefs: the slot names its release on each answer itself
+    (:mod:`bgserve.slot.release_header` says why a filter there drops requests on Envoy
+    Gateway)."""
     parent = {
         "group": "gateway.networking.k8s.io",
         "kind": "Gateway",
@@ -107,7 +110,6 @@ def http_route(deployment: str, routes: Sequence[Route], kube: KubeGroup) -> Obj
             "name": f"{isvc_name(deployment, r.release_id)}-predictor",
             "port": SERVICE_PORT,
             "weight": r.weight,
-            "filters": [_answered_by(r)],
         }
         for r in routes
     ]
@@ -125,16 +127,6 @@ def http_route(deployment: str, routes: Sequence[Route], kube: KubeGroup) -> Obj
         "metadata": _metadata(route_name(deployment), kube, managed_labels(deployment)),
         "spec": spec,
     }
-
-
-def _answered_by(route: Route) -> Obj:
-    """The filter naming, on each answer, the slot and release that gave it (the headers
-    bgserve's own router and the Istio route set)."""
-    headers = [
-        {"name": "x-bgserve-slot", "value": route.role},
-        {"name": "x-bgserve-release", "value": str(route.release_id)},
-    ]
-    return {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": headers}}
 
 
 def virtual_service(deployment: str, routes: Sequence[Route], kube: KubeGroup) -> Obj:
