@@ -128,6 +128,16 @@ def test_route_weights_match_and_sum_to_100() -> None:
     assert istio["spec"]["gateways"] == ["kserve/kserve-ingress-gateway"]
 
 
+def test_the_gateway_route_puts_no_filter_on_a_backend() -> None:
+    # A filter on a backendRef makes Envoy Gateway give each backend a cluster of its own,
+    # removed in the update that sets its weight to 0: requests picked before the route
+    # update then get a 500 (cluster_not_found). The slot names its release instead.
+    for split in (SPLIT, [Route("blue", 2, 100), Route("standby", 1, 0)]):
+        route = weighted_route("chat", split, Settings().kube)
+        for rule in route["spec"]["rules"]:
+            assert all("filters" not in ref for ref in rule["backendRefs"]), rule
+
+
 @pytest.mark.parametrize(
     "routes",
     [[Route("blue", 1, 90)], [Route("blue", 1, 50), Route("green", 1, 50)], []],
