@@ -24,15 +24,18 @@ in a mount namespace of its own), and the apiserver's build (``tools/kube-apiser
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from _common import save, table
 
+from bgserve.app.service import Service
 from bgserve.kube.kserve.backend import required_rbac
 from tests.support.envoy_gateway import EnvoyGatewayRun, Gateway, routable_address
 from tests.support.kserve_part import KServeWithSlots
@@ -57,7 +60,50 @@ def mlflow_env(root: Path) -> str:
     return uri
 
 
+class Measured:
+    """Each step's figures as the cycles run (seconds; see the module docstring)."""
+
+    def __init__(self, service: Service, load: Load, blue: str, green: str) -> None:
+        self.service, self.load, self.blue, self.green = service, load, blue, green
+        self.took: dict[str, list[float]] = {"10%": [], "50%": [], "100%": [], "revert": []}
+        self.effective: dict[str, list[float]] = {"10%": [], "100%": [], "revert": []}
+        self.shares: list[float] = []
+        self.steps: list[tuple[float, str]] = []  # when each step's call returned, and which
+
+    def cycle(self, calls: int) -> None:
+        """10 -> 50 -> 100 -> revert; the revert leaves green staged at 0% for the next."""
+        for weight in (10, 50, 100):
+            shift = functools.partial(self.service.shift, DEPLOYMENT, weight, "bench", force=True)
+            began, returned = self._timed(f"{weight}%", shift)
+            done = hold(self.load, calls)
+            if weight == 10:
+                firsts = [c.start for c in list(self.load.calls) if c.release == self.green]
+                firsts = [start for start in firsts if start >= began]
+                first = min(firsts) - returned if firsts else float("nan")
+                self.effective["10%"].append(first)
+            elif weight == 50:
+                self.shares.append(share_of(self.load, self.green, returned + 0.1, done)[0])
+            else:
+                settled = settled_after(self.load, returned, done, self.green)
+                self.effective["100%"].append(settled)
+        _, returned = self._timed(
+            "revert", functools.partial(self.service.revert, DEPLOYMENT, "bench")
+        )
+        done = hold(self.load, calls)
+        self.effective["revert"].append(settled_after(self.load, returned, done, self.blue))
+
+    def _timed(self, step: str, call: Callable[[], object]) -> tuple[float, float]:
+        """Make the step's call; when it began and when it returned."""
+        began = time.monotonic()
+        call()
+        returned = time.monotonic()
+        self.took[step].append(returned - began)
+        self.steps.append((returned, step))
+        return began, returned
+
+
 def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, Any]:
+    """The cycles through ``gateway``, with real slots behind it; their figures."""
     ns = KubeNamespace(gateway.cluster)
     slots = SlotProcesses(routable_address())
     kserve = KServeWithSlots(ns, slots)
@@ -69,67 +115,34 @@ def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, 
         kube_route_accept_timeout_seconds=60,
     )
     backend = kserve_backend(settings, api=ns.api_for(settings))
-    parts = make_components(home, mlflow_env(home), backend)
-    service = parts.service
+    service = make_components(home, mlflow_env(home), backend).service
     ids = register_releases(service, DEPLOYMENT)
-    blue, green = str(ids["v1"]), str(ids["reworded"])
     url = f"http://127.0.0.1:{gateway.port}/v2/models/{DEPLOYMENT}/infer"
-    took: dict[str, list[float]] = {"10%": [], "50%": [], "100%": [], "revert": []}
-    effective: dict[str, list[float]] = {"10%": [], "100%": [], "revert": []}
-    shares: list[float] = []
-    steps: list[tuple[float, str]] = []  # when each step's call returned, and the step
     try:
         with kserve.controller:
             service.create_deployment(DEPLOYMENT, ids["v1"], "bench")
             service.stage_green(DEPLOYMENT, ids["reworded"], "bench")
             with Load(url, clients=args.clients) as load:
                 hold(load, 50)
-                for cycle in range(args.cycles):
-                    for weight in (10, 50, 100):
-                        began = time.monotonic()
-                        service.shift(DEPLOYMENT, weight, "bench", force=True)
-                        returned = time.monotonic()
-                        steps.append((returned, f"{weight}%"))
-                        took[f"{weight}%"].append(returned - began)
-                        done = hold(load, args.calls)
-                        calls = list(load.calls)
-                        if weight == 10:
-                            firsts = [
-                                c.start for c in calls if c.release == green and c.start >= began
-                            ]
-                            effective["10%"].append(
-                                min(firsts) - returned if firsts else float("nan")
-                            )
-                        elif weight == 50:
-                            shares.append(share_of(load, green, returned + 0.1, done)[0])
-                        else:
-                            effective["100%"].append(settled_after(load, returned, done, green))
-                    began = time.monotonic()
-                    service.revert(DEPLOYMENT, "bench")
-                    returned = time.monotonic()
-                    steps.append((returned, "revert"))
-                    took["revert"].append(returned - began)
-                    done = hold(load, args.calls)
-                    effective["revert"].append(settled_after(load, returned, done, blue))
-                    print(
-                        f"cycle {cycle + 1}/{args.cycles}: effective "
-                        + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in effective.items()),
-                        flush=True,
+                measured = Measured(service, load, str(ids["v1"]), str(ids["reworded"]))
+                for number in range(1, args.cycles + 1):
+                    measured.cycle(args.calls)
+                    figures = ", ".join(
+                        f"{k} {v[-1] * 1000:.0f} ms" for k, v in measured.effective.items()
                     )
-                    # The revert leaves green staged at 0%: the next cycle shifts it again.
+                    print(f"cycle {number}/{args.cycles}: effective {figures}", flush=True)
             failures = load.failures()
-            total = len(load.calls)
     finally:
         backend.close()
         slots.stop_all()
         ns.close()
     return {
-        "took": took,
-        "effective": effective,
-        "shares_at_50": shares,
-        "calls": total,
+        "took": measured.took,
+        "effective": measured.effective,
+        "shares_at_50": measured.shares,
+        "calls": len(load.calls),
         "failed": len(failures),
-        "failures": [failure(c, steps) for c in failures[:20]],
+        "failures": [failure(c, measured.steps) for c in failures[:20]],
         "gateway_log": gateway.access_lines({c.status for c in failures}),
     }
 
