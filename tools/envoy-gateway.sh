@@ -15,7 +15,8 @@
 #   GO                             the go binary (default: go on PATH, else /usr/local/go/bin/go)
 #
 # The module has no replace directives, so a scratch module requiring it builds
-# cmd/envoy-gateway as published: 285 s on 2 cores with the Go module cache warm.
+# cmd/envoy-gateway as published: 238 s on 2 cores from empty module and build caches
+# (quiet machine, 2.0 GB peak memory, 0.8 GB of modules), 285 s warm beside a test run.
 set -euo pipefail
 
 # shellcheck source=tools/go-build.sh
