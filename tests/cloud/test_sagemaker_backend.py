@@ -11,10 +11,12 @@ import httpx
 import pytest
 
 from bgserve.cloud.sagemaker.backend import SageMakerBackend
+from bgserve.cloud.sagemaker.variants import model_request
 from bgserve.compose.backends import sagemaker_backend
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.settings import Settings
+from bgserve.slot.sagemaker import RELEASE_ID_ENV
 from tests.cloud.conftest import SageMaker
 from tests.support.kube import RELEASES
 from tests.support.sagemaker import SageMakerStandIn
@@ -186,3 +188,32 @@ def test_cloudwatch_is_read_once_per_interval_not_at_every_engine_tick(
     assert traffic.windows("chat")[1].requests == 3  # the reading is reused
     now[0] += dt.timedelta(seconds=2)
     assert traffic.windows("chat")[1].requests == 7
+
+
+def test_a_model_under_bgserves_name_is_used_only_if_it_is_that_releases_bundle(
+    stand_in: SageMakerStandIn,
+) -> None:
+    """Release ids belong to one bgserve state: a model of the same name made by another
+    state (or by hand) is never put behind a variant, and nothing is created meanwhile."""
+    client = stand_in.client()
+    role = "arn:aws:iam::123456789012:role/theirs"
+    client.create_model(
+        ModelName="bgserve-chat-r1", ExecutionRoleArn=role, PrimaryContainer={"Image": "x"}
+    )
+    backend = backend_on(stand_in)
+    with pytest.raises(BackendError, match=r"bgserve-chat-r1 exists but .*no tag managed-by"):
+        backend.ensure_slot("chat", RELEASES[1])
+    # Tagged as bgserve's, but made for another bundle under the same release id.
+    client.delete_model(ModelName="bgserve-chat-r1")
+    request = model_request("bgserve-chat-r1", "chat", RELEASES[2], backend.sm, backend.slot_env)
+    request["PrimaryContainer"]["Environment"][RELEASE_ID_ENV] = "1"
+    client.create_model(**request)
+    with pytest.raises(BackendError, match=r"not release 1's bundle \(BGSERVE_SLOT_MODEL_URI="):
+        backend.ensure_slot("chat", RELEASES[1])
+    assert stand_in.left() == {"models": ["bgserve-chat-r1"], "configs": [], "endpoints": []}
+    # Its own model, left by an earlier call, is used as it is.
+    client.delete_model(ModelName="bgserve-chat-r1")
+    mine = model_request("bgserve-chat-r1", "chat", RELEASES[1], backend.sm, backend.slot_env)
+    client.create_model(**mine)
+    backend.ensure_slot("chat", RELEASES[1])
+    assert stand_in.left()["models"] == ["bgserve-chat-r1"]

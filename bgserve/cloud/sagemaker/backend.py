@@ -37,6 +37,7 @@ from bgserve.cloud.sagemaker.variants import (
     SETTLED,
     UNROUTED_WEIGHT,
     config_keeping,
+    model_differs,
     model_request,
     percents,
     takes_traffic,
@@ -86,7 +87,7 @@ class SageMakerBackend:
         self.client = client(self.session, "sagemaker", sm.endpoint_url)
         self.clock, self.sleep = clock, sleep
         self._locks: dict[str, threading.Lock] = {}
-        self._managed: set[str] = set()  # endpoint ARNs seen with bgserve's tag
+        self._managed: set[str] = set()  # ARNs (endpoints, models) seen with bgserve's tag
         self._locks_guard = threading.Lock()
 
     # ----- the Backend protocol -----
@@ -315,13 +316,29 @@ class SageMakerBackend:
     # ----- models -----
 
     def _ensure_model(self, deployment: str, release: Release) -> tuple[str, bool]:
-        """The release's model, created unless it exists; True when created here."""
+        """The release's model, created unless it exists; True when created here.
+
+        An existing model is used only if bgserve made it (its ``managed-by`` tag) for this
+        very bundle; else BackendError, naming the difference and the way out.
+        """
         name = names.model_name(self.sm.name_prefix, deployment, release.id)
-        if call("DescribeModel", self.client.describe_model, ModelName=name, missing_ok=True):
-            return name, False
         request = model_request(name, deployment, release, self.sm, self.slot_env)
-        call("CreateModel", self.client.create_model, **request)
-        return name, True
+        found = call("DescribeModel", self.client.describe_model, ModelName=name, missing_ok=True)
+        if found is None:
+            call("CreateModel", self.client.create_model, **request)
+            return name, True
+        if not self._tagged_managed(found["ModelArn"]):
+            difference: str | None = f"no tag {MANAGED_BY[0]}={MANAGED_BY[1]}"
+        else:
+            difference = model_differs(found, request)
+        if difference is not None:
+            raise BackendError(
+                f"SageMaker model {name} exists but is not release {release.id}'s bundle "
+                f"({difference}): it was made by someone else, or by another bgserve state "
+                "under the same names; delete that model, or set "
+                "BGSERVE_SAGEMAKER_NAME_PREFIX to keep the two apart"
+            )
+        return name, False
 
     def _delete_model(self, model: str) -> None:
         call("DeleteModel", self.client.delete_model, ModelName=model, missing_ok=True)
@@ -340,18 +357,24 @@ class SageMakerBackend:
             self._refuse_unmanaged(name, found["EndpointArn"])
         return found
 
-    def _refuse_unmanaged(self, name: str, arn: str) -> None:
+    def _tagged_managed(self, arn: str) -> bool:
+        """Whether the resource at ``arn`` carries bgserve's ``managed-by`` tag."""
         if arn in self._managed:
-            return
+            return True
         answer = call("ListTags", self.client.list_tags, ResourceArn=arn)
         tags = {t.get("Key"): t.get("Value") for t in answer.get("Tags") or []}
         if tags.get(MANAGED_BY[0]) != MANAGED_BY[1]:
+            return False
+        self._managed.add(arn)
+        return True
+
+    def _refuse_unmanaged(self, name: str, arn: str) -> None:
+        if not self._tagged_managed(arn):
             raise BackendError(
                 f"SageMaker endpoint {name} exists and is not managed by bgserve (no tag "
                 f"{MANAGED_BY[0]}={MANAGED_BY[1]}): bgserve changes only endpoints it created; "
                 "deploy under another name or set BGSERVE_SAGEMAKER_NAME_PREFIX"
             )
-        self._managed.add(arn)
 
     def _describe_config(self, config: str) -> Obj:
         found: Obj = call(

@@ -132,6 +132,26 @@ def model_request(
     }
 
 
+def model_differs(existing: Obj, wanted: Obj) -> str | None:
+    """What makes the model SageMaker has under a name another than CreateModel's request
+    ``wanted`` would make (its image, bundle, deployment or release), None if nothing.
+
+    Release ids are a bgserve state's own: another state (a second install, a fresh
+    database) under the same name prefix means another release under the same id.
+    """
+    have = existing.get("PrimaryContainer") or {}
+    want = wanted["PrimaryContainer"]
+    if have.get("Image") != want["Image"]:
+        return f"image {have.get('Image')!r}, not {want['Image']!r}"
+    if have.get("ModelDataUrl") != want.get("ModelDataUrl"):
+        return f"bundle {have.get('ModelDataUrl')!r}, not {want.get('ModelDataUrl')!r}"
+    have_env = have.get("Environment") or {}
+    for key in (MODEL_URI_ENV, DEPLOYMENT_ENV, RELEASE_ID_ENV):
+        if have_env.get(key) != want["Environment"][key]:
+            return f"{key}={have_env.get(key)!r}, not {want['Environment'][key]!r}"
+    return None
+
+
 def variant_entry(
     model: str, release_id: int, weight: float, instances: int, sm: SageMakerGroup
 ) -> Obj:
