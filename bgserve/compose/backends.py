@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from bgserve.app.ports import TrafficSource
+from bgserve.app.traffic_reuse import ReadEvery
 from bgserve.backends.base import Backend
 from bgserve.errors import InvalidInput
 from bgserve.settings import Settings
@@ -158,10 +159,11 @@ def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource 
         from bgserve.cloud.sagemaker.metrics import CloudWatchTraffic
 
         if isinstance(backend, SageMakerBackend):
-            every = settings.sagemaker.cloudwatch_read_seconds
-            return CloudWatchTraffic(backend.cloudwatch(), backend.variant_names, every)
+            cloudwatch = CloudWatchTraffic(backend.cloudwatch(), backend.variant_names)
+            return ReadEvery(cloudwatch, settings.sagemaker.cloudwatch_read_seconds)
     if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
         from bgserve.kube.prometheus import PrometheusTraffic
 
-        return PrometheusTraffic(settings.kube, settings.backend)
+        prometheus = PrometheusTraffic(settings.kube, settings.backend)
+        return ReadEvery(prometheus, settings.kube.prometheus.read_seconds)
     return None

@@ -127,6 +127,13 @@ class PrometheusGroup(Group):
     timeout_seconds: float = Field(
         5.0, gt=0, description="Timeout of one Prometheus query by the live analysis."
     )
+    read_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=300,
+        description="How long live analysis reuses a reading of Prometheus (its counts change "
+        "once a scrape; each reading is three queries; 0: every engine tick).",
+    )
 
 
 class KubeGroup(Group):

@@ -163,15 +163,18 @@ def test_an_endpoint_bgserve_did_not_create_is_never_changed(stand_in: SageMaker
 def test_cloudwatch_is_read_once_per_interval_not_at_every_engine_tick(
     stand_in: SageMakerStandIn,
 ) -> None:
-    """Its counts change once a minute: a reading is reused for ``read_every`` seconds."""
+    """Its counts change once a minute: a reading is reused for 15 seconds (what the
+    composition root wraps it in)."""
     import datetime as dt
 
+    from bgserve.app.traffic_reuse import ReadEvery
     from bgserve.cloud.sagemaker.metrics import CloudWatchTraffic
 
     now = [dt.datetime.now(dt.UTC)]
-    traffic = CloudWatchTraffic(
-        stand_in.client("cloudwatch"), lambda _: ("bgserve-chat", {1: "r1"}), 15.0, lambda: now[0]
+    cloudwatch = CloudWatchTraffic(
+        stand_in.client("cloudwatch"), lambda _: ("bgserve-chat", {1: "r1"}), lambda: now[0]
     )
+    traffic = ReadEvery(cloudwatch, 15.0, lambda: now[0].timestamp())
     dimensions = [
         {"Name": "EndpointName", "Value": "bgserve-chat"},
         {"Name": "VariantName", "Value": "r1"},

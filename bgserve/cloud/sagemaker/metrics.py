@@ -18,8 +18,8 @@ What this gives the analysis, and what it does not:
 
 The rollout engine asks for counts every interval (a quarter of a second); CloudWatch's
 change once a minute, and each read is a DescribeEndpoint and a GetMetricData call (both
-throttled, the second billed). So a deployment's reading is kept for ``read_every``
-seconds and given again until then.
+throttled, the second billed). So the composition root reads it through
+:class:`~bgserve.app.traffic_reuse.ReadEvery` (``BGSERVE_SAGEMAKER_CLOUDWATCH_READ_SECONDS``).
 """
 
 from __future__ import annotations
@@ -45,37 +45,24 @@ class CloudWatchTraffic:
         self,
         client: Any,
         variants: Callable[[str], tuple[str, Mapping[int, str]] | None],
-        read_every: float = 15.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.client = client
         self.variants = variants
-        self.read_every = read_every
         self.clock = clock
-        self._last: dict[str, tuple[dt.datetime, dict[int, SideWindow]]] = {}
         # Counts start at the minute this source was made: an arbitrary origin, as the
         # protocol allows (the engine only ever subtracts two readings).
         self.origin = clock().replace(second=0, microsecond=0)
 
     def windows(self, deployment: str) -> dict[int, SideWindow]:
         """Requests and 5xx errors per release id of ``deployment`` since this source
-        started (no latency histogram); {} when the deployment has no endpoint. At most
-        one reading (a DescribeEndpoint and a paged GetMetricData) per ``read_every``
-        seconds and deployment; the last one in between.
+        started (no latency histogram); {} when the deployment has no endpoint. Each call
+        is a DescribeEndpoint and a paged GetMetricData.
 
         Raises:
             BackendError (an Unavailable): CloudWatch cannot be reached or refuses the
             query.
         """
-        now = self.clock()
-        last = self._last.get(deployment)
-        if last is not None and (now - last[0]).total_seconds() < self.read_every:
-            return last[1]
-        counts = self._read(deployment)
-        self._last[deployment] = (now, counts)
-        return counts
-
-    def _read(self, deployment: str) -> dict[int, SideWindow]:
         found = self.variants(deployment)
         if found is None:
             return {}
