@@ -140,6 +140,13 @@ class DeploymentOut(BaseModel):
     plan: PlanOut | None = Field(description="The promotion plan under way, if any")
     gate: GateOut | None
     data_plane_url: str | None
+    route: dict[str, Any] | None = Field(
+        None,
+        description="What the gateway reported of the route last applied by this server "
+        "(Gateway API router): the route, the generation it took and the Gateways that "
+        "took it; null when nothing was reported",
+        examples=[{"route": "models/bgserve-chat", "generation": 7, "taken_by": ["gw/eg"]}],
+    )
     last_comparison: dict[str, Any] | None = Field(
         description="Summary of the last comparison report (without its cases); "
         '`"stale": true` when it compared another blue/green pair than the current one'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bgserve.api.plan_schemas import PlanOut
@@ -37,10 +38,15 @@ def deployment_out(service: Service, stored: StoredDeployment) -> DeploymentOut:
         plan=PlanOut.of(state.plan),
         gate=_gate(state),
         data_plane_url=service.data_plane_url(state.name),
+        route=_route(service.route_report(state.name)),
         last_comparison=_summary(stored.last_comparison, state),
         created_at=stored.created_at,
         updated_at=stored.updated_at,
     )
+
+
+def _route(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if report is None else dict(report)
 
 
 def _gate(state: DeploymentState) -> GateOut | None:

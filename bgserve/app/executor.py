@@ -24,9 +24,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from bgserve.app.ports import AliasMover
-from bgserve.backends.base import Backend
+from bgserve.backends.base import Backend, RouteReports
 from bgserve.domain.rollout import (
     Action,
     DeploymentState,
@@ -85,7 +86,11 @@ class Executor:
             undo = self._act(name, (), _before_commit(transition.actions))
             try:
                 stored = self.store.create_deployment(
-                    transition.state, self.clock(), principal, transition.reason
+                    transition.state,
+                    self.clock(),
+                    principal,
+                    transition.reason,
+                    self._details(name, transition),
                 )
             except BaseException:
                 undo()
@@ -139,7 +144,7 @@ class Executor:
                 principal=principal,
                 action=transition.action,
                 reason=transition.reason,
-                details=dict(transition.details) or None,
+                details=self._details(name, transition),
                 last_comparison=None if transition.report is None else dict(transition.report),
             )
         except BaseException:
@@ -147,6 +152,17 @@ class Executor:
             raise
         self._follow_up(saved, transition)
         return saved
+
+    def _details(self, name: str, transition: Transition) -> dict[str, Any] | None:
+        """The history event's details: the transition's, and what the router reported of
+        the route it applied (a gateway's generation taken), when it reports."""
+        details = dict(transition.details)
+        routed = any(isinstance(a, SetRoutes) for a in transition.actions)
+        if routed and isinstance(self.backend, RouteReports):
+            report = self.backend.route_report(name)
+            if report is not None:
+                details["route"] = dict(report)
+        return details or None
 
     def _act(
         self, name: str, routes_before: tuple[Route, ...], actions: tuple[Action, ...]

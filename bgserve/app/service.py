@@ -16,7 +16,7 @@ from typing import Any
 
 from bgserve.app.executor import Executor
 from bgserve.app.ports import Registry, TrafficReading, TrafficStats
-from bgserve.backends.base import Backend, SlotInfo
+from bgserve.backends.base import Backend, RouteReports, SlotInfo
 from bgserve.domain import promotion, rollout, slots
 from bgserve.domain.plan import Plan
 from bgserve.domain.release import Release, ResolvedRelease, validate_name
@@ -100,6 +100,13 @@ class Service:
     def data_plane_url(self, name: str) -> str | None:
         """The weighted entry point clients call for ``name``, if the backend has one."""
         return self.backend.data_plane_url(name)
+
+    def route_report(self, name: str) -> Mapping[str, Any] | None:
+        """What the router reported of ``name``'s route last applied by this process (a
+        gateway's generation taken); None when the backend's router reports nothing."""
+        if isinstance(self.backend, RouteReports):
+            return self.backend.route_report(name)
+        return None
 
     def traffic(self) -> TrafficReading | None:
         """The data plane's per-slot counters and collector pauses; None when the backend

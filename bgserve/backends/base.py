@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from bgserve.dataplane.wire import BODY_CAP as BODY_CAP
 from bgserve.dataplane.wire import ShadowBatch as ShadowBatch
@@ -121,6 +121,18 @@ class SlotWatcher(Protocol):
         return quickly (it runs on the backend's watcher thread). Idempotent: a second
         call replaces the callback. Raises nothing.
         """
+        ...
+
+
+@runtime_checkable
+class RouteReports(Protocol):
+    """Optional: a backend whose router reports taking a route (a Gateway API gateway's
+    route status), so the history can say which generation of the route took effect."""
+
+    def route_report(self, deployment: str) -> Mapping[str, Any] | None:
+        """What the router reported of the route last applied for ``deployment`` (JSON-ready:
+        e.g. the route, the generation taken and who took it); None when nothing was
+        reported. Raises nothing."""
         ...
 
 

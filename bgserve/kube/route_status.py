@@ -45,6 +45,22 @@ def route_taken(route: Mapping[str, Any] | None) -> bool | None:
     return True if taken else None
 
 
+def taken_report(route: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """:func:`route_taken`, saying what was taken once it was: the route, the generation of
+    its spec and the Gateways that took it (what the deployment's history records);
+    None while waiting. Raises as :func:`route_taken`."""
+    if not route_taken(route):
+        return None
+    assert route is not None  # route_taken raised otherwise
+    namespace = _namespace(route)
+    parents = route["spec"].get("parentRefs") or []
+    return {
+        "route": f"{namespace}/{route['metadata']['name']}",
+        "generation": route["metadata"].get("generation"),
+        "taken_by": [_parent_name(parent, namespace) for parent in parents],
+    }
+
+
 def waiting_on(route: Mapping[str, Any] | None) -> str:
     """What the parents of ``route`` report so far, for a timeout's message."""
     if route is None:

@@ -134,9 +134,14 @@ class Store:
     # deployments
 
     def create_deployment(
-        self, state: DeploymentState, now: datetime, principal: str, reason: str
+        self,
+        state: DeploymentState,
+        now: datetime,
+        principal: str,
+        reason: str,
+        details: dict[str, Any] | None = None,
     ) -> StoredDeployment:
-        """Store a new deployment (version 1) and its creation event.
+        """Store a new deployment (version 1) and its creation event (with ``details``).
 
         Raises Conflict if a deployment of that name exists, NotFound if its release does not.
         """
@@ -145,7 +150,7 @@ class Store:
             conn.execute(
                 insert(deployments).values(**state_columns(created), created_at=now, updated_at=now)
             )
-            self._append(conn, state.name, now, principal, "create", reason, None, created)
+            self._append(conn, state.name, now, principal, "create", reason, None, created, details)
         return self.get_deployment(state.name)
 
     def get_deployment(self, name: str) -> StoredDeployment:

@@ -171,6 +171,15 @@ def test_traffic_through_envoy_follows_every_step_and_the_revert(
                 shares[0] = share_of(load, green, returned + settled, done)
             failures = load.failures()
             total = len(load.calls)
+            # The history and the status say which generation of the route Envoy Gateway took.
+            taken = [
+                e.details["route"]
+                for e in service.history("gw")
+                if e.details and "route" in e.details
+            ]
+            route = ns.get("httproutes", route_name("gw"))
+            assert route is not None
+            status_route = service.route_report("gw")
     finally:
         backend.close()
         slots.stop_all()
@@ -179,6 +188,11 @@ def test_traffic_through_envoy_follows_every_step_and_the_revert(
         f"\nthrough Envoy: {total} calls; green's share by weight {shares}; "
         f"bgserve's call took {took}; traffic matched, from the call's return {effective}"
     )
+    generations = [r["generation"] for r in taken]
+    assert generations == sorted(set(generations)) and len(generations) >= 6, taken
+    assert status_route is not None and status_route["generation"] == generations[-1]
+    assert generations[-1] == route["metadata"]["generation"]
+    assert all(r["taken_by"] == [f"{envoy_gateway.namespace}/{envoy_gateway.name}"] for r in taken)
     envoy_lines = envoy_gateway.access_lines({c.status for c in failures})
     assert failures == [], f"{failures[:5]}\nthe gateway's log on them:\n" + "\n".join(envoy_lines)
     assert kserve.controller.errors == []

@@ -67,6 +67,10 @@ def test_a_step_returns_only_once_the_gateway_took_the_new_spec(
         (route,) = kube_ns.objects("httproutes")
         assert route_taken(route) is True  # the report was in before the step returned
         assert took >= 0.05  # it waited for the stand-in's next look
+        # What the history records of the step: the generation the gateway took.
+        report = backend.route_report("chat")
+        assert report is not None and report["generation"] == route["metadata"]["generation"]
+        assert report["route"] == f"{kube_ns.namespace}/{route['metadata']['name']}"
     backend.close()
 
 
@@ -120,4 +124,5 @@ def test_zero_does_not_wait(kube_ns: KubeNamespace, gateway: GatewayStatus) -> N
     gateway.silent = True
     state: Any = at_ten_percent(backend)
     assert weights(kube_ns) == {"chat-r1": 90, "chat-r2": 10} and state.green_weight == 10
+    assert backend.route_report("chat") is None  # nothing waited for, nothing to report
     backend.close()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bgserve.errors import BackendError
-from bgserve.kube.route_status import RouteRefused, route_taken, waiting_on
+from bgserve.kube.route_status import RouteRefused, route_taken, taken_report, waiting_on
 
 GROUP = "gateway.networking.k8s.io"
 
@@ -90,3 +90,13 @@ def test_what_the_parents_said_so_far_is_told() -> None:
     said = waiting_on(route([parent(condition("Accepted"))]))
     assert said == "Gateway kserve/gw: Accepted=True"
     assert "nothing yet on generation 2" in waiting_on(route([]))
+
+
+def test_what_was_taken_names_the_route_its_generation_and_the_gateways() -> None:
+    taken = route([parent(condition("Accepted"), condition("ResolvedRefs"))])
+    assert taken_report(taken) == {
+        "route": "models/chat",
+        "generation": 2,
+        "taken_by": ["kserve/gw"],
+    }
+    assert taken_report(route([parent(condition("Accepted"))])) is None

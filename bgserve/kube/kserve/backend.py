@@ -54,7 +54,7 @@ from bgserve.kube.kserve.objects import (
 )
 from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow, gateway_base
 from bgserve.kube.readiness import Check
-from bgserve.kube.route_status import RouteRefused, route_taken, waiting_on
+from bgserve.kube.route_status import RouteRefused, taken_report, waiting_on
 from bgserve.settings import KubeGroup
 
 # KServe's model transition states that will not resolve by waiting.
@@ -120,6 +120,8 @@ class KServeBackend(KubeBackend):
         self.services = self._objects(INFERENCE_SERVICE)
         self.routes = self._objects(ROUTERS[kube.kserve.router])
         self.group: LlmGroup | None = None
+        # Per deployment: what the gateway took of the route last applied (route_report).
+        self._taken: dict[str, dict[str, Any]] = {}
         if kube.kserve.llm_mode == "llminferenceservice":
             members = self._objects(LLM_INFERENCE_SERVICE)
             self.group = LlmGroup(members, self.readiness, kube, self.mlflow)
@@ -225,22 +227,31 @@ class KServeBackend(KubeBackend):
             return desired
 
         name = route_name(deployment)
+        self._taken.pop(deployment, None)
         written = self.routes.apply_with(name, build)
         if self.kube.kserve.router == "gateway" and self.kube.route_accept_timeout_seconds > 0:
             previous, desired = seen[-1]
-            self._await_gateway(name, written, previous, desired)
+            self._taken[deployment] = self._await_gateway(name, written, previous, desired)
 
-    def _await_gateway(self, name: str, written: Obj, previous: Obj | None, desired: Obj) -> None:
+    def route_report(self, deployment: str) -> Mapping[str, Any] | None:
+        """What the gateway reported of the route last applied for ``deployment``: the
+        route, the generation it took and the Gateways that took it; None when bgserve
+        did not wait for a gateway (Istio, or the wait turned off). Raises nothing."""
+        return self._taken.get(deployment)
+
+    def _await_gateway(
+        self, name: str, written: Obj, previous: Obj | None, desired: Obj
+    ) -> dict[str, Any]:
         """Wait until the gateway reports the HTTPRoute just written ``Accepted`` and
-        ``ResolvedRefs`` for its generation; on a refusal or after
-        ``kube_route_accept_timeout_seconds``, put ``previous`` back (delete a route that
-        did not exist) and raise BackendError saying what the gateway reported."""
+        ``ResolvedRefs`` for its generation, and return what it took (:func:`taken_report`);
+        on a refusal or after ``kube_route_accept_timeout_seconds``, put ``previous`` back
+        (delete a route that did not exist) and raise BackendError saying what the
+        gateway reported."""
         timeout = self.kube.route_accept_timeout_seconds
         waiting = replace(self.readiness, timeout=timeout)
         what = f"HTTPRoute {self.kube.namespace}/{name}"
         try:
-            waiting.until(self.routes, name, route_taken, what, current=written)
-            return
+            return waiting.until(self.routes, name, taken_report, what, current=written)
         except RouteRefused as exc:
             reason = str(exc)
         except ReadinessTimeout:
