@@ -36,10 +36,9 @@ from typing import Any
 from _common import save, table
 
 from bgserve.app.service import Service
-from bgserve.kube.kserve.backend import required_rbac
 from tests.support.envoy_gateway import EnvoyGatewayRun, Gateway, routable_address
-from tests.support.kserve_part import KServeWithSlots
-from tests.support.kube import READY_TIMEOUT, SlotProcesses, kserve_backend, make_components
+from tests.support.kserve_part import KServeWithSlots, gateway_settings
+from tests.support.kube import SlotProcesses, kserve_backend, make_components
 from tests.support.kube import register as register_releases
 from tests.support.kube_namespace import KubeNamespace
 from tests.support.load import Call, Load, hold, settled_after, share_of
@@ -107,13 +106,7 @@ def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, 
     ns = KubeNamespace(gateway.cluster)
     slots = SlotProcesses(routable_address())
     kserve = KServeWithSlots(ns, slots)
-    settings = ns.settings(
-        required_rbac("gateway"),
-        slot_ready_timeout_seconds=READY_TIMEOUT,
-        kube_gateway_name=gateway.name,
-        kube_gateway_namespace=gateway.namespace,
-        kube_route_accept_timeout_seconds=60,
-    )
+    settings = gateway_settings(ns, gateway.namespace, gateway.name)
     backend = kserve_backend(settings, api=ns.api_for(settings))
     service = make_components(home, mlflow_env(home), backend).service
     ids = register_releases(service, DEPLOYMENT)

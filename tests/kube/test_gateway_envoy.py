@@ -18,9 +18,8 @@ from bgserve.kube.kserve.backend import KServeBackend, required_rbac
 from bgserve.kube.kserve.objects import route_name
 from bgserve.kube.route_status import route_taken
 from tests.support.envoy_gateway import Gateway, routable_address
-from tests.support.kserve_part import KServePart, KServeWithSlots
+from tests.support.kserve_part import KServePart, KServeWithSlots, gateway_settings
 from tests.support.kube import (
-    READY_TIMEOUT,
     SlotProcesses,
     kserve_backend,
     make_components,
@@ -119,13 +118,7 @@ def test_traffic_through_envoy_follows_every_step_and_the_revert(
     ns = KubeNamespace(envoy_gateway.cluster)
     slots = SlotProcesses(routable_address())
     kserve = KServeWithSlots(ns, slots)
-    settings = ns.settings(
-        required_rbac("gateway"),
-        slot_ready_timeout_seconds=READY_TIMEOUT,
-        kube_gateway_name=envoy_gateway.name,
-        kube_gateway_namespace=envoy_gateway.namespace,
-        kube_route_accept_timeout_seconds=60,
-    )
+    settings = gateway_settings(ns, envoy_gateway.namespace, envoy_gateway.name)
     backend = kserve_backend(settings, api=ns.api_for(settings))
     parts = make_components(tmp_path, mlflow_store, backend)
     service = parts.service

@@ -19,12 +19,12 @@ import pytest
 from bgserve.compose import registry_at
 from bgserve.compose.backends import llm_lookup, slot_mlflow
 from bgserve.demo.llm_models import push_chat_prompts, register_smollm2
-from bgserve.kube.kserve.backend import KServeBackend, required_rbac
+from bgserve.kube.kserve.backend import KServeBackend
 from bgserve.kube.kserve.objects import route_name
 from bgserve.kube.route_status import route_taken
 from tests.support.envoy_gateway import Gateway, routable_address
-from tests.support.kserve_part import KServeWithSlots
-from tests.support.kube import READY_TIMEOUT, SlotProcesses, make_components
+from tests.support.kserve_part import KServeWithSlots, gateway_settings
+from tests.support.kube import SlotProcesses, make_components
 from tests.support.kube_namespace import KubeNamespace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -104,13 +104,7 @@ def test_streams_pass_through_envoy_unbuffered_by_the_weights_and_none_is_lost(
     ns = KubeNamespace(envoy_gateway.cluster)
     slots = SlotProcesses(routable_address())
     kserve = KServeWithSlots(ns, slots)
-    settings = ns.settings(
-        required_rbac("gateway"),
-        slot_ready_timeout_seconds=READY_TIMEOUT,
-        kube_gateway_name=envoy_gateway.name,
-        kube_gateway_namespace=envoy_gateway.namespace,
-        kube_route_accept_timeout_seconds=60,
-    )
+    settings = gateway_settings(ns, envoy_gateway.namespace, envoy_gateway.name)
     backend = KServeBackend(
         settings.kube,
         ready_timeout=settings.slot_ready_timeout_seconds,

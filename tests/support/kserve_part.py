@@ -9,9 +9,12 @@ from typing import Any
 
 from kubernetes import client
 
+from bgserve.kube.kserve.backend import required_rbac
 from bgserve.kube.kserve.objects import SERVICE_PORT
+from bgserve.settings import Settings
 from tests.support.kube import (
     KSERVE,
+    READY_TIMEOUT,
     Controller,
     PlatformStatus,
     SlotProcesses,
@@ -89,3 +92,15 @@ class KServeWithSlots(KServePart):
             "address": {"url": url},
         }
         self.ns.set_status(*KSERVE, self.ns.namespace, meta["name"], status)
+
+
+def gateway_settings(ns: KubeNamespace, gateway_namespace: str, gateway_name: str) -> Settings:
+    """Settings of a KServe backend in ``ns`` holding its declared Role, routing through
+    the Gateway ``gateway_namespace/gateway_name`` and waiting up to 60 s for it."""
+    return ns.settings(
+        required_rbac("gateway"),
+        slot_ready_timeout_seconds=READY_TIMEOUT,
+        kube_gateway_name=gateway_name,
+        kube_gateway_namespace=gateway_namespace,
+        kube_route_accept_timeout_seconds=60,
+    )
