@@ -8,10 +8,15 @@ from dataclasses import dataclass
 from bgserve.domain.release import Release
 from bgserve.kube.client import Obj
 from bgserve.settings import KubeGroup
+from bgserve.slot.exchanges import TOKEN_ENV
 
 SLOT_PORT = 8080
 MOUNT_PATH = "/mnt/models"
 ANNOTATION_PREFIX = "bgserve.io/"
+SLOT_TOKEN_KEY = "token"
+"""The key of the slot token's Secret (``BGSERVE_KUBE_SLOT_TOKEN_SECRET``)."""
+SLOT_EXCHANGE_RECORDS = 2048
+"""Exchanges a slot pod keeps for pairing while bgserve drains it."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ def bundle_storage_uri(release: Release, kube: KubeGroup) -> str | None:
 
 
 def _slot_env(release: Release, kube: KubeGroup, mlflow: SlotMlflow) -> list[Obj]:
+    return [*_bundle_env(release, kube, mlflow), *_token_env(kube)]
+
+
+def _bundle_env(release: Release, kube: KubeGroup, mlflow: SlotMlflow) -> list[Obj]:
     storage = bundle_storage_uri(release, kube)
     if storage:
         return [{"name": "STORAGE_URI", "value": storage}]
@@ -47,6 +56,20 @@ def _slot_env(release: Release, kube: KubeGroup, mlflow: SlotMlflow) -> list[Obj
         {"name": "MLFLOW_REGISTRY_URI", "value": mlflow.registry_uri},
     ]
     return [e for e in env if e["value"]]
+
+
+def _token_env(kube: KubeGroup) -> list[Obj]:
+    """The slot's drain token, from its Secret (never written into the object itself)."""
+    if not kube.slot_token_secret:
+        return []
+    secret = {"name": kube.slot_token_secret, "key": SLOT_TOKEN_KEY}
+    return [{"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": secret}}]
+
+
+def _records_args(kube: KubeGroup) -> list[str]:
+    """With a drain token, the slot keeps the exchanges it answers while bgserve drains
+    them (to pair a gateway's mirrored copies: :mod:`bgserve.slot.exchanges`)."""
+    return ["--exchange-records", str(SLOT_EXCHANGE_RECORDS)] if kube.slot_token_secret else []
 
 
 def slot_container(
@@ -78,6 +101,7 @@ def slot_container(
             "0.0.0.0",
             "--port",
             str(port),
+            *_records_args(kube),
         ],
         "env": _slot_env(release, kube, mlflow),
         "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bgserve.settings.groups import Group, spelt_flat
 
@@ -181,6 +181,20 @@ class KubeGroup(Group):
         description="Service account of the slot pods (e.g. one holding storage credentials "
         "for the storage initializer); the namespace default when empty.",
     )
+    slot_token_secret: str = Field(
+        "",
+        description="Secret (in bgserve's namespace, key `token`) whose value slot pods take "
+        "as BGSERVE_SLOT_TOKEN. With it, each slot keeps a record of the exchanges it answers "
+        "while bgserve drains it, which is how shadow traffic through the gateway's mirror is "
+        "paired and scored; without it, shadow traffic is refused on Kubernetes. bgserve "
+        "sends the same value, given as BGSERVE_KUBE_SLOT_TOKEN.",
+    )
+    slot_token: str = Field(
+        "",
+        repr=False,
+        description="The value held in `slot_token_secret`, which bgserve sends to drain a "
+        "slot's records; needed with it.",
+    )
     slot_cpu: str = Field("1", description="CPU request and limit of one slot container.")
     slot_memory: str = Field("2Gi", description="Memory request and limit of one slot container.")
     bundle_storage_uri: str = Field(
@@ -221,3 +235,12 @@ class KubeGroup(Group):
     kserve: KServeGroup = Field(default_factory=KServeGroup)
     seldon: SeldonGroup = Field(default_factory=SeldonGroup)
     prometheus: PrometheusGroup = Field(default_factory=PrometheusGroup)
+
+    @model_validator(mode="after")
+    def _slot_token_with_its_secret(self) -> KubeGroup:
+        if bool(self.slot_token_secret) != bool(self.slot_token):
+            raise ValueError(
+                "BGSERVE_KUBE_SLOT_TOKEN_SECRET and BGSERVE_KUBE_SLOT_TOKEN go together: the "
+                "Secret the slot pods read the token from, and the same token for bgserve"
+            )
+        return self

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bgserve import gcpause
+from bgserve.slot.exchanges import TOKEN_ENV
 from bgserve.slot.infer_body import JsonInferBody
 from bgserve.slot.oip import OUTPUT_NAME, input_columns, output_strings
 
@@ -169,6 +171,8 @@ def serve(
     model_repository: Path | None = None,
     grpc_port: int | None = None,
     sagemaker: bool = False,
+    exchange_records: int = 0,
+    token: str = "",
 ) -> None:
     """Load ``model_uri`` and serve it as ``deployment`` until SIGTERM/SIGINT. Blocks.
 
@@ -177,8 +181,9 @@ def serve(
     to measure what freezing them saves). ``model_repository`` serves the repository
     extension over that folder (REST, and gRPC on ``grpc_port`` when given); with it,
     ``model_uri`` may be None. ``sagemaker`` adds SageMaker's container contract
-    (``/ping``, ``/invocations``: :mod:`bgserve.slot.sagemaker`). Raises whatever loading
-    the model raises.
+    (``/ping``, ``/invocations``: :mod:`bgserve.slot.sagemaker`). ``exchange_records``
+    above 0 keeps that many answered exchanges while drained with ``token``
+    (:mod:`bgserve.slot.exchanges`). Raises whatever loading the model raises.
     """
     signal.signal(signal.SIGTERM, _exit_on_signal)
     started = time.monotonic()
@@ -234,6 +239,11 @@ def serve(
 
         chat = model is not None and model.chat_bundle is not None
         app.add_middleware(SageMakerContract, deployment=deployment, chat=chat)
+    if exchange_records > 0:
+        from bgserve.slot.exchanges import ExchangeLog, ExchangeRecorder
+
+        records = ExchangeLog(exchange_records)
+        app.add_middleware(ExchangeRecorder, log=records, token=token, release_id=release_id)
     _quiet_per_request_logs()
     _watch_gc(gc_freeze)
     sockets = [socket.socket(fileno=socket_fd)] if socket_fd is not None else None
@@ -271,6 +281,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also answer SageMaker's container contract: GET /ping, POST /invocations",
     )
     parser.add_argument(
+        "--exchange-records",
+        type=int,
+        default=0,
+        help="keep up to N answered exchanges while bgserve drains them, to pair a gateway's "
+        "mirrored copies with live answers (needs the token in BGSERVE_SLOT_TOKEN)",
+    )
+    parser.add_argument(
         "--no-gc-freeze",
         dest="gc_freeze",
         action="store_false",
@@ -289,6 +306,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--model-uri needs --deployment, the name the model answers under")
     if args.grpc_port is not None and args.model_repository is None:
         parser.error("--grpc-port serves the model repository API: give --model-repository")
+    if args.exchange_records < 0:
+        parser.error("--exchange-records must be 0 (off) or more")
+    args.token = os.environ.get(TOKEN_ENV, "")
+    if args.exchange_records and not args.token:
+        parser.error(f"--exchange-records needs the drain token in {TOKEN_ENV}")
     return args
 
 
@@ -317,6 +339,8 @@ def _serve(args: argparse.Namespace) -> None:
         model_repository=args.model_repository,
         grpc_port=args.grpc_port,
         sagemaker=args.sagemaker,
+        exchange_records=args.exchange_records,
+        token=args.token,
     )
 
 

@@ -36,6 +36,7 @@ VARIANTS: list[dict[str, Any]] = [
         "kube_gateway_namespace": "",
     },
     {"kserve_router": "istio", "kube_route_hostname": "chat.example.com"},
+    {"kube_slot_token_secret": "slot-token", "kube_slot_token": "t0ken"},
 ]
 
 
@@ -101,6 +102,19 @@ def test_without_storage_uri_the_slot_reads_the_registry() -> None:
     assert container["env"] == [
         {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.mlops:5000"}
     ]
+
+
+def test_with_a_drain_token_the_slot_records_and_reads_the_token_from_its_secret() -> None:
+    settings = Settings(kube_slot_token_secret="slot-token", kube_slot_token="t0ken")
+    isvc = inference_service("chat", RELEASES[1], settings.kube)
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    at = container["args"].index("--exchange-records")
+    assert int(container["args"][at + 1]) > 0
+    secret_ref = {"secretKeyRef": {"name": "slot-token", "key": "token"}}
+    assert {"name": "BGSERVE_SLOT_TOKEN", "valueFrom": secret_ref} in container["env"]
+    assert "t0ken" not in str(isvc)  # the token itself is never written into the object
+    plain = inference_service("chat", RELEASES[1], Settings().kube)
+    assert "--exchange-records" not in plain["spec"]["predictor"]["containers"][0]["args"]
 
 
 @pytest.mark.parametrize("deployment", ["chat", "7up", "a" * 63, "a" * 60 + "-xy"])

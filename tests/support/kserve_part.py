@@ -4,6 +4,7 @@ the traffic matters (a gateway in front)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from typing import Any
 
@@ -61,7 +62,9 @@ class KServeWithSlots(KServePart):
 
     def reconcile(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
-        url = self.slots.start(*slot_key(obj), bundle_uri(obj))
+        (container,) = obj["spec"]["predictor"]["containers"]
+        extra, env = self.pod_arguments(container)
+        url = self.slots.start(*slot_key(obj), bundle_uri(obj), extra, env)
         port = int(url.rsplit(":", 1)[1])
         service = f"{meta['name']}-predictor"
         core, discovery = client.CoreV1Api(self.ns.admin), client.DiscoveryV1Api(self.ns.admin)
@@ -93,14 +96,38 @@ class KServeWithSlots(KServePart):
         }
         self.ns.set_status(*KSERVE, self.ns.namespace, meta["name"], status)
 
+    def pod_arguments(self, container: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+        """What a pod of ``container`` would run with beyond the slot's model: the
+        exchange-records flag and the environment taken from Secrets, as the kubelet
+        resolves ``secretKeyRef``."""
+        args = list(container["args"])
+        extra = []
+        if "--exchange-records" in args:
+            at = args.index("--exchange-records")
+            extra = args[at : at + 2]
+        env = {
+            e["name"]: self.secret_value(**e["valueFrom"]["secretKeyRef"])
+            for e in container.get("env", ())
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        return extra, env
 
-def gateway_settings(ns: KubeNamespace, gateway_namespace: str, gateway_name: str) -> Settings:
+    def secret_value(self, name: str, key: str) -> str:
+        secret = client.CoreV1Api(self.ns.admin).read_namespaced_secret(name, self.ns.namespace)
+        return base64.b64decode(secret.data[key]).decode()
+
+
+def gateway_settings(
+    ns: KubeNamespace, gateway_namespace: str, gateway_name: str, **extra: Any
+) -> Settings:
     """Settings of a KServe backend in ``ns`` holding its declared Role, routing through
-    the Gateway ``gateway_namespace/gateway_name`` and waiting up to 60 s for it."""
+    the Gateway ``gateway_namespace/gateway_name`` and waiting up to 60 s for it
+    (``extra``: more settings, flat names)."""
     return ns.settings(
         required_rbac("gateway"),
         slot_ready_timeout_seconds=READY_TIMEOUT,
         kube_gateway_name=gateway_name,
         kube_gateway_namespace=gateway_namespace,
         kube_route_accept_timeout_seconds=60,
+        **extra,
     )

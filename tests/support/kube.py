@@ -4,6 +4,7 @@ serving platform's pods, a controller loop, and a cycle driven through the real 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -120,14 +121,19 @@ class SlotProcesses:
         self.lock = threading.Lock()
 
     def start(
-        self, deployment: str, release_id: int, model_uri: str, extra: Sequence[str] = ()
+        self,
+        deployment: str,
+        release_id: int,
+        model_uri: str,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> str:
-        """Start the slot (with ``extra`` arguments) unless running; wait until it answers
-        ready; return its URL."""
+        """Start the slot (with ``extra`` arguments and ``env`` added to the environment)
+        unless running; wait until it answers ready; return its URL."""
         with self.lock:
             if (deployment, release_id) not in self.procs:
                 self.procs[(deployment, release_id)] = self._spawn(
-                    deployment, release_id, model_uri, extra
+                    deployment, release_id, model_uri, extra, env or {}
                 )
             proc, port = self.procs[(deployment, release_id)]
         url = f"http://{self.host}:{port}"
@@ -135,7 +141,12 @@ class SlotProcesses:
         return url
 
     def _spawn(
-        self, deployment: str, release_id: int, model_uri: str, extra: Sequence[str]
+        self,
+        deployment: str,
+        release_id: int,
+        model_uri: str,
+        extra: Sequence[str],
+        env: Mapping[str, str],
     ) -> tuple[subprocess.Popen[bytes], int]:
         listener = socket.create_server((self.host, 0))
         args = [
@@ -151,6 +162,7 @@ class SlotProcesses:
             proc = subprocess.Popen(
                 args,
                 pass_fds=(listener.fileno(),),
+                env={**os.environ, **env},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
-from bgserve.backends.base import Backend, SlotInfo
+from bgserve.backends.base import Backend, ShadowBatch, SlotInfo, check_shadow
 from bgserve.backends.routes import check_weights, needs_availability, refuse_retiring_routed
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
@@ -52,6 +52,7 @@ from bgserve.kube.kserve.objects import (
     routed_weight,
     weighted_route,
 )
+from bgserve.kube.mirror_shadow import MirrorShadow
 from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow, gateway_base
 from bgserve.kube.readiness import Check
 from bgserve.kube.route_status import RouteRefused, taken_report, waiting_on
@@ -122,6 +123,9 @@ class KServeBackend(KubeBackend):
         self.group: LlmGroup | None = None
         # Per deployment: what the gateway took of the route last applied (route_report).
         self._taken: dict[str, dict[str, Any]] = {}
+        # Per deployment: the routes last applied (the roles a mirror needs).
+        self._routes: dict[str, list[Route]] = {}
+        self.mirror = MirrorShadow(kube.slot_token, self._slot_endpoint, kube.namespace)
         if kube.kserve.llm_mode == "llminferenceservice":
             members = self._objects(LLM_INFERENCE_SERVICE)
             self.group = LlmGroup(members, self.readiness, kube, self.mlflow)
@@ -223,6 +227,7 @@ class KServeBackend(KubeBackend):
                 desired = llm_weighted_route(deployment, routes, self.kube)
             else:
                 desired = weighted_route(deployment, routes, self.kube)
+            desired = self.mirror.mirrored(deployment, desired, routes, current)
             seen.append((current, desired))
             return desired
 
@@ -232,6 +237,53 @@ class KServeBackend(KubeBackend):
         if self.kube.kserve.router == "gateway" and self.kube.route_accept_timeout_seconds > 0:
             previous, desired = seen[-1]
             self._taken[deployment] = self._await_gateway(name, written, previous, desired)
+        self._routes[deployment] = list(routes)
+
+    def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
+        """Mirror ``percent`` (0-100; 0 stops) of the deployment's requests to green through
+        the route's own mirror (Gateway API ``RequestMirror``, Istio ``mirror``), and keep
+        blue's and green's slots recording what they answer so :meth:`shadow_pairs` can
+        pair the copies. The gateway answers clients from the weighted route as before;
+        ``max_queue`` does not apply (the gateway sends copies itself).
+
+        Idempotent. Raises InvalidInput for a percent outside 0-100; BackendError without
+        the slots' drain token, without a blue and green route applied by this process,
+        for a deployment of LLMInferenceService members (no route of bgserve's to
+        mirror), or when the route cannot be written (the previous one stays).
+        """
+        check_shadow(percent, max_queue)
+        routes = self._routes.get(deployment)
+        if routes is None:
+            raise BackendError(
+                f"no route of {deployment} was applied since bgserve started: take a step "
+                "(or restart bgserve, which re-applies it) before mirroring"
+            )
+        if self.group is not None and self.group.members(deployment):
+            raise BackendError(
+                f"{deployment}'s releases are LLMInferenceService members: KServe's routing "
+                "group has no mirror bgserve can set; use InferenceServices behind a route"
+            )
+        previous = self.mirror.configure(deployment, percent, routes)
+        try:
+            self.set_routes(deployment, routes)
+        except BgserveError:
+            self.mirror.restore(deployment, previous)
+            raise
+
+    def shadow_pairs(self, deployment: str) -> ShadowBatch:
+        """The mirrored copies paired with blue's live answers since the previous call,
+        from the slots' records (:mod:`bgserve.kube.mirror_shadow`). Raises BackendError
+        when a slot cannot be drained."""
+        return self.mirror.pairs(deployment, self._routes.get(deployment, ()))
+
+    def close(self) -> None:
+        """Close the API client and the drain client. Idempotent; slots keep running."""
+        self.mirror.close()
+        super().close()
+
+    def _slot_endpoint(self, deployment: str, release_id: int) -> str | None:
+        info = self.slot_info(deployment, release_id)
+        return None if info is None else info.endpoint
 
     def route_report(self, deployment: str) -> Mapping[str, Any] | None:
         """What the gateway reported of the route last applied for ``deployment``: the

@@ -1,0 +1,196 @@
+"""Shadow traffic on Kubernetes: the gateway mirrors, the slots record, bgserve pairs.
+
+The weighted route gets the platform's mirror (:func:`bgserve.kube.mirror.with_mirror`)
+while a deployment mirrors; blue's and green's slots record the exchanges they answer
+(:mod:`bgserve.slot.exchanges`) while bgserve drains them, and the drained records are
+paired by request id (:mod:`bgserve.backends.exchange_pairing`). A slot records only
+with a drain token (``BGSERVE_KUBE_SLOT_TOKEN_SECRET`` / ``BGSERVE_KUBE_SLOT_TOKEN``).
+
+Each drain reaches the slot's address from its status (the predictor Service): with more
+than one pod per slot, one pod is drained per call and pairs are found only where the
+live request and its copy were recorded by drained pods.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from bgserve.backends.exchange_pairing import ExchangePairer
+from bgserve.dataplane.wire import ShadowBatch
+from bgserve.domain.state import Route
+from bgserve.errors import BackendError
+from bgserve.kube.client import Obj
+from bgserve.kube.mirror import with_mirror
+from bgserve.kube.objects import ANNOTATION_PREFIX
+from bgserve.slot.exchanges import DRAIN_PATH, Exchange
+
+MAX_DRAIN_PAGES = 20
+"""Pages one drain of one slot reads at most (the slot's record holds fewer)."""
+
+MIRROR_ANNOTATION = ANNOTATION_PREFIX + "mirror"
+"""On a route bgserve mirrors: the share and the release (``50% to release 7``), ``off``
+once it stopped."""
+RECORD_FIELDS = frozenset(Exchange.__dataclass_fields__)
+
+SlotEndpoint = Callable[[str, int], str | None]
+"""``endpoint(deployment, release_id)``: the slot's base URL, None without a slot."""
+
+
+class MirrorShadow:
+    """Which deployments mirror what share to green, and their pairs.
+
+    ``token`` is the slots' drain token (empty: shadow traffic is refused, saying which
+    settings give one); ``endpoint`` finds a slot's address; ``namespace`` is where the
+    mirror's target lives. Safe from any thread.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        endpoint: SlotEndpoint,
+        namespace: str,
+        *,
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.token, self.endpoint, self.namespace = token, endpoint, namespace
+        self.clock = clock
+        self._http = http or httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0))
+        self._percents: dict[str, int] = {}
+        self._pairers: dict[str, ExchangePairer] = {}
+        self._lock = threading.Lock()
+
+    def configure(self, deployment: str, percent: int, routes: Sequence[Route]) -> int:
+        """Mirror ``percent`` (0 stops) of ``deployment``'s requests to the green of
+        ``routes`` from the next route written, starting both slots' records first;
+        returns the share mirrored before (to :meth:`restore` if writing fails).
+
+        Raises BackendError without a drain token, without a green in ``routes``, or
+        when a slot cannot be drained.
+        """
+        if percent:
+            if not self.token:
+                raise BackendError(
+                    "shadow traffic on Kubernetes pairs the gateway's mirrored copies from "
+                    "the slots' records, which need a drain token: set "
+                    "BGSERVE_KUBE_SLOT_TOKEN_SECRET and BGSERVE_KUBE_SLOT_TOKEN (the slots "
+                    "then restart with it)"
+                )
+            for release_id in pair_of(deployment, routes):
+                self._drain(deployment, release_id)  # starts its record; nothing is mirrored yet
+        with self._lock:
+            previous = self._percents.pop(deployment, 0)
+            self._pairers.pop(deployment, None)
+            if percent:
+                self._percents[deployment] = percent
+                self._pairers[deployment] = ExchangePairer()
+        return previous
+
+    def restore(self, deployment: str, percent: int) -> None:
+        """Put back the share :meth:`configure` returned. Raises nothing."""
+        with self._lock:
+            if percent:
+                self._percents[deployment] = percent
+            else:
+                self._percents.pop(deployment, None)
+
+    def mirrored(
+        self, deployment: str, route: Obj, routes: Sequence[Route], current: Obj | None = None
+    ) -> Obj:
+        """``route`` (the weighted route about to be written over ``current``) with the
+        mirror to the green of ``routes`` while ``deployment`` mirrors; as it is otherwise.
+
+        The route's :data:`MIRROR_ANNOTATION` says what it mirrors, and ``off`` once it
+        stopped: a write leaving a field out changes nothing bgserve compares, so without
+        it a mirror would never be taken away."""
+        percent = self._percents.get(deployment, 0)
+        green = next((r.release_id for r in routes if r.role == "green"), None)
+        if percent and green is not None:
+            mirrored = with_mirror(route, deployment, green, percent, self.namespace)
+            return _annotated(mirrored, f"{percent}% to release {green}")
+        was = ((current or {}).get("metadata", {}).get("annotations") or {}).get(MIRROR_ANNOTATION)
+        return _annotated(route, "off") if was not in (None, "off") else route
+
+    def pairs(self, deployment: str, routes: Sequence[Route]) -> ShadowBatch:
+        """The pairs completed since the previous call (an empty batch when
+        ``deployment`` does not mirror). Raises BackendError when a slot cannot be
+        drained."""
+        with self._lock:
+            pairer = self._pairers.get(deployment)
+        roles = {r.role for r in routes}
+        if pairer is None or not self._percents.get(deployment) or not {"blue", "green"} <= roles:
+            return ShadowBatch([], 0, 0)
+        blue, green = pair_of(deployment, routes)
+        live, blue_unread = self._drain(deployment, blue)
+        copies, green_unread = self._drain(deployment, green)
+        unread = blue_unread + green_unread
+        return pairer.pair((blue, green), live, copies, self.clock(), unread)
+
+    def _drain(self, deployment: str, release_id: int) -> tuple[list[Mapping[str, Any]], int]:
+        """The records of one slot, every page of them, and how many it pushed out."""
+        base = self.endpoint(deployment, release_id)
+        if base is None:
+            raise BackendError(f"release {release_id} of {deployment} has no slot to drain")
+        records: list[Mapping[str, Any]] = []
+        unread = 0
+        for _ in range(MAX_DRAIN_PAGES):
+            page = self._page(base.rstrip("/") + DRAIN_PATH, deployment, release_id)
+            records += page["exchanges"]
+            unread += int(page["unread"])
+            if not page["more"]:
+                break
+        return records, unread
+
+    def _page(self, url: str, deployment: str, release_id: int) -> dict[str, Any]:
+        what = f"the exchange records of {deployment}'s release {release_id} ({url})"
+        try:
+            answer = self._http.post(url, headers={"authorization": f"Bearer {self.token}"})
+        except httpx.HTTPError as exc:
+            raise BackendError(f"cannot drain {what}: {exc}") from exc
+        if answer.status_code == 401:
+            raise BackendError(
+                f"the slot refused bgserve's token for {what}: BGSERVE_KUBE_SLOT_TOKEN must "
+                "hold the value of the Secret BGSERVE_KUBE_SLOT_TOKEN_SECRET names"
+            )
+        if answer.status_code != 200:
+            hint = " (a slot started without a drain token)" if answer.status_code == 404 else ""
+            raise BackendError(f"draining {what} answered HTTP {answer.status_code}{hint}")
+        try:
+            return records_page(answer.json())
+        except ValueError as exc:
+            raise BackendError(f"{what} answered something else than records: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the HTTP client. Idempotent."""
+        self._http.close()
+
+
+def _annotated(route: Obj, mirror: str) -> Obj:
+    metadata = dict(route["metadata"])
+    metadata["annotations"] = {**metadata.get("annotations", {}), MIRROR_ANNOTATION: mirror}
+    return {**route, "metadata": metadata}
+
+
+def records_page(body: object) -> dict[str, Any]:
+    """``body`` if it is a drain page of well-formed records. Raises ValueError."""
+    if not isinstance(body, dict) or not isinstance(body.get("exchanges"), list):
+        raise ValueError("no list of exchanges")
+    if not isinstance(body.get("unread"), int) or not isinstance(body.get("more"), bool):
+        raise ValueError("no 'unread' count or 'more' flag")
+    for record in body["exchanges"]:
+        if not isinstance(record, dict) or not record.keys() >= RECORD_FIELDS:
+            raise ValueError(f"a record without {sorted(RECORD_FIELDS)}")
+    return body
+
+
+def pair_of(deployment: str, routes: Sequence[Route]) -> tuple[int, int]:
+    """Blue's and green's release ids in ``routes``. Raises BackendError without both."""
+    roles = {r.role: r.release_id for r in routes}
+    if "blue" not in roles or "green" not in roles:
+        raise BackendError(f"{deployment} has no blue and green route to mirror between")
+    return roles["blue"], roles["green"]
