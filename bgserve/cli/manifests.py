@@ -86,11 +86,11 @@ def _render_sagemaker(
     output: Path | None,
 ) -> None:
     from bgserve.cloud.sagemaker.render import endpoint_requests, request_filename, request_yaml
-    from bgserve.compose.backends import sagemaker_slot_env
+    from bgserve.compose.backends import cloud_slot_env
 
     if shadow is not None:
         raise InvalidInput("--shadow renders Kubernetes mirrors only", field="shadow")
-    env = sagemaker_slot_env(settings)
+    env = cloud_slot_env(settings)
     requests = endpoint_requests(state.name, state.routes(), releases, settings.sagemaker, env)
     if output is None:
         typer.echo("".join(request_yaml(c, r) for c, r in requests), nl=False)
