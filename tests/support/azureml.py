@@ -22,7 +22,7 @@ What it does, following the Azure ML REST reference and ARM's conventions:
   ``Retry-After`` in seconds; the stand-in sends ``x-ms-retry-after-ms`` (which azure-core
   honours first) so the SDK's pollers finish in milliseconds.
 - **409 Conflict** for a change of an endpoint while an operation on it or one of its
-  deployments runs, and **429** with ``Retry-After`` for the next ``throttle`` requests.
+  deployments runs (deleting a deployment still being created cancels its creation), and **429** with ``Retry-After`` for the next ``throttle`` requests.
 - A deployment succeeds once ``on_deployment`` (what runs its container) says it serves;
   one whose container never answers (``starving``) fails after ``starve_seconds`` with
   ``ResourceNotReady``, as Azure reports a readiness probe that never passes.
@@ -307,12 +307,13 @@ class AzureMLStandIn(OnlineResources):
             )
         return 200, {"x-ms-retry-after-ms": "20"}, {"id": op, "name": op, **found}
 
-    def busy(self, ep: str) -> str | None:
-        """What runs on the endpoint now, None when nothing does."""
+    def busy(self, ep: str, ignore: str | None = None) -> str | None:
+        """What runs on the endpoint now (besides deployment ``ignore``), None when
+        nothing does."""
         state = self.endpoints[ep]["properties"].get("provisioningState")
         if state in BUSY:
             return f"the endpoint is {state}"
         for name, dep in self.deployments.get(ep, {}).items():
-            if dep["properties"].get("provisioningState") in BUSY:
+            if name != ignore and dep["properties"].get("provisioningState") in BUSY:
                 return f"deployment {name} is {dep['properties']['provisioningState']}"
         return None

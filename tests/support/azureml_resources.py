@@ -54,7 +54,7 @@ class OnlineResources:
     on_endpoint: Callable[[str], str]
     on_endpoint_deleted: Callable[[str], None]
     operation: Callable[..., dict[str, str]]
-    busy: Callable[[str], str | None]
+    busy: Callable[..., str | None]
     new_keys: Callable[[], tuple[str, str]]
 
     # ----- endpoints -----
@@ -209,12 +209,16 @@ class OnlineResources:
         key = f"{ep}/{dep}"
         deadline = time.monotonic() + self.starve_seconds
         while key in self.starving:
+            if dep not in self.deployments.get(ep, {}):
+                return "Canceled: the deployment was deleted."
             if time.monotonic() >= deadline:
                 return (
                     f"The readiness probe of deployment {dep} failed: the user "
                     "container did not become ready in time."
                 )
             time.sleep(0.02)
+        if dep not in self.deployments.get(ep, {}):
+            return "Canceled: the deployment was deleted."
         return self.on_deployment(ep, dep, resource)
 
     def _get_deployment(self, data: Any, ep: str, dep: str) -> Answer:
@@ -241,7 +245,9 @@ class OnlineResources:
                 f"Deployment {dep} takes {share}% of endpoint "
                 f"{ep}'s traffic: set its traffic to 0 before deleting it.",
             )
-        if (why := self.busy(ep)) is not None:
+        # Deleting a deployment still being created cancels it; any other operation on
+        # the endpoint makes it wait.
+        if (why := self.busy(ep, ignore=dep)) is not None:
             return _conflict(ep, why)
         found["properties"]["provisioningState"] = "Deleting"
 

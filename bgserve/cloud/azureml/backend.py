@@ -34,6 +34,7 @@ from bgserve.cloud.azureml.deployments import (
     FAILED,
     MANAGED_BY,
     READY,
+    SERVING,
     deployment_differs,
     deployment_entity,
     endpoint_entity,
@@ -117,7 +118,7 @@ class AzureMLBackend:
         Idempotent: a traffic map already in place is not written again. Raises
         BackendError, leaving the traffic as it was, for routes that do not sum to 100, name
         a release without a deployment, or give more traffic to a deployment that is not
-        serving (its provisioning did not succeed).
+        serving (provisioning neither Succeeded nor Updating).
         """
         check_weights(deployment, routes, BackendError)
         deadline = self.clock() + self.ready_timeout
@@ -133,7 +134,8 @@ class AzureMLBackend:
             current = routed(endpoint.traffic)
             for route in routes:
                 state = found[route.release_id].provisioning_state
-                if needs_availability(route, current.get(route.release_id, 0)) and state != READY:
+                grows = needs_availability(route, current.get(route.release_id, 0))
+                if grows and state not in SERVING:
                     raise BackendError(
                         f"release {route.release_id}'s deployment on {deployment} is not "
                         f"serving (provisioning state {state}): it cannot take {route.weight}%"
@@ -173,7 +175,7 @@ class AzureMLBackend:
         found = self._deployment(deployment, release_id)
         if found is None:
             return None
-        return SlotInfo(release_id, endpoint.scoring_uri, found.provisioning_state == READY)
+        return SlotInfo(release_id, endpoint.scoring_uri, found.provisioning_state in SERVING)
 
     def data_plane_url(self, deployment: str) -> str | None:
         """The endpoint's scoring URI (``https://<endpoint>.<region>.inference.ml.azure.com

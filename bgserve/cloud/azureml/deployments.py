@@ -21,6 +21,8 @@ MANAGED_BY = ("managed-by", "bgserve")
 # A deployment serves once its provisioning succeeded: Azure reports Succeeded only after
 # the container's readiness route answered.
 READY = "Succeeded"
+# An update keeps the old instances serving until the new ones are ready.
+SERVING = frozenset({READY, "Updating"})
 FAILED = frozenset({"Failed", "Canceled"})
 # Azure forwards /score to the container's scoring route and probes the other two. The
 # image's `serve` with a slot's environment answers SageMaker's contract (/ping, and
