@@ -30,6 +30,7 @@ from bgserve.settings.rollout import PlanGroup
 from bgserve.settings.shadow import ShadowGroup
 
 __all__ = [
+    "AzureMLGroup",
     "CompareGroup",
     "ControlGroup",
     "FollowGroup",
@@ -40,7 +41,6 @@ __all__ = [
     "LeaderGroup",
     "PlanGroup",
     "PrometheusGroup",
-    "AzureMLGroup",
     "SageMakerGroup",
     "SeldonGroup",
     "Settings",
@@ -154,8 +154,8 @@ class Settings(FlatSettings):
     backend: Literal["local", "kserve", "seldon", "sagemaker", "azureml", "memory"] = Field(
         "local",
         description="Where slots run: embedded processes, KServe, Seldon, a SageMaker "
-        "endpoint or an Azure ML managed online endpoint; `memory` keeps slots as in-memory records that serve nothing (for tests "
-        "and trying the API).",
+        "endpoint or an Azure ML managed online endpoint; `memory` keeps slots as in-memory "
+        "records that serve nothing (for tests and trying the API).",
     )
     engine_interval_seconds: float = Field(
         0.25, gt=0, le=10, description="How often the rollout engine looks at running plans."

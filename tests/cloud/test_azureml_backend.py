@@ -135,7 +135,7 @@ def test_a_deployment_of_another_bundle_under_bgserves_name_is_not_used(
 def test_the_backend_needs_a_workspace_and_an_image() -> None:
     with pytest.raises(BackendError, match="BGSERVE_AZUREML_IMAGE"):
         azureml_backend(Settings(backend="azureml"))
-    with pytest.raises(BackendError, match="SUBSCRIPTION_ID and .*RESOURCE_GROUP and .*WORKSPACE"):
+    with pytest.raises(BackendError, match=r"SUBSCRIPTION_ID and .*RESOURCE_GROUP and .*WORKSPACE"):
         azureml_backend(Settings(backend="azureml", azureml_image="bgserve:0.1.0"))
 
 

@@ -17,10 +17,10 @@ from tests.contract.harness import (
     DEPLOYMENT,
     KINDS,
     Harness,
+    azureml_harness,
     kube_harness,
     local_harness,
     memory_harness,
-    azureml_harness,
     sagemaker_harness,
 )
 from tests.support.models import build_bundle

@@ -22,7 +22,8 @@ What it does, following the Azure ML REST reference and ARM's conventions:
   ``Retry-After`` in seconds; the stand-in sends ``x-ms-retry-after-ms`` (which azure-core
   honours first) so the SDK's pollers finish in milliseconds.
 - **409 Conflict** for a change of an endpoint while an operation on it or one of its
-  deployments runs (deleting a deployment still being created cancels its creation), and **429** with ``Retry-After`` for the next ``throttle`` requests.
+  deployments runs (deleting a deployment still being created cancels its creation), and
+  **429** with ``Retry-After`` for the next ``throttle`` requests.
 - A deployment succeeds once ``on_deployment`` (what runs its container) says it serves;
   one whose container never answers (``starving``) fails after ``starve_seconds`` with
   ``ResourceNotReady``, as Azure reports a readiness probe that never passes.
