@@ -99,7 +99,7 @@ class _Response(HttpResponseImpl):
         self._content = data
 
 
-class InProcessTransport(HttpTransport):  # type: ignore[misc]
+class InProcessTransport(HttpTransport[HttpRequest, Any]):
     """An azure-core transport that hands every request to ``answer(method, url, headers,
     body)`` in process: what MLClient's ``transport=`` keyword puts under every pipeline."""
 
@@ -146,7 +146,7 @@ def body_problems(model: str, data: Any) -> list[str]:
 
 
 @functools.cache
-def _fields(cls: type[Any]) -> dict[str, tuple[Any, list[str]]]:
+def _fields(cls: Any) -> dict[str, tuple[Any, list[str]]]:
     """REST name -> (type hint, visibility) of every field of a model class."""
     from azure.ai.ml._restclient.arm_ml_service import models
     from azure.ai.ml._restclient.arm_ml_service.models import _models
