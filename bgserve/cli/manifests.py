@@ -64,8 +64,7 @@ def render(
         if chosen in ("sagemaker", "azureml"):
             if shadow is not None:
                 raise InvalidInput("--shadow renders Kubernetes mirrors only", field="shadow")
-            render_cloud = _render_sagemaker if chosen == "sagemaker" else _render_azureml
-            render_cloud(state, releases, settings, output)
+            _render_cloud(chosen, state, releases, settings, output)
             return
         llms = llm_lookup(build_registry(settings)) if chosen == "kserve" else None
         objects = render_deployment(state, releases, settings, chosen, llms)
@@ -82,32 +81,29 @@ def render(
         console.print(f"wrote {path}")
 
 
-def _render_sagemaker(
+def _render_cloud(
+    backend: str,
     state: DeploymentState,
     releases: Mapping[int, Release],
     settings: Settings,
     output: Path | None,
 ) -> None:
-    from bgserve.cloud.sagemaker.render import endpoint_requests, request_filename, request_yaml
+    """The SageMaker API requests or Azure ML CLI documents of ``state``."""
     from bgserve.compose.backends import cloud_slot_env
 
-    env = cloud_slot_env(settings)
-    requests = endpoint_requests(state.name, state.routes(), releases, settings.sagemaker, env)
-    _write_documents(requests, request_yaml, request_filename, output)
+    env, routes = cloud_slot_env(settings), state.routes()
+    if backend == "sagemaker":
+        from bgserve.cloud.sagemaker import render as sagemaker
 
+        requests = sagemaker.endpoint_requests(
+            state.name, routes, releases, settings.sagemaker, env
+        )
+        _write_documents(requests, sagemaker.request_yaml, sagemaker.request_filename, output)
+        return
+    from bgserve.cloud.azureml import render as azureml
 
-def _render_azureml(
-    state: DeploymentState,
-    releases: Mapping[int, Release],
-    settings: Settings,
-    output: Path | None,
-) -> None:
-    from bgserve.cloud.azureml.render import document_filename, document_yaml, endpoint_documents
-    from bgserve.compose.backends import cloud_slot_env
-
-    env = cloud_slot_env(settings)
-    documents = endpoint_documents(state.name, state.routes(), releases, settings.azureml, env)
-    _write_documents(documents, document_yaml, document_filename, output)
+    documents = azureml.endpoint_documents(state.name, routes, releases, settings.azureml, env)
+    _write_documents(documents, azureml.document_yaml, azureml.document_filename, output)
 
 
 Render = Callable[[str, Mapping[str, Any]], str]

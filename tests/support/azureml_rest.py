@@ -160,7 +160,7 @@ def _fields(cls: Any) -> dict[str, tuple[Any, list[str]]]:
     }
 
 
-def _concrete(cls: type[Any], data: Mapping[str, Any], path: str) -> tuple[type[Any], list[str]]:
+def _concrete(cls: Any, data: Mapping[str, Any], path: str) -> tuple[Any, list[str]]:
     """The subclass a discriminated model's body names, or a problem."""
     mapping = cls.__dict__.get("__mapping__")
     if not mapping:
@@ -175,14 +175,14 @@ def _concrete(cls: type[Any], data: Mapping[str, Any], path: str) -> tuple[type[
     return mapping[value], []
 
 
-def _is_discriminator(cls: type[Any], rest_name: str) -> bool:
+def _is_discriminator(cls: Any, rest_name: str) -> bool:
     return any(
         rf._rest_name == rest_name and rf._is_discriminator
         for rf in cls._attr_to_rest_field.values()
     )
 
 
-def _problems(cls: type[Any], data: Any, path: str) -> list[str]:
+def _problems(cls: Any, data: Any, path: str) -> list[str]:
     if not isinstance(data, dict):
         return [f"Expected an object of type '{cls.__name__}'. Path '{path.rstrip('.')}'"]
     cls, found = _concrete(cls, data, path)
