@@ -1,4 +1,5 @@
-"""``bgserve render``: the Kubernetes objects a backend would apply, without a cluster."""
+"""``bgserve render``: the Kubernetes objects a backend would apply, without a cluster (the
+cloud backends' documents are rendered by their own modules)."""
 
 from __future__ import annotations
 
@@ -25,14 +26,16 @@ LlmLookup = Callable[[Release], LlmServing | None]
 
 # Kubernetes backends whose objects can be rendered; another backend adds itself here.
 BUILDERS: dict[str, Builder] = {"kserve": kserve_objects, "seldon": seldon_objects}
+# Cloud backends, rendered as their own infrastructure-as-code documents (bgserve.cli).
+CLOUD = ("sagemaker", "azureml")
 
 
 def render_backend(option: str | None, settings: Settings) -> str:
     """The backend to render for: ``--backend`` when given, else ``BGSERVE_BACKEND`` when
-    it renders (a Kubernetes backend or SageMaker), else ``kserve``."""
+    it renders (a Kubernetes backend, SageMaker or Azure ML), else ``kserve``."""
     if option:
         return option
-    return settings.backend if settings.backend in (*BUILDERS, "sagemaker") else "kserve"
+    return settings.backend if settings.backend in (*BUILDERS, *CLOUD) else "kserve"
 
 
 def render_deployment(
@@ -56,8 +59,7 @@ def render_deployment(
     build = BUILDERS.get(backend)
     if build is None:
         raise InvalidInput(
-            f"backend {backend!r} has nothing to render: use one of "
-            f"{sorted([*BUILDERS, 'sagemaker'])}",
+            f"backend {backend!r} has nothing to render: use one of {sorted([*BUILDERS, *CLOUD])}",
             field="backend",
         )
     mlflow = SlotMlflow(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)

@@ -1,11 +1,11 @@
-"""``bgserve render``: the Kubernetes objects (or SageMaker API requests) of a stored
-deployment, without a cluster or an AWS account."""
+"""``bgserve render``: the Kubernetes objects (SageMaker API requests, Azure ML CLI v2
+documents) of a stored deployment, without a cluster or a cloud account."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,8 +21,8 @@ def render(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="kserve, seldon or sagemaker (default: BGSERVE_BACKEND if one of them, "
-            "else kserve)"
+            help="kserve, seldon, sagemaker or azureml (default: BGSERVE_BACKEND if one of "
+            "them, else kserve)"
         ),
     ] = None,
     flavour: Annotated[
@@ -39,7 +39,8 @@ def render(
     ] = None,
 ) -> None:
     """Print the Kubernetes objects a backend would apply for a deployment's stored state
-    (for SageMaker: the API requests that build its endpoint, as the AWS CLI takes them).
+    (for SageMaker: the API requests that build its endpoint, as the AWS CLI takes them; for
+    Azure ML: the endpoint and deployment documents, as ``az ml`` takes them).
 
     Reads the state database directly, and for KServe the MLflow registry (which
     releases pin an LLM base model); contacts no cluster and no running bgserve.
@@ -60,8 +61,10 @@ def render(
         finally:
             store.close()
         chosen = render_backend(backend, settings)
-        if chosen == "sagemaker":
-            _render_sagemaker(state, releases, settings, shadow, output)
+        if chosen in ("sagemaker", "azureml"):
+            if shadow is not None:
+                raise InvalidInput("--shadow renders Kubernetes mirrors only", field="shadow")
+            _render_cloud(chosen, state, releases, settings, output)
             return
         llms = llm_lookup(build_registry(settings)) if chosen == "kserve" else None
         objects = render_deployment(state, releases, settings, chosen, llms)
@@ -78,25 +81,46 @@ def render(
         console.print(f"wrote {path}")
 
 
-def _render_sagemaker(
+def _render_cloud(
+    backend: str,
     state: DeploymentState,
     releases: Mapping[int, Release],
     settings: Settings,
-    shadow: int | None,
     output: Path | None,
 ) -> None:
-    from bgserve.cloud.sagemaker.render import endpoint_requests, request_filename, request_yaml
-    from bgserve.compose.backends import sagemaker_slot_env
+    """The SageMaker API requests or Azure ML CLI documents of ``state``."""
+    from bgserve.compose.backends import cloud_slot_env
 
-    if shadow is not None:
-        raise InvalidInput("--shadow renders Kubernetes mirrors only", field="shadow")
-    env = sagemaker_slot_env(settings)
-    requests = endpoint_requests(state.name, state.routes(), releases, settings.sagemaker, env)
+    env, routes = cloud_slot_env(settings), state.routes()
+    if backend == "sagemaker":
+        from bgserve.cloud.sagemaker import render as sagemaker
+
+        requests = sagemaker.endpoint_requests(
+            state.name, routes, releases, settings.sagemaker, env
+        )
+        _write_documents(requests, sagemaker.request_yaml, sagemaker.request_filename, output)
+        return
+    from bgserve.cloud.azureml import render as azureml
+
+    documents = azureml.endpoint_documents(state.name, routes, releases, settings.azureml, env)
+    _write_documents(documents, azureml.document_yaml, azureml.document_filename, output)
+
+
+Render = Callable[[str, Mapping[str, Any]], str]
+
+
+def _write_documents(
+    documents: Sequence[tuple[str, Mapping[str, Any]]],
+    as_yaml: Render,
+    filename: Render,
+    output: Path | None,
+) -> None:
+    """Print the documents, or write each to its own file in ``output``."""
     if output is None:
-        typer.echo("".join(request_yaml(c, r) for c, r in requests), nl=False)
+        typer.echo("".join(as_yaml(c, d) for c, d in documents), nl=False)
         return
     output.mkdir(parents=True, exist_ok=True)
-    for command, request in requests:
-        path = output / request_filename(command, request)
-        path.write_text(request_yaml(command, request), encoding="utf-8")
+    for command, document in documents:
+        path = output / filename(command, document)
+        path.write_text(as_yaml(command, document), encoding="utf-8")
         console.print(f"wrote {path}")

@@ -69,6 +69,8 @@ def build_backend(
         )
     if settings.backend == "sagemaker":
         return sagemaker_backend(settings)
+    if settings.backend == "azureml":
+        return azureml_backend(settings)
     if settings.backend == "memory":
         from bgserve.backends.memory import MemoryBackend
 
@@ -85,13 +87,28 @@ def sagemaker_backend(settings: Settings, session: object = None) -> Backend:
     return SageMakerBackend(
         settings.sagemaker,
         ready_timeout=settings.slot_ready_timeout_seconds,
-        slot_env=sagemaker_slot_env(settings),
+        slot_env=cloud_slot_env(settings),
         session=session,
     )
 
 
-def sagemaker_slot_env(settings: Settings) -> dict[str, str]:
-    """The MLflow stores a SageMaker slot loads its bundle from, as configured."""
+def azureml_backend(settings: Settings, client: object = None) -> Backend:
+    """The Azure ML backend of ``settings`` (``client``: an MLClient to use instead of one
+    of the settings' workspace with azure-identity's credential). Raises BackendError
+    without the SDK, a workspace or an image."""
+    from bgserve.cloud.azureml.backend import AzureMLBackend
+
+    return AzureMLBackend(
+        settings.azureml,
+        ready_timeout=settings.slot_ready_timeout_seconds,
+        slot_env=cloud_slot_env(settings),
+        client=client,
+    )
+
+
+def cloud_slot_env(settings: Settings) -> dict[str, str]:
+    """The MLflow stores a cloud slot (SageMaker, Azure ML) loads its bundle from, as
+    configured."""
     mlflow = slot_mlflow(settings)
     env = {"MLFLOW_TRACKING_URI": mlflow.tracking_uri, "MLFLOW_REGISTRY_URI": mlflow.registry_uri}
     return {k: v for k, v in env.items() if v}

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import SettingsConfigDict
 
-from bgserve.settings.cloud import SageMakerGroup
+from bgserve.settings.cloud import AzureMLGroup, SageMakerGroup
 from bgserve.settings.compare import CompareGroup, JudgeGroup
 from bgserve.settings.control import ControlGroup
 from bgserve.settings.follow import FollowGroup
@@ -30,6 +30,7 @@ from bgserve.settings.rollout import PlanGroup
 from bgserve.settings.shadow import ShadowGroup
 
 __all__ = [
+    "AzureMLGroup",
     "CompareGroup",
     "ControlGroup",
     "FollowGroup",
@@ -150,11 +151,11 @@ class Settings(FlatSettings):
         "plane ejects a slot until it answers a readiness probe; a refused connection "
         "ejects at once.",
     )
-    backend: Literal["local", "kserve", "seldon", "sagemaker", "memory"] = Field(
+    backend: Literal["local", "kserve", "seldon", "sagemaker", "azureml", "memory"] = Field(
         "local",
-        description="Where slots run: embedded processes, KServe, Seldon or a SageMaker "
-        "endpoint; `memory` keeps slots as in-memory records that serve nothing (for tests "
-        "and trying the API).",
+        description="Where slots run: embedded processes, KServe, Seldon, a SageMaker "
+        "endpoint or an Azure ML managed online endpoint; `memory` keeps slots as in-memory "
+        "records that serve nothing (for tests and trying the API).",
     )
     engine_interval_seconds: float = Field(
         0.25, gt=0, le=10, description="How often the rollout engine looks at running plans."
@@ -210,6 +211,7 @@ class Settings(FlatSettings):
     control: ControlGroup = Field(default_factory=ControlGroup)
     kube: KubeGroup = Field(default_factory=KubeGroup)
     sagemaker: SageMakerGroup = Field(default_factory=SageMakerGroup)
+    azureml: AzureMLGroup = Field(default_factory=AzureMLGroup)
     leader: LeaderGroup = Field(default_factory=LeaderGroup)
     compare: CompareGroup = Field(default_factory=CompareGroup)
     plan: PlanGroup = Field(default_factory=PlanGroup)

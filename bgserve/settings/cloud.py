@@ -1,4 +1,5 @@
-"""The managed cloud backends' settings: ``settings.sagemaker`` (``BGSERVE_SAGEMAKER_*``)."""
+"""The managed cloud backends' settings: ``settings.sagemaker`` (``BGSERVE_SAGEMAKER_*``) and
+``settings.azureml`` (``BGSERVE_AZUREML_*``)."""
 
 from __future__ import annotations
 
@@ -74,4 +75,48 @@ class SageMakerGroup(Group):
             raise ValueError("may hold only letters, digits and '-', as SageMaker names do")
         if len(prefix) > 30:
             raise ValueError("must be at most 30 characters (names are 63 at most)")
+        return prefix
+
+
+class AzureMLGroup(Group):
+    """Where and how the Azure ML backend hosts slots (``BGSERVE_AZUREML_*``): one managed
+    online endpoint per deployment, one managed online deployment per release. Credentials
+    are never settings: azure-identity's DefaultAzureCredential finds them (AZURE_CLIENT_ID,
+    a managed identity, ``az login``)."""
+
+    model_config = spelt_flat("azureml_")
+
+    subscription_id: str = Field("", description="Azure subscription of the workspace; required.")
+    resource_group: str = Field("", description="Resource group of the workspace; required.")
+    workspace: str = Field("", description="Azure ML workspace the endpoints live in; required.")
+    image: str = Field(
+        "",
+        description="The bgserve image (in a registry the workspace can pull from, e.g. its "
+        "ACR) that each deployment runs as `serve`; required.",
+    )
+    instance_type: str = Field("Standard_DS3_v2", description="Each deployment's VM size.")
+    instance_count: int = Field(1, ge=1, description="Each deployment's instance count.")
+    name_prefix: str = Field(
+        "bgserve-",
+        description="Prefix of the endpoint names bgserve creates (Azure: 3-32 characters, "
+        "letters, digits and '-', starting with a letter, unique within the region; longer "
+        "names are shortened with a digest).",
+    )
+    poll_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="How often a wait polls a deployment's provisioning state, and how long "
+        "a change refused with 409 (another operation on the endpoint runs) waits to retry.",
+    )
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix_is_a_name_start(cls, prefix: str) -> str:
+        if not prefix or not (prefix[0].isascii() and prefix[0].isalpha()):
+            raise ValueError("must start with a letter, as Azure ML endpoint names do")
+        if any(not (c.isascii() and (c.isalnum() or c == "-")) for c in prefix):
+            raise ValueError("may hold only letters, digits and '-', as Azure ML names do")
+        if len(prefix) > 16:
+            raise ValueError("must be at most 16 characters (endpoint names are 32 at most)")
         return prefix

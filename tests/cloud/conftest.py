@@ -1,4 +1,5 @@
-"""The SageMaker stand-in with what runs behind it: real slot processes and the runtime."""
+"""The SageMaker and Azure ML stand-ins with what runs behind them: real slot processes,
+SageMaker's runtime and Azure ML's scoring endpoints."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.support.azureml import AzureMLStandIn
+from tests.support.azureml_platform import ContainerHost as AzureContainers
+from tests.support.azureml_platform import ScoringHost
 from tests.support.kube import SlotProcesses
 from tests.support.sagemaker import SageMakerStandIn
 from tests.support.sagemaker_platform import ContainerHost, Runtime
@@ -37,3 +41,29 @@ def sagemaker(stand_in: SageMakerStandIn, slots: SlotProcesses) -> Iterator[Sage
         yield SageMaker(stand_in, host, runtime)
     finally:
         runtime.close()
+
+
+@dataclass
+class AzureML:
+    """The Azure ML stand-in's API, the containers it runs and its scoring endpoints."""
+
+    api: AzureMLStandIn
+    host: AzureContainers
+    scoring: ScoringHost
+
+
+@pytest.fixture
+def azure_api() -> AzureMLStandIn:
+    """The Azure ML API alone (no container runs): operations complete in 50 ms."""
+    return AzureMLStandIn()
+
+
+@pytest.fixture
+def azureml(azure_api: AzureMLStandIn, slots: SlotProcesses) -> Iterator[AzureML]:
+    """The stand-in with real slot processes behind its deployments and scoring URIs."""
+    host = AzureContainers(azure_api, slots)
+    scoring = ScoringHost(azure_api, host)
+    try:
+        yield AzureML(azure_api, host, scoring)
+    finally:
+        scoring.close()

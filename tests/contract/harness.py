@@ -32,7 +32,7 @@ from tests.support.kube_real_apiserver import KubeCluster
 from tests.support.models import local_release, wait_until
 
 DEPLOYMENT = "chat"
-KINDS = ("memory", "local", "kserve", "seldon-v2", "seldon-v1", "sagemaker")
+KINDS = ("memory", "local", "kserve", "seldon-v2", "seldon-v1", "sagemaker", "azureml")
 
 
 @dataclass
@@ -197,3 +197,31 @@ def sagemaker_harness() -> Iterator[Harness]:
             yield Harness("sagemaker", backend, RELEASES.__getitem__, weights, take_down)
         finally:
             backend.close()
+
+
+# ----- Azure ML: the real SDK on the ARM stand-in's transport -----
+
+
+def azureml_harness() -> Iterator[Harness]:
+    """The backend through azure-ai-ml on the stand-in (tests/support/azureml.py), whose
+    operations complete in 50 ms."""
+    from bgserve.cloud.azureml.deployments import routed
+    from bgserve.cloud.azureml.names import deployment_name, endpoint_name
+    from bgserve.compose.backends import azureml_backend
+    from tests.support.azureml import AzureMLStandIn
+
+    stand_in = AzureMLStandIn()
+    settings = Settings(**stand_in.settings(slot_ready_timeout_seconds=10))
+    prefix = settings.azureml.name_prefix
+    backend = azureml_backend(settings, client=stand_in.client())
+
+    def weights(deployment: str) -> dict[int, int]:
+        return routed(stand_in.traffic(endpoint_name(prefix, deployment)))
+
+    def take_down(deployment: str, release_id: int) -> None:
+        stand_in.take_down(endpoint_name(prefix, deployment), deployment_name(release_id))
+
+    try:
+        yield Harness("azureml", backend, RELEASES.__getitem__, weights, take_down)
+    finally:
+        backend.close()
