@@ -372,7 +372,7 @@ class ShadowCollector:
         if not isinstance(self.backend, ShadowTraffic):
             raise IllegalTransition(
                 f"the serving backend of {name} cannot mirror traffic with paired answers "
-                "(only the local backend can; see the shadow traffic docs)"
+                "(the local backend can, and KServe behind a gateway or Istio: see docs/shadow.md)"
             )
         return self.backend
 

@@ -151,8 +151,9 @@ def check_shadow(percent: int, max_queue: int) -> None:
 
 @runtime_checkable
 class ShadowTraffic(Protocol):
-    """Optional: a backend whose data plane can mirror blue's requests to green and pair
-    the two answers (the local backend; the Kubernetes platforms' mirrors discard them).
+    """Optional: a backend that can mirror blue's requests to green and pair the two
+    answers: the local backend's data plane, or KServe's gateway mirror paired from the
+    slots' records (:mod:`bgserve.kube.mirror_shadow`).
     """
 
     def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:

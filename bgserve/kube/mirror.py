@@ -6,8 +6,9 @@ requests copied to green.
 - Istio VirtualService: ``mirror`` + ``mirrorPercentage`` on the weighted route;
 - Seldon Core 2 Experiment: ``mirror: {name, percent}``.
 
-All three send the copy and **discard green's answer**: bgserve cannot pair and score it
-there (the local backend's shadow traffic does). Pure: objects in, objects out.
+All three send the copy and **discard green's answer**; the KServe backend pairs the
+copies from the slots' own records (:mod:`bgserve.kube.mirror_shadow`). Pure: objects in,
+objects out.
 """
 
 from __future__ import annotations

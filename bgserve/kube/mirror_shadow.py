@@ -23,7 +23,7 @@ import httpx
 from bgserve.backends.exchange_pairing import ExchangePairer
 from bgserve.dataplane.wire import ShadowBatch
 from bgserve.domain.state import Route
-from bgserve.errors import BackendError
+from bgserve.errors import BackendError, Conflict
 from bgserve.kube.client import Obj
 from bgserve.kube.mirror import with_mirror
 from bgserve.kube.objects import ANNOTATION_PREFIX
@@ -70,12 +70,12 @@ class MirrorShadow:
         ``routes`` from the next route written, starting both slots' records first;
         returns the share mirrored before (to :meth:`restore` if writing fails).
 
-        Raises BackendError without a drain token, without a green in ``routes``, or
-        when a slot cannot be drained.
+        Raises Conflict without a drain token; BackendError without a green in
+        ``routes``, or when a slot cannot be drained.
         """
         if percent:
             if not self.token:
-                raise BackendError(
+                raise Conflict(
                     "shadow traffic on Kubernetes pairs the gateway's mirrored copies from "
                     "the slots' records, which need a drain token: set "
                     "BGSERVE_KUBE_SLOT_TOKEN_SECRET and BGSERVE_KUBE_SLOT_TOKEN (the slots "

@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from bgserve.compose import Components
+from bgserve.errors import Conflict
 from bgserve.kube.kserve.objects import route_name
 from tests.support.envoy_gateway import Gateway, routable_address
 from tests.support.flow import infer_body
@@ -146,7 +147,7 @@ def test_without_a_drain_token_shadow_traffic_is_refused_and_the_route_is_unchan
             parts.service.create_deployment("nt", ids["v1"], "test")
             parts.service.stage_green("nt", ids["reworded"], "test")
             before = ns.get("httproutes", route_name("nt"))
-            with pytest.raises(Exception, match="BGSERVE_KUBE_SLOT_TOKEN_SECRET"):
+            with pytest.raises(Conflict, match="BGSERVE_KUBE_SLOT_TOKEN_SECRET"):
                 parts.shadow.start_shadow("nt", 100)
             after = ns.get("httproutes", route_name("nt"))
     finally:

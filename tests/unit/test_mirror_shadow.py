@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from bgserve.domain.state import Route
-from bgserve.errors import BackendError
+from bgserve.errors import BackendError, Conflict
 from bgserve.kube.mirror_shadow import MIRROR_ANNOTATION, MirrorShadow, records_page
 
 ROUTES = [Route("blue", 1, 100), Route("green", 2, 0)]
@@ -31,7 +31,7 @@ def shadow(answer: httpx.Response | None = None, token: str = "t") -> MirrorShad
 
 
 def test_without_a_token_mirroring_is_refused_naming_the_settings() -> None:
-    with pytest.raises(BackendError, match="BGSERVE_KUBE_SLOT_TOKEN_SECRET"):
+    with pytest.raises(Conflict, match="BGSERVE_KUBE_SLOT_TOKEN_SECRET"):
         shadow(token="").configure("chat", 50, ROUTES)
     assert shadow(token="").configure("chat", 0, ROUTES) == 0  # stopping needs none
 

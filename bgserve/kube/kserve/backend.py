@@ -26,7 +26,7 @@ from bgserve.backends.base import Backend, ShadowBatch, SlotInfo, check_shadow
 from bgserve.backends.routes import check_weights, needs_availability, refuse_retiring_routed
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError, ReadinessTimeout
+from bgserve.errors import BackendError, BgserveError, Conflict, ReadinessTimeout
 from bgserve.kube.base import KubeBackend
 from bgserve.kube.client import (
     Obj,
@@ -246,10 +246,10 @@ class KServeBackend(KubeBackend):
         pair the copies. The gateway answers clients from the weighted route as before;
         ``max_queue`` does not apply (the gateway sends copies itself).
 
-        Idempotent. Raises InvalidInput for a percent outside 0-100; BackendError without
-        the slots' drain token, without a blue and green route applied by this process,
-        for a deployment of LLMInferenceService members (no route of bgserve's to
-        mirror), or when the route cannot be written (the previous one stays).
+        Idempotent. Raises InvalidInput for a percent outside 0-100; Conflict without the
+        slots' drain token or for a deployment of LLMInferenceService members (no route
+        of bgserve's to mirror); BackendError without a blue and green route applied by
+        this process, or when the route cannot be written (the previous one stays).
         """
         check_shadow(percent, max_queue)
         routes = self._routes.get(deployment)
@@ -259,7 +259,7 @@ class KServeBackend(KubeBackend):
                 "(or restart bgserve, which re-applies it) before mirroring"
             )
         if self.group is not None and self.group.members(deployment):
-            raise BackendError(
+            raise Conflict(
                 f"{deployment}'s releases are LLMInferenceService members: KServe's routing "
                 "group has no mirror bgserve can set; use InferenceServices behind a route"
             )
