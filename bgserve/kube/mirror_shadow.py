@@ -6,29 +6,35 @@ while a deployment mirrors; blue's and green's slots record the exchanges they a
 paired by request id (:mod:`bgserve.backends.exchange_pairing`). A slot records only
 with a drain token (``BGSERVE_KUBE_SLOT_TOKEN_SECRET`` / ``BGSERVE_KUBE_SLOT_TOKEN``).
 
-Each drain reaches the slot's address from its status (the predictor Service): with more
-than one pod per slot, one pod is drained per call and pairs are found only where the
-live request and its copy were recorded by drained pods.
+Every pod of a slot is drained: the pods are the ready endpoints of the slot's predictor
+Service (its EndpointSlices), so a request recorded by any pod of blue finds its copy on
+any pod of green.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from bgserve.backends.exchange_pairing import ExchangePairer
 from bgserve.dataplane.wire import ShadowBatch
 from bgserve.domain.state import Route
 from bgserve.errors import BackendError, Conflict
-from bgserve.kube.client import Obj
+from bgserve.kube.client import Obj, backend_error
 from bgserve.kube.mirror import with_mirror
 from bgserve.kube.objects import ANNOTATION_PREFIX
 from bgserve.slot.exchanges import DRAIN_PATH, Exchange
 
+log = logging.getLogger(__name__)
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MAX_DRAIN_PAGES = 20
 """Pages one drain of one slot reads at most (the slot's record holds fewer)."""
 
@@ -37,28 +43,28 @@ MIRROR_ANNOTATION = ANNOTATION_PREFIX + "mirror"
 once it stopped."""
 RECORD_FIELDS = frozenset(Exchange.__dataclass_fields__)
 
-SlotEndpoint = Callable[[str, int], str | None]
-"""``endpoint(deployment, release_id)``: the slot's base URL, None without a slot."""
+SlotPods = Callable[[str, int], list[str]]
+"""``pods(deployment, release_id)``: the base URLs of the slot's pods, none without a slot."""
 
 
 class MirrorShadow:
     """Which deployments mirror what share to green, and their pairs.
 
     ``token`` is the slots' drain token (empty: shadow traffic is refused, saying which
-    settings give one); ``endpoint`` finds a slot's address; ``namespace`` is where the
+    settings give one); ``pods`` finds a slot's pods; ``namespace`` is where the
     mirror's target lives. Safe from any thread.
     """
 
     def __init__(
         self,
         token: str,
-        endpoint: SlotEndpoint,
+        pods: SlotPods,
         namespace: str,
         *,
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.token, self.endpoint, self.namespace = token, endpoint, namespace
+        self.token, self.pods, self.namespace = token, pods, namespace
         self.clock = clock
         self._http = http or httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0))
         self._percents: dict[str, int] = {}
@@ -132,10 +138,31 @@ class MirrorShadow:
         return pairer.pair((blue, green), live, copies, self.clock(), unread)
 
     def _drain(self, deployment: str, release_id: int) -> tuple[list[Mapping[str, Any]], int]:
-        """The records of one slot, every page of them, and how many it pushed out."""
-        base = self.endpoint(deployment, release_id)
-        if base is None:
+        """The records of every pod of one slot, and how many they pushed out. A pod that
+        cannot be drained while others can is skipped (it may be going away); raises
+        BackendError when none can."""
+        bases = self.pods(deployment, release_id)
+        if not bases:
             raise BackendError(f"release {release_id} of {deployment} has no slot to drain")
+        records: list[Mapping[str, Any]] = []
+        unread, failures = 0, []
+        for base in bases:
+            try:
+                pod_records, pod_unread = self._drain_pod(base, deployment, release_id)
+            except BackendError as exc:
+                failures.append(exc)
+                continue
+            records += pod_records
+            unread += pod_unread
+        if len(failures) == len(bases):
+            raise failures[0]
+        for failure in failures:
+            log.warning("%s", failure.message)
+        return records, unread
+
+    def _drain_pod(
+        self, base: str, deployment: str, release_id: int
+    ) -> tuple[list[Mapping[str, Any]], int]:
         records: list[Mapping[str, Any]] = []
         unread = 0
         for _ in range(MAX_DRAIN_PAGES):
@@ -186,6 +213,28 @@ def records_page(body: object) -> dict[str, Any]:
         if not isinstance(record, dict) or not record.keys() >= RECORD_FIELDS:
             raise ValueError(f"a record without {sorted(RECORD_FIELDS)}")
     return body
+
+
+def ready_pods(discovery: client.DiscoveryV1Api, namespace: str, service: str) -> list[str]:
+    """The base URLs of ``service``'s ready endpoints, from its EndpointSlices (one per
+    address and slice port). Raises BackendError when the slices cannot be listed."""
+    try:
+        slices = discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"
+        )
+    except ApiException as exc:
+        raise backend_error(exc, f"listing the EndpointSlices of Service {service}") from exc
+    urls = []
+    for endpoint_slice in slices.items:
+        for port in endpoint_slice.ports or ():
+            for endpoint in endpoint_slice.endpoints or ():
+                if endpoint.conditions is None or endpoint.conditions.ready is not False:
+                    urls += [f"http://{_host(a)}:{port.port}" for a in endpoint.addresses]
+    return urls
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def pair_of(deployment: str, routes: Sequence[Route]) -> tuple[int, int]:

@@ -38,12 +38,14 @@ def shadowing(
     client.CoreV1Api(ns.admin).create_namespaced_secret(
         ns.namespace, {"metadata": {"name": "slot-token"}, "stringData": {"token": token}}
     )
-    slots = SlotProcesses(routable_address())
-    kserve = KServeWithSlots(ns, slots)
+    # Two pods per slot: the gateway spreads requests and copies over both.
+    pods = SlotProcesses(routable_address()), SlotProcesses(routable_address())
+    kserve = KServeWithSlots(ns, *pods)
     settings = gateway_settings(
         ns,
         envoy_gateway.namespace,
         envoy_gateway.name,
+        shadow=True,
         kube_slot_token_secret="slot-token",
         kube_slot_token=token,
     )
@@ -55,7 +57,8 @@ def shadowing(
             yield ns, parts, kserve
     finally:
         parts.close()
-        slots.stop_all()
+        for slots in pods:
+            slots.stop_all()
         ns.close()
     assert kserve.controller.errors == []
 

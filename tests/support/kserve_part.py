@@ -54,18 +54,21 @@ class KServePart:
 class KServeWithSlots(KServePart):
     """Plays KServe with pods: each InferenceService gets a real slot process at the
     host's routable address, a ``<name>-predictor`` Service and the EndpointSlice that
-    puts the slot behind it, and a Ready status naming the slot's URL."""
+    puts the slot behind it, and a Ready status naming the slot's URL. With more
+    ``replicas`` (one :class:`SlotProcesses` each), every InferenceService gets that many
+    slot processes, one EndpointSlice each: a predictor of several pods."""
 
-    def __init__(self, ns: KubeNamespace, slots: SlotProcesses) -> None:
+    def __init__(self, ns: KubeNamespace, slots: SlotProcesses, *replicas: SlotProcesses) -> None:
         super().__init__(ns)
         self.slots = slots
+        self.pods = (slots, *replicas)
 
     def reconcile(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         (container,) = obj["spec"]["predictor"]["containers"]
         extra, env = self.pod_arguments(container)
-        url = self.slots.start(*slot_key(obj), bundle_uri(obj), extra, env)
-        port = int(url.rsplit(":", 1)[1])
+        urls = [pods.start(*slot_key(obj), bundle_uri(obj), extra, env) for pods in self.pods]
+        ports = [int(url.rsplit(":", 1)[1]) for url in urls]
         service = f"{meta['name']}-predictor"
         core, discovery = client.CoreV1Api(self.ns.admin), client.DiscoveryV1Api(self.ns.admin)
         with contextlib.suppress(client.ApiException):  # made at an earlier generation
@@ -73,26 +76,18 @@ class KServeWithSlots(KServePart):
                 self.ns.namespace,
                 {
                     "metadata": {"name": service},
-                    "spec": {"ports": [{"port": SERVICE_PORT, "targetPort": port}]},
+                    "spec": {"ports": [{"port": SERVICE_PORT, "targetPort": ports[0]}]},
                 },
             )
-            discovery.create_namespaced_endpoint_slice(
-                self.ns.namespace,
-                {
-                    "metadata": {
-                        "name": f"{service}-1",
-                        "labels": {"kubernetes.io/service-name": service},
-                    },
-                    "addressType": "IPv4",
-                    "ports": [{"name": "", "port": port, "protocol": "TCP"}],
-                    "endpoints": [{"addresses": [self.slots.host], "conditions": {"ready": True}}],
-                },
-            )
+            for n, port in enumerate(ports, start=1):
+                discovery.create_namespaced_endpoint_slice(
+                    self.ns.namespace, endpoint_slice(service, n, self.slots.host, port)
+                )
         status = {
             "observedGeneration": meta["generation"],
             "conditions": [{"type": "Ready", "status": "True"}],
             "url": f"http://{meta['name']}.{self.ns.namespace}.example.com",
-            "address": {"url": url},
+            "address": {"url": urls[0]},
         }
         self.ns.set_status(*KSERVE, self.ns.namespace, meta["name"], status)
 
@@ -117,14 +112,33 @@ class KServeWithSlots(KServePart):
         return base64.b64decode(secret.data[key]).decode()
 
 
+def endpoint_slice(service: str, n: int, host: str, port: int) -> dict[str, Any]:
+    """The ``n``-th EndpointSlice of ``service``: one ready pod at ``host:port``."""
+    return {
+        "metadata": {
+            "name": f"{service}-{n}",
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "", "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+    }
+
+
 def gateway_settings(
-    ns: KubeNamespace, gateway_namespace: str, gateway_name: str, **extra: Any
+    ns: KubeNamespace,
+    gateway_namespace: str,
+    gateway_name: str,
+    *,
+    shadow: bool = False,
+    **extra: Any,
 ) -> Settings:
-    """Settings of a KServe backend in ``ns`` holding its declared Role, routing through
-    the Gateway ``gateway_namespace/gateway_name`` and waiting up to 60 s for it
-    (``extra``: more settings, flat names)."""
+    """Settings of a KServe backend in ``ns`` holding its declared Role (with ``shadow``,
+    the one for draining the slots), routing through the Gateway
+    ``gateway_namespace/gateway_name`` and waiting up to 60 s for it (``extra``: more
+    settings, flat names)."""
     return ns.settings(
-        required_rbac("gateway"),
+        required_rbac("gateway", shadow=shadow),
         slot_ready_timeout_seconds=READY_TIMEOUT,
         kube_gateway_name=gateway_name,
         kube_gateway_namespace=gateway_namespace,

@@ -27,7 +27,7 @@ def shadow(answer: httpx.Response | None = None, token: str = "t") -> MirrorShad
         return answer or httpx.Response(200, json={"exchanges": [], "unread": 0, "more": False})
 
     http = httpx.Client(transport=httpx.MockTransport(handle))
-    return MirrorShadow(token, lambda d, r: f"http://slot-{r}", "ns", http=http)
+    return MirrorShadow(token, lambda d, r: [f"http://slot-{r}"], "ns", http=http)
 
 
 def test_without_a_token_mirroring_is_refused_naming_the_settings() -> None:
@@ -79,19 +79,39 @@ def test_pairs_are_empty_when_not_mirroring_or_without_a_green() -> None:
     assert mirror.pairs("chat", [Route("blue", 1, 100)]).pairs == []
 
 
+RECORD = {
+    "request_id": "a",
+    "mirrored": False,
+    "digest": "d",
+    "request_body": "{}",
+    "answer_body": "{}",
+    "status": 200,
+    "ms": 1.0,
+    "truncated": False,
+    "release_id": 1,
+}
+
+
 def test_records_page_takes_well_formed_pages_only() -> None:
-    record = {
-        "request_id": "a",
-        "mirrored": False,
-        "digest": "d",
-        "request_body": "{}",
-        "answer_body": "{}",
-        "status": 200,
-        "ms": 1.0,
-        "truncated": False,
-        "release_id": 1,
-    }
-    page = {"exchanges": [record], "unread": 0, "more": False}
+    page = {"exchanges": [RECORD], "unread": 0, "more": False}
     assert records_page(json.loads(json.dumps(page))) == page
     with pytest.raises(ValueError):
         records_page([page])
+
+
+def test_a_pod_that_cannot_be_drained_is_skipped_while_another_can() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gone":
+            raise httpx.ConnectError("refused")
+        exchanges = [{**RECORD, "release_id": int(request.url.host[-1])}]
+        return httpx.Response(200, json={"exchanges": exchanges, "unread": 1, "more": False})
+
+    pods = {1: ["http://blue-1", "http://gone"], 2: ["http://green-2"]}
+    http = httpx.Client(transport=httpx.MockTransport(handle))
+    mirror = MirrorShadow("t", lambda d, r: pods[r], "ns", http=http)
+    mirror.configure("chat", 100, ROUTES)
+    batch = mirror.pairs("chat", ROUTES)
+    assert [p.request_id for p in batch.pairs] == ["a"] and batch.dropped == 2
+    pods[1] = ["http://gone"]
+    with pytest.raises(BackendError, match="cannot drain"):
+        mirror.pairs("chat", ROUTES)

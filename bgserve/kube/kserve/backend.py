@@ -52,7 +52,7 @@ from bgserve.kube.kserve.objects import (
     routed_weight,
     weighted_route,
 )
-from bgserve.kube.mirror_shadow import MirrorShadow
+from bgserve.kube.mirror_shadow import MirrorShadow, ready_pods
 from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow, gateway_base
 from bgserve.kube.readiness import Check
 from bgserve.kube.route_status import RouteRefused, taken_report, waiting_on
@@ -65,13 +65,18 @@ _FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
 ROUTE_WAIT_VERBS = {"gateway": ["delete", "watch"]}
 
 
-def required_rbac(router: str, llm_mode: str = "inferenceservice") -> list[dict[str, list[str]]]:
-    """The Role rules the backend needs: exactly the verbs it sends, nothing more."""
+def required_rbac(
+    router: str, llm_mode: str = "inferenceservice", *, shadow: bool = False
+) -> list[dict[str, list[str]]]:
+    """The Role rules the backend needs: exactly the verbs it sends, nothing more
+    (``shadow``: with the slots' drain token, whose pods it finds in EndpointSlices)."""
     route = ROUTERS[router]
     slots = [INFERENCE_SERVICE.plural]
     if llm_mode == "llminferenceservice":
         slots.append(LLM_INFERENCE_SERVICE.plural)
+    pods = [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}]
     return [
+        *(pods if shadow else []),
         {
             "apiGroups": [INFERENCE_SERVICE.group],
             "resources": slots,
@@ -125,7 +130,7 @@ class KServeBackend(KubeBackend):
         self._taken: dict[str, dict[str, Any]] = {}
         # Per deployment: the routes last applied (the roles a mirror needs).
         self._routes: dict[str, list[Route]] = {}
-        self.mirror = MirrorShadow(kube.slot_token, self._slot_endpoint, kube.namespace)
+        self.mirror = MirrorShadow(kube.slot_token, self._slot_pods, kube.namespace)
         if kube.kserve.llm_mode == "llminferenceservice":
             members = self._objects(LLM_INFERENCE_SERVICE)
             self.group = LlmGroup(members, self.readiness, kube, self.mlflow)
@@ -281,9 +286,15 @@ class KServeBackend(KubeBackend):
         self.mirror.close()
         super().close()
 
-    def _slot_endpoint(self, deployment: str, release_id: int) -> str | None:
+    def _slot_pods(self, deployment: str, release_id: int) -> list[str]:
+        """The slot's pods, from its predictor Service's EndpointSlices; its status URL
+        when it has none there (a Knative-mode predictor answers through its activator)."""
+        service = f"{isvc_name(deployment, release_id)}-predictor"
+        pods = ready_pods(client.DiscoveryV1Api(self._client), self.kube.namespace, service)
+        if pods:
+            return pods
         info = self.slot_info(deployment, release_id)
-        return None if info is None else info.endpoint
+        return [] if info is None else [info.endpoint]
 
     def route_report(self, deployment: str) -> Mapping[str, Any] | None:
         """What the gateway reported of the route last applied for ``deployment``: the
