@@ -36,11 +36,10 @@ from typing import Any
 from _common import save, table
 
 from bgserve.app.service import Service
-from tests.support.envoy_gateway import EnvoyGatewayRun, Gateway, routable_address
-from tests.support.kserve_part import KServeWithSlots, gateway_settings
-from tests.support.kube import SlotProcesses, kserve_backend, make_components
+from tests.support.envoy_gateway import EnvoyGatewayRun, Gateway
+from tests.support.kserve_part import kserve_on_gateway
+from tests.support.kube import kserve_backend, make_components
 from tests.support.kube import register as register_releases
-from tests.support.kube_namespace import KubeNamespace
 from tests.support.load import Call, Load, hold, settled_after, share_of
 
 DEPLOYMENT = "gw"
@@ -103,32 +102,27 @@ class Measured:
 
 def cycles(args: argparse.Namespace, home: Path, gateway: Gateway) -> dict[str, Any]:
     """The cycles through ``gateway``, with real slots behind it; their figures."""
-    ns = KubeNamespace(gateway.cluster)
-    slots = SlotProcesses(routable_address())
-    kserve = KServeWithSlots(ns, slots)
-    settings = gateway_settings(ns, gateway.namespace, gateway.name)
-    backend = kserve_backend(settings, api=ns.api_for(settings))
-    service = make_components(home, mlflow_env(home), backend).service
-    ids = register_releases(service, DEPLOYMENT)
-    url = f"http://127.0.0.1:{gateway.port}/v2/models/{DEPLOYMENT}/infer"
-    try:
-        with kserve.controller:
-            service.create_deployment(DEPLOYMENT, ids["v1"], "bench")
-            service.stage_green(DEPLOYMENT, ids["reworded"], "bench")
-            with Load(url, clients=args.clients) as load:
-                hold(load, 50)
-                measured = Measured(service, load, str(ids["v1"]), str(ids["reworded"]))
-                for number in range(1, args.cycles + 1):
-                    measured.cycle(args.calls)
-                    figures = ", ".join(
-                        f"{k} {v[-1] * 1000:.0f} ms" for k, v in measured.effective.items()
-                    )
-                    print(f"cycle {number}/{args.cycles}: effective {figures}", flush=True)
-            failures = load.failures()
-    finally:
-        backend.close()
-        slots.stop_all()
-        ns.close()
+    with kserve_on_gateway(gateway) as (ns, kserve, settings):
+        backend = kserve_backend(settings, api=ns.api_for(settings))
+        service = make_components(home, mlflow_env(home), backend).service
+        ids = register_releases(service, DEPLOYMENT)
+        url = f"http://127.0.0.1:{gateway.port}/v2/models/{DEPLOYMENT}/infer"
+        try:
+            with kserve.controller:
+                service.create_deployment(DEPLOYMENT, ids["v1"], "bench")
+                service.stage_green(DEPLOYMENT, ids["reworded"], "bench")
+                with Load(url, clients=args.clients) as load:
+                    hold(load, 50)
+                    measured = Measured(service, load, str(ids["v1"]), str(ids["reworded"]))
+                    for number in range(1, args.cycles + 1):
+                        measured.cycle(args.calls)
+                        figures = ", ".join(
+                            f"{k} {v[-1] * 1000:.0f} ms" for k, v in measured.effective.items()
+                        )
+                        print(f"cycle {number}/{args.cycles}: effective {figures}", flush=True)
+                failures = load.failures()
+        finally:
+            backend.close()
     return {
         "took": measured.took,
         "effective": measured.effective,

@@ -17,10 +17,9 @@ from bgserve.errors import BackendError
 from bgserve.kube.kserve.backend import KServeBackend, required_rbac
 from bgserve.kube.kserve.objects import route_name
 from bgserve.kube.route_status import route_taken
-from tests.support.envoy_gateway import Gateway, routable_address
-from tests.support.kserve_part import KServePart, KServeWithSlots, gateway_settings
+from tests.support.envoy_gateway import Gateway
+from tests.support.kserve_part import KServePart, kserve_on_gateway
 from tests.support.kube import (
-    SlotProcesses,
     kserve_backend,
     make_components,
     perform,
@@ -115,68 +114,63 @@ PER_WEIGHT = 1000  # calls counted at each weight
 def test_traffic_through_envoy_follows_every_step_and_the_revert(
     tmp_path: Path, mlflow_store: str, envoy_gateway: Gateway
 ) -> None:
-    ns = KubeNamespace(envoy_gateway.cluster)
-    slots = SlotProcesses(routable_address())
-    kserve = KServeWithSlots(ns, slots)
-    settings = gateway_settings(ns, envoy_gateway.namespace, envoy_gateway.name)
-    backend = kserve_backend(settings, api=ns.api_for(settings))
-    parts = make_components(tmp_path, mlflow_store, backend)
-    service = parts.service
-    ids = register(service, "gw")
-    url = f"http://127.0.0.1:{envoy_gateway.port}/v2/models/gw/infer"
-    # Per step: how long bgserve's call took (it waits for the gateway's report), and
-    # when, counted from the call's return, the traffic matched the new weights.
-    took: dict[str, float] = {}
-    effective: dict[str, float] = {}
-    shares: dict[int, tuple[float, int]] = {}
-    blue, green = str(ids["v1"]), str(ids["reworded"])
-    try:
-        with kserve.controller:
-            service.create_deployment("gw", ids["v1"], "test")
-            with Load(url, clients=4) as load:
-                hold(load, 50)
-                service.stage_green("gw", ids["reworded"], "test")
-                cases = load_golden_set("summarize", Path("prompts"))
-                _, report = parts.comparer.compare("gw", cases, "test")
-                assert report.verdict.passed, report.verdict.reasons
-                for weight in (10, 50, 100):
+    with kserve_on_gateway(envoy_gateway) as (ns, kserve, settings):
+        backend = kserve_backend(settings, api=ns.api_for(settings))
+        parts = make_components(tmp_path, mlflow_store, backend)
+        service = parts.service
+        ids = register(service, "gw")
+        url = f"http://127.0.0.1:{envoy_gateway.port}/v2/models/gw/infer"
+        # Per step: how long bgserve's call took (it waits for the gateway's report), and
+        # when, counted from the call's return, the traffic matched the new weights.
+        took: dict[str, float] = {}
+        effective: dict[str, float] = {}
+        shares: dict[int, tuple[float, int]] = {}
+        blue, green = str(ids["v1"]), str(ids["reworded"])
+        try:
+            with kserve.controller:
+                service.create_deployment("gw", ids["v1"], "test")
+                with Load(url, clients=4) as load:
+                    hold(load, 50)
+                    service.stage_green("gw", ids["reworded"], "test")
+                    cases = load_golden_set("summarize", Path("prompts"))
+                    _, report = parts.comparer.compare("gw", cases, "test")
+                    assert report.verdict.passed, report.verdict.reasons
+                    for weight in (10, 50, 100):
+                        began = time.monotonic()
+                        service.shift("gw", weight, "test")
+                        returned = time.monotonic()
+                        took[f"{weight}%"] = returned - began
+                        done = hold(load, PER_WEIGHT)
+                        settled = 0.0
+                        if weight == 10:
+                            firsts = [c.start for c in list(load.calls) if c.release == green]
+                            effective["10%: first green answer"] = min(firsts) - returned
+                        if weight == 100:
+                            settled = settled_after(load, returned, done, green)
+                            effective["100%: green alone"] = settled
+                        shares[weight] = share_of(load, green, returned + settled, done)
                     began = time.monotonic()
-                    service.shift("gw", weight, "test")
+                    service.revert("gw", "test")
                     returned = time.monotonic()
-                    took[f"{weight}%"] = returned - began
+                    took["revert"] = returned - began
                     done = hold(load, PER_WEIGHT)
-                    settled = 0.0
-                    if weight == 10:
-                        firsts = [c.start for c in list(load.calls) if c.release == green]
-                        effective["10%: first green answer"] = min(firsts) - returned
-                    if weight == 100:
-                        settled = settled_after(load, returned, done, green)
-                        effective["100%: green alone"] = settled
-                    shares[weight] = share_of(load, green, returned + settled, done)
-                began = time.monotonic()
-                service.revert("gw", "test")
-                returned = time.monotonic()
-                took["revert"] = returned - began
-                done = hold(load, PER_WEIGHT)
-                settled = effective["revert: blue alone"] = settled_after(
-                    load, returned, done, blue
-                )
-                shares[0] = share_of(load, green, returned + settled, done)
-            failures = load.failures()
-            total = len(load.calls)
-            # The history and the status say which generation of the route Envoy Gateway took.
-            taken = [
-                e.details["route"]
-                for e in service.history("gw")
-                if e.details and "route" in e.details
-            ]
-            route = ns.get("httproutes", route_name("gw"))
-            assert route is not None
-            status_route = service.route_report("gw")
-    finally:
-        backend.close()
-        slots.stop_all()
-        ns.close()
+                    settled = effective["revert: blue alone"] = settled_after(
+                        load, returned, done, blue
+                    )
+                    shares[0] = share_of(load, green, returned + settled, done)
+                failures = load.failures()
+                total = len(load.calls)
+                # The history and the status say which generation of the route Envoy Gateway took.
+                taken = [
+                    e.details["route"]
+                    for e in service.history("gw")
+                    if e.details and "route" in e.details
+                ]
+                route = ns.get("httproutes", route_name("gw"))
+                assert route is not None
+                status_route = service.route_report("gw")
+        finally:
+            backend.close()
     print(
         f"\nthrough Envoy: {total} calls; green's share by weight {shares}; "
         f"bgserve's call took {took}; traffic matched, from the call's return {effective}"

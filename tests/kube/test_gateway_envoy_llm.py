@@ -22,10 +22,9 @@ from bgserve.demo.llm_models import push_chat_prompts, register_smollm2
 from bgserve.kube.kserve.backend import KServeBackend
 from bgserve.kube.kserve.objects import route_name
 from bgserve.kube.route_status import route_taken
-from tests.support.envoy_gateway import Gateway, routable_address
-from tests.support.kserve_part import KServeWithSlots, gateway_settings
-from tests.support.kube import SlotProcesses, make_components
-from tests.support.kube_namespace import KubeNamespace
+from tests.support.envoy_gateway import Gateway
+from tests.support.kserve_part import kserve_on_gateway
+from tests.support.kube import make_components
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -101,54 +100,51 @@ class Streamers:
 def test_streams_pass_through_envoy_unbuffered_by_the_weights_and_none_is_lost(
     tmp_path: Path, mlflow_store: str, envoy_gateway: Gateway
 ) -> None:
-    ns = KubeNamespace(envoy_gateway.cluster)
-    slots = SlotProcesses(routable_address())
-    kserve = KServeWithSlots(ns, slots)
-    settings = gateway_settings(ns, envoy_gateway.namespace, envoy_gateway.name)
-    backend = KServeBackend(
-        settings.kube,
-        ready_timeout=settings.slot_ready_timeout_seconds,
-        mlflow=slot_mlflow(settings),
-        llms=llm_lookup(registry_at(mlflow_store)),
-        api=ns.api_for(settings),
-    )
-    parts = make_components(tmp_path, mlflow_store, backend)
-    service = parts.service
-    model = register_smollm2(mlflow_store)
-    ids = [
-        service.register_release(f"gw-llm-{v}", model.model_uri, f"prompts:/chat/{v}", "test").id
-        for v in push_chat_prompts(mlflow_store)
-    ]
-    blue, green = (str(i) for i in ids)
-    client = openai.OpenAI(
-        base_url=f"http://127.0.0.1:{envoy_gateway.port}/{NAME}/openai/v1",
-        api_key="unused",
-        max_retries=0,
-        timeout=120.0,
-    )
-    try:
-        with kserve.controller:
-            service.create_deployment(NAME, ids[0], "test")
-            route = ns.get("httproutes", route_name(NAME))
-            assert route is not None and route_taken(route) is True, route
-            paths = [r["matches"][0]["path"]["value"] for r in route["spec"]["rules"]]
-            assert f"/{NAME}/openai/v1" in paths, paths
-            first = stream_once(client)
-            service.stage_green(NAME, ids[1], "test")
-            service.shift(NAME, 50, "test", force=True)
-            at_half = [stream_once(client) for _ in range(AT_HALF)]
-            with Streamers(client, clients=2) as streamers:
-                while len(streamers.streams) < 4:
-                    time.sleep(0.1)
-                began = time.monotonic()
-                service.revert(NAME, "test")
-                returned = time.monotonic()
-                while not [s for s, _ in list(streamers.streams) if s > returned + 1.0][3:]:
-                    time.sleep(0.1)
-    finally:
-        backend.close()
-        slots.stop_all()
-        ns.close()
+    with kserve_on_gateway(envoy_gateway) as (ns, kserve, settings):
+        backend = KServeBackend(
+            settings.kube,
+            ready_timeout=settings.slot_ready_timeout_seconds,
+            mlflow=slot_mlflow(settings),
+            llms=llm_lookup(registry_at(mlflow_store)),
+            api=ns.api_for(settings),
+        )
+        parts = make_components(tmp_path, mlflow_store, backend)
+        service = parts.service
+        model = register_smollm2(mlflow_store)
+        ids = [
+            service.register_release(
+                f"gw-llm-{v}", model.model_uri, f"prompts:/chat/{v}", "test"
+            ).id
+            for v in push_chat_prompts(mlflow_store)
+        ]
+        blue, green = (str(i) for i in ids)
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{envoy_gateway.port}/{NAME}/openai/v1",
+            api_key="unused",
+            max_retries=0,
+            timeout=120.0,
+        )
+        try:
+            with kserve.controller:
+                service.create_deployment(NAME, ids[0], "test")
+                route = ns.get("httproutes", route_name(NAME))
+                assert route is not None and route_taken(route) is True, route
+                paths = [r["matches"][0]["path"]["value"] for r in route["spec"]["rules"]]
+                assert f"/{NAME}/openai/v1" in paths, paths
+                first = stream_once(client)
+                service.stage_green(NAME, ids[1], "test")
+                service.shift(NAME, 50, "test", force=True)
+                at_half = [stream_once(client) for _ in range(AT_HALF)]
+                with Streamers(client, clients=2) as streamers:
+                    while len(streamers.streams) < 4:
+                        time.sleep(0.1)
+                    began = time.monotonic()
+                    service.revert(NAME, "test")
+                    returned = time.monotonic()
+                    while not [s for s, _ in list(streamers.streams) if s > returned + 1.0][3:]:
+                        time.sleep(0.1)
+        finally:
+            backend.close()
     streams = [first, *at_half]
     print(
         f"\nthrough Envoy: {len(streams)} streams at 100/50%, "

@@ -17,10 +17,11 @@ from kubernetes import client
 from bgserve.compose import Components
 from bgserve.errors import Conflict
 from bgserve.kube.kserve.objects import route_name
-from tests.support.envoy_gateway import Gateway, routable_address
+from bgserve.settings import Settings
+from tests.support.envoy_gateway import Gateway
 from tests.support.flow import infer_body
-from tests.support.kserve_part import KServeWithSlots, gateway_settings
-from tests.support.kube import SlotProcesses, kserve_backend, make_components, register
+from tests.support.kserve_part import kserve_on_gateway
+from tests.support.kube import kserve_backend, make_components, register
 from tests.support.kube_namespace import KubeNamespace
 
 pytestmark = pytest.mark.integration
@@ -32,35 +33,34 @@ MIRRORED_HALF = 300  # requests sent while half are
 @pytest.fixture
 def shadowing(
     tmp_path: Path, mlflow_store: str, envoy_gateway: Gateway
-) -> Iterator[tuple[KubeNamespace, Components, KServeWithSlots]]:
-    ns = KubeNamespace(envoy_gateway.cluster)
+) -> Iterator[tuple[KubeNamespace, Components]]:
     token = secrets.token_hex(16)
-    client.CoreV1Api(ns.admin).create_namespaced_secret(
-        ns.namespace, {"metadata": {"name": "slot-token"}, "stringData": {"token": token}}
-    )
     # Two pods per slot: the gateway spreads requests and copies over both.
-    pods = SlotProcesses(routable_address()), SlotProcesses(routable_address())
-    kserve = KServeWithSlots(ns, *pods)
-    settings = gateway_settings(
-        ns,
-        envoy_gateway.namespace,
-        envoy_gateway.name,
+    with kserve_on_gateway(
+        envoy_gateway,
+        replicas=2,
         shadow=True,
         kube_slot_token_secret="slot-token",
         kube_slot_token=token,
-    )
+    ) as (ns, kserve, settings):
+        client.CoreV1Api(ns.admin).create_namespaced_secret(
+            ns.namespace, {"metadata": {"name": "slot-token"}, "stringData": {"token": token}}
+        )
+        parts = started(tmp_path, mlflow_store, settings, ns)
+        try:
+            with kserve.controller:
+                yield ns, parts
+        finally:
+            parts.close()
+        assert kserve.controller.errors == []
+
+
+def started(tmp_path: Path, mlflow_store: str, settings: Settings, ns: KubeNamespace) -> Components:
+    """bgserve's parts on the KServe backend of ``settings``, leading and collecting."""
     backend = kserve_backend(settings, api=ns.api_for(settings))
     parts = make_components(tmp_path, mlflow_store, backend, leader_election="off")
-    try:
-        with kserve.controller:
-            parts.start()
-            yield ns, parts, kserve
-    finally:
-        parts.close()
-        for slots in pods:
-            slots.stop_all()
-        ns.close()
-    assert kserve.controller.errors == []
+    parts.start()
+    return parts
 
 
 def send(url: str, count: int, tag: str) -> int:
@@ -96,9 +96,9 @@ def mirror_filters(ns: KubeNamespace, name: str) -> list[dict[str, Any]]:
 
 def test_the_gateways_mirrored_copies_are_paired_with_blues_answers_and_scored(
     envoy_gateway: Gateway,
-    shadowing: tuple[KubeNamespace, Components, KServeWithSlots],
+    shadowing: tuple[KubeNamespace, Components],
 ) -> None:
-    ns, parts, _ = shadowing
+    ns, parts = shadowing
     service = parts.service
     ids = register(service, "sh")
     url = f"http://127.0.0.1:{envoy_gateway.port}/v2/models/sh/infer"
@@ -137,26 +137,19 @@ def test_the_gateways_mirrored_copies_are_paired_with_blues_answers_and_scored(
 def test_without_a_drain_token_shadow_traffic_is_refused_and_the_route_is_unchanged(
     tmp_path: Path, mlflow_store: str, envoy_gateway: Gateway
 ) -> None:
-    ns = KubeNamespace(envoy_gateway.cluster)
-    slots = SlotProcesses(routable_address())
-    kserve = KServeWithSlots(ns, slots)
-    settings = gateway_settings(ns, envoy_gateway.namespace, envoy_gateway.name)
-    backend = kserve_backend(settings, api=ns.api_for(settings))
-    parts = make_components(tmp_path, mlflow_store, backend, leader_election="off")
-    try:
-        with kserve.controller:
-            parts.start()
-            ids = register(parts.service, "nt")
-            parts.service.create_deployment("nt", ids["v1"], "test")
-            parts.service.stage_green("nt", ids["reworded"], "test")
-            before = ns.get("httproutes", route_name("nt"))
-            with pytest.raises(Conflict, match="BGSERVE_KUBE_SLOT_TOKEN_SECRET"):
-                parts.shadow.start_shadow("nt", 100)
-            after = ns.get("httproutes", route_name("nt"))
-    finally:
-        parts.close()
-        slots.stop_all()
-        ns.close()
+    with kserve_on_gateway(envoy_gateway) as (ns, kserve, settings):
+        parts = started(tmp_path, mlflow_store, settings, ns)
+        try:
+            with kserve.controller:
+                ids = register(parts.service, "nt")
+                parts.service.create_deployment("nt", ids["v1"], "test")
+                parts.service.stage_green("nt", ids["reworded"], "test")
+                before = ns.get("httproutes", route_name("nt"))
+                with pytest.raises(Conflict, match="BGSERVE_KUBE_SLOT_TOKEN_SECRET"):
+                    parts.shadow.start_shadow("nt", 100)
+                after = ns.get("httproutes", route_name("nt"))
+        finally:
+            parts.close()
     assert before is not None and after is not None
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert mirror_filters_of(after) == []

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from kubernetes import client
 
 from bgserve.kube.kserve.backend import required_rbac
 from bgserve.kube.kserve.objects import SERVICE_PORT
 from bgserve.settings import Settings
+from tests.support.envoy_gateway import Gateway, routable_address
 from tests.support.kube import (
     KSERVE,
     READY_TIMEOUT,
@@ -110,6 +112,37 @@ class KServeWithSlots(KServePart):
     def secret_value(self, name: str, key: str) -> str:
         secret = client.CoreV1Api(self.ns.admin).read_namespaced_secret(name, self.ns.namespace)
         return base64.b64decode(secret.data[key]).decode()
+
+
+class OnGateway(NamedTuple):
+    """A namespace on a gateway's cluster, KServe played there with real slots, and the
+    settings of a backend routing through the gateway."""
+
+    ns: KubeNamespace
+    kserve: KServeWithSlots
+    settings: Settings
+
+
+@contextlib.contextmanager
+def kserve_on_gateway(
+    gateway: Gateway, replicas: int = 1, *, shadow: bool = False, **settings: Any
+) -> Iterator[OnGateway]:
+    """:class:`OnGateway` for ``gateway``, ``replicas`` slot processes per
+    InferenceService (``shadow`` and ``settings``: as :func:`gateway_settings` takes them);
+    the slots are stopped and the namespace removed on the way out."""
+    ns = KubeNamespace(gateway.cluster)
+    pods = [SlotProcesses(routable_address()) for _ in range(replicas)]
+    try:
+        kserve = KServeWithSlots(ns, *pods)
+        yield OnGateway(
+            ns,
+            kserve,
+            gateway_settings(ns, gateway.namespace, gateway.name, shadow=shadow, **settings),
+        )
+    finally:
+        for slots in pods:
+            slots.stop_all()
+        ns.close()
 
 
 def endpoint_slice(service: str, n: int, host: str, port: int) -> dict[str, Any]:
