@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
@@ -26,7 +25,7 @@ from bgserve.backends.base import Backend, ShadowBatch, SlotInfo, check_shadow
 from bgserve.backends.routes import check_weights, needs_availability, refuse_retiring_routed
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
-from bgserve.errors import BackendError, BgserveError, Conflict, ReadinessTimeout
+from bgserve.errors import BackendError, BgserveError, Conflict
 from bgserve.kube.base import KubeBackend
 from bgserve.kube.client import (
     Obj,
@@ -55,7 +54,7 @@ from bgserve.kube.kserve.objects import (
 from bgserve.kube.mirror_shadow import MirrorShadow, ready_pods
 from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow, gateway_base
 from bgserve.kube.readiness import Check
-from bgserve.kube.route_status import RouteRefused, taken_report, waiting_on
+from bgserve.kube.route_wait import await_gateway
 from bgserve.settings import KubeGroup
 
 # KServe's model transition states that will not resolve by waiting.
@@ -241,7 +240,9 @@ class KServeBackend(KubeBackend):
         written = self.routes.apply_with(name, build)
         if self.kube.kserve.router == "gateway" and self.kube.route_accept_timeout_seconds > 0:
             previous, desired = seen[-1]
-            self._taken[deployment] = self._await_gateway(name, written, previous, desired)
+            self._taken[deployment] = await_gateway(
+                self.routes, self.readiness, self.kube, written, previous, desired
+            )
         self._routes[deployment] = list(routes)
 
     def set_shadow(self, deployment: str, percent: int, max_queue: int = 256) -> None:
@@ -301,43 +302,6 @@ class KServeBackend(KubeBackend):
         route, the generation it took and the Gateways that took it; None when bgserve
         did not wait for a gateway (Istio, or the wait turned off). Raises nothing."""
         return self._taken.get(deployment)
-
-    def _await_gateway(
-        self, name: str, written: Obj, previous: Obj | None, desired: Obj
-    ) -> dict[str, Any]:
-        """Wait until the gateway reports the HTTPRoute just written ``Accepted`` and
-        ``ResolvedRefs`` for its generation, and return what it took (:func:`taken_report`);
-        on a refusal or after ``kube_route_accept_timeout_seconds``, put ``previous`` back
-        (delete a route that did not exist) and raise BackendError saying what the
-        gateway reported."""
-        timeout = self.kube.route_accept_timeout_seconds
-        waiting = replace(self.readiness, timeout=timeout)
-        what = f"HTTPRoute {self.kube.namespace}/{name}"
-        try:
-            return waiting.until(self.routes, name, taken_report, what, current=written)
-        except RouteRefused as exc:
-            reason = str(exc)
-        except ReadinessTimeout:
-            reason = f"no gateway took {what} within {timeout:g}s ({self._route_report(name)})"
-        try:
-            if previous is None:
-                self.routes.delete(name)
-            else:
-                self.routes.apply_with(name, lambda _current: {**desired, "spec": previous["spec"]})
-        except BackendError as undo:
-            message = f"{reason}; putting the previous route back failed too: {undo}"
-            raise BackendError(message) from undo
-        raise BackendError(f"{reason}; the previous route is back")
-
-    def _route_report(self, name: str) -> str:
-        """What the gateway said of route ``name`` so far, and where to look."""
-        kube = self.kube
-        gateway = f"{kube.gateway_namespace or kube.namespace}/{kube.gateway_name}"
-        return (
-            f"{waiting_on(self.routes.get(name))}: is Gateway {gateway} there, with its "
-            "controller running? (BGSERVE_KUBE_GATEWAY_NAME, BGSERVE_KUBE_GATEWAY_NAMESPACE; "
-            "BGSERVE_KUBE_ROUTE_ACCEPT_TIMEOUT_SECONDS=0 does not wait)"
-        )
 
     def _check_routable(
         self, deployment: str, route: Route, slots: Mapping[str, Mapping[str, Any]], now: int
