@@ -21,8 +21,8 @@ def render(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="kserve, seldon, sagemaker or azureml (default: BGSERVE_BACKEND if one of "
-            "them, else kserve)"
+            help="kserve, seldon, sagemaker, azureml or databricks (default: BGSERVE_BACKEND "
+            "if one of them, else kserve)"
         ),
     ] = None,
     flavour: Annotated[
@@ -40,7 +40,8 @@ def render(
 ) -> None:
     """Print the Kubernetes objects a backend would apply for a deployment's stored state
     (for SageMaker: the API requests that build its endpoint, as the AWS CLI takes them; for
-    Azure ML: the endpoint and deployment documents, as ``az ml`` takes them).
+    Azure ML: the endpoint and deployment documents, as ``az ml`` takes them; for Databricks:
+    the serving endpoint's JSON, as the REST API takes it).
 
     Reads the state database directly, and for KServe the MLflow registry (which
     releases pin an LLM base model); contacts no cluster and no running bgserve.
@@ -61,7 +62,7 @@ def render(
         finally:
             store.close()
         chosen = render_backend(backend, settings)
-        if chosen in ("sagemaker", "azureml"):
+        if chosen in ("sagemaker", "azureml", "databricks"):
             if shadow is not None:
                 raise InvalidInput("--shadow renders Kubernetes mirrors only", field="shadow")
             _render_cloud(chosen, state, releases, settings, output)
@@ -99,6 +100,12 @@ def _render_cloud(
             state.name, routes, releases, settings.sagemaker, env
         )
         _write_documents(requests, sagemaker.request_yaml, sagemaker.request_filename, output)
+        return
+    if backend == "databricks":
+        from bgserve.cloud.databricks import render as databricks
+
+        bodies = databricks.endpoint_documents(state.name, routes, releases, settings.databricks)
+        _write_documents(bodies, databricks.document_json, databricks.document_filename, output)
         return
     from bgserve.cloud.azureml import render as azureml
 

@@ -71,6 +71,8 @@ def build_backend(
         return sagemaker_backend(settings)
     if settings.backend == "azureml":
         return azureml_backend(settings)
+    if settings.backend == "databricks":
+        return databricks_backend(settings)
     if settings.backend == "memory":
         from bgserve.backends.memory import MemoryBackend
 
@@ -103,6 +105,17 @@ def azureml_backend(settings: Settings, client: object = None) -> Backend:
         ready_timeout=settings.slot_ready_timeout_seconds,
         slot_env=cloud_slot_env(settings),
         client=client,
+    )
+
+
+def databricks_backend(settings: Settings, client: object = None) -> Backend:
+    """The Databricks backend of ``settings`` (``client``: a WorkspaceClient to use instead
+    of one of the settings' workspace with the SDK's unified authentication). Raises
+    BackendError without the SDK or a workspace."""
+    from bgserve.cloud.databricks.backend import DatabricksBackend
+
+    return DatabricksBackend(
+        settings.databricks, ready_timeout=settings.slot_ready_timeout_seconds, client=client
     )
 
 

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import SettingsConfigDict
 
-from bgserve.settings.cloud import AzureMLGroup, SageMakerGroup
+from bgserve.settings.cloud import AzureMLGroup, DatabricksGroup, SageMakerGroup
 from bgserve.settings.compare import CompareGroup, JudgeGroup
 from bgserve.settings.control import ControlGroup
 from bgserve.settings.follow import FollowGroup
@@ -33,6 +33,7 @@ __all__ = [
     "AzureMLGroup",
     "CompareGroup",
     "ControlGroup",
+    "DatabricksGroup",
     "FollowGroup",
     "Group",
     "JudgeGroup",
@@ -151,11 +152,14 @@ class Settings(FlatSettings):
         "plane ejects a slot until it answers a readiness probe; a refused connection "
         "ejects at once.",
     )
-    backend: Literal["local", "kserve", "seldon", "sagemaker", "azureml", "memory"] = Field(
+    backend: Literal[
+        "local", "kserve", "seldon", "sagemaker", "azureml", "databricks", "memory"
+    ] = Field(
         "local",
         description="Where slots run: embedded processes, KServe, Seldon, a SageMaker "
-        "endpoint or an Azure ML managed online endpoint; `memory` keeps slots as in-memory "
-        "records that serve nothing (for tests and trying the API).",
+        "endpoint, an Azure ML managed online endpoint or a Databricks serving endpoint; "
+        "`memory` keeps slots as in-memory records that serve nothing (for tests and trying "
+        "the API).",
     )
     engine_interval_seconds: float = Field(
         0.25, gt=0, le=10, description="How often the rollout engine looks at running plans."
@@ -212,6 +216,7 @@ class Settings(FlatSettings):
     kube: KubeGroup = Field(default_factory=KubeGroup)
     sagemaker: SageMakerGroup = Field(default_factory=SageMakerGroup)
     azureml: AzureMLGroup = Field(default_factory=AzureMLGroup)
+    databricks: DatabricksGroup = Field(default_factory=DatabricksGroup)
     leader: LeaderGroup = Field(default_factory=LeaderGroup)
     compare: CompareGroup = Field(default_factory=CompareGroup)
     plan: PlanGroup = Field(default_factory=PlanGroup)

@@ -1,5 +1,5 @@
 """The managed cloud backends' settings: ``settings.sagemaker`` (``BGSERVE_SAGEMAKER_*``) and
-``settings.azureml`` (``BGSERVE_AZUREML_*``)."""
+``settings.azureml`` (``BGSERVE_AZUREML_*``), ``settings.databricks`` (``BGSERVE_DATABRICKS_*``)."""
 
 from __future__ import annotations
 
@@ -119,4 +119,50 @@ class AzureMLGroup(Group):
             raise ValueError("may hold only letters, digits and '-', as Azure ML names do")
         if len(prefix) > 16:
             raise ValueError("must be at most 16 characters (endpoint names are 32 at most)")
+        return prefix
+
+
+class DatabricksGroup(Group):
+    """Where and how the Databricks backend serves releases (``BGSERVE_DATABRICKS_*``): one
+    Model Serving endpoint per deployment, one served entity (the release's bundle, an MLflow
+    model version in the workspace's registry or Unity Catalog) per release. Credentials are
+    never settings: the Databricks SDK's unified authentication finds them (DATABRICKS_TOKEN,
+    DATABRICKS_CLIENT_ID/SECRET, a ``~/.databrickscfg`` profile)."""
+
+    model_config = spelt_flat("databricks_")
+
+    host: str = Field(
+        "",
+        description="The workspace URL (https://<workspace>.cloud.databricks.com); empty "
+        "takes the SDK's (DATABRICKS_HOST, the profile).",
+    )
+    workload_size: str = Field(
+        "Small", description="Each served entity's workload size (Small, Medium, Large)."
+    )
+    workload_type: str = Field("CPU", description="Each served entity's compute (CPU, GPU_SMALL…).")
+    scale_to_zero: bool = Field(
+        False,
+        description="Let an idle served entity scale to zero (its first call then waits for "
+        "it to start: off, so a comparison measures a warm green).",
+    )
+    name_prefix: str = Field(
+        "bgserve-",
+        description="Prefix of the endpoint names bgserve creates (letters, digits, '-' and "
+        "'_'; longer names than 63 characters are shortened with a digest).",
+    )
+    poll_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="How long a change refused with 409 RESOURCE_CONFLICT (a config update "
+        "of the endpoint is in progress) waits before it is tried again.",
+    )
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix_is_a_name_start(cls, prefix: str) -> str:
+        if any(not (c.isascii() and (c.isalnum() or c in "-_")) for c in prefix):
+            raise ValueError("may hold only letters, digits, '-' and '_', as endpoint names do")
+        if len(prefix) > 30:
+            raise ValueError("must be at most 30 characters (endpoint names are 63 at most)")
         return prefix

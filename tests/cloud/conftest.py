@@ -1,5 +1,5 @@
-"""The SageMaker and Azure ML stand-ins with what runs behind them: real slot processes,
-SageMaker's runtime and Azure ML's scoring endpoints."""
+"""The SageMaker, Azure ML and Databricks stand-ins with what runs behind them: real slot
+processes, SageMaker's runtime, Azure ML's scoring endpoints and MLflow's scoring servers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from tests.support.azureml import AzureMLStandIn
 from tests.support.azureml_platform import ContainerHost as AzureContainers
 from tests.support.azureml_platform import ScoringHost
+from tests.support.databricks import DatabricksStandIn
+from tests.support.databricks_platform import ModelHost
 from tests.support.kube import SlotProcesses
 from tests.support.sagemaker import SageMakerStandIn
 from tests.support.sagemaker_platform import ContainerHost, Runtime
@@ -67,3 +69,19 @@ def azureml(azure_api: AzureMLStandIn, slots: SlotProcesses) -> Iterator[AzureML
         yield AzureML(azure_api, host, scoring)
     finally:
         scoring.close()
+
+
+@pytest.fixture
+def databricks_api() -> DatabricksStandIn:
+    """The Databricks API alone (no model serves): config updates complete in 50 ms."""
+    return DatabricksStandIn()
+
+
+@pytest.fixture
+def databricks(databricks_api: DatabricksStandIn) -> Iterator[ModelHost]:
+    """The stand-in with MLflow's scoring server behind each served entity."""
+    host = ModelHost(databricks_api)
+    try:
+        yield host
+    finally:
+        host.close()

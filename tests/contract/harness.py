@@ -32,7 +32,16 @@ from tests.support.kube_real_apiserver import KubeCluster
 from tests.support.models import local_release, wait_until
 
 DEPLOYMENT = "chat"
-KINDS = ("memory", "local", "kserve", "seldon-v2", "seldon-v1", "sagemaker", "azureml")
+KINDS = (
+    "memory",
+    "local",
+    "kserve",
+    "seldon-v2",
+    "seldon-v1",
+    "sagemaker",
+    "azureml",
+    "databricks",
+)
 
 
 @dataclass
@@ -223,5 +232,37 @@ def azureml_harness() -> Iterator[Harness]:
 
     try:
         yield Harness("azureml", backend, RELEASES.__getitem__, weights, take_down)
+    finally:
+        backend.close()
+
+
+# ----- Databricks: the real SDK on the stand-in's transport -----
+
+
+def databricks_harness() -> Iterator[Harness]:
+    """The backend through databricks-sdk on the stand-in (tests/support/databricks.py),
+    whose config updates complete in 50 ms (the SDK's waiter polls after 1-2 s)."""
+    from bgserve.cloud.databricks.entities import routed
+    from bgserve.cloud.databricks.names import endpoint_name, entity_name
+    from bgserve.compose.backends import databricks_backend
+    from tests.support.databricks import DatabricksStandIn
+
+    stand_in = DatabricksStandIn()
+    settings = Settings(**stand_in.settings(slot_ready_timeout_seconds=20))
+    prefix = settings.databricks.name_prefix
+    backend = databricks_backend(settings, client=stand_in.client())
+
+    def weights(deployment: str) -> dict[int, int]:
+        from databricks.sdk.service.serving import ServingEndpointDetailed
+
+        with stand_in.lock:
+            found = stand_in.endpoints.get(endpoint_name(prefix, deployment))
+            return routed(ServingEndpointDetailed.from_dict(found)) if found else {}
+
+    def take_down(deployment: str, release_id: int) -> None:
+        stand_in.take_down(endpoint_name(prefix, deployment), entity_name(release_id))
+
+    try:
+        yield Harness("databricks", backend, RELEASES.__getitem__, weights, take_down)
     finally:
         backend.close()

@@ -1,7 +1,7 @@
 """The backend contract: the same tests against the memory, local, KServe, Seldon (v2
-and v1), SageMaker and Azure ML backends. What one backend does here, every backend does, or
-the divergence is marked where it is known (strict: the mark fails once the backend is
-fixed)."""
+and v1), SageMaker, Azure ML and Databricks backends. What one backend does here, every
+backend does, or the divergence is marked where it is known (strict: the mark fails once the
+backend is fixed)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.contract.harness import (
     KINDS,
     Harness,
     azureml_harness,
+    databricks_harness,
     kube_harness,
     local_harness,
     memory_harness,
@@ -55,6 +56,8 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
         yield from sagemaker_harness()
     elif kind == "azureml":
         yield from azureml_harness()
+    elif kind == "databricks":
+        yield from databricks_harness()
     else:
         yield from kube_harness(kind, request.getfixturevalue("kube_cluster"))
 
@@ -161,7 +164,12 @@ def test_slot_info_is_none_for_an_unknown_slot(h: Harness) -> None:
 
 # A SageMaker endpoint is called on its own invocation path (SigV4-signed), not OIP's.
 # An Azure ML endpoint is scored at /score, the deployment named in a header or by traffic.
-DATA_PLANE_PATH = {"sagemaker": f"/endpoints/bgserve-{DEPLOYMENT}/invocations", "azureml": "/score"}
+# A Databricks endpoint is called at its invocations route, MLflow's scoring formats.
+DATA_PLANE_PATH = {
+    "sagemaker": f"/endpoints/bgserve-{DEPLOYMENT}/invocations",
+    "azureml": "/score",
+    "databricks": f"/serving-endpoints/bgserve-{DEPLOYMENT}/invocations",
+}
 
 
 def test_data_plane_url_is_the_deployments_infer_url(h: Harness) -> None:
