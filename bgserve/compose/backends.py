@@ -71,6 +71,8 @@ def build_backend(
         return sagemaker_backend(settings)
     if settings.backend == "azureml":
         return azureml_backend(settings)
+    if settings.backend == "vertex":
+        return vertex_backend(settings)
     if settings.backend == "memory":
         from bgserve.backends.memory import MemoryBackend
 
@@ -106,8 +108,23 @@ def azureml_backend(settings: Settings, client: object = None) -> Backend:
     )
 
 
+def vertex_backend(settings: Settings, clients: object = None) -> Backend:
+    """The Vertex AI backend of ``settings`` (``clients``: the GAPIC clients to use instead
+    of ones of the settings' region with Application Default Credentials). Raises
+    BackendError without the SDK, a project, a location or an image."""
+    from bgserve.cloud.vertex.backend import VertexBackend
+    from bgserve.cloud.vertex.google import VertexClients
+
+    return VertexBackend(
+        settings.vertex,
+        ready_timeout=settings.slot_ready_timeout_seconds,
+        slot_env=cloud_slot_env(settings),
+        clients=clients if isinstance(clients, VertexClients) else None,
+    )
+
+
 def cloud_slot_env(settings: Settings) -> dict[str, str]:
-    """The MLflow stores a cloud slot (SageMaker, Azure ML) loads its bundle from, as
+    """The MLflow stores a cloud slot (SageMaker, Azure ML, Vertex AI) loads its bundle from, as
     configured."""
     mlflow = slot_mlflow(settings)
     env = {"MLFLOW_TRACKING_URI": mlflow.tracking_uri, "MLFLOW_REGISTRY_URI": mlflow.registry_uri}

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import SettingsConfigDict
 
-from bgserve.settings.cloud import AzureMLGroup, SageMakerGroup
+from bgserve.settings.cloud import AzureMLGroup, SageMakerGroup, VertexGroup
 from bgserve.settings.compare import CompareGroup, JudgeGroup
 from bgserve.settings.control import ControlGroup
 from bgserve.settings.follow import FollowGroup
@@ -45,6 +45,7 @@ __all__ = [
     "SeldonGroup",
     "Settings",
     "ShadowGroup",
+    "VertexGroup",
 ]
 
 DEFAULT_HOME = Path.home() / ".bgserve"
@@ -151,10 +152,10 @@ class Settings(FlatSettings):
         "plane ejects a slot until it answers a readiness probe; a refused connection "
         "ejects at once.",
     )
-    backend: Literal["local", "kserve", "seldon", "sagemaker", "azureml", "memory"] = Field(
+    backend: Literal["local", "kserve", "seldon", "sagemaker", "azureml", "vertex", "memory"] = Field(
         "local",
         description="Where slots run: embedded processes, KServe, Seldon, a SageMaker "
-        "endpoint or an Azure ML managed online endpoint; `memory` keeps slots as in-memory "
+        "endpoint, an Azure ML managed online endpoint or a Vertex AI endpoint; `memory` keeps slots as in-memory "
         "records that serve nothing (for tests and trying the API).",
     )
     engine_interval_seconds: float = Field(
@@ -212,6 +213,7 @@ class Settings(FlatSettings):
     kube: KubeGroup = Field(default_factory=KubeGroup)
     sagemaker: SageMakerGroup = Field(default_factory=SageMakerGroup)
     azureml: AzureMLGroup = Field(default_factory=AzureMLGroup)
+    vertex: VertexGroup = Field(default_factory=VertexGroup)
     leader: LeaderGroup = Field(default_factory=LeaderGroup)
     compare: CompareGroup = Field(default_factory=CompareGroup)
     plan: PlanGroup = Field(default_factory=PlanGroup)
