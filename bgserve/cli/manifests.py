@@ -1,5 +1,5 @@
 """``bgserve render``: the Kubernetes objects (SageMaker API requests, Azure ML CLI v2
-documents) of a stored deployment, without a cluster or a cloud account."""
+documents, Vertex AI REST requests) of a stored deployment, without a cluster or a cloud account."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def render(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="kserve, seldon, sagemaker or azureml (default: BGSERVE_BACKEND if one of "
+            help="kserve, seldon, sagemaker, azureml or vertex (default: BGSERVE_BACKEND if one of "
             "them, else kserve)"
         ),
     ] = None,
@@ -40,7 +40,8 @@ def render(
 ) -> None:
     """Print the Kubernetes objects a backend would apply for a deployment's stored state
     (for SageMaker: the API requests that build its endpoint, as the AWS CLI takes them; for
-    Azure ML: the endpoint and deployment documents, as ``az ml`` takes them).
+    Azure ML: the endpoint and deployment documents, as ``az ml`` takes them; for Vertex AI:
+    the REST requests that build its endpoint).
 
     Reads the state database directly, and for KServe the MLflow registry (which
     releases pin an LLM base model); contacts no cluster and no running bgserve.
@@ -61,7 +62,7 @@ def render(
         finally:
             store.close()
         chosen = render_backend(backend, settings)
-        if chosen in ("sagemaker", "azureml"):
+        if chosen in ("sagemaker", "azureml", "vertex"):
             if shadow is not None:
                 raise InvalidInput("--shadow renders Kubernetes mirrors only", field="shadow")
             _render_cloud(chosen, state, releases, settings, output)
@@ -88,7 +89,8 @@ def _render_cloud(
     settings: Settings,
     output: Path | None,
 ) -> None:
-    """The SageMaker API requests or Azure ML CLI documents of ``state``."""
+    """The SageMaker API requests, Azure ML CLI documents or Vertex AI REST requests of
+    ``state``."""
     from bgserve.compose.backends import cloud_slot_env
 
     env, routes = cloud_slot_env(settings), state.routes()
@@ -99,6 +101,12 @@ def _render_cloud(
             state.name, routes, releases, settings.sagemaker, env
         )
         _write_documents(requests, sagemaker.request_yaml, sagemaker.request_filename, output)
+        return
+    if backend == "vertex":
+        from bgserve.cloud.vertex import render as vertex
+
+        calls = vertex.endpoint_requests(state.name, routes, releases, settings.vertex, env)
+        _write_documents(calls, vertex.request_yaml, vertex.request_filename, output)
         return
     from bgserve.cloud.azureml import render as azureml
 
