@@ -152,11 +152,14 @@ class Settings(FlatSettings):
         "plane ejects a slot until it answers a readiness probe; a refused connection "
         "ejects at once.",
     )
-    backend: Literal["local", "kserve", "seldon", "sagemaker", "azureml", "vertex", "memory"] = Field(
-        "local",
-        description="Where slots run: embedded processes, KServe, Seldon, a SageMaker "
-        "endpoint, an Azure ML managed online endpoint or a Vertex AI endpoint; `memory` keeps slots as in-memory "
-        "records that serve nothing (for tests and trying the API).",
+    backend: Literal["local", "kserve", "seldon", "sagemaker", "azureml", "vertex", "memory"] = (
+        Field(
+            "local",
+            description="Where slots run: embedded processes, KServe, Seldon, a SageMaker "
+            "endpoint, an Azure ML managed online endpoint or a Vertex AI endpoint; `memory` "
+            "keeps slots as in-memory "
+            "records that serve nothing (for tests and trying the API).",
+        )
     )
     engine_interval_seconds: float = Field(
         0.25, gt=0, le=10, description="How often the rollout engine looks at running plans."

@@ -83,7 +83,7 @@ def test_throttling_is_retried_until_vertex_answers(vertex_api: VertexStandIn) -
 def test_throttling_past_the_timeout_says_what_to_do(vertex_api: VertexStandIn) -> None:
     backend = backend_on(vertex_api, slot_ready_timeout_seconds=0.5, vertex_poll_seconds=0.1)
     vertex_api.throttle = 1000
-    with pytest.raises(BackendError, match="still throttled.*raise the project's Vertex AI quota"):
+    with pytest.raises(BackendError, match=r"still throttled.*raise the project's Vertex AI quota"):
         backend.slot_info("chat", 1)
 
 

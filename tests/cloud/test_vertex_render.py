@@ -5,6 +5,7 @@ field) and accepted by the stand-in's rules."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from typer.testing import CliRunner
@@ -40,12 +41,12 @@ def test_render_prints_the_requests_that_build_the_endpoint(tmp_path: Path) -> N
     ]
     created, upload, deploy, routed = yaml.safe_load_all(result.output)
     # The path carries what the body leaves out (REST's ``parent`` and ``endpoint``).
-    from_path = (
+    from_path: list[tuple[dict[str, Any], Any, dict[str, str]]] = [
         (created, Endpoint, {}),
         (upload, UploadModelRequest, {"parent": location[4:]}),
         (deploy, DeployModelRequest, {"endpoint": endpoint[4:]}),
         (routed, Endpoint, {}),
-    )
+    ]
     for body, kind, path in from_path:
         message = kind.wrap(json_format.ParseDict({**body, **path}, kind.pb()()))
         assert missing_fields(message) == []  # and ParseDict refused any unknown field

@@ -32,6 +32,7 @@ import grpc
 
 from tests.support.vertex_grpc import Operations, Refusal, serve
 from tests.support.vertex_methods import EndpointMethods
+from tests.support.vertex_models import ModelMethods
 
 PROJECT, PROJECT_NUMBER, LOCATION = "bgserve-test", "123456789012", "europe-west4"
 E = "google.cloud.aiplatform.v1.EndpointService"
@@ -39,7 +40,7 @@ M = "google.cloud.aiplatform.v1.ModelService"
 O = "google.longrunning.Operations"  # noqa: E741
 
 
-class VertexStandIn(EndpointMethods):
+class VertexStandIn(EndpointMethods, ModelMethods):
     """The Vertex AI API of one project and region (module docstring); tests read its
     state directly."""
 
@@ -64,10 +65,10 @@ class VertexStandIn(EndpointMethods):
     def clients(self, credentials: Any = None) -> Any:
         """The backend's GAPIC clients, their gRPC transports on the stand-in's channel."""
         from google.cloud import aiplatform_v1
-        from google.cloud.aiplatform_v1.services.endpoint_service.transports import (
+        from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import (
             EndpointServiceGrpcTransport,
         )
-        from google.cloud.aiplatform_v1.services.model_service.transports import (
+        from google.cloud.aiplatform_v1.services.model_service.transports.grpc import (
             ModelServiceGrpcTransport,
         )
 

@@ -146,13 +146,16 @@ def serve(
 
 
 def _reader(kind: Any) -> Callable[[bytes], Any]:
-    return kind.deserialize if hasattr(kind, "deserialize") else kind.FromString
+    """proto-plus types deserialize, protobuf ones parse FromString."""
+    found: Callable[[bytes], Any] = getattr(kind, "deserialize", None) or kind.FromString
+    return found
 
 
 def _writer(kind: Any) -> Callable[[Any], bytes]:
-    if hasattr(kind, "serialize"):
-        return kind.serialize  # type: ignore[no-any-return]
-    return lambda message: message.SerializeToString()  # type: ignore[no-any-return]
+    found: Callable[[Any], bytes] = getattr(kind, "serialize", None) or (
+        lambda message: message.SerializeToString()
+    )
+    return found
 
 
 def _answering(

@@ -5,8 +5,8 @@ response message, or raises a Refusal with the status Vertex answers."""
 from __future__ import annotations
 
 import random
-import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -17,28 +17,16 @@ from tests.support.vertex_grpc import Operations, Refusal
 _NUMBER = "123456789012"
 
 
-def _invalid(problems: list[str]) -> None:
+def invalid(problems: list[str]) -> None:
     if problems:
         raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
 
 
-class EndpointMethods:
-    """Endpoints, models, deploy and undeploy (mixed into the stand-in)."""
+class NamedResources:
+    """Resource names of the stand-in's project and region, and lookups by them."""
 
-    lock: threading.RLock
-    operations: Operations
-    starve_seconds: float
     endpoints: dict[str, Any]
     models: dict[str, Any]
-    busy: dict[str, set[str]]
-    starving: set[str]
-
-    def on_deploy(self, endpoint_id: str, deployed_id: str, model: Any) -> str | None: ...
-    def on_undeploy(self, endpoint_id: str, deployed_id: str) -> None: ...
-    def on_endpoint(self, endpoint_id: str) -> str: ...
-    def on_endpoint_deleted(self, endpoint_id: str) -> None: ...
-
-    # ----- names -----
 
     def _name(self, name: str, kind: str | None, field: str) -> str:
         """The id in a resource name of this project and region (INVALID_ARGUMENT else)."""
@@ -70,21 +58,44 @@ class EndpointMethods:
             raise Refusal(grpc.StatusCode.NOT_FOUND, f"Endpoint `{name}` not found.")
         return found
 
+    def _model(self, name: str, field: str) -> Any:
+        model_id = self._name(name, "models", field)
+        found = self.models.get(model_id)
+        if found is None:
+            raise Refusal(grpc.StatusCode.NOT_FOUND, f"Model `{name}` not found.")
+        return found
+
+
+class EndpointMethods(NamedResources):
+    """CreateEndpoint, GetEndpoint, UpdateEndpoint, DeleteEndpoint, DeployModel and
+    UndeployModel (mixed into the stand-in)."""
+
+    lock: threading.RLock
+    operations: Operations
+    starve_seconds: float
+    busy: dict[str, set[str]]
+    starving: set[str]
+    on_deploy: Callable[[str, str, Any], str | None]
+    on_undeploy: Callable[[str, str], None]
+    on_endpoint: Callable[[str], str]
+    on_endpoint_deleted: Callable[[str], None]
+
     # ----- endpoints -----
 
     def create_endpoint(self, request: Any) -> Any:
         from google.cloud.aiplatform_v1 import CreateEndpointOperationMetadata, Endpoint
 
-        _invalid(rules.missing_fields(request))
+        invalid(rules.missing_fields(request))
         self._name(request.parent, None, "parent")
         endpoint_id = request.endpoint_id or str(random.randrange(10**8, 10**9))
         wanted = request.endpoint
-        _invalid(
+        invalid(
             (
                 []
                 if rules.ENDPOINT_ID.fullmatch(endpoint_id)
                 else [
-                    f"endpoint_id {endpoint_id!r} is invalid: a lowercase letter, then at most 62 lowercase letters, digits and '-', ending with a letter or digit"
+                    f"endpoint_id {endpoint_id!r} is invalid: a lowercase letter, then at most 62 "
+                    "lowercase letters, digits and '-', ending with a letter or digit"
                 ]
             )
             + rules.display_name_problems(wanted.display_name, "endpoint")
@@ -117,16 +128,16 @@ class EndpointMethods:
     def get_endpoint(self, request: Any) -> Any:
         from google.cloud.aiplatform_v1 import Endpoint
 
-        _invalid(rules.missing_fields(request))
+        invalid(rules.missing_fields(request))
         return Endpoint(self._endpoint(request.name))
 
     def update_endpoint(self, request: Any) -> Any:
         from google.cloud.aiplatform_v1 import Endpoint
 
-        _invalid(rules.missing_fields(request))
+        invalid(rules.missing_fields(request))
         found = self._endpoint(request.endpoint.name, "endpoint.name")
         paths = list(request.update_mask.paths)
-        _invalid(
+        invalid(
             [
                 f"update_mask path {p!r} cannot be updated"
                 for p in paths
@@ -144,7 +155,7 @@ class EndpointMethods:
             problems += rules.split_problems(wanted.traffic_split, deployed)
             if not wanted.traffic_split and deployed:
                 problems.append("traffic_split percents must add up to 100, got 0")
-        _invalid(
+        invalid(
             problems
             + (rules.label_problems(wanted.labels, "endpoint") if "labels" in paths else [])
         )
@@ -155,7 +166,7 @@ class EndpointMethods:
     def delete_endpoint(self, request: Any) -> Any:
         from google.cloud.aiplatform_v1 import DeleteOperationMetadata
 
-        _invalid(rules.missing_fields(request))
+        invalid(rules.missing_fields(request))
         found = self._endpoint(request.name)
         endpoint_id = self._name(request.name, "endpoints", "name")
         if found.deployed_models or self.busy.get(endpoint_id):
@@ -181,14 +192,14 @@ class EndpointMethods:
     def deploy_model(self, request: Any) -> Any:
         from google.cloud.aiplatform_v1 import DeployModelOperationMetadata
 
-        _invalid(rules.missing_fields(request))
+        invalid(rules.missing_fields(request))
         found = self._endpoint(request.endpoint, "endpoint")
         endpoint_id = self._name(request.endpoint, "endpoints", "endpoint")
         deployed = request.deployed_model
         model = self._model(deployed.model, "deployed_model.model")
         deployed_id = deployed.id or str(random.randrange(10**9, 10**10))
         taken = {d.id for d in found.deployed_models} | self.busy.get(endpoint_id, set())
-        _invalid(
+        invalid(
             (
                 []
                 if rules.DEPLOYED_ID.fullmatch(deployed_id)
@@ -223,7 +234,10 @@ class EndpointMethods:
         def work(cancelled: threading.Event) -> str | None:
             if f"{endpoint_id}/{deployed_id}" in self.starving:
                 cancelled.wait(self.starve_seconds)
-                error = "Model server never became ready. Please validate that your model file or container configuration are valid."
+                error: str | None = (
+                    "Model server never became ready. Please validate that your model file "
+                    "or container configuration are valid."
+                )
             else:
                 error = self.on_deploy(endpoint_id, deployed_id, model)
             if error is not None or cancelled.is_set():
@@ -253,7 +267,7 @@ class EndpointMethods:
     def undeploy_model(self, request: Any) -> Any:
         from google.cloud.aiplatform_v1 import UndeployModelOperationMetadata, UndeployModelResponse
 
-        _invalid(rules.missing_fields(request))
+        invalid(rules.missing_fields(request))
         found = self._endpoint(request.endpoint, "endpoint")
         endpoint_id = self._name(request.endpoint, "endpoints", "endpoint")
         deployed_id = request.deployed_model_id
@@ -265,7 +279,8 @@ class EndpointMethods:
         if split.get(deployed_id, 0) > 0:
             raise Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"DeployedModel {deployed_id} has {split[deployed_id]}% of the endpoint's traffic: assign it to other deployed models first.",
+                f"DeployedModel {deployed_id} has {split[deployed_id]}% of the endpoint's traffic: "
+                "assign it to other deployed models first.",
             )
 
         def done() -> Any:
@@ -280,82 +295,4 @@ class EndpointMethods:
 
         return self.operations.start(
             found.name, lambda c: None, done, UndeployModelOperationMetadata()
-        ).as_proto()
-
-    # ----- models -----
-
-    def _model(self, name: str, field: str) -> Any:
-        model_id = self._name(name, "models", field)
-        found = self.models.get(model_id)
-        if found is None:
-            raise Refusal(grpc.StatusCode.NOT_FOUND, f"Model `{name}` not found.")
-        return found
-
-    def upload_model(self, request: Any) -> Any:
-        from google.cloud.aiplatform_v1 import (
-            Model,
-            UploadModelOperationMetadata,
-            UploadModelResponse,
-        )
-
-        _invalid(rules.missing_fields(request))
-        self._name(request.parent, None, "parent")
-        model_id = request.model_id or str(random.randrange(10**18, 10**19))
-        if not rules.MODEL_ID.fullmatch(model_id) and not re.fullmatch(r"[0-9]{19}", model_id):
-            _invalid(
-                [
-                    f"model_id {model_id!r} is invalid: at most 63 of [a-z0-9_-], not starting with a digit or '-'"
-                ]
-            )
-        wanted = request.model
-        if "container_spec" not in wanted:
-            _invalid(["model.container_spec is required for a custom container model"])
-        _invalid(
-            rules.display_name_problems(wanted.display_name, "model")
-            + rules.label_problems(wanted.labels, "model")
-            + rules.container_problems(wanted)
-        )
-        if model_id in self.models:
-            raise Refusal(grpc.StatusCode.ALREADY_EXISTS, f"Model {model_id} already exists.")
-        name = self._full("models", model_id)
-
-        def done() -> Any:
-            self.models[model_id] = Model(wanted, name=name, version_id="1")
-            return UploadModelResponse(model=name, model_version_id="1")
-
-        return self.operations.start(
-            name, lambda c: None, done, UploadModelOperationMetadata()
-        ).as_proto()
-
-    def get_model(self, request: Any) -> Any:
-        from google.cloud.aiplatform_v1 import Model
-
-        _invalid(rules.missing_fields(request))
-        return Model(self._model(request.name, "name"))
-
-    def delete_model(self, request: Any) -> Any:
-        from google.cloud.aiplatform_v1 import DeleteOperationMetadata
-
-        _invalid(rules.missing_fields(request))
-        model = self._model(request.name, "name")
-        users = [
-            e.name
-            for e in self.endpoints.values()
-            for d in e.deployed_models
-            if d.model == model.name
-        ]
-        if users:
-            raise Refusal(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"Model {model.name} is deployed to {', '.join(users)}: undeploy it first.",
-            )
-
-        def done() -> Any:
-            from google.protobuf import empty_pb2
-
-            self.models.pop(self._name(request.name, "models", "name"), None)
-            return empty_pb2.Empty()
-
-        return self.operations.start(
-            model.name, lambda c: None, done, DeleteOperationMetadata()
         ).as_proto()

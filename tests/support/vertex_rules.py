@@ -28,9 +28,13 @@ ENDPOINT_PATHS = frozenset({"display_name", "description", "labels", "traffic_sp
 
 
 @functools.cache
+def _required(doc: str) -> tuple[str, ...]:
+    return tuple(_REQUIRED.findall(doc))
+
+
 def required_fields(cls: type) -> tuple[str, ...]:
     """The attributes a proto-plus message type documents as required."""
-    return tuple(_REQUIRED.findall(cls.__doc__ or ""))
+    return _required(cls.__doc__ or "")
 
 
 def missing_fields(message: Any, path: str = "") -> list[str]:
@@ -132,6 +136,7 @@ def resource_problems(deployed: Any) -> list[str]:
         problems.append("deployed_model.dedicated_resources.min_replica_count must be at least 1")
     if res.max_replica_count and res.max_replica_count < res.min_replica_count:
         problems.append(
-            "deployed_model.dedicated_resources.max_replica_count must be at least min_replica_count"
+            "deployed_model.dedicated_resources.max_replica_count must be at least "
+            "min_replica_count"
         )
     return problems
