@@ -212,7 +212,7 @@ class VertexBackend:
     def _deploy(self, endpoint: str, deployment: str, release_id: int, deadline: float) -> None:
         model = self.steps.model_path(deployment, release_id)
         deployed = deployed_model_message(model, release_id, self.vx)
-        future = self.steps.deploy(endpoint, deployed, deadline)
+        future = self.steps.deploy(endpoint, deployed)
         try:
             self.steps.finish("deploy model", future, deadline)
         except ReadinessTimeout as exc:

@@ -32,13 +32,16 @@ class Steps:
     # ----- names -----
 
     def endpoint_path(self, deployment: str) -> str:
+        """``projects/*/locations/*/endpoints/<id>`` of ``deployment``."""
         endpoint_id = names.endpoint_name(self.vx.name_prefix, deployment)
         return names.resource(self.vx.project, self.vx.location, "endpoints", endpoint_id)
 
     def model_id(self, deployment: str, release_id: int) -> str:
+        """The model id of a release in a deployment."""
         return names.model_name(self.vx.name_prefix, deployment, release_id)
 
     def model_path(self, deployment: str, release_id: int) -> str:
+        """``projects/*/locations/*/models/<id>`` of a release in a deployment."""
         model_id = self.model_id(deployment, release_id)
         return names.resource(self.vx.project, self.vx.location, "models", model_id)
 
@@ -58,6 +61,8 @@ class Steps:
     # ----- changes, each waited for until ``deadline`` -----
 
     def create_endpoint(self, deployment: str, message: Any, deadline: float) -> Any:
+        """Create the endpoint under its id; the created endpoint. Raises BackendError
+        (ALREADY_EXISTS for a taken id), ReadinessTimeout at ``deadline``."""
         endpoint_id = names.endpoint_name(self.vx.name_prefix, deployment)
         future = call(
             "create endpoint",
@@ -70,6 +75,7 @@ class Steps:
         return self._wait("create endpoint", future, deadline)
 
     def upload_model(self, deployment: str, release_id: int, message: Any, deadline: float) -> None:
+        """Upload a release's model under its id. Raises BackendError, ReadinessTimeout."""
         future = call(
             "upload model",
             self.clients.models.upload_model,
@@ -82,7 +88,7 @@ class Steps:
         )
         self._wait("upload model", future, deadline)
 
-    def deploy(self, endpoint: str, deployed: Any, deadline: float) -> Any:
+    def deploy(self, endpoint: str, deployed: Any) -> Any:
         """Start deploying ``deployed`` with the traffic split left as it is: the operation,
         to be waited for with :meth:`finish`."""
         return call(
@@ -94,9 +100,12 @@ class Steps:
         )
 
     def finish(self, operation: str, future: Any, deadline: float) -> Any:
+        """The result of ``future`` once done. Raises BackendError, ReadinessTimeout."""
         return self._wait(operation, future, deadline)
 
     def set_split(self, endpoint: Any, split: dict[str, int]) -> None:
+        """Write ``split`` as the endpoint's traffic split (one UpdateEndpoint). Raises
+        BackendError when Vertex refuses it (the split stays as it was)."""
         from google.protobuf.field_mask_pb2 import FieldMask
 
         endpoint.traffic_split = split
@@ -109,6 +118,8 @@ class Steps:
         )
 
     def undeploy(self, endpoint: str, deployed_id: str, deadline: float) -> None:
+        """Undeploy one deployed model; nothing when it is gone. Raises BackendError
+        (FAILED_PRECONDITION while it has traffic), ReadinessTimeout."""
         future = call(
             "undeploy model",
             self.clients.endpoints.undeploy_model,
@@ -121,12 +132,16 @@ class Steps:
             self._wait("undeploy model", future, deadline)
 
     def delete_model(self, deployment: str, release_id: int, deadline: float) -> None:
+        """Delete a release's model; nothing when it is gone. Raises BackendError
+        (FAILED_PRECONDITION while deployed), ReadinessTimeout."""
         delete, path = self.clients.models.delete_model, self.model_path(deployment, release_id)
         future = call("delete model", delete, name=path, retry=self.retry, missing_ok=True)
         if future is not None:
             self._wait("delete model", future, deadline)
 
     def delete_endpoint(self, deployment: str, deadline: float) -> None:
+        """Delete the endpoint; nothing when it is gone. Raises BackendError
+        (FAILED_PRECONDITION with deployed models), ReadinessTimeout."""
         delete, path = self.clients.endpoints.delete_endpoint, self.endpoint_path(deployment)
         future = call("delete endpoint", delete, name=path, retry=self.retry, missing_ok=True)
         if future is not None:
