@@ -27,12 +27,13 @@ LlmLookup = Callable[[Release], LlmServing | None]
 # Kubernetes backends whose objects can be rendered; another backend adds itself here.
 BUILDERS: dict[str, Builder] = {"kserve": kserve_objects, "seldon": seldon_objects}
 # Cloud backends, rendered as their own infrastructure-as-code documents (bgserve.cli).
-CLOUD = ("sagemaker", "azureml", "databricks")
+CLOUD = ("sagemaker", "azureml", "databricks", "vertex")
 
 
 def render_backend(option: str | None, settings: Settings) -> str:
     """The backend to render for: ``--backend`` when given, else ``BGSERVE_BACKEND`` when
-    it renders (a Kubernetes backend, SageMaker, Azure ML or Databricks), else ``kserve``."""
+    it renders (a Kubernetes backend, SageMaker, Azure ML, Databricks or Vertex AI), else
+    ``kserve``."""
     if option:
         return option
     return settings.backend if settings.backend in (*BUILDERS, *CLOUD) else "kserve"

@@ -1,5 +1,5 @@
 """``bgserve render``: the Kubernetes objects (SageMaker API requests, Azure ML CLI v2
-documents) of a stored deployment, without a cluster or a cloud account."""
+documents, Vertex AI REST requests) of a stored deployment, without a cluster or a cloud account."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def render(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="kserve, seldon, sagemaker, azureml or databricks (default: BGSERVE_BACKEND "
-            "if one of them, else kserve)"
+            help="kserve, seldon, sagemaker, azureml, databricks or vertex (default: "
+            "BGSERVE_BACKEND if one of them, else kserve)"
         ),
     ] = None,
     flavour: Annotated[
@@ -41,7 +41,8 @@ def render(
     """Print the Kubernetes objects a backend would apply for a deployment's stored state
     (for SageMaker: the API requests that build its endpoint, as the AWS CLI takes them; for
     Azure ML: the endpoint and deployment documents, as ``az ml`` takes them; for Databricks:
-    the serving endpoint's JSON, as the REST API takes it).
+    the serving endpoint's JSON, as the REST API takes it; for Vertex AI: the REST requests
+    that build its endpoint).
 
     Reads the state database directly, and for KServe the MLflow registry (which
     releases pin an LLM base model); contacts no cluster and no running bgserve.
@@ -62,7 +63,7 @@ def render(
         finally:
             store.close()
         chosen = render_backend(backend, settings)
-        if chosen in ("sagemaker", "azureml", "databricks"):
+        if chosen in ("sagemaker", "azureml", "databricks", "vertex"):
             if shadow is not None:
                 raise InvalidInput("--shadow renders Kubernetes mirrors only", field="shadow")
             _render_cloud(chosen, state, releases, settings, output)
@@ -89,7 +90,8 @@ def _render_cloud(
     settings: Settings,
     output: Path | None,
 ) -> None:
-    """The SageMaker API requests or Azure ML CLI documents of ``state``."""
+    """The SageMaker API requests, Azure ML CLI documents or Vertex AI REST requests of
+    ``state``."""
     from bgserve.compose.backends import cloud_slot_env
 
     env, routes = cloud_slot_env(settings), state.routes()
@@ -106,6 +108,12 @@ def _render_cloud(
 
         bodies = databricks.endpoint_documents(state.name, routes, releases, settings.databricks)
         _write_documents(bodies, databricks.document_json, databricks.document_filename, output)
+        return
+    if backend == "vertex":
+        from bgserve.cloud.vertex import render as vertex
+
+        calls = vertex.endpoint_requests(state.name, routes, releases, settings.vertex, env)
+        _write_documents(calls, vertex.request_yaml, vertex.request_filename, output)
         return
     from bgserve.cloud.azureml import render as azureml
 

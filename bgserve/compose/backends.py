@@ -73,6 +73,8 @@ def build_backend(
         return azureml_backend(settings)
     if settings.backend == "databricks":
         return databricks_backend(settings)
+    if settings.backend == "vertex":
+        return vertex_backend(settings)
     if settings.backend == "memory":
         from bgserve.backends.memory import MemoryBackend
 
@@ -116,6 +118,21 @@ def databricks_backend(settings: Settings, client: object = None) -> Backend:
 
     return DatabricksBackend(
         settings.databricks, ready_timeout=settings.slot_ready_timeout_seconds, client=client
+    )
+
+
+def vertex_backend(settings: Settings, clients: object = None) -> Backend:
+    """The Vertex AI backend of ``settings`` (``clients``: the GAPIC clients to use instead
+    of ones of the settings' region with Application Default Credentials). Raises
+    BackendError without the SDK, a project, a location or an image."""
+    from bgserve.cloud.vertex.backend import VertexBackend
+    from bgserve.cloud.vertex.google import VertexClients
+
+    return VertexBackend(
+        settings.vertex,
+        ready_timeout=settings.slot_ready_timeout_seconds,
+        slot_env=cloud_slot_env(settings),
+        clients=clients if isinstance(clients, VertexClients) else None,
     )
 
 

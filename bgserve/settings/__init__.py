@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import SettingsConfigDict
 
-from bgserve.settings.cloud import AzureMLGroup, DatabricksGroup, SageMakerGroup
+from bgserve.settings.cloud import AzureMLGroup, DatabricksGroup, SageMakerGroup, VertexGroup
 from bgserve.settings.compare import CompareGroup, JudgeGroup
 from bgserve.settings.control import ControlGroup
 from bgserve.settings.follow import FollowGroup
@@ -46,6 +46,7 @@ __all__ = [
     "SeldonGroup",
     "Settings",
     "ShadowGroup",
+    "VertexGroup",
 ]
 
 DEFAULT_HOME = Path.home() / ".bgserve"
@@ -153,13 +154,13 @@ class Settings(FlatSettings):
         "ejects at once.",
     )
     backend: Literal[
-        "local", "kserve", "seldon", "sagemaker", "azureml", "databricks", "memory"
+        "local", "kserve", "seldon", "sagemaker", "azureml", "databricks", "vertex", "memory"
     ] = Field(
         "local",
         description="Where slots run: embedded processes, KServe, Seldon, a SageMaker "
-        "endpoint, an Azure ML managed online endpoint or a Databricks serving endpoint; "
-        "`memory` keeps slots as in-memory records that serve nothing (for tests and trying "
-        "the API).",
+        "endpoint, an Azure ML managed online endpoint, a Databricks serving endpoint or a "
+        "Vertex AI endpoint; `memory` keeps slots as in-memory records that serve nothing "
+        "(for tests and trying the API).",
     )
     engine_interval_seconds: float = Field(
         0.25, gt=0, le=10, description="How often the rollout engine looks at running plans."
@@ -217,6 +218,7 @@ class Settings(FlatSettings):
     sagemaker: SageMakerGroup = Field(default_factory=SageMakerGroup)
     azureml: AzureMLGroup = Field(default_factory=AzureMLGroup)
     databricks: DatabricksGroup = Field(default_factory=DatabricksGroup)
+    vertex: VertexGroup = Field(default_factory=VertexGroup)
     leader: LeaderGroup = Field(default_factory=LeaderGroup)
     compare: CompareGroup = Field(default_factory=CompareGroup)
     plan: PlanGroup = Field(default_factory=PlanGroup)

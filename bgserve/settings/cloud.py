@@ -1,5 +1,6 @@
-"""The managed cloud backends' settings: ``settings.sagemaker`` (``BGSERVE_SAGEMAKER_*``) and
-``settings.azureml`` (``BGSERVE_AZUREML_*``), ``settings.databricks`` (``BGSERVE_DATABRICKS_*``)."""
+"""The managed cloud backends' settings: ``settings.sagemaker`` (``BGSERVE_SAGEMAKER_*``),
+``settings.azureml`` (``BGSERVE_AZUREML_*``), ``settings.databricks``
+(``BGSERVE_DATABRICKS_*``) and ``settings.vertex`` (``BGSERVE_VERTEX_*``)."""
 
 from __future__ import annotations
 
@@ -166,3 +167,65 @@ class DatabricksGroup(Group):
         if len(prefix) > 30:
             raise ValueError("must be at most 30 characters (endpoint names are 63 at most)")
         return prefix
+
+
+class VertexGroup(Group):
+    """Where and how the Vertex AI backend hosts slots (``BGSERVE_VERTEX_*``): one dedicated
+    endpoint per deployment, one model and deployed model per release. Credentials are never
+    settings: google-auth's Application Default Credentials find them
+    (GOOGLE_APPLICATION_CREDENTIALS, the metadata server, ``gcloud auth
+    application-default login``)."""
+
+    model_config = spelt_flat("vertex_")
+
+    project: str = Field("", description="Google Cloud project of the endpoints; required.")
+    location: str = Field("", description="Vertex AI region, e.g. europe-west4; required.")
+    image: str = Field(
+        "",
+        description="The bgserve image (in Artifact Registry, readable by Vertex AI's service "
+        "agent) that each model runs as `serve`; required.",
+    )
+    machine_type: str = Field("n1-standard-4", description="Each deployed model's machine type.")
+    replica_count: int = Field(1, ge=1, description="Each deployed model's replica count.")
+    name_prefix: str = Field(
+        "bgserve-",
+        description="Prefix of the endpoint and model ids bgserve creates (Vertex: a lowercase "
+        "letter first, then lowercase letters, digits and '-', at most 63 characters; longer "
+        "ids are shortened with a digest).",
+    )
+    api_endpoint: str = Field(
+        "",
+        description="host:port of the Vertex AI API when it is not Google's own (a private "
+        "service connect address, a test stand-in); empty uses {location}-aiplatform."
+        "googleapis.com.",
+    )
+    dns_scheme: str = Field(
+        "https",
+        description="Scheme of the dedicated endpoints' DNS names: https on Google; http only "
+        "for a test stand-in on loopback.",
+    )
+    poll_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="How often a wait polls a long-running operation (deploy, undeploy, "
+        "upload), and the first wait before a throttled call (RESOURCE_EXHAUSTED) is retried.",
+    )
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix_is_an_id_start(cls, prefix: str) -> str:
+        if not prefix or not ("a" <= prefix[0] <= "z"):
+            raise ValueError("must start with a lowercase letter, as Vertex AI ids do")
+        if any(not (c.islower() or c.isdigit() or c == "-") or not c.isascii() for c in prefix):
+            raise ValueError("may hold only lowercase letters, digits and '-', as Vertex ids do")
+        if len(prefix) > 30:
+            raise ValueError("must be at most 30 characters (ids are 63 at most)")
+        return prefix
+
+    @field_validator("dns_scheme")
+    @classmethod
+    def _scheme(cls, scheme: str) -> str:
+        if scheme not in ("https", "http"):
+            raise ValueError("must be https (or http for a test stand-in)")
+        return scheme

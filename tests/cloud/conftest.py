@@ -1,10 +1,13 @@
-"""The SageMaker, Azure ML and Databricks stand-ins with what runs behind them: real slot
-processes, SageMaker's runtime, Azure ML's scoring endpoints and MLflow's scoring servers."""
+"""The SageMaker, Azure ML, Databricks and Vertex AI stand-ins with what runs behind them:
+real slot processes, SageMaker's runtime, Azure ML's scoring endpoints, MLflow's scoring
+servers and Vertex's dedicated endpoints."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,9 @@ from tests.support.databricks_platform import ModelHost
 from tests.support.kube import SlotProcesses
 from tests.support.sagemaker import SageMakerStandIn
 from tests.support.sagemaker_platform import ContainerHost, Runtime
+from tests.support.vertex import VertexStandIn
+from tests.support.vertex_platform import ContainerHost as VertexContainers
+from tests.support.vertex_platform import DedicatedHost
 
 
 @dataclass
@@ -85,3 +91,39 @@ def databricks(databricks_api: DatabricksStandIn) -> Iterator[ModelHost]:
         yield host
     finally:
         host.close()
+
+
+@dataclass
+class Vertex:
+    """The Vertex AI stand-in's API, the containers it runs, its dedicated endpoints and the
+    token their calls need."""
+
+    api: VertexStandIn
+    host: VertexContainers
+    dedicated: DedicatedHost
+    credentials: Any
+
+
+@pytest.fixture
+def vertex_api() -> Iterator[VertexStandIn]:
+    """The Vertex AI API alone (no container runs): operations complete in 50 ms."""
+    api = VertexStandIn()
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def vertex(vertex_api: VertexStandIn, slots: SlotProcesses) -> Iterator[Vertex]:
+    """The stand-in with real slot processes behind its deployed models and dedicated
+    endpoints that take one token."""
+    from google.oauth2.credentials import Credentials
+
+    token = secrets.token_hex(8)
+    host = VertexContainers(vertex_api, slots)
+    dedicated = DedicatedHost(vertex_api, host, token)
+    try:
+        yield Vertex(vertex_api, host, dedicated, Credentials(token=token))
+    finally:
+        dedicated.close()

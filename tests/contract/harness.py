@@ -41,6 +41,7 @@ KINDS = (
     "sagemaker",
     "azureml",
     "databricks",
+    "vertex",
 )
 
 
@@ -266,3 +267,32 @@ def databricks_harness() -> Iterator[Harness]:
         yield Harness("databricks", backend, RELEASES.__getitem__, weights, take_down)
     finally:
         backend.close()
+
+
+# ----- Vertex AI: the real GAPIC clients on the gRPC stand-in -----
+
+
+def vertex_harness() -> Iterator[Harness]:
+    """The backend through google-cloud-aiplatform's GAPIC clients on the stand-in
+    (tests/support/vertex.py), whose operations complete in 50 ms."""
+    from bgserve.cloud.vertex.names import endpoint_name
+    from bgserve.cloud.vertex.resources import routed
+    from bgserve.compose.backends import vertex_backend
+    from tests.support.vertex import VertexStandIn
+
+    stand_in = VertexStandIn()
+    settings = Settings(**stand_in.settings(slot_ready_timeout_seconds=10))
+    prefix = settings.vertex.name_prefix
+    backend = vertex_backend(settings, clients=stand_in.clients())
+
+    def weights(deployment: str) -> dict[int, int]:
+        return routed(stand_in.split(endpoint_name(prefix, deployment)))
+
+    def take_down(deployment: str, release_id: int) -> None:
+        stand_in.take_down(endpoint_name(prefix, deployment), str(release_id))
+
+    try:
+        yield Harness("vertex", backend, RELEASES.__getitem__, weights, take_down)
+    finally:
+        backend.close()
+        stand_in.close()

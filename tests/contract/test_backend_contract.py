@@ -23,6 +23,7 @@ from tests.contract.harness import (
     local_harness,
     memory_harness,
     sagemaker_harness,
+    vertex_harness,
 )
 from tests.support.models import build_bundle
 
@@ -58,6 +59,8 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
         yield from azureml_harness()
     elif kind == "databricks":
         yield from databricks_harness()
+    elif kind == "vertex":
+        yield from vertex_harness()
     else:
         yield from kube_harness(kind, request.getfixturevalue("kube_cluster"))
 
@@ -170,9 +173,17 @@ DATA_PLANE_PATH = {
     "azureml": "/score",
     "databricks": f"/serving-endpoints/bgserve-{DEPLOYMENT}/invocations",
 }
+# A Vertex AI endpoint's DNS name is Vertex's to give when it creates the endpoint, and its
+# invoke API reaches the slots' own OIP route under the endpoint's resource name.
+URL_AFTER_SLOT = {"vertex"}
+VERTEX_PREFIX = "/v1/projects/123456789012/locations/europe-west4/endpoints/bgserve-chat/invoke"
+DATA_PLANE_PATH["vertex"] = f"{VERTEX_PREFIX}/v2/models/{DEPLOYMENT}/infer"
 
 
 def test_data_plane_url_is_the_deployments_infer_url(h: Harness) -> None:
+    if h.kind in URL_AFTER_SLOT:
+        assert h.backend.data_plane_url(DEPLOYMENT) is None
+        ensure(h, 1)
     url = h.backend.data_plane_url(DEPLOYMENT)
     assert url == h.backend.data_plane_url(DEPLOYMENT)
     assert url is not None
