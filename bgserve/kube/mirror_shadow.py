@@ -91,10 +91,10 @@ class MirrorShadow:
                 self._drain(deployment, release_id)  # starts its record; nothing is mirrored yet
         with self._lock:
             previous = self._percents.pop(deployment, 0)
-            self._pairers.pop(deployment, None)
             if percent:
                 self._percents[deployment] = percent
-                self._pairers[deployment] = ExchangePairer()
+            else:
+                self._pairers.pop(deployment, None)
         return previous
 
     def restore(self, deployment: str, percent: int) -> None:
@@ -126,11 +126,12 @@ class MirrorShadow:
         """The pairs completed since the previous call (an empty batch when
         ``deployment`` does not mirror). Raises BackendError when a slot cannot be
         drained."""
-        with self._lock:
-            pairer = self._pairers.get(deployment)
         roles = {r.role for r in routes}
-        if pairer is None or not self._percents.get(deployment) or not {"blue", "green"} <= roles:
-            return ShadowBatch([], 0, 0)
+        with self._lock:
+            if not self._percents.get(deployment) or not {"blue", "green"} <= roles:
+                return ShadowBatch([], 0, 0)
+            # Kept across a change of share: records waiting for their other half stay.
+            pairer = self._pairers.setdefault(deployment, ExchangePairer())
         blue, green = pair_of(deployment, routes)
         live, blue_unread = self._drain(deployment, blue)
         copies, green_unread = self._drain(deployment, green)
