@@ -197,8 +197,8 @@ def slot_env(settings: Settings, mlflow_http: Mapping[str, str]) -> dict[str, st
 
 def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource | None:
     """Where the rollout engine reads live traffic: the backend's own counts if it keeps
-    them (the local data plane, the memory backend), CloudWatch for SageMaker, else
-    Prometheus when configured."""
+    them (the local data plane, the memory backend), CloudWatch for SageMaker, the
+    endpoint's metrics export for Databricks, else Prometheus when configured."""
     if isinstance(backend, TrafficSource):
         return backend
     if settings.backend == "sagemaker":
@@ -208,6 +208,15 @@ def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource 
         if isinstance(backend, SageMakerBackend):
             cloudwatch = CloudWatchTraffic(backend.cloudwatch(), backend.variant_names)
             return ReadEvery(cloudwatch, settings.sagemaker.cloudwatch_read_seconds)
+    if settings.backend == "databricks":
+        from bgserve.cloud.databricks.backend import DatabricksBackend
+        from bgserve.cloud.databricks.metrics import MetricsExportTraffic
+        from bgserve.cloud.databricks.names import endpoint_name
+
+        if isinstance(backend, DatabricksBackend):
+            prefix = settings.databricks.name_prefix
+            export = MetricsExportTraffic(backend.client, lambda d: endpoint_name(prefix, d))
+            return ReadEvery(export, settings.databricks.metrics_read_seconds)
     if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
         from bgserve.kube.prometheus import PrometheusTraffic
 

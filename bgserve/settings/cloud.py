@@ -158,6 +158,14 @@ class DatabricksGroup(Group):
         description="How long a change refused with 409 RESOURCE_CONFLICT (a config update "
         "of the endpoint is in progress) waits before it is tried again.",
     )
+    metrics_read_seconds: float = Field(
+        15.0,
+        ge=0,
+        le=50,
+        description="How long live analysis reuses a reading of the endpoint's metrics export "
+        "(its counts change once a minute; read less often than once a minute, minutes are "
+        "missed).",
+    )
 
     @field_validator("name_prefix")
     @classmethod

@@ -24,7 +24,9 @@ What it does, following the REST reference and Databricks' documented behaviour:
 - **429 REQUEST_LIMIT_EXCEEDED** with ``Retry-After: 1`` for the next ``throttle`` requests.
 - **Invocations**: ``/serving-endpoints/<name>/invocations`` picks an entity by the traffic
   config, ``/serving-endpoints/<name>/served-models/<entity>/invocations`` calls one; each
-  body is checked against ``query``'s request type and handed to ``on_invoke``.
+  body is checked against ``query``'s request type and handed to ``on_invoke``; each call
+  an entity answered is counted for the endpoint's **metrics export**
+  (``/api/2.0/serving-endpoints/<name>/metrics``: :mod:`tests.support.databricks_metrics`).
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from tests.support.databricks_endpoints import ServingEndpoints
+from tests.support.databricks_metrics import EndpointMetrics
 from tests.support.databricks_rest import Answer, InProcessAdapter, db_error
 
 HOST = "https://dbc-0a1b2c3d-4e5f.cloud.databricks.com"
@@ -45,17 +49,26 @@ _ROUTES = [
     ("endpoints", r"/api/2\.0/serving-endpoints"),
     ("endpoint", r"/api/2\.0/serving-endpoints/(?P<ep>[^/]+)"),
     ("config", r"/api/2\.0/serving-endpoints/(?P<ep>[^/]+)/config"),
+    ("metrics", r"/api/2\.0/serving-endpoints/(?P<ep>[^/]+)/metrics"),
     ("invoke", r"/serving-endpoints/(?P<ep>[^/]+)/invocations"),
     ("invoke", r"/serving-endpoints/(?P<ep>[^/]+)/served-models/(?P<entity>[^/]+)/invocations"),
 ]
 
 
-class DatabricksStandIn(ServingEndpoints):
+class DatabricksStandIn(ServingEndpoints, EndpointMetrics):
     """The Serving Endpoints API of one workspace (module docstring); tests read its state
-    directly."""
+    directly. ``metrics_period`` is how many seconds each count of the metrics export
+    covers (a minute on Databricks)."""
 
-    def __init__(self, operation_seconds: float = 0.05, starve_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        operation_seconds: float = 0.05,
+        starve_seconds: float = 5.0,
+        metrics_period: float = 60.0,
+    ) -> None:
         self.operation_seconds, self.starve_seconds = operation_seconds, starve_seconds
+        self.metrics_period, self.clock = metrics_period, time.time
+        self.observed = {}
         self.token = f"dapi{secrets.token_hex(16)}"
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.refused: list[tuple[str, str, int, str]] = []  # method, path, status, code

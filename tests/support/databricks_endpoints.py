@@ -46,6 +46,7 @@ class ServingEndpoints:
     on_entity: Callable[[str, dict[str, Any]], str | None]
     on_entity_removed: Callable[[str, str], None]
     on_invoke: Callable[[str, str, bytes], tuple[int, bytes]]
+    observe: Callable[[str, str, int], None]
 
     def _post_endpoints(self, data: Any) -> Answer:
         problems = request_problems("create", data)
@@ -230,6 +231,7 @@ class ServingEndpoints:
         if entity not in names:
             return missing("Served model", f"{ep}/{entity}")
         status, data = self.on_invoke(ep, str(entity), body)
+        self.observe(ep, str(entity), status)
         return status, {"served-model-name": str(entity), "Content-Type": "application/json"}, data
 
 

@@ -67,6 +67,7 @@ class InProcessAdapter(requests.adapters.BaseAdapter):
             response._content = b"" if payload is None else json.dumps(payload).encode()
             reply = {"Content-Type": "application/json", **reply}
         response.headers.update(reply)
+        response._content_consumed = True  # the SDK streams raw answers (export_metrics)
         response.reason = "OK" if status < 400 else "Error"
         return response
 
