@@ -131,13 +131,14 @@ class MonitoringTraffic:
             view=monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
         )
         pages = self.client.list_time_series
-        return list(
-            call(
-                "list time series",
-                lambda: list(pages(request=request, timeout=self.timeout)),
-                needs=ROLE,
-            )
+        # The pager fetches further pages while iterated: inside the call, so their errors
+        # are translated too.
+        found: list[Any] = call(
+            "list time series",
+            lambda: list(pages(request=request, timeout=self.timeout)),
+            needs=ROLE,
         )
+        return found
 
 
 def series_filter(
