@@ -198,7 +198,9 @@ def slot_env(settings: Settings, mlflow_http: Mapping[str, str]) -> dict[str, st
 def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource | None:
     """Where the rollout engine reads live traffic: the backend's own counts if it keeps
     them (the local data plane, the memory backend), CloudWatch for SageMaker, the
-    endpoint's metrics export for Databricks, else Prometheus when configured."""
+    endpoint's metrics export for Databricks, Cloud Monitoring for Vertex AI, else
+    Prometheus when configured. Raises BackendError when Vertex AI's Cloud Monitoring
+    client cannot be made."""
     if isinstance(backend, TrafficSource):
         return backend
     if settings.backend == "sagemaker":
@@ -217,9 +219,27 @@ def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource 
             prefix = settings.databricks.name_prefix
             export = MetricsExportTraffic(backend.client, lambda d: endpoint_name(prefix, d))
             return ReadEvery(export, settings.databricks.metrics_read_seconds)
+    if settings.backend == "vertex":
+        return vertex_traffic(settings, backend)
     if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
         from bgserve.kube.prometheus import PrometheusTraffic
 
         prometheus = PrometheusTraffic(settings.kube, settings.backend)
         return ReadEvery(prometheus, settings.kube.prometheus.read_seconds)
     return None
+
+
+def vertex_traffic(settings: Settings, backend: Backend) -> TrafficSource | None:
+    """Cloud Monitoring's counts of the Vertex AI backend's deployed models, read at most
+    every ``BGSERVE_VERTEX_METRICS_READ_SECONDS``; None for another backend. Raises
+    BackendError without google-cloud-monitoring or credentials."""
+    from bgserve.cloud.vertex.backend import VertexBackend
+    from bgserve.cloud.vertex.metrics import MonitoringTraffic
+
+    if not isinstance(backend, VertexBackend):
+        return None
+    vx = settings.vertex
+    source = MonitoringTraffic(
+        backend.monitoring(), vx.project, vx.location, backend.deployed_releases
+    )
+    return ReadEvery(source, vx.metrics_read_seconds)

@@ -219,6 +219,14 @@ class VertexGroup(Group):
         description="How often a wait polls a long-running operation (deploy, undeploy, "
         "upload), and the first wait before a throttled call (RESOURCE_EXHAUSTED) is retried.",
     )
+    metrics_read_seconds: float = Field(
+        15.0,
+        ge=0,
+        le=300,
+        description="How long live analysis reuses a reading of Cloud Monitoring's counts "
+        "(they change once a minute; each reading is a GetEndpoint and two ListTimeSeries "
+        "calls).",
+    )
 
     @field_validator("name_prefix")
     @classmethod

@@ -27,17 +27,21 @@ class Call(NamedTuple):
 @dataclass
 class Load:
     """``clients`` threads calling ``url`` back to back, each call recorded as a
-    :class:`Call`."""
+    :class:`Call`: the ``texts`` in turn, with ``headers``; the release is read from the
+    answer's ``release_header``."""
 
     url: str
     clients: int = 4
     timeout: float = 60.0
+    texts: tuple[str, ...] = ("Keep going. Please.",)
+    headers: dict[str, str] = field(default_factory=dict)
+    release_header: str = "x-bgserve-release"
     calls: list[Call] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def __enter__(self) -> Load:
-        self._threads = [threading.Thread(target=self._run) for _ in range(self.clients)]
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(self.clients)]
         for thread in self._threads:
             thread.start()
         return self
@@ -47,13 +51,15 @@ class Load:
         for thread in self._threads:
             thread.join(self.timeout)
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout) as http:
+    def _run(self, turn: int) -> None:
+        with httpx.Client(timeout=self.timeout, headers=self.headers) as http:
             while not self._stop.is_set():
                 start = time.monotonic()
                 detail = ""
+                text = self.texts[turn % len(self.texts)]
+                turn += 1
                 try:
-                    response = http.post(self.url, json=infer_body("Keep going. Please."))
+                    response = http.post(self.url, json=infer_body(text))
                     status, headers = response.status_code, response.headers
                     if status != 200:
                         detail = response.text[:300]
@@ -61,7 +67,7 @@ class Load:
                     status, headers, detail = 0, httpx.Headers(), repr(exc)[:300]
                 slot, release = (
                     headers.get("x-bgserve-slot", ""),
-                    headers.get("x-bgserve-release", ""),
+                    headers.get(self.release_header, ""),
                 )
                 seconds = time.monotonic() - start
                 self.calls.append(Call(start, seconds, status, slot, release, detail))

@@ -19,6 +19,8 @@ What it does, following the Vertex AI API reference:
   or the error; CancelOperation stops one. A deploy finishes once ``on_deploy`` (what runs
   the container) says it serves; a container that never answers (``starving``) fails the
   deploy after ``starve_seconds``, as Vertex reports a model server that never became ready.
+- **Cloud Monitoring**: ``MetricService.ListTimeSeries`` answers with the calls the
+  dedicated endpoints routed (``tests/support/vertex_monitoring.py``).
 - **RESOURCE_EXHAUSTED** (quota) for the next ``throttle`` calls.
 """
 
@@ -33,11 +35,13 @@ import grpc
 from tests.support.vertex_grpc import Operations, Refusal, serve
 from tests.support.vertex_methods import EndpointMethods
 from tests.support.vertex_models import ModelMethods
+from tests.support.vertex_monitoring import Observed
 
 PROJECT, PROJECT_NUMBER, LOCATION = "bgserve-test", "123456789012", "europe-west4"
 E = "google.cloud.aiplatform.v1.EndpointService"
 M = "google.cloud.aiplatform.v1.ModelService"
 O = "google.longrunning.Operations"  # noqa: E741
+MS = "google.monitoring.v3.MetricService"
 
 
 class VertexStandIn(EndpointMethods, ModelMethods):
@@ -58,18 +62,23 @@ class VertexStandIn(EndpointMethods, ModelMethods):
         self.on_undeploy: Callable[[str, str], None] = lambda e, d: None
         self.on_endpoint: Callable[[str], str] = self.default_dns
         self.on_endpoint_deleted: Callable[[str], None] = lambda e: None
+        self.monitoring = Observed(PROJECT, LOCATION, (PROJECT_NUMBER,))
         self.server, self.address = serve(self._services(), self._guard)
 
     # ----- what tests use -----
 
     def clients(self, credentials: Any = None) -> Any:
-        """The backend's GAPIC clients, their gRPC transports on the stand-in's channel."""
-        from google.cloud import aiplatform_v1
+        """The backend's GAPIC clients (Cloud Monitoring's too), their gRPC transports on
+        the stand-in's channel."""
+        from google.cloud import aiplatform_v1, monitoring_v3
         from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import (
             EndpointServiceGrpcTransport,
         )
         from google.cloud.aiplatform_v1.services.model_service.transports.grpc import (
             ModelServiceGrpcTransport,
+        )
+        from google.cloud.monitoring_v3.services.metric_service.transports.grpc import (
+            MetricServiceGrpcTransport,
         )
 
         from bgserve.cloud.vertex.google import VertexClients
@@ -81,7 +90,10 @@ class VertexStandIn(EndpointMethods, ModelMethods):
         models = aiplatform_v1.ModelServiceClient(
             transport=ModelServiceGrpcTransport(channel=channel)
         )
-        return VertexClients(endpoints, models, credentials)
+        monitoring = monitoring_v3.MetricServiceClient(
+            transport=MetricServiceGrpcTransport(channel=channel)
+        )
+        return VertexClients(endpoints, models, credentials, monitoring)
 
     def settings(self, **extra: Any) -> dict[str, Any]:
         """The flat settings of a Vertex AI backend on the stand-in."""
@@ -143,6 +155,7 @@ class VertexStandIn(EndpointMethods, ModelMethods):
 
     def _services(self) -> dict[str, Any]:
         from google.cloud import aiplatform_v1 as v
+        from google.cloud import monitoring_v3 as mon
         from google.longrunning import operations_pb2 as ops
         from google.protobuf import empty_pb2
 
@@ -186,6 +199,13 @@ class VertexStandIn(EndpointMethods, ModelMethods):
                     self._logged(self.delete_model),
                     v.DeleteModelRequest,
                     ops.Operation,
+                ),
+            },
+            MS: {
+                "ListTimeSeries": (
+                    self._logged(self.monitoring.list_time_series),
+                    mon.ListTimeSeriesRequest,
+                    mon.ListTimeSeriesResponse,
                 ),
             },
             O: {

@@ -10,13 +10,15 @@
   picks (503 when nothing is routed), ``POST /v1/<endpoint>/deployedModels/<id>/invoke/
   <path>`` to that deployed model whatever the split (404 for one the endpoint does not
   have); both need a bearer token (401), need the model's invoke prefix, and answer with
-  ``X-Vertex-AI-Deployed-Model-Id`` naming who answered.
+  ``X-Vertex-AI-Deployed-Model-Id`` naming who answered. Every call a deployed model
+  answered is counted in the stand-in's Cloud Monitoring (status and time taken).
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -123,12 +125,15 @@ class DedicatedHost:
         target = self.host.url(endpoint, chosen)
         if target is None:
             return self._refuse(503, f"DeployedModel {chosen} has no replica serving.")
+        started = time.monotonic()
         answer = httpx.post(
             target + match["path"],
             content=body,
             headers={"content-type": "application/json"},
             timeout=60,
         )
+        taken_ms = (time.monotonic() - started) * 1000
+        self.stand_in.monitoring.record(endpoint, chosen, answer.status_code, taken_ms)
         self.invoked.append((endpoint, chosen, match["path"]))
         return answer.status_code, (chosen, answer.content)
 

@@ -25,7 +25,12 @@ from bgserve.backends.base import SlotCall, SlotInfo
 from bgserve.backends.routes import check_weights, needs_availability, refuse_retiring_routed
 from bgserve.cloud.azureml.deployments import slot_environment
 from bgserve.cloud.vertex import names
-from bgserve.cloud.vertex.google import VertexClients, bearer_token, vertex_clients
+from bgserve.cloud.vertex.google import (
+    VertexClients,
+    bearer_token,
+    monitoring_client,
+    vertex_clients,
+)
 from bgserve.cloud.vertex.resources import (
     MANAGED_BY,
     SCORING_PATH,
@@ -171,6 +176,20 @@ class VertexBackend:
         if found is None:
             return None
         return SlotInfo(release_id, self._slot_base(endpoint, release_id), serves(found))
+
+    def deployed_releases(self, deployment: str) -> tuple[str, frozenset[int]] | None:
+        """The id of the deployment's endpoint and the releases deployed on it (what live
+        analysis reads), None without an endpoint. One GetEndpoint. Raises BackendError
+        when Vertex cannot be asked."""
+        endpoint = self.steps.endpoint(deployment)
+        if endpoint is None:
+            return None
+        return endpoint.name.rsplit("/", 1)[-1], frozenset(deployed_by_release(endpoint))
+
+    def monitoring(self) -> Any:
+        """The Cloud Monitoring client live analysis reads. Raises BackendError without
+        google-cloud-monitoring or credentials."""
+        return monitoring_client(self.clients)
 
     def data_plane_url(self, deployment: str) -> str | None:
         """``<dedicated DNS>/v1/<endpoint>/invoke/v2/models/<deployment>/infer``: the slots'

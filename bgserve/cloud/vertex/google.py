@@ -1,7 +1,7 @@
 """Where the Vertex AI SDK meets bgserve: the GAPIC clients, Application Default Credentials,
 every call's errors translated into BackendError, throttling retried, and waiting for
-long-running operations. google-cloud-aiplatform is imported here (lazily: it is the
-optional ``vertex`` extra)."""
+long-running operations. google-cloud-aiplatform and google-cloud-monitoring are imported
+here (lazily: they are the optional ``vertex`` extra)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,20 @@ from bgserve.settings.cloud import VertexGroup
 
 _EXTRA = 'pip install "bgserve[vertex]"'
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+_VERTEX_ROLE = "the Vertex AI User role (aiplatform.endpoints.*, aiplatform.models.*)"
 
 
 @dataclass(frozen=True)
 class VertexClients:
-    """The two GAPIC clients the backend uses and the credentials its direct calls of a
-    deployed model carry (``None``: calls go without a token)."""
+    """The two GAPIC clients the backend uses, the credentials its direct calls of a
+    deployed model carry (``None``: calls go without a token) and, when given, the Cloud
+    Monitoring client live analysis reads (``None``: one is made when asked for, see
+    :func:`monitoring_client`)."""
 
     endpoints: Any
     models: Any
     credentials: Any = None
+    monitoring: Any = None
 
 
 def vertex_clients(vx: VertexGroup, credentials: Any = None) -> VertexClients:
@@ -51,6 +55,22 @@ def vertex_clients(vx: VertexGroup, credentials: Any = None) -> VertexClients:
         aiplatform_v1.ModelServiceClient(credentials=credentials, client_options=options),
         credentials,
     )
+
+
+def monitoring_client(clients: VertexClients) -> Any:
+    """The MetricServiceClient of ``clients``, else one of Google's Cloud Monitoring API
+    with their credentials (default: Application Default Credentials). Raises BackendError
+    without google-cloud-monitoring or usable credentials."""
+    if clients.monitoring is not None:
+        return clients.monitoring
+    try:
+        from google.cloud import monitoring_v3
+    except ImportError as exc:
+        raise BackendError(
+            f"live analysis on Vertex AI needs google-cloud-monitoring: {_EXTRA}"
+        ) from exc
+    credentials = clients.credentials or default_credentials()
+    return monitoring_v3.MetricServiceClient(credentials=credentials)
 
 
 def default_credentials() -> Any:
@@ -103,11 +123,16 @@ def throttle_retry(first_wait: float, timeout: float) -> Any:
 
 
 def call(
-    operation: str, method: Callable[..., Any], *args: Any, missing_ok: bool = False, **kw: Any
+    operation: str,
+    method: Callable[..., Any],
+    *args: Any,
+    missing_ok: bool = False,
+    needs: str = _VERTEX_ROLE,
+    **kw: Any,
 ) -> Any:
     """``method(*args, **kw)`` with the SDK's errors translated: None for NOT_FOUND when
-    ``missing_ok``; BackendError naming the operation, Vertex's status and message (and the
-    fix for missing permissions) for anything else."""
+    ``missing_ok``; BackendError naming the operation, Vertex's status and message (and,
+    for missing permissions, the role bgserve ``needs``) for anything else."""
     from google.api_core import exceptions
 
     try:
@@ -118,8 +143,8 @@ def call(
         raise BackendError(f"Vertex AI {operation} refused: {_reason(exc)}") from exc
     except (exceptions.PermissionDenied, exceptions.Unauthenticated) as exc:
         raise BackendError(
-            f"Vertex AI {operation} refused: {_reason(exc)}; bgserve's identity needs the "
-            "Vertex AI User role (aiplatform.endpoints.*, aiplatform.models.*) on the project"
+            f"Vertex AI {operation} refused: {_reason(exc)}; bgserve's identity needs "
+            f"{needs} on the project"
         ) from exc
     except exceptions.RetryError as exc:
         raise BackendError(
