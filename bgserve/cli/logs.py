@@ -1,21 +1,17 @@
 """Where log lines go: bgserve's own at ``BGSERVE_LOG_LEVEL``; MLflow's only when they matter.
 
 MLflow writes for notebooks: INFO lines on every store it opens, progress prints
-("Successfully registered model ...") and coloured warnings, and, where tqdm is installed
-(the Azure ML SDK brings it), a progress bar for every artifact download. In a terminal
-story or a server log they are noise, so bgserve's entry points keep MLflow at WARNING,
-route its lines through bgserve's own format and silence its prints and bars, unless the
-level is ``debug`` (or ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is set).
+("Successfully registered model ...") and coloured warnings. In a terminal story or a
+server log they are noise, so bgserve's entry points keep MLflow at WARNING, route its
+lines through bgserve's own format and silence its prints, unless the level is ``debug``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 
-PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -36,7 +32,6 @@ def configure_logging(level: str = "info") -> None:
     logging_utils.MLFLOW_LOGGING_STREAM.enabled = debug
     if not debug:
         warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\.|$)")
-        os.environ.setdefault(PROGRESS_BAR, "false")
 
 
 def _own(logger: logging.Logger, handler: logging.Handler, level: str) -> None:
