@@ -16,6 +16,7 @@ from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.settings import Settings
 from tests.support.azureml import WS_PATH, AzureMLStandIn
+from tests.support.cloud_backend import assert_never_changes_an_unmanaged_endpoint
 from tests.support.kube import RELEASES
 
 pytestmark = pytest.mark.integration
@@ -107,16 +108,7 @@ def test_an_endpoint_bgserve_did_not_create_is_never_changed(azure_api: AzureMLS
 
     client = azure_api.client()
     client.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=ENDPOINT)).result()
-    before = azure_api.left()
-    backend = backend_on(azure_api)
-    for attempt in (
-        lambda: backend.ensure_slot("chat", RELEASES[2]),
-        lambda: backend.set_routes("chat", [Route("blue", 1, 100)]),
-        lambda: backend.retire_slot("chat", 1),
-    ):
-        with pytest.raises(BackendError, match=r"not managed by bgserve.*NAME_PREFIX"):
-            attempt()
-    assert azure_api.left() == before
+    assert_never_changes_an_unmanaged_endpoint(backend_on(azure_api), azure_api.left)
 
 
 def test_a_deployment_of_another_bundle_under_bgserves_name_is_not_used(

@@ -15,6 +15,7 @@ from bgserve.compose.backends import databricks_backend
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.settings import Settings
+from tests.support.cloud_backend import assert_never_changes_an_unmanaged_endpoint
 from tests.support.databricks import DatabricksStandIn
 from tests.support.kube import RELEASES
 
@@ -136,16 +137,7 @@ def test_an_endpoint_bgserve_did_not_create_is_never_changed(
     client.serving_endpoints.create(
         ENDPOINT, config=EndpointCoreConfigInput(name=ENDPOINT, served_entities=[entity])
     )
-    before = databricks_api.left()
-    backend = backend_on(databricks_api)
-    for attempt in (
-        lambda: backend.ensure_slot("chat", RELEASES[2]),
-        lambda: backend.set_routes("chat", [Route("blue", 1, 100)]),
-        lambda: backend.retire_slot("chat", 1),
-    ):
-        with pytest.raises(BackendError, match=r"not managed by bgserve.*NAME_PREFIX"):
-            attempt()
-    assert databricks_api.left() == before
+    assert_never_changes_an_unmanaged_endpoint(backend_on(databricks_api), databricks_api.left)
 
 
 def test_an_entity_of_another_bundle_under_bgserves_name_is_not_used(

@@ -18,6 +18,7 @@ from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.settings import Settings
 from bgserve.slot.sagemaker import RELEASE_ID_ENV
 from tests.cloud.conftest import SageMaker
+from tests.support.cloud_backend import assert_never_changes_an_unmanaged_endpoint
 from tests.support.kube import RELEASES
 from tests.support.sagemaker import SageMakerStandIn
 
@@ -148,16 +149,7 @@ def test_an_endpoint_bgserve_did_not_create_is_never_changed(stand_in: SageMaker
                "InitialInstanceCount": 1}  # fmt: skip
     client.create_endpoint_config(EndpointConfigName="theirs", ProductionVariants=[variant])
     client.create_endpoint(EndpointName="bgserve-chat", EndpointConfigName="theirs")
-    before = stand_in.left()
-    backend = backend_on(stand_in)
-    for attempt in (
-        lambda: backend.ensure_slot("chat", RELEASES[2]),
-        lambda: backend.set_routes("chat", [Route("blue", 1, 100)]),
-        lambda: backend.retire_slot("chat", 1),
-    ):
-        with pytest.raises(BackendError, match=r"not managed by bgserve.*NAME_PREFIX"):
-            attempt()
-    assert stand_in.left() == before
+    assert_never_changes_an_unmanaged_endpoint(backend_on(stand_in), stand_in.left)
 
 
 def test_cloudwatch_is_read_once_per_interval_not_at_every_engine_tick(

@@ -14,6 +14,7 @@ from bgserve.compose.backends import vertex_backend
 from bgserve.domain.rollout import Route
 from bgserve.errors import BackendError, ReadinessTimeout
 from bgserve.settings import Settings
+from tests.support.cloud_backend import assert_never_changes_an_unmanaged_endpoint
 from tests.support.kube import RELEASES
 from tests.support.vertex import LOCATION, PROJECT, VertexStandIn
 
@@ -94,16 +95,7 @@ def test_an_endpoint_bgserve_did_not_create_is_never_changed(vertex_api: VertexS
     parent = f"projects/{PROJECT}/locations/{LOCATION}"
     theirs = Endpoint(display_name="theirs", dedicated_endpoint_enabled=True)
     client.create_endpoint(parent=parent, endpoint=theirs, endpoint_id=ENDPOINT).result()
-    before = vertex_api.left()
-    backend = backend_on(vertex_api)
-    for attempt in (
-        lambda: backend.ensure_slot("chat", RELEASES[2]),
-        lambda: backend.set_routes("chat", [Route("blue", 1, 100)]),
-        lambda: backend.retire_slot("chat", 1),
-    ):
-        with pytest.raises(BackendError, match=r"not managed by bgserve.*NAME_PREFIX"):
-            attempt()
-    assert vertex_api.left() == before
+    assert_never_changes_an_unmanaged_endpoint(backend_on(vertex_api), vertex_api.left)
 
 
 def test_a_model_of_another_bundle_under_bgserves_id_is_not_used(
