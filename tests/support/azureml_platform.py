@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
 
 from bgserve.slot.sagemaker import DEPLOYMENT_ENV, MODEL_URI_ENV, RELEASE_ID_ENV, slot_argv
 from tests.support.azureml import AzureMLStandIn
-from tests.support.json_handler import JsonHandler
+from tests.support.json_handler import JsonHandler, LoopbackServers
 from tests.support.kube import SlotProcesses
 from tests.support.sagemaker_platform import _pick as pick_by_weight
 
@@ -81,7 +80,7 @@ class ScoringHost:
 
     def __init__(self, stand_in: AzureMLStandIn, host: ContainerHost) -> None:
         self.stand_in, self.host = stand_in, host
-        self.servers: dict[str, ThreadingHTTPServer] = {}
+        self.servers = LoopbackServers()
         self.invoked: list[tuple[str, str]] = []  # (endpoint, deployment) of answered calls
         self.refused: list[int] = []
         stand_in.on_endpoint = self.serve
@@ -94,21 +93,14 @@ class ScoringHost:
         stand_in.on_endpoint_deleted = deleted
 
     def serve(self, endpoint: str) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(endpoint))
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.servers[endpoint] = server
-        return f"http://127.0.0.1:{server.server_address[1]}/score"
+        port = self.servers.start(endpoint, self._handler(endpoint))
+        return f"http://127.0.0.1:{port}/score"
 
     def close(self) -> None:
-        for endpoint in list(self.servers):
-            self._shut(endpoint)
+        self.servers.close()
 
     def _shut(self, endpoint: str) -> None:
-        server = self.servers.pop(endpoint, None)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        self.servers.stop(endpoint)
 
     def score(self, endpoint: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         """One call of ``endpoint``'s scoring URI: status and the body (bytes or JSON)."""

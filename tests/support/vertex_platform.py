@@ -19,13 +19,12 @@ from __future__ import annotations
 import re
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
 
 from bgserve.slot.sagemaker import DEPLOYMENT_ENV, MODEL_URI_ENV, RELEASE_ID_ENV, slot_argv
-from tests.support.json_handler import JsonHandler
+from tests.support.json_handler import JsonHandler, LoopbackServers
 from tests.support.kube import SlotProcesses
 from tests.support.sagemaker_platform import _pick as pick_by_weight
 from tests.support.vertex import VertexStandIn
@@ -79,28 +78,21 @@ class DedicatedHost:
 
     def __init__(self, stand_in: VertexStandIn, host: ContainerHost, token: str) -> None:
         self.stand_in, self.host, self.token = stand_in, host, token
-        self.servers: dict[str, ThreadingHTTPServer] = {}
+        self.servers = LoopbackServers()
         self.invoked: list[tuple[str, str, str]] = []  # endpoint, deployed id, path answered
         self.refused: list[int] = []
         stand_in.on_endpoint = self.serve
         stand_in.on_endpoint_deleted = self._shut
 
     def serve(self, endpoint: str) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(endpoint))
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.servers[endpoint] = server
-        return f"127.0.0.1:{server.server_address[1]}"
+        port = self.servers.start(endpoint, self._handler(endpoint))
+        return f"127.0.0.1:{port}"
 
     def close(self) -> None:
-        for endpoint in list(self.servers):
-            self._shut(endpoint)
+        self.servers.close()
 
     def _shut(self, endpoint: str) -> None:
-        server = self.servers.pop(endpoint, None)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        self.servers.stop(endpoint)
 
     def invoke(
         self, endpoint: str, path: str, headers: dict[str, str], body: bytes
