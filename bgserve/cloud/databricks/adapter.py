@@ -8,17 +8,27 @@ traffic config. The adapter listens on 127.0.0.1, translates each body, and make
 through the SDK's ApiClient (its authentication, its retries of 429 and 503), so no token
 ever leaves the backend. Chat bodies are refused: Databricks serves the bundle's pyfunc,
 not the slot's OpenAI routes.
+
+The adapter calls Databricks with bgserve's identity, so it must not be a way in for
+anyone else on the machine (another user's process, a web page posting to loopback): it
+answers only calls that carry its own random secret (:data:`SECRET_HEADER`, given to the
+comparison with each :meth:`InvocationAdapter.url_for`), and forwards only to the entity
+paths it handed out, never to a path the caller makes up.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 # The entity paths the adapter forwards to, one per served entity asked for.
 _PREFIX = "/entity"
+SECRET_HEADER = "x-bgserve-adapter"
+"""The header carrying the adapter's secret on each call."""
 
 
 def dataframe_split(body: Any) -> dict[str, Any]:
@@ -57,12 +67,16 @@ class InvocationAdapter:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.secret = secrets.token_urlsafe(32)
+        self._paths: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
         self._guard = threading.Lock()
 
     def url_for(self, entity_path: str) -> str:
-        """The loopback URL that calls the entity at ``entity_path`` (starts the adapter)."""
+        """The loopback URL that calls the entity at ``entity_path`` (starts the adapter);
+        each call must carry :data:`SECRET_HEADER` with :attr:`secret`."""
         with self._guard:
+            self._paths.add(entity_path)
             if self._server is None:
                 self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
                 self._server.daemon_threads = True
@@ -93,6 +107,15 @@ class InvocationAdapter:
         except ValueError as exc:
             return 502, {"error": str(exc)}
 
+    def refusal(self, path: str, secret: str) -> tuple[int, dict[str, Any]]:
+        """Why a call of ``path`` with ``secret`` is refused (401, 404); ``(0, {})`` when it
+        is not."""
+        if not hmac.compare_digest(secret.encode(), self.secret.encode()):
+            return 401, {"error": f"calls need the adapter's {SECRET_HEADER}"}
+        with self._guard:
+            known = path.removeprefix(_PREFIX) in self._paths and path.startswith(_PREFIX)
+        return (0, {}) if known else (404, {"error": "no such entity route"})
+
     def close(self) -> None:
         """Stop listening. Idempotent."""
         with self._guard:
@@ -108,10 +131,11 @@ class InvocationAdapter:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                if not self.path.startswith(_PREFIX + "/serving-endpoints/"):
-                    status, answer = 404, {"error": f"no route {self.path}"}
+                status, answer = adapter.refusal(self.path, self.headers.get(SECRET_HEADER, ""))
+                if status:
+                    self.close_connection = True  # its body is left unread
                 else:
+                    body = self.rfile.read(int(self.headers.get("content-length") or 0))
                     status, answer = adapter.forward(self.path.removeprefix(_PREFIX), body)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
@@ -119,6 +143,9 @@ class InvocationAdapter:
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self.send_error(405)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

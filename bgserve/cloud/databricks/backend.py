@@ -30,7 +30,7 @@ from bgserve.backends.base import SlotCall, SlotInfo
 from bgserve.backends.routes import check_weights, needs_availability, refuse_retiring_routed
 from bgserve.cloud.databricks import entities as ent
 from bgserve.cloud.databricks import names
-from bgserve.cloud.databricks.adapter import InvocationAdapter
+from bgserve.cloud.databricks.adapter import SECRET_HEADER, InvocationAdapter
 from bgserve.cloud.databricks.workspace import EndpointBusy, call, workspace_client
 from bgserve.domain.release import Release
 from bgserve.domain.rollout import Route
@@ -180,9 +180,8 @@ class DatabricksBackend:
         if endpoint is None:
             raise BackendError(f"{deployment} has no Databricks serving endpoint to call yet")
         path = self._entity_path(deployment, release_id)
-        return SlotCall(
-            self.adapter.url_for(path), lambda body: {"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json", SECRET_HEADER: self.adapter.secret}
+        return SlotCall(self.adapter.url_for(path), lambda body: headers)
 
     def close(self) -> None:
         """Stop the loopback adapter (started by the first ``slot_call``). Idempotent."""
