@@ -31,8 +31,14 @@ PAIR_WAIT = 30.0
 """Seconds a record waits for its other half."""
 PENDING_CAPACITY = 20_000
 """Records each side may hold while waiting; the oldest go first."""
+PENDING_BYTES = 64 * 1024 * 1024
+"""Bytes of bodies each side may hold while waiting; the oldest go first."""
 
 Record = Mapping[str, Any]
+
+
+def _size(record: Record) -> int:
+    return len(str(record["request_body"])) + len(str(record["answer_body"])) + 256
 
 
 @dataclass
@@ -40,19 +46,30 @@ class _Side:
     """One side's records waiting for their other half, by request id, oldest first."""
 
     waiting: dict[str, tuple[Record, float]] = field(default_factory=dict)
+    held: int = 0  # bytes of the waiting records' bodies
 
     def put(self, record: Record, now: float) -> None:
         """Keep ``record``; when one with its id already waits, keep neither."""
         request_id = str(record["request_id"])
-        if self.waiting.pop(request_id, None) is None:
+        if self.take(request_id) is None:
             self.waiting[request_id] = (record, now)
+            self.held += _size(record)
 
-    def expire(self, now: float, wait: float, capacity: int) -> None:
-        """Forget the records older than ``wait`` and those beyond ``capacity``."""
+    def take(self, request_id: str) -> Record | None:
+        """The record waiting under ``request_id``, no longer waiting; None if none."""
+        found = self.waiting.pop(request_id, None)
+        if found is None:
+            return None
+        self.held -= _size(found[0])
+        return found[0]
+
+    def expire(self, now: float, wait: float, capacity: int, max_bytes: int) -> None:
+        """Forget the records older than ``wait`` and the oldest beyond ``capacity`` records
+        or ``max_bytes``."""
         for request_id, (_record, at) in list(self.waiting.items()):
-            if now - at < wait and len(self.waiting) <= capacity:
+            if now - at < wait and len(self.waiting) <= capacity and self.held <= max_bytes:
                 break
-            del self.waiting[request_id]
+            self.take(request_id)
 
 
 class ExchangePairer:
@@ -60,8 +77,13 @@ class ExchangePairer:
     their other half (a drain of blue and one of green never see exactly the same
     moment). A new blue/green pair of releases starts afresh."""
 
-    def __init__(self, wait: float = PAIR_WAIT, capacity: int = PENDING_CAPACITY) -> None:
-        self.wait, self.capacity = wait, capacity
+    def __init__(
+        self,
+        wait: float = PAIR_WAIT,
+        capacity: int = PENDING_CAPACITY,
+        max_bytes: int = PENDING_BYTES,
+    ) -> None:
+        self.wait, self.capacity, self.max_bytes = wait, capacity, max_bytes
         self.releases: tuple[int, int] | None = None
         self.live = _Side()
         self.copies = _Side()
@@ -82,7 +104,7 @@ class ExchangePairer:
             self.releases, self.live, self.copies = releases, _Side(), _Side()
         blue_id, green_id = releases
         for side in (self.live, self.copies):  # before the new records: they wait from now
-            side.expire(now, self.wait, self.capacity)
+            side.expire(now, self.wait, self.capacity, self.max_bytes)
         for record in blue:
             if record["release_id"] == blue_id and not record["mirrored"]:
                 self.live.put(record, now)
@@ -91,15 +113,16 @@ class ExchangePairer:
                 self.copies.put(record, now)
         pairs, mismatched = self._match(releases)
         for side in (self.live, self.copies):
-            side.expire(now, self.wait, self.capacity)
+            side.expire(now, self.wait, self.capacity, self.max_bytes)
         errors = sum(p.green_error is not None for p in pairs)
         return ShadowBatch(pairs, unread + mismatched, errors)
 
     def _match(self, releases: tuple[int, int]) -> tuple[list[ShadowPair], int]:
         pairs, mismatched = [], 0
         for request_id in [r for r in self.copies.waiting if r in self.live.waiting]:
-            live, _ = self.live.waiting.pop(request_id)
-            copy, _ = self.copies.waiting.pop(request_id)
+            live, copy = self.live.take(request_id), self.copies.take(request_id)
+            if live is None or copy is None:  # not reached: both were waiting
+                continue
             if live["digest"] == copy["digest"]:
                 pairs.append(shadow_pair(live, copy, releases))
             else:

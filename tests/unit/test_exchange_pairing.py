@@ -104,3 +104,14 @@ def test_waiting_records_are_bounded() -> None:
     pairer.pair((BLUE, GREEN), [record(n, BLUE) for n in "abc"], [], 0)
     batch = pairer.pair((BLUE, GREEN), [], [record(n, GREEN) for n in "abc"], 1)
     assert sorted(p.request_id for p in batch.pairs) == ["b", "c"]
+
+
+def test_waiting_records_are_bounded_by_bytes_too() -> None:
+    pairer = ExchangePairer(wait=100, max_bytes=3000)
+    big = [{**record(n, BLUE), "request_body": "x" * 1000} for n in "abc"]
+    pairer.pair((BLUE, GREEN), big, [], 0)
+    assert list(pairer.live.waiting) == ["b", "c"]
+    assert pairer.live.held <= 3000
+    batch = pairer.pair((BLUE, GREEN), [], [record(n, GREEN) for n in "bc"], 1)
+    assert sorted(p.request_id for p in batch.pairs) == ["b", "c"]
+    assert pairer.live.held == 0
