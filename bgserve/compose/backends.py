@@ -198,9 +198,9 @@ def slot_env(settings: Settings, mlflow_http: Mapping[str, str]) -> dict[str, st
 def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource | None:
     """Where the rollout engine reads live traffic: the backend's own counts if it keeps
     them (the local data plane, the memory backend), CloudWatch for SageMaker, the
-    endpoint's metrics export for Databricks, Cloud Monitoring for Vertex AI, else
-    Prometheus when configured. Raises BackendError when Vertex AI's Cloud Monitoring
-    client cannot be made."""
+    endpoint's metrics export for Databricks, Cloud Monitoring for Vertex AI, Azure Monitor
+    for Azure ML, else Prometheus when configured. Raises BackendError when Vertex AI's
+    Cloud Monitoring client or Azure Monitor's metrics client cannot be made."""
     if isinstance(backend, TrafficSource):
         return backend
     if settings.backend == "sagemaker":
@@ -221,6 +221,8 @@ def build_traffic_source(settings: Settings, backend: Backend) -> TrafficSource 
             return ReadEvery(export, settings.databricks.metrics_read_seconds)
     if settings.backend == "vertex":
         return vertex_traffic(settings, backend)
+    if settings.backend == "azureml":
+        return azureml_traffic(settings, backend)
     if settings.kube.prometheus.url and settings.backend in ("kserve", "seldon"):
         from bgserve.kube.prometheus import PrometheusTraffic
 
@@ -243,3 +245,16 @@ def vertex_traffic(settings: Settings, backend: Backend) -> TrafficSource | None
         backend.monitoring(), vx.project, vx.location, backend.deployed_releases
     )
     return ReadEvery(source, vx.metrics_read_seconds)
+
+
+def azureml_traffic(settings: Settings, backend: Backend) -> TrafficSource | None:
+    """Azure Monitor's request counts of the Azure ML backend's deployments, read at most
+    every ``BGSERVE_AZUREML_METRICS_READ_SECONDS``; None for another backend. Raises
+    BackendError without azure-monitor-query."""
+    from bgserve.cloud.azureml.backend import AzureMLBackend
+    from bgserve.cloud.azureml.metrics import MonitorTraffic
+
+    if not isinstance(backend, AzureMLBackend):
+        return None
+    source = MonitorTraffic(backend.monitor(), backend.endpoint_id)
+    return ReadEvery(source, settings.azureml.metrics_read_seconds)

@@ -110,6 +110,14 @@ class AzureMLGroup(Group):
         description="How often a wait polls a deployment's provisioning state, and how long "
         "a change refused with 409 (another operation on the endpoint runs) waits to retry.",
     )
+    metrics_read_seconds: float = Field(
+        15.0,
+        ge=0,
+        le=50,
+        description="How long live analysis reuses a reading of Azure Monitor's request "
+        "counts (they change once a minute; each reading is one metrics query of the "
+        "endpoint).",
+    )
 
     @field_validator("name_prefix")
     @classmethod

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.azureml_monitor import MonitorMetrics
 from tests.support.azureml_resources import OnlineResources
 from tests.support.azureml_rest import (
     Answer,
@@ -73,6 +74,9 @@ _ROUTES = [
         rf"/subscriptions/{SUBSCRIPTION}/{PROVIDER}/locations/{LOCATION}/mfeOperations(?P<kind>Status|Results)/(?P<op>[^/]+)\Z",
     ),
 ]
+
+
+_METRICS = rf"(?P<id>{WS_PATH}/onlineEndpoints/(?P<ep>[^/]+))/providers/Microsoft.Insights/metrics"
 
 
 class Credential:
@@ -110,6 +114,7 @@ class AzureMLStandIn(OnlineResources):
         self.on_deployment_deleted: Callable[[str, str], None] = lambda e, d: None
         self.on_endpoint: Callable[[str], str] = self.default_scoring_uri
         self.on_endpoint_deleted: Callable[[str], None] = lambda e: None
+        self.monitor = MonitorMetrics(self.endpoints, LOCATION)
         self.transport = InProcessTransport(self.answer)
         self.ws_path, self.location = WS_PATH, LOCATION
 
@@ -168,12 +173,17 @@ class AzureMLStandIn(OnlineResources):
 
     def answer(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
         parts = urlsplit(url)
+        path = "/" + parts.path.lstrip("/")
         found = self._refusal(parts.query, headers)
-        if found is None:
+        metrics = re.fullmatch(_METRICS, path)
+        if found is None and metrics is not None and method == "GET":
+            found = self.monitor.answer(metrics.group("ep"), metrics.group("id"), parts.query)
+        elif found is None:
             found = self._route(method, parts.path, body)
         if found[0] >= 400:
-            code = (found[2] or {}).get("error", {}).get("code", "")
-            self.refused.append((method, parts.path, found[0], code))
+            error: dict[str, Any] = found[2] or {}
+            code = error.get("error", error).get("code", "")
+            self.refused.append((method, path, found[0], code))
         return found
 
     def _refusal(self, query: str, headers: dict[str, str]) -> Answer | None:

@@ -126,6 +126,7 @@ class ScoringHost:
             target, content=body, headers={"content-type": "application/json"}, timeout=60
         )
         self.invoked.append((endpoint, name))
+        self.stand_in.monitor.observe(endpoint, name, answer.status_code)
         return answer.status_code, (name, answer.content)
 
     def _handler(self, endpoint: str) -> type[JsonHandler]:

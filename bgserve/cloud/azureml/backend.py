@@ -324,6 +324,27 @@ class AzureMLBackend:
     def _endpoint_name(self, deployment: str) -> str:
         return names.endpoint_name(self.az.name_prefix, deployment)
 
+    def endpoint_id(self, deployment: str) -> str:
+        """The ARM id of ``deployment``'s online endpoint (what Azure Monitor's metrics are
+        read of)."""
+        az = self.az
+        workspace = (
+            f"/subscriptions/{az.subscription_id}/resourceGroups/{az.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{az.workspace}"
+        )
+        return f"{workspace}/onlineEndpoints/{self._endpoint_name(deployment)}"
+
+    def monitor(self) -> Any:
+        """A ``MetricsQueryClient`` with the MLClient's credential and transport, for live
+        analysis. Raises BackendError without azure-monitor-query."""
+        from bgserve.cloud.azureml.metrics import metrics_client
+
+        # MLClient keeps its credential and pipeline keywords (a test's transport) only
+        # privately; the metrics client must use the same identity and pipeline.
+        kwargs = getattr(self.client, "_kwargs", None) or {}
+        passed = {k: kwargs[k] for k in ("transport",) if k in kwargs}
+        return metrics_client(self.client._credential, **passed)
+
     @functools.cached_property
     def location(self) -> str:
         """The workspace's region (read once: only scoring URIs of endpoints not yet
