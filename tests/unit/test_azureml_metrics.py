@@ -129,7 +129,7 @@ def test_the_sdk_errors_become_backend_errors_and_a_missing_endpoint_has_no_traf
     assert source.windows("chat") == {}
     with pytest.raises(BackendError, match="Monitoring Reader"):
         source.windows("chat")
-    with pytest.raises(BackendError, match="refused: HTTP 400: .*Invalid interval"):
+    with pytest.raises(BackendError, match=r"refused: HTTP 400: .*Invalid interval"):
         source.windows("chat")
     with pytest.raises(Unavailable, match="failed: connection refused"):
         source.windows("chat")
