@@ -276,11 +276,22 @@ class ShadowCollector:
                     self._resume(name, current)
                 except BgserveError as exc:
                     log.warning("shadow traffic of %s not resumed: %s", name, exc.message)
-        for name in set(self._shadows) - set(revisions):
-            with self._guard:
-                gone = self._shadows.pop(name, None)
-            if gone is not None and gone.percent:
-                self._set_shadow(name, 0)
+        for gone_name, gone in self._drop_unstored(set(self._shadows) - set(revisions)):
+            if gone.percent:
+                self._set_shadow(gone_name, 0)
+
+    def _drop_unstored(self, names: set[str]) -> list[tuple[str, DeploymentShadow]]:
+        """Forget the shadows of ``names`` that are still not stored. Read again under the
+        guard: a shadow :meth:`start_shadow` stored since the first read is kept."""
+        if not names or self.store is None:
+            return []
+        with self._guard:
+            try:
+                stored = set(self.store.shadow_revisions())
+            except BgserveError as exc:
+                log.warning("could not read the stored shadow state: %s", exc.message)
+                return []
+            return [(n, self._shadows.pop(n)) for n in names - stored if n in self._shadows]
 
     def _resume(self, name: str, current: DeploymentShadow | None) -> None:
         stored = load_shadow(self.store, name)

@@ -5,6 +5,7 @@ plane took for another blue/green pair never count."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -123,3 +124,33 @@ def test_a_stored_shadow_of_another_pair_is_forgotten_on_resume(
     leader.lead()
     assert backend.shadow_percent("chat") == 0
     assert store.get_shadow("chat") is None
+
+
+class StaleFirstRead:
+    """The store, but the collection round's first read of the stored shadows is taken just
+    before ``started`` runs (a shadow started between that read and the round's next step)."""
+
+    def __init__(self, store: Store, started: Callable[[], object]) -> None:
+        self.store, self.started = store, started
+        self.reads = 0
+
+    def shadow_revisions(self) -> dict[str, int]:
+        self.reads += 1
+        revisions = self.store.shadow_revisions()
+        if self.reads == 1:
+            self.started()
+        return revisions
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def test_a_shadow_started_while_a_round_reads_the_store_is_not_dropped(
+    service: tuple[Service, MemoryBackend], store: Store
+) -> None:
+    _, backend = service
+    collector = ShadowCollector(backend, store, settings(), store)
+    collector.store = StaleFirstRead(store, lambda: collector.start_shadow("chat", 40))  # type: ignore[assignment]
+    collector.collect_once()
+    assert collector.percent("chat") == 40
+    assert backend.shadow_percent("chat") == 40
