@@ -25,16 +25,14 @@ from bgserve.cloud.azureml.metrics import (
 )
 from bgserve.cloud.azureml.names import endpoint_name
 from bgserve.compose.backends import azureml_backend, build_traffic_source
-from bgserve.demo.models import register_flaky_model
 from bgserve.demo.run import LIVE_TEXTS
-from bgserve.domain.analysis import AnalysisSettings
-from bgserve.domain.plan import make_plan
 from bgserve.errors import BackendError
 from bgserve.settings import Settings
 from tests.cloud.conftest import AzureML
 from tests.support.azureml import AzureMLStandIn, Credential
 from tests.support.azureml_platform import HEADER
 from tests.support.kube import RELEASES, make_components
+from tests.support.live_clients import error_rate_plan, stage_flaky_green
 from tests.support.load import Load
 
 pytestmark = pytest.mark.integration
@@ -92,18 +90,8 @@ def test_a_flaky_green_is_reverted_on_the_errors_azure_monitor_counts(
     parts.start()
     try:
         service = parts.service
-        flaky = register_flaky_model(mlflow_store, mlflow_store, model_name="summarizer-az-flaky")
-        blue = service.register_release(
-            "az-v1", "models:/summarizer/1", "prompts:/summarize/1", "t"
-        )
-        green = service.register_release(
-            "az-flaky", f"models:/summarizer-az-flaky/{flaky}", "prompts:/summarize/1", "t"
-        )
-        service.create_deployment("live", blue.id, "test")
-        service.stage_green("live", green.id, "test")
-        # As on SageMaker: 60 answers a side make missing a one-in-five failure rare.
-        analysis = AnalysisSettings(min_requests=60, checks=("error_rate",), max_bake_s=30)
-        plan = make_plan([50, 100], 2.0, analysis, force=True)
+        blue, green = stage_flaky_green(service, mlflow_store, "az")
+        plan = error_rate_plan()
         url = backend.data_plane_url("live")
         endpoint = endpoint_name("bgserve-", "live")
         assert url is not None

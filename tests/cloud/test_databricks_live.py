@@ -15,7 +15,6 @@ import pytest
 from bgserve.cloud.databricks.metrics import MetricsExportTraffic
 from bgserve.cloud.databricks.names import endpoint_name
 from bgserve.compose.backends import build_traffic_source, databricks_backend
-from bgserve.demo.models import register_flaky_model
 from bgserve.domain.window import SideWindow
 from bgserve.errors import BackendError
 from bgserve.settings import Settings
@@ -26,6 +25,7 @@ from tests.support.live_clients import (
     LiveClients,
     error_rate_plan,
     error_rate_revert,
+    stage_flaky_green,
     wait_for_plan_end,
 )
 
@@ -110,15 +110,7 @@ def test_a_flaky_green_is_reverted_on_the_errors_databricks_exports(
     parts.start()
     try:
         service = parts.service
-        flaky = register_flaky_model(mlflow_store, mlflow_store, model_name="summarizer-db-flaky")
-        blue = service.register_release(
-            "db-v1", "models:/summarizer/1", "prompts:/summarize/1", "t"
-        )
-        green = service.register_release(
-            "db-flaky", f"models:/summarizer-db-flaky/{flaky}", "prompts:/summarize/1", "t"
-        )
-        service.create_deployment("live", blue.id, "test")
-        service.stage_green("live", green.id, "test")
+        blue, green = stage_flaky_green(service, mlflow_store, "db")
         with clients_of(client, "bgserve-live") as clients:
             time.sleep(1.0)
             service.start_plan("live", "test", error_rate_plan(), force=True)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from bgserve.compose.backends import sagemaker_backend
-from bgserve.demo.models import register_flaky_model
 from bgserve.settings import Settings
 from tests.cloud.conftest import SageMaker
 from tests.support.flow import infer_body
@@ -20,6 +19,7 @@ from tests.support.live_clients import (
     LiveClients,
     error_rate_plan,
     error_rate_revert,
+    stage_flaky_green,
     wait_for_plan_end,
 )
 
@@ -62,15 +62,7 @@ def test_a_flaky_green_is_reverted_on_the_errors_sagemaker_counts(
     parts.start()
     try:
         service = parts.service
-        flaky = register_flaky_model(mlflow_store, mlflow_store, model_name="summarizer-sm-flaky")
-        blue = service.register_release(
-            "sm-v1", "models:/summarizer/1", "prompts:/summarize/1", "t"
-        )
-        green = service.register_release(
-            "sm-flaky", f"models:/summarizer-sm-flaky/{flaky}", "prompts:/summarize/1", "t"
-        )
-        service.create_deployment("live", blue.id, "test")
-        service.stage_green("live", green.id, "test")
+        blue, green = stage_flaky_green(service, mlflow_store, "sm")
         with clients_of(sagemaker, "bgserve-live") as clients:
             time.sleep(0.5)
             service.start_plan("live", "test", error_rate_plan(), force=True)

@@ -12,13 +12,11 @@ import pytest
 
 from bgserve.cloud.vertex.names import endpoint_name
 from bgserve.compose.backends import vertex_backend
-from bgserve.demo.models import register_flaky_model
 from bgserve.demo.run import LIVE_TEXTS
-from bgserve.domain.analysis import AnalysisSettings
-from bgserve.domain.plan import make_plan
 from bgserve.settings import Settings
 from tests.cloud.conftest import Vertex
 from tests.support.kube import make_components
+from tests.support.live_clients import error_rate_plan, stage_flaky_green
 from tests.support.load import Load
 from tests.support.vertex_platform import HEADER
 
@@ -38,18 +36,8 @@ def test_a_flaky_green_is_reverted_on_the_errors_cloud_monitoring_counts(
     parts.start()
     try:
         service = parts.service
-        flaky = register_flaky_model(mlflow_store, mlflow_store, model_name="summarizer-vx-flaky")
-        blue = service.register_release(
-            "vx-v1", "models:/summarizer/1", "prompts:/summarize/1", "t"
-        )
-        green = service.register_release(
-            "vx-flaky", f"models:/summarizer-vx-flaky/{flaky}", "prompts:/summarize/1", "t"
-        )
-        service.create_deployment("live", blue.id, "test")
-        service.stage_green("live", green.id, "test")
-        # As on SageMaker: 60 answers a side make missing a one-in-five failure rare.
-        analysis = AnalysisSettings(min_requests=60, checks=("error_rate",), max_bake_s=30)
-        plan = make_plan([50, 100], 2.0, analysis, force=True)
+        blue, green = stage_flaky_green(service, mlflow_store, "vx")
+        plan = error_rate_plan()
         url = backend.data_plane_url("live")
         assert url is not None
         token = {"Authorization": f"Bearer {vertex.credentials.token}"}

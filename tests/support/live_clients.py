@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from bgserve.demo.models import register_flaky_model
 from bgserve.demo.run import LIVE_TEXTS
 from bgserve.domain.analysis import AnalysisSettings
 from bgserve.domain.plan import Plan, make_plan
@@ -84,3 +85,16 @@ def error_rate_revert(service: Any, deployment: str) -> dict[str, Any]:
     assert check["name"] == "error_rate" and check["outcome"] == "fail"
     assert check["green_errors"] > 0 and check["blue_errors"] == 0
     return dict(check)
+
+
+def stage_flaky_green(service: Any, mlflow_store: str, tag: str) -> tuple[Any, Any]:
+    """The demo's summarizer v1 deployed as ``live``, and beside it a staged green whose
+    model fails about one request in five; (blue, green), the releases."""
+    model = f"summarizer-{tag}-flaky"
+    flaky = register_flaky_model(mlflow_store, mlflow_store, model_name=model)
+    prompt = "prompts:/summarize/1"
+    blue = service.register_release(f"{tag}-v1", "models:/summarizer/1", prompt, "t")
+    green = service.register_release(f"{tag}-flaky", f"models:/{model}/{flaky}", prompt, "t")
+    service.create_deployment("live", blue.id, "test")
+    service.stage_green("live", green.id, "test")
+    return blue, green
