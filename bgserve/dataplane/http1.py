@@ -2,7 +2,9 @@
 callback (:mod:`bgserve.dataplane.client_conn`; the answer's relaying is in
 :mod:`bgserve.dataplane.http1_relay`).
 
-Requests and upstream responses are parsed by llhttp (through ``httptools``, the parser
+A plain request (one HTTP/1.1 request in one read, ``Name: value`` headers, one Host and a
+Content-Length) is read by one regular expression (:mod:`bgserve.dataplane.http1_simple`);
+every other request, and upstream responses, are parsed by llhttp (through ``httptools``, the parser
 uvicorn uses), in its strict mode: conflicting or duplicate Content-Length,
 Content-Length with Transfer-Encoding, malformed chunk sizes and missing CRLFs, bare CR,
 LF or NUL in the head are all refused, so nothing ambiguous is forwarded. On top of that
@@ -31,6 +33,7 @@ from bgserve.dataplane.http1_errors import (
     ProxyError,
     UpstreamTimeout,
 )
+from bgserve.dataplane.http1_simple import read_plain
 
 __all__ = [
     "HEAD_LIMIT",
@@ -137,6 +140,11 @@ class RequestReader:
     def feed(self, data: bytes, writer: asyncio.StreamWriter) -> None:
         """Parse the bytes ``data`` the client sent on ``writer``'s connection; the
         requests they complete are queued for :meth:`next_request`."""
+        if not (self._in_message or self._ready or self._resume or self._failure):
+            plain = read_plain(data, self._max_body)
+            if plain is not None:
+                self._ready.append(Request(*plain, keep_alive=True, http10=False))
+                return
         self._writer = writer
         try:
             self._feed(data)
