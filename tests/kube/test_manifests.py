@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 SUPPORTED = {"apiVersion", "kind", "namespace", "labels", "resources", "images", "patches"}
 EXTERNAL_SECRET = "bgserve-secrets"  # created by hand, documented in the base kustomization
+SLOT_TOKEN_SECRET = "bgserve-slot-token"  # the same, for the shadow overlay
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 
 Obj = dict[str, Any]
@@ -33,6 +34,9 @@ def _json_patch(doc: Obj, ops: list[Obj]) -> None:
         node: Any = doc
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
+        if op["op"] == "add" and last == "-":
+            node.append(copy.deepcopy(op["value"]))
+            continue
         key: Any = int(last) if isinstance(node, list) else last
         if op["op"] in ("replace", "add"):
             node[key] = copy.deepcopy(op["value"])
@@ -127,6 +131,14 @@ BUILDS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "seldon": ("overlays/seldon", {"backend": "seldon", "seldon_flavour": "v2"}),
     "seldon-v1": ("overlays/seldon-v1", {"backend": "seldon", "seldon_flavour": "v1"}),
+    "shadow": (
+        "overlays/shadow",
+        {
+            "backend": "kserve",
+            "kserve_router": "gateway",
+            "kube_slot_token_secret": SLOT_TOKEN_SECRET,
+        },
+    ),
 }
 Built = tuple[list[Obj], dict[str, str]]
 
@@ -140,7 +152,8 @@ def built(request: pytest.FixtureRequest) -> Built:
 def _required(expected: dict[str, str]) -> list[dict[str, list[str]]]:
     if expected["backend"] == "kserve":
         llm_mode = expected.get("kserve_llm_mode", "inferenceservice")
-        return kserve_rbac(expected["kserve_router"], llm_mode)
+        shadow = "kube_slot_token_secret" in expected
+        return kserve_rbac(expected["kserve_router"], llm_mode, shadow=shadow)
     return seldon_rbac(expected["seldon_flavour"])
 
 
@@ -159,8 +172,7 @@ def test_settings_in_the_configmap_are_real_and_consistent(
     data = one(objects, "ConfigMap")["data"]
     known = Settings.env_names()
     assert {k for k in data if not k.startswith("MLFLOW_")} <= known
-    for key, value in data.items():
-        monkeypatch.setenv(key, value)
+    apply_environment(objects, monkeypatch)
     settings = Settings()
     assert {name: settings.flat(name) for name in expected} == expected
     assert settings.auth_tokens_file is not None
@@ -181,10 +193,23 @@ def test_references_resolve(built: Built) -> None:
     }
     assert {("ConfigMap", n) for n in config_maps} <= names and config_maps
     secrets = {v.get("name") or v.get("secretName") for v in _secret_refs(pod)}
-    assert secrets == {EXTERNAL_SECRET}
+    data = one(objects, "ConfigMap")["data"]
+    slot_secret = data.get("BGSERVE_KUBE_SLOT_TOKEN_SECRET")
+    assert secrets == {EXTERNAL_SECRET, *([slot_secret] if slot_secret else [])}
     service = one(objects, "Service")
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def apply_environment(objects: list[Obj], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set what bgserve's container would find in its environment: the ConfigMap's
+    settings, and a stand-in for each value it takes from a Secret."""
+    for key, value in one(objects, "ConfigMap")["data"].items():
+        monkeypatch.setenv(key, value)
+    (container,) = _containers(one(objects, "Deployment"))
+    for env in container["env"]:
+        if "secretKeyRef" in env.get("valueFrom", {}):
+            monkeypatch.setenv(env["name"], "a value from the Secret")
 
 
 def _secret_refs(pod: Obj) -> list[Obj]:

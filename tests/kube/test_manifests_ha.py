@@ -6,7 +6,15 @@ import pytest
 
 from bgserve.compose.election import leader_election_mode
 from bgserve.settings import Settings
-from tests.kube.test_manifests import BUILDS, MANIFESTS, Obj, build, one, rule_set
+from tests.kube.test_manifests import (
+    BUILDS,
+    MANIFESTS,
+    Obj,
+    apply_environment,
+    build,
+    one,
+    rule_set,
+)
 
 ALL_BUILDS = [*sorted(BUILDS), "external-postgres"]
 
@@ -60,8 +68,7 @@ def test_each_replica_names_itself_and_elects_on_a_lease(
     (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    for key, value in one(objects, "ConfigMap")["data"].items():
-        monkeypatch.setenv(key, value)
+    apply_environment(objects, monkeypatch)
     monkeypatch.setenv("POD_NAME", "bgserve-7d9f-abcde")
     settings = Settings()
     assert leader_election_mode(settings) == "lease"
