@@ -7,8 +7,8 @@ paired by request id (:mod:`bgserve.backends.exchange_pairing`). A slot records 
 with a drain token (``BGSERVE_KUBE_SLOT_TOKEN_SECRET`` / ``BGSERVE_KUBE_SLOT_TOKEN``).
 
 Every pod of a slot is drained: the pods are the ready endpoints of the slot's predictor
-Service (its EndpointSlices), so a request recorded by any pod of blue finds its copy on
-any pod of green.
+Service (its EndpointSlices, listed again every :data:`POD_LIST_SECONDS`), so a request
+recorded by any pod of blue finds its copy on any pod of green.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MAX_DRAIN_PAGES = 20
 """Pages one drain of one slot reads at most (the slot's record holds fewer)."""
+POD_LIST_SECONDS = 10.0
+"""How long a slot's list of pods is used before it is listed again. Drains come every
+half second; listing EndpointSlices each time would put that load on the apiserver. A pod
+gone meanwhile is skipped (and the list renewed at once if no pod answers); a new pod
+starts recording at its first drain, at most this long after it became ready."""
 
 MIRROR_ANNOTATION = ANNOTATION_PREFIX + "mirror"
 """On a route bgserve mirrors: the share and the release (``50% to release 7``), ``off``
@@ -69,6 +74,8 @@ class MirrorShadow:
         self._http = http or httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0))
         self._percents: dict[str, int] = {}
         self._pairers: dict[str, ExchangePairer] = {}
+        # (deployment, release id) -> (when listed, the slot's pods)
+        self._pod_lists: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
 
     def configure(self, deployment: str, percent: int, routes: Sequence[Route]) -> int:
@@ -95,6 +102,8 @@ class MirrorShadow:
                 self._percents[deployment] = percent
             else:
                 self._pairers.pop(deployment, None)
+                for key in [k for k in self._pod_lists if k[0] == deployment]:
+                    del self._pod_lists[key]
         return previous
 
     def restore(self, deployment: str, percent: int) -> None:
@@ -141,8 +150,34 @@ class MirrorShadow:
     def _drain(self, deployment: str, release_id: int) -> tuple[list[Mapping[str, Any]], int]:
         """The records of every pod of one slot, and how many they pushed out. A pod that
         cannot be drained while others can is skipped (it may be going away); raises
-        BackendError when none can."""
-        bases = self.pods(deployment, release_id)
+        BackendError when none can, on a list of pods renewed for the purpose."""
+        listed_now, bases = self._slot_pods(deployment, release_id, renew=False)
+        try:
+            return self._drain_pods(deployment, release_id, bases)
+        except BackendError:
+            if listed_now:
+                raise
+        return self._drain_pods(
+            deployment, release_id, self._slot_pods(deployment, release_id, renew=True)[1]
+        )
+
+    def _slot_pods(
+        self, deployment: str, release_id: int, *, renew: bool
+    ) -> tuple[bool, list[str]]:
+        """Whether the slot's pods were listed for this call, and the pods."""
+        key, now = (deployment, release_id), self.clock()
+        with self._lock:
+            listed = self._pod_lists.get(key)
+        if not renew and listed is not None and now - listed[0] < POD_LIST_SECONDS:
+            return False, listed[1]
+        pods = self.pods(deployment, release_id)
+        with self._lock:
+            self._pod_lists[key] = (now, pods)
+        return True, pods
+
+    def _drain_pods(
+        self, deployment: str, release_id: int, bases: list[str]
+    ) -> tuple[list[Mapping[str, Any]], int]:
         if not bases:
             raise BackendError(f"release {release_id} of {deployment} has no slot to drain")
         records: list[Mapping[str, Any]] = []

@@ -11,7 +11,12 @@ import pytest
 
 from bgserve.domain.state import Route
 from bgserve.errors import BackendError, Conflict
-from bgserve.kube.mirror_shadow import MIRROR_ANNOTATION, MirrorShadow, records_page
+from bgserve.kube.mirror_shadow import (
+    MIRROR_ANNOTATION,
+    POD_LIST_SECONDS,
+    MirrorShadow,
+    records_page,
+)
 
 ROUTES = [Route("blue", 1, 100), Route("green", 2, 0)]
 ROUTE: dict[str, Any] = {
@@ -108,10 +113,48 @@ def test_a_pod_that_cannot_be_drained_is_skipped_while_another_can() -> None:
 
     pods = {1: ["http://blue-1", "http://gone"], 2: ["http://green-2"]}
     http = httpx.Client(transport=httpx.MockTransport(handle))
-    mirror = MirrorShadow("t", lambda d, r: pods[r], "ns", http=http)
+    now = [0.0]
+    mirror = MirrorShadow("t", lambda d, r: pods[r], "ns", http=http, clock=lambda: now[0])
     mirror.configure("chat", 100, ROUTES)
     batch = mirror.pairs("chat", ROUTES)
     assert [p.request_id for p in batch.pairs] == ["a"] and batch.dropped == 2
     pods[1] = ["http://gone"]
+    now[0] += POD_LIST_SECONDS
     with pytest.raises(BackendError, match="cannot drain"):
         mirror.pairs("chat", ROUTES)
+
+
+def test_a_slots_pods_are_listed_again_only_after_a_while_or_when_none_answers() -> None:
+    """Drains come every half second: the EndpointSlices are not listed each time."""
+    answering = {"http://blue-1", "http://green-2", "http://blue-3"}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if f"http://{request.url.host}" not in answering:
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json={"exchanges": [], "unread": 0, "more": False})
+
+    pods = {1: ["http://blue-1"], 2: ["http://green-2"]}
+    listed: list[int] = []
+
+    def list_pods(deployment: str, release_id: int) -> list[str]:
+        listed.append(release_id)
+        return list(pods[release_id])
+
+    now = [0.0]
+    http = httpx.Client(transport=httpx.MockTransport(handle))
+    mirror = MirrorShadow("t", list_pods, "ns", http=http, clock=lambda: now[0])
+    mirror.configure("chat", 100, ROUTES)
+    for _ in range(5):
+        now[0] += 0.5
+        mirror.pairs("chat", ROUTES)
+    assert sorted(listed) == [1, 2]
+    now[0] += POD_LIST_SECONDS
+    mirror.pairs("chat", ROUTES)
+    assert sorted(listed) == [1, 1, 2, 2]
+    pods[1] = ["http://blue-3"]  # blue's pod was replaced: the cached one no longer answers
+    answering.discard("http://blue-1")
+    mirror.pairs("chat", ROUTES)
+    assert sorted(listed) == [1, 1, 1, 2, 2]
+    mirror.configure("chat", 0, ROUTES)
+    mirror.configure("chat", 100, ROUTES)  # a new mirror lists afresh
+    assert sorted(listed) == [1, 1, 1, 1, 2, 2, 2]
