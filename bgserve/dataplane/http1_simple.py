@@ -46,8 +46,10 @@ def read_plain(data: bytes, max_body: int) -> tuple[bytes, bytes, bytes, bytes] 
     ``upstream_head`` is the head llhttp's path writes: the request line, the headers as
     sent but Connection and Content-Length, and ``content-length`` last.
     """
-    head = _PLAIN_HEAD.match(data)
-    if head is None or head.end() > _PLAIN_HEAD_MAX:
+    # The pattern never looks past the first blank line, nor past a head llhttp measures.
+    head_end = data.find(b"\r\n\r\n", 0, _PLAIN_HEAD_MAX)
+    head = _PLAIN_HEAD.match(data, 0, head_end + 4) if head_end > 0 else None
+    if head is None:
         return None
     method, target, lines = head.groups()
     hosts = connections = 0
