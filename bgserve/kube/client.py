@@ -143,12 +143,46 @@ def _subset(want: Any, have: Any) -> bool:
     return bool(want == have)
 
 
-def up_to_date(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether applying ``desired`` over ``current`` would change nothing."""
+def up_to_date(
+    current: Mapping[str, Any], desired: Mapping[str, Any], manager: str = MANAGER
+) -> bool:
+    """Whether applying ``desired`` over ``current`` as ``manager`` would change nothing:
+    ``current`` holds all of it, and ``manager`` owns no field it leaves out (an apply
+    removes those)."""
     meta_want = {k: desired["metadata"].get(k) or {} for k in ("labels", "annotations")}
-    return _subset(desired.get("spec", {}), current.get("spec")) and _subset(
+    held = _subset(desired.get("spec", {}), current.get("spec")) and _subset(
         meta_want, {k: current["metadata"].get(k) or {} for k in meta_want}
     )
+    if not held:
+        return False
+    owned = _applied_fields(current, manager)
+    owned_meta = owned.get("f:metadata") or {}
+    return not (
+        _leaves_out(owned.get("f:spec") or {}, desired.get("spec", {}))
+        or any(_leaves_out(owned_meta.get(f"f:{k}") or {}, meta_want[k]) for k in meta_want)
+    )
+
+
+def _applied_fields(obj: Mapping[str, Any], manager: str) -> Mapping[str, Any]:
+    """The fields (``fieldsV1``) ``manager`` set by server-side apply; empty if none."""
+    for entry in obj.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == manager and entry.get("operation") == "Apply":
+            return dict(entry.get("fieldsV1") or {})
+    return {}
+
+
+def _leaves_out(owned: Mapping[str, Any], desired: Any) -> bool:
+    """Whether ``desired`` lacks a field of the owned set ``owned`` (fieldsV1: ``f:name``
+    keys for fields; the items of a list are compared whole by :func:`_subset`)."""
+    for key, below in owned.items():
+        if not key.startswith("f:"):
+            continue
+        name = key[2:]
+        if not isinstance(desired, Mapping) or name not in desired:
+            return True
+        if isinstance(below, Mapping) and _leaves_out(below, desired[name]):
+            return True
+    return False
 
 
 class KubeObjects:
@@ -235,7 +269,7 @@ class KubeObjects:
                     f"by bgserve (no {MANAGED_BY}={MANAGER} label): rename or remove it"
                 )
             desired = build(current)
-            if current is not None and up_to_date(current, desired):
+            if current is not None and up_to_date(current, desired, manager):
                 return current, False
             try:
                 return self._write(current, desired, manager), current is None

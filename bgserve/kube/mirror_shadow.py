@@ -121,8 +121,8 @@ class MirrorShadow:
         mirror to the green of ``routes`` while ``deployment`` mirrors; as it is otherwise.
 
         The route's :data:`MIRROR_ANNOTATION` says what it mirrors, and ``off`` once it
-        stopped: a write leaving a field out changes nothing bgserve compares, so without
-        it a mirror would never be taken away."""
+        stopped, for whoever reads the route (the apply itself removes the filter bgserve
+        no longer writes: :func:`bgserve.kube.client.up_to_date`)."""
         percent = self._percents.get(deployment, 0)
         green = next((r.release_id for r in routes if r.role == "green"), None)
         if percent and green is not None:

@@ -12,13 +12,20 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from kubernetes.client import CustomObjectsApi
 
 from bgserve.domain import rollout
 from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BackendError, ReadinessTimeout
-from bgserve.kube.client import MANAGED_BY, MANAGER, is_ready, managed_labels
+from bgserve.kube.client import MANAGED_BY, MANAGER, KubeObjects, is_ready, managed_labels
 from bgserve.kube.kserve.backend import KServeBackend, required_rbac
-from bgserve.kube.kserve.objects import inference_service, isvc_name, route_name
+from bgserve.kube.kserve.objects import (
+    HTTP_ROUTE,
+    http_route,
+    inference_service,
+    isvc_name,
+    route_name,
+)
 from bgserve.settings import Settings
 from tests.support.crd_schema import Crd, validate_object
 from tests.support.kube import (
@@ -430,3 +437,36 @@ def test_readiness_needs_the_current_generation() -> None:
     assert is_ready(obj)
     obj["status"]["conditions"][0]["status"] = "False"
     assert not is_ready(obj)
+
+
+def test_a_field_bgserve_stops_writing_is_removed_and_others_fields_are_not(
+    kube_ns: KubeNamespace,
+) -> None:
+    """An object that holds everything bgserve wants is not written again, unless bgserve
+    owns a field it now leaves out: the apply then removes it. A field another manager
+    set is not bgserve's to remove."""
+    settings = kube_ns.settings(required_rbac("gateway"))
+    api = CustomObjectsApi(kube_ns.api_for(settings))
+    routes = KubeObjects(api, HTTP_ROUTE, kube_ns.namespace, 3)
+    mirrored = http_route("chat", [rollout.Route("blue", 1, 100)], settings.kube)
+    mirror = {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "b", "port": 80}}}
+    mirrored["spec"]["rules"][0]["filters"] = [mirror]
+    mirrored["metadata"]["annotations"] = {"bgserve.io/note": "mirroring"}
+    plain = http_route("chat", [rollout.Route("blue", 1, 100)], settings.kube)
+    name = plain["metadata"]["name"]
+    routes.apply(mirrored)
+    user = {"metadata": {"labels": {"team": "a"}}}
+    kube_ns.merge_patch("httproutes", name, user, manager="kubectl")
+    before = kube_ns.get("httproutes", name)
+    assert before is not None
+    routes.apply(plain)
+    after = kube_ns.get("httproutes", name)
+    assert after is not None
+    assert "filters" not in after["spec"]["rules"][0]
+    assert "bgserve.io/note" not in (after["metadata"].get("annotations") or {})
+    assert after["metadata"]["labels"]["team"] == "a"
+    # Nothing left to change: no write at all (the user's label is not bgserve's).
+    routes.apply(plain)
+    again = kube_ns.get("httproutes", name)
+    assert again is not None
+    assert again["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
