@@ -142,9 +142,9 @@ class DeploymentOut(BaseModel):
     data_plane_url: str | None
     route: dict[str, Any] | None = Field(
         None,
-        description="What the gateway reported of the route last applied by this server "
-        "(Gateway API router): the route, the generation it took and the Gateways that "
-        "took it; null when nothing was reported",
+        description="What the router reported of the route last applied by this server "
+        "(a Gateway API gateway, or istiod when bgserve waits for it): the route, the "
+        "generation it took and who took it; null when nothing was reported",
         examples=[{"route": "models/bgserve-chat", "generation": 7, "taken_by": ["gw/eg"]}],
     )
     last_comparison: dict[str, Any] | None = Field(

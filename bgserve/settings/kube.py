@@ -220,6 +220,16 @@ class KubeGroup(Group):
         "`status.parents`); a refusal, or no report in time, puts the previous route back and "
         "fails the step. 0 does not wait (the step is done once the route is stored).",
     )
+    istio_reconcile_timeout_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="KServe with the Istio router: how long a route change waits for istiod "
+        "to report the VirtualService `Reconciled` (pushed to every proxy) for its new "
+        "generation; no report in time puts the previous route back and fails the step. "
+        "Istio writes that status only with PILOT_ENABLE_STATUS and "
+        "PILOT_ENABLE_CONFIG_DISTRIBUTION_TRACKING on, hence 0 (do not wait) by default. "
+        "The Role then needs `watch` and `delete` on virtualservices.",
+    )
     route_hostname: str = Field(
         "",
         description="Hostname the weighted route serves, `{deployment}` and `{namespace}` "

@@ -54,22 +54,30 @@ from bgserve.kube.kserve.objects import (
 from bgserve.kube.mirror_shadow import MirrorShadow, ready_pods
 from bgserve.kube.objects import ANNOTATION_PREFIX, NO_MLFLOW, SlotMlflow, gateway_base
 from bgserve.kube.readiness import Check
-from bgserve.kube.route_wait import await_gateway
+from bgserve.kube.route_wait import await_route, wait_seconds
 from bgserve.settings import KubeGroup
 
 # KServe's model transition states that will not resolve by waiting.
 _FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
 
 
-ROUTE_WAIT_VERBS = {"gateway": ["delete", "watch"]}
+# Waiting for the router's report watches the route, and deletes a new one not taken.
+ROUTE_WAIT_VERBS = ["delete", "watch"]
 
 
 def required_rbac(
-    router: str, llm_mode: str = "inferenceservice", *, shadow: bool = False
+    router: str,
+    llm_mode: str = "inferenceservice",
+    *,
+    shadow: bool = False,
+    istio_status: bool = False,
 ) -> list[dict[str, list[str]]]:
     """The Role rules the backend needs: exactly the verbs it sends, nothing more
-    (``shadow``: with the slots' drain token, whose pods it finds in EndpointSlices)."""
+    (``shadow``: with the slots' drain token, whose pods it finds in EndpointSlices;
+    ``istio_status``: waiting for istiod's report, ``KUBE_ISTIO_RECONCILE_TIMEOUT_SECONDS``;
+    a gateway's report is waited for by default)."""
     route = ROUTERS[router]
+    waits = router == "gateway" or istio_status
     slots = [INFERENCE_SERVICE.plural]
     if llm_mode == "llminferenceservice":
         slots.append(LLM_INFERENCE_SERVICE.plural)
@@ -84,8 +92,7 @@ def required_rbac(
         {
             "apiGroups": [route.group],
             "resources": [route.plural],
-            # gateway: the route's status is watched, and a refused new route deleted
-            "verbs": ["create", "get", "patch", *ROUTE_WAIT_VERBS.get(router, [])],
+            "verbs": ["create", "get", "patch", *(ROUTE_WAIT_VERBS if waits else [])],
         },
     ]
 
@@ -238,9 +245,9 @@ class KServeBackend(KubeBackend):
         name = route_name(deployment)
         self._taken.pop(deployment, None)
         written = self.routes.apply_with(name, build)
-        if self.kube.kserve.router == "gateway" and self.kube.route_accept_timeout_seconds > 0:
+        if wait_seconds(self.kube) > 0:
             previous, desired = seen[-1]
-            self._taken[deployment] = await_gateway(
+            self._taken[deployment] = await_route(
                 self.routes, self.readiness, self.kube, written, previous, desired
             )
         self._routes[deployment] = list(routes)
@@ -298,9 +305,9 @@ class KServeBackend(KubeBackend):
         return [] if info is None else [info.endpoint]
 
     def route_report(self, deployment: str) -> Mapping[str, Any] | None:
-        """What the gateway reported of the route last applied for ``deployment``: the
-        route, the generation it took and the Gateways that took it; None when bgserve
-        did not wait for a gateway (Istio, or the wait turned off). Raises nothing."""
+        """What the router reported of the route last applied for ``deployment``: the
+        route, the generation it took and who took it (the Gateways, or istiod); None
+        when bgserve did not wait (the wait turned off). Raises nothing."""
         return self._taken.get(deployment)
 
     def _check_routable(
