@@ -3,9 +3,9 @@ callback (:mod:`bgserve.dataplane.client_conn`; the answer's relaying is in
 :mod:`bgserve.dataplane.http1_relay`).
 
 A plain request (one HTTP/1.1 request in one read, ``Name: value`` headers, one Host and a
-Content-Length) is read by one regular expression (:mod:`bgserve.dataplane.http1_simple`);
-every other request, and upstream responses, are parsed by llhttp (through ``httptools``, the parser
-uvicorn uses), in its strict mode: conflicting or duplicate Content-Length,
+Content-Length) is read by regular expressions (:mod:`bgserve.dataplane.http1_simple`);
+every other request, and upstream responses, are parsed by llhttp (through
+``httptools``, the parser uvicorn uses), in its strict mode: conflicting or duplicate Content-Length,
 Content-Length with Transfer-Encoding, malformed chunk sizes and missing CRLFs, bare CR,
 LF or NUL in the head are all refused, so nothing ambiguous is forwarded. On top of that
 a request needs exactly one Host header (HTTP/1.1), a head under :data:`HEAD_LIMIT` and a

@@ -1,4 +1,4 @@
-"""The plain request, read without llhttp: one regular expression over the whole head.
+"""The plain request, read without llhttp: one regular expression for the head's grammar.
 
 Most requests a data plane sees are plain: one HTTP/1.1 request in one read, an
 origin-form target, ``Name: value`` headers, one Host, a Content-Length and its whole
