@@ -2,20 +2,21 @@
 callback (:mod:`bgserve.dataplane.client_conn`; the answer's relaying is in
 :mod:`bgserve.dataplane.http1_relay`).
 
-A plain request (one HTTP/1.1 request in one read, ``Name: value`` headers, one Host and a
-Content-Length) is read by regular expressions (:mod:`bgserve.dataplane.http1_simple`);
-every other request, and upstream responses, are parsed by llhttp (through
-``httptools``, the parser uvicorn uses), in its strict mode: conflicting or duplicate Content-Length,
-Content-Length with Transfer-Encoding, malformed chunk sizes and missing CRLFs, bare CR,
-LF or NUL in the head are all refused, so nothing ambiguous is forwarded. On top of that
-a request needs exactly one Host header (HTTP/1.1), a head under :data:`HEAD_LIMIT` and a
-body under the router's limit. The request head is rewritten for the upstream
-(hop-by-hop headers dropped, a content-length always written); the answer is relayed
-with its own framing (content-length, re-chunked, or until close). The data plane never
-switches protocols: a request with ``Upgrade`` (websocket, h2c) is forwarded as plain
-HTTP without it, body included, and the connection goes on, as nginx does when it is not
-told to pass ``Upgrade`` on. Nothing here knows
-about deployments, routes or pools: :mod:`bgserve.dataplane.router` drives it.
+A plain request (one HTTP/1.1 request in one read, ``Name: value`` headers, one Host and
+a Content-Length) is read by regular expressions
+(:mod:`bgserve.dataplane.http1_simple`); every other request, and upstream responses,
+are parsed by llhttp (through ``httptools``, the parser uvicorn uses), in its strict
+mode: conflicting or duplicate Content-Length, Content-Length with Transfer-Encoding,
+malformed chunk sizes and missing CRLFs, bare CR, LF or NUL in the head are all refused,
+so nothing ambiguous is forwarded. On top of that a request needs exactly one Host
+header (HTTP/1.1), a head under :data:`HEAD_LIMIT` and a body under the router's limit.
+The request head is rewritten for the upstream (hop-by-hop headers dropped, a
+content-length always written); the answer is relayed with its own framing
+(content-length, re-chunked, or until close). The data plane never switches protocols: a
+request with ``Upgrade`` (websocket, h2c) is forwarded as plain HTTP without it, body
+included, and the connection goes on, as nginx does when it is not told to pass
+``Upgrade`` on. Nothing here knows about deployments, routes or pools:
+:mod:`bgserve.dataplane.router` drives it.
 """
 
 from __future__ import annotations

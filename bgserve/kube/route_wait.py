@@ -34,8 +34,9 @@ def await_route(
     """Wait until the router reports the route just written (``desired``) taken for its
     generation, and return what it took (the route, the generation, who took it): the
     gateway's ``Accepted`` and ``ResolvedRefs`` on an HTTPRoute, istiod's ``Reconciled``
-    on a VirtualService. On a refusal or after :func:`wait_seconds`, put ``previous`` back
-    (delete a route that did not exist) and raise BackendError saying what was reported."""
+    on a VirtualService. On a refusal, after :func:`wait_seconds`, or when the route can no
+    longer be read, put ``previous`` back (delete a route that did not exist) and raise
+    BackendError saying what was reported."""
     name = desired["metadata"]["name"]
     timeout = wait_seconds(kube)
     waiting = replace(readiness, timeout=timeout)
@@ -51,6 +52,8 @@ def await_route(
         said = _gateway_report if gateway else _istio_report
         reason = f"no {'gateway' if gateway else 'Istio'} took {what} within {timeout:g}s "
         reason += f"({said(routes, kube, name)})"
+    except BackendError as exc:  # the route could not be read, or was deleted meanwhile
+        reason = f"waiting for the report on {what} failed: {exc}"
     try:
         if previous is None:
             routes.delete(name)
