@@ -11,11 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from bgserve.domain import rollout
-from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BackendError
 from bgserve.kube.istio_status import reconciled_report
 from bgserve.kube.kserve.backend import KServeBackend, required_rbac
-from tests.support.kube import PlatformStatus, kserve_backend, perform
+from tests.support.kube import PlatformStatus, at_ten_percent, kserve_backend, perform
 from tests.support.kube_istio import IstioStatus
 from tests.support.kube_namespace import KubeNamespace
 
@@ -52,12 +51,6 @@ def weights(ns: KubeNamespace) -> dict[str, int]:
         d["destination"]["host"].split("-predictor")[0]: d.get("weight", 0)
         for d in service["spec"]["http"][0]["route"]
     }
-
-
-def at_ten_percent(backend: KServeBackend) -> DeploymentState:
-    state = perform(backend, rollout.create("chat", 1))
-    state = perform(backend, rollout.stage_green(state, 2))
-    return perform(backend, rollout.shift(state, 10, force=True))
 
 
 def test_a_step_returns_only_once_istiod_pushed_the_new_generation(

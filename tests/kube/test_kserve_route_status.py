@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from bgserve.domain import rollout
-from bgserve.domain.rollout import DeploymentState
 from bgserve.errors import BackendError
 from bgserve.kube.kserve.backend import KServeBackend, required_rbac
 from bgserve.kube.route_status import route_taken
-from tests.support.kube import PlatformStatus, kserve_backend, perform
+from tests.support.kube import PlatformStatus, at_ten_percent, kserve_backend, perform
 from tests.support.kube_gateway import GatewayStatus
 from tests.support.kube_namespace import KubeNamespace
 
@@ -47,12 +46,6 @@ def weights(ns: KubeNamespace) -> dict[str, int]:
     (route,) = ns.objects("httproutes")
     refs = route["spec"]["rules"][0]["backendRefs"]
     return {r["name"].removesuffix("-predictor"): r["weight"] for r in refs}
-
-
-def at_ten_percent(backend: KServeBackend) -> DeploymentState:
-    state = perform(backend, rollout.create("chat", 1))
-    state = perform(backend, rollout.stage_green(state, 2))
-    return perform(backend, rollout.shift(state, 10, force=True))
 
 
 def test_a_step_returns_only_once_the_gateway_took_the_new_spec(

@@ -97,6 +97,13 @@ def perform(backend: KServeBackend, transition: Transition) -> DeploymentState:
     return transition.state
 
 
+def at_ten_percent(backend: KServeBackend) -> DeploymentState:
+    """Deployment ``chat``: release 1 blue, release 2 green at 10%."""
+    state = perform(backend, rollout.create("chat", 1))
+    state = perform(backend, rollout.stage_green(state, 2))
+    return perform(backend, rollout.shift(state, 10, force=True))
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
