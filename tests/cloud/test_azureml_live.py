@@ -32,7 +32,12 @@ from tests.cloud.conftest import AzureML
 from tests.support.azureml import AzureMLStandIn, Credential
 from tests.support.azureml_platform import HEADER
 from tests.support.kube import RELEASES, make_components
-from tests.support.live_clients import error_rate_plan, stage_flaky_green
+from tests.support.live_clients import (
+    error_rate_plan,
+    error_rate_revert,
+    stage_flaky_green,
+    wait_for_plan_end,
+)
 from tests.support.load import Load
 
 pytestmark = pytest.mark.integration
@@ -99,16 +104,8 @@ def test_a_flaky_green_is_reverted_on_the_errors_azure_monitor_counts(
         with Load(url, 2, texts=LIVE_TEXTS, headers=key, release_header=HEADER) as load:
             time.sleep(0.5)
             service.start_plan("live", "test", plan, force=True)
-            deadline = time.monotonic() + 60
-            while service.get_deployment("live").state.plan is not None:
-                assert time.monotonic() < deadline, "the plan did not end"
-                time.sleep(0.1)
-        event = service.history("live")[-1]
-        assert (event.action, event.principal) == ("auto-revert", "bgserve"), event
-        assert event.details is not None
-        (check,) = event.details["analysis"]["checks"]
-        assert check["name"] == "error_rate" and check["outcome"] == "fail"
-        assert check["green_errors"] > 0 and check["blue_errors"] == 0
+            wait_for_plan_end(service, "live")
+        check = error_rate_revert(service, "live")
         assert azureml.api.traffic(endpoint) == {f"release-{blue.id}": 100}
         # What failed for the clients was green's; the errors counted are among those.
         failed = load.failures()

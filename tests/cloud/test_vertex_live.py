@@ -16,7 +16,12 @@ from bgserve.demo.run import LIVE_TEXTS
 from bgserve.settings import Settings
 from tests.cloud.conftest import Vertex
 from tests.support.kube import make_components
-from tests.support.live_clients import error_rate_plan, stage_flaky_green
+from tests.support.live_clients import (
+    error_rate_plan,
+    error_rate_revert,
+    stage_flaky_green,
+    wait_for_plan_end,
+)
 from tests.support.load import Load
 from tests.support.vertex_platform import HEADER
 
@@ -44,16 +49,8 @@ def test_a_flaky_green_is_reverted_on_the_errors_cloud_monitoring_counts(
         with Load(url, 2, texts=LIVE_TEXTS, headers=token, release_header=HEADER) as load:
             time.sleep(0.5)
             service.start_plan("live", "test", plan, force=True)
-            deadline = time.monotonic() + 60
-            while service.get_deployment("live").state.plan is not None:
-                assert time.monotonic() < deadline, "the plan did not end"
-                time.sleep(0.1)
-        event = service.history("live")[-1]
-        assert (event.action, event.principal) == ("auto-revert", "bgserve"), event
-        assert event.details is not None
-        (check,) = event.details["analysis"]["checks"]
-        assert check["name"] == "error_rate" and check["outcome"] == "fail"
-        assert check["green_errors"] > 0 and check["blue_errors"] == 0
+            wait_for_plan_end(service, "live")
+        check = error_rate_revert(service, "live")
         endpoint = endpoint_name(settings.vertex.name_prefix, "live")
         assert vertex.api.split(endpoint) == {str(blue.id): 100}
         # What failed for the clients was green's; the errors counted are among those.

@@ -68,20 +68,20 @@ def call(
     except ResourceNotFoundError as exc:
         if missing_ok:
             return None
-        raise BackendError(f"Azure ML {operation} refused: {_reason(exc)}") from exc
+        raise BackendError(f"Azure ML {operation} refused: {error_reason(exc)}") from exc
     except ClientAuthenticationError as exc:
         raise BackendError(
-            f"Azure ML {operation}: no usable Azure credential ({_one_line(exc)}); set "
+            f"Azure ML {operation}: no usable Azure credential ({one_line(exc)}); set "
             "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, use a managed identity or "
             "`az login`"
         ) from exc
     except HttpResponseError as exc:
         error = EndpointBusy if exc.status_code == 409 else BackendError
-        raise error(f"Azure ML {operation} refused: {_reason(exc)}") from exc
+        raise error(f"Azure ML {operation} refused: {error_reason(exc)}") from exc
     except MlException as exc:
-        raise BackendError(f"Azure ML {operation} refused by the SDK: {_one_line(exc)}") from exc
+        raise BackendError(f"Azure ML {operation} refused by the SDK: {one_line(exc)}") from exc
     except AzureError as exc:
-        raise BackendError(f"Azure ML {operation} failed: {_one_line(exc)}") from exc
+        raise BackendError(f"Azure ML {operation} failed: {one_line(exc)}") from exc
 
 
 def wait(operation: str, poller: Any, timeout: float) -> Any:
@@ -96,13 +96,15 @@ def wait(operation: str, poller: Any, timeout: float) -> Any:
     return call(operation, poller.result)
 
 
-def _reason(exc: Any) -> str:
-    """``code: message`` of an ARM error answer, else azure-core's own message."""
+def error_reason(exc: Any) -> str:
+    """``code: message`` of an Azure error answer (ARM, Azure Monitor), else azure-core's
+    own message."""
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None) or f"HTTP {exc.status_code}"
-    message = getattr(error, "message", None) or _one_line(exc)
-    return f"{code}: {_one_line(message)}"
+    message = getattr(error, "message", None) or one_line(exc)
+    return f"{code}: {one_line(message)}"
 
 
-def _one_line(value: object) -> str:
+def one_line(value: object) -> str:
+    """``value`` as text on one line (an SDK's multi-line message in an error of ours)."""
     return " ".join(str(value).split())

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgserve.cloud.azureml.azure import error_reason, one_line
 from bgserve.cloud.azureml.names import release_of_deployment
 from bgserve.domain.window import SideWindow
 from bgserve.errors import BackendError
@@ -191,14 +192,14 @@ def query(client: Any, resource: str) -> Any:
         if exc.status_code == 403:
             raise BackendError(_forbidden(exc)) from exc
         raise BackendError(
-            f"Azure Monitor metrics query: no usable Azure credential ({_one_line(exc)})"
+            f"Azure Monitor metrics query: no usable Azure credential ({one_line(exc)})"
         ) from exc
     except HttpResponseError as exc:
         if exc.status_code == 403:
             raise BackendError(_forbidden(exc)) from exc
-        raise BackendError(f"Azure Monitor metrics query refused: {_reason(exc)}") from exc
+        raise BackendError(f"Azure Monitor metrics query refused: {error_reason(exc)}") from exc
     except AzureError as exc:
-        raise BackendError(f"Azure Monitor metrics query failed: {_one_line(exc)}") from exc
+        raise BackendError(f"Azure Monitor metrics query failed: {one_line(exc)}") from exc
 
 
 def metrics_client(credential: Any, **client_kwargs: Any) -> Any:
@@ -214,16 +215,4 @@ def metrics_client(credential: Any, **client_kwargs: Any) -> Any:
 
 
 def _forbidden(exc: Any) -> str:
-    return f"Azure Monitor metrics query refused (403): it needs {ROLE}: {_reason(exc)}"
-
-
-def _reason(exc: Any) -> str:
-    """``code: message`` of an Azure error answer, else azure-core's own message."""
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None) or f"HTTP {exc.status_code}"
-    message = getattr(error, "message", None) or _one_line(exc)
-    return f"{code}: {_one_line(message)}"
-
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())
+    return f"Azure Monitor metrics query refused (403): it needs {ROLE}: {error_reason(exc)}"
