@@ -22,7 +22,6 @@ included, and the connection goes on, as nginx does when it is not told to pass
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import deque
 from dataclasses import dataclass
 
@@ -30,9 +29,12 @@ import httptools
 
 from bgserve.dataplane.http1_errors import (
     HEAD_LIMIT,
+    REASONS,
     BadRequest,
     ProxyError,
     UpstreamTimeout,
+    error_response,
+    json_response,
 )
 from bgserve.dataplane.http1_simple import read_plain
 
@@ -318,33 +320,3 @@ class RequestReader:
                 self._http10,
             )
         )
-
-
-def json_response(status: int, reason: str, payload: dict[str, object], keep: bool) -> bytes:
-    """A complete response with a JSON body, ready to write."""
-    body = json.dumps(payload).encode()
-    connection = b"keep-alive" if keep else b"close"
-    return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        b"connection: %s\r\n\r\n%s" % (status, reason.encode(), len(body), connection, body)
-    )
-
-
-REASONS = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
-
-
-def error_response(status: int, message: str, keep: bool) -> bytes:
-    """A JSON ``{"error": message}`` response with ``status``, ready to write."""
-    return json_response(status, REASONS[status], {"error": message}, keep)
