@@ -73,13 +73,16 @@ class Forwarder:
         started = time.perf_counter()
         timeouts = table.timeouts
         while True:
-            try:
-                index, conn, pool, retry = await self._connect(table, index, retry)
-            except ProxyError as exc:
-                if count:
-                    table.counters[index].errors += 1
-                writer.write(errors(exc.status, exc.message, request.keep_alive))
-                return request.keep_alive
+            pool = self._pool(table.targets[index])
+            conn = pool.take_idle()
+            if conn is None:
+                try:
+                    index, conn, pool, retry = await self._connect(table, index, retry)
+                except ProxyError as exc:
+                    if count:
+                        table.counters[index].errors += 1
+                    writer.write(errors(exc.status, exc.message, request.keep_alive))
+                    return request.keep_alive
             counters = table.counters[index]
             if count:
                 counters.requests += 1
@@ -155,7 +158,8 @@ class Forwarder:
             writer.write(errors(exc.status, f"{target.role} slot: {exc.message}", False))
 
     async def _connect(self, table: Table, index: int, retry: bool) -> tuple[int, Conn, Pool, bool]:
-        """A connection to the picked slot, or to one other weighted slot if it fails.
+        """A new connection to the picked slot (its pool had no idle one), or to one other
+        weighted slot if it fails.
 
         Nothing has been sent when a connect fails, so the retry cannot run a request
         twice. Returns (slot index, connection, its pool, whether a retry is left).
