@@ -112,12 +112,11 @@ class Pool:
         self._closed = False
 
     def take_idle(self) -> Conn | None:
-        """An idle live connection, or None if the pool has none (idempotent, no I/O but
-        a poll of each idle socket it looks at).
+        """Take an idle live connection out of the pool, closing the stale ones met on
+        the way; None if there is none. No I/O but a poll of each socket looked at.
 
-        The request path calls this first and awaits :meth:`acquire` only when it gives
-        None: a plain call, where a coroutine's first step would cost a cold router
-        microseconds before the request leaves.
+        The request path calls this before :meth:`acquire`, so that a pooled connection
+        is had with a plain call, without a coroutine step.
         """
         if not self._idle:
             return None
