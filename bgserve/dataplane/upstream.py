@@ -59,7 +59,7 @@ class Conn:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        protocol: UpstreamProtocol | None = None,
+        protocol: UpstreamProtocol,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -78,13 +78,8 @@ class Conn:
 
     def usable(self, now: float, max_idle: float) -> bool:
         """Whether the idle connection can carry another request."""
-        protocol = self.protocol
-        if protocol is None:
-            if self.reader.at_eof() or self.writer.is_closing():
-                return False
-        elif protocol.ended:  # what at_eof and is_closing tell, without their calls
-            return False
-        if now - self.idle_since > max_idle or self.buffered():
+        # The protocol's flag tells what at_eof and is_closing would, without their calls.
+        if self.protocol.ended or now - self.idle_since > max_idle or self.buffered():
             return False
         # An idle keep-alive socket that is readable was closed by the slot (or it sent
         # garbage): the loop may not have seen the EOF yet, the kernel has.
@@ -92,8 +87,7 @@ class Conn:
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
-        if self.protocol is not None:
-            self.protocol.ended = True
+        self.protocol.ended = True
         self.writer.close()
 
 
